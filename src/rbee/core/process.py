@@ -1,0 +1,32 @@
+"""Child-process helpers shared by the queen (hive child) and the hive (worker children)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """preexec_fn: ask Linux to SIGTERM this child when its parent dies.
+
+    This is what guarantees "no orphan worker" even when the hive is SIGKILLed. The parent
+    must spawn from its main thread: the signal fires when the spawning *thread* exits.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    os.setpgrp()  # own group: a Ctrl-C at the user's terminal must not reach daemons
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,45 @@
+"""Worker and job states, with the transitions each allows."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class WorkerState(StrEnum):
+    STARTING = "starting"
+    LOADING = "loading"
+    READY = "ready"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+
+
+WORKER_TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
+    WorkerState.STARTING: frozenset(
+        {WorkerState.LOADING, WorkerState.READY, WorkerState.STOPPING, WorkerState.CRASHED}
+    ),
+    WorkerState.LOADING: frozenset({WorkerState.READY, WorkerState.STOPPING, WorkerState.CRASHED}),
+    WorkerState.READY: frozenset({WorkerState.STOPPING, WorkerState.CRASHED}),
+    WorkerState.STOPPING: frozenset({WorkerState.STOPPED, WorkerState.CRASHED}),
+    WorkerState.STOPPED: frozenset(),
+    WorkerState.CRASHED: frozenset(),
+}
+
+
+def can_transition(old: WorkerState, new: WorkerState) -> bool:
+    return new in WORKER_TRANSITIONS[old]
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_JOB_STATES
+
+
+TERMINAL_JOB_STATES = frozenset({JobState.DONE, JobState.ERROR, JobState.CANCELLED})

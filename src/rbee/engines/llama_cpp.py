@@ -1,0 +1,127 @@
+"""llama.cpp adapter (GGUF) through llama-cpp-python.
+
+We format chat prompts ourselves with the GGUF's embedded template so that we know the
+exact prompt token count for `usage`, and stream with `create_completion`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from rbee.core.errors import EngineError
+from rbee.engines.base import (
+    DEFAULT_MAX_TOKENS,
+    Finish,
+    GenerationRequest,
+    Output,
+    Piece,
+    ProgressFn,
+    SamplingDefaults,
+)
+
+# Used when a GGUF carries no chat template (ChatML, what SmolLM2 and many others use).
+_CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def gpu_layers_for(device: str) -> int:
+    """All layers on the accelerator for cuda/metal; none on the CPU."""
+    return 0 if device == "cpu" else -1
+
+
+class LlamaCppEngine:
+    name = "llama_cpp"
+
+    def __init__(
+        self, model_path: str, *, device: str = "cpu", threads: int | None = None,
+        context_length: int = 2048, defaults: SamplingDefaults | None = None,
+    ) -> None:
+        self._path = model_path
+        self._device = device
+        self._threads = threads
+        self._ctx = context_length
+        self._defaults = defaults or SamplingDefaults()
+        self._llm: Any = None
+        self._format: Any = None
+
+    def load(self, progress: ProgressFn) -> None:
+        progress(0.05, "importing llama.cpp")
+        try:
+            from llama_cpp import Llama
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        except ImportError as exc:  # pragma: no cover - install problem
+            raise EngineError(f"llama-cpp-python is not installed: {exc}") from exc
+        progress(0.2, "loading weights")
+        try:
+            self._llm = Llama(
+                model_path=self._path, n_ctx=self._ctx, n_threads=self._threads,
+                n_threads_batch=self._threads, n_gpu_layers=gpu_layers_for(self._device),
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise EngineError(f"llama.cpp could not load {self._path}: {exc}") from exc
+        meta: dict[str, str] = self._llm.metadata
+        template = meta.get("tokenizer.chat_template") or _CHATML
+        eos = self._token_text(meta.get("tokenizer.ggml.eos_token_id"))
+        bos = self._token_text(meta.get("tokenizer.ggml.bos_token_id"))
+        self._format = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        progress(1.0, "ready")
+
+    def _token_text(self, token_id: str | None) -> str:
+        if token_id is None:
+            return ""
+        raw: bytes = self._llm.detokenize([int(token_id)], special=True)
+        return raw.decode("utf-8", errors="ignore")
+
+    def _prompt(self, request: GenerationRequest) -> tuple[str, list[str]]:
+        if request.kind == "completion":
+            return request.prompt, list(request.stop)
+        formatted = self._format(messages=request.messages)
+        extra = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop]
+        return formatted.prompt, [*request.stop, *[s for s in extra if s]]
+
+    def generate(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[Output]:
+        if self._llm is None:
+            raise EngineError("engine not loaded")
+        prompt, stop = self._prompt(request)
+        prompt_tokens = len(self._llm.tokenize(prompt.encode(), add_bos=True, special=True))
+        limit = request.max_tokens or DEFAULT_MAX_TOKENS
+        d = self._defaults
+        # Forget the previous prompt: llama.cpp's prefix reuse makes a seeded request answer
+        # differently on a warm worker than on a cold one. Reproducibility wins here.
+        self._llm.reset()
+        if prompt_tokens + 1 > self._ctx:
+            raise EngineError(f"prompt of {prompt_tokens} tokens exceeds the context of {self._ctx}")
+        stream = self._llm.create_completion(
+            prompt=prompt, max_tokens=min(limit, self._ctx - prompt_tokens), stream=True,
+            temperature=d.temperature if request.temperature is None else request.temperature,
+            top_p=d.top_p if request.top_p is None else request.top_p,
+            top_k=d.top_k if request.top_k is None else request.top_k,
+            repeat_penalty=d.repeat_penalty, seed=request.seed, stop=stop or None,
+        )
+        produced = 0
+        reason = "length"
+        try:
+            for chunk in stream:
+                if cancel.is_set():
+                    yield Finish("cancelled", prompt_tokens, produced)
+                    return
+                choice = chunk["choices"][0]
+                if choice["text"]:
+                    produced += 1
+                    yield Piece(choice["text"])
+                if choice.get("finish_reason"):
+                    reason = choice["finish_reason"]
+        finally:
+            stream.close()  # stops llama.cpp evaluating further tokens
+        yield Finish("stop" if reason == "stop" else "length", prompt_tokens, produced)
+
+    def close(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None

@@ -1,0 +1,3 @@
+from rbee.hive.server import main
+
+main()

@@ -1,0 +1,86 @@
+"""The hive's HTTP API: capabilities and worker lifecycle. Inference never passes here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi import Depends, FastAPI, Request
+
+from rbee import __version__
+from rbee.api.cluster import Device, SpawnWorker, WorkerInfo
+from rbee.hive.devices import DeviceProbe
+from rbee.hive.supervisor import Supervisor
+from rbee.hive.telemetry import TelemetryReporter
+from rbee.web.auth import check_bearer
+from rbee.web.body import parse_body
+from rbee.web.errors import install_error_handlers
+from rbee.web.limits import BodyLimit
+
+
+@dataclass
+class HiveServices:
+    hive_id: str
+    probe: DeviceProbe
+    supervisor: Supervisor
+    http: httpx.AsyncClient
+    reporter: TelemetryReporter | None = None
+    token: str | None = None
+
+
+def create_app(services: HiveServices) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        reporter_task = None
+        if services.reporter is not None:
+            reporter_task = asyncio.create_task(services.reporter.run(), name="telemetry")
+        try:
+            yield
+        finally:
+            if reporter_task:
+                reporter_task.cancel()
+            await services.supervisor.stop_all()  # cascade: no orphan workers
+            if services.reporter is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(services.reporter.send_once(), 1.0)
+            await services.http.aclose()
+
+    app = FastAPI(title="rbee-hive", version=__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
+    install_error_handlers(app)
+
+    def auth(request: Request) -> None:
+        check_bearer(request.headers.get("authorization"), services.token)
+
+    sup = services.supervisor
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "hive_id": services.hive_id, "version": __version__}
+
+    @app.get("/v1/capabilities", dependencies=[Depends(auth)])
+    async def capabilities() -> dict[str, list[Device]]:
+        return {"devices": await asyncio.to_thread(services.probe.devices)}
+
+    @app.get("/v1/workers", dependencies=[Depends(auth)])
+    async def list_workers() -> list[WorkerInfo]:
+        return sup.list()
+
+    @app.post("/v1/workers", dependencies=[Depends(auth)], status_code=202)
+    async def spawn(request: Request) -> WorkerInfo:
+        return sup.spawn(await parse_body(request, SpawnWorker))
+
+    @app.get("/v1/workers/{worker_id}", dependencies=[Depends(auth)])
+    async def get_worker(worker_id: str) -> WorkerInfo:
+        return sup.get(worker_id)
+
+    @app.delete("/v1/workers/{worker_id}", dependencies=[Depends(auth)])
+    async def stop_worker(worker_id: str) -> WorkerInfo:
+        return await sup.stop(worker_id)
+
+    app.add_middleware(BodyLimit, max_bytes=1024 * 1024)
+    return app

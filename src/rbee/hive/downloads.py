@@ -1,0 +1,78 @@
+"""Turn a model reference into a file on this machine, downloading `hf:` refs with progress."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rbee.core.errors import ModelNotFound, UpstreamError
+from rbee.models.catalog import BUILTINS, ModelRef, builtin_path
+
+ProgressFn = Callable[[int, int | None], None]  # (bytes done, bytes total)
+
+
+def resolve(ref: ModelRef, *, cache: Path, hf_endpoint: str | None,
+            progress: ProgressFn | None = None) -> str:
+    """The local path of `ref`'s weights ("" for engines that need none)."""
+    if ref.source == "builtin":
+        return _builtin(ref)
+    if ref.source == "file":
+        assert ref.path is not None
+        if not Path(ref.path).is_file():
+            raise ModelNotFound(f"no such model file on this hive: {ref.path}", param="model")
+        return ref.path
+    return _hf(ref, cache=cache, endpoint=hf_endpoint, progress=progress)
+
+
+def _builtin(ref: ModelRef) -> str:
+    b = BUILTINS[ref.name]
+    if b.package is None:
+        return ""
+    path = builtin_path(ref.name)
+    if path is None:
+        raise ModelNotFound(f"built-in model {ref.name} is not installed on this hive; "
+                            f"run: {b.install_hint}", param="model")
+    return str(path)
+
+
+def _progress_class(progress: ProgressFn) -> type[Any]:
+    """A tqdm subclass that forwards byte counts (huggingface_hub reports through tqdm)."""
+    from tqdm.auto import tqdm
+
+    class _Forward(tqdm):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = False
+            kwargs["file"] = _Null()
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            shown = super().update(n)
+            progress(int(self.n), int(self.total) if self.total else None)
+            return shown
+
+    return _Forward
+
+
+class _Null:
+    def write(self, _: str) -> None:
+        return None
+
+    def flush(self) -> None:
+        return None
+
+
+def _hf(ref: ModelRef, *, cache: Path, endpoint: str | None, progress: ProgressFn | None) -> str:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+
+    assert ref.repo is not None and ref.filename is not None
+    try:
+        return str(hf_hub_download(
+            ref.repo, ref.filename, cache_dir=cache / "hf", endpoint=endpoint,
+            tqdm_class=_progress_class(progress) if progress else None))
+    except (RepositoryNotFoundError, EntryNotFoundError) as exc:
+        raise ModelNotFound(f"{ref.name} not found on the hub: {type(exc).__name__}",
+                            param="model") from exc
+    except (HfHubHTTPError, OSError) as exc:
+        raise UpstreamError(f"download of {ref.name} failed: {exc}") from exc

@@ -1,0 +1,49 @@
+"""Process launching behind a protocol, so the supervisor can be tested without processes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+from typing import Protocol
+
+from rbee.core.process import die_with_parent
+
+
+class ProcessHandle(Protocol):
+    @property
+    def pid(self) -> int: ...
+
+    def poll(self) -> int | None:
+        """Exit code, or None while running."""
+        ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+
+class Launcher(Protocol):
+    def launch(self, argv: list[str], env: dict[str, str], pass_fds: tuple[int, ...],
+               log_path: Path) -> ProcessHandle: ...
+
+
+class SubprocessLauncher:
+    """Real child processes that die with us (PDEATHSIG) and log to a file."""
+
+    def launch(self, argv: list[str], env: dict[str, str], pass_fds: tuple[int, ...],
+               log_path: Path) -> ProcessHandle:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            return subprocess.Popen(  # noqa: S603 - argv built by us, no shell
+                argv, env=env, pass_fds=pass_fds, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, preexec_fn=die_with_parent,  # noqa: PLW1509
+            )
+
+
+def terminate(handle: ProcessHandle) -> None:
+    if handle.poll() is None:
+        handle.send_signal(signal.SIGTERM)
+
+
+def kill(handle: ProcessHandle) -> None:
+    if handle.poll() is None:
+        handle.send_signal(signal.SIGKILL)

@@ -1,0 +1,52 @@
+"""`rbee-hive`: serve the hive API on this machine."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import httpx
+
+from rbee.hive.app import HiveServices, create_app
+from rbee.hive.devices import SystemProbe
+from rbee.hive.launcher import SubprocessLauncher
+from rbee.hive.settings import HiveSettings
+from rbee.hive.supervisor import Supervisor, SupervisorConfig
+from rbee.hive.telemetry import TelemetryReporter
+from rbee.web.auth import refuse_open_listener
+from rbee.web.serve import serve
+
+
+def build_services(settings: HiveSettings) -> HiveServices:
+    # Secrets come through the environment, never argv (argv is world-readable in ps).
+    token = settings.token or os.environ.get("RBEE_HIVE_TOKEN") or None
+    worker_token = os.environ.get("RBEE_HIVE_WORKER_TOKEN") or None
+    advertise = settings.advertise_host or settings.host
+    probe = SystemProbe()
+    http = httpx.AsyncClient(timeout=10.0)
+    supervisor = Supervisor(
+        SupervisorConfig(hive_id=settings.hive_id, bind_host=settings.host,
+                         advertise_host=advertise, home=settings.home,
+                         hf_endpoint=settings.hf_endpoint or os.environ.get("HF_ENDPOINT"),
+                         worker_token=worker_token, default_threads=settings.worker_threads,
+                         stop_grace=settings.stop_grace),
+        SubprocessLauncher(), http, {d.id for d in probe.devices()})
+    reporter = None
+    if settings.queen_url:
+        reporter = TelemetryReporter(
+            hive_id=settings.hive_id, url=f"http://{advertise}:{settings.port}",
+            queen_url=settings.queen_url, token=token, probe=probe, supervisor=supervisor,
+            http=http, interval=settings.telemetry_interval)
+    return HiveServices(hive_id=settings.hive_id, probe=probe, supervisor=supervisor, http=http,
+                        reporter=reporter, token=token)
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = HiveSettings(_cli_parse_args=sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s hive %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    services = build_services(settings)
+    refuse_open_listener(settings.host, services.token, "rbee-hive")
+    serve(create_app(services), host=settings.host, port=settings.port,
+          parent_pid=settings.parent_pid)

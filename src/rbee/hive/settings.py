@@ -1,0 +1,32 @@
+"""Hive settings: CLI flag > RBEE_HIVE_* env > default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    return Path.home() / ".local" / "share" / "rbee"
+
+
+class HiveSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RBEE_HIVE_", cli_kebab_case=True, cli_prog_name="rbee-hive",
+        cli_implicit_flags=True,
+    )
+
+    hive_id: str = Field(default="localhost", description="This hive's name at the queen")
+    host: str = Field(default="127.0.0.1", description="Bind address")
+    port: int = Field(default=7835, description="Bind port")
+    advertise_host: str | None = Field(default=None, description="Address the queen uses")
+    queen_url: str | None = Field(default=None, description="Queen to report telemetry to")
+    token: str | None = Field(default=None, description="Bearer token for the hive API")
+    telemetry_interval: float = Field(default=2.0, description="Seconds between reports")
+    home: Path = Field(default_factory=default_home, description="Model cache and state")
+    hf_endpoint: str | None = Field(default=None, description="Hugging Face hub URL override")
+    worker_threads: int | None = Field(default=None, description="Default engine threads")
+    stop_grace: float = Field(default=3.0, description="Seconds between SIGTERM and SIGKILL")
+    parent_pid: int | None = Field(default=None, description="Exit when this process is gone")

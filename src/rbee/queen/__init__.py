@@ -1,0 +1,1 @@
+"""queen-rbee: the brain. Every decision (routing, placement, cancellation) is made here."""

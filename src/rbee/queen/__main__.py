@@ -1,0 +1,3 @@
+from rbee.queen.server import main
+
+main()

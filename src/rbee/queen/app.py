@@ -1,0 +1,44 @@
+"""create_app(settings, services=None): the queen as an ASGI app."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from rbee import __version__
+from rbee.queen.routes import cluster, jobs, openai
+from rbee.queen.services import QueenServices, build_services
+from rbee.queen.settings import QueenSettings
+from rbee.web.errors import install_error_handlers
+from rbee.web.limits import BodyLimit
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: QueenSettings, services: QueenServices | None = None) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = services or build_services(settings)
+        app.state.services = svc
+        await svc.jobs.start()
+        if svc.local_hive is not None:
+            svc.local_hive.start()
+        try:
+            yield
+        finally:
+            await svc.jobs.stop()
+            if svc.local_hive is not None:
+                await svc.local_hive.stop()  # cascades to its workers
+            await svc.http.aclose()
+            svc.db.close()
+
+    app = FastAPI(title="queen-rbee", version=__version__, lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(cluster.router)
+    app.include_router(openai.router)
+    app.include_router(jobs.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,146 @@
+"""Find a ready worker for a model, placing and starting one when none exists."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Protocol
+
+from rbee.api.cluster import SpawnWorker, WorkerInfo
+from rbee.core.errors import (
+    EngineError,
+    ModelNotFound,
+    NoCapacity,
+    UpstreamError,
+    WorkerNotFound,
+    from_envelope,
+)
+from rbee.core.states import WorkerState
+from rbee.models.catalog import ModelRef
+from rbee.queen.hive_client import HiveClient
+from rbee.queen.registry import Registry
+from rbee.scheduler.placement import PlaceRequest, place
+from rbee.scheduler.routing import RouteRequest, route
+
+POLL_SECONDS = 0.05
+_STARTING = (WorkerState.STARTING, WorkerState.LOADING)
+
+
+class Narrator(Protocol):
+    def narrate(self, action: str, message: str, actor: str = "queen") -> None: ...
+
+    def progress(self, stage: str, fraction: float) -> None: ...
+
+
+class Silent:
+    """Narration sink for requests nobody watches (the OpenAI endpoints)."""
+
+    def narrate(self, action: str, message: str, actor: str = "queen") -> None:
+        return None
+
+    def progress(self, stage: str, fraction: float) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Hints:
+    hive_id: str | None = None
+    device: str | None = None
+    worker_id: str | None = None
+    threads: int | None = None
+
+
+class Dispatcher:
+    def __init__(self, registry: Registry, hives: HiveClient, *, spawn_timeout: float,
+                 default_threads: int | None) -> None:
+        self._registry = registry
+        self._hives = hives
+        self._spawn_timeout = spawn_timeout
+        self._threads = default_threads
+        self._model_locks: dict[str, asyncio.Lock] = {}
+
+    async def worker_for(self, ref: ModelRef, hints: Hints, narrator: Narrator) -> WorkerInfo:
+        found = self._route(ref, hints)
+        if found is not None:
+            return found
+        if hints.worker_id is not None:
+            raise WorkerNotFound(f"worker {hints.worker_id!r} is not ready for {ref.name}",
+                                 param="worker_id")
+        # One placement per model at a time: concurrent first requests share one new worker.
+        lock = self._model_locks.setdefault(ref.name, asyncio.Lock())
+        async with lock:
+            found = self._route(ref, hints)
+            if found is not None:
+                return found
+            starting = self._starting(ref, hints)
+            if starting is None:
+                narrator.narrate("route", f"no worker serves {ref.name}; placing one")
+                starting = await self.spawn(ref, hints, narrator)
+            return await self.wait_ready(starting, narrator)
+
+    def _route(self, ref: ModelRef, hints: Hints) -> WorkerInfo | None:
+        req = RouteRequest(model=ref.name, hive_id=hints.hive_id, device=hints.device,
+                           worker_id=hints.worker_id)
+        view, _ = route(self._registry.snapshot(), req)
+        return view.info if view else None
+
+    def _starting(self, ref: ModelRef, hints: Hints) -> WorkerInfo | None:
+        for w in self._registry.workers():
+            if (w.model == ref.name and w.state in _STARTING
+                    and hints.hive_id in (None, w.hive_id) and hints.device in (None, w.device)
+                    and self._registry.is_up(w.hive_id)):
+                return w
+        return None
+
+    async def spawn(self, ref: ModelRef, hints: Hints, narrator: Narrator,
+                    engine: str | None = None) -> WorkerInfo:
+        decision, report = place(self._registry.snapshot(),
+                                 PlaceRequest(ref.name, hints.hive_id, hints.device))
+        if decision is None:
+            raise NoCapacity(f"no hive can host {ref.name}: {report.explain()}")
+        narrator.narrate("place", f"placing {ref.name} on {decision.hive_id} {decision.device}")
+        spec = SpawnWorker(model=ref.name, device=decision.device, engine=engine,
+                           threads=hints.threads or self._threads)
+        info = await self._hives.spawn(self._registry.hive_url(decision.hive_id), spec)
+        self._registry.upsert_worker(info)
+        narrator.narrate("worker_spawn", f"worker {info.id} starting", actor="hive")
+        return info
+
+    async def wait_ready(self, info: WorkerInfo, narrator: Narrator) -> WorkerInfo:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._spawn_timeout
+        url = self._registry.hive_url(info.hive_id)
+        last_stage = ""
+        while True:
+            info = await self._hives.get_worker(url, info.id)
+            self._registry.upsert_worker(info)
+            if info.stage != last_stage:
+                last_stage = info.stage
+                narrator.progress(info.stage, info.progress)
+            if info.state is WorkerState.READY:
+                narrator.narrate("worker_ready", f"worker {info.id} ready", actor="worker")
+                return info
+            if info.state not in _STARTING:
+                raise _start_failure(info)
+            if loop.time() > deadline:
+                raise NoCapacity(f"worker {info.id} not ready after {self._spawn_timeout:.0f}s")
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def stop(self, worker_id: str) -> WorkerInfo:
+        info = self._registry.find_worker(worker_id)
+        if info is None:
+            raise WorkerNotFound(f"no worker {worker_id!r}", param="worker_id")
+        stopped = await self._hives.stop_worker(self._registry.hive_url(info.hive_id), worker_id)
+        self._registry.drop_worker(info.hive_id, worker_id)
+        return stopped
+
+
+def _start_failure(info: WorkerInfo) -> Exception:
+    message = f"worker {info.id} {info.state.value}: {info.error or 'unknown error'}"
+    if info.error_code == ModelNotFound.code:
+        return ModelNotFound(message, param="model")
+    if info.error_code:
+        return from_envelope(500, {"error": {"message": message, "code": info.error_code}})
+    if info.state is WorkerState.CRASHED:
+        return EngineError(message)
+    return UpstreamError(message)

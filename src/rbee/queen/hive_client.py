@@ -1,0 +1,49 @@
+"""Calls from the queen to a hive's lifecycle API (authenticated)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from rbee.api.cluster import SpawnWorker, WorkerInfo
+from rbee.core.errors import UpstreamError, from_envelope
+
+
+@contextlib.contextmanager
+def map_transport_errors(what: str) -> Iterator[None]:
+    """httpx failures become UpstreamError, chained (httpx's own map_httpcore_exceptions)."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise UpstreamError(f"{what}: timed out") from exc
+    except httpx.TransportError as exc:
+        raise UpstreamError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+class HiveClient:
+    def __init__(self, http: httpx.AsyncClient, token: str | None) -> None:
+        self._http = http
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def _call(self, method: str, url: str, json: dict[str, Any] | None = None) -> Any:
+        with map_transport_errors(f"hive at {url}"):
+            r = await self._http.request(method, url, json=json, headers=self._headers,
+                                         timeout=30.0)
+        body = r.json() if r.content else None
+        if r.status_code >= 400:
+            raise from_envelope(r.status_code, body)
+        return body
+
+    async def spawn(self, hive_url: str, spec: SpawnWorker) -> WorkerInfo:
+        body = await self._call("POST", f"{hive_url}/v1/workers", spec.model_dump(exclude_none=True))
+        return WorkerInfo.model_validate(body)
+
+    async def get_worker(self, hive_url: str, worker_id: str) -> WorkerInfo:
+        return WorkerInfo.model_validate(await self._call("GET", f"{hive_url}/v1/workers/{worker_id}"))
+
+    async def stop_worker(self, hive_url: str, worker_id: str) -> WorkerInfo:
+        body = await self._call("DELETE", f"{hive_url}/v1/workers/{worker_id}")
+        return WorkerInfo.model_validate(body)

@@ -1,0 +1,199 @@
+"""Jobs: run an operation in a task, fan its events out to any number of watchers, persist.
+
+Events live in memory while a job runs (watchers read them from there, so a reconnect with
+Last-Event-ID loses nothing) and are flushed to SQLite in batches; the terminal event and
+the final state are written in one transaction. Exactly one terminal event per job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from rbee.api.jobs import TERMINAL_EVENTS, EventType, JobEvent, JobSummary
+from rbee.core.clock import Clock
+from rbee.core.errors import JobNotFound, RbeeError
+from rbee.storage.jobs import JobStore
+
+logger = logging.getLogger(__name__)
+FLUSH_SECONDS = 0.2
+
+
+@dataclass
+class LiveJob:
+    id: str
+    operation: str
+    events: list[JobEvent] = field(default_factory=list)
+    flushed: int = 0
+    updated: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    finished: bool = False
+
+    def emit(self, event: EventType, data: dict[str, Any]) -> JobEvent:
+        e = JobEvent(seq=len(self.events), event=event, data=data)
+        self.events.append(e)
+        waiter, self.updated = self.updated, asyncio.Event()
+        waiter.set()
+        return e
+
+
+class JobContext:
+    """What an operation sees: its job's event helpers."""
+
+    def __init__(self, job: LiveJob) -> None:
+        self._job = job
+        self.job_id = job.id
+
+    def narrate(self, action: str, message: str, actor: str = "queen") -> None:
+        self._job.emit("narration", {"actor": actor, "action": action, "message": message})
+
+    def progress(self, stage: str, fraction: float, **extra: Any) -> None:
+        self._job.emit("progress", {"stage": stage, "fraction": round(fraction, 4), **extra})
+
+    def token(self, text: str, index: int) -> None:
+        self._job.emit("token", {"t": text, "i": index})
+
+
+
+Runner = Callable[[JobContext, BaseModel], Awaitable[dict[str, Any] | None]]
+
+
+class JobManager:
+    def __init__(self, store: JobStore, clock: Clock, runner: Runner) -> None:
+        self._store = store
+        self._clock = clock
+        self._runner = runner
+        self._live: dict[str, LiveJob] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Close out jobs a previous queen left running, then start the flush loop."""
+        for job_id in await asyncio.to_thread(self._store.unfinished):
+            seq = await asyncio.to_thread(self._store.last_seq, job_id)
+            message = "the queen restarted before this job finished"
+            event = JobEvent(seq=seq + 1, event="error",
+                             data={"message": message, "code": "queen_restarted"})
+            await asyncio.to_thread(self._store.finish, job_id, "error", self._clock.time(),
+                                    None, message, [event])
+        self._flusher = asyncio.create_task(self._flush_loop(), name="job-flush")
+
+    async def stop(self) -> None:
+        for job in list(self._live.values()):
+            if job.task is not None:
+                job.task.cancel()
+        tasks = [j.task for j in self._live.values() if j.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=3.0)
+        if self._flusher is not None:
+            self._flusher.cancel()
+        await asyncio.to_thread(self._flush_all)
+
+    def submit(self, operation: str, op: BaseModel, request: dict[str, Any]) -> str:
+        job_id = f"job-{uuid.uuid4()}"
+        self._store.create(job_id, operation, request, self._clock.time())
+        job = LiveJob(id=job_id, operation=operation)
+        self._live[job_id] = job
+        job.task = asyncio.create_task(self._run(job, op), name=job_id)
+        return job_id
+
+    async def _run(self, job: LiveJob, op: BaseModel) -> None:
+        await asyncio.to_thread(self._store.set_state, job.id, "running")
+        try:
+            result = await self._runner(JobContext(job), op)
+        except asyncio.CancelledError:
+            await self._finish(job, "cancelled", None, "cancelled by request")
+            return
+        except RbeeError as exc:
+            await self._finish(job, "error", None, exc.message, code=exc.code)
+            return
+        except Exception as exc:
+            logger.exception("job %s failed", job.id)
+            await self._finish(job, "error", None, f"internal error: {type(exc).__name__}",
+                               code="internal")
+            return
+        if result is not None:
+            job.emit("result", result)
+        await self._finish(job, "done", result, None)
+
+    async def _finish(self, job: LiveJob, state: str, result: dict[str, Any] | None,
+                      error: str | None, code: str | None = None) -> None:
+        if job.finished:
+            return
+        job.finished = True
+        data: dict[str, Any] = {} if state == "done" else {"message": error}
+        if code:
+            data["code"] = code
+        job.emit("done" if state == "done" else state, data)  # type: ignore[arg-type]
+        pending = job.events[job.flushed:]
+        job.flushed = len(job.events)
+        # Shielded: a cancelled job must still record how it ended.
+        await asyncio.shield(asyncio.to_thread(
+            self._store.finish, job.id, state, self._clock.time(), result, error, pending))
+        self._live.pop(job.id, None)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            await asyncio.to_thread(self._flush_all)
+
+    def _flush_all(self) -> None:
+        for job in list(self._live.values()):
+            end = len(job.events)
+            if end > job.flushed and not job.finished:
+                self._store.append(job.id, job.events[job.flushed:end])
+                job.flushed = end
+
+    async def cancel(self, job_id: str) -> JobSummary:
+        job = self._live.get(job_id)
+        if job is not None and job.task is not None and not job.finished:
+            job.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({job.task}, timeout=5.0)
+        return self.summary(job_id)
+
+    def summary(self, job_id: str) -> JobSummary:
+        found = self._store.get(job_id)
+        if found is None:
+            raise JobNotFound(f"no job {job_id!r}", param="job_id")
+        return found
+
+    def list(self, limit: int, state: str | None) -> list[JobSummary]:
+        return self._store.list(limit, state)
+
+    async def events(self, job_id: str, after: int = -1, keepalive: float | None = None
+                     ) -> AsyncIterator[JobEvent | None]:
+        """Every event after `after`, live ones as they happen, ending with the terminal one.
+
+        Yields None when nothing happened for `keepalive` seconds (time for a comment frame).
+        """
+        job = self._live.get(job_id)
+        if job is None:
+            stored = await asyncio.to_thread(self._store.events, job_id, after)
+            if not stored and self._store.get(job_id) is None:
+                raise JobNotFound(f"no job {job_id!r}", param="job_id")
+            for e in stored:
+                yield e
+            return
+        index = after + 1
+        while True:
+            waiter = job.updated
+            while index < len(job.events):
+                e = job.events[index]
+                index += 1
+                yield e
+                if e.event in TERMINAL_EVENTS:
+                    return
+            try:
+                await asyncio.wait_for(waiter.wait(), keepalive)
+            except TimeoutError:
+                yield None
+
+    def exists_live(self, job_id: str) -> bool:
+        return job_id in self._live

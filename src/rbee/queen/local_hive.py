@@ -1,0 +1,57 @@
+"""The hive a queen starts on its own machine (zero-config localhost), and stops with it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from rbee.core.process import die_with_parent
+
+logger = logging.getLogger(__name__)
+HIVE_ID = "localhost"
+
+
+class LocalHive:
+    def __init__(self, *, queen_url: str, port: int, token: str, worker_token: str,
+                 telemetry_interval: float, log_path: Path, home: Path | None,
+                 hf_endpoint: str | None) -> None:
+        self._argv = [sys.executable, "-m", "rbee.hive", "--hive-id", HIVE_ID,
+                      "--port", str(port), "--queen-url", queen_url,
+                      "--telemetry-interval", str(telemetry_interval),
+                      "--parent-pid", str(os.getpid())]
+        if home is not None:
+            self._argv += ["--home", str(home)]
+        if hf_endpoint:
+            self._argv += ["--hf-endpoint", hf_endpoint]
+        self._env = {**os.environ, "RBEE_HIVE_TOKEN": token, "RBEE_HIVE_WORKER_TOKEN": worker_token}
+        self._log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Must run on the main thread: PDEATHSIG follows the spawning thread."""
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._log_path.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                self._argv, env=self._env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, preexec_fn=die_with_parent)  # noqa: PLW1509
+        logger.info("local hive started (pid %s)", self.process.pid)
+
+    async def stop(self, grace: float = 8.0) -> None:
+        """SIGTERM (the hive stops its workers first), then SIGKILL after `grace`."""
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while proc.poll() is None and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if proc.poll() is None:
+            logger.warning("local hive ignored SIGTERM; killing it")
+            proc.kill()
+            proc.wait()

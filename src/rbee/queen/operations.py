@@ -1,0 +1,138 @@
+"""What each job operation does. Each returns the job's result (also sent as `result`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+from rbee.api.jobs import (
+    InferOp,
+    ModelGetOp,
+    ModelListOp,
+    StatusOp,
+    WorkerListOp,
+    WorkerSpawnOp,
+    WorkerStopOp,
+)
+from rbee.models.catalog import ALIASES, BUILTINS, builtin_path, parse_ref
+from rbee.queen.dispatch import Dispatcher, Hints
+from rbee.queen.jobs import JobContext
+from rbee.queen.registry import Registry
+from rbee.queen.relay import Relay
+
+Result = dict[str, Any] | None
+
+
+class Operations:
+    def __init__(self, registry: Registry, dispatcher: Dispatcher, relay: Relay,
+                 default_model: str) -> None:
+        self._registry = registry
+        self._dispatcher = dispatcher
+        self._relay = relay
+        self._default_model = default_model
+        self._table: dict[type[BaseModel], Callable[[JobContext, Any], Awaitable[Result]]] = {
+            InferOp: self.infer, StatusOp: self.status, WorkerSpawnOp: self.worker_spawn,
+            WorkerListOp: self.worker_list, WorkerStopOp: self.worker_stop,
+            ModelListOp: self.model_list, ModelGetOp: self.model_get,
+        }
+
+    async def run(self, ctx: JobContext, op: BaseModel) -> Result:
+        return await self._table[type(op)](ctx, op)
+
+    async def infer(self, ctx: JobContext, op: InferOp) -> Result:
+        ref = parse_ref(op.model or self._default_model)
+        hints = Hints(hive_id=op.hive_id, device=op.device, worker_id=op.worker_id)
+        started = time.perf_counter()
+        worker = await self._dispatcher.worker_for(ref, hints, ctx)
+        ctx.narrate("infer", f"{ref.name} on {worker.id} ({worker.hive_id} {worker.device})")
+        body: dict[str, Any] = {
+            "model": ref.name, "messages": op.chat_messages(), "stream": True,
+            "stream_options": {"include_usage": True},
+            **op.model_dump(include={"max_tokens", "temperature", "top_p", "top_k", "seed",
+                                     "stop"}, exclude_none=True)}
+        sent = time.perf_counter()
+        first: float | None = None
+        parts: list[str] = []
+        usage: dict[str, int] = {}
+        finish = None
+        async for chunk in self._relay.stream_events(worker, body):
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+            for choice in chunk.get("choices", ()):
+                text = choice.get("delta", {}).get("content")
+                if text:
+                    first = first or time.perf_counter()
+                    ctx.token(text, len(parts))
+                    parts.append(text)
+                finish = choice.get("finish_reason") or finish
+        end = time.perf_counter()
+        decode = end - (first or end)
+        n = usage.get("completion_tokens", len(parts))
+        return {
+            "text": "".join(parts), "model": ref.name, "worker_id": worker.id,
+            "finish_reason": finish, "usage": usage,
+            "timings": {
+                "ttft_ms": round(((first or end) - sent) * 1000, 2),
+                "queue_ms": round((sent - started) * 1000, 2),
+                "total_ms": round((end - started) * 1000, 2),
+                "tokens_per_s": round((n - 1) / decode, 2) if n > 1 and decode > 0 else None,
+            },
+        }
+
+    async def status(self, ctx: JobContext, op: StatusOp) -> Result:
+        snap = self._registry.snapshot()
+        return {
+            "hives": [{"id": h.id, "url": h.url, "up": h.up,
+                       "devices": [d.model_dump() for d in h.devices]} for h in snap.hives],
+            "workers": [w.info.model_dump(mode="json") | {"inflight": w.inflight}
+                        for w in snap.workers],
+        }
+
+    async def worker_spawn(self, ctx: JobContext, op: WorkerSpawnOp) -> Result:
+        ref = parse_ref(op.model or self._default_model)
+        hints = Hints(hive_id=op.hive_id, device=op.device, threads=op.threads)
+        info = await self._dispatcher.spawn(ref, hints, ctx, engine=op.engine)
+        ready = await self._dispatcher.wait_ready(info, ctx)
+        return {"worker": ready.model_dump(mode="json")}
+
+    async def worker_list(self, ctx: JobContext, op: WorkerListOp) -> Result:
+        workers = [w for w in self._registry.workers() if op.hive_id in (None, w.hive_id)]
+        return {"workers": [w.model_dump(mode="json") for w in workers]}
+
+    async def worker_stop(self, ctx: JobContext, op: WorkerStopOp) -> Result:
+        ctx.narrate("worker_stop", f"stopping {op.worker_id}")
+        stopped = await self._dispatcher.stop(op.worker_id)
+        return {"worker": stopped.model_dump(mode="json")}
+
+    async def model_list(self, ctx: JobContext, op: ModelListOp) -> Result:
+        return {"models": model_entries(self._registry)}
+
+    async def model_get(self, ctx: JobContext, op: ModelGetOp) -> Result:
+        ref = parse_ref(op.model)
+        workers = [w.model_dump(mode="json") for w in self._registry.workers()
+                   if w.model == ref.name]
+        entry: dict[str, Any] = {"id": ref.name, "source": ref.source, "engine": ref.engine,
+                                 "workers": workers}
+        if ref.source == "builtin":
+            path = builtin_path(ref.name)
+            entry |= {"description": BUILTINS[ref.name].description,
+                      "installed": path is not None or BUILTINS[ref.name].package is None,
+                      "path": str(path) if path else None,
+                      "aliases": sorted(a for a, t in ALIASES.items() if t == ref.name)}
+        return {"model": entry}
+
+
+def model_entries(registry: Registry) -> list[dict[str, Any]]:
+    """Built-ins plus every model some worker serves, with the workers serving it."""
+    entries: dict[str, dict[str, Any]] = {}
+    for name, b in BUILTINS.items():
+        entries[name] = {"id": name, "source": "builtin", "engine": b.engine,
+                         "description": b.description, "workers": 0}
+    for w in registry.workers():
+        entry = entries.setdefault(w.model, {"id": w.model, "source": parse_ref(w.model).source,
+                                             "engine": w.engine, "description": "", "workers": 0})
+        entry["workers"] += 1
+    return list(entries.values())

@@ -1,0 +1,83 @@
+"""The queen's live view of hives and workers, fed by hive telemetry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rbee.api.cluster import HiveTelemetry, WorkerInfo
+from rbee.core.clock import Clock
+from rbee.core.errors import HiveNotFound
+from rbee.scheduler.snapshot import ClusterSnapshot, HiveView, WorkerView
+
+MISSED_INTERVALS_DOWN = 3
+
+
+@dataclass
+class HiveRecord:
+    telemetry: HiveTelemetry
+    last_seen: float
+    workers: dict[str, WorkerInfo] = field(default_factory=dict)
+
+
+class Registry:
+    def __init__(self, clock: Clock, telemetry_interval: float) -> None:
+        self._clock = clock
+        self._interval = telemetry_interval
+        self._hives: dict[str, HiveRecord] = {}
+        self._inflight: dict[str, int] = {}
+
+    def report(self, t: HiveTelemetry) -> None:
+        self._hives[t.hive_id] = HiveRecord(t, self._clock.monotonic(),
+                                            {w.id: w for w in t.workers})
+
+    def upsert_worker(self, info: WorkerInfo) -> None:
+        """Record what a hive just told us directly, ahead of its next telemetry."""
+        record = self._hives.get(info.hive_id)
+        if record is not None:
+            record.workers[info.id] = info
+
+    def drop_worker(self, hive_id: str, worker_id: str) -> None:
+        record = self._hives.get(hive_id)
+        if record is not None:
+            record.workers.pop(worker_id, None)
+
+    def is_up(self, hive_id: str) -> bool:
+        record = self._hives.get(hive_id)
+        if record is None:
+            return False
+        return self._clock.monotonic() - record.last_seen <= MISSED_INTERVALS_DOWN * self._interval
+
+    def hive_url(self, hive_id: str) -> str:
+        record = self._hives.get(hive_id)
+        if record is None:
+            raise HiveNotFound(f"no hive {hive_id!r} has registered", param="hive_id")
+        return record.telemetry.url
+
+    def hive_ids(self) -> list[str]:
+        return sorted(self._hives)
+
+    def telemetry(self, hive_id: str) -> HiveTelemetry:
+        return self._hives[hive_id].telemetry
+
+    def workers(self) -> list[WorkerInfo]:
+        return [w for r in self._hives.values() for w in r.workers.values()]
+
+    def find_worker(self, worker_id: str) -> WorkerInfo | None:
+        return next((w for w in self.workers() if w.id == worker_id), None)
+
+    def acquire(self, worker_id: str) -> None:
+        self._inflight[worker_id] = self._inflight.get(worker_id, 0) + 1
+
+    def release(self, worker_id: str) -> None:
+        left = self._inflight.get(worker_id, 0) - 1
+        if left > 0:
+            self._inflight[worker_id] = left
+        else:
+            self._inflight.pop(worker_id, None)
+
+    def snapshot(self) -> ClusterSnapshot:
+        hives = tuple(HiveView(id=h, url=r.telemetry.url, up=self.is_up(h),
+                               devices=tuple(r.telemetry.devices))
+                      for h, r in sorted(self._hives.items()))
+        workers = tuple(WorkerView(w, self._inflight.get(w.id, 0)) for w in self.workers())
+        return ClusterSnapshot(hives=hives, workers=workers)

@@ -1,0 +1,1 @@
+"""Thin HTTP handlers; behaviour lives in the services they call."""

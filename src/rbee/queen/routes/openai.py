@@ -1,0 +1,56 @@
+"""OpenAI-compatible endpoints: /v1/models, /v1/chat/completions, /v1/completions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from rbee.api.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from rbee.core.errors import ModelNotFound
+from rbee.models.catalog import parse_ref
+from rbee.queen.deps import ServicesDep, require_api_token
+from rbee.queen.dispatch import Hints, Silent
+from rbee.queen.operations import model_entries
+from rbee.web.body import parse_model
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_token)])
+
+
+@router.get("/models")
+async def list_models(svc: ServicesDep) -> ModelList:
+    return ModelList(data=[ModelCard(id=e["id"], created=0)
+                           for e in model_entries(svc.registry)])
+
+
+@router.get("/models/{model:path}")
+async def get_model(model: str, svc: ServicesDep) -> ModelCard:
+    ref = parse_ref(model)
+    if not any(e["id"] == ref.name for e in model_entries(svc.registry)):
+        raise ModelNotFound(f"model {model!r} not found", param="model")
+    return ModelCard(id=ref.name, created=0)
+
+
+async def _complete(request: Request, svc: ServicesDep,
+                    schema: type[ChatCompletionRequest] | type[CompletionRequest],
+                    path: str) -> Response:
+    raw = await request.body()
+    body = parse_model(raw, schema)
+    ref = parse_ref(body.model)
+    extra = body.model_extra or {}
+    hints = Hints(hive_id=_str(extra.get("hive_id")), device=_str(extra.get("device")),
+                  worker_id=_str(extra.get("worker_id")))
+    worker = await svc.dispatcher.worker_for(ref, hints, Silent())
+    return await svc.relay.forward(worker, path, raw, body.stream)
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request, svc: ServicesDep) -> Response:
+    return await _complete(request, svc, ChatCompletionRequest, "/v1/chat/completions")
+
+
+@router.post("/completions")
+async def completions(request: Request, svc: ServicesDep) -> Response:
+    return await _complete(request, svc, CompletionRequest, "/v1/completions")

@@ -1,0 +1,1 @@
+"""Pure decisions over a frozen snapshot: no I/O, no asyncio. Imports only core and api."""

@@ -1,0 +1,1 @@
+"""Queen state in SQLite (WAL). Repository functions over one connection; no ORM."""

@@ -1,0 +1,65 @@
+"""Exception handlers: every error leaves as an OpenAI envelope with the right status."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rbee.core.errors import RbeeError
+
+logger = logging.getLogger(__name__)
+
+_STATUS_TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",
+                 405: "invalid_request_error", 413: "invalid_request_error",
+                 429: "rate_limit_exceeded"}
+
+
+def envelope(status: int, message: str, type_: str, code: str | None, param: str | None = None,
+             headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request", None
+    first = errors[0]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    if first.get("type") == "json_invalid":
+        return "request body is not valid JSON", None
+    where = f" at '{param}'" if param else ""
+    return f"{first.get('msg', 'invalid value')}{where}", param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def rbee_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RbeeError)
+        headers = {"Retry-After": "1"} if exc.http_status in (429, 503) else None
+        return envelope(exc.http_status, exc.message, exc.openai_type, exc.code, exc.param, headers)
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        message, param = _validation_message(exc)
+        return envelope(400, message, "invalid_request_error", "invalid_request", param)
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        type_ = _STATUS_TYPES.get(exc.status_code, "invalid_request_error")
+        return envelope(exc.status_code, str(exc.detail), type_, None)
+
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        request_id = uuid.uuid4().hex[:12]
+        logger.exception("unhandled error (request %s)", request_id, exc_info=exc)
+        return envelope(500, f"internal error (request {request_id})", "server_error", None)
+
+    app.add_exception_handler(RbeeError, rbee_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,56 @@
+"""Run an ASGI app under uvicorn, optionally on a socket inherited from the parent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+import uvicorn
+from starlette.types import ASGIApp
+
+logger = logging.getLogger(__name__)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before spawning: the parent knows the port and no other process can steal it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+async def watch_parent(parent_pid: int, server: uvicorn.Server, interval: float = 0.5) -> None:
+    """Exit when the process that started us is gone (portable backstop to PDEATHSIG)."""
+    while not server.should_exit:
+        if os.getppid() != parent_pid:
+            logger.warning("parent %s is gone; shutting down", parent_pid)
+            server.should_exit = True
+            return
+        await asyncio.sleep(interval)
+
+
+def serve(
+    app: ASGIApp, *, host: str, port: int, fd: int | None = None, parent_pid: int | None = None,
+    log_level: str = "warning",
+) -> None:
+    config = uvicorn.Config(
+        app, host=host, port=port, fd=fd, log_level=log_level, access_log=False,
+        timeout_graceful_shutdown=1, lifespan="on",
+    )
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        watcher = None
+        if parent_pid:
+            watcher = asyncio.create_task(watch_parent(parent_pid, server))
+        try:
+            await server.serve()
+        finally:
+            if watcher:
+                watcher.cancel()
+
+    asyncio.run(main())

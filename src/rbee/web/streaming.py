@@ -1,0 +1,43 @@
+"""A streaming response that notices a client disconnect at once, even between chunks.
+
+Starlette (ASGI spec >= 2.4) only notices a disconnect on the next failed send. A worker
+that is still reading the prompt sends nothing for a while, so we listen for
+`http.disconnect` ourselves and close the body iterator: that is what stops generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class DisconnectAwareStream(StreamingResponse):
+    def __init__(self, body: AsyncIterator[bytes], media_type: str = "text/event-stream") -> None:
+        super().__init__(body, media_type=media_type, headers=SSE_HEADERS)
+        self._body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def watch() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(watch)
+                try:
+                    await self.stream_response(send)
+                except OSError:
+                    pass  # client went away mid-send
+                tg.cancel_scope.cancel()
+        finally:
+            aclose = getattr(self._body, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()

@@ -1,0 +1,3 @@
+from rbee.worker.server import main
+
+main()

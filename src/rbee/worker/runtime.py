@@ -1,0 +1,80 @@
+"""The worker's engine, its loading state, and the thread bridge to asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+
+from rbee.core.errors import EngineError, WorkerUnavailable
+from rbee.core.states import WorkerState
+from rbee.engines.base import Engine, GenerationRequest, Output
+
+logger = logging.getLogger(__name__)
+_END = object()
+
+
+class Runtime:
+    """Owns one engine. One generation runs at a time; others wait their turn."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.state = WorkerState.STARTING
+        self.progress = 0.0
+        self.stage = "starting"
+        self.error: str | None = None
+        self.load = 0
+        self._engine_lock = threading.Lock()
+
+    def _on_progress(self, fraction: float, stage: str) -> None:
+        self.progress = fraction
+        self.stage = stage
+
+    async def load_engine(self) -> None:
+        self.state = WorkerState.LOADING
+        try:
+            await asyncio.to_thread(self.engine.load, self._on_progress)
+        except Exception as exc:
+            self.state = WorkerState.CRASHED
+            self.error = str(exc)
+            logger.error("model failed to load: %s", exc)
+            return
+        self.state = WorkerState.READY
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Output]:
+        """Stream the engine's output; closing this iterator cancels the generation."""
+        if self.state is not WorkerState.READY:
+            raise WorkerUnavailable(f"worker is {self.state.value}: {self.stage}")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def produce() -> None:
+            try:
+                with self._engine_lock:
+                    for item in self.engine.generate(request, cancel):
+                        loop.call_soon_threadsafe(queue.put_nowait, item)
+                        if cancel.is_set():
+                            break
+            except Exception as exc:
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+        self.load += 1
+        thread = threading.Thread(target=produce, name="generate", daemon=True)
+        thread.start()
+        try:
+            while (item := await queue.get()) is not _END:
+                if isinstance(item, EngineError):
+                    raise item
+                if isinstance(item, Exception):
+                    raise EngineError(f"engine failed: {item}") from item
+                yield item  # type: ignore[misc]
+        finally:
+            cancel.set()
+            self.load -= 1
+
+    def close(self) -> None:
+        self.engine.close()

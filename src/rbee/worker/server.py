@@ -1,0 +1,34 @@
+"""`rbee-worker` / `python -m rbee.worker`: load one model, serve it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from rbee.engines.base import SamplingDefaults
+from rbee.engines.registry import EngineOptions, build_engine
+from rbee.web.serve import serve
+from rbee.worker.app import create_app
+from rbee.worker.runtime import Runtime
+from rbee.worker.settings import WorkerSettings
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = WorkerSettings(_cli_parse_args=sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # The token comes through the environment, never argv (argv is world-readable in ps).
+    token = settings.token or os.environ.get("RBEE_WORKER_TOKEN") or None
+    options = EngineOptions(
+        model_path=settings.model_path, device=settings.device, threads=settings.threads,
+        context_length=settings.context_length,
+        fake_tokens_per_second=settings.fake_tokens_per_second,
+        fake_load_seconds=settings.fake_load_seconds, fake_fail_after=settings.fake_fail_after,
+        defaults=SamplingDefaults(temperature=settings.temperature, top_p=settings.top_p,
+                                  top_k=settings.top_k, repeat_penalty=settings.repeat_penalty),
+    )
+    runtime = Runtime(build_engine(settings.engine, options))
+    app = create_app(runtime, model=settings.model, token=token)
+    serve(app, host=settings.host, port=settings.port, fd=settings.fd,
+          parent_pid=settings.parent_pid)

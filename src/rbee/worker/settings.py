@@ -1,0 +1,33 @@
+"""Worker settings: CLI flag > RBEE_WORKER_* env > default."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RBEE_WORKER_", cli_kebab_case=True, cli_prog_name="rbee-worker",
+        cli_implicit_flags=True,
+    )
+
+    worker_id: str = Field(default="worker", description="Id reported to the hive")
+    model: str = Field(default="model", description="Public model name clients ask for")
+    model_path: str = Field(default="", description="Weights file (GGUF for llama_cpp)")
+    engine: str = Field(default="llama_cpp", description="Engine adapter: llama_cpp or fake")
+    device: str = Field(default="cpu", description='"cpu", "cuda:N" or "metal"')
+    threads: int | None = Field(default=None, description="CPU threads for the engine")
+    context_length: int = Field(default=2048, description="Context window in tokens")
+    temperature: float = Field(default=0.8, description="Default temperature for this model")
+    top_p: float = Field(default=0.95, description="Default top_p for this model")
+    top_k: int = Field(default=40, description="Default top_k for this model")
+    repeat_penalty: float = Field(default=1.1, description="Repeat penalty for this model")
+    host: str = Field(default="127.0.0.1", description="Bind address")
+    port: int = Field(default=0, description="Bind port (0: any)")
+    fd: int | None = Field(default=None, description="Serve on this inherited socket")
+    token: str | None = Field(default=None, description="Bearer token callers must present")
+    parent_pid: int | None = Field(default=None, description="Exit when this process is gone")
+    fake_tokens_per_second: float = Field(default=0.0, description="Fake engine speed (0: max)")
+    fake_load_seconds: float = Field(default=0.0, description="Fake engine load time")
+    fake_fail_after: int | None = Field(default=None, description="Fake engine fails after N")
