@@ -52,7 +52,8 @@ class Hints:
 
 class Dispatcher:
     def __init__(self, registry: Registry, hives: HiveClient, *, spawn_timeout: float,
-                 default_threads: int | None) -> None:
+                 default_threads: int | None, hive_wait: float = 20.0) -> None:
+        self._hive_wait = hive_wait
         self._registry = registry
         self._hives = hives
         self._spawn_timeout = spawn_timeout
@@ -92,8 +93,19 @@ class Dispatcher:
                 return w
         return None
 
+    async def _wait_for_hives(self, narrator: Narrator) -> None:
+        """A queen that just started its local hive waits for it to register (bounded)."""
+        if self._registry.hive_ids():
+            return
+        narrator.narrate("wait", "waiting for a hive to register")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._hive_wait
+        while not self._registry.hive_ids() and loop.time() < deadline:
+            await asyncio.sleep(POLL_SECONDS / 2)
+
     async def spawn(self, ref: ModelRef, hints: Hints, narrator: Narrator,
                     engine: str | None = None) -> WorkerInfo:
+        await self._wait_for_hives(narrator)
         decision, report = place(self._registry.snapshot(),
                                  PlaceRequest(ref.name, hints.hive_id, hints.device))
         if decision is None:

@@ -1,0 +1,52 @@
+"""The `rbee` command: a thin client of the queen's HTTP API."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from rbee import __version__
+from rbee.cli.commands import jobs, models, queen, workers
+from rbee.cli.commands.infer import infer
+from rbee.cli.context import Context, default_queen_url
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rbee {__version__}")
+        raise typer.Exit()
+
+
+def build() -> typer.Typer:
+    app = typer.Typer(help="rbee: one OpenAI-compatible endpoint over every machine you own.",
+                      no_args_is_help=True, pretty_exceptions_enable=False)
+
+    @app.callback()
+    def root(
+        ctx: typer.Context,
+        queen_url: Annotated[str | None, typer.Option(
+            envvar="RBEE_QUEEN_URL", help="Queen to talk to [default: local queen]")] = None,
+        token: Annotated[str | None, typer.Option(
+            envvar="RBEE_API_TOKEN", help="API token for a queen that requires one")] = None,
+        json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+        no_autostart: Annotated[bool, typer.Option(
+            "--no-autostart", help="Never start a local queen")] = False,
+        version: Annotated[bool, typer.Option("--version", callback=_version,
+                                              is_eager=True)] = False,
+    ) -> None:
+        ctx.obj = Context(queen_url=queen_url or default_queen_url(), token=token, json=json,
+                          autostart=not no_autostart)
+
+    app.command(help="Ask a model; the answer streams token by token.")(infer)
+    app.add_typer(queen.app, name="queen")
+    app.add_typer(workers.app, name="worker")
+    app.add_typer(models.app, name="model")
+    app.add_typer(jobs.app, name="jobs")
+    return app
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    build()(prog_name="rbee")

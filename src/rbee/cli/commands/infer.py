@@ -1,0 +1,100 @@
+"""`rbee infer PROMPT`: stream an answer token by token (starting a queen if needed)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+
+from rbee.cli.context import Context
+from rbee.cli.errors import EXIT_INTERRUPTED, guarded
+from rbee.cli.render import consoles, print_json
+from rbee.client import JobFailed, QueenClient
+
+
+def infer(
+    ctx: typer.Context,
+    prompt: Annotated[str, typer.Argument(help="What to ask")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name or reference")] = "",
+    system: Annotated[str | None, typer.Option(help="System message")] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Most tokens to generate")] = None,
+    temperature: Annotated[float | None, typer.Option(min=0.0, max=2.0)] = None,
+    top_p: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
+    top_k: Annotated[int | None, typer.Option(min=0)] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed (reproducible answers)")] = None,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop sequence (repeatable)")] = None,
+    hive: Annotated[str | None, typer.Option(help="Run on this hive")] = None,
+    device: Annotated[str | None, typer.Option(help='Device, e.g. "cpu" or "cuda:0"')] = None,
+    worker: Annotated[str | None, typer.Option(help="Use this worker")] = None,
+    stats: Annotated[bool, typer.Option("--stats", help="Print time to first token and tok/s")]
+    = False,
+) -> None:
+    c: Context = ctx.obj
+    fields: dict[str, Any] = dict(
+        model=model, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+        seed=seed, stop=stop or None, hive_id=hive, device=device, worker_id=worker)
+    if system is not None:
+        fields["messages"] = [{"role": "system", "content": system},
+                              {"role": "user", "content": prompt}]
+    else:
+        fields["prompt"] = prompt
+    guarded(lambda: _run(c, fields, stats))
+
+
+def _run(c: Context, fields: dict[str, Any], stats: bool) -> int:
+    out, err = consoles()
+    client = c.client()
+    if not c.json:
+        with err.status("checking the queen…"):
+            if c.ensure_queen(client):
+                err.print(f"[dim]started queen at {c.queen_url}[/dim]")
+    else:
+        c.ensure_queen(client)
+    started = time.perf_counter()
+    job_id = client.submit("infer", **fields)
+    try:
+        return _follow(c, client, job_id, started, stats)
+    except KeyboardInterrupt:
+        client.cancel(job_id)
+        if c.json:
+            print_json({"job_id": job_id, "state": "cancelled"})
+        else:
+            err.print("\n[yellow]cancelled[/yellow]")
+        return EXIT_INTERRUPTED
+
+
+def _follow(c: Context, client: QueenClient, job_id: str, started: float, stats: bool) -> int:
+    _, err = consoles()
+    first: float | None = None
+    result: dict[str, Any] = {}
+    try:
+        for ev in client.run_events(job_id):
+            if ev.event == "token":
+                first = first or time.perf_counter()
+                if not c.json:
+                    sys.stdout.write(ev.data["t"])
+                    sys.stdout.flush()
+            elif ev.event == "narration" and not c.json:
+                err.print(f"[dim]{ev.data['actor']}: {ev.data['message']}[/dim]")
+            elif ev.event == "result":
+                result = ev.data
+    except JobFailed as exc:
+        if c.json:
+            print_json({"job_id": job_id, "state": exc.event, "error": exc.message})
+            return 1
+        raise
+    ttft_ms = round(((first or time.perf_counter()) - started) * 1000, 1)
+    if c.json:
+        print_json({"job_id": job_id, "state": "done", **result, "client_ttft_ms": ttft_ms})
+        return 0
+    sys.stdout.write("\n")
+    if stats:
+        t = result.get("timings", {})
+        usage = result.get("usage", {})
+        err.print(f"[dim]time to first token {ttft_ms} ms · "
+                  f"{t.get('tokens_per_s')} tokens/s · "
+                  f"{usage.get('completion_tokens')} tokens · worker {result.get('worker_id')}"
+                  "[/dim]")
+    return 0

@@ -1,0 +1,38 @@
+"""Options every command shares, resolved once per invocation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rbee.cli.daemon import DaemonError, queen_settings, start_queen
+from rbee.client import QueenClient
+from rbee.queen.settings import QueenSettings
+from rbee.web.auth import is_loopback
+
+
+@dataclass
+class Context:
+    queen_url: str
+    token: str | None
+    json: bool
+    autostart: bool = True
+
+    def settings(self) -> QueenSettings:
+        return queen_settings()
+
+    def client(self) -> QueenClient:
+        return QueenClient(self.queen_url, self.token)
+
+    def ensure_queen(self, client: QueenClient, on_start: object = None) -> bool:
+        """True if we started the queen. Only a local queen is ever started for you."""
+        if client.health() is not None:
+            return False
+        host = self.queen_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+        if not self.autostart or not is_loopback(host.strip("[]")):
+            raise DaemonError(f"no queen answers at {self.queen_url} (start one: rbee queen start)")
+        start_queen(self.settings(), client)
+        return True
+
+
+def default_queen_url() -> str:
+    return f"http://127.0.0.1:{queen_settings().port}"
