@@ -136,7 +136,9 @@ def chat_chunk(
     }
 
 
-def text_chunk(*, cid: str, created: int, model: str, text: str, finish: str | None) -> dict[str, Any]:
+def text_chunk(
+    *, cid: str, created: int, model: str, text: str, finish: str | None
+) -> dict[str, Any]:
     return {
         "id": cid,
         "object": "text_completion",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -41,7 +42,7 @@ def start_queen(settings: QueenSettings, client: QueenClient, timeout: float = 3
     log = settings.state_dir / "logs" / "queen.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        proc = subprocess.Popen(
             [sys.executable, "-m", "rbee.queen"], stdin=subprocess.DEVNULL, stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
     deadline = time.monotonic() + timeout
@@ -71,7 +72,5 @@ def stop_queen(settings: QueenSettings, timeout: float = 20.0) -> int | None:
 
 def _reap(pid: int) -> None:
     """Collect the exit status if the queen is our own child (it is when started here)."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

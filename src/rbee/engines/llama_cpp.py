@@ -96,7 +96,8 @@ class LlamaCppEngine:
         # differently on a warm worker than on a cold one. Reproducibility wins here.
         self._llm.reset()
         if prompt_tokens + 1 > self._ctx:
-            raise EngineError(f"prompt of {prompt_tokens} tokens exceeds the context of {self._ctx}")
+            raise EngineError(
+                f"prompt of {prompt_tokens} tokens exceeds the context of {self._ctx}")
         stream = self._llm.create_completion(
             prompt=prompt, max_tokens=min(limit, self._ctx - prompt_tokens), stream=True,
             temperature=d.temperature if request.temperature is None else request.temperature,

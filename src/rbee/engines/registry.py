@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rbee.core.errors import InvalidRequest
 from rbee.engines.base import Engine, SamplingDefaults
@@ -18,7 +18,7 @@ class EngineOptions:
     fake_tokens_per_second: float = 0.0
     fake_load_seconds: float = 0.0
     fake_fail_after: int | None = None
-    defaults: SamplingDefaults = SamplingDefaults()
+    defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
 
 
 def _llama(o: EngineOptions) -> Engine:

@@ -32,7 +32,7 @@ class HiveServices:
     token: str | None = None
 
 
-def create_app(services: HiveServices) -> FastAPI:
+def create_app(services: HiveServices) -> FastAPI:  # noqa: C901 - route closures
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         reporter_task = None
@@ -68,7 +68,7 @@ def create_app(services: HiveServices) -> FastAPI:
 
     @app.get("/v1/workers", dependencies=[Depends(auth)])
     async def list_workers() -> list[WorkerInfo]:
-        return sup.list()
+        return sup.workers()
 
     @app.post("/v1/workers", dependencies=[Depends(auth)], status_code=202)
     async def spawn(request: Request) -> WorkerInfo:

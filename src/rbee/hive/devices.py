@@ -44,9 +44,10 @@ def nvml_devices(nvml: Any = None) -> list[Device]:
     """CUDA devices through NVML; no library or no GPU means an empty list."""
     if nvml is None:
         try:
-            import pynvml as nvml
+            import pynvml
         except ImportError:
             return []
+        nvml = pynvml
     try:
         nvml.nvmlInit()
     except Exception as exc:  # NVMLError_LibraryNotFound and friends: no NVIDIA here
@@ -60,7 +61,8 @@ def nvml_devices(nvml: Any = None) -> list[Device]:
             mem = nvml.nvmlDeviceGetMemoryInfo(handle)
             major, minor = nvml.nvmlDeviceGetCudaComputeCapability(handle)
             found.append(Device(
-                id=f"cuda:{i}", kind="cuda", name=name.decode() if isinstance(name, bytes) else name,
+                id=f"cuda:{i}", kind="cuda",
+                name=name.decode() if isinstance(name, bytes) else name,
                 memory_total=int(mem.total), memory_free=int(mem.free), compute=f"{major}.{minor}"))
         return found
     finally:

@@ -38,7 +38,7 @@ def _builtin(ref: ModelRef) -> str:
 
 def _progress_class(progress: ProgressFn) -> type[Any]:
     """A tqdm subclass that forwards byte counts (huggingface_hub reports through tqdm)."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
     class _Forward(tqdm):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -47,7 +47,7 @@ def _progress_class(progress: ProgressFn) -> type[Any]:
             super().__init__(*args, **kwargs)
 
         def update(self, n: float | None = 1) -> bool | None:
-            shown = super().update(n)
+            shown: bool | None = super().update(n)
             progress(int(self.n), int(self.total) if self.total else None)
             return shown
 

@@ -33,9 +33,9 @@ class SubprocessLauncher:
                log_path: Path) -> ProcessHandle:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
-            return subprocess.Popen(  # noqa: S603 - argv built by us, no shell
+            return subprocess.Popen(
                 argv, env=env, pass_fds=pass_fds, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, preexec_fn=die_with_parent,  # noqa: PLW1509
+                stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
             )
 
 

@@ -83,7 +83,7 @@ class Supervisor:
         self._workers: dict[str, WorkerHandle] = {}
         self.changed = asyncio.Event()
 
-    def list(self) -> list[WorkerInfo]:
+    def workers(self) -> list[WorkerInfo]:
         return [w.info(self.config.hive_id) for w in self._workers.values()]
 
     def get(self, worker_id: str) -> WorkerInfo:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
 
 import httpx
 
@@ -21,7 +20,7 @@ logger = logging.getLogger(__name__)
 class TelemetryReporter:
     def __init__(self, *, hive_id: str, url: str, queen_url: str, token: str | None,
                  probe: DeviceProbe, supervisor: Supervisor, http: httpx.AsyncClient,
-                 interval: float, sleep: Callable[[float], object] | None = None) -> None:
+                 interval: float) -> None:
         self._hive_id = hive_id
         self._url = url
         self._queen_url = queen_url.rstrip("/")
@@ -35,7 +34,7 @@ class TelemetryReporter:
     def snapshot(self) -> HiveTelemetry:
         return HiveTelemetry(hive_id=self._hive_id, url=self._url, version=__version__,
                              pid=os.getpid(), devices=self._probe.devices(),
-                             workers=self._supervisor.list())
+                             workers=self._supervisor.workers())
 
     async def send_once(self) -> bool:
         body = self.snapshot().model_dump(mode="json")

@@ -38,11 +38,13 @@ class HiveClient:
         return body
 
     async def spawn(self, hive_url: str, spec: SpawnWorker) -> WorkerInfo:
-        body = await self._call("POST", f"{hive_url}/v1/workers", spec.model_dump(exclude_none=True))
+        body = await self._call("POST", f"{hive_url}/v1/workers",
+                                spec.model_dump(exclude_none=True))
         return WorkerInfo.model_validate(body)
 
     async def get_worker(self, hive_url: str, worker_id: str) -> WorkerInfo:
-        return WorkerInfo.model_validate(await self._call("GET", f"{hive_url}/v1/workers/{worker_id}"))
+        body = await self._call("GET", f"{hive_url}/v1/workers/{worker_id}")
+        return WorkerInfo.model_validate(body)
 
     async def stop_worker(self, hive_url: str, worker_id: str) -> WorkerInfo:
         body = await self._call("DELETE", f"{hive_url}/v1/workers/{worker_id}")

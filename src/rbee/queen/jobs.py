@@ -164,8 +164,8 @@ class JobManager:
             raise JobNotFound(f"no job {job_id!r}", param="job_id")
         return found
 
-    def list(self, limit: int, state: str | None) -> list[JobSummary]:
-        return self._store.list(limit, state)
+    def recent(self, limit: int, state: str | None) -> list[JobSummary]:
+        return self._store.recent(limit, state)
 
     async def events(self, job_id: str, after: int = -1, keepalive: float | None = None
                      ) -> AsyncIterator[JobEvent | None]:

@@ -36,9 +36,9 @@ class LocalHive:
         """Must run on the main thread: PDEATHSIG follows the spawning thread."""
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         with self._log_path.open("ab") as log:
-            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            self.process = subprocess.Popen(
                 self._argv, env=self._env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, preexec_fn=die_with_parent)  # noqa: PLW1509
+                stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         logger.info("local hive started (pid %s)", self.process.pid)
 
     async def stop(self, grace: float = 8.0) -> None:

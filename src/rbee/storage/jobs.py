@@ -60,7 +60,7 @@ class JobStore:
                 "FROM jobs WHERE id=?", (job_id,)).fetchone()
         return _summary(row) if row else None
 
-    def list(self, limit: int = 50, state: str | None = None) -> list[JobSummary]:
+    def recent(self, limit: int = 50, state: str | None = None) -> list[JobSummary]:
         query = ("SELECT id, operation, state, created_at, finished_at, request, result, error "
                  "FROM jobs")
         args: tuple[Any, ...] = ()
@@ -88,7 +88,8 @@ class JobStore:
     def last_seq(self, job_id: str) -> int:
         with self._lock:
             row = self._conn.execute(
-                "SELECT COALESCE(MAX(seq), -1) FROM job_events WHERE job_id=?", (job_id,)).fetchone()
+                "SELECT COALESCE(MAX(seq), -1) FROM job_events WHERE job_id=?", (job_id,)
+            ).fetchone()
         return int(row[0])
 
 

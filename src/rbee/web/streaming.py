@@ -7,6 +7,7 @@ that is still reading the prompt sends nothing for a while, so we listen for
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import anyio
@@ -31,10 +32,8 @@ class DisconnectAwareStream(StreamingResponse):
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(watch)
-                try:
+                with contextlib.suppress(OSError):  # client went away mid-send
                     await self.stream_response(send)
-                except OSError:
-                    pass  # client went away mid-send
                 tg.cancel_scope.cancel()
         finally:
             aclose = getattr(self._body, "aclose", None)

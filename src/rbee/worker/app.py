@@ -48,7 +48,8 @@ async def _unless_disconnected(request: Request, work: Awaitable[dict[str, Any]]
             return Response(status_code=499)
 
 
-def create_app(runtime: Runtime, *, model: str, token: str | None = None,
+def create_app(  # noqa: C901 - route closures
+    runtime: Runtime, *, model: str, token: str | None = None,
                on_startup: Callable[[], Awaitable[None]] | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -76,7 +77,8 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None,
         status = ReadyStatus(ready=runtime.state is WorkerState.READY, state=runtime.state,
                              progress=runtime.progress, stage=runtime.stage, error=runtime.error,
                              model=model, load=runtime.load)
-        return JSONResponse(status.model_dump(mode="json"), status_code=200 if status.ready else 503)
+        code = 200 if status.ready else 503
+        return JSONResponse(status.model_dump(mode="json"), status_code=code)
 
     @app.get("/v1/models", dependencies=authed)
     async def models() -> ModelList:

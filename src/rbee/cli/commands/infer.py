@@ -44,7 +44,7 @@ def infer(
 
 
 def _run(c: Context, fields: dict[str, Any], stats: bool) -> int:
-    out, err = consoles()
+    _, err = consoles()
     client = c.client()
     if not c.json:
         with err.status("checking the queen…"):

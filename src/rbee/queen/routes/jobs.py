@@ -40,7 +40,7 @@ async def submit(request: Request, svc: ServicesDep) -> JobCreated:
 @router.get("", response_model=JobList)
 async def list_jobs(svc: ServicesDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
                     state: str | None = None) -> JobList:
-    return JobList(data=svc.jobs.list(limit, state))
+    return JobList(data=svc.jobs.recent(limit, state))
 
 
 @router.get("/{job_id}", response_model=JobSummary)
