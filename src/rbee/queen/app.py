@@ -18,10 +18,14 @@ from rbee.web.limits import BodyLimit
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: QueenSettings, services: QueenServices | None = None) -> FastAPI:
+def create_app(settings: QueenSettings, services: QueenServices | None = None, *,
+               hive_token: str | None = None, worker_token: str | None = None) -> FastAPI:
+    """The queen. Internal tokens default to fresh random ones (nobody outside needs them)."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc = services or build_services(settings)
+        svc = services or build_services(settings, hive_token=hive_token,
+                                         worker_token=worker_token)
         app.state.services = svc
         await svc.jobs.start()
         if svc.local_hive is not None:

@@ -22,7 +22,10 @@ def main(argv: list[str] | None = None) -> None:
     pid_file = settings.state_dir / "queen.pid"
     pid_file.write_text(f"{os.getpid()}\n")
     try:
-        serve(create_app(settings), host=settings.host, port=settings.port)
+        # Secrets come through the environment, never argv (argv is world-readable in ps).
+        app = create_app(settings, hive_token=os.environ.get("RBEE_QUEEN_HIVE_TOKEN"),
+                         worker_token=os.environ.get("RBEE_QUEEN_WORKER_TOKEN"))
+        serve(app, host=settings.host, port=settings.port)
     finally:
         with contextlib.suppress(FileNotFoundError):
             if pid_file.read_text().strip() == str(os.getpid()):
