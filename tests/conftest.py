@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from rbee.client import QueenClient
 from tests.support.daemons import Daemon, rbee_env, start_queen
 
 
@@ -14,8 +15,20 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def queen(env: dict[str, str]) -> Iterator[Daemon]:
-    """A real queen with its local hive; asserts nothing it started outlives it."""
+def clients() -> Iterator[Callable[[str], QueenClient]]:
+    """Make queen clients that are all closed at the end of the test."""
+    made: list[QueenClient] = []
+
+    def make(url: str) -> QueenClient:
+        made.append(QueenClient(url))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def _run_queen(env: dict[str, str]) -> Iterator[Daemon]:
     daemon = start_queen(env)
     try:
         yield daemon
@@ -23,3 +36,15 @@ def queen(env: dict[str, str]) -> Iterator[Daemon]:
         daemon.stop()
         leftovers = daemon.leftovers()
         assert not leftovers, f"orphan processes after queen stop: {leftovers}"
+
+
+@pytest.fixture
+def queen(env: dict[str, str]) -> Iterator[Daemon]:
+    """A real queen with its local hive; asserts nothing it started outlives it."""
+    yield from _run_queen(env)
+
+
+@pytest.fixture(scope="module")
+def shared_queen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One queen for a module of tests that don't disturb each other."""
+    yield from _run_queen(rbee_env(tmp_path_factory.mktemp("rbee")))

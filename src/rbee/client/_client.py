@@ -60,11 +60,18 @@ class QueenClient:
     def close(self) -> None:
         self._http.close()
 
+    def __enter__(self) -> QueenClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             r = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise QueenUnreachable(f"queen not reachable at {self.base_url}: {exc}") from exc
+            raise QueenUnreachable(f"queen not reachable at {self.base_url} ({exc}); "
+                                   "start one with: rbee queen start") from exc
         body = r.json() if r.content else None
         if r.status_code >= 400:
             raise from_envelope(r.status_code, body)

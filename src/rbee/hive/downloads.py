@@ -45,6 +45,9 @@ def _progress_class(progress: ProgressFn) -> type[Any]:
             kwargs["disable"] = False
             kwargs["file"] = _Null()
             super().__init__(*args, **kwargs)
+            # Report as the body starts: huggingface_hub updates the bar once per 10 MB chunk,
+            # so without this a small file shows no progress until it is complete.
+            progress(int(self.n), int(self.total) if self.total else None)
 
         def update(self, n: float | None = 1) -> bool | None:
             shown: bool | None = super().update(n)
@@ -64,13 +67,22 @@ class _Null:
 
 def _hf(ref: ModelRef, *, cache: Path, endpoint: str | None, progress: ProgressFn | None) -> str:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     assert ref.repo is not None and ref.filename is not None
     try:
         return str(hf_hub_download(
             ref.repo, ref.filename, cache_dir=cache / "hf", endpoint=endpoint,
             tqdm_class=_progress_class(progress) if progress else None))
+    except LocalEntryNotFoundError as exc:
+        # Not a miss on the hub: the hub could not be asked (down, unreachable, or the
+        # endpoint is not a hub) and the file is not cached. An EntryNotFoundError subclass.
+        raise UpstreamError(f"download of {ref.name} failed: {exc}") from exc
     except (RepositoryNotFoundError, EntryNotFoundError) as exc:
         raise ModelNotFound(f"{ref.name} not found on the hub: {type(exc).__name__}",
                             param="model") from exc
