@@ -98,7 +98,8 @@ def test_api_token_is_required_when_set(tmp_path: Path) -> None:
     try:
         with httpx.Client(base_url=queen.url) as http:
             assert http.get("/health").status_code == 200
-            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
+            bad = ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"})
+            for headers in bad:
                 r = http.get("/v1/models", headers=headers)
                 assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
             ok = http.get("/v1/models", headers={"Authorization": "Bearer s3cret-token"})

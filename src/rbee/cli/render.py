@@ -31,6 +31,6 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
 
 
 def fail(message: str, code: int = 1) -> int:
-    Console(stderr=True, highlight=False).print(f"[red]error:[/red] {escape(message)}", soft_wrap=True,
-                                                markup=True)
+    err = Console(stderr=True, highlight=False)
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     return code

@@ -38,10 +38,13 @@ class LiveJob:
 
     def emit(self, event: EventType, data: dict[str, Any]) -> JobEvent:
         e = JobEvent(seq=len(self.events), event=event, data=data)
+        self.publish(e)
+        return e
+
+    def publish(self, e: JobEvent) -> None:
         self.events.append(e)
         waiter, self.updated = self.updated, asyncio.Event()
         waiter.set()
-        return e
 
 
 class JobContext:
@@ -130,12 +133,15 @@ class JobManager:
         data: dict[str, Any] = {} if state == "done" else {"message": error}
         if code:
             data["code"] = code
-        job.emit("done" if state == "done" else state, data)  # type: ignore[arg-type]
-        pending = job.events[job.flushed:]
-        job.flushed = len(job.events)
+        kind: EventType = "done" if state == "done" else state  # type: ignore[assignment]
+        terminal = JobEvent(seq=len(job.events), event=kind, data=data)
+        pending = [*job.events[job.flushed:], terminal]
+        job.flushed = terminal.seq + 1
+        # Persist before watchers see the end, so a client that saw `done` reads `done` back.
         # Shielded: a cancelled job must still record how it ended.
         await asyncio.shield(asyncio.to_thread(
             self._store.finish, job.id, state, self._clock.time(), result, error, pending))
+        job.publish(terminal)
         self._live.pop(job.id, None)
 
     async def _flush_loop(self) -> None:

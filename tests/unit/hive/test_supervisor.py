@@ -1,0 +1,136 @@
+"""Supervisor state machine with a fake launcher and a mocked worker /ready endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rbee.api.cluster import SpawnWorker
+from rbee.core.errors import Conflict, InvalidRequest, ModelNotFound, WorkerNotFound
+from rbee.core.states import WorkerState
+from rbee.hive.supervisor import Supervisor, SupervisorConfig
+
+
+class FakeProcess:
+    def __init__(self, pid: int, ignore_term: bool = False) -> None:
+        self.pid = pid
+        self.code: int | None = None
+        self.signals: list[int] = []
+        self.ignore_term = ignore_term
+
+    def poll(self) -> int | None:
+        return self.code
+
+    def send_signal(self, sig: int) -> None:
+        self.signals.append(sig)
+        if sig == signal.SIGKILL or not self.ignore_term:
+            self.code = -sig
+
+
+class FakeLauncher:
+    def __init__(self, ignore_term: bool = False) -> None:
+        self.launched: list[tuple[list[str], dict[str, str]]] = []
+        self.processes: list[FakeProcess] = []
+        self.ignore_term = ignore_term
+
+    def launch(self, argv: list[str], env: dict[str, str], pass_fds: tuple[int, ...],
+               log_path: Path) -> FakeProcess:
+        self.launched.append((argv, env))
+        self.processes.append(FakeProcess(1000 + len(self.processes), self.ignore_term))
+        return self.processes[-1]
+
+
+def ready_after(polls: int) -> httpx.MockTransport:
+    seen = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["authorization"] == "Bearer wt"
+        seen["n"] += 1
+        ready = seen["n"] > polls
+        return httpx.Response(200 if ready else 503, json={
+            "ready": ready, "state": "ready" if ready else "loading", "progress": 0.5,
+            "stage": "loading weights", "model": "m"})
+
+    return httpx.MockTransport(handler)
+
+
+def supervisor(tmp_path: Path, launcher: FakeLauncher, transport: httpx.MockTransport,
+               grace: float = 0.1) -> Supervisor:
+    config = SupervisorConfig(hive_id="h", bind_host="127.0.0.1", advertise_host="127.0.0.1",
+                              home=tmp_path, worker_token="wt", stop_grace=grace,
+                              default_threads=3)
+    return Supervisor(config, launcher, httpx.AsyncClient(transport=transport), {"cpu", "cuda:1"})
+
+
+async def wait_state(sup: Supervisor, wid: str, state: WorkerState) -> None:
+    for _ in range(200):
+        if sup.get(wid).state is state:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{wid} never became {state}: {sup.get(wid)}")
+
+
+async def test_spawn_goes_loading_then_ready(tmp_path: Path) -> None:
+    launcher = FakeLauncher()
+    sup = supervisor(tmp_path, launcher, ready_after(2))
+    info = sup.spawn(SpawnWorker(model="rbee-fake", device="cuda:1", worker_id="w1"))
+    assert info.state is WorkerState.STARTING and sup.changed.is_set()
+    await wait_state(sup, "w1", WorkerState.READY)
+    argv, env = launcher.launched[0]
+    assert argv[argv.index("--engine") + 1] == "fake"
+    assert argv[argv.index("--threads") + 1] == "3"
+    assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["RBEE_WORKER_TOKEN"] == "wt"
+    assert "RBEE_HIVE_TOKEN" not in env
+    assert sup.get("w1").url.startswith("http://127.0.0.1:")
+    await sup.stop_all()
+
+
+async def test_unrequested_exit_is_a_crash(tmp_path: Path) -> None:
+    launcher = FakeLauncher()
+    sup = supervisor(tmp_path, launcher, ready_after(0))
+    sup.spawn(SpawnWorker(model="rbee-fake", worker_id="w1"))
+    await wait_state(sup, "w1", WorkerState.READY)
+    launcher.processes[0].code = -9
+    await wait_state(sup, "w1", WorkerState.CRASHED)
+    assert "exited with code -9" in (sup.get("w1").error or "")
+    await sup.stop("w1")  # forgetting a crashed worker
+    with pytest.raises(WorkerNotFound):
+        sup.get("w1")
+
+
+async def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
+    launcher = FakeLauncher(ignore_term=True)
+    sup = supervisor(tmp_path, launcher, ready_after(0))
+    sup.spawn(SpawnWorker(model="rbee-fake", worker_id="w1"))
+    await wait_state(sup, "w1", WorkerState.READY)
+    stopped = await sup.stop("w1")
+    assert stopped.state is WorkerState.STOPPED
+    assert launcher.processes[0].signals == [signal.SIGTERM, signal.SIGKILL]
+
+
+async def test_bad_spawns_fail_fast(tmp_path: Path) -> None:
+    sup = supervisor(tmp_path, FakeLauncher(), ready_after(0))
+    with pytest.raises(InvalidRequest):
+        sup.spawn(SpawnWorker(model="rbee-fake", device="cuda:9"))
+    with pytest.raises(ModelNotFound):
+        sup.spawn(SpawnWorker(model="file:/nope/x.gguf"))
+    sup.spawn(SpawnWorker(model="rbee-fake", worker_id="dup"))
+    with pytest.raises(Conflict):
+        sup.spawn(SpawnWorker(model="rbee-fake", worker_id="dup"))
+    await sup.stop_all()
+
+
+async def test_load_failure_reported_by_the_worker_is_a_crash(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, json={"ready": False, "state": "crashed", "progress": 0,
+                                         "stage": "failed", "model": "m", "error": "bad gguf"})
+
+    sup = supervisor(tmp_path, FakeLauncher(), httpx.MockTransport(handler))
+    sup.spawn(SpawnWorker(model="rbee-fake", worker_id="w1"))
+    await wait_state(sup, "w1", WorkerState.CRASHED)
+    assert sup.get("w1").error == "bad gguf"
+    await sup.stop_all()
