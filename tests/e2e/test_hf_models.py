@@ -11,8 +11,7 @@ import httpx
 import openai
 import pytest
 
-from rbee.client import QueenClient
-from rbee.client._client import StreamEvent
+from rbee.client import QueenClient, StreamEvent
 from tests.support.daemons import Daemon, rbee_env
 from tests.support.hub import StandInHub
 from tests.support.tiny_gguf import WORDS, write_tiny_llama_gguf
@@ -118,7 +117,7 @@ def test_unknown_hf_repo_is_404_model_not_found(queen: Daemon, hub: StandInHub) 
     assert error["code"] == "model_not_found"
     assert error["type"] == "invalid_request_error"
     assert error["param"] == "model"
-    assert "RepositoryNotFoundError" in error["message"]
+    assert "hf:tiny-org/nope:x.gguf" in error["message"]
     assert hub.count("HEAD", "tiny-org/nope", "x.gguf", status=404) == 1
     assert hub.count("GET") == 0
 

@@ -84,7 +84,7 @@ def write_tiny_llama_gguf(path: Path | str, *, seed: int = 0) -> Path:
     writer.add_chat_template(CHAT_TEMPLATE)
 
     output = np.zeros((n_vocab, N_EMBD), dtype=np.float32)
-    output[3 + 256:] = rand(len(WORDS), N_EMBD, scale=1.0)  # only words can win
+    output[3 + 256:] = rand(len(WORDS), N_EMBD, scale=3.0)  # only words can win
     writer.add_tensor("token_embd.weight", rand(n_vocab, N_EMBD, scale=1.0))
     writer.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
     writer.add_tensor("output.weight", output)

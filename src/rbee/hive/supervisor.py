@@ -112,6 +112,10 @@ class Supervisor:
         if ref.source != "hf":  # cheap local checks answer at once; downloads run later
             resolve(ref, cache=self.config.home / "models", hf_endpoint=None)
         engine = spec.engine or ref.engine
+        # A crashed worker stays listed (and reported) until the next try for its model.
+        for old in [w for w in self._workers.values()
+                    if w.ref.name == ref.name and w.state is WorkerState.CRASHED]:
+            self._forget(old)
         worker_id = spec.worker_id or f"wrk-{uuid.uuid4().hex[:8]}"
         if worker_id in self._workers:
             raise Conflict(f"worker {worker_id} already exists")
