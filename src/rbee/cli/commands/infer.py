@@ -11,7 +11,7 @@ import typer
 from rbee.cli.context import Context
 from rbee.cli.errors import EXIT_INTERRUPTED, guarded
 from rbee.cli.render import consoles, print_json
-from rbee.client import JobFailed, QueenClient
+from rbee.client import JobFailed, QueenClient, StreamEvent
 
 
 def infer(
@@ -65,27 +65,58 @@ def _run(c: Context, fields: dict[str, Any], stats: bool) -> int:
         return EXIT_INTERRUPTED
 
 
+class _Printer:
+    """Shows one infer job: tokens to stdout, chatter to stderr, a spinner until the answer."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.first: float | None = None
+        self.result: dict[str, Any] = {}
+        self.err = consoles()[1]
+        self.status = self.err.status("waiting for the queen…")
+        self._handlers = {"token": self._token, "narration": self._narration,
+                          "progress": self._progress, "result": self._result}
+        if not as_json:
+            self.status.start()
+
+    def on(self, ev: StreamEvent) -> None:
+        handler = self._handlers.get(ev.event)
+        if handler is not None:
+            handler(ev.data)
+
+    def _token(self, data: dict[str, Any]) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+            self.status.stop()
+        if not self.as_json:
+            sys.stdout.write(data["t"])
+            sys.stdout.flush()
+
+    def _narration(self, data: dict[str, Any]) -> None:
+        if not self.as_json:
+            self.err.print(f"[dim]{data['actor']}: {data['message']}[/dim]")
+
+    def _progress(self, data: dict[str, Any]) -> None:
+        self.status.update(f"{data['stage']} ({data['fraction']:.0%})")
+
+    def _result(self, data: dict[str, Any]) -> None:
+        self.result = data
+
+
 def _follow(c: Context, client: QueenClient, job_id: str, started: float, stats: bool) -> int:
-    _, err = consoles()
-    first: float | None = None
-    result: dict[str, Any] = {}
+    printer = _Printer(c.json)
     try:
         for ev in client.run_events(job_id):
-            if ev.event == "token":
-                first = first or time.perf_counter()
-                if not c.json:
-                    sys.stdout.write(ev.data["t"])
-                    sys.stdout.flush()
-            elif ev.event == "narration" and not c.json:
-                err.print(f"[dim]{ev.data['actor']}: {ev.data['message']}[/dim]")
-            elif ev.event == "result":
-                result = ev.data
+            printer.on(ev)
     except JobFailed as exc:
         if c.json:
             print_json({"job_id": job_id, "state": exc.event, "error": exc.message})
             return 1
         raise
-    ttft_ms = round(((first or time.perf_counter()) - started) * 1000, 1)
+    finally:
+        printer.status.stop()
+    result = printer.result
+    ttft_ms = round(((printer.first or time.perf_counter()) - started) * 1000, 1)
     if c.json:
         print_json({"job_id": job_id, "state": "done", **result, "client_ttft_ms": ttft_ms})
         return 0
@@ -93,8 +124,8 @@ def _follow(c: Context, client: QueenClient, job_id: str, started: float, stats:
     if stats:
         t = result.get("timings", {})
         usage = result.get("usage", {})
-        err.print(f"[dim]time to first token {ttft_ms} ms · "
-                  f"{t.get('tokens_per_s')} tokens/s · "
-                  f"{usage.get('completion_tokens')} tokens · worker {result.get('worker_id')}"
-                  "[/dim]")
+        printer.err.print(f"[dim]time to first token {ttft_ms} ms · "
+                          f"{t.get('tokens_per_s')} tokens/s · "
+                          f"{usage.get('completion_tokens')} tokens · "
+                          f"worker {result.get('worker_id')}[/dim]")
     return 0
