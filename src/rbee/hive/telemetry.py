@@ -53,8 +53,11 @@ class TelemetryReporter:
     async def run(self) -> None:
         """Forever: send, then wait for a change or the interval, whichever is first."""
         changed = self._supervisor.changed
+        failures = 0
         while True:
             changed.clear()
-            await self.send_once()
+            failures = 0 if await self.send_once() else failures + 1
+            # A queen that is still starting (or restarting) is retried quickly, then less so.
+            delay = min(self._interval, 0.05 * 2**failures) if failures else self._interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=self._interval)
+                await asyncio.wait_for(changed.wait(), timeout=delay)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from rbee import __version__
+from rbee.queen.local_hive import LocalHive
 from rbee.queen.routes import cluster, jobs, openai
 from rbee.queen.services import QueenServices, build_services
 from rbee.queen.settings import QueenSettings
@@ -19,16 +20,20 @@ logger = logging.getLogger(__name__)
 
 
 def create_app(settings: QueenSettings, services: QueenServices | None = None, *,
-               hive_token: str | None = None, worker_token: str | None = None) -> FastAPI:
-    """The queen. Internal tokens default to fresh random ones (nobody outside needs them)."""
+               hive_token: str | None = None, worker_token: str | None = None,
+               local_hive: LocalHive | None = None) -> FastAPI:
+    """The queen. Internal tokens default to fresh random ones (nobody outside needs them).
+
+    `local_hive` may already be running (the server starts it before importing us).
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = services or build_services(settings, hive_token=hive_token,
-                                         worker_token=worker_token)
+                                         worker_token=worker_token, local_hive=local_hive)
         app.state.services = svc
         await svc.jobs.start()
-        if svc.local_hive is not None:
+        if svc.local_hive is not None and svc.local_hive.process is None:
             svc.local_hive.start()
         try:
             yield

@@ -9,8 +9,12 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rbee.core.process import die_with_parent
+
+if TYPE_CHECKING:
+    from rbee.queen.settings import QueenSettings
 
 logger = logging.getLogger(__name__)
 HIVE_ID = "localhost"
@@ -55,3 +59,12 @@ class LocalHive:
             logger.warning("local hive ignored SIGTERM; killing it")
             proc.kill()
             proc.wait()
+
+
+def local_hive_for(settings: QueenSettings, hive_token: str, worker_token: str) -> LocalHive:
+    return LocalHive(
+        queen_url=f"http://127.0.0.1:{settings.port}", port=settings.hive_port,
+        token=hive_token, worker_token=worker_token,
+        telemetry_interval=settings.telemetry_interval,
+        log_path=settings.state_dir / "logs" / "hive-localhost.log",
+        home=settings.hive_home, hf_endpoint=settings.hf_endpoint)

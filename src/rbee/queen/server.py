@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import sys
 
-from rbee.queen.app import create_app
+from rbee.queen.local_hive import LocalHive, local_hive_for
 from rbee.queen.settings import QueenSettings
 from rbee.web.auth import refuse_open_listener
-from rbee.web.serve import serve
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,12 +19,28 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     refuse_open_listener(settings.host, settings.api_token, "queen-rbee")
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    # Secrets come through the environment, never argv (argv is world-readable in ps).
+    hive_token = os.environ.get("RBEE_QUEEN_HIVE_TOKEN") or secrets.token_urlsafe(32)
+    worker_token = os.environ.get("RBEE_QUEEN_WORKER_TOKEN") or secrets.token_urlsafe(32)
+    local = None
+    if settings.local_hive:
+        # Start the hive before our own heavy imports: its start-up overlaps ours, which is
+        # most of a cold `rbee infer`. It dies with us if we fail to start.
+        local = local_hive_for(settings, hive_token, worker_token)
+        local.start()
+    _serve(settings, hive_token, worker_token, local)
+
+
+def _serve(settings: QueenSettings, hive_token: str, worker_token: str,
+           local: LocalHive | None) -> None:
+    from rbee.queen.app import create_app
+    from rbee.web.serve import serve
+
     pid_file = settings.state_dir / "queen.pid"
     pid_file.write_text(f"{os.getpid()}\n")
     try:
-        # Secrets come through the environment, never argv (argv is world-readable in ps).
-        app = create_app(settings, hive_token=os.environ.get("RBEE_QUEEN_HIVE_TOKEN"),
-                         worker_token=os.environ.get("RBEE_QUEEN_WORKER_TOKEN"))
+        app = create_app(settings, hive_token=hive_token, worker_token=worker_token,
+                         local_hive=local)
         serve(app, host=settings.host, port=settings.port)
     finally:
         with contextlib.suppress(FileNotFoundError):

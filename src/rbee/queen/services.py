@@ -12,7 +12,7 @@ from rbee.core.clock import Clock, SystemClock
 from rbee.queen.dispatch import Dispatcher
 from rbee.queen.hive_client import HiveClient
 from rbee.queen.jobs import JobManager
-from rbee.queen.local_hive import HIVE_ID, LocalHive
+from rbee.queen.local_hive import HIVE_ID, LocalHive, local_hive_for
 from rbee.queen.operations import Operations
 from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
@@ -37,7 +37,8 @@ class QueenServices:
 
 def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                    http: httpx.AsyncClient | None = None, hive_token: str | None = None,
-                   worker_token: str | None = None) -> QueenServices:
+                   worker_token: str | None = None,
+                   local_hive: LocalHive | None = None) -> QueenServices:
     clock = clock or SystemClock()
     # Keep-alive pool to workers: the hot path must not pay a TCP handshake per request.
     http = http or httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=64,
@@ -52,14 +53,9 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
     relay = Relay(http, registry, worker_token)
     operations = Operations(registry, dispatcher, relay, settings.default_model)
     jobs = JobManager(JobStore(db), clock, operations.run)
-    local = None
-    if settings.local_hive:
-        local = LocalHive(
-            queen_url=f"http://127.0.0.1:{settings.port}", port=settings.hive_port,
-            token=hive_token, worker_token=worker_token,
-            telemetry_interval=settings.telemetry_interval,
-            log_path=settings.state_dir / "logs" / "hive-localhost.log",
-            home=settings.hive_home, hf_endpoint=settings.hf_endpoint)
+    local = local_hive
+    if local is None and settings.local_hive:
+        local = local_hive_for(settings, hive_token, worker_token)
     return QueenServices(settings=settings, clock=clock, db=db, jobs=jobs, registry=registry,
                          dispatcher=dispatcher, relay=relay, http=http,
                          hive_tokens={HIVE_ID: hive_token}, local_hive=local)
