@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 from typing import Annotated
 
@@ -72,8 +73,8 @@ def follow(ctx: typer.Context, job_id: str,
         code = 0
         for ev in c.client().follow(job_id, after):
             if c.json:
-                sys.stdout.write(f'{{"id": {ev.seq}, "event": "{ev.event}", "data": '
-                                 f"{_dumps(ev.data)}}}\n")
+                sys.stdout.write(json.dumps({"id": ev.seq, "event": ev.event,
+                                             "data": ev.data}) + "\n")
             elif ev.event == "token":
                 sys.stdout.write(ev.data["t"])
             elif ev.event in ("error", "cancelled"):
@@ -85,12 +86,6 @@ def follow(ctx: typer.Context, job_id: str,
         return code
 
     guarded(run)
-
-
-def _dumps(data: object) -> str:
-    import json
-
-    return json.dumps(data)
 
 
 @app.command()
