@@ -185,3 +185,35 @@ def test_a_job_running_when_the_queen_dies_ends_in_error_after_restart(
         assert any(k == "token" for _, k, _ in events)
     finally:
         queen.stop()
+
+
+def test_openai_non_stream_hang_up_stops_generation(clients: Clients, slow_queen: Daemon) -> None:
+    body = {"model": "rbee-fake", "messages": [{"role": "user", "content": "go"}],
+            "max_tokens": 5000}
+    with httpx.Client(base_url=slow_queen.url) as http:
+        http.post("/v1/chat/completions", json={**body, "max_tokens": 1})  # place the worker
+        with pytest.raises(httpx.ReadTimeout):
+            http.post("/v1/chat/completions", json=body, timeout=httpx.Timeout(5, read=0.5))
+        worker = _worker(http)
+    _wait_idle(worker["url"], within=1.5)
+
+
+def test_hive_spawned_workers_answer_without_nagle_stalls(clients: Clients,
+                                                          shared_queen: Daemon) -> None:
+    """Regression: an inherited socket once lost TCP_NODELAY (~40 ms per response).
+
+    Not a benchmark: the bound is loose enough for a noisy machine, the bug was not.
+    """
+    with httpx.Client(base_url=shared_queen.url) as http:
+        http.post("/v1/chat/completions", json={
+            "model": "rbee-fake", "messages": [{"role": "user", "content": "x"}],
+            "max_tokens": 1})
+        worker = _worker(http)
+    with httpx.Client(base_url=worker["url"]) as direct:
+        direct.get("/health")
+        times = []
+        for _ in range(15):
+            start = time.perf_counter()
+            direct.get("/health")
+            times.append(time.perf_counter() - start)
+    assert sorted(times)[len(times) // 2] < 0.025

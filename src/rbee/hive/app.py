@@ -53,7 +53,7 @@ def create_app(services: HiveServices) -> FastAPI:  # noqa: C901 - route closure
                   redoc_url=None)
     install_error_handlers(app)
 
-    def auth(request: Request) -> None:
+    async def auth(request: Request) -> None:
         check_bearer(request.headers.get("authorization"), services.token)
 
     sup = services.supervisor

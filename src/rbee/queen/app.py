@@ -41,6 +41,7 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
             await svc.jobs.stop()
             if svc.local_hive is not None:
                 await svc.local_hive.stop()  # cascades to its workers
+            await svc.relay.close()
             await svc.http.aclose()
             svc.db.close()
 

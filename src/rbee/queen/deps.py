@@ -10,7 +10,7 @@ from rbee.queen.services import QueenServices
 from rbee.web.auth import check_bearer
 
 
-def services(request: Request) -> QueenServices:
+async def services(request: Request) -> QueenServices:
     found: QueenServices = request.app.state.services
     return found
 
@@ -18,6 +18,6 @@ def services(request: Request) -> QueenServices:
 ServicesDep = Annotated[QueenServices, Depends(services)]
 
 
-def require_api_token(request: Request) -> None:
+async def require_api_token(request: Request) -> None:
     svc: QueenServices = request.app.state.services
     check_bearer(request.headers.get("authorization"), svc.settings.api_token)

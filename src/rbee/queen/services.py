@@ -40,9 +40,7 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                    worker_token: str | None = None,
                    local_hive: LocalHive | None = None) -> QueenServices:
     clock = clock or SystemClock()
-    # Keep-alive pool to workers: the hot path must not pay a TCP handshake per request.
-    http = http or httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=64,
-                                                         max_connections=1024))
+    http = http or httpx.AsyncClient()  # queen→hive lifecycle calls (not the hot path)
     hive_token = hive_token or secrets.token_urlsafe(32)
     worker_token = worker_token or secrets.token_urlsafe(32)
     db = connect(settings.state_dir / "queen.db")
@@ -50,7 +48,7 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
     dispatcher = Dispatcher(registry, HiveClient(http, hive_token),
                             spawn_timeout=settings.spawn_timeout,
                             default_threads=settings.worker_threads)
-    relay = Relay(http, registry, worker_token)
+    relay = Relay(registry, worker_token)
     operations = Operations(registry, dispatcher, relay, settings.default_model)
     jobs = JobManager(JobStore(db), clock, operations.run)
     local = local_hive

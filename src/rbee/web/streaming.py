@@ -7,11 +7,13 @@ that is still reading the prompt sends nothing for a while, so we listen for
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import anyio
-from starlette.responses import StreamingResponse
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -40,3 +42,20 @@ class DisconnectAwareStream(StreamingResponse):
             if aclose is not None:
                 with anyio.CancelScope(shield=True):
                     await aclose()
+
+
+CLIENT_CLOSED = 499  # nginx's "client closed request": nobody reads it, logs do
+
+
+async def unless_disconnected(request: Request, work: Awaitable[Response]) -> Response:
+    """Run a non-streamed request's work; a client that hangs up cancels it."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=0.05)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return Response(status_code=CLIENT_CLOSED)

@@ -18,7 +18,7 @@ from rbee.web.auth import check_bearer
 from rbee.web.body import parse_body
 from rbee.web.errors import install_error_handlers
 from rbee.web.limits import BodyLimit
-from rbee.web.streaming import DisconnectAwareStream
+from rbee.web.streaming import DisconnectAwareStream, unless_disconnected
 from rbee.worker.responses import Formatter, Kind, collect, sse_stream
 from rbee.worker.runtime import Runtime
 
@@ -34,18 +34,8 @@ def _generation(body: ChatCompletionRequest | CompletionRequest) -> GenerationRe
     return GenerationRequest(kind="completion", prompt=body.prompt_text(), **common)
 
 
-async def _unless_disconnected(request: Request, work: Awaitable[dict[str, Any]]) -> Response:
-    """Run a non-streamed generation; a client that hangs up cancels it."""
-    task = asyncio.ensure_future(work)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=0.05)
-        if done:
-            return JSONResponse(task.result())
-        if await request.is_disconnected():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            return Response(status_code=499)
+async def _as_json(work: Awaitable[dict[str, Any]]) -> Response:
+    return JSONResponse(await work)
 
 
 def create_app(  # noqa: C901 - route closures
@@ -63,7 +53,7 @@ def create_app(  # noqa: C901 - route closures
     app = FastAPI(title="rbee worker", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
 
-    def auth(request: Request) -> None:
+    async def auth(request: Request) -> None:
         check_bearer(request.headers.get("authorization"), token)
 
     authed = [Depends(auth)]
@@ -91,7 +81,7 @@ def create_app(  # noqa: C901 - route closures
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return DisconnectAwareStream(sse_stream(outputs, fmt, include_usage))
-        return await _unless_disconnected(request, collect(outputs, fmt))
+        return await unless_disconnected(request, _as_json(collect(outputs, fmt)))
 
     @app.post("/v1/chat/completions", dependencies=authed)
     async def chat(request: Request) -> Response:

@@ -11,6 +11,7 @@ from rbee.queen.deps import ServicesDep, require_api_token
 from rbee.queen.dispatch import Hints, Silent
 from rbee.queen.operations import model_entries
 from rbee.web.body import parse_model
+from rbee.web.streaming import unless_disconnected
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_token)])
 
@@ -39,7 +40,9 @@ async def _complete(request: Request, svc: ServicesDep,
     hints = Hints(hive_id=_str(extra.get("hive_id")), device=_str(extra.get("device")),
                   worker_id=_str(extra.get("worker_id")))
     worker = await svc.dispatcher.worker_for(ref, hints, Silent())
-    return await svc.relay.forward(worker, path, raw, body.stream)
+    if body.stream:  # the stream itself watches for a hang-up
+        return await svc.relay.forward(worker, path, raw, stream=True)
+    return await unless_disconnected(request, svc.relay.forward(worker, path, raw, stream=False))
 
 
 def _str(value: object) -> str | None:
