@@ -29,6 +29,17 @@ _CHATML = (
 )
 
 
+def default_threads() -> int:
+    """Physical cores minus one for the engine (the daemons need a core), at least one.
+
+    llama.cpp's own default evaluates prompts on every logical core; on a small or busy
+    machine that collapses throughput (measured: bench/engine_overhead.py).
+    """
+    import psutil
+
+    return max(1, (psutil.cpu_count(logical=False) or 1) - 1)
+
+
 def gpu_layers_for(device: str) -> int:
     """All layers on the accelerator for cuda/metal; none on the CPU."""
     return 0 if device == "cpu" else -1
@@ -43,11 +54,14 @@ class LlamaCppEngine:
     ) -> None:
         self._path = model_path
         self._device = device
-        self._threads = threads
+        self._threads = threads or default_threads()
         self._ctx = context_length
         self._defaults = defaults or SamplingDefaults()
         self._llm: Any = None
         self._format: Any = None
+        self._snapshot: Any = None
+        self._preamble: list[int] = []
+        self._preamble_intact = False
 
     def load(self, progress: ProgressFn) -> None:
         progress(0.05, "importing llama.cpp")
@@ -70,7 +84,49 @@ class LlamaCppEngine:
         eos = self._token_text(meta.get("tokenizer.ggml.eos_token_id"))
         bos = self._token_text(meta.get("tokenizer.ggml.bos_token_id"))
         self._format = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        progress(0.9, "evaluating the chat preamble")
+        self._snapshot = self._cache_preamble()
         progress(1.0, "ready")
+
+    def _cache_preamble(self) -> Any:
+        """Evaluate what every chat prompt starts with (often a default system prompt) once.
+
+        Each request restores this state instead of starting empty: warm and cold requests
+        then split the prompt the same way, so a seeded request answers the same on both,
+        and the preamble is never evaluated twice.
+        """
+        one = self._tokens(self._format(messages=[{"role": "user", "content": "a"}]).prompt)
+        two = self._tokens(self._format(messages=[{"role": "user", "content": "b"}]).prompt)
+        common = 0
+        for x, y in zip(one, two, strict=False):
+            if x != y:
+                break
+            common += 1
+        self._llm.reset()
+        self._preamble = one[:common] if common > 1 else []
+        if self._preamble:
+            self._llm.eval(self._preamble)
+        self._preamble_intact = True
+        return self._llm.save_state()
+
+    def _rewind(self, tokens: list[int]) -> None:
+        """Leave exactly the cached preamble in the KV cache before a new prompt.
+
+        Cheap path: the cache still holds the preamble (the last prompt began with it), so
+        cutting `n_tokens` back makes llama.cpp drop everything after it. Otherwise restore the
+        saved state (~20 ms): a prompt that diverged inside the preamble overwrote part of it.
+        """
+        pre = self._preamble
+        starts = tokens[: len(pre)] == pre
+        if starts and self._preamble_intact:
+            self._llm.n_tokens = min(self._llm.n_tokens, len(pre))
+        else:
+            self._llm.load_state(self._snapshot)
+        self._preamble_intact = starts
+
+    def _tokens(self, text: str) -> list[int]:
+        tokens: list[int] = self._llm.tokenize(text.encode(), add_bos=True, special=True)
+        return tokens
 
     def _token_text(self, token_id: str | None) -> str:
         if token_id is None:
@@ -89,17 +145,18 @@ class LlamaCppEngine:
         if self._llm is None:
             raise EngineError("engine not loaded")
         prompt, stop = self._prompt(request)
-        prompt_tokens = len(self._llm.tokenize(prompt.encode(), add_bos=True, special=True))
+        tokens = self._tokens(prompt)
+        prompt_tokens = len(tokens)
         limit = request.max_tokens or DEFAULT_MAX_TOKENS
         d = self._defaults
-        # Forget the previous prompt: llama.cpp's prefix reuse makes a seeded request answer
-        # differently on a warm worker than on a cold one. Reproducibility wins here.
-        self._llm.reset()
+        # Start from the cached preamble, never from the previous request's cache: llama.cpp's
+        # prefix reuse would make a seeded request answer differently warm than cold.
+        self._rewind(tokens)
         if prompt_tokens + 1 > self._ctx:
             raise EngineError(
                 f"prompt of {prompt_tokens} tokens exceeds the context of {self._ctx}")
         stream = self._llm.create_completion(
-            prompt=prompt, max_tokens=min(limit, self._ctx - prompt_tokens), stream=True,
+            prompt=tokens, max_tokens=min(limit, self._ctx - prompt_tokens), stream=True,
             temperature=d.temperature if request.temperature is None else request.temperature,
             top_p=d.top_p if request.top_p is None else request.top_p,
             top_k=d.top_k if request.top_k is None else request.top_k,
