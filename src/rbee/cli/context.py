@@ -23,14 +23,18 @@ class Context:
     def client(self) -> QueenClient:
         return QueenClient(self.queen_url, self.token)
 
-    def ensure_queen(self, client: QueenClient, on_start: object = None) -> bool:
-        """True if we started the queen. Only a local queen is ever started for you."""
+    def ensure_queen(self, client: QueenClient, preload: str | None = None) -> bool:
+        """True if we started the queen. Only a local queen is ever started for you.
+
+        `preload` names the model the new queen's hive starts loading at once, so that
+        loading overlaps the queen's own start-up (most of a cold `rbee infer`).
+        """
         if client.health() is not None:
             return False
         host = self.queen_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
         if not self.autostart or not is_loopback(host.strip("[]")):
             raise DaemonError(f"no queen answers at {self.queen_url} (start one: rbee queen start)")
-        start_queen(self.settings(), client)
+        start_queen(self.settings(), client, preload=preload)
         return True
 
 

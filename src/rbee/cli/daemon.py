@@ -37,14 +37,18 @@ def read_pid(settings: QueenSettings) -> int | None:
     return pid if pid_alive(pid) else None
 
 
-def start_queen(settings: QueenSettings, client: QueenClient, timeout: float = 30.0) -> int:
+def start_queen(settings: QueenSettings, client: QueenClient, timeout: float = 30.0,
+                preload: str | None = None) -> int:
     """Spawn `queen-rbee` detached (it outlives this command) and wait for /health."""
     log = settings.state_dir / "logs" / "queen.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    env = os.environ.copy()
+    if preload is not None:
+        env["RBEE_QUEEN_PRELOAD_MODEL"] = preload
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "rbee.queen"], stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
+            stderr=subprocess.STDOUT, start_new_session=True, env=env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if client.health(timeout=0.5) is not None:

@@ -39,7 +39,8 @@ def build_services(settings: HiveSettings) -> HiveServices:
             queen_url=settings.queen_url, token=token, probe=probe, supervisor=supervisor,
             http=http, interval=settings.telemetry_interval)
     return HiveServices(hive_id=settings.hive_id, probe=probe, supervisor=supervisor, http=http,
-                        reporter=reporter, token=token)
+                        reporter=reporter, token=token, preload_model=settings.preload_model,
+                        preload_threads=settings.worker_threads)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,4 +29,6 @@ class HiveSettings(BaseSettings):
     hf_endpoint: str | None = Field(default=None, description="Hugging Face hub URL override")
     worker_threads: int | None = Field(default=None, description="Default engine threads")
     stop_grace: float = Field(default=3.0, description="Seconds between SIGTERM and SIGKILL")
+    preload_model: str | None = Field(default=None, description="Start a worker for this "
+                                      "model at once, on the best device")
     parent_pid: int | None = Field(default=None, description="Exit when this process is gone")

@@ -27,7 +27,7 @@ from rbee.models.catalog import BUILTINS, ModelRef, parse_ref
 from rbee.web.serve import bind_socket
 
 logger = logging.getLogger(__name__)
-POLL_SECONDS = 0.05
+POLL_SECONDS = 0.02  # readiness polls: cheap, and on the cold-start critical path
 
 
 @dataclass

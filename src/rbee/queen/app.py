@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from rbee import __version__
 from rbee.queen.local_hive import LocalHive
@@ -14,6 +15,7 @@ from rbee.queen.routes import cluster, jobs, openai
 from rbee.queen.services import QueenServices, build_services
 from rbee.queen.settings import QueenSettings
 from rbee.web.errors import install_error_handlers
+from rbee.web.fastlane import FastLane
 from rbee.web.limits import BodyLimit
 
 logger = logging.getLogger(__name__)
@@ -21,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 def create_app(settings: QueenSettings, services: QueenServices | None = None, *,
                hive_token: str | None = None, worker_token: str | None = None,
-               local_hive: LocalHive | None = None) -> FastAPI:
+               local_hive: LocalHive | None = None) -> ASGIApp:
     """The queen. Internal tokens default to fresh random ones (nobody outside needs them).
 
     `local_hive` may already be running (the server starts it before importing us).
@@ -49,6 +51,8 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     install_error_handlers(app)
     app.include_router(cluster.router)
     app.include_router(openai.router)
+    for path, endpoint in openai.hot_routes:  # known here too: other methods get a 405
+        app.add_route(path, endpoint, methods=["POST"])
     app.include_router(jobs.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    return app
+    return FastLane(app, dict(openai.hot_routes), settings.max_body_bytes)

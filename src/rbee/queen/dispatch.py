@@ -22,7 +22,7 @@ from rbee.queen.registry import Registry
 from rbee.scheduler.placement import PlaceRequest, place
 from rbee.scheduler.routing import RouteRequest, route
 
-POLL_SECONDS = 0.05
+POLL_SECONDS = 0.02  # readiness polls: cheap, and on the cold-start critical path
 _STARTING = (WorkerState.STARTING, WorkerState.LOADING)
 
 
@@ -70,6 +70,7 @@ class Dispatcher:
         # One placement per model at a time: concurrent first requests share one new worker.
         lock = self._model_locks.setdefault(ref.name, asyncio.Lock())
         async with lock:
+            await self._wait_for_hives(narrator)
             found = self._route(ref, hints)
             if found is not None:
                 return found

@@ -23,7 +23,8 @@ HIVE_ID = "localhost"
 class LocalHive:
     def __init__(self, *, queen_url: str, port: int, token: str, worker_token: str,
                  telemetry_interval: float, log_path: Path, home: Path | None,
-                 hf_endpoint: str | None) -> None:
+                 hf_endpoint: str | None, preload_model: str | None = None,
+                 worker_threads: int | None = None) -> None:
         self._argv = [sys.executable, "-m", "rbee.hive", "--hive-id", HIVE_ID,
                       "--port", str(port), "--queen-url", queen_url,
                       "--telemetry-interval", str(telemetry_interval),
@@ -32,6 +33,10 @@ class LocalHive:
             self._argv += ["--home", str(home)]
         if hf_endpoint:
             self._argv += ["--hf-endpoint", hf_endpoint]
+        if preload_model:
+            self._argv += ["--preload-model", preload_model]
+        if worker_threads:
+            self._argv += ["--worker-threads", str(worker_threads)]
         self._env = {**os.environ, "RBEE_HIVE_TOKEN": token, "RBEE_HIVE_WORKER_TOKEN": worker_token}
         self._log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -67,4 +72,5 @@ def local_hive_for(settings: QueenSettings, hive_token: str, worker_token: str) 
         token=hive_token, worker_token=worker_token,
         telemetry_interval=settings.telemetry_interval,
         log_path=settings.state_dir / "logs" / "hive-localhost.log",
-        home=settings.hive_home, hf_endpoint=settings.hf_endpoint)
+        home=settings.hive_home, hf_endpoint=settings.hf_endpoint,
+        preload_model=settings.preload_model, worker_threads=settings.worker_threads)

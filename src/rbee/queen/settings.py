@@ -34,3 +34,6 @@ class QueenSettings(BaseSettings):
     spawn_timeout: float = Field(default=120.0, description="Seconds to wait for a worker")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, description="Largest request body")
     hf_endpoint: str | None = Field(default=None, description="Hugging Face hub URL override")
+    preload_model: str | None = Field(
+        default=None, description="Model the local hive starts loading at once (set by "
+        "`rbee infer` when it starts a queen, so loading overlaps start-up)")

@@ -38,11 +38,22 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"{first.get('msg', 'invalid value')}{where}", param
 
 
+def error_response(exc: RbeeError) -> JSONResponse:
+    headers = {"Retry-After": "1"} if exc.http_status in (429, 503) else None
+    return envelope(exc.http_status, exc.message, exc.openai_type, exc.code, exc.param, headers)
+
+
+def internal_error_response(exc: Exception) -> JSONResponse:
+    """A 500 with a request id; the traceback is logged once, the client sees no internals."""
+    request_id = uuid.uuid4().hex[:12]
+    logger.exception("unhandled error (request %s)", request_id, exc_info=exc)
+    return envelope(500, f"internal error (request {request_id})", "server_error", None)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def rbee_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RbeeError)
-        headers = {"Retry-After": "1"} if exc.http_status in (429, 503) else None
-        return envelope(exc.http_status, exc.message, exc.openai_type, exc.code, exc.param, headers)
+        return error_response(exc)
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -55,9 +66,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return envelope(exc.status_code, str(exc.detail), type_, None)
 
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        request_id = uuid.uuid4().hex[:12]
-        logger.exception("unhandled error (request %s)", request_id, exc_info=exc)
-        return envelope(500, f"internal error (request {request_id})", "server_error", None)
+        return internal_error_response(exc)
 
     app.add_exception_handler(RbeeError, rbee_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -46,12 +46,15 @@ def infer(
 def _run(c: Context, fields: dict[str, Any], stats: bool) -> int:
     _, err = consoles()
     client = c.client()
+    # A queen we start warms the asked-for model while it boots (unless placement was pinned).
+    pinned = any(fields.get(k) for k in ("hive_id", "device", "worker_id"))
+    preload = None if pinned else (fields.get("model") or c.settings().default_model)
     if not c.json:
         with err.status("checking the queen…"):
-            if c.ensure_queen(client):
+            if c.ensure_queen(client, preload=preload):
                 err.print(f"[dim]started queen at {c.queen_url}[/dim]")
     else:
-        c.ensure_queen(client)
+        c.ensure_queen(client, preload=preload)
     started = time.perf_counter()
     job_id = client.submit("infer", **fields)
     try:
