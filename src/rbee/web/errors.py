@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ExceptionHandler
 
 from rbee.core.errors import RbeeError
+
+if TYPE_CHECKING:  # FastAPI is imported only by the daemons that use it (the worker doesn't)
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -50,25 +55,34 @@ def internal_error_response(exc: Exception) -> JSONResponse:
     return envelope(500, f"internal error (request {request_id})", "server_error", None)
 
 
+async def _rbee_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RbeeError)
+    return error_response(exc)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    type_ = _STATUS_TYPES.get(exc.status_code, "invalid_request_error")
+    return envelope(exc.status_code, str(exc.detail), type_, None)
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    return internal_error_response(exc)
+
+
+def exception_handlers() -> dict[type[Exception], ExceptionHandler]:
+    """Handlers for a plain Starlette app."""
+    return {RbeeError: _rbee_error, StarletteHTTPException: _http_error, Exception: _unexpected}
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    async def rbee_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RbeeError)
-        return error_response(exc)
+    from fastapi.exceptions import RequestValidationError
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         message, param = _validation_message(exc)
         return envelope(400, message, "invalid_request_error", "invalid_request", param)
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        type_ = _STATUS_TYPES.get(exc.status_code, "invalid_request_error")
-        return envelope(exc.status_code, str(exc.detail), type_, None)
-
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        return internal_error_response(exc)
-
-    app.add_exception_handler(RbeeError, rbee_error)
+    for cls, handler in exception_handlers().items():
+        app.add_exception_handler(cls, handler)
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from rbee.api.cluster import ReadyStatus
 from rbee.api.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
@@ -16,7 +19,7 @@ from rbee.core.states import WorkerState
 from rbee.engines.base import GenerationRequest
 from rbee.web.auth import check_bearer
 from rbee.web.body import parse_body
-from rbee.web.errors import install_error_handlers
+from rbee.web.errors import exception_handlers
 from rbee.web.limits import BodyLimit
 from rbee.web.streaming import DisconnectAwareStream, unless_disconnected
 from rbee.worker.responses import Formatter, Kind, collect, sse_stream
@@ -38,41 +41,32 @@ async def _as_json(work: Awaitable[dict[str, Any]]) -> Response:
     return JSONResponse(await work)
 
 
-def create_app(  # noqa: C901 - route closures
-    runtime: Runtime, *, model: str, token: str | None = None,
-               on_startup: Callable[[], Awaitable[None]] | None = None) -> FastAPI:
+def create_app(runtime: Runtime, *, model: str, token: str | None = None) -> Starlette:
+    """Plain Starlette, not FastAPI: the worker's import time is on the cold-start path."""
+
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
         loader = asyncio.create_task(runtime.load_engine())
-        if on_startup is not None:
-            await on_startup()
         yield
         loader.cancel()
         runtime.close()
 
-    app = FastAPI(title="rbee worker", lifespan=lifespan, docs_url=None, redoc_url=None)
-    install_error_handlers(app)
-
-    async def auth(request: Request) -> None:
+    def auth(request: Request) -> None:
         check_bearer(request.headers.get("authorization"), token)
 
-    authed = [Depends(auth)]
+    async def health(_: Request) -> Response:
+        return JSONResponse({"status": "ok", "state": runtime.state.value, "load": runtime.load})
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "state": runtime.state.value, "load": runtime.load}
-
-    @app.get("/ready", response_model=ReadyStatus)
-    async def ready() -> JSONResponse:
+    async def ready(_: Request) -> Response:
         status = ReadyStatus(ready=runtime.state is WorkerState.READY, state=runtime.state,
                              progress=runtime.progress, stage=runtime.stage, error=runtime.error,
                              model=model, load=runtime.load)
         code = 200 if status.ready else 503
         return JSONResponse(status.model_dump(mode="json"), status_code=code)
 
-    @app.get("/v1/models", dependencies=authed)
-    async def models() -> ModelList:
-        return ModelList(data=[ModelCard(id=model, created=0)])
+    async def models(request: Request) -> Response:
+        auth(request)
+        return JSONResponse(ModelList(data=[ModelCard(id=model, created=0)]).model_dump())
 
     async def complete(kind: Kind, body: ChatCompletionRequest | CompletionRequest,
                        request: Request) -> Response:
@@ -83,13 +77,18 @@ def create_app(  # noqa: C901 - route closures
             return DisconnectAwareStream(sse_stream(outputs, fmt, include_usage))
         return await unless_disconnected(request, _as_json(collect(outputs, fmt)))
 
-    @app.post("/v1/chat/completions", dependencies=authed)
     async def chat(request: Request) -> Response:
+        auth(request)
         return await complete("chat", await parse_body(request, ChatCompletionRequest), request)
 
-    @app.post("/v1/completions", dependencies=authed)
     async def completions(request: Request) -> Response:
+        auth(request)
         return await complete("completion", await parse_body(request, CompletionRequest), request)
 
-    app.add_middleware(BodyLimit)
-    return app
+    routes = [
+        Route("/health", health), Route("/ready", ready), Route("/v1/models", models),
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers(),
+                     middleware=[Middleware(BodyLimit)])
