@@ -4,65 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from fastapi import Depends, FastAPI, Request
 
 from rbee import __version__
 from rbee.api.cluster import Device, SpawnWorker, WorkerInfo
-from rbee.core.errors import RbeeError
-from rbee.hive.devices import DeviceProbe
-from rbee.hive.supervisor import Supervisor
-from rbee.hive.telemetry import TelemetryReporter
-from rbee.scheduler.placement import PlaceRequest, place
-from rbee.scheduler.snapshot import ClusterSnapshot, HiveView
+from rbee.hive.services import HiveServices, preload
 from rbee.web.auth import check_bearer
 from rbee.web.body import parse_body
 from rbee.web.errors import install_error_handlers
 from rbee.web.limits import BodyLimit
-
-logger = logging.getLogger(__name__)
-
-
-@dataclass
-class HiveServices:
-    hive_id: str
-    probe: DeviceProbe
-    supervisor: Supervisor
-    http: httpx.AsyncClient
-    reporter: TelemetryReporter | None = None
-    token: str | None = None
-    preload_model: str | None = None
-    preload_threads: int | None = None
-
-
-def _preload(services: HiveServices) -> None:
-    """Start the worker the queen asked for at launch, before the first telemetry report."""
-    if services.preload_model is None:
-        return
-    devices = services.probe.devices()
-    snapshot = ClusterSnapshot((HiveView(services.hive_id, "", True, tuple(devices)),), ())
-    decision, report = place(snapshot, PlaceRequest(services.preload_model))
-    if decision is None:
-        logger.warning("cannot preload %s: %s", services.preload_model, report.explain())
-        return
-    try:
-        services.supervisor.spawn(SpawnWorker(model=services.preload_model,
-                                              device=decision.device,
-                                              threads=services.preload_threads))
-    except RbeeError as exc:
-        logger.warning("cannot preload %s: %s", services.preload_model, exc.message)
 
 
 def create_app(services: HiveServices) -> FastAPI:  # noqa: C901 - route closures
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         reporter_task = None
-        _preload(services)
+        preload(services)  # no-op when the server already launched it before start-up
+        services.supervisor.supervise_launched()
         if services.reporter is not None:
             reporter_task = asyncio.create_task(services.reporter.run(), name="telemetry")
         try:

@@ -8,14 +8,13 @@ import sys
 
 import httpx
 
-from rbee.hive.app import HiveServices, create_app
 from rbee.hive.devices import SystemProbe
 from rbee.hive.launcher import SubprocessLauncher
+from rbee.hive.services import HiveServices, preload
 from rbee.hive.settings import HiveSettings
 from rbee.hive.supervisor import Supervisor, SupervisorConfig
 from rbee.hive.telemetry import TelemetryReporter
 from rbee.web.auth import refuse_open_listener
-from rbee.web.serve import serve
 
 
 def build_services(settings: HiveSettings) -> HiveServices:
@@ -49,5 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     services = build_services(settings)
     refuse_open_listener(settings.host, services.token, "rbee-hive")
+    if services.preload_model and not services.preload_model.startswith("hf:"):
+        preload(services)  # before the web stack's imports: the worker starts meanwhile
+    from rbee.hive.app import create_app
+    from rbee.web.serve import serve
+
     serve(create_app(services), host=settings.host, port=settings.port,
           parent_pid=settings.parent_pid)

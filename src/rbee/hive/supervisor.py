@@ -105,6 +105,34 @@ class Supervisor:
 
     def spawn(self, spec: SpawnWorker) -> WorkerInfo:
         """Register the worker and start it in the background; returns at once."""
+        handle = self._register(spec)
+        handle.tasks.append(asyncio.create_task(self._run(handle), name=f"worker-{handle.id}"))
+        return handle.info(self.config.hive_id)
+
+    def launch_now(self, spec: SpawnWorker) -> WorkerInfo:
+        """Start a worker's process synchronously, before the event loop runs.
+
+        The hive does this for the model its queen asked it to preload, ahead of its own
+        heavy imports; `supervise_launched()` takes the worker over once the loop runs.
+        Only for models already on this machine (no download).
+        """
+        handle = self._register(spec)
+        if handle.ref.source == "hf":
+            raise InvalidRequest("only local models can be launched before start-up")
+        handle.model_path = resolve(handle.ref, cache=self.config.home / "models",
+                                    hf_endpoint=None)
+        self._launch(handle)
+        return handle.info(self.config.hive_id)
+
+    def supervise_launched(self) -> None:
+        """Watch and await readiness of workers started by `launch_now`."""
+        for w in self._workers.values():
+            if w.process is not None and not w.tasks:
+                w.tasks.append(asyncio.create_task(self._watch_exit(w), name=f"watch-{w.id}"))
+                w.tasks.append(asyncio.create_task(self._ready_or_crash(w),
+                                                   name=f"worker-{w.id}"))
+
+    def _register(self, spec: SpawnWorker) -> WorkerHandle:
         if spec.device not in self._devices:
             raise InvalidRequest(f"hive {self.config.hive_id} has no device {spec.device!r}; "
                                  f"it has {sorted(self._devices)}", param="device")
@@ -121,23 +149,31 @@ class Supervisor:
             raise Conflict(f"worker {worker_id} already exists")
         handle = WorkerHandle(id=worker_id, spec=spec, ref=ref, engine=engine)
         self._workers[worker_id] = handle
-        handle.tasks.append(asyncio.create_task(self._run(handle), name=f"worker-{worker_id}"))
         self.changed.set()
-        return handle.info(self.config.hive_id)
+        return handle
 
     async def _run(self, w: WorkerHandle) -> None:
         try:
             w.model_path = await self._resolve(w)
             self._launch(w)
+            w.tasks.append(asyncio.create_task(self._watch_exit(w), name=f"watch-{w.id}"))
             await self._wait_ready(w)
-        except RbeeError as exc:
+        except (RbeeError, OSError, httpx.HTTPError) as exc:
+            self._fail(w, exc)
+
+    async def _ready_or_crash(self, w: WorkerHandle) -> None:
+        try:
+            await self._wait_ready(w)
+        except (RbeeError, OSError, httpx.HTTPError) as exc:
+            self._fail(w, exc)
+
+    def _fail(self, w: WorkerHandle, exc: Exception) -> None:
+        if isinstance(exc, RbeeError):
             w.error, w.error_code = exc.message, exc.code
-            self._set(w, WorkerState.CRASHED, "failed")
-            logger.warning("worker %s failed to start: %s", w.id, exc.message)
-        except (OSError, httpx.HTTPError) as exc:
+        else:
             w.error = f"{type(exc).__name__}: {exc}"
-            self._set(w, WorkerState.CRASHED, "failed")
-            logger.warning("worker %s failed to start: %s", w.id, w.error)
+        self._set(w, WorkerState.CRASHED, "failed")
+        logger.warning("worker %s failed to start: %s", w.id, w.error)
 
     async def _resolve(self, w: WorkerHandle) -> str:
         loop = asyncio.get_running_loop()
@@ -191,7 +227,6 @@ class Supervisor:
         finally:
             sock.close()  # the child holds its own copy
         self._set(w, WorkerState.LOADING, "starting process")
-        w.tasks.append(asyncio.create_task(self._watch_exit(w), name=f"watch-{w.id}"))
 
     async def _wait_ready(self, w: WorkerHandle) -> None:
         loop = asyncio.get_running_loop()

@@ -134,3 +134,18 @@ async def test_load_failure_reported_by_the_worker_is_a_crash(tmp_path: Path) ->
     await wait_state(sup, "w1", WorkerState.CRASHED)
     assert sup.get("w1").error == "bad gguf"
     await sup.stop_all()
+
+
+async def test_launch_before_the_loop_then_supervise(tmp_path: Path) -> None:
+    launcher = FakeLauncher()
+    sup = supervisor(tmp_path, launcher, ready_after(1))
+    info = sup.launch_now(SpawnWorker(model="rbee-fake", worker_id="early"))
+    assert info.state is WorkerState.LOADING and len(launcher.launched) == 1
+    sup.supervise_launched()
+    sup.supervise_launched()  # idempotent: one set of tasks per worker
+    await wait_state(sup, "early", WorkerState.READY)
+    launcher.processes[0].code = 1
+    await wait_state(sup, "early", WorkerState.CRASHED)
+    with pytest.raises(InvalidRequest):
+        sup.launch_now(SpawnWorker(model="hf:org/repo:x.gguf"))
+    await sup.stop_all()
