@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 from rbee.client import QueenClient
-from tests.support.daemons import Daemon, rbee_env, start_queen
+from tests.support.daemons import Daemon, rbee_env, running_queen
+from tests.support.hub import TINY_FILE, TINY_REPO
+from tests.support.tiny_gguf import write_tiny_llama_gguf
 
 
 @pytest.fixture
@@ -28,23 +30,21 @@ def clients() -> Iterator[Callable[[str], QueenClient]]:
         c.close()
 
 
-def _run_queen(env: dict[str, str]) -> Iterator[Daemon]:
-    daemon = start_queen(env)
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
-        leftovers = daemon.leftovers()
-        assert not leftovers, f"orphan processes after queen stop: {leftovers}"
-
-
 @pytest.fixture
 def queen(env: dict[str, str]) -> Iterator[Daemon]:
     """A real queen with its local hive; asserts nothing it started outlives it."""
-    yield from _run_queen(env)
+    yield from running_queen(env)
 
 
 @pytest.fixture(scope="module")
 def shared_queen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """One queen for a module of tests that don't disturb each other."""
-    yield from _run_queen(rbee_env(tmp_path_factory.mktemp("rbee")))
+    yield from running_queen(rbee_env(tmp_path_factory.mktemp("rbee")))
+
+
+@pytest.fixture(scope="module")
+def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stand-in hub's files: the tiny GGUF as tiny-org/tiny-llama:tiny.gguf."""
+    root = tmp_path_factory.mktemp("hub")
+    write_tiny_llama_gguf(root / TINY_REPO / TINY_FILE)
+    return root

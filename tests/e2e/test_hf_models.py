@@ -13,27 +13,20 @@ import pytest
 
 from rbee.client import QueenClient, StreamEvent
 from tests.support.daemons import Daemon, rbee_env
-from tests.support.hub import StandInHub
-from tests.support.tiny_gguf import WORDS, write_tiny_llama_gguf
+from tests.support.hub import TINY_FILE, TINY_REPO, StandInHub
+from tests.support.tiny_gguf import WORDS
 
 pytestmark = pytest.mark.e2e
 
-REPO, FILE = "tiny-org/tiny-llama", "tiny.gguf"
+REPO, FILE = TINY_REPO, TINY_FILE
 MODEL = f"hf:{REPO}:{FILE}"
 DOWNLOADING = re.compile(r"^downloading \d+\.\d/\d+\.\d MB$")
-
-
-@pytest.fixture(scope="module")
-def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("hub")
-    write_tiny_llama_gguf(root / REPO / FILE)
-    return root
 
 
 @pytest.fixture
 def hub(hub_root: Path) -> Iterator[StandInHub]:
     # ~0.8 s per download (8 pieces of 64 KiB, 0.1 s apart): long enough for the queen,
-    # which polls the hive every 50 ms, to see the download in progress.
+    # which polls the hive every 20 ms, to see the download in progress.
     with StandInHub(hub_root, chunk_delay=0.1) as running:
         yield running
 

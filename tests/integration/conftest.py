@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.daemons import Daemon, rbee_env, start_queen
+from tests.support.daemons import Daemon, rbee_env, running_queen
 
 
 @pytest.fixture
@@ -17,12 +17,7 @@ def slow_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def slow_queen(slow_env: dict[str, str]) -> Iterator[Daemon]:
-    daemon = start_queen(slow_env)
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
-        assert not daemon.leftovers()
+    yield from running_queen(slow_env)
 
 
 @pytest.fixture

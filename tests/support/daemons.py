@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,6 +111,17 @@ def start_queen(env: dict[str, str], *args: str) -> Daemon:
     url = env["RBEE_QUEEN_URL"]
     wait_http(f"{url}/health", proc=proc)
     return Daemon(proc, url, env, log)
+
+
+def running_queen(env: dict[str, str]) -> Iterator[Daemon]:
+    """Fixture body: a queen for the test, then a check that nothing it started survives."""
+    daemon = start_queen(env)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        leftovers = daemon.leftovers()
+        assert not leftovers, f"orphan processes after queen stop: {leftovers}"
 
 
 def start_worker(*args: str, env: dict[str, str] | None = None, log: Path) -> Daemon:

@@ -32,6 +32,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
+# Where tests/conftest.py's `hub_root` puts the tiny GGUF.
+TINY_REPO, TINY_FILE = "tiny-org/tiny-llama", "tiny.gguf"
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 _PIECE = 64 * 1024
 

@@ -11,18 +11,10 @@ import pytest
 from rbee.core.errors import ModelNotFound, UpstreamError
 from rbee.hive.downloads import resolve
 from rbee.models.catalog import parse_ref
-from tests.support.hub import StandInHub, commit_of, sha256_of
-from tests.support.tiny_gguf import write_tiny_llama_gguf
+from tests.support.hub import TINY_FILE, TINY_REPO, StandInHub, commit_of, sha256_of
 
-REPO, FILE = "tiny-org/tiny-llama", "tiny.gguf"
+REPO, FILE = TINY_REPO, TINY_FILE
 REF = parse_ref(f"hf:{REPO}:{FILE}")
-
-
-@pytest.fixture(scope="module")
-def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("hub")
-    write_tiny_llama_gguf(root / REPO / FILE)
-    return root
 
 
 @pytest.fixture
