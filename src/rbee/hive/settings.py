@@ -27,7 +27,8 @@ class HiveSettings(BaseSettings):
     telemetry_interval: float = Field(default=2.0, description="Seconds between reports")
     home: Path = Field(default_factory=default_home, description="Model cache and state")
     hf_endpoint: str | None = Field(default=None, description="Hugging Face hub URL override")
-    worker_threads: int | None = Field(default=None, description="Default engine threads")
+    worker_threads: int | None = Field(default=None, description="Default engine threads "
+                                       "(unset: physical cores - 1)")
     stop_grace: float = Field(default=3.0, description="Seconds between SIGTERM and SIGKILL")
     preload_model: str | None = Field(default=None, description="Start a worker for this "
                                       "model at once, on the best device")

@@ -23,13 +23,15 @@ class QueenSettings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Bind address")
     port: int = Field(default=7833, description="Bind port")
     api_token: str | None = Field(default=None, description="Bearer token API clients present "
-                                  "(required for a non-loopback bind)")
+                                  "(required for a non-loopback bind; prefer the env "
+                                  "RBEE_QUEEN_API_TOKEN: argv is visible to every user)")
     state_dir: Path = Field(default_factory=default_state_dir, description="SQLite db, logs, pid")
     local_hive: bool = Field(default=True, description="Start and own a hive on this machine")
     hive_port: int = Field(default=7835, description="Port of the local hive")
     hive_home: Path | None = Field(default=None, description="Model cache of the local hive")
     default_model: str = Field(default=DEFAULT_MODEL, description="Model for requests naming none")
-    worker_threads: int | None = Field(default=None, description="Engine threads per worker")
+    worker_threads: int | None = Field(default=None, description="Engine threads per worker "
+                                       "(unset: physical cores - 1)")
     telemetry_interval: float = Field(default=2.0, description="Hive report interval, seconds")
     spawn_timeout: float = Field(default=120.0, description="Seconds to wait for a worker")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, description="Largest request body")

@@ -17,7 +17,8 @@ class WorkerSettings(BaseSettings):
     model_path: str = Field(default="", description="Weights file (GGUF for llama_cpp)")
     engine: str = Field(default="llama_cpp", description="Engine adapter: llama_cpp or fake")
     device: str = Field(default="cpu", description='"cpu", "cuda:N" or "metal"')
-    threads: int | None = Field(default=None, description="CPU threads for the engine")
+    threads: int | None = Field(default=None, description="CPU threads for the engine "
+                                "(unset: physical cores - 1)")
     context_length: int = Field(default=2048, description="Context window in tokens")
     temperature: float = Field(default=0.8, description="Default temperature for this model")
     top_p: float = Field(default=0.95, description="Default top_p for this model")
