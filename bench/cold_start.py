@@ -4,7 +4,11 @@ Cold: a fresh state dir and fresh ports, no queen running. The real CLI
 (`.venv/bin/rbee infer PROMPT --stats`) starts the queen, which starts its hive, which spawns
 the SmolLM2 worker; we time from the CLI's process start until the first token reaches its
 stdout (read incrementally), and timestamp each narration line on its stderr as it arrives
-to break the time down. Every repetition stops its queen afterwards (`rbee queen stop`).
+to break the time down, plus the start time of the queen, hive and worker processes (their
+`create_time`, 10 ms resolution): since the CLI asks the queen it starts to preload the
+model (RBEE_QUEEN_PRELOAD_MODEL), the hive launches the worker before the job exists, so
+the job's narration no longer shows the worker starting. Every repetition stops its queen
+afterwards (`rbee queen stop`).
 "Cold" means no rbee process, not a cold OS page cache: Python modules and the model file
 are cached by the earlier repetitions.
 
@@ -47,10 +51,16 @@ TARGET_COLD_S = 3.0
 TARGET_WARM_MS = 200.0
 STAGES = (  # (name, regex on a stderr line): the first matching line marks the stage
     ("queen up", re.compile(r"started queen at")),
+    # Only without a preload (the job places the worker itself):
     ("hive registered", re.compile(r"queen: placing ")),
     ("worker process started", re.compile(r"hive: worker \S+ starting")),
     ("worker ready", re.compile(r"worker: worker \S+ ready")),
     ("infer sent to worker", re.compile(r"queen: \S+ on wrk-")),
+)
+PROCESSES = (  # (stage name, module in the process's command line)
+    ("queen process started", "rbee.queen"),
+    ("hive process started", "rbee.hive"),
+    ("worker process started", "rbee.worker"),
 )
 STATS = re.compile(r"time to first token ([\d.]+) ms")
 
@@ -81,6 +91,7 @@ class CliRun:
     stats_ttft_ms: float | None = None
     output: str = ""
     returncode: int = 0
+    created: float = 0.0  # the CLI process's create_time (same clock as its children's)
 
 
 def run_cli(env: dict[str, str], *args: str, timeout: float = 120.0) -> CliRun:
@@ -88,6 +99,9 @@ def run_cli(env: dict[str, str], *args: str, timeout: float = 120.0) -> CliRun:
     t0 = time.perf_counter()
     proc = subprocess.Popen([*cli(), *args], env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    created = 0.0
+    with contextlib.suppress(psutil.Error):
+        created = psutil.Process(proc.pid).create_time()
     assert proc.stdout is not None and proc.stderr is not None
     lines: list[tuple[float, str]] = []
     err = proc.stderr
@@ -113,7 +127,8 @@ def run_cli(env: dict[str, str], *args: str, timeout: float = 120.0) -> CliRun:
         tail = "\n".join(line for _, line in lines[-10:])
         raise RuntimeError(f"rbee infer failed (exit {proc.returncode}): {tail}")
     run = CliRun(first_token_s=first, total_s=time.perf_counter() - t0,
-                 output=out.decode(errors="replace"), returncode=proc.returncode)
+                 output=out.decode(errors="replace"), returncode=proc.returncode,
+                 created=created)
     parse_stderr(run, lines)
     return run
 
@@ -136,6 +151,20 @@ def parse_stderr(run: CliRun, lines: list[tuple[float, str]]) -> None:
                 run.stages[name] = at
         if (m := STATS.search(line)) is not None:
             run.stats_ttft_ms = float(m.group(1))
+
+
+def process_stages(run: CliRun, pids: list[int]) -> None:
+    """Queen, hive and worker process start times from the CLI's, both by `create_time`
+    (boot time + clock ticks: differences are good to ~10 ms, absolute values are not)."""
+    if not run.created:
+        return
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            p = psutil.Process(pid)
+            cmd = " ".join(p.cmdline())
+            for name, module in PROCESSES:
+                if f"-m {module}" in cmd and name not in run.stages:
+                    run.stages[name] = p.create_time() - run.created
 
 
 def last_job_timings(url: str) -> dict[str, float]:
@@ -213,6 +242,7 @@ def run(cold_reps: int, warm_reps: int) -> int:
             try:
                 colds.append(run_cli(env, *INFER))
                 pids = queen_pids(env)
+                process_stages(colds[-1], pids)
                 cold_server.append(last_job_timings(env["RBEE_QUEEN_URL"]))
                 if i == cold_reps - 1:  # warm runs on the last cold queen
                     with httpx.Client(timeout=httpx.Timeout(30.0, read=120.0)) as http:
@@ -234,11 +264,10 @@ def report(colds: list[CliRun], cold_server: list[dict[str, float]], warm_cli: l
                                  "", imports * 1e3, ""]]
     prev = "process start"
     prev_at = [0.0] * len(colds)
-    for name, _ in STAGES:
-        ats = [c.stages.get(name) for c in colds]
-        if any(a is None for a in ats):
-            continue
-        at = [float(a) for a in ats if a is not None]
+    names = {n for c in colds for n in c.stages}
+    seen = [n for n in names if all(n in c.stages for c in colds)]  # in every run
+    for name in sorted(seen, key=lambda n: median([c.stages[n] for c in colds])):
+        at = [c.stages[name] for c in colds]
         rows.append([f"{prev} -> {name}", median(at) * 1e3,
                      median([a - p for a, p in zip(at, prev_at, strict=True)]) * 1e3, ""])
         prev, prev_at = name, at
@@ -294,7 +323,10 @@ def main() -> int:
     global THREADS
     THREADS = args.threads
     header("cold_start: `rbee infer` to first token (real CLI, real model)", args.quick)
-    default = "rbee default (llama.cpp: n_threads=cores/2, n_threads_batch=cores)"
+    from rbee.engines.llama_cpp import default_threads
+
+    default = (f"rbee default, physical cores - 1 (min 1) = {default_threads()} here, for "
+               "both n_threads and n_threads_batch")
     print(f"worker threads: {THREADS or default}\n")
     return run(args.cold or (2 if args.quick else 4), args.warm or (3 if args.quick else 8))
 

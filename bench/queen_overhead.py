@@ -113,9 +113,9 @@ def row(name: str, xs: list[float]) -> list[object]:
     return [name, median(xs), pct(xs, 90), pct(xs, 99), min(xs), f"{slow:.1f}"]
 
 
-def microbench(fn: Callable[[], object], number: int = 2000) -> float:
-    """Best-of-5 mean time of fn in ms (CPU cost of one step of the queen's hot path)."""
-    return min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e3
+def microbench(fn: Callable[[], object], number: int = 2000) -> str:
+    """Best-of-5 mean time of fn in ms, 3 decimals (one step of the queen's hot path)."""
+    return f"{min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e3:.3f}"
 
 
 def in_process_costs(worker_url: str, n: int) -> list[list[object]]:
@@ -137,18 +137,63 @@ def in_process_costs(worker_url: str, n: int) -> list[list[object]]:
         devices=[Device(id="cpu", kind="cpu", name="cpu", memory_total=1, memory_free=1)],
         workers=[w]))
     rows: list[list[object]] = [
-        ["parse + validate body (pydantic)",
+        ["parse + validate body (pydantic, in process)",
          microbench(lambda: parse_model(BODY, ChatCompletionRequest))],
         ["parse_ref(model)", microbench(lambda: parse_ref("rbee-fake"))],
         ["registry snapshot + route",
          microbench(lambda: route(registry.snapshot(), RouteRequest(model="rbee-fake")))],
     ]
-    rows += [[name, ms] for name, ms in asyncio.run(_httpx_hop(worker_url, n))]
+    rows += [[name, ms] for name, ms in _upstream_hops(worker_url, n)]
     return rows
 
 
-async def _httpx_hop(worker_url: str, n: int) -> list[tuple[str, float]]:
-    """The queen's upstream hop as the Relay makes it (httpx.AsyncClient, keep-alive)."""
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """The queen's event loop: uvloop when it imports (rbee.web.serve), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def _upstream_hops(worker_url: str, n: int) -> list[tuple[str, float]]:
+    """The queen's upstream hop, three ways, on the loop the queen runs (uvloop)."""
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        aio = runner.run(_aiohttp_hop(worker_url, n))
+        hx = runner.run(_httpx_hop(worker_url, n))
+        raw = runner.run(_raw_hop(worker_url, n))
+    return [("worker round trip via aiohttp.ClientSession, as the queen's Relay (p50)",
+             median(aio)),
+            ("worker round trip via httpx.AsyncClient, the Relay before 81c5cec (p50)",
+             median(hx)),
+            ("worker round trip via bare asyncio streams, same loop (p50; floor)", median(raw))]
+
+
+async def _aiohttp_hop(worker_url: str, n: int) -> list[float]:
+    """The upstream hop as `rbee.queen.relay.Relay` makes it for a non-streamed request:
+    one keep-alive aiohttp.ClientSession (same connector and timeout settings), POST the raw
+    body, read it, release the connection back to the pool."""
+    import aiohttp
+
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {WORKER_TOKEN}"}
+    connector = aiohttp.TCPConnector(limit=1024, limit_per_host=256, keepalive_timeout=30.0)
+    timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_connect=10.0)
+    out: list[float] = []
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                     auto_decompress=False) as session:
+        url = worker_url + "/v1/chat/completions"
+        for i in range(n + 50):
+            t0 = time.perf_counter()
+            r = await session.post(url, data=BODY, headers=headers)
+            _ = await r.read()
+            r.release()
+            if i >= 50:
+                out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+async def _httpx_hop(worker_url: str, n: int) -> list[float]:
+    """The same hop through httpx.AsyncClient, as the Relay made it before 81c5cec."""
     import httpx
 
     headers = {"Authorization": f"Bearer {WORKER_TOKEN}", "Content-Type": "application/json"}
@@ -162,9 +207,7 @@ async def _httpx_hop(worker_url: str, n: int) -> list[tuple[str, float]]:
             _ = r.content
             if i >= 50:
                 out.append((time.perf_counter() - t0) * 1e3)
-    raw = await _raw_hop(worker_url, n)
-    return [("worker round trip via httpx.AsyncClient, as the queen's Relay (p50)", median(out)),
-            ("worker round trip via bare asyncio streams, same loop (p50; floor)", median(raw))]
+    return out
 
 
 async def _raw_hop(worker_url: str, n: int) -> list[float]:
@@ -252,16 +295,17 @@ def run(n: int, warmup: int) -> int:
                 ]))
     if median(hx) > SLOW_MS:
         print(f"NOTE: the hive-spawned worker answers even GET /health in {median(hx):.0f} ms "
-              f"(the queen: {median(hq):.1f} ms).\nThat is Nagle's algorithm meeting delayed "
-              "ACKs: the hive hands the worker an inherited socket (--fd),\nuvicorn wraps it "
-              "with socket.fromfd(fd, AF_UNIX, ...), so the event loop never sets TCP_NODELAY\n"
-              "on accepted connections, and a response written as headers + body waits ~40 ms "
-              "for an ACK.\nThe direct and via-queen paths both pay it (on different hops), "
-              "so the difference above is\nnoisy; see docs/benchmarks.md.\n")
-    print("The queen's added time is roughly: one more HTTP server pass (its own /health "
-          "round trip)\n+ body parse/validate + route + one upstream hop through "
-          "httpx.AsyncClient, minus what the\ndirect client's loopback round trip already "
-          "counts.\n")
+              f"(the queen: {median(hq):.1f} ms).\nThat looks like Nagle's algorithm meeting "
+              "delayed ACKs again: the worker's inherited socket (--fd)\nmust reach uvicorn as "
+              "a TCP socket with TCP_NODELAY (rbee.web.serve, fixed in 81c5cec); a response\n"
+              "written as headers + body otherwise waits ~40 ms for an ACK. The difference "
+              "above is then noise.\n")
+    print("The queen's added time is roughly: one more HTTP server pass (uvicorn/httptools "
+          "on uvloop, then\nthe fast lane: body limit, Request, bearer check) + body "
+          "parse/validate + route + one\nupstream hop through aiohttp.ClientSession (the "
+          "Relay) + the disconnect watch around a\nnon-streamed request, minus what the "
+          "direct client's loopback round trip already counts.\nThe /health rows go through "
+          "the full FastAPI stack (not the fast lane).\n")
     return 0
 
 

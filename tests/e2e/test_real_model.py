@@ -38,12 +38,12 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
 def test_cold_infer_starts_the_queen_and_streams_paris(cli_env: dict[str, str]) -> None:
     r = run_cli(cli_env, "infer", QUESTION, "--seed", "0", "--stats")
     assert r.returncode == 0, r.stderr
-    assert "Paris" in r.stdout
+    assert "Paris" in r.stdout, (r.stdout, r.stderr)
     assert "started queen" in r.stderr
     # The new queen's hive was asked to load the model at launch: no second placement.
-    assert "placing" not in r.stderr
+    assert "placing" not in r.stderr, r.stderr
     workers = httpx.get(f"{cli_env['RBEE_QUEEN_URL']}/v1/workers").json()
-    assert [w["model"] for w in workers] == ["smollm2-135m-instruct"]
+    assert [w["model"] for w in workers] == ["smollm2-135m-instruct"], workers
     assert "time to first token" in r.stderr and "tokens/s" in r.stderr
 
 

@@ -120,6 +120,8 @@ class LlamaCppEngine:
         starts = tokens[: len(pre)] == pre
         if starts and self._preamble_intact:
             self._llm.n_tokens = min(self._llm.n_tokens, len(pre))
+        elif not pre or tokens[:1] != pre[:1]:
+            self._llm.n_tokens = 0  # shares nothing with the preamble: start empty, no restore
         else:
             self._llm.load_state(self._snapshot)
         self._preamble_intact = starts
