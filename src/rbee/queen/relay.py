@@ -50,8 +50,10 @@ class Relay:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=1024, limit_per_host=256,
                                              keepalive_timeout=30.0)
+            # Workers set no cookies: a dummy jar skips cookie filtering on every request.
             self._session = aiohttp.ClientSession(connector=connector, timeout=_TIMEOUT,
-                                                  auto_decompress=False)
+                                                  auto_decompress=False,
+                                                  cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
     async def close(self) -> None:
