@@ -14,12 +14,14 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
+import httptools
 from starlette.responses import Response
 
 from rbee.api import sse
 from rbee.api.cluster import WorkerInfo
 from rbee.core.errors import UpstreamError, WorkerUnavailable, from_envelope
 from rbee.queen.registry import Registry
+from rbee.queen.upstream import LeanClient
 from rbee.web.streaming import DisconnectAwareStream
 
 # No total timeout: a generation may legitimately stream for minutes.
@@ -33,7 +35,7 @@ def map_worker_errors(worker: WorkerInfo) -> Iterator[None]:
         yield
     except TimeoutError as exc:
         raise UpstreamError(f"worker {worker.id}: timed out") from exc
-    except aiohttp.ClientError as exc:
+    except (aiohttp.ClientError, OSError, httptools.HttpParserError) as exc:
         raise UpstreamError(f"worker {worker.id}: {type(exc).__name__}: {exc}") from exc
 
 
@@ -44,6 +46,7 @@ class Relay:
         if token is not None:
             self._headers["Authorization"] = f"Bearer {token}"
         self._session: aiohttp.ClientSession | None = None
+        self._lean = LeanClient(self._headers)
 
     def _client(self) -> aiohttp.ClientSession:
         # Created on first use: a session must be made inside the running event loop.
@@ -57,6 +60,7 @@ class Relay:
         return self._session
 
     async def close(self) -> None:
+        self._lean.close()
         if self._session is not None:
             await self._session.close()
 
@@ -67,22 +71,31 @@ class Relay:
                                              headers=self._headers)
 
     async def forward(self, worker: WorkerInfo, path: str, raw: bytes, stream: bool) -> Response:
+        if not stream:
+            return await self._forward_whole(worker, path, raw)
         self._registry.acquire(worker.id)
         handed_over = False
         try:
             upstream = await self._open(worker, path, raw)
-            if not stream or upstream.status != 200:
+            if upstream.status != 200:
                 with map_worker_errors(worker):
                     body = await upstream.read()
                 upstream.release()
-                if stream:
-                    raise from_envelope(upstream.status, _json(body))
-                return Response(body, upstream.status, media_type="application/json")
+                raise from_envelope(upstream.status, _json(body))
             handed_over = True  # the stream releases the worker when it ends
             return DisconnectAwareStream(self._pipe(worker, upstream))
         finally:
             if not handed_over:
                 self._registry.release(worker.id)
+
+    async def _forward_whole(self, worker: WorkerInfo, path: str, raw: bytes) -> Response:
+        self._registry.acquire(worker.id)
+        try:
+            with map_worker_errors(worker):
+                status, body = await self._lean.post(worker.url + path, raw)
+        finally:
+            self._registry.release(worker.id)
+        return Response(body, status, media_type="application/json")
 
     async def _pipe(self, worker: WorkerInfo, upstream: aiohttp.ClientResponse
                     ) -> AsyncIterator[bytes]:
