@@ -159,14 +159,36 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 def _upstream_hops(worker_url: str, n: int) -> list[tuple[str, float]]:
     """The queen's upstream hop, three ways, on the loop the queen runs (uvloop)."""
     with asyncio.Runner(loop_factory=_new_loop) as runner:
+        lean = runner.run(_lean_hop(worker_url, n))
         aio = runner.run(_aiohttp_hop(worker_url, n))
         hx = runner.run(_httpx_hop(worker_url, n))
         raw = runner.run(_raw_hop(worker_url, n))
-    return [("worker round trip via aiohttp.ClientSession, as the queen's Relay (p50)",
+    return [("worker round trip via rbee.queen.upstream.LeanClient, as the Relay (p50)",
+             median(lean)),
+            ("worker round trip via aiohttp.ClientSession (the Relay's stream client; p50)",
              median(aio)),
             ("worker round trip via httpx.AsyncClient, the Relay before 81c5cec (p50)",
              median(hx)),
             ("worker round trip via bare asyncio streams, same loop (p50; floor)", median(raw))]
+
+
+async def _lean_hop(worker_url: str, n: int) -> list[float]:
+    """The upstream hop exactly as `Relay` makes it for a non-streamed request."""
+    from rbee.queen.upstream import LeanClient
+
+    client = LeanClient({"Content-Type": "application/json",
+                         "Authorization": f"Bearer {WORKER_TOKEN}"})
+    out: list[float] = []
+    url = worker_url + "/v1/chat/completions"
+    try:
+        for i in range(n + 50):
+            t0 = time.perf_counter()
+            await client.post(url, BODY)
+            if i >= 50:
+                out.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        client.close()
+    return out
 
 
 async def _aiohttp_hop(worker_url: str, n: int) -> list[float]:
@@ -302,10 +324,10 @@ def run(n: int, warmup: int) -> int:
               "above is then noise.\n")
     print("The queen's added time is roughly: one more HTTP server pass (uvicorn/httptools "
           "on uvloop, then\nthe fast lane: body limit, Request, bearer check) + body "
-          "parse/validate + route + one\nupstream hop through aiohttp.ClientSession (the "
-          "Relay) + the disconnect watch around a\nnon-streamed request, minus what the "
-          "direct client's loopback round trip already counts.\nThe /health rows go through "
-          "the full FastAPI stack (not the fast lane).\n")
+          "parse/validate + route + one\nupstream hop through the Relay's lean keep-alive "
+          "client (httptools) + the disconnect watch\naround a non-streamed request, minus "
+          "what the direct client's loopback round trip already counts.\n"
+          "The /health rows go through the full FastAPI stack (not the fast lane).\n")
     return 0
 
 
