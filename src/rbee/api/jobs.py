@@ -71,10 +71,6 @@ class ModelGetOp(_Op):
     model: str = Field(min_length=1, max_length=512)
 
 
-Operation = (
-    InferOp | StatusOp | WorkerSpawnOp | WorkerListOp | WorkerStopOp | ModelListOp | ModelGetOp
-)
-
 OPERATIONS: dict[str, type[BaseModel]] = {
     "infer": InferOp,
     "status": StatusOp,

@@ -1,4 +1,4 @@
-"""Worker and job states, with the transitions each allows."""
+"""Worker states and the transitions each allows."""
 
 from __future__ import annotations
 
@@ -28,18 +28,3 @@ WORKER_TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
 
 def can_transition(old: WorkerState, new: WorkerState) -> bool:
     return new in WORKER_TRANSITIONS[old]
-
-
-class JobState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    ERROR = "error"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL_JOB_STATES
-
-
-TERMINAL_JOB_STATES = frozenset({JobState.DONE, JobState.ERROR, JobState.CANCELLED})

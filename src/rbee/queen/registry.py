@@ -56,9 +56,6 @@ class Registry:
     def hive_ids(self) -> list[str]:
         return sorted(self._hives)
 
-    def telemetry(self, hive_id: str) -> HiveTelemetry:
-        return self._hives[hive_id].telemetry
-
     def workers(self) -> list[WorkerInfo]:
         return [w for r in self._hives.values() for w in r.workers.values()]
 
