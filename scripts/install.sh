@@ -14,7 +14,7 @@ py=.venv/bin/python
 pip() { "$py" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 pip install -q --upgrade pip >/dev/null
 if ! ls "$cache"/llama_cpp_python-*.whl >/dev/null 2>&1; then
-  echo "rbee: building llama-cpp-python $LLAMA_VERSION (portable, ~3 min, cached afterwards)…"
+  echo "rbee: building llama-cpp-python $LLAMA_VERSION (portable, ~6 min on 2 cores, cached afterwards)…"
   tmp=$(mktemp -d)
   pip download -q --no-deps --no-binary=:all: -d "$tmp" "llama-cpp-python==$LLAMA_VERSION"
   CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" CMAKE_ARGS="$LLAMA_CMAKE_ARGS" \
