@@ -132,3 +132,9 @@ def test_telemetry_from_an_unknown_hive_is_refused(http: httpx.Client) -> None:
     body["hive_id"] = "localhost"
     _envelope(http.post("/v1/hives/telemetry", json=body), 401)
     assert [h for h in http.get("/v1/workers").json() if h["hive_id"] == "intruder"] == []
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=ten", "limit=100000"])
+def test_invalid_query_parameters_are_400_with_param(http: httpx.Client, query: str) -> None:
+    err = _envelope(http.get(f"/v1/jobs?{query}"), 400, "invalid_request")
+    assert err["param"] == "limit" and "limit" in str(err["message"])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -12,20 +13,25 @@ from rbee.core.errors import InvalidRequest
 M = TypeVar("M", bound=BaseModel)
 
 
-def validation_message(exc: ValidationError) -> tuple[str, str | None]:
-    first = exc.errors(include_url=False)[0]
-    if first["type"] == "json_invalid":
+def describe_errors(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
+    """(message, param) for the first of pydantic's (or FastAPI's) validation errors."""
+    if not errors:
+        return "invalid request", None
+    first = errors[0]
+    if first.get("type") == "json_invalid":
         return "request body is not valid JSON", None
-    param = ".".join(str(p) for p in first["loc"]) or None
+    # FastAPI prefixes where the value came from ("body", "query"); clients name the field.
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    param = ".".join(loc) or None
     where = f" (at '{param}')" if param else ""
-    return f"{first['msg']}{where}", param
+    return f"{first.get('msg', 'invalid value')}{where}", param
 
 
 def parse_model(raw: bytes | str, model: type[M]) -> M:
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        message, param = validation_message(exc)
+        message, param = describe_errors(exc.errors(include_url=False))
         raise InvalidRequest(message, param=param) from None
 
 

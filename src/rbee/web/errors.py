@@ -12,10 +12,10 @@ from starlette.responses import JSONResponse
 from starlette.types import ExceptionHandler
 
 from rbee.core.errors import RbeeError
+from rbee.web.body import describe_errors
 
 if TYPE_CHECKING:  # FastAPI is imported only by the daemons that use it (the worker doesn't)
     from fastapi import FastAPI
-    from fastapi.exceptions import RequestValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -28,19 +28,6 @@ def envelope(status: int, message: str, type_: str, code: str | None, param: str
              headers: dict[str, str] | None = None) -> JSONResponse:
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    errors = exc.errors()
-    if not errors:
-        return "invalid request", None
-    first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
-    if first.get("type") == "json_invalid":
-        return "request body is not valid JSON", None
-    where = f" at '{param}'" if param else ""
-    return f"{first.get('msg', 'invalid value')}{where}", param
 
 
 def error_response(exc: RbeeError) -> JSONResponse:
@@ -80,7 +67,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        message, param = _validation_message(exc)
+        message, param = describe_errors(exc.errors())
         return envelope(400, message, "invalid_request_error", "invalid_request", param)
 
     for cls, handler in exception_handlers().items():
