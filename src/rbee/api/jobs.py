@@ -71,6 +71,50 @@ class ModelGetOp(_Op):
     model: str = Field(min_length=1, max_length=512)
 
 
+class HiveListOp(_Op):
+    operation: Literal["hive_list"]
+
+
+class _HiveOp(_Op):
+    hive_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+
+
+class HiveGetOp(_HiveOp):
+    """What the queen knows of a hive (no SSH)."""
+
+    operation: Literal["hive_get"]
+
+
+class HiveStatusOp(_HiveOp):
+    """`hive_get` plus a look over SSH: reachable, installed, running, version."""
+
+    operation: Literal["hive_status"]
+
+
+class SshTestOp(_HiveOp):
+    operation: Literal["ssh_test"]
+
+
+class HiveInstallOp(_HiveOp):
+    operation: Literal["hive_install"]
+
+
+class HiveUninstallOp(_HiveOp):
+    operation: Literal["hive_uninstall"]
+
+
+class HiveStartOp(_HiveOp):
+    operation: Literal["hive_start"]
+
+
+class HiveStopOp(_HiveOp):
+    operation: Literal["hive_stop"]
+
+
+class HiveRefreshOp(_HiveOp):
+    operation: Literal["hive_refresh_capabilities"]
+
+
 OPERATIONS: dict[str, type[BaseModel]] = {
     "infer": InferOp,
     "status": StatusOp,
@@ -79,6 +123,15 @@ OPERATIONS: dict[str, type[BaseModel]] = {
     "worker_stop": WorkerStopOp,
     "model_list": ModelListOp,
     "model_get": ModelGetOp,
+    "hive_list": HiveListOp,
+    "hive_get": HiveGetOp,
+    "hive_status": HiveStatusOp,
+    "ssh_test": SshTestOp,
+    "hive_install": HiveInstallOp,
+    "hive_uninstall": HiveUninstallOp,
+    "hive_start": HiveStartOp,
+    "hive_stop": HiveStopOp,
+    "hive_refresh_capabilities": HiveRefreshOp,
 }
 
 

@@ -13,7 +13,13 @@
     ├── Conflict (409)
     ├── NoCapacity (503 service_unavailable, code no_capacity)
     ├── UpstreamError (502, a hive or worker failed)
-    │   └── WorkerUnavailable (503, code worker_unavailable)
+    │   ├── WorkerUnavailable (503, code worker_unavailable)
+    │   │   └── WorkerUnreachable (nothing was sent or received: safe to retry elsewhere)
+    │   └── RemoteError (502: a machine reached over SSH; message ends with a hint)
+    │       ├── SshUnreachable, SshAuthFailed, SshTimeout, SshHostKey
+    │       ├── RemotePythonMissing, HiveNotInstalled
+    │       └── RemoteCommandFailed
+    ├── VersionMismatch (409, code version_mismatch)
     └── EngineError (500 server_error: the engine itself failed)
 
 Foreign exceptions are converted once, at the adapter that meets them.
@@ -111,6 +117,52 @@ class WorkerUnavailable(UpstreamError):
     code = "worker_unavailable"
 
 
+class WorkerUnreachable(WorkerUnavailable):
+    code = "worker_unreachable"
+
+
+class RemoteError(UpstreamError):
+    """A failure on a machine reached over SSH. The message says what and how to fix it."""
+
+    code = "remote_error"
+
+    def __init__(self, message: str, *, hint: str, param: str | None = None) -> None:
+        super().__init__(f"{message}. Hint: {hint}", param=param)
+        self.hint = hint
+
+
+class SshUnreachable(RemoteError):
+    code = "ssh_unreachable"
+
+
+class SshAuthFailed(RemoteError):
+    code = "ssh_auth_failed"
+
+
+class SshTimeout(RemoteError):
+    code = "ssh_timeout"
+
+
+class SshHostKey(RemoteError):
+    code = "ssh_host_key"
+
+
+class RemotePythonMissing(RemoteError):
+    code = "remote_python_missing"
+
+
+class HiveNotInstalled(RemoteError):
+    code = "hive_not_installed"
+
+
+class RemoteCommandFailed(RemoteError):
+    code = "remote_command_failed"
+
+
+class VersionMismatch(Conflict):
+    code = "version_mismatch"
+
+
 class EngineError(RbeeError):
     code = "engine_error"
 
@@ -119,7 +171,7 @@ _BY_CODE: dict[str, type[RbeeError]] = {
     cls.code: cls
     for cls in (InvalidRequest, UnknownOperation, BodyTooLarge, Unauthorized, ModelNotFound,
                 JobNotFound, WorkerNotFound, HiveNotFound, Conflict, NoCapacity, WorkerUnavailable,
-                EngineError)
+                WorkerUnreachable, EngineError, VersionMismatch)
     if cls.code is not None
 }
 

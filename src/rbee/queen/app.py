@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -37,9 +38,12 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
         await svc.jobs.start()
         if svc.local_hive is not None and svc.local_hive.process is None:
             svc.local_hive.start()
+        watchdog = asyncio.create_task(svc.watchdog.run(), name="watchdog")
         try:
             yield
         finally:
+            watchdog.cancel()
+            await svc.watchdog.stop()
             await svc.jobs.stop()
             if svc.local_hive is not None:
                 await svc.local_hive.stop()  # cascades to its workers

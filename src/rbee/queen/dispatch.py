@@ -114,7 +114,8 @@ class Dispatcher:
         narrator.narrate("place", f"placing {ref.name} on {decision.hive_id} {decision.device}")
         spec = SpawnWorker(model=ref.name, device=decision.device, engine=engine,
                            threads=hints.threads or self._threads)
-        info = await self._hives.spawn(self._registry.hive_url(decision.hive_id), spec)
+        info = await self._hives.spawn(decision.hive_id,
+                                       self._registry.hive_url(decision.hive_id), spec)
         self._registry.upsert_worker(info)
         narrator.narrate("worker_spawn", f"worker {info.id} starting", actor="hive")
         return info
@@ -125,7 +126,7 @@ class Dispatcher:
         url = self._registry.hive_url(info.hive_id)
         last_stage = ""
         while True:
-            info = await self._hives.get_worker(url, info.id)
+            info = await self._hives.get_worker(info.hive_id, url, info.id)
             self._registry.upsert_worker(info)
             if info.stage != last_stage:
                 last_stage = info.stage
@@ -143,7 +144,8 @@ class Dispatcher:
         info = self._registry.find_worker(worker_id)
         if info is None:
             raise WorkerNotFound(f"no worker {worker_id!r}", param="worker_id")
-        stopped = await self._hives.stop_worker(self._registry.hive_url(info.hive_id), worker_id)
+        stopped = await self._hives.stop_worker(info.hive_id,
+                                                self._registry.hive_url(info.hive_id), worker_id)
         self._registry.drop_worker(info.hive_id, worker_id)
         return stopped
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import httpx
 
-from rbee.api.cluster import SpawnWorker, WorkerInfo
+from rbee.api.cluster import Device, SpawnWorker, WorkerInfo
 from rbee.core.errors import UpstreamError, from_envelope
+from rbee.queen.credentials import Credentials
 
 
 @contextlib.contextmanager
@@ -24,28 +25,36 @@ def map_transport_errors(what: str) -> Iterator[None]:
 
 
 class HiveClient:
-    def __init__(self, http: httpx.AsyncClient, token: str | None) -> None:
-        self._http = http
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+    """Each call carries the secret of the hive it goes to (`Credentials`)."""
 
-    async def _call(self, method: str, url: str, json: dict[str, Any] | None = None) -> Any:
-        with map_transport_errors(f"hive at {url}"):
-            r = await self._http.request(method, url, json=json, headers=self._headers,
-                                         timeout=30.0)
+    def __init__(self, http: httpx.AsyncClient, credentials: Credentials) -> None:
+        self._http = http
+        self._credentials = credentials
+
+    async def _call(self, hive_id: str, method: str, url: str,
+                    json: dict[str, Any] | None = None) -> Any:
+        auth = self._credentials.hive_auth(hive_id)
+        headers = {"Authorization": auth} if auth else {}
+        with map_transport_errors(f"hive {hive_id} at {url}"):
+            r = await self._http.request(method, url, json=json, headers=headers, timeout=30.0)
         body = r.json() if r.content else None
         if r.status_code >= 400:
             raise from_envelope(r.status_code, body)
         return body
 
-    async def spawn(self, hive_url: str, spec: SpawnWorker) -> WorkerInfo:
-        body = await self._call("POST", f"{hive_url}/v1/workers",
+    async def spawn(self, hive_id: str, hive_url: str, spec: SpawnWorker) -> WorkerInfo:
+        body = await self._call(hive_id, "POST", f"{hive_url}/v1/workers",
                                 spec.model_dump(exclude_none=True))
         return WorkerInfo.model_validate(body)
 
-    async def get_worker(self, hive_url: str, worker_id: str) -> WorkerInfo:
-        body = await self._call("GET", f"{hive_url}/v1/workers/{worker_id}")
+    async def get_worker(self, hive_id: str, hive_url: str, worker_id: str) -> WorkerInfo:
+        body = await self._call(hive_id, "GET", f"{hive_url}/v1/workers/{worker_id}")
         return WorkerInfo.model_validate(body)
 
-    async def stop_worker(self, hive_url: str, worker_id: str) -> WorkerInfo:
-        body = await self._call("DELETE", f"{hive_url}/v1/workers/{worker_id}")
+    async def stop_worker(self, hive_id: str, hive_url: str, worker_id: str) -> WorkerInfo:
+        body = await self._call(hive_id, "DELETE", f"{hive_url}/v1/workers/{worker_id}")
         return WorkerInfo.model_validate(body)
+
+    async def devices(self, hive_id: str, hive_url: str) -> list[Device]:
+        body = await self._call(hive_id, "GET", f"{hive_url}/v1/capabilities")
+        return [Device.model_validate(d) for d in body["devices"]]

@@ -8,17 +8,30 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from rbee.api.cluster import WorkerInfo
 from rbee.api.jobs import (
+    HiveGetOp,
+    HiveInstallOp,
+    HiveListOp,
+    HiveRefreshOp,
+    HiveStartOp,
+    HiveStatusOp,
+    HiveStopOp,
+    HiveUninstallOp,
     InferOp,
     ModelGetOp,
     ModelListOp,
+    SshTestOp,
     StatusOp,
     WorkerListOp,
     WorkerSpawnOp,
     WorkerStopOp,
 )
+from rbee.core.errors import WorkerUnavailable, WorkerUnreachable
 from rbee.models.catalog import ALIASES, BUILTINS, builtin_path, parse_ref
 from rbee.queen.dispatch import Dispatcher, Hints
+from rbee.queen.failover import with_failover
+from rbee.queen.fleet import Fleet
 from rbee.queen.jobs import JobContext
 from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
@@ -27,16 +40,25 @@ Result = dict[str, Any] | None
 
 
 class Operations:
-    def __init__(self, registry: Registry, dispatcher: Dispatcher, relay: Relay,
+    def __init__(self, registry: Registry, dispatcher: Dispatcher, relay: Relay, fleet: Fleet,
                  default_model: str) -> None:
         self._registry = registry
         self._dispatcher = dispatcher
         self._relay = relay
+        self._fleet = fleet
         self._default_model = default_model
         self._table: dict[type[BaseModel], Callable[[JobContext, Any], Awaitable[Result]]] = {
             InferOp: self.infer, StatusOp: self.status, WorkerSpawnOp: self.worker_spawn,
             WorkerListOp: self.worker_list, WorkerStopOp: self.worker_stop,
             ModelListOp: self.model_list, ModelGetOp: self.model_get,
+            HiveListOp: self.hive_list, HiveGetOp: self.hive_get,
+            HiveStatusOp: lambda ctx, op: fleet.status(op.hive_id, ctx),
+            SshTestOp: lambda ctx, op: fleet.ssh_test(op.hive_id, ctx),
+            HiveInstallOp: lambda ctx, op: fleet.install(op.hive_id, ctx),
+            HiveUninstallOp: lambda ctx, op: fleet.uninstall(op.hive_id, ctx),
+            HiveStartOp: lambda ctx, op: fleet.start(op.hive_id, ctx),
+            HiveStopOp: lambda ctx, op: fleet.stop(op.hive_id, ctx),
+            HiveRefreshOp: lambda ctx, op: fleet.refresh(op.hive_id, ctx),
         }
 
     async def run(self, ctx: JobContext, op: BaseModel) -> Result:
@@ -46,8 +68,6 @@ class Operations:
         ref = parse_ref(op.model or self._default_model)
         hints = Hints(hive_id=op.hive_id, device=op.device, worker_id=op.worker_id)
         started = time.perf_counter()
-        worker = await self._dispatcher.worker_for(ref, hints, ctx)
-        ctx.narrate("infer", f"{ref.name} on {worker.id} ({worker.hive_id} {worker.device})")
         body: dict[str, Any] = {
             "model": ref.name, "messages": op.chat_messages(), "stream": True,
             "stream_options": {"include_usage": True},
@@ -58,16 +78,29 @@ class Operations:
         parts: list[str] = []
         usage: dict[str, int] = {}
         finish = None
-        async for chunk in self._relay.stream_events(worker, body):
-            if chunk.get("usage"):
-                usage = chunk["usage"]
-            for choice in chunk.get("choices", ()):
-                text = choice.get("delta", {}).get("content")
-                if text:
-                    first = first or time.perf_counter()
-                    ctx.token(text, len(parts))
-                    parts.append(text)
-                finish = choice.get("finish_reason") or finish
+
+        async def attempt(worker: WorkerInfo) -> WorkerInfo:
+            nonlocal first, usage, finish, sent
+            ctx.narrate("infer", f"{ref.name} on {worker.id} ({worker.hive_id} {worker.device})")
+            sent = time.perf_counter()
+            try:
+                async for chunk in self._relay.stream_events(worker, body):
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    for choice in chunk.get("choices", ()):
+                        text = choice.get("delta", {}).get("content")
+                        if text:
+                            first = first or time.perf_counter()
+                            ctx.token(text, len(parts))
+                            parts.append(text)
+                        finish = choice.get("finish_reason") or finish
+            except WorkerUnreachable as exc:
+                if parts:  # tokens already went out: no silent restart mid-answer
+                    raise WorkerUnavailable(f"{exc.message} (mid-stream)") from exc
+                raise
+            return worker
+
+        worker = await with_failover(self._dispatcher, self._registry, ref, hints, ctx, attempt)
         end = time.perf_counter()
         decode = end - (first or end)
         n = usage.get("completion_tokens", len(parts))
@@ -106,6 +139,15 @@ class Operations:
         ctx.narrate("worker_stop", f"stopping {op.worker_id}")
         stopped = await self._dispatcher.stop(op.worker_id)
         return {"worker": stopped.model_dump(mode="json")}
+
+    async def hive_list(self, ctx: JobContext, op: HiveListOp) -> Result:
+        return {"hives": self._fleet.list()}
+
+    async def hive_get(self, ctx: JobContext, op: HiveGetOp) -> Result:
+        entry = self._fleet.entries().get(op.hive_id)
+        if entry is None and op.hive_id not in self._registry.hive_ids():
+            self._fleet.entry(op.hive_id)  # raises HiveNotFound naming the configured hives
+        return {"hive": self._fleet.describe(op.hive_id, entry)}
 
     async def model_list(self, ctx: JobContext, op: ModelListOp) -> Result:
         return {"models": model_entries(self._registry)}

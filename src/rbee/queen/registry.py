@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rbee.api.cluster import HiveTelemetry, WorkerInfo
+from rbee.api.cluster import Device, HiveTelemetry, WorkerInfo
 from rbee.core.clock import Clock
 from rbee.core.errors import HiveNotFound
 from rbee.scheduler.snapshot import ClusterSnapshot, HiveView, WorkerView
@@ -40,6 +40,39 @@ class Registry:
         record = self._hives.get(hive_id)
         if record is not None:
             record.workers.pop(worker_id, None)
+
+    def suspect(self, hive_id: str) -> None:
+        """One of its workers could not be reached: treat the hive as down until it reports
+        again (at once if it is alive, since a lost worker is a change it reports)."""
+        record = self._hives.get(hive_id)
+        if record is not None:
+            record.last_seen = float("-inf")
+
+    def forget(self, hive_id: str) -> None:
+        """A hive we stopped or removed: no longer listed, routed to or waited for."""
+        record = self._hives.pop(hive_id, None)
+        if record is not None:
+            for worker_id in record.workers:
+                self._inflight.pop(worker_id, None)
+
+    def set_devices(self, hive_id: str, devices: list[Device]) -> None:
+        record = self._hives.get(hive_id)
+        if record is not None:
+            record.telemetry = record.telemetry.model_copy(update={"devices": devices})
+
+    def state(self, hive_id: str) -> str:
+        """"up", "down" (silent for 3 intervals) or "absent" (never registered, or forgotten)."""
+        if hive_id not in self._hives:
+            return "absent"
+        return "up" if self.is_up(hive_id) else "down"
+
+    def telemetry(self, hive_id: str) -> HiveTelemetry | None:
+        record = self._hives.get(hive_id)
+        return record.telemetry if record else None
+
+    def seen_ago(self, hive_id: str) -> float | None:
+        record = self._hives.get(hive_id)
+        return self._clock.monotonic() - record.last_seen if record else None
 
     def is_up(self, hive_id: str) -> bool:
         record = self._hives.get(hive_id)

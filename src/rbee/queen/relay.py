@@ -19,7 +19,8 @@ from starlette.responses import Response
 
 from rbee.api import sse
 from rbee.api.cluster import WorkerInfo
-from rbee.core.errors import UpstreamError, WorkerUnavailable, from_envelope
+from rbee.core.errors import WorkerUnavailable, WorkerUnreachable, from_envelope
+from rbee.queen.credentials import Credentials
 from rbee.queen.registry import Registry
 from rbee.queen.upstream import LeanClient
 from rbee.web.streaming import DisconnectAwareStream
@@ -30,23 +31,32 @@ _TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10.0, sock_connect=10.0)
 
 @contextlib.contextmanager
 def map_worker_errors(worker: WorkerInfo) -> Iterator[None]:
-    """aiohttp failures become UpstreamError, chained, once, here."""
+    """Transport failures become WorkerUnreachable, chained, once, here.
+
+    Callers that have not yet passed anything to their client retry those on another
+    worker (`queen.failover`); a stream already under way ends with an error frame instead.
+    """
     try:
         yield
     except TimeoutError as exc:
-        raise UpstreamError(f"worker {worker.id}: timed out") from exc
+        raise WorkerUnreachable(f"worker {worker.id}: timed out") from exc
     except (aiohttp.ClientError, OSError, httptools.HttpParserError) as exc:
-        raise UpstreamError(f"worker {worker.id}: {type(exc).__name__}: {exc}") from exc
+        raise WorkerUnreachable(f"worker {worker.id}: {type(exc).__name__}: {exc}") from exc
 
 
 class Relay:
-    def __init__(self, registry: Registry, token: str | None) -> None:
+    def __init__(self, registry: Registry, credentials: Credentials) -> None:
         self._registry = registry
-        self._headers = {"Content-Type": "application/json"}
-        if token is not None:
-            self._headers["Authorization"] = f"Bearer {token}"
+        self._credentials = credentials
         self._session: aiohttp.ClientSession | None = None
-        self._lean = LeanClient(self._headers)
+        self._lean = LeanClient({"Content-Type": "application/json"})
+
+    def _headers(self, worker: WorkerInfo) -> dict[str, str]:
+        auth = self._credentials.worker_auth(worker.hive_id)
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["Authorization"] = auth
+        return headers
 
     def _client(self) -> aiohttp.ClientSession:
         # Created on first use: a session must be made inside the running event loop.
@@ -68,7 +78,7 @@ class Relay:
                     ) -> aiohttp.ClientResponse:
         with map_worker_errors(worker):
             return await self._client().post(worker.url + path, data=data,
-                                             headers=self._headers)
+                                             headers=self._headers(worker))
 
     async def forward(self, worker: WorkerInfo, path: str, raw: bytes, stream: bool) -> Response:
         if not stream:
@@ -92,7 +102,8 @@ class Relay:
         self._registry.acquire(worker.id)
         try:
             with map_worker_errors(worker):
-                status, body = await self._lean.post(worker.url + path, raw)
+                status, body = await self._lean.post(
+                    worker.url + path, raw, self._credentials.worker_auth(worker.hive_id))
         finally:
             self._registry.release(worker.id)
         return Response(body, status, media_type="application/json")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
 from dataclasses import dataclass, field
 
 import httpx
 
 from rbee.core.clock import Clock, SystemClock
+from rbee.queen.credentials import Credentials, HiveCredentials
 from rbee.queen.dispatch import Dispatcher
+from rbee.queen.fleet import Fleet
 from rbee.queen.hive_client import HiveClient
 from rbee.queen.jobs import JobManager
 from rbee.queen.local_hive import HIVE_ID, LocalHive, local_hive_for
@@ -17,7 +18,9 @@ from rbee.queen.operations import Operations
 from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
 from rbee.queen.settings import QueenSettings
+from rbee.queen.watchdog import Watchdog
 from rbee.storage.db import connect
+from rbee.storage.hives import HiveStore
 from rbee.storage.jobs import JobStore
 
 
@@ -31,7 +34,9 @@ class QueenServices:
     dispatcher: Dispatcher
     relay: Relay
     http: httpx.AsyncClient
-    hive_tokens: dict[str, str] = field(default_factory=dict)
+    fleet: Fleet
+    watchdog: Watchdog
+    credentials: Credentials = field(default_factory=Credentials)
     local_hive: LocalHive | None = None
 
 
@@ -41,19 +46,24 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                    local_hive: LocalHive | None = None) -> QueenServices:
     clock = clock or SystemClock()
     http = http or httpx.AsyncClient()  # queen→hive lifecycle calls (not the hot path)
-    hive_token = hive_token or secrets.token_urlsafe(32)
-    worker_token = worker_token or secrets.token_urlsafe(32)
+    local_creds = HiveCredentials.new()
+    local_creds = HiveCredentials(hive_token or local_creds.token,
+                                  worker_token or local_creds.worker_token)
+    credentials = Credentials()
+    credentials.set(HIVE_ID, local_creds)
     db = connect(settings.state_dir / "queen.db")
     registry = Registry(clock, settings.telemetry_interval)
-    dispatcher = Dispatcher(registry, HiveClient(http, hive_token),
-                            spawn_timeout=settings.spawn_timeout,
+    hives = HiveClient(http, credentials)
+    dispatcher = Dispatcher(registry, hives, spawn_timeout=settings.spawn_timeout,
                             default_threads=settings.worker_threads)
-    relay = Relay(registry, worker_token)
-    operations = Operations(registry, dispatcher, relay, settings.default_model)
+    relay = Relay(registry, credentials)
+    fleet = Fleet(settings, registry, credentials, HiveStore(db), hives, clock)
+    operations = Operations(registry, dispatcher, relay, fleet, settings.default_model)
     jobs = JobManager(JobStore(db), clock, operations.run)
     local = local_hive
     if local is None and settings.local_hive:
-        local = local_hive_for(settings, hive_token, worker_token)
+        local = local_hive_for(settings, local_creds.token, local_creds.worker_token)
     return QueenServices(settings=settings, clock=clock, db=db, jobs=jobs, registry=registry,
-                         dispatcher=dispatcher, relay=relay, http=http,
-                         hive_tokens={HIVE_ID: hive_token}, local_hive=local)
+                         dispatcher=dispatcher, relay=relay, http=http, fleet=fleet,
+                         watchdog=Watchdog(registry, dispatcher, settings.telemetry_interval),
+                         credentials=credentials, local_hive=local)

@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rbee.models.catalog import DEFAULT_MODEL
+from rbee.remote import hives_conf, wheelhouse
 
 
 def default_state_dir() -> Path:
@@ -36,6 +37,14 @@ class QueenSettings(BaseSettings):
     spawn_timeout: float = Field(default=120.0, description="Seconds to wait for a worker")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, description="Largest request body")
     hf_endpoint: str | None = Field(default=None, description="Hugging Face hub URL override")
+    hives_conf: Path = Field(default_factory=hives_conf.default_path,
+                             description="Machines for remote hives (ssh-config syntax)")
+    public_url: str | None = Field(default=None, description="URL remote hives use to reach "
+                                   "this queen (default: its address on the route to each)")
+    wheelhouse: Path = Field(default_factory=wheelhouse.default_dir,
+                             description="Cache of the wheels pushed to offline machines")
+    hive_register_timeout: float = Field(default=60.0, description="Seconds a started hive "
+                                         "has to register")
     preload_model: str | None = Field(
         default=None, description="Model the local hive starts loading at once (set by "
         "`rbee infer` when it starts a queen, so loading overlaps start-up)")

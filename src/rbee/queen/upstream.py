@@ -59,12 +59,14 @@ class LeanClient:
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._max_idle = max_idle_per_host
 
-    async def post(self, url: str, body: bytes) -> tuple[int, bytes]:
+    async def post(self, url: str, body: bytes, authorization: str | None = None
+                   ) -> tuple[int, bytes]:
         """POST `body`; (status, body). A reused connection the worker had closed is retried."""
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        auth = f"Authorization: {authorization}\r\n" if authorization else ""
         head = (f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\n{self._headers}"
-                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+                f"{auth}Content-Length: {len(body)}\r\n\r\n").encode() + body
         pool = self._idle.setdefault((host, port), [])
         while True:
             reused = bool(pool)

@@ -26,6 +26,15 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_id, seq)
     );
     """,
+    """
+    CREATE TABLE hives (
+        id TEXT PRIMARY KEY,
+        token TEXT NOT NULL,
+        worker_token TEXT NOT NULL,
+        installed TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 )
 
 

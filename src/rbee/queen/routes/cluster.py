@@ -24,10 +24,10 @@ async def health(svc: ServicesDep) -> dict[str, Any]:
 @router.post("/v1/hives/telemetry", status_code=204)
 async def telemetry(request: Request, svc: ServicesDep) -> None:
     report = await parse_body(request, HiveTelemetry)
-    expected = svc.hive_tokens.get(report.hive_id)
-    if expected is None:
+    creds = svc.credentials.get(report.hive_id)
+    if creds is None:
         raise Unauthorized(f"unknown hive {report.hive_id!r}")
-    check_bearer(request.headers.get("authorization"), expected)
+    check_bearer(request.headers.get("authorization"), creds.token)
     svc.registry.report(report)
 
 

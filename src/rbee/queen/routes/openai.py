@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from rbee.api.cluster import WorkerInfo
 from rbee.api.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from rbee.core.errors import ModelNotFound
 from rbee.models.catalog import parse_ref
 from rbee.queen.deps import ServicesDep, require_api_token
 from rbee.queen.dispatch import Hints, Silent
+from rbee.queen.failover import with_failover
 from rbee.queen.operations import model_entries
 from rbee.queen.services import QueenServices
 from rbee.web.auth import check_bearer
@@ -43,10 +45,14 @@ async def _complete(request: Request,
     extra = body.model_extra or {}
     hints = Hints(hive_id=_str(extra.get("hive_id")), device=_str(extra.get("device")),
                   worker_id=_str(extra.get("worker_id")))
-    worker = await svc.dispatcher.worker_for(ref, hints, Silent())
-    if body.stream:  # the stream itself watches for a hang-up
-        return await svc.relay.forward(worker, path, raw, stream=True)
-    return await unless_disconnected(request, svc.relay.forward(worker, path, raw, stream=False))
+
+    async def attempt(worker: WorkerInfo) -> Response:
+        if body.stream:  # the stream itself watches for a hang-up
+            return await svc.relay.forward(worker, path, raw, stream=True)
+        return await unless_disconnected(request,
+                                         svc.relay.forward(worker, path, raw, stream=False))
+
+    return await with_failover(svc.dispatcher, svc.registry, ref, hints, Silent(), attempt)
 
 
 def _str(value: object) -> str | None:

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# System packages the e2e tests need: a real OpenSSH server (private sshd instances per test
+# "machine", see tests/support/machines.py) and iproute2 (`ip netns`, veth pairs).
+# Idempotent: does nothing when `sshd` and `ip` are already on PATH. Needs root for apt.
+# It never starts an sshd service; the tests start their own private sshd processes.
+set -euo pipefail
+
+# sshd and ip live in /usr/sbin, which is not on every user's PATH.
+export PATH="$PATH:/usr/sbin:/sbin"
+
+if command -v sshd >/dev/null 2>&1 && command -v ip >/dev/null 2>&1; then
+    exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "system-deps.sh: sshd or ip is missing and installing them needs root" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+# policy-rc.d exit code 101 tells invoke-rc.d not to start services during the install, so the
+# package's post-install script does not start a system-wide sshd. Restore any existing file.
+policy=/usr/sbin/policy-rc.d
+backup=""
+if [[ -e $policy ]]; then
+    backup=$(mktemp)
+    cp -p "$policy" "$backup"
+fi
+restore_policy() {
+    if [[ -n $backup ]]; then mv -f "$backup" "$policy"; else rm -f "$policy"; fi
+}
+trap restore_policy EXIT
+printf '#!/bin/sh\nexit 101\n' >"$policy"
+chmod 755 "$policy"
+
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends openssh-server iproute2 >/dev/null
+
+command -v sshd >/dev/null
+command -v ip >/dev/null

