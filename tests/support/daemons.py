@@ -32,6 +32,7 @@ def rbee_env(root: Path, **extra: str) -> dict[str, str]:
         "RBEE_QUEEN_HIVE_PORT": str(free_port()),
         "RBEE_QUEEN_HIVE_HOME": str(root / "hive"),
         "RBEE_QUEEN_TELEMETRY_INTERVAL": "0.5",
+        "RBEE_QUEEN_HIVES_CONF": str(root / "hives.conf"),
         "RBEE_QUEEN_URL": f"http://127.0.0.1:{port}",
         "PYTHONUNBUFFERED": "1",
     }

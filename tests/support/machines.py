@@ -279,8 +279,9 @@ def _add_user(user: str, home: Path) -> int:
     return entry.pw_uid
 
 
-def _sshd_config(d: Path, address: str, user: str) -> str:
+def _sshd_config(d: Path, address: str, user: str, session_env: dict[str, str]) -> str:
     return "\n".join([
+        *(f"SetEnv {k}={v}" for k, v in session_env.items()),
         f"ListenAddress {address}",
         f"Port {SSH_PORT}",
         f"HostKey {d / 'ssh_host_ed25519_key'}",
@@ -336,9 +337,9 @@ def _wait_for_port(address: str, proc: subprocess.Popen[bytes], log: Path,
             time.sleep(0.02)
 
 
-def _start_sshd(machine: Machine, started: _Started) -> None:
+def _start_sshd(machine: Machine, started: _Started, session_env: dict[str, str]) -> None:
     cfg = machine.dir / "sshd_config"
-    cfg.write_text(_sshd_config(machine.dir, machine.address, machine.user))
+    cfg.write_text(_sshd_config(machine.dir, machine.address, machine.user, session_env))
     sshd = _tool("sshd")  # sshd re-executes itself per connection: it needs an absolute path
     Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)  # privilege separation dir
     _run(sshd, "-t", "-f", str(cfg))
@@ -355,7 +356,8 @@ def _netns_name(octet: int, i: int) -> str:
     return f"rbee-{os.getpid()}-{octet}-m{i}"
 
 
-def _create(i: int, octet: int, root: Path, started: _Started) -> Machine:
+def _create(i: int, octet: int, root: Path, started: _Started,
+            session_env: dict[str, str]) -> Machine:
     name, user = f"m{i}", f"rbee{octet}m{i}"
     netns = _netns_name(octet, i)
     host_address, address = f"10.{octet}.{i}.1", f"10.{octet}.{i}.2"
@@ -371,7 +373,7 @@ def _create(i: int, octet: int, root: Path, started: _Started) -> Machine:
                       ssh_port=SSH_PORT, user=user, uid=uid, home=home,
                       identity_file=d / "id_ed25519", known_hosts=d / "known_hosts", dir=d,
                       sshd_log=d / "sshd.log")
-    _start_sshd(machine, started)
+    _start_sshd(machine, started, session_env)
     return machine
 
 
@@ -441,11 +443,13 @@ def _cleanup(started: _Started) -> list[str]:
 
 
 @contextlib.contextmanager
-def machines(count: int, root: Path) -> Iterator[list[Machine]]:
+def machines(count: int, root: Path, session_env: dict[str, str] | None = None
+             ) -> Iterator[list[Machine]]:
     """`count` machines, each with its own network namespace, address, user and sshd.
 
     Per-machine files (keys, sshd config and log, the user's home) live under `root`.
-    Everything is removed on exit, also when setup or the body raises.
+    Everything is removed on exit, also when setup or the body raises. `session_env` is set
+    in every SSH session (sshd `SetEnv`), so processes started over SSH inherit it.
     """
     if os.geteuid() != 0:
         raise RuntimeError("machines() needs root (ip netns, useradd, sshd)")
@@ -465,7 +469,8 @@ def machines(count: int, root: Path) -> Iterator[list[Machine]]:
                 started.veths.append(f"rbee{octet}m{i}")
                 _add_network(started.netns[-1], started.veths[-1], f"10.{octet}.{i}.1/24",
                              f"10.{octet}.{i}.2/24")
-        yield [_create(i, octet, root, started) for i in range(1, count + 1)]
+        yield [_create(i, octet, root, started, session_env or {})
+                for i in range(1, count + 1)]
     except BaseException as e:
         for error in _cleanup(started):
             e.add_note(f"machines() cleanup: {error}")

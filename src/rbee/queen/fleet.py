@@ -122,8 +122,7 @@ class Fleet:
                     wheels = await self._wheels(lambda m: out.narrate("wheels", m))
                 else:
                     out.narrate("wheels", f"cannot push wheels: {why}")
-                installed = await remote.install(
-                    found, wheels, lambda done, total: out.progress("push", done / total))
+                installed = await remote.install(found, wheels, _percent_steps(out, "push"))
                 row = self._store.get(name)
                 creds = (HiveCredentials(row.token, row.worker_token) if row
                          else HiveCredentials.new())
@@ -253,3 +252,17 @@ class Fleet:
     async def _build_wheels(self, narrate: Callable[[str], None]) -> Wheelhouse:
         return await WheelhouseBuilder(self._settings.wheelhouse, default_find_links(),
                                        narrate).build()
+
+
+def _percent_steps(out: Narrator, stage: str) -> Callable[[int, int], None]:
+    """Byte progress as at most ~100 events (SFTP reports every block)."""
+    last = -1
+
+    def report(done: int, total: int) -> None:
+        nonlocal last
+        percent = done * 100 // total if total else 100
+        if percent != last:
+            last = percent
+            out.progress(stage, percent / 100)
+
+    return report

@@ -1,0 +1,190 @@
+"""Two real "machines" (network namespaces, each with its own address and real sshd).
+
+The queen installs a hive on each over SSH with pushed wheels (the machines have no route to
+any registry), places a worker on each, routes across both, loses one hive to SIGKILL, keeps
+serving from the other, and takes the first back when it restarts. See tests/support/machines.py
+for the fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from rbee.client import QueenClient
+from tests.support.daemons import Daemon, rbee_env, run_cli, start_queen
+from tests.support.machines import Machine, machines
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+TOKEN = "multi-host-test-token"
+INTERVAL = 0.5  # telemetry interval: a hive is down after 3 missed ones
+SLOW = "20"  # fake tokens per second on the machines: long enough answers to overlap
+
+
+def hives_conf(ms: list[Machine], extra: str = "") -> str:
+    blocks = [f"""
+Host {m.name}
+    HostName {m.address}
+    User {m.user}
+    IdentityFile {m.identity_file}
+    UserKnownHostsFile {m.known_hosts}
+    HivePort 7835
+    Region eu-{m.name}
+""" for m in ms]
+    return "\n".join(blocks) + extra
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[tuple[list[Machine], Daemon, dict[str, str]]]:
+    root = tmp_path_factory.mktemp("fleet")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "wrong_key")],
+                   check=True)
+    with machines(2, root / "machines",
+                  session_env={"RBEE_WORKER_FAKE_TOKENS_PER_SECOND": SLOW}) as ms:
+        env = rbee_env(root, RBEE_QUEEN_HOST="0.0.0.0", RBEE_QUEEN_API_TOKEN=TOKEN,
+                       RBEE_API_TOKEN=TOKEN, RBEE_QUEEN_LOCAL_HIVE="false",
+                       RBEE_QUEEN_TELEMETRY_INTERVAL=str(INTERVAL))
+        Path(env["RBEE_QUEEN_HIVES_CONF"]).write_text(hives_conf(ms, """
+Host nopython
+    HostName {a}
+    User {u}
+    IdentityFile {k}
+    UserKnownHostsFile {kh}
+    Python /nonexistent/python3
+
+Host badkey
+    HostName {a}
+    User {u}
+    IdentityFile {root}/wrong_key
+    UserKnownHostsFile {kh}
+
+Host closed
+    HostName {a}
+    Port 2999
+    User {u}
+    IdentityFile {k}
+    ConnectTimeout 3
+""".format(a=ms[0].address, u=ms[0].user, k=ms[0].identity_file, kh=ms[0].known_hosts,
+           root=root)))
+        queen = start_queen(env)
+        try:
+            yield ms, queen, env
+        finally:
+            queen.stop()
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 600) -> Any:
+    done = run_cli(env, "--json", *args, timeout=timeout)
+    assert done.returncode == 0, f"rbee {' '.join(args)} failed:\n{done.stderr}"
+    return json.loads(done.stdout)
+
+
+def hive_states(env: dict[str, str]) -> dict[str, str]:
+    return {h["id"]: h["state"] for h in cli(env, "hive", "list")}
+
+
+def test_install_route_lose_a_hive_and_rejoin(
+        fleet: tuple[list[Machine], Daemon, dict[str, str]]) -> None:
+    ms, queen, env = fleet
+    for m in ms:  # the machines cannot reach any package registry: pushed wheels only
+        assert "default" not in m.exec("ip", "route").stdout
+
+    # install, with narration for people
+    done = run_cli(env, "hive", "install", "m1", timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "pushing" in done.stderr and "registered" in done.stderr, done.stderr
+    installed = cli(env, "hive", "install", "m2")
+    assert installed["installed"]["method"] == "background"  # no systemd in a namespace
+    assert hive_states(env) == {"m1": "up", "m2": "up", "nopython": "absent",
+                                "badkey": "absent", "closed": "absent"}
+
+    # a worker on each machine, at that machine's address
+    workers = {}
+    for m in ms:
+        w = cli(env, "worker", "spawn", "--hive", m.name, "--model", "rbee-fake")
+        assert w["hive_id"] == m.name and w["url"].startswith(f"http://{m.address}:")
+        workers[m.name] = w["id"]
+    assert all(p for m in ms for p in [m.user_pids()])  # hive + worker run as that user there
+
+    with QueenClient(queen.url, TOKEN) as client:
+        # the OpenAI API sees the models of every machine
+        models = httpx.get(f"{queen.url}/v1/models",
+                           headers={"Authorization": f"Bearer {TOKEN}"}).json()
+        assert "rbee-fake" in {m["id"] for m in models["data"]}
+
+        # plain requests spread across both machines (least-loaded): two at once
+        served = concurrent_infers(client, 2, max_tokens=12)
+        assert served == {workers["m1"], workers["m2"]}
+
+        # SIGKILL the hive on m1 (its workers die with it): down within 3 intervals
+        killed_at = time.monotonic()
+        ms[0].kill_user_processes()
+        while hive_states_api(client)["m1"] != "down":
+            assert time.monotonic() - killed_at < 3 * INTERVAL + 1.0, "m1 not marked down"
+            time.sleep(0.05)
+        detected = time.monotonic() - killed_at
+        assert detected <= 3 * INTERVAL + 0.5, f"detected after {detected:.2f}s"
+
+        # requests keep being served, by m2
+        assert concurrent_infers(client, 3, max_tokens=3) == {workers["m2"]}
+
+        # restart: m1 re-registers; its old worker died with it and is not listed
+        cli(env, "hive", "start", "m1")
+        assert hive_states_api(client)["m1"] == "up"
+        listed = {w["id"] for w in cli(env, "worker", "list")}
+        assert workers["m1"] not in listed and workers["m2"] in listed
+
+
+def concurrent_infers(client: QueenClient, n: int, max_tokens: int) -> set[str]:
+    served: list[str] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            result = client.run("infer", model="rbee-fake", prompt="hello",
+                                max_tokens=max_tokens)
+            served.append(result["worker_id"])
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)  # the first has been routed (and is busy) when the next arrives
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    return set(served)
+
+
+def hive_states_api(client: QueenClient) -> dict[str, str]:
+    return {h["id"]: h["state"] for h in client.run("hive_list")["hives"]}
+
+
+@pytest.mark.parametrize(("hive", "code", "words"), [
+    ("nopython", "remote_python_missing", "/nonexistent/python3"),
+    ("badkey", "ssh_auth_failed", "IdentityFile"),
+    ("closed", "ssh_unreachable", "Port"),
+    ("nowhere", "hive_not_found", "configured:"),
+])
+def test_ssh_failures_are_one_clear_message(
+        fleet: tuple[list[Machine], Daemon, dict[str, str]], hive: str, code: str,
+        words: str) -> None:
+    ms, _, env = fleet
+    before = sorted(p.name for p in ms[0].home.iterdir())
+    done = run_cli(env, "hive", "install", hive, timeout=120)
+    assert done.returncode == 1
+    lines = [ln for ln in done.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and words in done.stderr, done.stderr
+    if code != "hive_not_found":
+        assert "Hint:" in done.stderr, done.stderr
+    assert sorted(p.name for p in ms[0].home.iterdir()) == before  # machine left as it was
