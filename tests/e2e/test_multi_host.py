@@ -142,6 +142,38 @@ def test_install_route_lose_a_hive_and_rejoin(
         assert hive_states_api(client)["m1"] == "up"
         listed = {w["id"] for w in cli(env, "worker", "list")}
         assert workers["m1"] not in listed and workers["m2"] in listed
+        status = cli(env, "hive", "status", "m1")
+        assert status["remote"]["running"] and status["remote"]["version_matches"]
+
+    # a queen restart re-discovers the hives it installed, and their workers
+    queen.stop()
+    queen = start_queen(env)
+    with QueenClient(queen.url, TOKEN) as client:
+        deadline = time.monotonic() + 10
+        while hive_states_api(client) != {"m1": "up", "m2": "up", "nopython": "absent",
+                                          "badkey": "absent", "closed": "absent"}:
+            assert time.monotonic() < deadline, hive_states_api(client)
+            time.sleep(0.1)
+        assert workers["m2"] in {w["id"] for w in client.run("worker_list")["workers"]}
+        assert concurrent_infers(client, 1, max_tokens=2) == {workers["m2"]}
+    fleet[1].proc = queen.proc  # the fixture stops the new queen
+
+    # stop: hive and workers gone from the machine; uninstall: nothing of rbee is left
+    cli(env, "hive", "stop", "m2")
+    assert hive_states(env)["m2"] == "absent"
+    assert not ms[1].user_pids() or wait_gone(ms[1])
+    cli(env, "hive", "uninstall", "m2")
+    assert not (ms[1].home / ".local" / "share" / "rbee-hive").exists()
+    cli(env, "hive", "uninstall", "m1")
+    assert not ms[0].user_pids() or wait_gone(ms[0])
+
+
+def wait_gone(m: Machine, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while m.user_pids():
+        assert time.monotonic() < deadline, f"processes left on {m.name}: {m.user_pids()}"
+        time.sleep(0.05)
+    return True
 
 
 def concurrent_infers(client: QueenClient, n: int, max_tokens: int) -> set[str]:

@@ -1,0 +1,156 @@
+"""One queen, two real hive daemons on this machine (no SSH): what happens when a hive dies.
+
+The hives get their secrets the way installed hives do (the queen's `hives` table), so the
+queen treats them exactly as remote hives. The SSH side is in tests/e2e/test_multi_host.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from rbee.client import QueenClient
+from rbee.queen.credentials import HiveCredentials
+from rbee.storage.db import connect
+from rbee.storage.hives import HiveRow, HiveStore
+from tests.support.daemons import Daemon, free_port, rbee_env, start_queen, wait_http
+
+INTERVAL = 0.5
+
+
+@dataclass
+class Hive:
+    id: str
+    proc: subprocess.Popen[bytes]
+
+    def kill_with_workers(self) -> None:
+        """What a machine dying looks like: the hive and its workers vanish at once."""
+        doomed = [self.proc.pid, *(c.pid for c in psutil.Process(self.proc.pid).children(True))]
+        for pid in doomed:
+            os.kill(pid, signal.SIGKILL)
+        self.proc.wait(5)
+
+
+@dataclass
+class Cluster:
+    queen: Daemon
+    hives: dict[str, Hive]
+    client: QueenClient
+
+
+def start_hive(hive_id: str, creds: HiveCredentials, env: dict[str, str], root: Path) -> Hive:
+    port = free_port()
+    with (root / f"{hive_id}.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rbee.hive", "--hive-id", hive_id, "--port", str(port),
+             "--queen-url", env["RBEE_QUEEN_URL"], "--telemetry-interval", str(INTERVAL),
+             "--home", str(root / hive_id)],
+            env={**env, "RBEE_HIVE_TOKEN": creds.token,
+                 "RBEE_HIVE_WORKER_TOKEN": creds.worker_token},
+            stdout=log, stderr=subprocess.STDOUT)
+    wait_http(f"http://127.0.0.1:{port}/health", proc=proc)
+    return Hive(hive_id, proc)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    env = rbee_env(tmp_path, RBEE_QUEEN_LOCAL_HIVE="false",
+                   RBEE_WORKER_FAKE_TOKENS_PER_SECOND="40")
+    creds = {h: HiveCredentials.new() for h in ("h1", "h2")}
+    db = connect(Path(env["RBEE_QUEEN_STATE_DIR"]) / "queen.db")
+    for hive_id, c in creds.items():  # as `rbee hive install` leaves them
+        HiveStore(db).save(HiveRow(hive_id, c.token, c.worker_token, {}), time.time())
+    db.close()
+    queen = start_queen(env)
+    hives = {h: start_hive(h, c, env, tmp_path) for h, c in creds.items()}
+    client = QueenClient(queen.url)
+    try:
+        wait_until(lambda: states(client) == {"h1": "up", "h2": "up"}, 10)
+        yield Cluster(queen, hives, client)
+    finally:
+        client.close()
+        for h in hives.values():
+            if h.proc.poll() is None:
+                h.proc.terminate()
+                h.proc.wait(20)
+        queen.stop()
+
+
+def wait_until(check: object, timeout: float) -> None:
+    assert callable(check)
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def states(client: QueenClient) -> dict[str, str]:
+    return {h["id"]: h["state"] for h in client.run("hive_list")["hives"]}
+
+
+def spawn(client: QueenClient, hive_id: str) -> str:
+    worker: dict[str, str] = client.run("worker_spawn", model="rbee-fake", hive_id=hive_id)[
+        "worker"]
+    return worker["id"]
+
+
+def test_a_dead_hives_model_is_re_placed_on_a_live_hive(cluster: Cluster) -> None:
+    spawn(cluster.client, "h1")
+    cluster.hives["h1"].kill_with_workers()
+    wait_until(lambda: states(cluster.client)["h1"] == "down", 3 * INTERVAL + 1)
+
+    def replaced() -> bool:
+        workers = cluster.client.run("worker_list", hive_id="h2")["workers"]
+        return any(w["model"] == "rbee-fake" and w["state"] == "ready" for w in workers)
+
+    wait_until(replaced, 30)  # nobody asked: the queen did it on its own
+    result = cluster.client.run("infer", model="rbee-fake", prompt="hi", max_tokens=2)
+    assert result["worker_id"] in {w["id"] for w in
+                                   cluster.client.run("worker_list", hive_id="h2")["workers"]}
+
+
+def test_a_request_not_yet_streaming_is_retried_on_another_worker(cluster: Cluster) -> None:
+    first = {spawn(cluster.client, "h1"): "h1", spawn(cluster.client, "h2"): "h2"}
+    preferred = min(first)  # equal load: the router breaks the tie by worker id
+    survivor = max(first)
+    cluster.hives[first[preferred]].kill_with_workers()
+    # Before the hive is even marked down, the OpenAI API answers from the other worker...
+    r = httpx.post(f"{cluster.queen.url}/v1/chat/completions", timeout=30, json={
+        "model": "rbee-fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    assert r.status_code == 200, r.text
+    # ...and so does the job API, which says it retried.
+    job = cluster.client.submit("infer", model="rbee-fake", prompt="hi", max_tokens=2)
+    events = list(cluster.client.run_events(job))
+    result = next(e.data for e in events if e.event == "result")
+    assert result["worker_id"] == survivor
+
+
+def test_a_stream_under_way_ends_with_a_clean_error_frame(cluster: Cluster) -> None:
+    spawn(cluster.client, "h1")
+    body = {"model": "rbee-fake", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 400, "stream": True}
+    frames: list[str] = []
+    with httpx.stream("POST", f"{cluster.queen.url}/v1/chat/completions", json=body,
+                      timeout=30) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            frames.append(line[6:])
+            if len(frames) == 3:
+                cluster.hives["h1"].kill_with_workers()
+    assert frames[-1] == "[DONE]"
+    error = json.loads(frames[-2])["error"]
+    assert error["code"] == "worker_unavailable" and "mid-stream" in error["message"]
+    assert all("choices" in json.loads(f) for f in frames[:3])
