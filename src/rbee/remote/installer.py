@@ -190,7 +190,10 @@ class RemoteHive:
     async def _install_pushed(self, venv: str, wheels: Wheelhouse, reuse: bool) -> None:
         w = f"{self.root}/wheels"
         pip = f"{shlex.quote(venv)}/bin/python {shlex.quote(w + '/' + wheels.pip.name)}/pip"
-        base = f"{pip} install --no-index --disable-pip-version-check -q --find-links {w}"
+        # --no-compile: byte-compiling every package took half the install; Python compiles
+        # what the hive actually imports, once, on first start.
+        base = (f"{pip} install --no-index --no-compile --disable-pip-version-check -q "
+                f"--find-links {w}")
         rbee = shlex.quote(f"{w}/{wheels.rbee.name}")
         if reuse:
             self._narrate("pip", "same version installed: replacing rbee's own package")

@@ -132,20 +132,38 @@ class WheelhouseBuilder:
             shutil.rmtree(staging, ignore_errors=True)
 
     async def _rbee_wheel(self) -> Path:
-        out = self._ensure_cache() / "rbee"
-        shutil.rmtree(out, ignore_errors=True)
         checkout = source_checkout()
-        if checkout is not None:
-            self._narrate(f"building rbee's wheel from {checkout}")
-            await _pip("wheel", "--no-deps", "--wheel-dir", str(out), str(checkout))
-        else:
-            await _pip("download", "--no-deps", "--dest", str(out),
-                       f"{ROOT}=={metadata.version(ROOT)}")
+        key = source_hash(checkout) if checkout else metadata.version(ROOT)
+        out = self._ensure_cache() / f"rbee-{key}"
+        built = next(out.glob("*.whl"), None) if out.is_dir() else None
+        if built is not None:
+            return built
+        staging = Path(tempfile.mkdtemp(prefix="rbee-", dir=self._cache))
+        try:
+            if checkout is not None:
+                self._narrate(f"building rbee's wheel from {checkout}")
+                await _pip("wheel", "--no-deps", "--wheel-dir", str(staging), str(checkout))
+            else:
+                await _pip("download", "--no-deps", "--dest", str(staging),
+                           f"{ROOT}=={metadata.version(ROOT)}")
+            _publish(staging, out, [key])
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return next(out.glob("*.whl"))
 
     def _ensure_cache(self) -> Path:
         self._cache.mkdir(parents=True, exist_ok=True)
         return self._cache
+
+
+def source_hash(checkout: Path) -> str:
+    """Identifies a checkout's content: an edit means a new wheel, no edit reuses the last."""
+    digest = hashlib.sha256()
+    files = [checkout / "pyproject.toml", *sorted((checkout / "src").rglob("*"))]
+    for f in files:
+        if f.is_file() and "__pycache__" not in f.parts:
+            digest.update(str(f.relative_to(checkout)).encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _publish(staging: Path, target: Path, pins: list[str]) -> None:
