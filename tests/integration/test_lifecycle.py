@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -90,6 +91,24 @@ def test_non_loopback_bind_without_token_refuses_to_start(env: dict[str, str]) -
                            env=env, capture_output=True, text=True, timeout=30, check=False)
         assert r.returncode != 0
         assert "refusing to listen on 0.0.0.0 without a token" in r.stderr
+
+
+def test_open_hive_needs_a_worker_token_and_workers_check_their_socket(
+        env: dict[str, str]) -> None:
+    # A hive with its own token but none for its workers would expose them: refused.
+    r = subprocess.run([sys.executable, "-m", "rbee.hive", "--host", "0.0.0.0", "--port", "0"],
+                       env={**env, "RBEE_HIVE_TOKEN": "t"}, capture_output=True, text=True,
+                       timeout=30, check=False)
+    assert r.returncode != 0 and "RBEE_HIVE_WORKER_TOKEN" in r.stderr
+    # A worker judges the socket it was handed, not its --host default (127.0.0.1).
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", 0))
+        sock.set_inheritable(True)
+        r = subprocess.run([sys.executable, "-m", "rbee.worker", "--fd", str(sock.fileno()),
+                            "--model", "rbee-fake", "--engine", "fake"],
+                           env=env, capture_output=True, text=True, timeout=30, check=False,
+                           pass_fds=(sock.fileno(),))
+    assert r.returncode != 0 and "rbee-worker: refusing to listen on 0.0.0.0" in r.stderr
 
 
 def test_api_token_is_required_when_set(tmp_path: Path) -> None:

@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     services = build_services(settings)
     refuse_open_listener(settings.host, services.token, "rbee-hive")
+    # Workers listen on the hive's address: there, they need a token of their own too.
+    refuse_open_listener(settings.host, services.supervisor.config.worker_token,
+                         "rbee-hive (for its workers: set RBEE_HIVE_WORKER_TOKEN)")
     if services.preload_model and not services.preload_model.startswith("hf:"):
         preload(services)  # before the web stack's imports: the worker starts meanwhile
     from rbee.hive.app import create_app

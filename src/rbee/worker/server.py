@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 
 from rbee.engines.base import SamplingDefaults
 from rbee.engines.registry import EngineOptions, build_engine
+from rbee.web.auth import refuse_open_listener
 from rbee.web.serve import serve
 from rbee.worker.app import create_app
 from rbee.worker.runtime import Runtime
@@ -20,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # The token comes through the environment, never argv (argv is world-readable in ps).
     token = settings.token or os.environ.get("RBEE_WORKER_TOKEN") or None
+    refuse_open_listener(_bound_host(settings.fd) or settings.host, token, "rbee-worker")
     options = EngineOptions(
         model_path=settings.model_path, device=settings.device, threads=settings.threads,
         context_length=settings.context_length,
@@ -32,3 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     app = create_app(runtime, model=settings.model, token=token)
     serve(app, host=settings.host, port=settings.port, fd=settings.fd,
           parent_pid=settings.parent_pid)
+
+
+def _bound_host(fd: int | None) -> str | None:
+    """The address of the socket a hive handed us: that, not --host, is what we listen on."""
+    if fd is None:
+        return None
+    # dup: the socket object must not close the inherited fd when it is collected.
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        return str(sock.getsockname()[0])
