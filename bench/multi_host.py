@@ -24,15 +24,17 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import random
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import header, median, pct, table, tempdir, verdict
-from rbee.client import QueenClient
 from tests.support.daemons import rbee_env, start_queen
 from tests.support.machines import Machine, machines
+
+from rbee.client import QueenClient
 
 TOKEN = "bench-multi-host-token"
 INTERVAL = 0.5
@@ -73,7 +75,8 @@ def bench_install(client: QueenClient, ms: list[Machine]) -> None:
 def bench_detection(client: QueenClient, m: Machine, rounds: int) -> None:
     detect, rejoin = [], []
     for _ in range(rounds):
-        time.sleep(INTERVAL * 1.3)  # land the kill at varying points of the report cycle
+        # land the kill at a random point of the hive's report cycle
+        time.sleep(INTERVAL + random.uniform(0, INTERVAL))
         killed = time.perf_counter()
         m.kill_user_processes()
         while state(client, m.name) != "down":
@@ -118,7 +121,7 @@ def bench_latency(url: str, remote: str, n: int) -> None:
         for h in order:
             samples[h].append(once(h))
     loc, rem = samples["localhost"], samples[remote]
-    diffs = [r - l for r, l in zip(rem, loc, strict=True)]
+    diffs = [r - lo for r, lo in zip(rem, loc, strict=True)]
     print(table(f"remote vs local worker through the queen ({n} interleaved pairs, ms)",
                 ("worker on", "p50", "p90", "p99"), [
                     ("local hive (loopback)", median(loc), pct(loc, 90), pct(loc, 99)),

@@ -106,6 +106,13 @@ def test_install_route_lose_a_hive_and_rejoin(
     assert installed["installed"]["method"] == "background"  # no systemd in a namespace
     assert hive_states(env) == {"m1": "up", "m2": "up", "nopython": "absent",
                                 "badkey": "absent", "closed": "absent"}
+    # the human renderings work too
+    shown = run_cli(env, "hive", "list")
+    assert shown.returncode == 0 and "m1" in shown.stdout and "up" in shown.stdout, shown.stderr
+    shown = run_cli(env, "hive", "status", "m1")
+    assert shown.returncode == 0 and "running: True" in shown.stdout, shown.stdout
+    shown = run_cli(env, "hive", "ssh-test", "m2")
+    assert shown.returncode == 0 and "m2: reachable" in shown.stderr, shown.stderr
 
     # a worker on each machine, at that machine's address
     workers = {}

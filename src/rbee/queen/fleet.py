@@ -7,6 +7,7 @@ the machines are, `HiveStore` remembers the secret each installed hive was given
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -126,7 +127,11 @@ class Fleet:
                 row = self._store.get(name)
                 creds = (HiveCredentials(row.token, row.worker_token) if row
                          else HiveCredentials.new())
-                await self._restart(remote, entry, installed, creds, queen_url, out)
+                try:
+                    await self._restart(remote, entry, installed, creds, queen_url, out)
+                except BaseException:
+                    await self._undo_start(remote, installed, name, keep_creds=row is not None)
+                    raise
                 self._store.save(HiveRow(name, creds.token, creds.worker_token,
                                          asdict(installed)), self._clock.time())
         out.narrate("install", f"{name}: rbee {installed.version} installed and registered")
@@ -230,6 +235,19 @@ class Fleet:
                     "that address (firewall?), or set the queen's --public-url")
             await asyncio.sleep(POLL_SECONDS)
         out.narrate("register", f"{entry.name} registered")
+
+    async def _undo_start(self, remote: RemoteHive, installed: Installed, name: str, *,
+                          keep_creds: bool) -> None:
+        """An install whose hive never registered: stop it, and remove a fresh install."""
+        out_of_band = contextlib.suppress(RemoteError)
+        with out_of_band:
+            await remote.stop(installed)
+        if remote.fresh:
+            with out_of_band:
+                await remote.uninstall(None)
+        if not keep_creds:
+            self._credentials.drop(name)
+        self._registry.forget(name)
 
     def _queen_url(self, entry: HiveEntry, sh: Shell) -> str:
         """Where the hive must send telemetry: --public-url, else our address on its route."""

@@ -28,7 +28,9 @@ from rbee.core.errors import HiveNotFound, InvalidRequest
 DEFAULT_HIVE_PORT = 7835
 RESERVED = "localhost"  # the queen's own hive
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_LINE = re.compile(r"^\s*([A-Za-z]+)\s*(?:=\s*|\s+)(.*?)\s*$")
+# Applied to stripped lines; no lazy group before `\s*$`, which backtracks quadratically.
+_LINE = re.compile(r"^([A-Za-z]+)(?:\s*=\s*|\s+)(.*)$")
+_NUMBER = re.compile(r"[0-9]{1,6}")
 _KEYS = {k.lower(): k for k in (
     "HostName", "User", "Port", "IdentityFile", "HivePort", "Region", "Labels",
     "UserKnownHostsFile", "StrictHostKeyChecking", "ConnectTimeout", "Python",
@@ -148,7 +150,7 @@ def _entry(name: str, opts: dict[str, list[str]], where: str) -> HiveEntry:
         raw = one(key)
         if raw is None:
             return default
-        if not raw.isdigit() or not low <= int(raw) <= high:
+        if not _NUMBER.fullmatch(raw) or not low <= int(raw) <= high:
             raise HivesConfError(f"{where}: {_KEYS[key]} must be a number in {low}..{high}, "
                                  f"got {raw!r}")
         return int(raw)

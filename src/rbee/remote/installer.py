@@ -64,6 +64,7 @@ class RemoteHive:
         self._narrate = narrate
         self.home = ""
         self.root = ""
+        self.fresh = False  # the last install() created the install directory
 
     # -- facts -------------------------------------------------------------------------
 
@@ -71,15 +72,20 @@ class RemoteHive:
         """The machine's platform; refuses a missing or too-old Python with a hint."""
         py = self._entry.python
         done = await self._sh.run(f"{shlex.quote(py)} -c {shlex.quote(PROBE)}", timeout=30)
+        hint = ("install Python >= 3.11 (e.g. `apt install python3`), or name the "
+                "interpreter with `Python /path/to/python3.11` in hives.conf")
         if done.exit_status != 0 or not done.stdout.strip():
             raise RemotePythonMissing(
                 f"{self._entry.name}: `{py}` does not run there "
-                f"({_last_line(done) or 'exit ' + str(done.exit_status)})",
-                hint="install Python >= 3.11 (e.g. `apt install python3`), or name the "
-                "interpreter with `Python /path/to/python3.11` in hives.conf")
+                f"({_last_line(done) or 'exit ' + str(done.exit_status)})", hint=hint)
         line = done.stdout.strip().splitlines()[-1]
-        found = Platform.parse(line)
-        self.home = str(json.loads(line).get("home") or "")
+        try:
+            found = Platform.parse(line)
+            self.home = str(json.loads(line).get("home") or "")
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise RemotePythonMissing(f"{self._entry.name}: `{py}` is not a Python that "
+                                      f"answers our probe (it printed {line[:80]!r})",
+                                      hint=hint) from exc
         self.root = f"{self.home}/{ROOT}"
         if found.python_tuple < MIN_PYTHON:
             raise RemotePythonMissing(
@@ -133,7 +139,8 @@ class RemoteHive:
         """A venv with this queen's rbee; pushed wheels when given, else the registry."""
         created: list[str] = []
         try:
-            if not await self._exists(self.root):
+            self.fresh = not await self._exists(self.root)
+            if self.fresh:
                 created.append(self.root)
             await self._must(f"mkdir -p {self._q('home')}", "creating the install directory")
             previous = await self.installed()
@@ -259,9 +266,13 @@ class RemoteHive:
         if installed.method == "systemd":
             await self._must(f"systemctl --user start {UNIT}", "starting the hive")
             return
-        # setsid + nohup: the hive outlives this SSH session; output goes to its log.
-        await self._must(f"cd {self._q('')} && nohup setsid ./run-hive >> hive.log 2>&1 "
-                         "< /dev/null &", "starting the hive")
+        # setsid + nohup: the hive outlives this SSH session; output goes to its log. We wait
+        # for run-hive to write its pid: until then, the session's end could still SIGHUP it.
+        await self._must(
+            f"cd {self._q('')} && rm -f hive.pid && "
+            "(nohup setsid ./run-hive >> hive.log 2>&1 < /dev/null &) && i=0 && "
+            "while [ ! -s hive.pid ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done && "
+            "test -s hive.pid", "starting the hive", timeout=30)
 
     async def stop(self, installed: Installed) -> bool:
         """Stop the hive (it stops its workers first); False when it was not running."""

@@ -139,7 +139,7 @@ async def connect(entry: HiveEntry) -> AsyncIterator[SshShell]:
         raise SshTimeout(f"{where}: no SSH answer within {entry.connect_timeout:.0f}s",
                          hint="is the machine on, and is a firewall dropping port "
                          f"{entry.port}? Raise ConnectTimeout for slow links") from exc
-    except (OSError, asyncssh.Error) as exc:
+    except (OSError, ValueError, asyncssh.Error) as exc:  # ValueError: a malformed HostName
         raise SshUnreachable(f"{where}: cannot connect: {exc}",
                              hint="check HostName and Port in hives.conf, and that sshd "
                              "runs there (`ssh -p PORT USER@HOST` should work)") from exc
