@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,8 @@ from rbee.web.body import parse_body
 from rbee.web.errors import install_error_handlers
 from rbee.web.limits import BodyLimit
 
+logger = logging.getLogger(__name__)
+
 
 def create_app(services: HiveServices) -> FastAPI:  # noqa: C901 - route closures
     @contextlib.asynccontextmanager
@@ -26,6 +29,10 @@ def create_app(services: HiveServices) -> FastAPI:  # noqa: C901 - route closure
         services.supervisor.supervise_launched()
         if services.reporter is not None:
             reporter_task = asyncio.create_task(services.reporter.run(), name="telemetry")
+        # One line at start: the first thing to read in a remote hive's log (uvicorn is quiet).
+        logger.info("hive %s up (rbee %s); %s", services.hive_id, __version__,
+                    f"reporting to {services.reporter.queen_url}" if services.reporter
+                    else "not reporting to any queen")
         try:
             yield
         finally:

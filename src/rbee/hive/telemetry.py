@@ -15,6 +15,7 @@ from rbee.hive.devices import DeviceProbe
 from rbee.hive.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
+_WARN_AFTER = 8  # consecutive failed reports (about 10 s of backed-off retries) before a warning
 
 
 class TelemetryReporter:
@@ -23,13 +24,14 @@ class TelemetryReporter:
                  interval: float) -> None:
         self._hive_id = hive_id
         self._url = url
-        self._queen_url = queen_url.rstrip("/")
+        self.queen_url = queen_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._probe = probe
         self._supervisor = supervisor
         self._http = http
         self._interval = interval
         self.sent = 0
+        self._misses = 0
 
     def snapshot(self) -> HiveTelemetry:
         return HiveTelemetry(hive_id=self._hive_id, url=self._url, version=__version__,
@@ -39,11 +41,19 @@ class TelemetryReporter:
     async def send_once(self) -> bool:
         body = self.snapshot().model_dump(mode="json")
         try:
-            r = await self._http.post(f"{self._queen_url}/v1/hives/telemetry", json=body,
+            r = await self._http.post(f"{self.queen_url}/v1/hives/telemetry", json=body,
                                       headers=self._headers, timeout=5.0)
         except httpx.HTTPError as exc:
-            logger.debug("telemetry to %s failed: %s", self._queen_url, exc)
+            # Once per outage at WARNING (a remote hive's log must say why it is not
+            # registered), after a few quick retries (a queen may still be starting).
+            self._misses += 1
+            level = logging.WARNING if self._misses == _WARN_AFTER else logging.DEBUG
+            logger.log(level, "cannot reach the queen at %s: %s: %s", self.queen_url,
+                       type(exc).__name__, exc)
             return False
+        if self._misses >= _WARN_AFTER:
+            logger.info("queen at %s reachable again", self.queen_url)
+        self._misses = 0
         if r.status_code >= 400:
             logger.warning("queen refused telemetry: %s %s", r.status_code, r.text[:200])
             return False

@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = QueenSettings(_cli_parse_args=sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s queen %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)  # INFO logs every SSH channel
     refuse_open_listener(settings.host, settings.api_token, "queen-rbee")
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     # Secrets come through the environment, never argv (argv is world-readable in ps).
