@@ -151,6 +151,8 @@ def test_install_route_lose_a_hive_and_rejoin(
         assert workers["m1"] not in listed and workers["m2"] in listed
         status = cli(env, "hive", "status", "m1")
         assert status["remote"]["running"] and status["remote"]["version_matches"]
+        devices = cli(env, "hive", "refresh", "m1")["devices"]
+        assert [d["id"] for d in devices] == ["cpu"] and devices[0]["memory_total"] > 0
 
     # a queen restart re-discovers the hives it installed, and their workers
     queen.stop()

@@ -154,3 +154,22 @@ def test_a_stream_under_way_ends_with_a_clean_error_frame(cluster: Cluster) -> N
     error = json.loads(frames[-2])["error"]
     assert error["code"] == "worker_unavailable" and "mid-stream" in error["message"]
     assert all("choices" in json.loads(f) for f in frames[:3])
+
+
+def test_a_hive_that_comes_back_is_re_adopted_with_its_workers(cluster: Cluster) -> None:
+    """A partition, not a death: the hive stops reporting while its worker lives on."""
+    worker = spawn(cluster.client, "h1")
+    hive = cluster.hives["h1"].proc
+    hive.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: states(cluster.client)["h1"] == "down", 3 * INTERVAL + 1)
+        assert cluster.client.run("infer", model="rbee-fake", prompt="hi", max_tokens=2)[
+            "worker_id"] != worker  # served elsewhere (re-placed) while h1 is away
+    finally:
+        hive.send_signal(signal.SIGCONT)
+    wait_until(lambda: states(cluster.client)["h1"] == "up", 3 * INTERVAL + 1)
+    listed = cluster.client.run("worker_list", hive_id="h1")["workers"]
+    assert [w["id"] for w in listed] == [worker] and listed[0]["state"] == "ready"
+    result = cluster.client.run("infer", model="rbee-fake", prompt="hi", max_tokens=2,
+                                hive_id="h1")
+    assert result["worker_id"] == worker  # re-adopted: routable again, no second worker there
