@@ -17,6 +17,7 @@ class HiveRecord:
     telemetry: HiveTelemetry
     last_seen: float
     workers: dict[str, WorkerInfo] = field(default_factory=dict)
+    suspect: bool = False  # a worker there was unreachable: down until the next report
 
 
 class Registry:
@@ -46,7 +47,7 @@ class Registry:
         again (at once if it is alive, since a lost worker is a change it reports)."""
         record = self._hives.get(hive_id)
         if record is not None:
-            record.last_seen = float("-inf")
+            record.suspect = True
 
     def forget(self, hive_id: str) -> None:
         """A hive we stopped or removed: no longer listed, routed to or waited for."""
@@ -76,9 +77,14 @@ class Registry:
 
     def is_up(self, hive_id: str) -> bool:
         record = self._hives.get(hive_id)
+        return record is not None and not record.suspect and not self.silent(hive_id)
+
+    def silent(self, hive_id: str) -> bool:
+        """Missed 3 telemetry intervals (down for sure, not merely suspected)."""
+        record = self._hives.get(hive_id)
         if record is None:
             return False
-        return self._clock.monotonic() - record.last_seen <= MISSED_INTERVALS_DOWN * self._interval
+        return self._clock.monotonic() - record.last_seen > MISSED_INTERVALS_DOWN * self._interval
 
     def hive_url(self, hive_id: str) -> str:
         record = self._hives.get(hive_id)

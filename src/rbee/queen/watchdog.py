@@ -32,7 +32,9 @@ class Watchdog:
 
     def newly_down(self) -> list[str]:
         """Hives that went down since the last call (and forget those that came back)."""
-        down = {h for h in self._registry.hive_ids() if not self._registry.is_up(h)}
+        # Silent hives only: a merely suspected one (an unreachable worker) reports again
+        # within an interval, and re-placing for it would start needless workers.
+        down = {h for h in self._registry.hive_ids() if self._registry.silent(h)}
         fresh = sorted(down - self._down)
         for hive in sorted(self._down - down):
             logger.info("hive %s is back (or was removed)", hive)

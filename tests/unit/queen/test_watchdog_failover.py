@@ -123,10 +123,14 @@ async def test_newly_down_reports_each_transition_once(watched: Watched) -> None
     assert watchdog.newly_down() == ["h1"]  # down again: a new transition
 
 
-async def test_a_suspected_hive_is_down_at_once(watched: Watched) -> None:
+async def test_a_suspected_hive_is_skipped_but_not_re_placed(watched: Watched) -> None:
+    """Suspicion (one unreachable worker) stops routing at once; only silence re-places."""
     registry, _, _, watchdog = watched
     registry.suspect("h2")
-    assert watchdog.newly_down() == ["h2"]
+    assert not registry.is_up("h2") and registry.state("h2") == "down"
+    assert watchdog.newly_down() == []
+    report(registry, "h2")
+    assert registry.is_up("h2")  # its next report clears the suspicion
 
 
 async def test_orphaned_models_are_those_no_live_hive_serves(watched: Watched) -> None:
@@ -189,7 +193,7 @@ async def test_stop_cancels_replacements_in_flight() -> None:
 
     watchdog = Watchdog(registry, cast(Dispatcher, Hanging()), INTERVAL)
     report(registry, "h1", worker("w", "h1", A))
-    registry.suspect("h1")
+    silence(registry, clock, "h1")
     watchdog.tick()
     await asyncio.wait_for(started.wait(), 1)
     await asyncio.wait_for(watchdog.stop(), 1)
