@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from rbee.client import QueenClient
+from rbee.client import JobFailed, QueenClient
 from rbee.queen.credentials import HiveCredentials
 from rbee.storage.db import connect
 from rbee.storage.hives import HiveRow, HiveStore
@@ -173,3 +173,21 @@ def test_a_hive_that_comes_back_is_re_adopted_with_its_workers(cluster: Cluster)
     result = cluster.client.run("infer", model="rbee-fake", prompt="hi", max_tokens=2,
                                 hive_id="h1")
     assert result["worker_id"] == worker  # re-adopted: routable again, no second worker there
+
+
+def test_hive_views_and_hostile_hive_names(cluster: Cluster) -> None:
+    got = cluster.client.run("hive_get", hive_id="h1")["hive"]
+    assert got["state"] == "up" and got["url"].startswith("http://127.0.0.1:")
+    assert [d["id"] for d in got["devices"]] == ["cpu"] and got["installed"] == {}
+    with pytest.raises(JobFailed) as missing:
+        cluster.client.run("hive_get", hive_id="h9")
+    assert missing.value.code == "hive_not_found"
+    # not in hives.conf: nothing to install, said plainly
+    with pytest.raises(JobFailed) as not_configured:
+        cluster.client.run("hive_install", hive_id="h1")
+    assert not_configured.value.code == "hive_not_found"
+    assert "configured: none" in str(not_configured.value)
+    for hostile in ("../../etc", "a b", "x" * 65, "$(reboot)", ""):
+        r = httpx.post(f"{cluster.queen.url}/v1/jobs",
+                       json={"operation": "hive_install", "hive_id": hostile})
+        assert r.status_code == 400 and r.json()["error"]["param"], (hostile, r.text)
