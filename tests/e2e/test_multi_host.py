@@ -9,7 +9,9 @@ for the fixture.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -48,8 +50,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory
     root = tmp_path_factory.mktemp("fleet")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "wrong_key")],
                    check=True)
-    with machines(2, root / "machines",
-                  session_env={"RBEE_WORKER_FAKE_TOKENS_PER_SECOND": SLOW}) as ms:
+    # Not under pytest's base directory: every new pytest session on this host resets that
+    # to mode 700, which would lock the machines' users out of their homes mid-test.
+    homes = Path(tempfile.mkdtemp(prefix="rbee-machines-"))
+    with machines(2, homes, session_env={"RBEE_WORKER_FAKE_TOKENS_PER_SECOND": SLOW}) as ms:
         env = rbee_env(root, RBEE_QUEEN_HOST="0.0.0.0", RBEE_QUEEN_API_TOKEN=TOKEN,
                        RBEE_API_TOKEN=TOKEN, RBEE_QUEEN_LOCAL_HIVE="false",
                        RBEE_QUEEN_TELEMETRY_INTERVAL=str(INTERVAL))
@@ -80,6 +84,7 @@ Host closed
             yield ms, queen, env
         finally:
             queen.stop()
+    shutil.rmtree(homes, ignore_errors=True)
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 600) -> Any:

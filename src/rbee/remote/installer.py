@@ -318,5 +318,7 @@ class RemoteHive:
 
 
 def _last_line(done: CommandResult) -> str:
-    lines = (done.stderr.strip() or done.stdout.strip()).splitlines()
-    return lines[-1][:300] if lines else ""
+    """The end of a failed command's output: pip's last line alone ("Check the
+    permissions.") hides the cause on the line before."""
+    lines = [ln.strip() for ln in (done.stderr.strip() or done.stdout.strip()).splitlines()]
+    return " | ".join(ln for ln in lines[-3:] if ln)[-400:]
