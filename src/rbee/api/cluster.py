@@ -58,6 +58,8 @@ class HiveTelemetry(_Strict):
     pid: int
     devices: list[Device]
     workers: list[WorkerInfo]
+    region: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
 
 
 class ReadyStatus(_Strict):

@@ -24,6 +24,9 @@ class InferOp(SamplingFields):
     hive_id: str | None = None
     device: str | None = None
     worker_id: str | None = None
+    placement: Literal["pin", "prefer", "auto"] = "pin"
+    priority: Literal["interactive", "batch"] = "interactive"
+    tenant: str | None = Field(default=None, max_length=128)
 
     @model_validator(mode="after")
     def _prompt_or_messages(self) -> InferOp:
@@ -47,7 +50,9 @@ class WorkerSpawnOp(_Op):
     operation: Literal["worker_spawn"]
     model: str = Field(default="", max_length=512)
     hive_id: str | None = None
-    device: str = "cpu"
+    device: str | None = Field(default=None, description="unset: the scheduler decides")
+    placement: Literal["pin", "prefer", "auto"] = "pin"
+    keep_warm: bool = False
     engine: str | None = None
     threads: int | None = Field(default=None, ge=1, le=1024)
 
@@ -115,6 +120,57 @@ class HiveRefreshOp(_HiveOp):
     operation: Literal["hive_refresh_capabilities"]
 
 
+_SCRIPT_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+MAX_SCRIPT_BYTES = 256 * 1024
+
+
+class ScriptSaveOp(_Op):
+    """Store a Lua scheduling script (it must compile); by default it becomes active."""
+
+    operation: Literal["script_save"]
+    name: str = Field(pattern=_SCRIPT_NAME)
+    source: str = Field(min_length=1, max_length=MAX_SCRIPT_BYTES)
+    activate: bool = True
+
+
+class ScriptGetOp(_Op):
+    operation: Literal["script_get"]
+    name: str = Field(pattern=_SCRIPT_NAME)
+
+
+class ScriptListOp(_Op):
+    operation: Literal["script_list"]
+
+
+class ScriptDeleteOp(_Op):
+    operation: Literal["script_delete"]
+    name: str = Field(pattern=_SCRIPT_NAME)
+
+
+class ScriptActivateOp(_Op):
+    """Make a stored script the active one; `name: null` goes back to the built-in policy."""
+
+    operation: Literal["script_activate"]
+    name: str | None = Field(pattern=_SCRIPT_NAME)
+
+
+class ExplainRequest(_Op):
+    """Where would a request for `model` go on the live cluster, and why (changes nothing)."""
+
+    model: str = Field(default="", max_length=512)
+    hive_id: str | None = None
+    device: str | None = None
+    placement: Literal["pin", "prefer", "auto"] = "pin"
+    tenant: str | None = Field(default=None, max_length=128)
+    priority: Literal["interactive", "batch"] = "interactive"
+    source: str | None = Field(default=None, max_length=MAX_SCRIPT_BYTES,
+                               description="a script to decide instead of the active one")
+
+
+class ScriptTestOp(ExplainRequest):
+    operation: Literal["script_test"]
+
+
 OPERATIONS: dict[str, type[BaseModel]] = {
     "infer": InferOp,
     "status": StatusOp,
@@ -132,6 +188,12 @@ OPERATIONS: dict[str, type[BaseModel]] = {
     "hive_start": HiveStartOp,
     "hive_stop": HiveStopOp,
     "hive_refresh_capabilities": HiveRefreshOp,
+    "script_save": ScriptSaveOp,
+    "script_get": ScriptGetOp,
+    "script_list": ScriptListOp,
+    "script_delete": ScriptDeleteOp,
+    "script_activate": ScriptActivateOp,
+    "script_test": ScriptTestOp,
 }
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from rbee import __version__
-from rbee.cli.commands import hives, jobs, models, queen, workers
+from rbee.cli.commands import hives, jobs, models, queen, scripts, workers
 from rbee.cli.commands.infer import infer
 from rbee.cli.context import Context, default_queen_url
 
@@ -43,6 +43,7 @@ def build() -> typer.Typer:
     app.add_typer(queen.app, name="queen")
     app.add_typer(workers.app, name="worker")
     app.add_typer(hives.app, name="hive")
+    app.add_typer(scripts.app, name="script")
     app.add_typer(models.app, name="model")
     app.add_typer(jobs.app, name="jobs")
     return app

@@ -11,7 +11,8 @@
     │   ├── WorkerNotFound (code worker_not_found)
     │   └── HiveNotFound (code hive_not_found)
     ├── Conflict (409)
-    ├── NoCapacity (503 service_unavailable, code no_capacity)
+    ├── NoCapacity (503 service_unavailable, code no_capacity; Retry-After)
+    ├── QueueFull (429 rate_limit_error, code queue_full; Retry-After)
     ├── UpstreamError (502, a hive or worker failed)
     │   ├── WorkerUnavailable (503, code worker_unavailable)
     │   │   └── WorkerUnreachable (nothing was sent or received: safe to retry elsewhere)
@@ -34,6 +35,7 @@ class RbeeError(Exception):
     http_status = 500
     openai_type = "server_error"
     code: str | None = None
+    retry_after: float | None = None  # seconds, sent as Retry-After on 429/503
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -104,6 +106,18 @@ class NoCapacity(RbeeError):
     http_status = 503
     openai_type = "service_unavailable"
     code = "no_capacity"
+
+
+class QueueFull(RbeeError):
+    """Admission refused: the model's queue is full. Try again later, not a timeout."""
+
+    http_status = 429
+    openai_type = "rate_limit_error"
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after: float, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.retry_after = retry_after
 
 
 class UpstreamError(RbeeError):

@@ -14,6 +14,7 @@ from rbee.hive.services import HiveServices, preload
 from rbee.hive.settings import HiveSettings
 from rbee.hive.supervisor import Supervisor, SupervisorConfig
 from rbee.hive.telemetry import TelemetryReporter
+from rbee.remote.hives_conf import parse_labels
 from rbee.web.auth import refuse_open_listener
 
 
@@ -36,7 +37,8 @@ def build_services(settings: HiveSettings) -> HiveServices:
         reporter = TelemetryReporter(
             hive_id=settings.hive_id, url=f"http://{advertise}:{settings.port}",
             queen_url=settings.queen_url, token=token, probe=probe, supervisor=supervisor,
-            http=http, interval=settings.telemetry_interval)
+            http=http, interval=settings.telemetry_interval, region=settings.region,
+            labels=parse_labels(settings.labels))
     return HiveServices(hive_id=settings.hive_id, probe=probe, supervisor=supervisor, http=http,
                         reporter=reporter, token=token, preload_model=settings.preload_model,
                         preload_threads=settings.worker_threads)

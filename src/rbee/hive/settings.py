@@ -33,3 +33,7 @@ class HiveSettings(BaseSettings):
     preload_model: str | None = Field(default=None, description="Start a worker for this "
                                       "model at once, on the best device")
     parent_pid: int | None = Field(default=None, description="Exit when this process is gone")
+    region: str | None = Field(default=None, description="Region reported to the queen "
+                               "(scheduling scripts may route on it)")
+    labels: str = Field(default="", description="Labels reported to the queen, "
+                        "'key=value, key=value' (as in hives.conf)")

@@ -21,7 +21,10 @@ _WARN_AFTER = 8  # consecutive failed reports (about 10 s of backed-off retries)
 class TelemetryReporter:
     def __init__(self, *, hive_id: str, url: str, queen_url: str, token: str | None,
                  probe: DeviceProbe, supervisor: Supervisor, http: httpx.AsyncClient,
-                 interval: float) -> None:
+                 interval: float, region: str | None = None,
+                 labels: dict[str, str] | None = None) -> None:
+        self._region = region
+        self._labels = labels or {}
         self._hive_id = hive_id
         self._url = url
         self.queen_url = queen_url.rstrip("/")
@@ -36,7 +39,8 @@ class TelemetryReporter:
     def snapshot(self) -> HiveTelemetry:
         return HiveTelemetry(hive_id=self._hive_id, url=self._url, version=__version__,
                              pid=os.getpid(), devices=self._probe.devices(),
-                             workers=self._supervisor.workers())
+                             workers=self._supervisor.workers(), region=self._region,
+                             labels=self._labels)
 
     async def send_once(self) -> bool:
         body = self.snapshot().model_dump(mode="json")

@@ -12,7 +12,7 @@ from starlette.types import ASGIApp
 
 from rbee import __version__
 from rbee.queen.local_hive import LocalHive
-from rbee.queen.routes import cluster, jobs, openai
+from rbee.queen.routes import cluster, jobs, openai, scheduler
 from rbee.queen.services import QueenServices, build_services
 from rbee.queen.settings import QueenSettings
 from rbee.web.errors import install_error_handlers
@@ -35,6 +35,7 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
         svc = services or build_services(settings, hive_token=hive_token,
                                          worker_token=worker_token, local_hive=local_hive)
         app.state.services = svc
+        svc.scripts.load_active()
         await svc.jobs.start()
         if svc.local_hive is not None and svc.local_hive.process is None:
             svc.local_hive.start()
@@ -58,5 +59,6 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     for path, endpoint in openai.hot_routes:  # known here too: other methods get a 405
         app.add_route(path, endpoint, methods=["POST"])
     app.include_router(jobs.router)
+    app.include_router(scheduler.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return FastLane(app, dict(openai.hot_routes), settings.max_body_bytes)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,9 +20,12 @@ from rbee.core.errors import (
 from rbee.core.states import WorkerState
 from rbee.models.catalog import ModelRef
 from rbee.queen.hive_client import HiveClient
+from rbee.queen.policy import JobFacts, SchedulingPolicy
 from rbee.queen.registry import Registry
-from rbee.scheduler.placement import PlaceRequest, place
-from rbee.scheduler.routing import RouteRequest, route
+from rbee.scheduler.eviction import plan_eviction
+from rbee.scheduler.placement import PlaceMode, PlaceRequest
+from rbee.scheduler.report import Report
+from rbee.scheduler.routing import RouteRequest
 
 POLL_SECONDS = 0.02  # readiness polls: cheap, and on the cold-start critical path
 _STARTING = (WorkerState.STARTING, WorkerState.LOADING)
@@ -48,17 +53,42 @@ class Hints:
     device: str | None = None
     worker_id: str | None = None
     threads: int | None = None
+    mode: PlaceMode = "pin"  # how hive_id/device bind a new worker's placement
+    keep_warm: bool = False
+    job: JobFacts | None = None
+
+
+Estimator = Callable[[ModelRef], int]  # bytes a model needs on a device
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
 
 
 class Dispatcher:
     def __init__(self, registry: Registry, hives: HiveClient, *, spawn_timeout: float,
-                 default_threads: int | None, hive_wait: float = 20.0) -> None:
+                 default_threads: int | None, hive_wait: float = 20.0,
+                 policy: SchedulingPolicy | None = None, estimator: Estimator | None = None,
+                 keep_warm_models: frozenset[str] = frozenset()) -> None:
         self._hive_wait = hive_wait
         self._registry = registry
         self._hives = hives
         self._spawn_timeout = spawn_timeout
         self._threads = default_threads
         self._model_locks: dict[str, asyncio.Lock] = {}
+        self.policy = policy or SchedulingPolicy()
+        self._estimator = estimator or (lambda ref: 0)
+        self._estimates: dict[str, int] = {}
+        self._keep_warm_models = keep_warm_models
+
+    def need(self, ref: ModelRef) -> int:
+        """Bytes to reserve: what workers of this model measured, else the estimate."""
+        learned = self._registry.reservations.learned(ref.name)
+        if learned is not None:
+            return learned
+        if ref.name not in self._estimates:
+            self._estimates[ref.name] = self._estimator(ref)
+        return self._estimates[ref.name]
 
     async def worker_for(self, ref: ModelRef, hints: Hints, narrator: Narrator) -> WorkerInfo:
         found = self._route(ref, hints)
@@ -83,7 +113,7 @@ class Dispatcher:
     def _route(self, ref: ModelRef, hints: Hints) -> WorkerInfo | None:
         req = RouteRequest(model=ref.name, hive_id=hints.hive_id, device=hints.device,
                            worker_id=hints.worker_id)
-        view, _ = route(self._registry.snapshot(), req)
+        view, _ = self.policy.route(self._registry.snapshot(), req, hints.job)
         return view.info if view else None
 
     def _starting(self, ref: ModelRef, hints: Hints) -> WorkerInfo | None:
@@ -104,19 +134,47 @@ class Dispatcher:
         while not self._registry.hive_ids() and loop.time() < deadline:
             await asyncio.sleep(POLL_SECONDS / 2)
 
+    def place_request(self, ref: ModelRef, hints: Hints) -> PlaceRequest:
+        return PlaceRequest(ref.name, hints.hive_id, hints.device, self.need(ref), hints.mode)
+
     async def spawn(self, ref: ModelRef, hints: Hints, narrator: Narrator,
                     engine: str | None = None) -> WorkerInfo:
         await self._wait_for_hives(narrator)
-        decision, report = place(self._registry.snapshot(),
-                                 PlaceRequest(ref.name, hints.hive_id, hints.device))
-        if decision is None:
-            raise NoCapacity(f"no hive can host {ref.name}: {report.explain()}")
-        narrator.narrate("place", f"placing {ref.name} on {decision.hive_id} {decision.device}")
+        # Off the event loop: a first estimate reads the GGUF header (and imports gguf).
+        req = await asyncio.to_thread(self.place_request, ref, hints)
+        evicted = False
+        while True:
+            decision, report = self.policy.place(self._registry.snapshot(), req, hints.job)
+            for note in report.notes:
+                narrator.narrate("place", note)
+            if decision is not None:
+                break
+            plan = None if evicted else plan_eviction(self._registry.snapshot(), req)
+            if plan is None:
+                raise _no_room(ref, req.need, report)
+            narrator.narrate("evict", f"stopping idle {', '.join(plan.workers)} to free "
+                             f"{_gib(plan.frees)} on {plan.placement.key} for {ref.name}")
+            for worker_id in plan.workers:
+                await self.stop(worker_id)
+            evicted = True
+        # Reserve in the same step as the decision (no await between): a concurrent
+        # placement sees this memory as taken.
+        worker_id = f"wrk-{uuid.uuid4().hex[:8]}"
+        self._registry.reservations.reserve(worker_id, decision.hive_id, decision.device,
+                                            ref.name, req.need)
+        narrator.narrate("place", f"placing {ref.name} on {decision.hive_id} {decision.device}"
+                         f" (reserving {_gib(req.need)}; {report.policy})")
         spec = SpawnWorker(model=ref.name, device=decision.device, engine=engine,
-                           threads=hints.threads or self._threads)
-        info = await self._hives.spawn(decision.hive_id,
-                                       self._registry.hive_url(decision.hive_id), spec)
+                           threads=hints.threads or self._threads, worker_id=worker_id)
+        try:
+            info = await self._hives.spawn(decision.hive_id,
+                                           self._registry.hive_url(decision.hive_id), spec)
+        except BaseException:
+            self._registry.reservations.release(worker_id)
+            raise
         self._registry.upsert_worker(info)
+        if hints.keep_warm or ref.name in self._keep_warm_models:
+            self._registry.keep_warm(info.id)
         narrator.narrate("worker_spawn", f"worker {info.id} starting", actor="hive")
         return info
 
@@ -137,7 +195,9 @@ class Dispatcher:
             if info.state not in _STARTING:
                 raise _start_failure(info)
             if loop.time() > deadline:
-                raise NoCapacity(f"worker {info.id} not ready after {self._spawn_timeout:.0f}s")
+                err = NoCapacity(f"worker {info.id} not ready after {self._spawn_timeout:.0f}s")
+                err.retry_after = 5.0
+                raise err
             await asyncio.sleep(POLL_SECONDS)
 
     async def stop(self, worker_id: str) -> WorkerInfo:
@@ -148,6 +208,12 @@ class Dispatcher:
                                                 self._registry.hive_url(info.hive_id), worker_id)
         self._registry.drop_worker(info.hive_id, worker_id)
         return stopped
+
+
+def _no_room(ref: ModelRef, need: int, report: Report) -> NoCapacity:
+    err = NoCapacity(f"no hive can host {ref.name} (needs {_gib(need)}): {report.explain()}")
+    err.retry_after = 10.0
+    return err
 
 
 def _start_failure(info: WorkerInfo) -> Exception:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -10,6 +11,7 @@ from pydantic import BaseModel
 
 from rbee.api.cluster import WorkerInfo
 from rbee.api.jobs import (
+    ExplainRequest,
     HiveGetOp,
     HiveInstallOp,
     HiveListOp,
@@ -21,6 +23,12 @@ from rbee.api.jobs import (
     InferOp,
     ModelGetOp,
     ModelListOp,
+    ScriptActivateOp,
+    ScriptDeleteOp,
+    ScriptGetOp,
+    ScriptListOp,
+    ScriptSaveOp,
+    ScriptTestOp,
     SshTestOp,
     StatusOp,
     WorkerListOp,
@@ -29,25 +37,30 @@ from rbee.api.jobs import (
 )
 from rbee.core.errors import WorkerUnavailable, WorkerUnreachable
 from rbee.models.catalog import ALIASES, BUILTINS, builtin_path, parse_ref
+from rbee.queen.admission import Admission
 from rbee.queen.dispatch import Dispatcher, Hints
 from rbee.queen.failover import with_failover
 from rbee.queen.fleet import Fleet
 from rbee.queen.jobs import JobContext
+from rbee.queen.policy import JobFacts
 from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
+from rbee.queen.scripts import Scripts, compile_script, explain
 
 Result = dict[str, Any] | None
 
 
 class Operations:
     def __init__(self, registry: Registry, dispatcher: Dispatcher, relay: Relay, fleet: Fleet,
-                 default_model: str) -> None:
+                 admission: Admission, scripts: Scripts, default_model: str) -> None:
+        self._admission = admission
         self._registry = registry
         self._dispatcher = dispatcher
         self._relay = relay
         self._fleet = fleet
         self._default_model = default_model
-        self._table: dict[type[BaseModel], Callable[[JobContext, Any], Awaitable[Result]]] = {
+        self._table: dict[type[BaseModel], Callable[[JobContext, Any],
+                                                    Awaitable[Result] | Result]] = {
             InferOp: self.infer, StatusOp: self.status, WorkerSpawnOp: self.worker_spawn,
             WorkerListOp: self.worker_list, WorkerStopOp: self.worker_stop,
             ModelListOp: self.model_list, ModelGetOp: self.model_get,
@@ -59,14 +72,29 @@ class Operations:
             HiveStartOp: lambda ctx, op: fleet.start(op.hive_id, ctx),
             HiveStopOp: lambda ctx, op: fleet.stop(op.hive_id, ctx),
             HiveRefreshOp: lambda ctx, op: fleet.refresh(op.hive_id, ctx),
+            ScriptSaveOp: lambda ctx, op: scripts.save(op.name, op.source, op.activate),
+            ScriptGetOp: lambda ctx, op: scripts.describe(op.name),
+            ScriptListOp: lambda ctx, op: {"scripts": scripts.list()},
+            ScriptDeleteOp: lambda ctx, op: scripts.delete(op.name),
+            ScriptActivateOp: lambda ctx, op: scripts.activate(op.name),
+            ScriptTestOp: lambda ctx, op: self.explain(op),
         }
 
     async def run(self, ctx: JobContext, op: BaseModel) -> Result:
-        return await self._table[type(op)](ctx, op)
+        result = self._table[type(op)](ctx, op)
+        return await result if inspect.isawaitable(result) else result
+
+    def explain(self, req: ExplainRequest) -> dict[str, Any]:
+        ref = parse_ref(req.model or self._default_model)
+        hints = Hints(hive_id=req.hive_id, device=req.device, mode=req.placement,
+                      job=JobFacts(tenant=req.tenant, priority=req.priority))
+        script = compile_script(req.source, "dry-run") if req.source else None
+        return explain(self._dispatcher, self._registry, ref, hints, script)
 
     async def infer(self, ctx: JobContext, op: InferOp) -> Result:
         ref = parse_ref(op.model or self._default_model)
-        hints = Hints(hive_id=op.hive_id, device=op.device, worker_id=op.worker_id)
+        hints = Hints(hive_id=op.hive_id, device=op.device, worker_id=op.worker_id,
+                      mode=op.placement, job=JobFacts(tenant=op.tenant, priority=op.priority))
         started = time.perf_counter()
         body: dict[str, Any] = {
             "model": ref.name, "messages": op.chat_messages(), "stream": True,
@@ -100,7 +128,15 @@ class Operations:
                 raise
             return worker
 
-        worker = await with_failover(self._dispatcher, self._registry, ref, hints, ctx, attempt)
+        def position(at: int, length: int) -> None:
+            ctx.narrate("queue", f"queued for {ref.name}: position {at} of {length}")
+
+        ticket = await self._admission.enter(ref.name, op.priority, position)
+        try:
+            worker = await with_failover(self._dispatcher, self._registry, ref, hints, ctx,
+                                         attempt)
+        finally:
+            ticket.release()
         end = time.perf_counter()
         decode = end - (first or end)
         n = usage.get("completion_tokens", len(parts))
@@ -126,7 +162,8 @@ class Operations:
 
     async def worker_spawn(self, ctx: JobContext, op: WorkerSpawnOp) -> Result:
         ref = parse_ref(op.model or self._default_model)
-        hints = Hints(hive_id=op.hive_id, device=op.device, threads=op.threads)
+        hints = Hints(hive_id=op.hive_id, device=op.device, threads=op.threads,
+                      mode=op.placement, keep_warm=op.keep_warm)
         info = await self._dispatcher.spawn(ref, hints, ctx, engine=op.engine)
         ready = await self._dispatcher.wait_ready(info, ctx)
         return {"worker": ready.model_dump(mode="json")}

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from rbee.api.cluster import Device, HiveTelemetry, WorkerInfo
 from rbee.core.clock import Clock
 from rbee.core.errors import HiveNotFound
+from rbee.core.states import WorkerState
+from rbee.queen.reservations import Reservations
 from rbee.scheduler.snapshot import ClusterSnapshot, HiveView, WorkerView
 
 MISSED_INTERVALS_DOWN = 3
@@ -21,26 +23,45 @@ class HiveRecord:
 
 
 class Registry:
-    def __init__(self, clock: Clock, telemetry_interval: float) -> None:
+    def __init__(self, clock: Clock, telemetry_interval: float, *,
+                 memory_budget: int | None = None, unconfirmed_ttl: float = 120.0) -> None:
         self._clock = clock
         self._interval = telemetry_interval
         self._hives: dict[str, HiveRecord] = {}
         self._inflight: dict[str, int] = {}
+        self._idle_since: dict[str, float] = {}  # worker → when its last request ended
+        self._keep_warm: set[str] = set()  # worker ids never unloaded for idleness/eviction
+        self.budget = memory_budget
+        self.reservations = Reservations(clock, unconfirmed_ttl)
 
     def report(self, t: HiveTelemetry) -> None:
         self._hives[t.hive_id] = HiveRecord(t, self._clock.monotonic(),
                                             {w.id: w for w in t.workers})
+        self.reservations.sync_hive(t.hive_id, t.workers)
 
     def upsert_worker(self, info: WorkerInfo) -> None:
         """Record what a hive just told us directly, ahead of its next telemetry."""
         record = self._hives.get(info.hive_id)
         if record is not None:
             record.workers[info.id] = info
+        self.reservations.observe(info)
 
     def drop_worker(self, hive_id: str, worker_id: str) -> None:
         record = self._hives.get(hive_id)
         if record is not None:
             record.workers.pop(worker_id, None)
+        self.reservations.release(worker_id)
+        self._idle_since.pop(worker_id, None)
+        self._keep_warm.discard(worker_id)
+
+    def keep_warm(self, worker_id: str, on: bool = True) -> None:
+        if on:
+            self._keep_warm.add(worker_id)
+        else:
+            self._keep_warm.discard(worker_id)
+
+    def is_kept_warm(self, worker_id: str) -> bool:
+        return worker_id in self._keep_warm
 
     def suspect(self, hive_id: str) -> None:
         """One of its workers could not be reached: treat the hive as down until it reports
@@ -55,6 +76,8 @@ class Registry:
         if record is not None:
             for worker_id in record.workers:
                 self._inflight.pop(worker_id, None)
+                self._idle_since.pop(worker_id, None)
+        self.reservations.forget_hive(hive_id)
 
     def set_devices(self, hive_id: str, devices: list[Device]) -> None:
         record = self._hives.get(hive_id)
@@ -110,10 +133,40 @@ class Registry:
             self._inflight[worker_id] = left
         else:
             self._inflight.pop(worker_id, None)
+            self._idle_since[worker_id] = self._clock.monotonic()
+
+    def ready_count(self, model: str) -> int:
+        """Ready workers serving `model` on hives that are up (admission capacity)."""
+        return sum(1 for r in self._hives.values() for w in r.workers.values()
+                   if w.model == model and w.state is WorkerState.READY
+                   and self.is_up(w.hive_id))
+
+    def inflight(self, worker_id: str) -> int:
+        return self._inflight.get(worker_id, 0)
+
+    def idle_for(self, info: WorkerInfo) -> float:
+        """Seconds since the worker last finished a request (or was first seen ready)."""
+        if self._inflight.get(info.id):
+            return 0.0
+        now = self._clock.monotonic()
+        since = self._idle_since.get(info.id)
+        if since is None:
+            if info.state is not WorkerState.READY:
+                return 0.0
+            since = self._idle_since[info.id] = now
+        return now - since
 
     def snapshot(self) -> ClusterSnapshot:
         hives = tuple(HiveView(id=h, url=r.telemetry.url, up=self.is_up(h),
-                               devices=tuple(r.telemetry.devices))
+                               devices=tuple(r.telemetry.devices), region=r.telemetry.region,
+                               labels=r.telemetry.labels)
                       for h, r in sorted(self._hives.items()))
-        workers = tuple(WorkerView(w, self._inflight.get(w.id, 0)) for w in self.workers())
-        return ClusterSnapshot(hives=hives, workers=workers)
+        res = self.reservations
+        workers = tuple(
+            WorkerView(w, self._inflight.get(w.id, 0),
+                       reserved=r.bytes if (r := res.get(w.id)) else 0,
+                       idle_for=self.idle_for(w), keep_warm=w.id in self._keep_warm)
+            for w in self.workers())
+        reserved, pending = res.totals()
+        return ClusterSnapshot(hives=hives, workers=workers, reserved=reserved, pending=pending,
+                               budget=self.budget)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -80,7 +80,10 @@ class Relay:
             return await self._client().post(worker.url + path, data=data,
                                              headers=self._headers(worker))
 
-    async def forward(self, worker: WorkerInfo, path: str, raw: bytes, stream: bool) -> Response:
+    async def forward(self, worker: WorkerInfo, path: str, raw: bytes, stream: bool,
+                      on_close: Callable[[], None] | None = None) -> Response:
+        """`on_close` runs when a stream ends (however it ends); the caller handles the
+        non-streamed case and the errors raised here."""
         if not stream:
             return await self._forward_whole(worker, path, raw)
         self._registry.acquire(worker.id)
@@ -93,7 +96,7 @@ class Relay:
                 upstream.release()
                 raise from_envelope(upstream.status, _json(body))
             handed_over = True  # the stream releases the worker when it ends
-            return DisconnectAwareStream(self._pipe(worker, upstream))
+            return DisconnectAwareStream(self._pipe(worker, upstream, on_close))
         finally:
             if not handed_over:
                 self._registry.release(worker.id)
@@ -108,8 +111,8 @@ class Relay:
             self._registry.release(worker.id)
         return Response(body, status, media_type="application/json")
 
-    async def _pipe(self, worker: WorkerInfo, upstream: aiohttp.ClientResponse
-                    ) -> AsyncIterator[bytes]:
+    async def _pipe(self, worker: WorkerInfo, upstream: aiohttp.ClientResponse,
+                    on_close: Callable[[], None] | None) -> AsyncIterator[bytes]:
         finished = False
         try:
             async for chunk in upstream.content.iter_any():
@@ -126,6 +129,8 @@ class Relay:
             else:
                 upstream.close()  # drop the connection: the worker sees the disconnect
             self._registry.release(worker.id)
+            if on_close is not None:
+                on_close()
 
     async def stream_events(self, worker: WorkerInfo, body: dict[str, Any]
                             ) -> AsyncIterator[dict[str, Any]]:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import httpx
 
 from rbee.core.clock import Clock, SystemClock
+from rbee.models.catalog import ModelRef, parse_ref
+from rbee.queen.admission import Admission
 from rbee.queen.credentials import Credentials, HiveCredentials
 from rbee.queen.dispatch import Dispatcher
 from rbee.queen.fleet import Fleet
@@ -15,13 +17,16 @@ from rbee.queen.hive_client import HiveClient
 from rbee.queen.jobs import JobManager
 from rbee.queen.local_hive import HIVE_ID, LocalHive, local_hive_for
 from rbee.queen.operations import Operations
+from rbee.queen.policy import SchedulingPolicy
 from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
+from rbee.queen.scripts import Scripts
 from rbee.queen.settings import QueenSettings
-from rbee.queen.watchdog import Watchdog
+from rbee.queen.watchdog import IdleTTL, Watchdog
 from rbee.storage.db import connect
 from rbee.storage.hives import HiveStore
 from rbee.storage.jobs import JobStore
+from rbee.storage.scripts import ScriptStore
 
 
 @dataclass
@@ -36,6 +41,9 @@ class QueenServices:
     http: httpx.AsyncClient
     fleet: Fleet
     watchdog: Watchdog
+    admission: Admission
+    scripts: Scripts
+    operations: Operations
     credentials: Credentials = field(default_factory=Credentials)
     local_hive: LocalHive | None = None
 
@@ -52,18 +60,40 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
     credentials = Credentials()
     credentials.set(HIVE_ID, local_creds)
     db = connect(settings.state_dir / "queen.db")
-    registry = Registry(clock, settings.telemetry_interval)
+    registry = Registry(clock, settings.telemetry_interval,
+                        memory_budget=int(settings.memory_budget) if settings.memory_budget
+                        else None, unconfirmed_ttl=settings.spawn_timeout)
     hives = HiveClient(http, credentials)
+    policy = SchedulingPolicy(settings.routing_policy, settings.placement_policy)
     dispatcher = Dispatcher(registry, hives, spawn_timeout=settings.spawn_timeout,
-                            default_threads=settings.worker_threads)
+                            default_threads=settings.worker_threads, policy=policy,
+                            estimator=estimate_bytes,
+                            keep_warm_models=frozenset(parse_ref(m).name
+                                                       for m in settings.keep_warm))
+    admission = Admission(clock, max_queue=settings.max_queue,
+                          slots_per_worker=settings.slots_per_worker,
+                          capacity=registry.ready_count)
     relay = Relay(registry, credentials)
     fleet = Fleet(settings, registry, credentials, HiveStore(db), hives, clock)
-    operations = Operations(registry, dispatcher, relay, fleet, settings.default_model)
+    scripts = Scripts(ScriptStore(db), policy, clock)
+    operations = Operations(registry, dispatcher, relay, fleet, admission, scripts,
+                            settings.default_model)
     jobs = JobManager(JobStore(db), clock, operations.run)
     local = local_hive
     if local is None and settings.local_hive:
         local = local_hive_for(settings, local_creds.token, local_creds.worker_token)
     return QueenServices(settings=settings, clock=clock, db=db, jobs=jobs, registry=registry,
                          dispatcher=dispatcher, relay=relay, http=http, fleet=fleet,
-                         watchdog=Watchdog(registry, dispatcher, settings.telemetry_interval),
+                         watchdog=Watchdog(registry, dispatcher, settings.telemetry_interval,
+                                           admission=admission,
+                                           idle_ttl=IdleTTL(settings.idle_ttl,
+                                                            settings.model_ttl)),
+                         admission=admission, scripts=scripts, operations=operations,
                          credentials=credentials, local_hive=local)
+
+
+def estimate_bytes(ref: ModelRef) -> int:
+    """What a new worker of `ref` is expected to take (GGUF metadata when we can read it)."""
+    from rbee.models.estimate import estimate_ref  # reads gguf/numpy: only when placing
+
+    return estimate_ref(ref).total_bytes

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import ByteSize, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rbee.models.catalog import DEFAULT_MODEL
@@ -45,6 +46,22 @@ class QueenSettings(BaseSettings):
                              description="Cache of the wheels pushed to offline machines")
     hive_register_timeout: float = Field(default=60.0, description="Seconds a started hive "
                                          "has to register")
+    routing_policy: Literal["least-loaded", "round-robin"] = Field(
+        default="least-loaded", description="Built-in routing policy")
+    placement_policy: Literal["best-device", "bin-pack", "spread", "affinity"] = Field(
+        default="best-device", description="Built-in placement policy")
+    memory_budget: ByteSize | None = Field(default=None, description="Cap on the memory rbee "
+                                           "places on each device, e.g. 8GiB (unset: all)")
+    max_queue: int = Field(default=64, ge=0, description="Requests that may wait per model "
+                           "before 429")
+    slots_per_worker: int = Field(default=1, ge=1, description="Requests a worker serves at "
+                                  "once (llama.cpp workers: 1)")
+    idle_ttl: float = Field(default=300.0, ge=0, description="Seconds an idle worker stays "
+                            "loaded (0: forever)")
+    model_ttl: dict[str, float] = Field(default_factory=dict, description="Per-model idle "
+                                        "TTL, JSON: {\"smollm2\": 600}")
+    keep_warm: list[str] = Field(default_factory=list, description="Models never unloaded "
+                                 "(idle or eviction), JSON list")
     preload_model: str | None = Field(
         default=None, description="Model the local hive starts loading at once (set by "
         "`rbee infer` when it starts a queen, so loading overlaps start-up)")

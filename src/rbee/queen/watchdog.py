@@ -1,19 +1,27 @@
-"""Notice hives that went silent, and re-place the models they were serving.
+"""Notice hives that went silent (re-place their models) and workers left idle (unload them).
 
 Routing already skips a hive that missed 3 telemetry intervals (`Registry.is_up`); this
 loop adds the reaction: each model that was served there and is now served nowhere else gets
 a new worker on a live hive, when one has room. A hive that comes back simply reports again:
 its surviving workers are re-adopted from its telemetry (or are gone, if it restarted).
+
+Idle unload: a ready worker with nothing in flight for longer than its model's TTL is
+stopped (Ollama's keep_alive), unless it is kept warm. The same tick wakes admission
+queues, so requests waiting for a model admit as soon as a new worker is ready.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from rbee.core.errors import RbeeError
 from rbee.core.states import WorkerState
 from rbee.models.catalog import parse_ref
+from rbee.queen.admission import Admission
 from rbee.queen.dispatch import Dispatcher, Hints, Silent
 from rbee.queen.registry import Registry
 
@@ -21,14 +29,40 @@ logger = logging.getLogger(__name__)
 _SERVING = (WorkerState.STARTING, WorkerState.LOADING, WorkerState.READY)
 
 
+@dataclass(frozen=True)
+class IdleTTL:
+    default: float = 0.0  # seconds; 0 = never unload for idleness
+    per_model: Mapping[str, float] = field(default_factory=dict)  # model name or alias
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "per_model", {_canonical(k): v
+                                               for k, v in self.per_model.items()})
+
+    def for_model(self, model: str) -> float:
+        return self.per_model.get(model, self.default)
+
+
+def _canonical(model: str) -> str:
+    """An alias becomes the name workers report; other names are kept as given."""
+    try:
+        return parse_ref(model).name
+    except RbeeError:
+        return model
+
+
 class Watchdog:
-    def __init__(self, registry: Registry, dispatcher: Dispatcher, interval: float) -> None:
+    def __init__(self, registry: Registry, dispatcher: Dispatcher, interval: float, *,
+                 admission: Admission | None = None, idle_ttl: IdleTTL | None = None) -> None:
         self._registry = registry
         self._dispatcher = dispatcher
         self._interval = interval
+        self._admission = admission
+        self._ttl = idle_ttl or IdleTTL()
         self._down: set[str] = set()
+        self._unloading: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.replaced: list[tuple[str, str]] = []  # (dead hive, model) re-placed, for status
+        self.unloaded: list[str] = []  # workers stopped for idleness, for status
 
     def newly_down(self) -> list[str]:
         """Hives that went down since the last call (and forget those that came back)."""
@@ -49,14 +83,44 @@ class Watchdog:
                  if w.state in _SERVING and self._registry.is_up(w.hive_id)}
         return sorted(lost - alive)
 
+    def idle_workers(self) -> list[str]:
+        """Ready workers idle past their model's TTL (never kept-warm ones)."""
+        expired = []
+        for w in self._registry.workers():
+            ttl = self._ttl.for_model(w.model)
+            if (ttl > 0 and w.state is WorkerState.READY and w.id not in self._unloading
+                    and not self._registry.is_kept_warm(w.id)
+                    and self._registry.is_up(w.hive_id)
+                    and self._registry.idle_for(w) > ttl):
+                expired.append(w.id)
+        return expired
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _unload(self, worker_id: str) -> None:
+        self._unloading.add(worker_id)
+        try:
+            await self._dispatcher.stop(worker_id)
+            self.unloaded.append(worker_id)
+            logger.info("unloaded idle worker %s", worker_id)
+        except RbeeError as exc:
+            logger.warning("cannot unload idle worker %s: %s", worker_id, exc.message)
+        finally:
+            self._unloading.discard(worker_id)
+
     def tick(self) -> None:
+        if self._admission is not None:
+            self._admission.wake_all()
+        for worker_id in self.idle_workers():
+            self._spawn(self._unload(worker_id), f"unload:{worker_id}")
         for hive in self.newly_down():
             logger.warning("hive %s missed 3 telemetry intervals: marked down, not routed to",
                            hive)
             for model in self.orphaned_models(hive):
-                task = asyncio.create_task(self._replace(hive, model), name=f"replace:{model}")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(self._replace(hive, model), f"replace:{model}")
 
     async def _replace(self, hive: str, model: str) -> None:
         try:

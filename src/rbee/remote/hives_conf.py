@@ -164,13 +164,14 @@ def _entry(name: str, opts: dict[str, list[str]], where: str) -> HiveEntry:
         port=number("port", 22, 1, 65535),
         identity_files=tuple(str(Path(p).expanduser()) for p in opts.get("identityfile", [])),
         hive_port=number("hiveport", DEFAULT_HIVE_PORT, 1, 65535), region=one("region"),
-        labels=_labels(one("labels"), where),
+        labels=parse_labels(one("labels"), where),
         known_hosts=str(Path(kh).expanduser()) if (kh := one("userknownhostsfile")) else None,
         strict_host_key_checking=strict == "yes", connect_timeout=float(timeout),
         python=one("python") or "python3")
 
 
-def _labels(raw: str | None, where: str) -> dict[str, str]:
+def parse_labels(raw: str | None, where: str = "labels") -> dict[str, str]:
+    """'gpu=4090, tier=enterprise' → dict; a bare word is a label set to "true"."""
     labels: dict[str, str] = {}
     for item in (raw or "").replace(",", " ").split():
         key, sep, value = item.partition("=")

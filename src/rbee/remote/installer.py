@@ -242,6 +242,10 @@ class RemoteHive:
                 "--advertise-host", self._entry.hostname, "--queen-url", launch.queen_url,
                 "--telemetry-interval", str(launch.telemetry_interval),
                 "--home", f"{self.root}/home"]
+        if self._entry.region:
+            argv += ["--region", self._entry.region]
+        if self._entry.labels:
+            argv += ["--labels", ",".join(f"{k}={v}" for k, v in self._entry.labels.items())]
         script = ("#!/bin/sh\n# Written by `rbee hive install`; run by systemd or nohup.\n"
                   f"set -a; . {self._q('hive.env')}; set +a\n"
                   f"echo $$ > {self._q('hive.pid')}\n"

@@ -1,14 +1,26 @@
-"""Placement: pick hive + device for a new worker."""
+"""Placement: pick hive + device for a new worker, with memory accounting.
+
+A device fits when the model's estimated memory is at most what `ClusterSnapshot.available`
+leaves on it (capacity minus reservations, and reported free memory minus what is reserved
+but still loading). Hints are honoured by mode: `pin` places only there (or fails with the
+report), `prefer` tries there first, `auto` lets the policy choose. Policies score the
+devices that fit; the report keeps every rejection and the best scores.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from rbee.api.cluster import Device
 from rbee.scheduler.report import Report
-from rbee.scheduler.snapshot import ClusterSnapshot
+from rbee.scheduler.snapshot import ClusterSnapshot, HiveView, device_key
 
-_KIND_PREFERENCE = {"cuda": 0, "metal": 1, "cpu": 2}
+PlaceMode = Literal["pin", "prefer", "auto"]
+PLACE_POLICIES = ("best-device", "bin-pack", "spread", "affinity")
+_KIND_RANK = {"cuda": 2, "metal": 1, "cpu": 0}
+_MIB = 2**20
 
 
 @dataclass(frozen=True)
@@ -16,6 +28,9 @@ class PlaceRequest:
     model: str
     hive_id: str | None = None
     device: str | None = None  # None or "auto": best available
+    need: int = 0  # bytes the model is estimated to take
+    mode: PlaceMode = "pin"  # how `hive_id`/`device` bind (see module docstring)
+    policy: str = "best-device"
 
 
 @dataclass(frozen=True)
@@ -23,28 +38,110 @@ class Placement:
     hive_id: str
     device: str
 
+    @property
+    def key(self) -> str:
+        return device_key(self.hive_id, self.device)
 
-def place(snapshot: ClusterSnapshot, req: PlaceRequest) -> tuple[Placement | None, Report]:
-    report = Report()
-    best: tuple[tuple[int, int], Placement] | None = None
+
+@dataclass(frozen=True)
+class Candidate:
+    hive: HiveView
+    device: Device
+    available: int
+    workers: int  # workers already on this device
+    same_model: bool  # a worker of this model already runs on this hive
+
+    @property
+    def key(self) -> str:
+        return device_key(self.hive.id, self.device.id)
+
+
+Scorer = Callable[[Candidate, int], float]
+
+
+def _best_device(c: Candidate, need: int) -> float:
+    return _KIND_RANK[c.device.kind] * 1e9 + c.available / _MIB
+
+
+def _bin_pack(c: Candidate, need: int) -> float:  # the fullest device that still fits
+    return _KIND_RANK[c.device.kind] * 1e9 - (c.available - need) / _MIB
+
+
+def _spread(c: Candidate, need: int) -> float:  # the emptiest device, fewest workers first
+    return _KIND_RANK[c.device.kind] * 1e9 - c.workers * 1e6 + c.available / _MIB
+
+
+def _affinity(c: Candidate, need: int) -> float:  # where the model already runs (weights warm)
+    return (1e12 if c.same_model else 0.0) + _best_device(c, need)
+
+
+SCORERS: dict[str, Scorer] = {"best-device": _best_device, "bin-pack": _bin_pack,
+                              "spread": _spread, "affinity": _affinity}
+
+
+def candidates(snapshot: ClusterSnapshot, req: PlaceRequest, report: Report,
+               *, hinted: bool) -> list[Candidate]:
+    """Devices passing every filter; `hinted` applies the hive/device hints as filters."""
+    fit: list[Candidate] = []
+    per_device: dict[str, int] = {}
+    model_hives: set[str] = set()
+    for w in snapshot.workers:
+        key = device_key(w.info.hive_id, w.info.device)
+        per_device[key] = per_device.get(key, 0) + 1
+        if w.info.model == req.model:
+            model_hives.add(w.info.hive_id)
     for hive in snapshot.hives:
         for dev in hive.devices:
             report.evaluated += 1
-            reason = _rejection(hive.id, hive.up, dev, req)
+            available = snapshot.available(hive.id, dev)
+            reason = _rejection(hive, dev, req, available, hinted)
             if reason:
                 report.reject(reason)
                 continue
-            key = (_KIND_PREFERENCE[dev.kind], -dev.memory_free)
-            if best is None or key < best[0]:
-                best = (key, Placement(hive.id, dev.id))
-    return (best[1] if best else None), report
+            fit.append(Candidate(hive, dev, available,
+                                 per_device.get(device_key(hive.id, dev.id), 0),
+                                 hive.id in model_hives))
+    return fit
 
 
-def _rejection(hive_id: str, up: bool, dev: Device, req: PlaceRequest) -> str | None:
-    if req.hive_id is not None and hive_id != req.hive_id:
+def place(snapshot: ClusterSnapshot, req: PlaceRequest) -> tuple[Placement | None, Report]:
+    report = Report(policy=req.policy)
+    scorer = SCORERS.get(req.policy, _best_device)
+    hinted = req.hive_id is not None or req.device not in (None, "auto")
+    if hinted and req.mode == "prefer":
+        preferred = candidates(snapshot, req, report, hinted=True)
+        if preferred:
+            return _pick(preferred, scorer, req, report), report
+        report.notes.append(f"preferred {req.hive_id or ''} {req.device or ''} has no room "
+                            f"({report.explain()}); placing anywhere")
+        report.evaluated, report.rejected = 0, type(report.rejected)()
+    fit = candidates(snapshot, req, report, hinted=hinted and req.mode == "pin")
+    if not fit:
+        return None, report
+    return _pick(fit, scorer, req, report), report
+
+
+def _pick(fit: list[Candidate], scorer: Scorer, req: PlaceRequest, report: Report) -> Placement:
+    scored = [(scorer(c, req.need), c) for c in fit]
+    for score, c in scored:
+        report.score(c.key, score)
+    # ties broken by key so decisions are reproducible
+    _, best = max(scored, key=lambda sc: (sc[0], _reverse(sc[1].key)))
+    return Placement(best.hive.id, best.device.id)
+
+
+def _reverse(key: str) -> tuple[int, ...]:
+    return tuple(-ord(ch) for ch in key)
+
+
+def _rejection(hive: HiveView, dev: Device, req: PlaceRequest, available: int,
+               hinted: bool) -> str | None:
+    if hinted and req.hive_id is not None and hive.id != req.hive_id:
         return "on another hive"
-    if not up:
+    if not hive.up:
         return "hive down"
-    if req.device not in (None, "auto") and dev.id != req.device:
+    if hinted and req.device not in (None, "auto") and dev.id != req.device:
         return "other device requested"
+    if req.need > available:
+        return "insufficient memory"
     return None

@@ -1,4 +1,4 @@
-"""Routing: pick a running worker for a request (filters, then least-loaded)."""
+"""Routing: pick a running worker for a request (filters, then the policy's choice)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from rbee.core.states import WorkerState
 from rbee.scheduler.report import Report
 from rbee.scheduler.snapshot import ClusterSnapshot, WorkerView
 
+ROUTE_POLICIES = ("least-loaded", "round-robin")
+
 
 @dataclass(frozen=True)
 class RouteRequest:
@@ -15,33 +17,43 @@ class RouteRequest:
     hive_id: str | None = None
     device: str | None = None
     worker_id: str | None = None
+    policy: str = "least-loaded"
+    turn: int = 0  # round-robin: the caller's counter
 
 
-def _rejection(w: WorkerView, req: RouteRequest, snapshot: ClusterSnapshot) -> str | None:
-    info = w.info
-    hive = snapshot.hive(info.hive_id)
-    checks = (
-        (req.worker_id is not None and info.id != req.worker_id, "other worker requested"),
-        (info.model != req.model, "serves another model"),
-        (req.hive_id is not None and info.hive_id != req.hive_id, "on another hive"),
-        (req.device is not None and info.device != req.device, "on another device"),
-        (hive is None or not hive.up, "hive down"),
-        (info.state is not WorkerState.READY, f"worker {info.state.value}"),
-    )
-    return next((reason for failed, reason in checks if failed), None)
-
-
-def route(snapshot: ClusterSnapshot, req: RouteRequest) -> tuple[WorkerView | None, Report]:
-    report = Report()
+def candidates(snapshot: ClusterSnapshot, req: RouteRequest, report: Report
+               ) -> list[WorkerView]:
+    up = {h.id for h in snapshot.hives if h.up}
     fit: list[WorkerView] = []
     for w in snapshot.workers:
         report.evaluated += 1
-        reason = _rejection(w, req, snapshot)
-        if reason:
-            report.reject(reason)
+        info = w.info
+        if req.worker_id is not None and info.id != req.worker_id:
+            report.reject("other worker requested")
+        elif info.model != req.model:
+            report.reject("serves another model")
+        elif req.hive_id is not None and info.hive_id != req.hive_id:
+            report.reject("on another hive")
+        elif req.device is not None and info.device != req.device:
+            report.reject("on another device")
+        elif info.hive_id not in up:
+            report.reject("hive down")
+        elif info.state is not WorkerState.READY:
+            report.reject(f"worker {info.state.value}")
         else:
             fit.append(w)
+    return fit
+
+
+def route(snapshot: ClusterSnapshot, req: RouteRequest) -> tuple[WorkerView | None, Report]:
+    report = Report(policy=req.policy)
+    fit = candidates(snapshot, req, report)
     if not fit:
         return None, report
+    if req.policy == "round-robin":
+        ordered = sorted(fit, key=lambda w: w.info.id)
+        return ordered[req.turn % len(ordered)], report
     # least-loaded; ties broken by id so decisions are reproducible
+    for w in fit:
+        report.score(w.info.id, -(w.inflight + w.info.load))
     return min(fit, key=lambda w: (w.inflight, w.info.load, w.info.id)), report

@@ -35,6 +35,14 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
+    """
+    CREATE TABLE scripts (
+        name TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        active INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL NOT NULL
+    );
+    """,
 )
 
 

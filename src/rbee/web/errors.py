@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,9 @@ def envelope(status: int, message: str, type_: str, code: str | None, param: str
 
 
 def error_response(exc: RbeeError) -> JSONResponse:
-    headers = {"Retry-After": "1"} if exc.http_status in (429, 503) else None
+    headers = None
+    if exc.http_status in (429, 503):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after or 1)))}
     return envelope(exc.http_status, exc.message, exc.openai_type, exc.code, exc.param, headers)
 
 

@@ -19,7 +19,13 @@ def spawn(
     ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", "-m", help="Model name or reference")] = "",
     hive: Annotated[str | None, typer.Option(help="Hive to place it on")] = None,
-    device: Annotated[str, typer.Option(help='"cpu", "cuda:N", "metal:0"')] = "cpu",
+    device: Annotated[str | None, typer.Option(
+        help='"cpu", "cuda:N", "metal:0" [default: the scheduler picks]')] = None,
+    placement: Annotated[str, typer.Option(
+        help="pin: only --hive/--device (else fail with the report); prefer: there if it "
+             "fits; auto: scheduler's choice")] = "pin",
+    keep_warm: Annotated[bool, typer.Option(
+        "--keep-warm", help="Never unload it for idleness or to make room")] = False,
     threads: Annotated[int | None, typer.Option(min=1, help="Engine threads")] = None,
 ) -> None:
     """Start a worker for a model and wait until it is ready."""
@@ -30,7 +36,7 @@ def spawn(
         c.ensure_queen(client)
         _, err = consoles()
         job_id = client.submit("worker_spawn", model=model, hive_id=hive, device=device,
-                               threads=threads)
+                               threads=threads, placement=placement, keep_warm=keep_warm)
         result: dict[str, object] = {}
         with err.status("spawning worker…") as status:
             for ev in client.run_events(job_id):

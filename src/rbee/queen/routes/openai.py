@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from fastapi import APIRouter, Depends, Request, Response
 
 from rbee.api.cluster import WorkerInfo
 from rbee.api.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
-from rbee.core.errors import ModelNotFound
+from rbee.core.errors import InvalidRequest, ModelNotFound
 from rbee.models.catalog import parse_ref
+from rbee.queen.admission import PRIORITIES
 from rbee.queen.deps import ServicesDep, require_api_token
 from rbee.queen.dispatch import Hints, Silent
 from rbee.queen.failover import with_failover
 from rbee.queen.operations import model_entries
+from rbee.queen.policy import JobFacts
 from rbee.queen.services import QueenServices
+from rbee.scheduler.placement import PlaceMode
 from rbee.web.auth import check_bearer
 from rbee.web.body import parse_model
 from rbee.web.streaming import unless_disconnected
@@ -43,16 +48,33 @@ async def _complete(request: Request,
     body = parse_model(raw, schema)
     ref = parse_ref(body.model)
     extra = body.model_extra or {}
+    priority = _str(extra.get("priority")) or "interactive"
+    mode = _str(extra.get("placement")) or "pin"
+    if priority not in PRIORITIES:
+        raise InvalidRequest(f"priority must be one of {sorted(PRIORITIES)}", param="priority")
+    if mode not in ("pin", "prefer", "auto"):
+        raise InvalidRequest("placement must be pin, prefer or auto", param="placement")
     hints = Hints(hive_id=_str(extra.get("hive_id")), device=_str(extra.get("device")),
-                  worker_id=_str(extra.get("worker_id")))
+                  worker_id=_str(extra.get("worker_id")), mode=cast(PlaceMode, mode),
+                  job=JobFacts(tenant=_str(extra.get("user")), priority=priority))
+    ticket = await svc.admission.enter(ref.name, priority)
 
     async def attempt(worker: WorkerInfo) -> Response:
-        if body.stream:  # the stream itself watches for a hang-up
-            return await svc.relay.forward(worker, path, raw, stream=True)
+        if body.stream:  # the stream itself watches for a hang-up, and frees the slot
+            return await svc.relay.forward(worker, path, raw, stream=True,
+                                           on_close=ticket.release)
         return await unless_disconnected(request,
                                          svc.relay.forward(worker, path, raw, stream=False))
 
-    return await with_failover(svc.dispatcher, svc.registry, ref, hints, Silent(), attempt)
+    try:
+        response = await with_failover(svc.dispatcher, svc.registry, ref, hints, Silent(),
+                                       attempt)
+    except BaseException:
+        ticket.release()
+        raise
+    if not body.stream:
+        ticket.release()
+    return response
 
 
 def _str(value: object) -> str | None:

@@ -1,0 +1,162 @@
+"""Admission: a bounded queue per model, interactive before batch, 429 when full.
+
+Each ready worker takes `slots_per_worker` requests at a time (a llama.cpp worker generates
+one answer at a time). Requests beyond that wait here, in priority order (interactive, then
+batch; first come first served within a priority), and see their position on the job stream.
+When a model's queue is full the request is refused at once with 429 and a Retry-After
+estimated from recent service times — never left to time out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from rbee.core.clock import Clock
+from rbee.core.errors import QueueFull
+
+PRIORITIES = {"interactive": 0, "batch": 1}
+Position = Callable[[int, int], None]  # (position, queue length) for the narration
+
+
+@dataclass(order=True)
+class _Waiter:
+    rank: int
+    seq: int
+    future: asyncio.Future[None] = field(compare=False)
+    on_position: Position | None = field(compare=False, default=None)
+    told: int = field(compare=False, default=0)  # the last position announced
+
+
+@dataclass
+class Ticket:
+    """One admitted request's slot; `release` is idempotent (streams end in many ways)."""
+
+    admission: Admission
+    model: str
+    started: float
+    released: bool = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.admission._leave(self)
+
+
+@dataclass
+class _Lane:
+    active: int = 0
+    waiting: list[_Waiter] = field(default_factory=list)
+    durations: deque[float] = field(default_factory=lambda: deque(maxlen=32))
+
+
+class Admission:
+    def __init__(self, clock: Clock, *, max_queue: int, slots_per_worker: int = 1,
+                 capacity: Callable[[str], int]) -> None:
+        self._clock = clock
+        self._max_queue = max_queue
+        self._slots = slots_per_worker
+        self._capacity = capacity  # ready workers serving a model
+        self._lanes: dict[str, _Lane] = {}
+        self._seq = itertools.count()
+
+    def _limit(self, model: str) -> int:
+        # A model with no ready worker yet still admits one request: it is the one that
+        # places a worker (load on demand); the others queue behind it.
+        return max(1, self._capacity(model)) * self._slots
+
+    def queued(self, model: str) -> int:
+        lane = self._lanes.get(model)
+        return len(lane.waiting) if lane else 0
+
+    def active(self, model: str) -> int:
+        lane = self._lanes.get(model)
+        return lane.active if lane else 0
+
+    async def enter(self, model: str, priority: str = "interactive",
+                    on_position: Position | None = None) -> Ticket:
+        """Wait for a slot (or raise QueueFull); release the ticket when the request ends."""
+        lane = self._lanes.setdefault(model, _Lane())
+        if lane.active >= self._limit(model) or lane.waiting:
+            await self._wait(model, lane, priority, on_position)
+        else:
+            lane.active += 1
+        return Ticket(self, model, self._clock.monotonic())
+
+    def _leave(self, ticket: Ticket) -> None:
+        lane = self._lanes[ticket.model]
+        lane.durations.append(self._clock.monotonic() - ticket.started)
+        lane.active -= 1
+        self.wake(ticket.model)
+
+    @asynccontextmanager
+    async def slot(self, model: str, priority: str = "interactive",
+                   on_position: Position | None = None) -> AsyncIterator[None]:
+        ticket = await self.enter(model, priority, on_position)
+        try:
+            yield
+        finally:
+            ticket.release()
+
+    async def _wait(self, model: str, lane: _Lane, priority: str,
+                    on_position: Position | None) -> None:
+        if len(lane.waiting) >= self._max_queue:
+            raise QueueFull(f"{model}: {len(lane.waiting)} requests already queued "
+                            f"(limit {self._max_queue}); retry later",
+                            retry_after=self.retry_after(model))
+        waiter = _Waiter(PRIORITIES.get(priority, 0), next(self._seq),
+                         asyncio.get_running_loop().create_future(), on_position)
+        heapq.heappush(lane.waiting, waiter)
+        self._announce(lane)
+        try:
+            await waiter.future
+        except BaseException:
+            if waiter.future.done() and not waiter.future.cancelled():
+                lane.active -= 1  # admitted just as we were cancelled: give the slot back
+                self.wake(model)
+            elif waiter in lane.waiting:
+                lane.waiting.remove(waiter)
+                heapq.heapify(lane.waiting)
+                self._announce(lane)
+            raise
+
+    def wake(self, model: str) -> None:
+        """Admit waiters while there is room (also called when a worker becomes ready)."""
+        lane = self._lanes.get(model)
+        if lane is None:
+            return
+        admitted = False
+        while lane.waiting and lane.active < self._limit(model):
+            waiter = heapq.heappop(lane.waiting)
+            if waiter.future.done():
+                continue
+            lane.active += 1
+            waiter.future.set_result(None)
+            admitted = True
+        if admitted:
+            self._announce(lane)
+
+    def wake_all(self) -> None:
+        for model in list(self._lanes):
+            self.wake(model)
+
+    def retry_after(self, model: str) -> float:
+        """Seconds until the queue has likely moved: its length × the mean service time."""
+        lane = self._lanes.get(model)
+        if lane is None or not lane.durations:
+            return 1.0
+        mean = sum(lane.durations) / len(lane.durations)
+        workers = max(1, self._capacity(model)) * self._slots
+        return max(1.0, mean * len(lane.waiting) / workers)
+
+    @staticmethod
+    def _announce(lane: _Lane) -> None:
+        for position, waiter in enumerate(sorted(lane.waiting), 1):
+            if waiter.on_position is not None and waiter.told != position:
+                waiter.told = position
+                waiter.on_position(position, len(lane.waiting))

@@ -1,0 +1,170 @@
+"""The scheduling policy in force: a built-in one, optionally steered by a user's Lua script.
+
+Hard filters (model, hints, hive up, ready, memory) always run first, in Python; a script
+only chooses among the candidates that passed them, so no script can route to a dead worker
+or over-commit a device. A script that answers nil leaves the choice to the built-in policy;
+one that fails (error, instruction budget, memory cap, bad answer) is counted, noted in the
+decision's report (and so in the job's narration), and the built-in policy decides.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from rbee.core.errors import RbeeError
+from rbee.scheduler.placement import Candidate, Placement, PlaceRequest, place
+from rbee.scheduler.placement import candidates as place_candidates
+from rbee.scheduler.report import Report
+from rbee.scheduler.routing import RouteRequest, route
+from rbee.scheduler.routing import candidates as route_candidates
+from rbee.scheduler.snapshot import ClusterSnapshot, WorkerView, device_key
+
+logger = logging.getLogger(__name__)
+
+
+class Script(Protocol):
+    name: str
+    has_route: bool
+    has_place: bool
+
+    def route(self, job: dict[str, Any], workers: list[dict[str, Any]]) -> str | None: ...
+
+    def place(self, model: dict[str, Any], devices: list[dict[str, Any]]) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """What a script may know about the request besides the model."""
+
+    tenant: str | None = None
+    priority: str = "interactive"
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ScriptStats:
+    calls: int = 0
+    failures: int = 0
+    fallbacks: int = 0  # nil answers: the built-in policy decided
+    last_error: str | None = None
+
+
+class SchedulingPolicy:
+    def __init__(self, routing: str = "least-loaded", placement: str = "best-device") -> None:
+        self.routing = routing
+        self.placement = placement
+        self.script: Script | None = None
+        self.stats = ScriptStats()
+        self._turn = 0
+
+    def use(self, script: Script | None) -> None:
+        """Hot reload: the next decision uses the new script (or none)."""
+        self.script = script
+        self.stats = ScriptStats()
+
+    # -- routing -------------------------------------------------------------------------
+
+    def route(self, snapshot: ClusterSnapshot, req: RouteRequest,
+              job: JobFacts | None = None) -> tuple[WorkerView | None, Report]:
+        script = self.script
+        if script is None or not script.has_route or req.worker_id is not None:
+            return self._builtin_route(snapshot, req)
+        report = Report(policy=f"script:{script.name}")
+        fit = route_candidates(snapshot, req, report)
+        if not fit:
+            return None, report
+        chosen = self._ask(report, lambda s: s.route(
+            _job_table(req.model, req.hive_id, req.device, job),
+            [_worker_table(w, snapshot) for w in fit]))
+        if chosen is not None:
+            picked = next(w for w in fit if w.info.id == chosen)
+            report.score(picked.info.id, 1.0)
+            return picked, report
+        fallback, fb_report = self._builtin_route(snapshot, req)
+        report.scores, report.policy = fb_report.scores, f"{report.policy}→{fb_report.policy}"
+        return fallback, report
+
+    def _builtin_route(self, snapshot: ClusterSnapshot, req: RouteRequest
+                       ) -> tuple[WorkerView | None, Report]:
+        if self.routing == "round-robin":
+            self._turn += 1
+        return route(snapshot, replace(req, policy=self.routing, turn=self._turn))
+
+    # -- placement -----------------------------------------------------------------------
+
+    def place(self, snapshot: ClusterSnapshot, req: PlaceRequest,
+              job: JobFacts | None = None) -> tuple[Placement | None, Report]:
+        req = replace(req, policy=self.placement)
+        script = self.script
+        # Hints (pin or prefer) are the user's own placement: the built-in policy honours them.
+        hinted = req.mode != "auto" and (req.hive_id is not None
+                                         or req.device not in (None, "auto"))
+        if script is None or not script.has_place or hinted:
+            return place(snapshot, req)
+        report = Report(policy=f"script:{script.name}")
+        fit = place_candidates(snapshot, req, report, hinted=False)
+        if not fit:
+            return None, report
+        chosen = self._ask(report, lambda s: s.place(
+            _model_table(req, job), [_device_table(c) for c in fit]))
+        if chosen is not None:
+            picked = next(c for c in fit if c.key == chosen)
+            report.score(picked.key, 1.0)
+            return Placement(picked.hive.id, picked.device.id), report
+        fallback, fb_report = place(snapshot, req)
+        report.scores, report.policy = fb_report.scores, f"{report.policy}→{fb_report.policy}"
+        return fallback, report
+
+    # -- script calls --------------------------------------------------------------------
+
+    def _ask(self, report: Report, call: Any) -> str | None:
+        script = self.script
+        assert script is not None
+        self.stats.calls += 1
+        try:
+            answer: str | None = call(script)
+        except RbeeError as exc:
+            self.stats.failures += 1
+            self.stats.last_error = exc.message
+            report.notes.append(f"script failed ({exc.message}); built-in policy used")
+            logger.warning("scheduling script %s failed: %s", script.name, exc.message)
+            return None
+        if answer is None:
+            self.stats.fallbacks += 1
+            report.notes.append("script had no opinion; built-in policy used")
+        return answer
+
+
+def _job_table(model: str, hive_id: str | None, device: str | None,
+               job: JobFacts | None) -> dict[str, Any]:
+    facts = job or JobFacts()
+    return {"model": model, "tenant": facts.tenant, "priority": facts.priority,
+            "hive_id": hive_id, "device": device, "labels": dict(facts.labels)}
+
+
+def _worker_table(w: WorkerView, snapshot: ClusterSnapshot) -> dict[str, Any]:
+    hive = snapshot.hive(w.info.hive_id)
+    free = 0
+    if hive is not None:
+        dev = next((d for d in hive.devices if d.id == w.info.device), None)
+        free = snapshot.available(hive.id, dev) if dev else 0
+    return {"id": w.info.id, "hive_id": w.info.hive_id, "model": w.info.model,
+            "device": w.info.device, "state": w.info.state.value,
+            "load": w.inflight + w.info.load, "vram_free": free,
+            "region": hive.region if hive else None,
+            "labels": dict(hive.labels) if hive else {}}
+
+
+def _model_table(req: PlaceRequest, job: JobFacts | None) -> dict[str, Any]:
+    facts = job or JobFacts()
+    return {"name": req.model, "size_bytes": req.need, "tenant": facts.tenant,
+            "priority": facts.priority, "labels": dict(facts.labels)}
+
+
+def _device_table(c: Candidate) -> dict[str, Any]:
+    return {"key": device_key(c.hive.id, c.device.id), "hive_id": c.hive.id, "id": c.device.id,
+            "kind": c.device.kind, "name": c.device.name,
+            "memory_total": c.device.memory_total, "memory_free": c.available,
+            "region": c.hive.region, "labels": dict(c.hive.labels), "workers": c.workers}

@@ -1,0 +1,135 @@
+"""User scheduling scripts: save, check, activate (hot reload), and dry-run explanations."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rbee.core.clock import Clock
+from rbee.core.errors import NotFound, RbeeError
+from rbee.models.catalog import ModelRef
+from rbee.queen.dispatch import Dispatcher, Hints
+from rbee.queen.policy import SchedulingPolicy, Script
+from rbee.queen.registry import Registry
+from rbee.scheduler.eviction import plan_eviction
+from rbee.scheduler.routing import RouteRequest
+from rbee.storage.scripts import ScriptStore
+
+logger = logging.getLogger(__name__)
+
+
+class ScriptNotFound(NotFound):
+    code = "script_not_found"
+
+
+def compile_script(source: str, name: str) -> Script:
+    """A sandboxed Lua policy; raises ScriptInvalid (400) with the Lua error and line."""
+    from rbee.scheduler.lua import LuaPolicy  # lupa: loaded when scripts are used
+
+    return LuaPolicy(source, name)
+
+
+class Scripts:
+    def __init__(self, store: ScriptStore, policy: SchedulingPolicy, clock: Clock) -> None:
+        self._store = store
+        self._policy = policy
+        self._clock = clock
+
+    def load_active(self) -> None:
+        """At start: the script that was active before a restart is active again."""
+        row = self._store.active()
+        if row is None:
+            return
+        try:
+            self._policy.use(compile_script(row.source, row.name))
+            logger.info("scheduling script %s active", row.name)
+        except RbeeError as exc:
+            logger.error("active script %s no longer compiles (%s); built-in policy used",
+                         row.name, exc.message)
+            self._store.activate(None)
+
+    def save(self, name: str, source: str, activate: bool) -> dict[str, Any]:
+        script = compile_script(source, name)  # never store what does not compile
+        self._store.save(name, source, self._clock.time())
+        if activate:
+            self._store.activate(name)
+            self._policy.use(script)
+        elif self._policy.script is not None and self._policy.script.name == name:
+            self._policy.use(script)  # the active one was edited: reload it
+        return self.describe(name)
+
+    def activate(self, name: str | None) -> dict[str, Any]:
+        if name is None:
+            self._store.activate(None)
+            self._policy.use(None)
+            return {"active": None}
+        row = self._require(name)
+        script = compile_script(row.source, row.name)
+        self._store.activate(name)
+        self._policy.use(script)
+        return self.describe(name)
+
+    def delete(self, name: str) -> dict[str, Any]:
+        self._require(name)
+        if self._policy.script is not None and self._policy.script.name == name:
+            self._policy.use(None)
+        self._store.delete(name)
+        return {"name": name, "deleted": True}
+
+    def describe(self, name: str) -> dict[str, Any]:
+        row = self._require(name)
+        active = self._policy.script is not None and self._policy.script.name == name
+        out: dict[str, Any] = {"name": row.name, "active": active, "source": row.source,
+                               "updated_at": row.updated_at}
+        if active:
+            s = self._policy.stats
+            out["stats"] = {"calls": s.calls, "failures": s.failures,
+                            "fallbacks": s.fallbacks, "last_error": s.last_error}
+        return out
+
+    def list(self) -> list[dict[str, Any]]:
+        return [{"name": r.name, "active": r.active, "updated_at": r.updated_at,
+                 "lines": r.source.count("\n") + 1} for r in self._store.all()]
+
+    def _require(self, name: str) -> Any:
+        row = self._store.get(name)
+        if row is None:
+            raise ScriptNotFound(f"no script {name!r}", param="name")
+        return row
+
+
+def explain(dispatcher: Dispatcher, registry: Registry, ref: ModelRef, hints: Hints,
+            script: Script | None = None) -> dict[str, Any]:
+    """Where a request for `ref` would go on the live cluster, and why. Changes nothing.
+
+    With `script`, that script decides instead of the active one (a dry run before apply).
+    """
+    policy = dispatcher.policy
+    if script is not None:
+        policy = SchedulingPolicy(policy.routing, policy.placement)
+        policy.use(script)
+    snapshot = registry.snapshot()
+    route_req = RouteRequest(model=ref.name, hive_id=hints.hive_id, device=hints.device,
+                             worker_id=hints.worker_id)
+    worker, route_report = policy.route(snapshot, route_req, hints.job)
+    place_req = dispatcher.place_request(ref, hints)
+    placement, place_report = policy.place(snapshot, place_req, hints.job)
+    eviction = None
+    if placement is None and place_report.rejected.get("insufficient memory"):
+        plan = plan_eviction(snapshot, place_req)
+        if plan is not None:
+            eviction = {"placement": plan.placement.key, "stop": list(plan.workers),
+                        "frees_bytes": plan.frees}
+    return {
+        "model": ref.name, "need_bytes": place_req.need,
+        "route": {"worker": worker.info.id if worker else None,
+                  "hive_id": worker.info.hive_id if worker else None,
+                  "report": route_report.to_dict()},
+        "place": {"hive_id": placement.hive_id if placement else None,
+                  "device": placement.device if placement else None,
+                  "mode": place_req.mode, "report": place_report.to_dict(),
+                  "eviction": eviction},
+        "decision": ("route" if worker else "place" if placement
+                     else "evict-then-place" if eviction else "no-capacity"),
+        "script": deciding.name if (deciding := script or dispatcher.policy.script) else None,
+    }

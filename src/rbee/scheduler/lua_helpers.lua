@@ -1,0 +1,511 @@
+-- The trusted half of rbee's Lua scheduling sandbox (see rbee/scheduler/lua.py).
+--
+-- lua.py runs this chunk once per LuaRuntime, before any user code, as
+--   entry = chunk(config, probe)
+-- It keeps the real debug, coroutine, load and metatable functions in locals that no script
+-- can reach, neuters lupa's wrapper for Python objects, builds the whitelisted environment
+-- scripts run in, empties the real globals, and returns the two entry points lua.py calls:
+--   entry.compile(source, name)        -> status, text, has_route, has_place, log lines...
+--   entry.decide(which, labels, n, ...) -> status, text, log lines...
+-- status is "ok", "error", "budget", "time" or "memory"; lua.py turns the others into errors.
+--
+-- Rules for this file: no global reads after set-up (the real globals are emptied at the end,
+-- so a slip fails loudly in the tests), and no method calls on strings (the string metatable's
+-- __index is the script-visible string table, which a script may have changed).
+
+local config, probe = ...
+
+local debug_sethook, debug_getmetatable = debug.sethook, debug.getmetatable
+local co_create, co_resume, co_status = coroutine.create, coroutine.resume, coroutine.status
+local load, pairs, ipairs, next, select = load, pairs, ipairs, next, select
+local type, tostring, tonumber, error = type, tostring, tonumber, error
+local setmetatable, rawget, assert, pcall = setmetatable, rawget, assert, pcall
+local clock, collectgarbage = os.clock, collectgarbage
+local s_find, s_gsub, s_sub, s_len = string.find, string.gsub, string.sub, string.len
+local s_format, s_byte, s_match, s_gmatch = string.format, string.byte, string.match, string.gmatch
+local t_insert, t_remove, t_sort = table.insert, table.remove, table.sort
+local t_concat, t_unpack = table.concat, table.unpack
+local u_len, u_codepoint = utf8.len, utf8.codepoint
+local m_floor, m_log = math.floor, math.log
+
+local BUDGET = config.instructions
+local STEP = config.step                -- instructions between two hook calls
+local SECONDS = config.cpu_seconds      -- CPU-time backstop, checked at every hook call
+local LOG_LINES, LOG_CHARS = config.log_lines, config.log_chars
+local MAX_RESULTS = config.max_results  -- values one table.unpack/string.byte may return
+local MAX_PATTERN = config.max_pattern  -- bytes in a Lua pattern
+local MEMERR = "not enough memory"      -- the error object Lua raises when an allocation fails
+
+-- Per-call state. A LuaRuntime belongs to one LuaPolicy and runs one call at a time.
+local used, extra, started, dead, current = 0, 0, 0, nil, nil
+local logs, nlogs = {}, 0
+local inputs, vram = nil, nil           -- this call's workers/devices; gpu_vram_free's index
+
+---------------------------------------------------------------------------------------------
+-- Budget. The count hook fires every STEP instructions of the call's coroutine. Once the
+-- budget is spent the hook is re-armed to fire before *every* instruction and raise, so a
+-- script that catches the error with pcall cannot run another instruction in this call.
+---------------------------------------------------------------------------------------------
+
+local function on_dead() error(dead, 0) end
+
+local function kill(reason)
+  dead = reason
+  if current ~= nil then debug_sethook(current, on_dead, "", 1) end
+  error(reason, 0)
+end
+
+local function on_count()
+  used = used + STEP
+  if used + extra >= BUDGET then kill("budget") end
+  if clock() - started > SECONDS then kill("time") end
+end
+
+-- C functions run without hooks: the wrappers below charge their cost up front.
+local function charge(n)
+  extra = extra + n
+  if used + extra >= BUDGET then kill("budget") end
+end
+
+local function clean(s, max)
+  if s_len(s) > max then s = s_sub(s, 1, max) end
+  s = s_gsub(s, "%c", " ")
+  if not u_len(s) then s = s_gsub(s, "[\128-\255]", "?") end
+  return s
+end
+
+local function describe(e)
+  local t = type(e)
+  if t == "string" then return clean(e, 300) end
+  if t == "number" or t == "boolean" or t == "nil" then return "error(" .. tostring(e) .. ")" end
+  return "error object of type " .. t   -- never tostring() a table: no metamethod runs here
+end
+
+-- Runs fn(...) in a fresh, hooked coroutine: status, first result or error text.
+local function run(fn, ...)
+  used, extra, dead, started = 0, 0, nil, clock()
+  local co = co_create(fn)
+  debug_sethook(co, on_count, "", STEP)
+  current = co
+  local ok, result = co_resume(co, ...)
+  current = nil
+  if dead ~= nil then return dead end
+  if not ok then
+    if result == MEMERR then collectgarbage("collect"); return "memory" end
+    return "error", describe(result)
+  end
+  if co_status(co) ~= "dead" then return "error", "script yielded" end
+  return "ok", result
+end
+
+---------------------------------------------------------------------------------------------
+-- Lists: the workers/devices a hook receives, with chainable helpers.
+---------------------------------------------------------------------------------------------
+
+local methods = {}   -- reachable only through List.__index, which scripts cannot read
+local List = {__index = methods, __name = "rbee.list", __metatable = "rbee.list"}
+
+local function new_list(t) return setmetatable(t, List) end
+local function is_list(x) return debug_getmetatable(x) == List end
+
+local function ident(x) return x.key or x.id or "" end
+local function load_of(x) return x.load or x.workers or 0 end
+local function free_of(x) return x.memory_free or x.vram_free or 0 end
+
+local function keep_if(self, pred, a, b)
+  local out, n = {}, 0
+  for i = 1, #self do
+    local x = self[i]
+    if pred(x, a, b) then n = n + 1; out[n] = x end
+  end
+  return new_list(out)
+end
+
+local function by_fn(x, fn) return fn(x) end
+local function by_model(x, m) return x.model == m end
+local function by_hive(x, h) return x.hive_id == h end
+local function by_region(x, r) return x.region == r end
+local function by_kind(x, k) return x.kind == k end
+local function by_idle(x) return load_of(x) == 0 end
+local function by_ready(x) return x.state == "ready" end
+local function by_fit(x, bytes) return free_of(x) >= bytes end
+local function by_label(x, k, v)
+  local labels = x.labels
+  if type(labels) ~= "table" then return false end
+  if v == nil then return labels[k] ~= nil end
+  return labels[k] == v
+end
+
+function methods.filter(self, fn) return keep_if(self, by_fn, fn) end
+function methods.with_model(self, m) return keep_if(self, by_model, m) end
+function methods.on_hive(self, h) return keep_if(self, by_hive, h) end
+function methods.in_region(self, r) return keep_if(self, by_region, r) end
+function methods.kind(self, k) return keep_if(self, by_kind, k) end
+function methods.idle(self) return keep_if(self, by_idle) end
+function methods.ready(self) return keep_if(self, by_ready) end
+function methods.fits(self, bytes) return keep_if(self, by_fit, bytes) end
+function methods.with_label(self, k, v) return keep_if(self, by_label, k, v) end
+
+local function sort_cost(n) return n < 2 and 1 or m_floor(n * m_log(n, 2) / 4) + 1 end
+
+-- Ascending by fn(x), stable: fn runs once per element.
+function methods.sort_by(self, fn)
+  local n, keys, order = #self, {}, {}
+  for i = 1, n do keys[i] = fn(self[i]); order[i] = i end
+  charge(sort_cost(n))
+  t_sort(order, function(a, b)
+    local ka, kb = keys[a], keys[b]
+    if ka == kb then return a < b end
+    return ka < kb
+  end)
+  local out = {}
+  for i = 1, n do out[i] = self[order[i]] end
+  return new_list(out)
+end
+
+-- The element with the smallest score(x), ties broken by id (key for devices).
+local function smallest(self, score)
+  local best, best_s, best_id = nil, nil, nil
+  for i = 1, #self do
+    local x = self[i]
+    local s, id = score(x), ident(x)
+    if best == nil or s < best_s or (s == best_s and id < best_id) then
+      best, best_s, best_id = x, s, id
+    end
+  end
+  return best
+end
+
+local function minus_free(x) return -free_of(x) end
+
+function methods.least_loaded(self) return smallest(self, load_of) end
+function methods.most_vram_free(self) return smallest(self, minus_free) end
+function methods.first(self) return self[1] end
+function methods.count(self) return #self end
+function methods.empty(self) return #self == 0 end
+function methods.ids(self)
+  local out = {}
+  for i = 1, #self do out[i] = ident(self[i]) end
+  return out
+end
+
+---------------------------------------------------------------------------------------------
+-- Globals for scripts: gpu_vram_free, log/print, and wrappers for C functions whose cost
+-- is not bounded by the instruction count.
+---------------------------------------------------------------------------------------------
+
+local function index_vram(list)
+  local index = {}
+  for i = 1, #list do
+    local x = list[i]
+    local free, key, bare = free_of(x), x.key, x.id
+    if key == nil then            -- a worker: hive_id/device
+      bare = x.device
+      if type(x.hive_id) == "string" and type(bare) == "string" then
+        key = x.hive_id .. "/" .. bare
+      end
+    end
+    if key ~= nil and index[key] == nil then index[key] = free end
+    if bare ~= nil and index[bare] == nil then index[bare] = free end
+  end
+  return index
+end
+
+local function gpu_vram_free(k)
+  if type(k) == "table" then return free_of(k) end
+  if vram == nil then vram = index_vram(inputs or {}) end
+  return vram[k] or 0
+end
+
+local function show(v)
+  local t = type(v)
+  if t == "string" then return s_sub(v, 1, LOG_CHARS) end
+  if t == "number" or t == "boolean" or t == "nil" then return tostring(v) end
+  if t == "table" and is_list(v) then return "<list of " .. #v .. ">" end
+  return "<" .. t .. ">"
+end
+
+local function log(...)
+  if nlogs >= LOG_LINES then return end
+  local n, parts = select("#", ...), {}
+  if n > 16 then n = 16 end
+  for i = 1, n do parts[i] = show((select(i, ...))) end
+  nlogs = nlogs + 1
+  logs[nlogs] = clean(t_concat(parts, " "), LOG_CHARS)
+end
+
+local function check_string(v, fname, level)
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "number" then return tostring(v) end
+  error(s_format("bad argument to '%s' (string expected, got %s)", fname, t), level)
+end
+
+-- Upper bound of the steps Lua's backtracking matcher may take, in "instructions".
+-- A pattern with q choice points (* + - ? %b %1..%9) tries at most C(n+q, q) splits of an
+-- n-byte subject per start position: cheap for the short ids and labels scripts look at,
+-- and refused up front for the pathological ones, which no hook could interrupt.
+local function pattern_cost(s, p, anchored, fname)
+  s, p = check_string(s, fname, 4), check_string(p, fname, 4)  -- 4: the script's level
+  local n, plen = s_len(s), s_len(p)
+  if plen > MAX_PATTERN then
+    error(s_format("'%s': pattern longer than %d bytes", fname, MAX_PATTERN), 4)
+  end
+  if not s_find(p, "[%^%$%*%+%?%.%(%)%[%]%%%-]") then return (n * plen) // 64 + 1 end
+  local q = select(2, s_gsub(p, "[%*%+%-%?]", "")) + select(2, s_gsub(p, "%%[b1-9]", ""))
+  local splits = 1
+  for k = 1, q do
+    splits = splits * (n + k) / k
+    if splits > BUDGET * 64 then break end
+  end
+  local starts = (anchored and s_byte(p, 1) == 94) and 1 or n + 1   -- 94 is "^"
+  local cost = starts * splits * (plen + 1) / 32
+  if cost >= BUDGET then
+    error(s_format("'%s': pattern too expensive for a %d-byte subject", fname, n), 3)
+  end
+  return m_floor(cost) + 1
+end
+
+local function safe_find(s, p, init, plain)
+  if plain then
+    local a, b = check_string(s, "find", 3), check_string(p, "find", 3)
+    charge((s_len(a) * s_len(b)) // 64 + 1)
+  else
+    charge(pattern_cost(s, p, true, "find"))
+  end
+  return s_find(s, p, init, plain)
+end
+
+local function safe_match(s, p, init)
+  charge(pattern_cost(s, p, true, "match"))
+  return s_match(s, p, init)
+end
+
+local function safe_gmatch(s, p)
+  charge(pattern_cost(s, p, false, "gmatch"))
+  return s_gmatch(s, p)
+end
+
+local function safe_gsub(s, p, repl, n)
+  charge(pattern_cost(s, p, true, "gsub"))
+  local out, count = s_gsub(s, p, repl, n)
+  charge(s_len(out) // 64)
+  return out, count
+end
+
+-- How many values string.byte/utf8.codepoint(s, i, j) return (negative: from the end).
+local function span(i, j, len)
+  i = tonumber(i) or 1
+  j = tonumber(j) or i
+  if i < 0 then i = len + i + 1 end
+  if j < 0 then j = len + j + 1 end
+  return j - i + 1
+end
+
+local function too_many(fname, count)
+  if count > MAX_RESULTS then
+    error(s_format("'%s' would return %d values (max %d)", fname, count, MAX_RESULTS), 3)
+  end
+  if count > 0 then charge(count // 8) end
+end
+
+local function safe_byte(s, i, j)
+  local str = check_string(s, "byte", 3)
+  too_many("byte", span(i, j, s_len(str)))
+  return s_byte(s, i, j)
+end
+
+local function safe_codepoint(s, i, j)
+  local str = check_string(s, "codepoint", 3)
+  too_many("codepoint", span(i, j, s_len(str)))
+  return u_codepoint(s, i, j)
+end
+
+local function safe_unpack(t, i, j)
+  if type(t) ~= "table" then error("bad argument to 'unpack' (table expected)", 2) end
+  too_many("unpack", (tonumber(j) or #t) - (tonumber(i) or 1) + 1)
+  return t_unpack(t, i, j)
+end
+
+local function moved(t, pos)
+  if type(t) ~= "table" then error("bad argument to table function (table expected)", 3) end
+  local n = #t
+  charge(n - (tonumber(pos) or n) + 1)
+end
+
+local function safe_insert(t, ...)
+  if select("#", ...) >= 2 then moved(t, (...)) end
+  return t_insert(t, ...)
+end
+
+local function safe_remove(t, ...)
+  if select("#", ...) >= 1 then moved(t, (...)) end
+  return t_remove(t, ...)
+end
+
+local function safe_sort(t, cmp)
+  if type(t) ~= "table" then error("bad argument to 'sort' (table expected)", 2) end
+  charge(sort_cost(#t))
+  return t_sort(t, cmp)
+end
+
+local function safe_concat(t, sep, i, j)
+  local out = t_concat(t, sep, i, j)
+  charge(s_len(out) // 64)
+  return out
+end
+
+-- The whitelist. Everything else (io, os, require, load, dofile, debug, coroutine,
+-- collectgarbage, setmetatable, getmetatable, raw*, string.rep, string.dump, python) is absent.
+local function pick(src, names)
+  local out = {}
+  for _, k in ipairs(names) do out[k] = src[k] end
+  return out
+end
+
+local function clone(src)
+  local out = {}
+  for k, v in pairs(src) do out[k] = v end
+  return out
+end
+
+local BASE = pick(_G, {"assert", "error", "ipairs", "next", "pairs", "pcall", "select",
+                       "tonumber", "tostring", "type", "_VERSION"})
+BASE.log, BASE.print, BASE.gpu_vram_free = log, log, gpu_vram_free
+
+local safe_string = pick(string, {"char", "format", "len", "lower", "sub", "upper"})
+safe_string.byte, safe_string.find, safe_string.match = safe_byte, safe_find, safe_match
+safe_string.gmatch, safe_string.gsub = safe_gmatch, safe_gsub
+
+local safe_table = {insert = safe_insert, remove = safe_remove, sort = safe_sort,
+                    concat = safe_concat, unpack = safe_unpack}
+
+local safe_math = clone(math)
+safe_math.randomseed = nil
+
+local safe_utf8 = pick(utf8, {"char", "charpattern", "codes", "len", "offset"})
+safe_utf8.codepoint = safe_codepoint
+
+-- A script's globals. The library tables are copies: a script that rewrites string.find or
+-- math.max changes its own env only (string methods, s:find(), keep the originals).
+local function new_env()
+  local env = clone(BASE)
+  env.string, env.table = clone(safe_string), clone(safe_table)
+  env.math, env.utf8 = clone(safe_math), clone(safe_utf8)
+  env._G = env
+  return env
+end
+
+---------------------------------------------------------------------------------------------
+-- Inputs: Python passes each record as flat scalars (fast to convert) plus one shared table
+-- of label tables keyed by the Python id() of each labels dict.
+---------------------------------------------------------------------------------------------
+
+-- Generates `function(a, L, base, n)` that builds n records from a[base+1...]: first n label
+-- ids (keys of L), then n * #fields scalars, record after record.
+local function make_builder(fields)
+  local parts = {}
+  for k, name in ipairs(fields) do parts[k] = s_format("%s = a[i + %d]", name, k) end
+  local src = s_format([==[
+    return function(a, L, base, n)
+      local out, sb = {}, base + n
+      for j = 1, n do
+        local i = sb + (j - 1) * %d
+        out[j] = {%s, labels = L[a[base + j]] or {}}
+      end
+      return out
+    end]==], #fields, t_concat(parts, ", "))
+  return assert(load(src, "=builder", "t", {}))()
+end
+
+local HEAD_FIELDS = {route = config.job_fields, place = config.model_fields}
+local ITEM_FIELDS = {route = config.worker_fields, place = config.device_fields}
+local ITEM_KEY = {route = "id", place = "key"}
+local KEY_AT = {}   -- position of the key among the item fields
+for hook, fields in pairs(ITEM_FIELDS) do
+  for k, name in ipairs(fields) do if name == ITEM_KEY[hook] then KEY_AT[hook] = k end end
+end
+local HOOKS = {}   -- route/place functions of the compiled script, captured once
+local build_head, build_items = {}, {}
+for hook, fields in pairs(HEAD_FIELDS) do
+  build_head[hook] = make_builder(fields)
+  build_items[hook] = make_builder(ITEM_FIELDS[hook])
+end
+
+local NOUN = {route = "worker id", place = "device key"}
+
+-- Whether v is one of the n keys in a (the call's arguments, which no script can reach).
+local function is_candidate(a, first, stride, n, v)
+  for j = 0, n - 1 do
+    if a[first + j * stride] == v then return true end
+  end
+  return false
+end
+
+local function chosen(hook, result, a, first, n)
+  local t = type(result)
+  if t == "nil" then return "ok", nil end
+  if t == "table" then
+    if is_list(result) then
+      return "error", hook .. " returned a list; pick one element (e.g. :least_loaded())"
+    end
+    result = rawget(result, ITEM_KEY[hook])
+    if type(result) ~= "string" then
+      return "error", s_format("%s returned a table without a string '%s'", hook, ITEM_KEY[hook])
+    end
+  elseif t ~= "string" then
+    return "error", hook .. " returned a " .. t
+  end
+  if not is_candidate(a, first, #ITEM_FIELDS[hook], n, result) then
+    return "error", s_format("%s returned unknown %s \"%s\"", hook, NOUN[hook], clean(result, 64))
+  end
+  return "ok", result
+end
+
+-- Python passes: head label id, head scalars, n item label ids, n * #fields item scalars.
+local function decide(hook, L, n, ...)
+  if HOOKS[hook] == nil then return "ok", nil end
+  local a, base = {...}, 1 + #HEAD_FIELDS[hook]
+  local head = build_head[hook](a, L, 0, 1)[1]
+  local items = new_list(build_items[hook](a, L, base, n))
+  nlogs, inputs, vram = 0, items, nil
+  local status, result = run(HOOKS[hook], head, items)
+  inputs = nil
+  if status == "ok" then status, result = chosen(hook, result, a, base + n + KEY_AT[hook], n) end
+  return status, result, t_unpack(logs, 1, nlogs)
+end
+
+local function compile(source, name)
+  nlogs = 0
+  local env = new_env()
+  local fn, err = load(source, "=" .. name, "t", env)
+  if fn == nil then return "error", clean(err, 300) end
+  local status, result = run(fn)
+  if status ~= "ok" then return status, result, false, false, t_unpack(logs, 1, nlogs) end
+  for hook in pairs(HEAD_FIELDS) do
+    local f = rawget(env, hook)
+    if f ~= nil and type(f) ~= "function" then
+      return "error", s_format("'%s' is a %s, not a function", hook, type(f))
+    end
+    HOOKS[hook] = f
+  end
+  return "ok", nil, HOOKS.route ~= nil, HOOKS.place ~= nil, t_unpack(logs, 1, nlogs)
+end
+
+---------------------------------------------------------------------------------------------
+-- Lock-down: strings index the safe string table, Python objects refuse every operation,
+-- and the real globals (where lupa put `python`) are emptied.
+---------------------------------------------------------------------------------------------
+
+debug_getmetatable("").__index = safe_string
+
+local py = debug_getmetatable(probe)
+local function no_python() error("Python objects are not available to scripts", 2) end
+py.__index, py.__newindex, py.__call = no_python, no_python, no_python
+py.__tostring = function() return "<python object>" end
+py.__metatable = false
+
+local G = _G
+for k in next, G do G[k] = nil end
+
+return {compile = compile, decide = decide}
