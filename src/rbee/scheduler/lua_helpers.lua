@@ -249,7 +249,7 @@ local function pattern_cost(s, p, anchored, fname)
   s, p = check_string(s, fname, 4), check_string(p, fname, 4)  -- 4: the script's level
   local n, plen = s_len(s), s_len(p)
   if plen > MAX_PATTERN then
-    error(s_format("'%s': pattern longer than %d bytes", fname, MAX_PATTERN), 4)
+    error(s_format("'%s': pattern longer than %d bytes", fname, MAX_PATTERN), 3)
   end
   if not s_find(p, "[%^%$%*%+%?%.%(%)%[%]%%%-]") then return (n * plen) // 64 + 1 end
   local q = select(2, s_gsub(p, "[%*%+%-%?]", "")) + select(2, s_gsub(p, "%%[b1-9]", ""))
@@ -299,6 +299,8 @@ local function span(i, j, len)
   j = tonumber(j) or i
   if i < 0 then i = len + i + 1 end
   if j < 0 then j = len + j + 1 end
+  if i < 1 then i = 1 end
+  if j > len then j = len end
   return j - i + 1
 end
 
@@ -330,7 +332,9 @@ end
 local function moved(t, pos)
   if type(t) ~= "table" then error("bad argument to table function (table expected)", 3) end
   local n = #t
-  charge(n - (tonumber(pos) or n) + 1)
+  local count = n - (tonumber(pos) or n) + 1   -- elements shifted
+  if count > n + 1 then count = n + 1 end
+  if count > 0 then charge(count) end
 end
 
 local function safe_insert(t, ...)
@@ -475,21 +479,24 @@ local function decide(hook, L, n, ...)
   return status, result, t_unpack(logs, 1, nlogs)
 end
 
+-- Loads the script (text only, never bytecode) and runs its top-level code under the budget.
 local function compile(source, name)
   nlogs = 0
   local env = new_env()
   local fn, err = load(source, "=" .. name, "t", env)
-  if fn == nil then return "error", clean(err, 300) end
+  if fn == nil then return "error", clean(err, 300), false, false end
   local status, result = run(fn)
-  if status ~= "ok" then return status, result, false, false, t_unpack(logs, 1, nlogs) end
-  for hook in pairs(HEAD_FIELDS) do
-    local f = rawget(env, hook)
-    if f ~= nil and type(f) ~= "function" then
-      return "error", s_format("'%s' is a %s, not a function", hook, type(f))
+  if status == "ok" then
+    for hook in pairs(HEAD_FIELDS) do
+      local f = rawget(env, hook)
+      if f ~= nil and type(f) ~= "function" then
+        status, result = "error", s_format("'%s' is a %s, not a function", hook, type(f))
+      elseif status == "ok" then
+        HOOKS[hook] = f
+      end
     end
-    HOOKS[hook] = f
   end
-  return "ok", nil, HOOKS.route ~= nil, HOOKS.place ~= nil, t_unpack(logs, 1, nlogs)
+  return status, result, HOOKS.route ~= nil, HOOKS.place ~= nil, t_unpack(logs, 1, nlogs)
 end
 
 ---------------------------------------------------------------------------------------------
