@@ -61,7 +61,8 @@ def synthetic(n_workers: int, seed: int = 1) -> ClusterSnapshot:
     return ClusterSnapshot(tuple(hives), tuple(workers))
 
 
-def decision_latency(n_samples: int) -> None:
+def decision_latency(n_samples: int) -> bool:
+    """Route and place decisions timed separately (a request routes; placing is rarer)."""
     script = LuaPolicy((REPO / "examples" / "scripts" / "enterprise_gpus.lua").read_text(),
                        "enterprise_gpus")
     rows = []
@@ -72,24 +73,30 @@ def decision_latency(n_samples: int) -> None:
         scripted = SchedulingPolicy()
         scripted.use(script)
         job = JobFacts(tenant="enterprise")
-        samples: dict[str, list[float]] = {"built-in": [], "lua": []}
+        samples: dict[tuple[str, str], list[float]] = {}
         for i in range(n_samples):
             model = MODELS[i % len(MODELS)]
-            for name, policy in (("built-in", builtin), ("lua", scripted)) if i % 2 else (
-                    ("lua", scripted), ("built-in", builtin)):
+            pair = (("built-in", builtin), ("lua", scripted))
+            for name, policy in pair if i % 2 else pair[::-1]:
                 t0 = time.perf_counter()
                 policy.route(snap, RouteRequest(model), job)
+                t1 = time.perf_counter()
                 policy.place(snap, PlaceRequest(model, need=4 * GB, mode="auto"), job)
-                samples[name].append((time.perf_counter() - t0) * 1000)
-        for name in ("built-in", "lua"):
-            xs = samples[name]
-            ok = name != "lua" or n != 1000 or pct(xs, 99) <= TARGET_P99_MS
+                t2 = time.perf_counter()
+                samples.setdefault(("route", name), []).append((t1 - t0) * 1000)
+                samples.setdefault(("place", name), []).append((t2 - t1) * 1000)
+        for (decision, name), xs in sorted(samples.items()):
+            judged = name == "lua" and n == 1000
+            ok = not judged or pct(xs, 99) <= TARGET_P99_MS
             passed = passed and ok
-            rows.append((n, name, median(xs), pct(xs, 99), max(xs),
-                         verdict(ok) if (name == "lua" and n == 1000) else ""))
+            rows.append((n, decision, name, median(xs), pct(xs, 99), max(xs),
+                         verdict(ok) if judged else ""))
         assert scripted.stats.failures == 0, scripted.stats.last_error
-    print(table(f"route + place decision latency, ms ({n_samples} samples each, interleaved)",
-                ("workers", "policy", "p50", "p99", "max", f"p99 ≤ {TARGET_P99_MS} ms"), rows))
+    print(table(f"decision latency over a frozen snapshot, ms ({n_samples} samples each, "
+                "built-in and Lua interleaved)",
+                ("workers", "decision", "policy", "p50", "p99", "max",
+                 f"p99 ≤ {TARGET_P99_MS} ms"), rows))
+    return passed
 
 
 async def overload(seconds: float) -> None:

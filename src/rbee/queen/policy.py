@@ -154,7 +154,8 @@ def _worker_table(w: WorkerView, snapshot: ClusterSnapshot) -> dict[str, Any]:
             "device": w.info.device, "state": w.info.state.value,
             "load": w.inflight + w.info.load, "vram_free": free,
             "region": hive.region if hive else None,
-            "labels": dict(hive.labels) if hive else {}}
+            # the hive's own mapping, not a copy: one Lua table per hive, not per worker
+            "labels": hive.labels if hive else {}}
 
 
 def _model_table(req: PlaceRequest, job: JobFacts | None) -> dict[str, Any]:
@@ -167,4 +168,4 @@ def _device_table(c: Candidate) -> dict[str, Any]:
     return {"key": device_key(c.hive.id, c.device.id), "hive_id": c.hive.id, "id": c.device.id,
             "kind": c.device.kind, "name": c.device.name,
             "memory_total": c.device.memory_total, "memory_free": c.available,
-            "region": c.hive.region, "labels": dict(c.hive.labels), "workers": c.workers}
+            "region": c.hive.region, "labels": c.hive.labels, "workers": c.workers}

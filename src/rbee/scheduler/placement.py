@@ -47,13 +47,10 @@ class Placement:
 class Candidate:
     hive: HiveView
     device: Device
+    key: str  # "hive/device"
     available: int
     workers: int  # workers already on this device
     same_model: bool  # a worker of this model already runs on this hive
-
-    @property
-    def key(self) -> str:
-        return device_key(self.hive.id, self.device.id)
 
 
 Scorer = Callable[[Candidate, int], float]
@@ -83,24 +80,16 @@ def candidates(snapshot: ClusterSnapshot, req: PlaceRequest, report: Report,
                *, hinted: bool) -> list[Candidate]:
     """Devices passing every filter; `hinted` applies the hive/device hints as filters."""
     fit: list[Candidate] = []
-    per_device: dict[str, int] = {}
-    model_hives: set[str] = set()
-    for w in snapshot.workers:
-        key = device_key(w.info.hive_id, w.info.device)
-        per_device[key] = per_device.get(key, 0) + 1
-        if w.info.model == req.model:
-            model_hives.add(w.info.hive_id)
-    for hive in snapshot.hives:
-        for dev in hive.devices:
-            report.evaluated += 1
-            available = snapshot.available(hive.id, dev)
-            reason = _rejection(hive, dev, req, available, hinted)
-            if reason:
-                report.reject(reason)
-                continue
-            fit.append(Candidate(hive, dev, available,
-                                 per_device.get(device_key(hive.id, dev.id), 0),
-                                 hive.id in model_hives))
+    model_hives = {w.info.hive_id for w in snapshot.by_model.get(req.model, ())}
+    rows = snapshot.devices
+    report.evaluated += len(rows)
+    for row in rows:
+        reason = _rejection(row.hive, row.device, req, row.available, hinted)
+        if reason:
+            report.reject(reason)
+            continue
+        fit.append(Candidate(row.hive, row.device, row.key, row.available, row.workers,
+                             row.hive.id in model_hives))
     return fit
 
 
@@ -123,15 +112,10 @@ def place(snapshot: ClusterSnapshot, req: PlaceRequest) -> tuple[Placement | Non
 
 def _pick(fit: list[Candidate], scorer: Scorer, req: PlaceRequest, report: Report) -> Placement:
     scored = [(scorer(c, req.need), c) for c in fit]
-    for score, c in scored:
-        report.score(c.key, score)
-    # ties broken by key so decisions are reproducible
-    _, best = max(scored, key=lambda sc: (sc[0], _reverse(sc[1].key)))
+    report.scores.extend((c.key, score) for score, c in scored)
+    # highest score; ties broken by the smaller key so decisions are reproducible
+    _, best = min(scored, key=lambda sc: (-sc[0], sc[1].key))
     return Placement(best.hive.id, best.device.id)
-
-
-def _reverse(key: str) -> tuple[int, ...]:
-    return tuple(-ord(ch) for ch in key)
 
 
 def _rejection(hive: HiveView, dev: Device, req: PlaceRequest, available: int,

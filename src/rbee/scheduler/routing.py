@@ -23,20 +23,23 @@ class RouteRequest:
 
 def candidates(snapshot: ClusterSnapshot, req: RouteRequest, report: Report
                ) -> list[WorkerView]:
-    up = {h.id for h in snapshot.hives if h.up}
+    hives = snapshot.hives_by_id
+    mine = snapshot.by_model.get(req.model, ())
+    others = len(snapshot.workers) - len(mine)
+    report.evaluated += len(snapshot.workers)
+    if others:
+        report.rejected["serves another model"] += others
     fit: list[WorkerView] = []
-    for w in snapshot.workers:
-        report.evaluated += 1
+    for w in mine:
         info = w.info
+        hive = hives.get(info.hive_id)
         if req.worker_id is not None and info.id != req.worker_id:
             report.reject("other worker requested")
-        elif info.model != req.model:
-            report.reject("serves another model")
         elif req.hive_id is not None and info.hive_id != req.hive_id:
             report.reject("on another hive")
         elif req.device is not None and info.device != req.device:
             report.reject("on another device")
-        elif info.hive_id not in up:
+        elif hive is None or not hive.up:
             report.reject("hive down")
         elif info.state is not WorkerState.READY:
             report.reject(f"worker {info.state.value}")

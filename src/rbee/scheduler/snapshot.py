@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from rbee.api.cluster import Device, WorkerInfo
 
@@ -37,8 +38,41 @@ class ClusterSnapshot:
     pending: Mapping[str, int] = field(default_factory=dict)
     budget: int | None = None  # a cap on every device's usable memory (bytes), if set
 
+    # Indexes, built once per snapshot on first use: a decision then costs what its
+    # candidates cost, not a pass over every worker of the cluster.
+
+    @cached_property
+    def hives_by_id(self) -> dict[str, HiveView]:
+        return {h.id: h for h in self.hives}
+
+    @cached_property
+    def by_model(self) -> dict[str, tuple[WorkerView, ...]]:
+        index: dict[str, list[WorkerView]] = {}
+        for w in self.workers:
+            index.setdefault(w.info.model, []).append(w)
+        return {m: tuple(ws) for m, ws in index.items()}
+
+    @cached_property
+    def device_workers(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for w in self.workers:
+            key = device_key(w.info.hive_id, w.info.device)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    @cached_property
+    def devices(self) -> tuple[DeviceRow, ...]:
+        """Every device with its key, memory available and workers (request-independent)."""
+        counts = self.device_workers
+        rows = []
+        for h in self.hives:
+            for d in h.devices:
+                key = device_key(h.id, d.id)
+                rows.append(DeviceRow(h, d, key, self.available_at(key, d), counts.get(key, 0)))
+        return tuple(rows)
+
     def hive(self, hive_id: str) -> HiveView | None:
-        return next((h for h in self.hives if h.id == hive_id), None)
+        return self.hives_by_id.get(hive_id)
 
     def available(self, hive_id: str, device: Device) -> int:
         """Memory a new worker may take on this device, net of every reservation.
@@ -47,12 +81,23 @@ class ClusterSnapshot:
         free minus what is reserved but not loaded yet) must allow it: the first keeps two
         placements from over-committing, the second respects what other processes use.
         """
-        key = device_key(hive_id, device.id)
+        return self.available_at(device_key(hive_id, device.id), device)
+
+    def available_at(self, key: str, device: Device) -> int:
         capacity = device.memory_total if self.budget is None else min(device.memory_total,
                                                                        self.budget)
         accounted = capacity - self.reserved.get(key, 0)
         measured = device.memory_free - self.pending.get(key, 0)
         return max(0, min(accounted, measured))
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    hive: HiveView
+    device: Device
+    key: str
+    available: int
+    workers: int
 
 
 def device_key(hive_id: str, device_id: str) -> str:
