@@ -7,84 +7,22 @@ queen treats them exactly as remote hives. The SSH side is in tests/e2e/test_mul
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from rbee.client import JobFailed, QueenClient
-from rbee.queen.credentials import HiveCredentials
-from rbee.storage.db import connect
-from rbee.storage.hives import HiveRow, HiveStore
-from tests.support.daemons import Daemon, free_port, rbee_env, start_queen, wait_http
-
-INTERVAL = 0.5
-
-
-@dataclass
-class Hive:
-    id: str
-    proc: subprocess.Popen[bytes]
-
-    def kill_with_workers(self) -> None:
-        """What a machine dying looks like: the hive and its workers vanish at once."""
-        doomed = [self.proc.pid, *(c.pid for c in psutil.Process(self.proc.pid).children(True))]
-        for pid in doomed:
-            os.kill(pid, signal.SIGKILL)
-        self.proc.wait(5)
-
-
-@dataclass
-class Cluster:
-    queen: Daemon
-    hives: dict[str, Hive]
-    client: QueenClient
-
-
-def start_hive(hive_id: str, creds: HiveCredentials, env: dict[str, str], root: Path) -> Hive:
-    port = free_port()
-    with (root / f"{hive_id}.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rbee.hive", "--hive-id", hive_id, "--port", str(port),
-             "--queen-url", env["RBEE_QUEEN_URL"], "--telemetry-interval", str(INTERVAL),
-             "--home", str(root / hive_id)],
-            env={**env, "RBEE_HIVE_TOKEN": creds.token,
-                 "RBEE_HIVE_WORKER_TOKEN": creds.worker_token},
-            stdout=log, stderr=subprocess.STDOUT)
-    wait_http(f"http://127.0.0.1:{port}/health", proc=proc)
-    return Hive(hive_id, proc)
+from tests.support.hives import INTERVAL, Cluster, running_cluster
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    env = rbee_env(tmp_path, RBEE_QUEEN_LOCAL_HIVE="false",
-                   RBEE_WORKER_FAKE_TOKENS_PER_SECOND="40")
-    creds = {h: HiveCredentials.new() for h in ("h1", "h2")}
-    db = connect(Path(env["RBEE_QUEEN_STATE_DIR"]) / "queen.db")
-    for hive_id, c in creds.items():  # as `rbee hive install` leaves them
-        HiveStore(db).save(HiveRow(hive_id, c.token, c.worker_token, {}), time.time())
-    db.close()
-    queen = start_queen(env)
-    hives = {h: start_hive(h, c, env, tmp_path) for h, c in creds.items()}
-    client = QueenClient(queen.url)
-    try:
-        wait_until(lambda: states(client) == {"h1": "up", "h2": "up"}, 10)
-        yield Cluster(queen, hives, client)
-    finally:
-        client.close()
-        for h in hives.values():
-            if h.proc.poll() is None:
-                h.proc.terminate()
-                h.proc.wait(20)
-        queen.stop()
+    with running_cluster(tmp_path, {"h1": (), "h2": ()}) as c:
+        yield c
 
 
 def wait_until(check: object, timeout: float) -> None:

@@ -16,6 +16,9 @@ import httpx
 import psutil
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -151,7 +151,7 @@ class ScriptActivateOp(_Op):
     """Make a stored script the active one; `name: null` goes back to the built-in policy."""
 
     operation: Literal["script_activate"]
-    name: str | None = Field(pattern=_SCRIPT_NAME)
+    name: str | None = Field(default=None, pattern=_SCRIPT_NAME)
 
 
 class ExplainRequest(_Op):

@@ -175,8 +175,11 @@ def off(ctx: typer.Context) -> None:
     def run() -> int:
         client = c.client()
         c.ensure_queen(client)
-        client.run("script_activate", name=None)
-        consoles()[1].print("no active script: the built-in policy decides")
+        result = client.run("script_activate", name=None)
+        if c.json:
+            print_json(result)
+        else:
+            consoles()[1].print("no active script: the built-in policy decides")
         return 0
 
     guarded(run)
@@ -190,8 +193,11 @@ def delete(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
     def run() -> int:
         client = c.client()
         c.ensure_queen(client)
-        client.run("script_delete", name=name)
-        consoles()[1].print(f"script {name} deleted")
+        result = client.run("script_delete", name=name)
+        if c.json:
+            print_json(result)
+        else:
+            consoles()[1].print(f"script {name} deleted")
         return 0
 
     guarded(run)

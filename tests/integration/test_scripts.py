@@ -1,0 +1,119 @@
+"""Lua scheduling scripts on a live queen: the seed's example routes and places by tenant,
+dry runs change nothing, a failing script falls back (counted, narrated), hot reload, and the
+active script survives a restart. Two real hives, labelled like GPU machines."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rbee.client import JobFailed
+from tests.support.daemons import REPO, run_cli, start_queen
+from tests.support.hives import Cluster, running_cluster
+
+EXAMPLES = REPO / "examples" / "scripts"
+BROKEN_ROUTE = 'function route(job, workers) error("boom") end\n'
+
+
+@pytest.fixture
+def labelled(tmp_path: Path) -> Iterator[Cluster]:
+    with running_cluster(tmp_path, {
+        "h100-box": ("--labels", "gpu=h100", "--region", "eu-west"),
+        "a100-box": ("--labels", "gpu=a100", "--region", "us-east"),
+    }) as c:
+        yield c
+
+
+def cli(c: Cluster, *args: str) -> object:
+    done = run_cli(c.queen.env, "--json", *args)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_shipped_examples_check_and_a_broken_script_is_refused(tmp_path: Path) -> None:
+    for example in sorted(EXAMPLES.glob("*.lua")):
+        done = run_cli({}, "script", "check", str(example))
+        assert done.returncode == 0 and "ok" in done.stderr, (example, done.stderr)
+    bad = tmp_path / "bad.lua"
+    bad.write_text("function route(job, workers)\n  return workers:\nend\n")
+    done = run_cli({}, "script", "check", str(bad))
+    assert done.returncode == 1 and "bad:3" in done.stderr, done.stderr
+
+
+def test_enterprise_example_routes_and_places_by_tenant(labelled: Cluster) -> None:
+    c = labelled
+    for hive in ("h100-box", "a100-box"):
+        c.client.run("worker_spawn", model="rbee-fake", hive_id=hive)
+    applied = cli(c, "script", "apply", str(EXAMPLES / "enterprise_gpus.lua"))
+    assert applied == {**applied, "name": "enterprise_gpus", "active": True}
+    by_worker = {w["id"]: w["hive_id"] for w in c.client.run("worker_list")["workers"]}
+    for _ in range(3):  # least-loaded alone would alternate or tie-break; the script decides
+        ent = c.client.run("infer", model="rbee-fake", prompt="q", max_tokens=2,
+                           tenant="enterprise")
+        assert by_worker[ent["worker_id"]] == "h100-box"
+        other = c.client.run("infer", model="rbee-fake", prompt="q", max_tokens=2)
+        assert by_worker[other["worker_id"]] == "a100-box"
+    # the OpenAI API: `user` is the tenant
+    r = httpx.post(f"{c.queen.url}/v1/chat/completions", json={
+        "model": "rbee-fake", "max_tokens": 2, "user": "enterprise",
+        "messages": [{"role": "user", "content": "q"}]})
+    assert r.status_code == 200, r.text
+    # dry run: where would a new model go? (nothing changes)
+    before = {w["id"] for w in c.client.run("worker_list")["workers"]}
+    plan = httpx.post(f"{c.queen.url}/v1/scheduler/explain",
+                      json={"model": "smollm2", "tenant": "enterprise"}).json()
+    assert plan["decision"] == "place" and plan["place"]["hive_id"] == "h100-box"
+    assert plan["script"] == "enterprise_gpus"
+    assert plan["place"]["report"]["policy"] == "script:enterprise_gpus"
+    assert {w["id"] for w in c.client.run("worker_list")["workers"]} == before
+    shown = cli(c, "script", "show")
+    assert isinstance(shown, dict) and shown["stats"]["calls"] >= 7
+    assert shown["stats"]["failures"] == 0
+
+
+def test_a_failing_script_falls_back_is_counted_and_hot_reload_fixes_it(
+        labelled: Cluster, tmp_path: Path) -> None:
+    c = labelled
+    c.client.run("worker_spawn", model="rbee-fake", hive_id="h100-box")
+    broken = tmp_path / "broken.lua"
+    broken.write_text(BROKEN_ROUTE)
+    cli(c, "script", "apply", str(broken))
+    job = c.client.submit("infer", model="rbee-fake", prompt="q", max_tokens=2)
+    events = list(c.client.run_events(job))
+    assert any(e.event == "result" for e in events)  # still served
+    state = httpx.get(f"{c.queen.url}/v1/scheduler").json()
+    assert state["script"]["name"] == "broken" and state["script"]["failures"] == 1
+    assert "boom" in state["script"]["last_error"]
+    plan = httpx.post(f"{c.queen.url}/v1/scheduler/explain", json={"model": "rbee-fake"}).json()
+    assert any("script failed" in n for n in plan["route"]["report"]["notes"])
+    # hot reload: the fixed version replaces it at once, no restart
+    cli(c, "script", "apply", str(EXAMPLES / "eu_only.lua"), "--name", "broken")
+    plan = httpx.post(f"{c.queen.url}/v1/scheduler/explain", json={"model": "rbee-fake"}).json()
+    assert plan["route"]["report"]["notes"] == [] and plan["route"]["hive_id"] == "h100-box"
+    # a script that does not compile is refused and the active one stays
+    with pytest.raises(JobFailed) as refused:
+        c.client.run("script_save", name="broken", source="function route(")
+    assert refused.value.code == "script_invalid"
+    assert httpx.get(f"{c.queen.url}/v1/scheduler").json()["script"]["name"] == "broken"
+
+
+def test_the_active_script_survives_a_queen_restart(labelled: Cluster) -> None:
+    c = labelled
+    cli(c, "script", "apply", str(EXAMPLES / "power_save.lua"))
+    c.queen.stop()
+    c.queen = start_queen(c.queen.env)
+    state = httpx.get(f"{c.queen.url}/v1/scheduler").json()
+    assert state["script"]["name"] == "power_save"
+    cli(c, "script", "off")
+    assert httpx.get(f"{c.queen.url}/v1/scheduler").json()["script"] is None
+    for hostile in ("../x", "", "a" * 65, "$(id)"):
+        r = httpx.post(f"{c.queen.url}/v1/jobs", json={"operation": "script_save",
+                                                        "name": hostile, "source": "x"})
+        assert r.status_code == 400, r.text
+    r = httpx.post(f"{c.queen.url}/v1/jobs", json={"operation": "script_save", "name": "big",
+                                                    "source": "x" * (300 * 1024)})
+    assert r.status_code == 400
