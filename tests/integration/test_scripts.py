@@ -117,3 +117,18 @@ def test_the_active_script_survives_a_queen_restart(labelled: Cluster) -> None:
     r = httpx.post(f"{c.queen.url}/v1/jobs", json={"operation": "script_save", "name": "big",
                                                     "source": "x" * (300 * 1024)})
     assert r.status_code == 400
+
+
+def test_eu_only_places_a_new_worker_in_the_eu_rather_than_use_a_us_one(
+        labelled: Cluster) -> None:
+    c = labelled
+    us = c.client.run("worker_spawn", model="rbee-fake", hive_id="a100-box")["worker"]
+    cli(c, "script", "apply", str(EXAMPLES / "eu_only.lua"))
+    job = c.client.submit("infer", model="rbee-fake", prompt="q", max_tokens=2)
+    events = list(c.client.run_events(job))
+    result = next(e.data for e in events if e.event == "result")
+    assert result["worker_id"] != us["id"]
+    served_by = {w["id"]: w["hive_id"] for w in c.client.run("worker_list")["workers"]}
+    assert served_by[result["worker_id"]] == "h100-box"  # the eu-west hive
+    said = [e.data["message"] for e in events if e.event == "narration"]
+    assert any("on h100-box" in m and "script:eu_only" in m for m in said), said

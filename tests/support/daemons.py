@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import psutil
 
-
 REPO = Path(__file__).resolve().parents[2]
 
 

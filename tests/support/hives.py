@@ -71,22 +71,22 @@ def running_cluster(root: Path, hives: dict[str, tuple[str, ...]], **env_extra: 
     for hive_id, c in creds.items():  # as `rbee hive install` leaves them
         HiveStore(db).save(HiveRow(hive_id, c.token, c.worker_token, {}), time.time())
     db.close()
-    queen = start_queen(env)
     started: dict[str, Hive] = {}
-    client = QueenClient(queen.url)
+    queen = start_queen(env)
+    cluster = Cluster(queen, started, QueenClient(queen.url))
     try:
         for h, c in creds.items():
             started[h] = start_hive(h, c, env, root, *hives[h])
         deadline = time.monotonic() + 10
-        while {x["id"]: x["state"] for x in client.run("hive_list")["hives"]} != dict.fromkeys(
-                hives, "up"):
+        while {x["id"]: x["state"] for x in cluster.client.run("hive_list")["hives"]
+               } != dict.fromkeys(hives, "up"):
             assert time.monotonic() < deadline, "hives did not register"
             time.sleep(0.05)
-        yield Cluster(queen, started, client)
+        yield cluster
     finally:
-        client.close()
+        cluster.client.close()
         for hive in started.values():
             if hive.proc.poll() is None:
                 hive.proc.terminate()
                 hive.proc.wait(20)
-        queen.stop()
+        cluster.queen.stop()  # the test may have restarted it

@@ -4,7 +4,9 @@ Hard filters (model, hints, hive up, ready, memory) always run first, in Python;
 only chooses among the candidates that passed them, so no script can route to a dead worker
 or over-commit a device. A script that answers nil leaves the choice to the built-in policy;
 one that fails (error, instruction budget, memory cap, bad answer) is counted, noted in the
-decision's report (and so in the job's narration), and the built-in policy decides.
+decision's report (and so in the job's narration), and the built-in policy decides. One that
+answers `false` refuses every candidate: the request fails with 503 and the reason (a rule such
+as data residency must not be "helpfully" overridden by the fallback).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from rbee.core.errors import RbeeError
+from rbee.core.errors import NoCapacity, RbeeError
 from rbee.scheduler.placement import Candidate, Placement, PlaceRequest, place
 from rbee.scheduler.placement import candidates as place_candidates
 from rbee.scheduler.report import Report
@@ -75,9 +77,13 @@ class SchedulingPolicy:
         fit = route_candidates(snapshot, req, report)
         if not fit:
             return None, report
-        chosen = self._ask(report, lambda s: s.route(
-            _job_table(req.model, req.hive_id, req.device, job),
-            [_worker_table(w, snapshot) for w in fit]))
+        try:
+            chosen = self._ask(report, lambda s: s.route(
+                _job_table(req.model, req.hive_id, req.device, job),
+                [_worker_table(w, snapshot) for w in fit]))
+        except NoCapacity as refused:  # none of these workers: a new one may be placed
+            report.notes.append(refused.message)
+            return None, report
         if chosen is not None:
             picked = next(w for w in fit if w.info.id == chosen)
             report.score(picked.info.id, 1.0)
@@ -125,6 +131,8 @@ class SchedulingPolicy:
         self.stats.calls += 1
         try:
             answer: str | None = call(script)
+        except NoCapacity:
+            raise  # the script refused every candidate (`return false`): no fallback
         except RbeeError as exc:
             self.stats.failures += 1
             self.stats.last_error = exc.message

@@ -5,21 +5,23 @@ device (table or id/key string), or nil for "no opinion, use the built-in policy
 `LuaPolicy` owns its own `LuaRuntime`; the trusted half of the sandbox lives in
 `lua_helpers.lua` (whitelisted environment, helper lists, instruction budget).
 
-Containment, per call:
+Containment, per call (top-level code included):
 - instructions: a count hook on the call's coroutine; once spent, every further instruction
-  raises, so `pcall` cannot swallow it. C functions whose cost the hook cannot see (pattern
-  matching, table.insert/remove/sort/concat/unpack) are charged up front against the same
-  budget, and patterns whose worst case exceeds it are refused;
-- CPU time: checked at every hook call, a backstop for single instructions whose cost grows
-  with their operands (`..` or `==` on multi-MiB strings);
+  raises and `pcall` re-raises, so the script cannot catch it. C functions whose cost the hook
+  cannot see (patterns, table.insert/remove/sort/concat/unpack, long-string functions) are
+  charged against the same budget, and patterns whose worst case exceeds it are refused;
+- CPU time: checked at every hook call (every 1,000 instructions), a backstop for single
+  instructions whose cost grows with their operands (`..`, `==`, `<` on multi-MiB strings);
 - memory: `LuaRuntime(max_memory=...)`, shared by the script's state and the call's inputs.
-Inputs are converted to fresh Lua tables for every call (plain values only: lupa's wrapper for
-Python objects is neutered), so a script cannot affect the caller's data.
+Inputs cross as flat scalars and become fresh Lua tables for every call, so a script cannot
+affect the caller's data; a Python object that slips into the data is inert (lupa's wrapper
+is neutered). Scripts see only the whitelist built in lua_helpers.lua.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
 from itertools import chain
@@ -28,7 +30,7 @@ from typing import Any, Literal
 
 import lupa.lua54 as lupa
 
-from rbee.core.errors import InvalidRequest, RbeeError
+from rbee.core.errors import InvalidRequest, NoCapacity, RbeeError
 
 Hook = Literal["route", "place"]
 
@@ -56,6 +58,13 @@ class ScriptFailed(RbeeError):
     code = "script_failed"
 
 
+class ScriptRefused(NoCapacity):
+    """The script answered `false`: none of the candidates may be used (e.g. data residency).
+    Unlike nil, this does not fall back to the built-in policy."""
+
+    code = "script_refused"
+
+
 @dataclass(frozen=True)
 class ScriptLimits:
     """What one hook call (and the script's top-level code) may spend."""
@@ -79,8 +88,9 @@ def _deny_attributes(obj: object, name: object, is_setting: bool) -> object:
 class _Shape:
     """How one kind of record crosses into Lua: its scalar fields as flat values, in order.
 
-    Flat scalars are about ten times cheaper to convert than `table_from(recursive=True)`;
-    lua_helpers.lua rebuilds the tables. Keys outside the data contract are not passed.
+    Flat scalars are about ten times cheaper to convert than `table_from(recursive=True)`,
+    and lua_helpers.lua builds the tables inside Lua's error protection. Keys outside the
+    data contract are not passed.
     """
 
     def __init__(self, fields: tuple[str, ...]) -> None:
@@ -101,6 +111,15 @@ class _Shape:
             return [r.get("labels") for r in records]
 
 
+def _flat_labels(by_id: dict[int, Any]) -> list[Any]:
+    """Distinct labels dicts as: their count, then (id, size, k1, v1, k2, v2...) each."""
+    out: list[Any] = [len(by_id)]
+    for key, labels in by_id.items():
+        pairs = labels.items() if labels else ()
+        out += (key, len(pairs), *chain.from_iterable(pairs))
+    return out
+
+
 _SHAPES: dict[Hook, tuple[_Shape, _Shape]] = {
     "route": (_Shape(JOB_FIELDS), _Shape(WORKER_FIELDS)),
     "place": (_Shape(MODEL_FIELDS), _Shape(DEVICE_FIELDS)),
@@ -108,7 +127,10 @@ _SHAPES: dict[Hook, tuple[_Shape, _Shape]] = {
 
 
 class LuaPolicy:
-    """A compiled scheduling script: `route` picks a worker, `place` picks a device."""
+    """A compiled scheduling script: `route` picks a worker, `place` picks a device.
+
+    Not thread-safe: one call at a time (lupa serialises calls into one runtime anyway).
+    """
 
     def __init__(self, source: str, name: str = "script",
                  limits: ScriptLimits = DEFAULT_LIMITS) -> None:
@@ -120,10 +142,15 @@ class LuaPolicy:
         self._lua: Any = lupa.LuaRuntime(
             register_eval=False, register_builtins=False, unpack_returned_tuples=True,
             attribute_filter=_deny_attributes, max_memory=limits.memory_bytes)
-        entry = self._lua.execute(_HELPERS, self._config(), object())
-        self._compile: Any = entry["compile"]
-        self._decide: Any = entry["decide"]
-        status, text, has_route, has_place, *self.last_log = self._compile(source, name)
+        with self._unlimited():
+            entry = self._lua.execute(_HELPERS, self._config(), object())
+            self._prepare: Any = entry["prepare"]
+            self._decide: Any = entry["decide"]
+            entry["stage"](source, name)
+        try:
+            status, text, has_route, has_place, *self.last_log = self._run(entry["compile"])
+        except ScriptFailed as exc:
+            raise ScriptInvalid(exc.message) from exc
         if status != "ok":
             raise ScriptInvalid(f"script '{name}': {self._reason(status, text)}")
         self.has_route: bool = has_route
@@ -153,17 +180,45 @@ class LuaPolicy:
         by_id = dict(zip(label_ids, labels, strict=True))
         by_id[id(head_labels)] = head_labels
         self.last_log = []
+        with self._unlimited():
+            try:
+                self._prepare(hook, len(items), *_flat_labels(by_id), id(head_labels),
+                              *head_shape.flat((head,)), *label_ids, *item_shape.flat(items))
+            except (lupa.LuaError, OverflowError) as exc:  # a NaN label key, an int >= 2**63
+                raise ScriptFailed(f"script '{self.name}': inputs not convertible: "
+                                   f"{str(exc).splitlines()[0]}") from exc
+        status, text, *self.last_log = self._run(self._decide)
+        if status == "refuse":
+            raise ScriptRefused(f"script '{self.name}' refused all {len(items)} candidate(s) "
+                                f"for this {hook}")
+        if status != "ok":
+            raise ScriptFailed(f"script '{self.name}': {self._reason(status, text)}")
+        return None if text is None else str(text)
+
+    @contextmanager
+    def _unlimited(self) -> Iterator[None]:
+        """Lift the memory cap while Python data crosses into Lua.
+
+        lupa pushes arguments and fills `table_from` tables outside any protected call, where
+        a failed allocation makes Lua abort the whole process ("PANIC: unprotected error").
+        Only trusted code runs here; the script runs in `_run`, under the cap, where the
+        inputs count against it.
+        """
+        self._lua.set_max_memory(0)
         try:
-            status, text, *self.last_log = self._decide(
-                hook, self._lua.table_from(by_id, recursive=True), len(items),
-                id(head_labels), *head_shape.flat((head,)), *label_ids, *item_shape.flat(items))
-        except lupa.LuaMemoryError as exc:  # converting the inputs did not fit
+            yield
+        finally:
+            self._lua.set_max_memory(self.limits.memory_bytes)
+
+    def _run(self, entry: Any) -> tuple[Any, ...]:
+        """Call an argument-less entry point under the memory cap (it allocates only inside
+        Lua's protection); errors outside the script's coroutine become ScriptFailed."""
+        try:
+            return tuple(entry())
+        except lupa.LuaMemoryError as exc:
             raise ScriptFailed(f"script '{self.name}': {self._reason('memory', None)}") from exc
         except lupa.LuaError as exc:
             raise ScriptFailed(f"script '{self.name}': {str(exc).splitlines()[0]}") from exc
-        if status != "ok":
-            raise ScriptFailed(f"script '{self.name}': {self._reason(status, text)}")
-        return text  # type: ignore[no-any-return]
 
     def _reason(self, status: str, text: str | None) -> str:
         limits = self.limits
@@ -183,6 +238,7 @@ class LuaPolicy:
             "log_chars": LOG_CHARS,
             "max_results": 10_000,
             "max_pattern": 256,
+            "max_pcalls": 100,
             "job_fields": list(JOB_FIELDS),
             "model_fields": list(MODEL_FIELDS),
             "worker_fields": list(WORKER_FIELDS),

@@ -4,10 +4,14 @@
 --   entry = chunk(config, probe)
 -- It keeps the real debug, coroutine, load and metatable functions in locals that no script
 -- can reach, neuters lupa's wrapper for Python objects, builds the whitelisted environment
--- scripts run in, empties the real globals, and returns the two entry points lua.py calls:
---   entry.compile(source, name)        -> status, text, has_route, has_place, log lines...
---   entry.decide(which, labels, n, ...) -> status, text, log lines...
+-- scripts run in, empties the real globals, and returns the entry points lua.py calls:
+--   entry.stage(source, name)           keep the script's source for compile()
+--   entry.compile()                     -> status, text, has_route, has_place, log lines...
+--   entry.prepare(hook, n, ...)         build this call's inputs for decide()
+--   entry.decide()                      -> status, text, log lines...
 -- status is "ok", "error", "budget", "time" or "memory"; lua.py turns the others into errors.
+-- stage and prepare run without a memory limit and take every argument; compile and decide,
+-- which run the script under the limit, take none (see LuaPolicy._unlimited in lua.py).
 --
 -- Rules for this file: no global reads after set-up (the real globals are emptied at the end,
 -- so a slip fails loudly in the tests), and no method calls on strings (the string metatable's
@@ -34,10 +38,11 @@ local SECONDS = config.cpu_seconds      -- CPU-time backstop, checked at every h
 local LOG_LINES, LOG_CHARS = config.log_lines, config.log_chars
 local MAX_RESULTS = config.max_results  -- values one table.unpack/string.byte may return
 local MAX_PATTERN = config.max_pattern  -- bytes in a Lua pattern
+local MAX_PCALLS = config.max_pcalls    -- pcalls nested in one another
 local MEMERR = "not enough memory"      -- the error object Lua raises when an allocation fails
 
 -- Per-call state. A LuaRuntime belongs to one LuaPolicy and runs one call at a time.
-local used, extra, started, dead, current = 0, 0, 0, nil, nil
+local used, extra, started, dead, current, pcalls = 0, 0, 0, nil, nil, 0
 local logs, nlogs = {}, 0
 local inputs, vram = nil, nil           -- this call's workers/devices; gpu_vram_free's index
 
@@ -81,9 +86,26 @@ local function describe(e)
   return "error object of type " .. t   -- never tostring() a table: no metamethod runs here
 end
 
+-- Each error caught by a pcall costs Lua O(stack depth) (luaD_shrinkstack walks every frame),
+-- so unbounded pcall nesting makes unwinding quadratic: 120,000 nested pcalls took 30 s to
+-- unwind after the budget ran out. The script's pcall is capped in depth and, once the call is
+-- dead, re-raises instead of returning false.
+local function pcall_exit(...)
+  pcalls = pcalls - 1
+  if dead ~= nil then error(dead, 0) end
+  return ...
+end
+
+local function safe_pcall(f, ...)
+  if dead ~= nil then error(dead, 0) end
+  if pcalls >= MAX_PCALLS then error(s_format("pcall nested deeper than %d", MAX_PCALLS), 2) end
+  pcalls = pcalls + 1
+  return pcall_exit(pcall(f, ...))
+end
+
 -- Runs fn(...) in a fresh, hooked coroutine: status, first result or error text.
 local function run(fn, ...)
-  used, extra, dead, started = 0, 0, nil, clock()
+  used, extra, dead, started, pcalls = 0, 0, nil, clock(), 0
   local co = co_create(fn)
   debug_sethook(co, on_count, "", STEP)
   current = co
@@ -245,25 +267,40 @@ end
 -- A pattern with q choice points (* + - ? %b %1..%9) tries at most C(n+q, q) splits of an
 -- n-byte subject per start position: cheap for the short ids and labels scripts look at,
 -- and refused up front for the pathological ones, which no hook could interrupt.
-local function pattern_cost(s, p, anchored, fname)
-  s, p = check_string(s, fname, 4), check_string(p, fname, 4)  -- 4: the script's level
-  local n, plen = s_len(s), s_len(p)
-  if plen > MAX_PATTERN then
-    error(s_format("'%s': pattern longer than %d bytes", fname, MAX_PATTERN), 3)
+local choice_points = {}   -- pattern -> q (false: no magic characters); patterns repeat
+local cached = 0
+
+local function count_choice_points(p)
+  if s_len(p) > MAX_PATTERN then
+    error(s_format("pattern longer than %d bytes", MAX_PATTERN), 4)
   end
-  if not s_find(p, "[%^%$%*%+%?%.%(%)%[%]%%%-]") then return (n * plen) // 64 + 1 end
-  local q = select(2, s_gsub(p, "[%*%+%-%?]", "")) + select(2, s_gsub(p, "%%[b1-9]", ""))
+  local q = false
+  if s_find(p, "[%^%$%*%+%?%.%(%)%[%]%%%-]") then
+    q = select(2, s_gsub(p, "[%*%+%-%?]", "")) + select(2, s_gsub(p, "%%[b1-9]", ""))
+  end
+  if cached >= 256 then choice_points, cached = {}, 0 end
+  choice_points[p], cached = q, cached + 1
+  return q
+end
+
+local function charge_pattern(s, p, anchored, fname)
+  if type(s) ~= "string" then s = check_string(s, fname, 4) end
+  if type(p) ~= "string" then p = check_string(p, fname, 4) end
+  local q = choice_points[p]
+  if q == nil then q = count_choice_points(p) end
+  local n = s_len(s)
+  if not q then return charge((n * s_len(p)) // 64 + 1) end
   local splits = 1
   for k = 1, q do
     splits = splits * (n + k) / k
     if splits > BUDGET * 64 then break end
   end
   local starts = (anchored and s_byte(p, 1) == 94) and 1 or n + 1   -- 94 is "^"
-  local cost = starts * splits * (plen + 1) / 32
+  local cost = starts * splits * (s_len(p) + 1) / 32
   if cost >= BUDGET then
     error(s_format("'%s': pattern too expensive for a %d-byte subject", fname, n), 3)
   end
-  return m_floor(cost) + 1
+  charge(m_floor(cost) + 1)
 end
 
 local function safe_find(s, p, init, plain)
@@ -271,23 +308,23 @@ local function safe_find(s, p, init, plain)
     local a, b = check_string(s, "find", 3), check_string(p, "find", 3)
     charge((s_len(a) * s_len(b)) // 64 + 1)
   else
-    charge(pattern_cost(s, p, true, "find"))
+    charge_pattern(s, p, true, "find")
   end
   return s_find(s, p, init, plain)
 end
 
 local function safe_match(s, p, init)
-  charge(pattern_cost(s, p, true, "match"))
+  charge_pattern(s, p, true, "match")
   return s_match(s, p, init)
 end
 
 local function safe_gmatch(s, p)
-  charge(pattern_cost(s, p, false, "gmatch"))
+  charge_pattern(s, p, false, "gmatch")
   return s_gmatch(s, p)
 end
 
 local function safe_gsub(s, p, repl, n)
-  charge(pattern_cost(s, p, true, "gsub"))
+  charge_pattern(s, p, true, "gsub")
   local out, count = s_gsub(s, p, repl, n)
   charge(s_len(out) // 64)
   return out, count
@@ -354,9 +391,27 @@ local function safe_sort(t, cmp)
 end
 
 local function safe_concat(t, sep, i, j)
+  if type(t) ~= "table" then error("bad argument to 'concat' (table expected)", 2) end
   local out = t_concat(t, sep, i, j)
   charge(s_len(out) // 64)
   return out
+end
+
+-- Functions linear in their string argument (or result) are charged one instruction per
+-- 64 bytes, so multi-MiB strings cannot multiply the budget's reach.
+local function linear_in_input(fn)
+  return function(s, ...)
+    if type(s) == "string" then charge(s_len(s) // 64) end
+    return fn(s, ...)
+  end
+end
+
+local function linear_in_output(fn)
+  return function(...)
+    local out = fn(...)
+    if type(out) == "string" then charge(s_len(out) // 64) end
+    return out
+  end
 end
 
 -- The whitelist. Everything else (io, os, require, load, dofile, debug, coroutine,
@@ -373,11 +428,14 @@ local function clone(src)
   return out
 end
 
-local BASE = pick(_G, {"assert", "error", "ipairs", "next", "pairs", "pcall", "select",
+local BASE = pick(_G, {"assert", "error", "ipairs", "next", "pairs", "select",
                        "tonumber", "tostring", "type", "_VERSION"})
-BASE.log, BASE.print, BASE.gpu_vram_free = log, log, gpu_vram_free
+BASE.pcall, BASE.log, BASE.print, BASE.gpu_vram_free = safe_pcall, log, log, gpu_vram_free
+BASE.tonumber = linear_in_input(tonumber)
 
-local safe_string = pick(string, {"char", "format", "len", "lower", "sub", "upper"})
+local safe_string = pick(string, {"char", "len"})
+safe_string.lower, safe_string.upper = linear_in_input(string.lower), linear_in_input(string.upper)
+safe_string.sub, safe_string.format = linear_in_output(s_sub), linear_in_output(s_format)
 safe_string.byte, safe_string.find, safe_string.match = safe_byte, safe_find, safe_match
 safe_string.gmatch, safe_string.gsub = safe_gmatch, safe_gsub
 
@@ -387,7 +445,8 @@ local safe_table = {insert = safe_insert, remove = safe_remove, sort = safe_sort
 local safe_math = clone(math)
 safe_math.randomseed = nil
 
-local safe_utf8 = pick(utf8, {"char", "charpattern", "codes", "len", "offset"})
+local safe_utf8 = pick(utf8, {"char", "charpattern", "codes"})
+safe_utf8.len, safe_utf8.offset = linear_in_input(u_len), linear_in_input(utf8.offset)
 safe_utf8.codepoint = safe_codepoint
 
 -- A script's globals. The library tables are copies: a script that rewrites string.find or
@@ -401,9 +460,22 @@ local function new_env()
 end
 
 ---------------------------------------------------------------------------------------------
--- Inputs: Python passes each record as flat scalars (fast to convert) plus one shared table
--- of label tables keyed by the Python id() of each labels dict.
+-- Inputs. Python passes flat scalars only (fast to convert, and built into tables here, inside
+-- Lua's error protection): first the distinct labels dicts, each as its Python id(), its size
+-- and its key/value pairs; then each record's fields in order, its labels given by that id.
 ---------------------------------------------------------------------------------------------
+
+-- The label tables from a[1...]: L[id] = {k = v}, and the index of the last value read.
+local function read_labels(a)
+  local L, i = {}, 2
+  for _ = 1, a[1] do
+    local id, count, t = a[i], a[i + 1], {}
+    for j = i + 2, i + 2 * count, 2 do t[a[j]] = a[j + 1] end
+    L[id] = t
+    i = i + 2 + 2 * count
+  end
+  return L, i - 1
+end
 
 -- Generates `function(a, L, base, n)` that builds n records from a[base+1...]: first n label
 -- ids (keys of L), then n * #fields scalars, record after record.
@@ -449,6 +521,7 @@ end
 local function chosen(hook, result, a, first, n)
   local t = type(result)
   if t == "nil" then return "ok", nil end
+  if result == false then return "refuse", nil end  -- none of these: no fallback either
   if t == "table" then
     if is_list(result) then
       return "error", hook .. " returned a list; pick one element (e.g. :least_loaded())"
@@ -466,22 +539,41 @@ local function chosen(hook, result, a, first, n)
   return "ok", result
 end
 
--- Python passes: head label id, head scalars, n item label ids, n * #fields item scalars.
-local function decide(hook, L, n, ...)
-  if HOOKS[hook] == nil then return "ok", nil end
-  local a, base = {...}, 1 + #HEAD_FIELDS[hook]
-  local head = build_head[hook](a, L, 0, 1)[1]
-  local items = new_list(build_items[hook](a, L, base, n))
-  nlogs, inputs, vram = 0, items, nil
-  local status, result = run(HOOKS[hook], head, items)
-  inputs = nil
-  if status == "ok" then status, result = chosen(hook, result, a, base + n + KEY_AT[hook], n) end
+local staged = nil   -- what stage/prepare left for compile/decide
+
+-- After the labels: head label id, head scalars, n item label ids, n * #fields item scalars.
+local function prepare(hook, n, ...)
+  staged, inputs, vram = nil, nil, nil   -- let a failed call's inputs be collected
+  local a = {...}
+  local L, used_by_labels = read_labels(a)
+  local base = used_by_labels + 1 + #HEAD_FIELDS[hook]
+  staged = {hook = hook, a = a, n = n, first_key = base + n + KEY_AT[hook],
+            head = build_head[hook](a, L, used_by_labels, 1)[1],
+            items = new_list(build_items[hook](a, L, base, n))}
+end
+
+local function decide()
+  local call = staged
+  staged = nil
+  local fn = HOOKS[call.hook]
+  if fn == nil then return "ok", nil end
+  nlogs, inputs, vram = 0, call.items, nil
+  local status, result = run(fn, call.head, call.items)
+  inputs, vram = nil, nil
+  if status == "ok" then
+    status, result = chosen(call.hook, result, call.a, call.first_key, call.n)
+  end
   return status, result, t_unpack(logs, 1, nlogs)
 end
 
+local function stage(source, name)
+  staged = {source = source, name = name}
+end
+
 -- Loads the script (text only, never bytecode) and runs its top-level code under the budget.
-local function compile(source, name)
-  nlogs = 0
+local function compile()
+  local source, name = staged.source, staged.name
+  staged, nlogs = nil, 0
   local env = new_env()
   local fn, err = load(source, "=" .. name, "t", env)
   if fn == nil then return "error", clean(err, 300), false, false end
@@ -515,4 +607,4 @@ py.__metatable = false
 local G = _G
 for k in next, G do G[k] = nil end
 
-return {compile = compile, decide = decide}
+return {stage = stage, compile = compile, prepare = prepare, decide = decide}

@@ -1,0 +1,109 @@
+"""SchedulingPolicy: built-in policies, scripts choosing among filtered candidates, fallbacks,
+refusals, and hints that scripts do not override."""
+
+from __future__ import annotations
+
+import pytest
+
+from rbee.api.cluster import Device, WorkerInfo
+from rbee.core.errors import NoCapacity
+from rbee.core.states import WorkerState
+from rbee.queen.policy import JobFacts, SchedulingPolicy
+from rbee.scheduler.lua import LuaPolicy
+from rbee.scheduler.placement import PlaceRequest
+from rbee.scheduler.routing import RouteRequest
+from rbee.scheduler.snapshot import ClusterSnapshot, HiveView, WorkerView
+from tests.support.daemons import REPO
+
+GB = 2**30
+EXAMPLES = REPO / "examples" / "scripts"
+
+
+def gpu(total: int = 80) -> Device:
+    return Device(id="cuda:0", kind="cuda", name="GPU", memory_total=total * GB,
+                  memory_free=total * GB)
+
+
+def cluster(*workers: tuple[str, str, int]) -> ClusterSnapshot:
+    hives = (HiveView("h100-eu", "http://a", True, (gpu(),), "eu-west", {"gpu": "h100"}),
+             HiveView("a100-us", "http://b", True, (gpu(),), "us-east", {"gpu": "a100"}))
+    views = tuple(WorkerView(WorkerInfo(id=wid, hive_id=hive, model="m", model_path="",
+                                        device="cuda:0", engine="fake", url="http://x",
+                                        state=WorkerState.READY), inflight)
+                  for wid, hive, inflight in workers)
+    return ClusterSnapshot(hives, views)
+
+
+def scripted(source: str) -> SchedulingPolicy:
+    policy = SchedulingPolicy()
+    policy.use(LuaPolicy(source, "t"))
+    return policy
+
+
+def test_the_seed_example_sends_enterprise_work_to_h100s_even_when_busier() -> None:
+    policy = scripted((EXAMPLES / "enterprise_gpus.lua").read_text())
+    snap = cluster(("w-eu", "h100-eu", 5), ("w-us", "a100-us", 0))
+    chosen, report = policy.route(snap, RouteRequest("m"), JobFacts(tenant="enterprise"))
+    assert chosen is not None and chosen.info.id == "w-eu"
+    assert report.policy == "script:t"
+    other, _ = policy.route(snap, RouteRequest("m"), JobFacts(tenant="acme"))
+    assert other is not None and other.info.id == "w-us"
+    placed, _ = policy.place(snap, PlaceRequest("n", need=GB, mode="auto"),
+                             JobFacts(tenant="enterprise"))
+    assert placed is not None and placed.hive_id == "h100-eu"
+    assert policy.stats.calls == 3 and policy.stats.failures == 0
+
+
+def test_a_failing_script_falls_back_counts_and_notes_it() -> None:
+    policy = scripted('function route(job, workers) error("boom") end')
+    snap = cluster(("w-eu", "h100-eu", 5), ("w-us", "a100-us", 0))
+    chosen, report = policy.route(snap, RouteRequest("m"))
+    assert chosen is not None and chosen.info.id == "w-us"  # least-loaded decided
+    assert policy.stats.failures == 1 and "boom" in (policy.stats.last_error or "")
+    assert any("script failed" in n and "built-in" in n for n in report.notes)
+
+
+def test_nil_is_no_opinion_and_false_refuses() -> None:
+    snap = cluster(("w-us", "a100-us", 0))
+    shrug = scripted("function route(job, workers) return nil end\n"
+                     "function place(model, devices) return nil end")
+    chosen, report = shrug.route(snap, RouteRequest("m"))
+    assert chosen is not None and shrug.stats.fallbacks == 1 and report.notes
+    eu = scripted((EXAMPLES / "eu_only.lua").read_text())
+    # no EU worker: routing finds none (a new worker may be placed, in the EU)...
+    chosen, report = eu.route(snap, RouteRequest("m"))
+    assert chosen is None and any("refused" in n for n in report.notes)
+    placed, _ = eu.place(snap, PlaceRequest("m", need=GB, mode="auto"))
+    assert placed is not None and placed.hive_id == "h100-eu"
+    # ...and with no EU room at all, placement is refused outright, not handed to the fallback
+    full = ClusterSnapshot(snap.hives, (), reserved={"h100-eu/cuda:0": 80 * GB})
+    with pytest.raises(NoCapacity) as refused:
+        eu.place(full, PlaceRequest("m", need=GB, mode="auto"))
+    assert refused.value.code == "script_refused"
+
+
+def test_pinned_placements_and_pinned_workers_bypass_the_script() -> None:
+    policy = scripted((EXAMPLES / "enterprise_gpus.lua").read_text())
+    snap = cluster(("w-eu", "h100-eu", 0), ("w-us", "a100-us", 0))
+    placed, report = policy.place(snap, PlaceRequest("n", hive_id="a100-us", need=GB),
+                                  JobFacts(tenant="enterprise"))
+    assert placed is not None and placed.hive_id == "a100-us"
+    assert report.policy == "best-device" and policy.stats.calls == 0
+    chosen, _ = policy.route(snap, RouteRequest("m", worker_id="w-us"),
+                             JobFacts(tenant="enterprise"))
+    assert chosen is not None and chosen.info.id == "w-us"
+
+
+@pytest.mark.parametrize(("routing", "expected"), [
+    ("least-loaded", ["w-b", "w-b", "w-b"]),
+    ("round-robin", ["w-b", "w-a", "w-b"]),
+])
+def test_built_in_routing_policies(routing: str, expected: list[str]) -> None:
+    policy = SchedulingPolicy(routing=routing)
+    snap = cluster(("w-a", "h100-eu", 1), ("w-b", "a100-us", 0))
+    picks = []
+    for _ in expected:
+        chosen, _ = policy.route(snap, RouteRequest("m"))
+        assert chosen is not None
+        picks.append(chosen.info.id)
+    assert picks == expected
