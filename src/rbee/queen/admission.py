@@ -82,7 +82,8 @@ class Admission:
                     on_position: Position | None = None) -> Ticket:
         """Wait for a slot (or raise QueueFull); release the ticket when the request ends."""
         lane = self._lanes.setdefault(model, _Lane())
-        if lane.active >= self._limit(model) or lane.waiting:
+        # The limit is at least 1: an idle lane admits without counting workers (hot path).
+        if lane.waiting or (lane.active and lane.active >= self._limit(model)):
             await self._wait(model, lane, priority, on_position)
         else:
             lane.active += 1

@@ -61,6 +61,11 @@ class SchedulingPolicy:
         self.stats = ScriptStats()
         self._turn = 0
 
+    @property
+    def routes_by_memory(self) -> bool:
+        """Whether routing reads device memory (only a script's route hook does)."""
+        return self.script is not None and self.script.has_route
+
     def use(self, script: Script | None) -> None:
         """Hot reload: the next decision uses the new script (or none)."""
         self.script = script
@@ -96,7 +101,8 @@ class SchedulingPolicy:
                        ) -> tuple[WorkerView | None, Report]:
         if self.routing == "round-robin":
             self._turn += 1
-        return route(snapshot, replace(req, policy=self.routing, turn=self._turn))
+            req = replace(req, policy=self.routing, turn=self._turn)
+        return route(snapshot, req)  # least-loaded: the request's default
 
     # -- placement -----------------------------------------------------------------------
 

@@ -156,11 +156,16 @@ class Registry:
             since = self._idle_since[info.id] = now
         return now - since
 
-    def snapshot(self) -> ClusterSnapshot:
+    def snapshot(self, *, memory: bool = True) -> ClusterSnapshot:
+        """The frozen view decisions use. `memory=False` leaves out reservations and idle
+        times (built-in routing reads neither; it runs on every request)."""
         hives = tuple(HiveView(id=h, url=r.telemetry.url, up=self.is_up(h),
                                devices=tuple(r.telemetry.devices), region=r.telemetry.region,
                                labels=r.telemetry.labels)
                       for h, r in sorted(self._hives.items()))
+        if not memory:
+            return ClusterSnapshot(hives, tuple(WorkerView(w, self._inflight.get(w.id, 0))
+                                                for w in self.workers()))
         res = self.reservations
         workers = tuple(
             WorkerView(w, self._inflight.get(w.id, 0),
