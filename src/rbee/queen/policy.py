@@ -12,6 +12,7 @@ as data residency must not be "helpfully" overridden by the fallback).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -21,7 +22,7 @@ from rbee.scheduler.placement import candidates as place_candidates
 from rbee.scheduler.report import Report
 from rbee.scheduler.routing import RouteRequest, route
 from rbee.scheduler.routing import candidates as route_candidates
-from rbee.scheduler.snapshot import ClusterSnapshot, WorkerView, device_key
+from rbee.scheduler.snapshot import ClusterSnapshot, WorkerView
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +32,11 @@ class Script(Protocol):
     has_route: bool
     has_place: bool
 
-    def route(self, job: dict[str, Any], workers: list[dict[str, Any]]) -> str | None: ...
+    def route_rows(self, job: Mapping[str, Any], rows: Sequence[Sequence[Any]],
+                   labels: Sequence[Mapping[str, str]]) -> str | None: ...
 
-    def place(self, model: dict[str, Any], devices: list[dict[str, Any]]) -> str | None: ...
+    def place_rows(self, model: Mapping[str, Any], rows: Sequence[Sequence[Any]],
+                   labels: Sequence[Mapping[str, str]]) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -83,9 +86,10 @@ class SchedulingPolicy:
         if not fit:
             return None, report
         try:
-            chosen = self._ask(report, lambda s: s.route(
+            chosen = self._ask(report, lambda s: s.route_rows(
                 _job_table(req.model, req.hive_id, req.device, job),
-                [_worker_table(w, snapshot) for w in fit]))
+                [_worker_row(w, snapshot) for w in fit],
+                [_hive_labels(w.info.hive_id, snapshot) for w in fit]))
         except NoCapacity as refused:  # none of these workers: a new one may be placed
             report.notes.append(refused.message)
             return None, report
@@ -119,8 +123,9 @@ class SchedulingPolicy:
         fit = place_candidates(snapshot, req, report, hinted=False)
         if not fit:
             return None, report
-        chosen = self._ask(report, lambda s: s.place(
-            _model_table(req, job), [_device_table(c) for c in fit]))
+        chosen = self._ask(report, lambda s: s.place_rows(
+            _model_table(req, job), [_device_row(c) for c in fit],
+            [c.hive.labels for c in fit]))
         if chosen is not None:
             picked = next(c for c in fit if c.key == chosen)
             report.score(picked.key, 1.0)
@@ -158,18 +163,24 @@ def _job_table(model: str, hive_id: str | None, device: str | None,
             "hive_id": hive_id, "device": device, "labels": dict(facts.labels)}
 
 
-def _worker_table(w: WorkerView, snapshot: ClusterSnapshot) -> dict[str, Any]:
-    hive = snapshot.hive(w.info.hive_id)
+# Rows in the field order of rbee.scheduler.lua (WORKER_FIELDS, DEVICE_FIELDS): no dict per
+# candidate on the decision path. Labels go separately, as the hive's own mapping (one Lua
+# table per hive, not per candidate).
+
+def _worker_row(w: WorkerView, snapshot: ClusterSnapshot) -> tuple[Any, ...]:
+    info = w.info
+    hive = snapshot.hive(info.hive_id)
     free = 0
     if hive is not None:
-        dev = next((d for d in hive.devices if d.id == w.info.device), None)
+        dev = next((d for d in hive.devices if d.id == info.device), None)
         free = snapshot.available(hive.id, dev) if dev else 0
-    return {"id": w.info.id, "hive_id": w.info.hive_id, "model": w.info.model,
-            "device": w.info.device, "state": w.info.state.value,
-            "load": w.inflight + w.info.load, "vram_free": free,
-            "region": hive.region if hive else None,
-            # the hive's own mapping, not a copy: one Lua table per hive, not per worker
-            "labels": hive.labels if hive else {}}
+    return (info.id, info.hive_id, info.model, info.device, info.state.value,
+            w.inflight + info.load, free, hive.region if hive else None)
+
+
+def _hive_labels(hive_id: str, snapshot: ClusterSnapshot) -> Mapping[str, str]:
+    hive = snapshot.hive(hive_id)
+    return hive.labels if hive else {}
 
 
 def _model_table(req: PlaceRequest, job: JobFacts | None) -> dict[str, Any]:
@@ -178,8 +189,6 @@ def _model_table(req: PlaceRequest, job: JobFacts | None) -> dict[str, Any]:
             "priority": facts.priority, "labels": dict(facts.labels)}
 
 
-def _device_table(c: Candidate) -> dict[str, Any]:
-    return {"key": device_key(c.hive.id, c.device.id), "hive_id": c.hive.id, "id": c.device.id,
-            "kind": c.device.kind, "name": c.device.name,
-            "memory_total": c.device.memory_total, "memory_free": c.available,
-            "region": c.hive.region, "labels": c.hive.labels, "workers": c.workers}
+def _device_row(c: Candidate) -> tuple[Any, ...]:
+    return (c.key, c.hive.id, c.device.id, c.device.kind, c.device.name,
+            c.device.memory_total, c.available, c.hive.region, c.workers)

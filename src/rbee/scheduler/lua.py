@@ -111,13 +111,27 @@ class _Shape:
             return [r.get("labels") for r in records]
 
 
-def _flat_labels(by_id: dict[int, Any]) -> list[Any]:
-    """Distinct labels dicts as: their count, then (id, size, k1, v1, k2, v2...) each."""
+def _flat_labels(by_id: dict[int, Any], cache: dict[int, tuple[Any, tuple[Any, ...]]]
+                 ) -> list[Any]:
+    """Distinct labels dicts as: their count, then (id, size, k1, v1, k2, v2...) each.
+
+    `cache` keeps each mapping's flattened form across calls (hives' labels rarely change).
+    It holds the mapping itself, so its id cannot be reused by another object while cached;
+    label mappings are treated as immutable once passed in.
+    """
     out: list[Any] = [len(by_id)]
     for key, labels in by_id.items():
-        pairs = labels.items() if labels else ()
-        out += (key, len(pairs), *chain.from_iterable(pairs))
+        hit = cache.get(key)
+        if hit is None or hit[0] is not labels:
+            pairs = labels.items() if labels else ()
+            if len(cache) >= _LABEL_CACHE:
+                cache.clear()
+            hit = cache[key] = (labels, (key, len(pairs), *chain.from_iterable(pairs)))
+        out += hit[1]
     return out
+
+
+_LABEL_CACHE = 4096
 
 
 _SHAPES: dict[Hook, tuple[_Shape, _Shape]] = {
@@ -137,6 +151,7 @@ class LuaPolicy:
         self.name = name
         self.limits = limits
         self.last_log: list[str] = []
+        self._label_cache: dict[int, tuple[Any, tuple[Any, ...]]] = {}
         if len(source.encode()) > MAX_SOURCE_BYTES:
             raise ScriptInvalid(f"script '{name}': larger than {MAX_SOURCE_BYTES} bytes")
         self._lua: Any = lupa.LuaRuntime(
@@ -168,12 +183,32 @@ class LuaPolicy:
         """The `key` of the device the script picks among `devices`, or None (no opinion)."""
         return self._call("place", model, devices)
 
+    def route_rows(self, job: Mapping[str, Any], rows: Sequence[Sequence[Any]],
+                   labels: Sequence[Mapping[str, str]]) -> str | None:
+        """`route` for callers holding rows already (values in WORKER_FIELDS order, and each
+        row's labels): skips building a dict per worker on the hot path."""
+        return self._send("route", job, len(rows), list(labels),
+                          list(chain.from_iterable(rows)))
+
+    def place_rows(self, model: Mapping[str, Any], rows: Sequence[Sequence[Any]],
+                   labels: Sequence[Mapping[str, str]]) -> str | None:
+        """`place` with rows in DEVICE_FIELDS order (see `route_rows`)."""
+        return self._send("place", model, len(rows), list(labels),
+                          list(chain.from_iterable(rows)))
+
     def _call(self, hook: Hook, head: Mapping[str, Any],
               items: Sequence[Mapping[str, Any]]) -> str | None:
         if not self._defined[hook]:
             return None
-        head_shape, item_shape = _SHAPES[hook]
-        labels = item_shape.labels(items)
+        item_shape = _SHAPES[hook][1]
+        return self._send(hook, head, len(items), item_shape.labels(items),
+                          item_shape.flat(items))
+
+    def _send(self, hook: Hook, head: Mapping[str, Any], n: int, labels: list[Any],
+              flat_items: list[Any]) -> str | None:
+        if not self._defined[hook]:
+            return None
+        head_shape = _SHAPES[hook][0]
         label_ids = list(map(id, labels))
         head_labels = head.get("labels")
         # one Lua table per distinct labels dict: workers of a hive usually share theirs
@@ -182,14 +217,15 @@ class LuaPolicy:
         self.last_log = []
         with self._unlimited():
             try:
-                self._prepare(hook, len(items), *_flat_labels(by_id), id(head_labels),
-                              *head_shape.flat((head,)), *label_ids, *item_shape.flat(items))
+                self._prepare(hook, n, *_flat_labels(by_id, self._label_cache),
+                              id(head_labels), *head_shape.flat((head,)), *label_ids,
+                              *flat_items)
             except (lupa.LuaError, OverflowError) as exc:  # a NaN label key, an int >= 2**63
                 raise ScriptFailed(f"script '{self.name}': inputs not convertible: "
                                    f"{str(exc).splitlines()[0]}") from exc
         status, text, *self.last_log = self._run(self._decide)
         if status == "refuse":
-            raise ScriptRefused(f"script '{self.name}' refused all {len(items)} candidate(s) "
+            raise ScriptRefused(f"script '{self.name}' refused all {n} candidate(s) "
                                 f"for this {hook}")
         if status != "ok":
             raise ScriptFailed(f"script '{self.name}': {self._reason(status, text)}")

@@ -107,3 +107,30 @@ def test_built_in_routing_policies(routing: str, expected: list[str]) -> None:
         assert chosen is not None
         picks.append(chosen.info.id)
     assert picks == expected
+
+
+def test_scripts_see_every_field_of_the_data_contract() -> None:
+    policy = scripted('''
+function route(job, workers)
+  for _, w in ipairs(workers) do
+    log(string.format("%s %s %s %s %s %d %d %s %s", w.id, w.hive_id, w.model, w.device,
+                      w.state, w.load, w.vram_free, w.region, w.labels.gpu))
+  end
+end
+function place(model, devices)
+  for _, d in ipairs(devices) do
+    log(string.format("%s %s %s %s %s %d %d %s %d %s", d.key, d.hive_id, d.id, d.kind, d.name,
+                      d.memory_total, d.memory_free, d.region, d.workers, d.labels.gpu))
+  end
+end''')
+    snap = ClusterSnapshot(cluster(("w-eu", "h100-eu", 2)).hives,
+                           cluster(("w-eu", "h100-eu", 2)).workers,
+                           reserved={"h100-eu/cuda:0": 30 * GB})
+    policy.route(snap, RouteRequest("m"))
+    script = policy.script
+    assert isinstance(script, LuaPolicy)
+    assert script.last_log == [f"w-eu h100-eu m cuda:0 ready 2 {50 * GB} eu-west h100"]
+    policy.place(snap, PlaceRequest("n", need=GB, mode="auto"))
+    assert script.last_log == [
+        f"h100-eu/cuda:0 h100-eu cuda:0 cuda GPU {80 * GB} {50 * GB} eu-west 1 h100",
+        f"a100-us/cuda:0 a100-us cuda:0 cuda GPU {80 * GB} {80 * GB} us-east 0 a100"]
