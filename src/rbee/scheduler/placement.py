@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from rbee.api.cluster import Device
 from rbee.scheduler.report import Report
@@ -43,8 +43,9 @@ class Placement:
         return device_key(self.hive_id, self.device)
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
+    """A device that passed the filters (a NamedTuple: hundreds are made per decision)."""
+
     hive: HiveView
     device: Device
     key: str  # "hive/device"
