@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from rbee.core.errors import NoCapacity, RbeeError
-from rbee.scheduler.placement import Candidate, Placement, PlaceRequest, place
+from rbee.scheduler.placement import Placement, PlaceRequest, place
 from rbee.scheduler.placement import candidates as place_candidates
 from rbee.scheduler.report import Report
 from rbee.scheduler.routing import RouteRequest, route
@@ -124,7 +124,9 @@ class SchedulingPolicy:
         if not fit:
             return None, report
         chosen = self._ask(report, lambda s: s.place_rows(
-            _model_table(req, job), [_device_row(c) for c in fit],
+            _model_table(req, job),
+            [(c.key, c.hive.id, c.device.id, c.device.kind, c.device.name,  # DEVICE_FIELDS
+              c.device.memory_total, c.available, c.hive.region, c.workers) for c in fit],
             [c.hive.labels for c in fit]))
         if chosen is not None:
             picked = next(c for c in fit if c.key == chosen)
@@ -160,7 +162,7 @@ def _job_table(model: str, hive_id: str | None, device: str | None,
                job: JobFacts | None) -> dict[str, Any]:
     facts = job or JobFacts()
     return {"model": model, "tenant": facts.tenant, "priority": facts.priority,
-            "hive_id": hive_id, "device": device, "labels": dict(facts.labels)}
+            "hive_id": hive_id, "device": device, "labels": facts.labels}
 
 
 # Rows in the field order of rbee.scheduler.lua (WORKER_FIELDS, DEVICE_FIELDS): no dict per
@@ -186,9 +188,7 @@ def _hive_labels(hive_id: str, snapshot: ClusterSnapshot) -> Mapping[str, str]:
 def _model_table(req: PlaceRequest, job: JobFacts | None) -> dict[str, Any]:
     facts = job or JobFacts()
     return {"name": req.model, "size_bytes": req.need, "tenant": facts.tenant,
-            "priority": facts.priority, "labels": dict(facts.labels)}
+            "priority": facts.priority, "labels": facts.labels}
 
 
-def _device_row(c: Candidate) -> tuple[Any, ...]:
-    return (c.key, c.hive.id, c.device.id, c.device.kind, c.device.name,
-            c.device.memory_total, c.available, c.hive.region, c.workers)
+

@@ -84,13 +84,23 @@ def candidates(snapshot: ClusterSnapshot, req: PlaceRequest, report: Report,
     model_hives = {w.info.hive_id for w in snapshot.by_model.get(req.model, ())}
     rows = snapshot.devices
     report.evaluated += len(rows)
+    # The filters of `_rejection`, inlined: this loop runs over every device of the cluster.
+    want_hive = req.hive_id if hinted else None
+    want_device = req.device if hinted and req.device not in (None, "auto") else None
+    need = req.need
     for row in rows:
-        reason = _rejection(row.hive, row.device, req, row.available, hinted)
-        if reason:
-            report.reject(reason)
-            continue
-        fit.append(Candidate(row.hive, row.device, row.key, row.available, row.workers,
-                             row.hive.id in model_hives))
+        hive = row.hive
+        if want_hive is not None and hive.id != want_hive:
+            report.reject("on another hive")
+        elif not hive.up:
+            report.reject("hive down")
+        elif want_device is not None and row.device.id != want_device:
+            report.reject("other device requested")
+        elif need > row.available:
+            report.reject("insufficient memory")
+        else:
+            fit.append(Candidate(hive, row.device, row.key, row.available, row.workers,
+                                 hive.id in model_hives))
     return fit
 
 
@@ -119,14 +129,3 @@ def _pick(fit: list[Candidate], scorer: Scorer, req: PlaceRequest, report: Repor
     return Placement(best.hive.id, best.device.id)
 
 
-def _rejection(hive: HiveView, dev: Device, req: PlaceRequest, available: int,
-               hinted: bool) -> str | None:
-    if hinted and req.hive_id is not None and hive.id != req.hive_id:
-        return "on another hive"
-    if not hive.up:
-        return "hive down"
-    if hinted and req.device not in (None, "auto") and dev.id != req.device:
-        return "other device requested"
-    if req.need > available:
-        return "insufficient memory"
-    return None
