@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from rbee.cli.daemon import DaemonError, queen_settings, start_queen
 from rbee.client import QueenClient
@@ -22,6 +23,12 @@ class Context:
 
     def client(self) -> QueenClient:
         return QueenClient(self.queen_url, self.token)
+
+    def run(self, operation: str, **fields: Any) -> dict[str, Any]:
+        """Submit a job to the queen (started if needed and local) and wait for its result."""
+        with self.client() as client:
+            self.ensure_queen(client)
+            return client.run(operation, **fields)
 
     def ensure_queen(self, client: QueenClient, preload: str | None = None) -> bool:
         """True if we started the queen. Only a local queen is ever started for you.

@@ -69,9 +69,7 @@ def list_(ctx: typer.Context) -> None:
     c: Context = ctx.obj
 
     def run() -> int:
-        client = c.client()
-        c.ensure_queen(client)
-        hives = client.run("hive_list")["hives"]
+        hives = c.run("hive_list")["hives"]
         if c.json:
             print_json(hives)
         else:

@@ -60,10 +60,8 @@ def test(
     c: Context = ctx.obj
 
     def run() -> int:
-        client = c.client()
-        c.ensure_queen(client)
         source = _read(file) if file else None
-        r = client.run("script_test", model=model, hive_id=hive, device=device,
+        r = c.run("script_test", model=model, hive_id=hive, device=device,
                        tenant=tenant, priority=priority, source=source)
         if c.json:
             print_json(r)
@@ -101,9 +99,7 @@ def apply(ctx: typer.Context, file: File,
     c: Context = ctx.obj
 
     def run() -> int:
-        client = c.client()
-        c.ensure_queen(client)
-        r = client.run("script_save", name=name or file.stem, source=_read(file),
+        r = c.run("script_save", name=name or file.stem, source=_read(file),
                        activate=True)
         if c.json:
             print_json(r)
@@ -122,17 +118,15 @@ def show(ctx: typer.Context,
     c: Context = ctx.obj
 
     def run() -> int:
-        client = c.client()
-        c.ensure_queen(client)
         if name is None:
-            active = [s for s in client.run("script_list")["scripts"] if s["active"]]
+            active = [s for s in c.run("script_list")["scripts"] if s["active"]]
             if not active:
                 consoles()[1].print("no active script: the built-in policy decides")
                 return 0
             target = active[0]["name"]
         else:
             target = name
-        r = client.run("script_get", name=target)
+        r = c.run("script_get", name=target)
         if c.json:
             print_json(r)
             return 0
@@ -154,9 +148,7 @@ def list_(ctx: typer.Context) -> None:
     c: Context = ctx.obj
 
     def run() -> int:
-        client = c.client()
-        c.ensure_queen(client)
-        scripts = client.run("script_list")["scripts"]
+        scripts = c.run("script_list")["scripts"]
         if c.json:
             print_json(scripts)
         else:
@@ -173,9 +165,7 @@ def off(ctx: typer.Context) -> None:
     c: Context = ctx.obj
 
     def run() -> int:
-        client = c.client()
-        c.ensure_queen(client)
-        result = client.run("script_activate", name=None)
+        result = c.run("script_activate", name=None)
         if c.json:
             print_json(result)
         else:
@@ -191,9 +181,7 @@ def delete(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
     c: Context = ctx.obj
 
     def run() -> int:
-        client = c.client()
-        c.ensure_queen(client)
-        result = client.run("script_delete", name=name)
+        result = c.run("script_delete", name=name)
         if c.json:
             print_json(result)
         else:
