@@ -96,7 +96,8 @@ class Relay:
                 upstream.release()
                 raise from_envelope(upstream.status, _json(body))
             handed_over = True  # the stream releases the worker when it ends
-            return DisconnectAwareStream(self._pipe(worker, upstream, on_close))
+            finish = _once(lambda: self._finish(worker, upstream, on_close))
+            return DisconnectAwareStream(self._pipe(worker, upstream, finish), on_close=finish)
         finally:
             if not handed_over:
                 self._registry.release(worker.id)
@@ -128,9 +129,15 @@ class Relay:
                 upstream.release()
             else:
                 upstream.close()  # drop the connection: the worker sees the disconnect
-            self._registry.release(worker.id)
             if on_close is not None:
                 on_close()
+
+    def _finish(self, worker: WorkerInfo, upstream: aiohttp.ClientResponse,
+                 on_close: Callable[[], None] | None) -> None:
+        upstream.close()  # a no-op after the body released it; drops it if never read
+        self._registry.release(worker.id)
+        if on_close is not None:
+            on_close()
 
     async def stream_events(self, worker: WorkerInfo, body: dict[str, Any]
                             ) -> AsyncIterator[dict[str, Any]]:
@@ -159,6 +166,19 @@ class Relay:
                 else:
                     upstream.close()
             self._registry.release(worker.id)
+
+
+def _once(fn: Callable[[], None]) -> Callable[[], None]:
+    """A stream ends through its body's `finally` or its response's: release exactly once."""
+    done = False
+
+    def call() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            fn()
+
+    return call
 
 
 def _json(raw: bytes) -> Any:

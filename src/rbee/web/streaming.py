@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 from starlette.requests import Request
@@ -20,9 +20,14 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class DisconnectAwareStream(StreamingResponse):
-    def __init__(self, body: AsyncIterator[bytes], media_type: str = "text/event-stream") -> None:
+    """`on_close` runs once the response is over, however it ended — also when the body was
+    never started (a generator's own `finally` does not run then)."""
+
+    def __init__(self, body: AsyncIterator[bytes], media_type: str = "text/event-stream",
+                 on_close: Callable[[], None] | None = None) -> None:
         super().__init__(body, media_type=media_type, headers=SSE_HEADERS)
         self._body = body
+        self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -42,6 +47,8 @@ class DisconnectAwareStream(StreamingResponse):
             if aclose is not None:
                 with anyio.CancelScope(shield=True):
                     await aclose()
+            if self._on_close is not None:
+                self._on_close()
 
 
 CLIENT_CLOSED = 499  # nginx's "client closed request": nobody reads it, logs do
