@@ -69,7 +69,8 @@ class Dispatcher:
     def __init__(self, registry: Registry, hives: HiveClient, *, spawn_timeout: float,
                  default_threads: int | None, hive_wait: float = 20.0,
                  policy: SchedulingPolicy | None = None, estimator: Estimator | None = None,
-                 keep_warm_models: frozenset[str] = frozenset()) -> None:
+                 keep_warm_models: frozenset[str] = frozenset(),
+                 gpu_overhead: int = 0) -> None:
         self._hive_wait = hive_wait
         self._registry = registry
         self._hives = hives
@@ -80,6 +81,7 @@ class Dispatcher:
         self._estimator = estimator or (lambda ref: 0)
         self._estimates: dict[str, int] = {}
         self._keep_warm_models = keep_warm_models
+        self._gpu_overhead = gpu_overhead
 
     def need(self, ref: ModelRef) -> int:
         """Bytes to reserve: what workers of this model measured, else the estimate."""
@@ -137,7 +139,8 @@ class Dispatcher:
             await asyncio.sleep(POLL_SECONDS / 2)
 
     def place_request(self, ref: ModelRef, hints: Hints) -> PlaceRequest:
-        return PlaceRequest(ref.name, hints.hive_id, hints.device, self.need(ref), hints.mode)
+        return PlaceRequest(ref.name, hints.hive_id, hints.device, self.need(ref), hints.mode,
+                            gpu_overhead=self._gpu_overhead)
 
     async def spawn(self, ref: ModelRef, hints: Hints, narrator: Narrator,
                     engine: str | None = None) -> WorkerInfo:
@@ -162,10 +165,11 @@ class Dispatcher:
         # Reserve in the same step as the decision (no await between): a concurrent
         # placement sees this memory as taken.
         worker_id = f"wrk-{uuid.uuid4().hex[:8]}"
+        need = req.need_on(_kind(decision.device))
         self._registry.reservations.reserve(worker_id, decision.hive_id, decision.device,
-                                            ref.name, req.need)
+                                            ref.name, need)
         narrator.narrate("place", f"placing {ref.name} on {decision.hive_id} {decision.device}"
-                         f" (reserving {_gib(req.need)}; {report.policy})")
+                         f" (reserving {_gib(need)}; {report.policy})")
         spec = SpawnWorker(model=ref.name, device=decision.device, engine=engine,
                            threads=hints.threads or self._threads, worker_id=worker_id)
         try:
@@ -210,6 +214,10 @@ class Dispatcher:
                                                 self._registry.hive_url(info.hive_id), worker_id)
         self._registry.drop_worker(info.hive_id, worker_id)
         return stopped
+
+
+def _kind(device: str) -> str:
+    return device.split(":", 1)[0]
 
 
 def _no_room(ref: ModelRef, need: int, report: Report) -> NoCapacity:

@@ -63,7 +63,7 @@ class Reservations:
         (which a telemetry report generated just before it may not include yet)."""
         r = self._by_worker.get(info.id)
         if r is None:
-            if info.state in _LIVE and info.memory_bytes:
+            if info.state in _LIVE and info.memory_bytes and info.device == "cpu":
                 # A worker we did not place (preloaded, or found after a queen restart).
                 self._by_worker[info.id] = Reservation(
                     info.id, info.hive_id, info.device, info.model,
@@ -76,7 +76,9 @@ class Reservations:
         r.confirmed = r.confirmed or confirm
         if info.state is WorkerState.READY:
             r.loaded = True
-            if info.memory_bytes:
+            # memory_bytes is the process's RSS: the right measure on a CPU, not of VRAM
+            # (no per-process GPU figure yet), so GPU reservations keep their estimate.
+            if info.memory_bytes and info.device == "cpu":
                 r.bytes = int(info.memory_bytes * (1 + MARGIN))
                 self._learned[r.model] = r.bytes
 

@@ -69,7 +69,8 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                             default_threads=settings.worker_threads, policy=policy,
                             estimator=estimate_bytes,
                             keep_warm_models=frozenset(parse_ref(m).name
-                                                       for m in settings.keep_warm))
+                                                       for m in settings.keep_warm),
+                            gpu_overhead=GPU_CONTEXT_BYTES)
     admission = Admission(clock, max_queue=settings.max_queue,
                           slots_per_worker=settings.slots_per_worker,
                           capacity=registry.ready_count)
@@ -90,6 +91,10 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                                                             settings.model_ttl)),
                          admission=admission, scripts=scripts, operations=operations,
                          credentials=credentials, local_hive=local)
+
+
+GPU_CONTEXT_BYTES = 512 * 2**20  # = models.estimate.ACCELERATOR_CONTEXT_BYTES (not imported:
+# that module loads gguf/numpy, which the queen defers until a first placement)
 
 
 def estimate_bytes(ref: ModelRef) -> int:

@@ -39,7 +39,7 @@ def plan_eviction(snapshot: ClusterSnapshot, req: PlaceRequest) -> Eviction | No
     hinted = (req.hive_id is not None or req.device not in (None, "auto")) and req.mode == "pin"
     best: tuple[float, Eviction] | None = None
     for c in candidates(snapshot, loose, Report(), hinted=hinted):
-        shortfall = req.need - c.available
+        shortfall = req.need_on(c.device.kind) - c.available
         on_device = sorted((w for w in snapshot.workers if evictable(w)
                             and device_key(w.info.hive_id, w.info.device) == c.key),
                            key=_priority, reverse=True)

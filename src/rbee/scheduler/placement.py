@@ -28,9 +28,13 @@ class PlaceRequest:
     model: str
     hive_id: str | None = None
     device: str | None = None  # None or "auto": best available
-    need: int = 0  # bytes the model is estimated to take
+    need: int = 0  # bytes the model is estimated to take (on a CPU)
     mode: PlaceMode = "pin"  # how `hive_id`/`device` bind (see module docstring)
     policy: str = "best-device"
+    gpu_overhead: int = 0  # added on CUDA/Metal devices: the driver's context
+
+    def need_on(self, kind: str) -> int:
+        return self.need if kind == "cpu" else self.need + self.gpu_overhead
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ def candidates(snapshot: ClusterSnapshot, req: PlaceRequest, report: Report,
     # The filters of `_rejection`, inlined: this loop runs over every device of the cluster.
     want_hive = req.hive_id if hinted else None
     want_device = req.device if hinted and req.device not in (None, "auto") else None
-    need = req.need
+    need, gpu_need = req.need, req.need_on("cuda")
     for row in rows:
         hive = row.hive
         if want_hive is not None and hive.id != want_hive:
@@ -96,7 +100,7 @@ def candidates(snapshot: ClusterSnapshot, req: PlaceRequest, report: Report,
             report.reject("hive down")
         elif want_device is not None and row.device.id != want_device:
             report.reject("other device requested")
-        elif need > row.available:
+        elif (need if row.device.kind == "cpu" else gpu_need) > row.available:
             report.reject("insufficient memory")
         else:
             fit.append(Candidate(hive, row.device, row.key, row.available, row.workers,

@@ -103,8 +103,9 @@ async def test_concurrent_placements_never_over_commit_a_device() -> None:
 
 async def test_reservations_follow_the_worker_and_learn_what_it_really_uses() -> None:
     _, registry, _, dispatcher = rig({"a": 10 * GB})
-    info = await dispatcher.spawn(ModelRef("builtin", "a", "fake"), Hints(), Silent())
-    assert registry.reservations.totals() == ({"rig/cuda:0": 10 * GB}, {"rig/cuda:0": 10 * GB})
+    info = await dispatcher.spawn(ModelRef("builtin", "a", "fake"), Hints(device="cpu"),
+                                  Silent())
+    assert registry.reservations.totals() == ({"rig/cpu": 10 * GB}, {"rig/cpu": 10 * GB})
     # not yet in the hive's telemetry (spawn answered first): kept
     report(registry, "rig")
     assert registry.reservations.get(info.id) is not None
@@ -230,3 +231,28 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_frees_nothing_it_did_not_
     ticket.release()
     ticket.release()  # idempotent
     assert admission.active("m") == 0
+
+
+async def test_gpu_placements_reserve_the_driver_context_and_keep_their_estimate() -> None:
+    from rbee.models.estimate import ACCELERATOR_CONTEXT_BYTES
+    from rbee.queen.services import GPU_CONTEXT_BYTES
+
+    assert GPU_CONTEXT_BYTES == ACCELERATOR_CONTEXT_BYTES  # the queen's copy stays in step
+    clock = FakeClock()
+    registry = Registry(clock, INTERVAL)
+    report(registry, "rig")
+    dispatcher = Dispatcher(registry, cast(HiveClient, FakeHives(registry)), spawn_timeout=5,
+                            default_threads=None, estimator=lambda ref: 10 * GB,
+                            gpu_overhead=GPU_CONTEXT_BYTES)
+    info = await dispatcher.spawn(ModelRef("builtin", "a", "fake"), Hints(), Silent())
+    assert info.device == "cuda:0"
+    expected = 10 * GB + GPU_CONTEXT_BYTES
+    assert registry.reservations.totals()[0] == {"rig/cuda:0": expected}
+    # the worker's RSS is not its VRAM: a GPU reservation is not "corrected" from it
+    report(registry, "rig", ready(info, 300 * 2**20))
+    assert registry.reservations.totals()[0] == {"rig/cuda:0": expected}
+    # and a model that only fits the GPU without the context goes to the CPU instead
+    big = await dispatcher.spawn(ModelRef("builtin", "a", "fake"), Hints(), Silent())
+    assert big.device == "cuda:0"  # 24 − 10.5 = 13.5 GB left: 10.5 fits again
+    third = await dispatcher.spawn(ModelRef("builtin", "a", "fake"), Hints(), Silent())
+    assert third.device == "cpu"  # 3 GB left on the GPU
