@@ -99,10 +99,9 @@ FAKE = MemoryEstimate(0, 0, 0, WORKER_CONTEXT, "default")
 def estimate_file(path: Path, context_length: int | None = None) -> MemoryEstimate:
     """Estimate from a model file's GGUF header; never raises for a file it can't parse.
 
-    `context_length` defaults to what the worker uses (WORKER_CONTEXT), capped at the
-    context the model was trained on. A caller that relies on that cap must pass the
-    returned `context_length` on to the worker, which does not cap it itself. An explicit
-    value is taken as given, because llama.cpp allocates it even past the trained length.
+    `context_length` defaults to what the worker uses (WORKER_CONTEXT), even past the
+    context the model was trained on: the worker does not cap it, and llama.cpp allocates
+    what it is given. An explicit value is taken as given too.
     Anything that is not a readable GGUF falls back to file size x 1.2 ("file-size").
     Raises FileNotFoundError when `path` does not exist.
     """
@@ -358,8 +357,8 @@ def _from_header(header: _Header, context_length: int | None) -> MemoryEstimate:
     value_dim = _int(key(gguf.Keys.Attention.VALUE_LENGTH)) or head_dim
     n_vocab = (_int(key(gguf.Keys.LLM.VOCAB_SIZE))
                or header.counts.get(gguf.Keys.Tokenizer.LIST, 0) or header.embedding_rows)
-    trained = _int(key(gguf.Keys.LLM.CONTEXT_LENGTH))
-    n_ctx = context_length or (min(WORKER_CONTEXT, trained) if trained else WORKER_CONTEXT)
+    # The worker allocates its own context (2048) even for a model trained on less: so do we.
+    n_ctx = context_length or WORKER_CONTEXT
     return MemoryEstimate(
         weights_bytes=header.weights_bytes,
         kv_cache_bytes=kv_cache_bytes(n_ctx, kv_heads, key_dim, value_dim),
