@@ -46,6 +46,11 @@ def test_load_on_demand_then_idle_unload(tmp_path: Path) -> None:
             wait_for(lambda: not workers(client), 10, "the idle worker to be unloaded")
             state = httpx.get(f"{queen.url}/v1/scheduler").json()
             assert worker["id"] in state["unloaded_idle"]
+            shown = run_cli(env, "scheduler")  # the same, for people
+            assert shown.returncode == 0, shown.stderr
+            assert "routing: least-loaded" in shown.stdout and "localhost/cpu" in shown.stdout
+            as_json = json.loads(run_cli(env, "--json", "scheduler").stdout)
+            assert as_json["placement_policy"] == "best-device"
             again = client.run("infer", model="rbee-fake", prompt="again", max_tokens=2)
             assert again["worker_id"] != worker["id"]  # loaded on demand, anew
 

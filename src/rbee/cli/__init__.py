@@ -10,6 +10,7 @@ import typer
 from rbee import __version__
 from rbee.cli.commands import hives, jobs, models, queen, scripts, workers
 from rbee.cli.commands.infer import infer
+from rbee.cli.commands.scheduler import scheduler
 from rbee.cli.context import Context, default_queen_url
 
 
@@ -44,6 +45,7 @@ def build() -> typer.Typer:
     app.add_typer(workers.app, name="worker")
     app.add_typer(hives.app, name="hive")
     app.add_typer(scripts.app, name="script")
+    app.command(help="What the scheduler is doing: policies, memory, queues.")(scheduler)
     app.add_typer(models.app, name="model")
     app.add_typer(jobs.app, name="jobs")
     return app

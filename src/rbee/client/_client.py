@@ -77,6 +77,11 @@ class QueenClient:
             raise from_envelope(r.status_code, body)
         return body
 
+    def scheduler(self) -> dict[str, Any]:
+        """Policies, the active script's counters, device memory, queues."""
+        found: dict[str, Any] = self._request("GET", "/v1/scheduler")
+        return found
+
     def health(self, timeout: float = 2.0) -> dict[str, Any] | None:
         try:
             r = self._http.get("/health", timeout=timeout)
