@@ -18,6 +18,7 @@ from rbee import __version__
 from rbee.core.clock import Clock
 from rbee.core.errors import HiveNotInstalled, InvalidRequest, RemoteCommandFailed, RemoteError
 from rbee.queen.credentials import Credentials, HiveCredentials
+from rbee.queen.dispatch import Narrator
 from rbee.queen.hive_client import HiveClient
 from rbee.queen.registry import Registry
 from rbee.queen.settings import QueenSettings
@@ -32,12 +33,6 @@ from rbee.web.auth import is_loopback
 
 Connector = Callable[[HiveEntry], AbstractAsyncContextManager[Shell]]
 POLL_SECONDS = 0.1
-
-
-class Narrator(Protocol):
-    def narrate(self, action: str, message: str, actor: str = "queen") -> None: ...
-
-    def progress(self, stage: str, fraction: float) -> None: ...
 
 
 class WheelSource(Protocol):

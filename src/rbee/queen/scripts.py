@@ -13,7 +13,7 @@ from rbee.queen.policy import SchedulingPolicy, Script
 from rbee.queen.registry import Registry
 from rbee.scheduler.eviction import plan_eviction
 from rbee.scheduler.routing import RouteRequest
-from rbee.storage.scripts import ScriptStore
+from rbee.storage.scripts import ScriptRow, ScriptStore
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Scripts:
         return [{"name": r.name, "active": r.active, "updated_at": r.updated_at,
                  "lines": r.source.count("\n") + 1} for r in self._store.all()]
 
-    def _require(self, name: str) -> Any:
+    def _require(self, name: str) -> ScriptRow:
         row = self._store.get(name)
         if row is None:
             raise ScriptNotFound(f"no script {name!r}", param="name")

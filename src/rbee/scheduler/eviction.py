@@ -58,12 +58,3 @@ def plan_eviction(snapshot: ClusterSnapshot, req: PlaceRequest) -> Eviction | No
         if best is None or cost < best[0]:
             best = (cost, plan)
     return best[1] if best else None
-
-
-def after_eviction(snapshot: ClusterSnapshot, plan: Eviction) -> ClusterSnapshot:
-    """The snapshot as it will be once `plan`'s workers are stopped (for checking)."""
-    gone = set(plan.workers)
-    reserved = dict(snapshot.reserved)
-    reserved[plan.placement.key] = reserved.get(plan.placement.key, 0) - plan.frees
-    return replace(snapshot, workers=tuple(w for w in snapshot.workers
-                                           if w.info.id not in gone), reserved=reserved)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from rbee.api.cluster import Device, WorkerInfo
 from rbee.core.states import WorkerState
-from rbee.scheduler.eviction import after_eviction, plan_eviction
+from rbee.scheduler.eviction import Eviction, plan_eviction
 from rbee.scheduler.placement import PlaceRequest, place
 from rbee.scheduler.snapshot import ClusterSnapshot, HiveView, WorkerView, device_key
 
@@ -48,6 +48,15 @@ def worker(wid: str, hive: str, device: str, model: str = "m", *, reserved: int 
     info = WorkerInfo(id=wid, hive_id=hive, model=model, model_path="", device=device,
                       engine="fake", url=f"http://{wid}", state=state)
     return WorkerView(info, inflight, reserved, idle_for, keep_warm)
+
+
+def after_eviction(snapshot: ClusterSnapshot, plan: Eviction) -> ClusterSnapshot:
+    """The snapshot as it will be once `plan`'s workers are stopped."""
+    gone = set(plan.workers)
+    reserved = dict(snapshot.reserved)
+    reserved[plan.placement.key] = reserved.get(plan.placement.key, 0) - plan.frees
+    return replace(snapshot, workers=tuple(w for w in snapshot.workers
+                                           if w.info.id not in gone), reserved=reserved)
 
 
 FIXTURES = {

@@ -21,12 +21,11 @@ Name = Annotated[str, typer.Argument(help="Host name from hives.conf")]
 
 def _narrated(c: Context, operation: str, hive_id: str, doing: str) -> dict[str, Any]:
     """Run a hive job, printing its narration (stderr) under a progress spinner."""
-    client = c.client()
-    c.ensure_queen(client)
     _, err = consoles()
-    job_id = client.submit(operation, hive_id=hive_id)
     result: dict[str, Any] = {}
-    with err.status(f"{doing}…") as status:
+    with c.client() as client, err.status(f"{doing}…") as status:
+        c.ensure_queen(client)
+        job_id = client.submit(operation, hive_id=hive_id)
         for ev in client.run_events(job_id):
             if ev.event == "narration" and not c.json:
                 err.print(f"  [dim]{escape(str(ev.data.get('action', '')))}[/dim] "
