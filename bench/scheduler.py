@@ -3,8 +3,9 @@
 1. Decision latency: a synthetic cluster (workers spread over hives with a CUDA device, a
    CPU and region/labels), one routing decision and one placement decision per sample, with
    the built-in policies and with the shipped `enterprise_gpus.lua` script (the seed's
-   example), side by side in one run. The time includes building the script's input tables.
-   Target: p99 ≤ 1 ms at 1,000 workers with the script.
+   example), side by side in one run, over a frozen snapshot and over a new one per request
+   (every hive reported since the last decision). The time includes building the script's
+   input tables. Target: p99 ≤ 1 ms at 1,000 workers with the script.
 2. Overload: a real queen with two fake workers (20 tokens/s, so each answer takes ~0.5 s)
    and `max_queue` 4 per model; clients send twice what the workers can serve for 10 s.
    Expected: the queue stays bounded, the excess gets 429 with Retry-After at once, no
@@ -20,6 +21,7 @@ import asyncio
 import random
 import sys
 import time
+from itertools import product
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,40 +63,62 @@ def synthetic(n_workers: int, seed: int = 1) -> ClusterSnapshot:
     return ClusterSnapshot(tuple(hives), tuple(workers))
 
 
+def retelemetered(snap: ClusterSnapshot, rnd: random.Random) -> ClusterSnapshot:
+    """The cluster as the queen sees it after every hive reported again: new device objects
+    (free memory moved), new labels mappings with the same labels, new worker views with
+    other in-flight counts, and no per-snapshot index built yet."""
+    hives = tuple(HiveView(h.id, h.url, h.up, tuple(
+        d.model_copy(update={"memory_free": max(0, d.memory_free - rnd.randint(0, GB))})
+        for d in h.devices), region=h.region, labels=dict(h.labels)) for h in snap.hives)
+    workers = tuple(WorkerView(w.info, rnd.randint(0, 4), reserved=w.reserved)
+                    for w in snap.workers)
+    return ClusterSnapshot(hives, workers)
+
+
 def decision_latency(n_samples: int) -> bool:
-    """Route and place decisions timed separately (a request routes; placing is rarer)."""
+    """Route and place decisions timed separately (a request routes; placing is rarer).
+
+    Two cases: a frozen snapshot (the decision alone, its indexes built once), and a new
+    snapshot for every request (every hive has reported since the last decision), where the
+    time includes building the snapshot's indexes and sending the script every record whose
+    telemetry object is new.
+    """
     script = LuaPolicy((REPO / "examples" / "scripts" / "enterprise_gpus.lua").read_text(),
                        "enterprise_gpus")
     rows = []
     passed = True
+    rnd = random.Random(2)
     for n in (10, 100, 1000):
-        snap = synthetic(n)
+        base = synthetic(n)
         builtin = SchedulingPolicy()
         scripted = SchedulingPolicy()
         scripted.use(script)
         job = JobFacts(tenant="enterprise")
-        samples: dict[tuple[str, str], list[float]] = {}
-        for i in range(n_samples):
+        samples: dict[tuple[str, str, str], list[float]] = {}
+        for case, i in product(("frozen", "new telemetry"), range(n_samples)):
             model = MODELS[i % len(MODELS)]
             pair = (("built-in", builtin), ("lua", scripted))
             for name, policy in pair if i % 2 else pair[::-1]:
+                snap = base if case == "frozen" else retelemetered(base, rnd)
                 t0 = time.perf_counter()
                 policy.route(snap, RouteRequest(model), job)
                 t1 = time.perf_counter()
                 policy.place(snap, PlaceRequest(model, need=4 * GB, mode="auto"), job)
                 t2 = time.perf_counter()
-                samples.setdefault(("route", name), []).append((t1 - t0) * 1000)
-                samples.setdefault(("place", name), []).append((t2 - t1) * 1000)
-        for (decision, name), xs in sorted(samples.items()):
-            judged = name == "lua" and n == 1000
+                samples.setdefault((case, "route", name), []).append((t1 - t0) * 1000)
+                samples.setdefault((case, "place", name), []).append((t2 - t1) * 1000)
+        for (case, decision, name), xs in sorted(samples.items()):
+            # the goal is the decision's (ARCHITECTURE §4: a pipeline over a frozen snapshot);
+            # the new-telemetry rows add what taking a fresh snapshot's indexes costs
+            judged = name == "lua" and n == 1000 and case == "frozen"
             ok = not judged or pct(xs, 99) <= TARGET_P99_MS
             passed = passed and ok
-            rows.append((n, decision, name, median(xs), pct(xs, 99), max(xs),
+            rows.append((n, case, decision, name, median(xs), pct(xs, 99), max(xs),
                          verdict(ok) if judged else ""))
         assert scripted.stats.failures == 0, scripted.stats.last_error
-    print(table(f"decision latency over a frozen snapshot, ms ({n_samples} samples each, "
-                "built-in and Lua interleaved)",
-                ("workers", "decision", "policy", "p50", "p99", "max",
+    print(table(f"decision latency, ms ({n_samples} samples each, built-in and Lua "
+                "interleaved; snapshot frozen, or new after every hive reported)",
+                ("workers", "snapshot", "decision", "policy", "p50", "p99", "max",
                  f"p99 ≤ {TARGET_P99_MS} ms"), rows))
     return passed
 

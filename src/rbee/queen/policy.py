@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rbee.core.errors import NoCapacity, RbeeError
 from rbee.scheduler.placement import Placement, PlaceRequest, place
@@ -24,6 +24,9 @@ from rbee.scheduler.routing import RouteRequest, route
 from rbee.scheduler.routing import candidates as route_candidates
 from rbee.scheduler.snapshot import ClusterSnapshot, WorkerView
 
+if TYPE_CHECKING:  # lupa loads only once a script is applied
+    from rbee.scheduler.lua import Row
+
 logger = logging.getLogger(__name__)
 
 
@@ -32,11 +35,9 @@ class Script(Protocol):
     has_route: bool
     has_place: bool
 
-    def route_rows(self, job: Mapping[str, Any], rows: Sequence[Sequence[Any]],
-                   labels: Sequence[Mapping[str, str]]) -> str | None: ...
+    def route_rows(self, job: Mapping[str, Any], rows: Sequence[Row]) -> str | None: ...
 
-    def place_rows(self, model: Mapping[str, Any], rows: Sequence[Sequence[Any]],
-                   labels: Sequence[Mapping[str, str]]) -> str | None: ...
+    def place_rows(self, model: Mapping[str, Any], rows: Sequence[Row]) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,7 @@ class SchedulingPolicy:
         try:
             chosen = self._ask(report, lambda s: s.route_rows(
                 _job_table(req.model, req.hive_id, req.device, job),
-                [_worker_row(w, snapshot) for w in fit],
-                [_hive_labels(w.info.hive_id, snapshot) for w in fit]))
+                [_worker_row(w, snapshot) for w in fit]))
         except NoCapacity as refused:  # none of these workers: a new one may be placed
             report.notes.append(refused.message)
             return None, report
@@ -125,9 +125,9 @@ class SchedulingPolicy:
             return None, report
         chosen = self._ask(report, lambda s: s.place_rows(
             _model_table(req, job),
-            [(c.key, c.hive.id, c.device.id, c.device.kind, c.device.name,  # DEVICE_FIELDS
-              c.device.memory_total, c.available, c.hive.region, c.workers) for c in fit],
-            [c.hive.labels for c in fit]))
+            [((c.key, c.hive.id, c.device.id, c.device.kind, c.device.name,  # DEVICE_STATIC
+               c.device.memory_total, c.hive.region),
+              (c.available, c.workers), c.hive.labels) for c in fit]))  # DEVICE_LIVE
         if chosen is not None:
             picked = next(c for c in fit if c.key == chosen)
             report.score(picked.key, 1.0)
@@ -165,24 +165,19 @@ def _job_table(model: str, hive_id: str | None, device: str | None,
             "hive_id": hive_id, "device": device, "labels": facts.labels}
 
 
-# Rows in the field order of rbee.scheduler.lua (WORKER_FIELDS, DEVICE_FIELDS): no dict per
-# candidate on the decision path. Labels go separately, as the hive's own mapping (one Lua
-# table per hive, not per candidate).
+# Rows in the field order of rbee.scheduler.lua (WORKER_STATIC + WORKER_LIVE, DEVICE_STATIC +
+# DEVICE_LIVE): no dict per candidate on the decision path. Labels go as the hive's own mapping
+# (one Lua table per hive, not per candidate).
 
-def _worker_row(w: WorkerView, snapshot: ClusterSnapshot) -> tuple[Any, ...]:
+def _worker_row(w: WorkerView, snapshot: ClusterSnapshot) -> Row:
     info = w.info
     hive = snapshot.hive(info.hive_id)
     free = 0
     if hive is not None:
         dev = next((d for d in hive.devices if d.id == info.device), None)
         free = snapshot.available(hive.id, dev) if dev else 0
-    return (info.id, info.hive_id, info.model, info.device, info.state.value,
-            w.inflight + info.load, free, hive.region if hive else None)
-
-
-def _hive_labels(hive_id: str, snapshot: ClusterSnapshot) -> Mapping[str, str]:
-    hive = snapshot.hive(hive_id)
-    return hive.labels if hive else {}
+    return ((info.id, info.hive_id, info.model, info.device, hive.region if hive else None),
+            (info.state.value, w.inflight + info.load, free), hive.labels if hive else {})
 
 
 def _model_table(req: PlaceRequest, job: JobFacts | None) -> dict[str, Any]:

@@ -13,15 +13,18 @@ Containment, per call (top-level code included):
 - CPU time: checked at every hook call (every 1,000 instructions), a backstop for single
   instructions whose cost grows with their operands (`..`, `==`, `<` on multi-MiB strings);
 - memory: `LuaRuntime(max_memory=...)`, shared by the script's state and the call's inputs.
-Inputs cross as flat scalars and become fresh Lua tables for every call, so a script cannot
-affect the caller's data; a Python object that slips into the data is inert (lupa's wrapper
-is neutered). Scripts see only the whitelist built in lua_helpers.lua.
+Inputs cross as flat scalars. A candidate's static fields (and its hive's labels) are kept in
+the runtime between calls and re-sent only when they change (`_Kept`); each call passes slots
+and live fields, and hands the script fresh records that read through to the kept fields, so
+a script's writes end with its call and never reach the caller's data. A Python object that
+slips into the data is inert (lupa's wrapper is neutered). Scripts see only the whitelist
+built in lua_helpers.lua.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib.resources import files
 from itertools import chain
@@ -36,14 +39,23 @@ Hook = Literal["route", "place"]
 
 JOB_FIELDS = ("model", "tenant", "priority", "hive_id", "device")
 MODEL_FIELDS = ("name", "size_bytes", "tenant", "priority")
-WORKER_FIELDS = ("id", "hive_id", "model", "device", "state", "load", "vram_free", "region")
-DEVICE_FIELDS = ("key", "hive_id", "id", "kind", "name", "memory_total", "memory_free",
-                 "region", "workers")
+# Candidates' fields in two halves: static ones, kept in the Lua runtime between calls, and live
+# ones, passed with every call (see "Inputs" in lua_helpers.lua).
+WORKER_STATIC = ("id", "hive_id", "model", "device", "region")
+WORKER_LIVE = ("state", "load", "vram_free")
+DEVICE_STATIC = ("key", "hive_id", "id", "kind", "name", "memory_total", "region")
+DEVICE_LIVE = ("memory_free", "workers")
+WORKER_FIELDS = WORKER_STATIC + WORKER_LIVE
+DEVICE_FIELDS = DEVICE_STATIC + DEVICE_LIVE
 MAX_SOURCE_BYTES = 256 * 1024
 LOG_LINES, LOG_CHARS = 20, 200
+KEPT_RECORDS = 4096  # static records kept per hook before they are all dropped and re-sent
 
 _HELPERS = files("rbee.scheduler").joinpath("lua_helpers.lua").read_text(encoding="utf-8")
-_LABELS = itemgetter("labels")
+
+Labels = Mapping[str, str] | None
+Row = tuple[tuple[Any, ...], tuple[Any, ...], Labels]
+"""A candidate as `route_rows`/`place_rows` take it: (static fields, live fields, labels)."""
 
 
 class ScriptInvalid(InvalidRequest):
@@ -85,59 +97,108 @@ def _deny_attributes(obj: object, name: object, is_setting: bool) -> object:
     raise AttributeError("Python attributes are not available to scripts")
 
 
+def _getter(fields: tuple[str, ...]) -> Any:
+    """Fields of a mapping as a tuple (itemgetter of one field returns it bare)."""
+    get = itemgetter(*fields)
+    return get if len(fields) > 1 else lambda record: (get(record),)
+
+
 class _Shape:
-    """How one kind of record crosses into Lua: its scalar fields as flat values, in order.
+    """How mappings (the dict API) become rows; a missing field is nil."""
 
-    Flat scalars are about ten times cheaper to convert than `table_from(recursive=True)`,
-    and lua_helpers.lua builds the tables inside Lua's error protection. Keys outside the
-    data contract are not passed.
-    """
+    def __init__(self, static: tuple[str, ...], live: tuple[str, ...]) -> None:
+        self.static, self.live = static, live
+        self._static, self._live = _getter(static), _getter(live)
 
-    def __init__(self, fields: tuple[str, ...]) -> None:
-        self.fields = fields
-        self._get = itemgetter(*fields)
-
-    def flat(self, records: Sequence[Mapping[str, Any]]) -> list[Any]:
+    def rows(self, records: Sequence[Mapping[str, Any]]) -> list[Row]:
         try:
-            return list(chain.from_iterable(map(self._get, records)))
-        except KeyError:  # a missing field is nil
-            return [r.get(f) for r in records for f in self.fields]
-
-    @staticmethod
-    def labels(records: Sequence[Mapping[str, Any]]) -> list[Any]:
-        try:
-            return list(map(_LABELS, records))
+            return [(self._static(r), self._live(r), r["labels"]) for r in records]
         except KeyError:
-            return [r.get("labels") for r in records]
+            return [(tuple(r.get(f) for f in self.static), tuple(r.get(f) for f in self.live),
+                     r.get("labels")) for r in records]
 
 
-def _flat_labels(by_id: dict[int, Any], cache: dict[int, tuple[Any, tuple[Any, ...]]]
-                 ) -> list[Any]:
-    """Distinct labels dicts as: their count, then (id, size, k1, v1, k2, v2...) each.
-
-    `cache` keeps each mapping's flattened form across calls (hives' labels rarely change).
-    It holds the mapping itself, so its id cannot be reused by another object while cached;
-    label mappings are treated as immutable once passed in.
-    """
-    out: list[Any] = [len(by_id)]
-    for key, labels in by_id.items():
-        hit = cache.get(key)
-        if hit is None or hit[0] is not labels:
-            pairs = labels.items() if labels else ()
-            if len(cache) >= _LABEL_CACHE:
-                cache.clear()
-            hit = cache[key] = (labels, (key, len(pairs), *chain.from_iterable(pairs)))
-        out += hit[1]
-    return out
-
-
-_LABEL_CACHE = 4096
-
-
-_SHAPES: dict[Hook, tuple[_Shape, _Shape]] = {
-    "route": (_Shape(JOB_FIELDS), _Shape(WORKER_FIELDS)),
-    "place": (_Shape(MODEL_FIELDS), _Shape(DEVICE_FIELDS)),
+_SHAPES: dict[Hook, tuple[tuple[str, ...], _Shape]] = {
+    "route": (JOB_FIELDS, _Shape(WORKER_STATIC, WORKER_LIVE)),
+    "place": (MODEL_FIELDS, _Shape(DEVICE_STATIC, DEVICE_LIVE)),
 }
+
+
+class _Kept:
+    """lua.py's ledger of one hook's static records kept in the Lua runtime.
+
+    A record's slot is keyed by its static fields and its labels' content (as a token), so
+    a new telemetry report with the same values reuses it, and a change to either makes a
+    new slot; stale slots are dropped wholesale once `KEPT_RECORDS` is passed. A labels
+    mapping's token is found by its identity first (`by_identity`, which holds the mapping so
+    its id cannot be reused while remembered), so a mapping must not change in place once
+    passed (the registry's telemetry objects never do: each report brings new ones).
+    """
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.slots: dict[tuple[int, tuple[Any, ...]], int] = {}
+        self.tokens: dict[tuple[tuple[str, str], ...], int] = {}
+        self.by_identity: dict[int, tuple[Labels, int]] = {}
+        self.last_token = 0
+        self.reset = True  # the runtime drops what it kept before the next call's upserts
+
+    def encode(self, rows: Sequence[Row]) -> tuple[list[Any], list[Any], list[Any]]:
+        """`prepare`'s arguments for these rows: the reset flag and upserts, each candidate's
+        slot, then their live fields. Raises TypeError for an unhashable static field."""
+        if len(self.slots) + len(rows) > max(KEPT_RECORDS, 2 * len(rows)):
+            self.clear()
+        if len(self.by_identity) > KEPT_RECORDS:
+            self.by_identity.clear()  # only a memo: the runtime is unaffected
+        new_labels: list[tuple[int, tuple[Any, ...]]] = []
+        token_of = self._token_of(new_labels)
+        keys = [(token_of(labels), static) for static, _, labels in rows]
+        slots = list(map(self.slots.get, keys))
+        new_records: list[tuple[Any, ...]] = []
+        if None in slots:
+            for j, slot in enumerate(slots):
+                if slot is None:
+                    slots[j] = self._keep(keys[j], new_records)
+        upserts: list[Any] = [self.reset, len(new_labels)]
+        for token, pairs in new_labels:
+            upserts += (token, len(pairs), *chain.from_iterable(pairs))
+        upserts.append(len(new_records))
+        upserts += chain.from_iterable(new_records)
+        self.reset = False
+        return upserts, slots, list(chain.from_iterable([live for _, live, _ in rows]))
+
+    def _token_of(self, new_labels: list[tuple[int, tuple[Any, ...]]]
+                  ) -> Callable[[Labels], int]:
+        by_identity = self.by_identity
+
+        def token_of(labels: Labels) -> int:
+            hit = by_identity.get(id(labels))
+            if hit is not None and hit[0] is labels:
+                return hit[1]
+            pairs = tuple(labels.items()) if labels else ()
+            try:
+                token = self.tokens.get(pairs)
+            except TypeError:  # an unhashable value: not shared (the conversion makes it inert)
+                token = None
+            if token is None:
+                self.last_token = token = self.last_token + 1
+                new_labels.append((token, pairs))
+                with suppress(TypeError):
+                    self.tokens[pairs] = token
+            by_identity[id(labels)] = (labels, token)
+            return token
+
+        return token_of
+
+    def _keep(self, key: tuple[int, tuple[Any, ...]], new_records: list[tuple[Any, ...]]
+              ) -> int:
+        slot = self.slots.get(key)  # the same record twice in one call
+        if slot is None:
+            slot = self.slots[key] = len(self.slots) + 1
+            new_records.append((slot, key[0], *key[1]))
+        return slot
 
 
 class LuaPolicy:
@@ -151,7 +212,7 @@ class LuaPolicy:
         self.name = name
         self.limits = limits
         self.last_log: list[str] = []
-        self._label_cache: dict[int, tuple[Any, tuple[Any, ...]]] = {}
+        self._kept: dict[Hook, _Kept] = {"route": _Kept(), "place": _Kept()}
         if len(source.encode()) > MAX_SOURCE_BYTES:
             raise ScriptInvalid(f"script '{name}': larger than {MAX_SOURCE_BYTES} bytes")
         self._lua: Any = lupa.LuaRuntime(
@@ -183,49 +244,42 @@ class LuaPolicy:
         """The `key` of the device the script picks among `devices`, or None (no opinion)."""
         return self._call("place", model, devices)
 
-    def route_rows(self, job: Mapping[str, Any], rows: Sequence[Sequence[Any]],
-                   labels: Sequence[Mapping[str, str]]) -> str | None:
-        """`route` for callers holding rows already (values in WORKER_FIELDS order, and each
-        row's labels): skips building a dict per worker on the hot path."""
-        return self._send("route", job, len(rows), list(labels),
-                          list(chain.from_iterable(rows)))
+    def route_rows(self, job: Mapping[str, Any], rows: Sequence[Row]) -> str | None:
+        """`route` for callers holding rows already: (WORKER_STATIC values, WORKER_LIVE values,
+        labels) per worker. Skips building a dict per worker on the hot path."""
+        return self._send("route", job, rows)
 
-    def place_rows(self, model: Mapping[str, Any], rows: Sequence[Sequence[Any]],
-                   labels: Sequence[Mapping[str, str]]) -> str | None:
-        """`place` with rows in DEVICE_FIELDS order (see `route_rows`)."""
-        return self._send("place", model, len(rows), list(labels),
-                          list(chain.from_iterable(rows)))
+    def place_rows(self, model: Mapping[str, Any], rows: Sequence[Row]) -> str | None:
+        """`place` with (DEVICE_STATIC, DEVICE_LIVE, labels) rows (see `route_rows`)."""
+        return self._send("place", model, rows)
 
     def _call(self, hook: Hook, head: Mapping[str, Any],
               items: Sequence[Mapping[str, Any]]) -> str | None:
         if not self._defined[hook]:
             return None
-        item_shape = _SHAPES[hook][1]
-        return self._send(hook, head, len(items), item_shape.labels(items),
-                          item_shape.flat(items))
+        return self._send(hook, head, _SHAPES[hook][1].rows(items))
 
-    def _send(self, hook: Hook, head: Mapping[str, Any], n: int, labels: list[Any],
-              flat_items: list[Any]) -> str | None:
+    def _send(self, hook: Hook, head: Mapping[str, Any], rows: Sequence[Row]) -> str | None:
         if not self._defined[hook]:
             return None
-        head_shape = _SHAPES[hook][0]
-        label_ids = list(map(id, labels))
-        head_labels = head.get("labels")
-        # one Lua table per distinct labels dict: workers of a hive usually share theirs
-        by_id = dict(zip(label_ids, labels, strict=True))
-        by_id[id(head_labels)] = head_labels
+        kept = self._kept[hook]
+        head_labels = head.get("labels") or {}
         self.last_log = []
         with self._unlimited():
             try:
-                self._prepare(hook, n, *_flat_labels(by_id, self._label_cache),
-                              id(head_labels), *head_shape.flat((head,)), *label_ids,
-                              *flat_items)
-            except (lupa.LuaError, OverflowError) as exc:  # a NaN label key, an int >= 2**63
+                upserts, slots, live = kept.encode(rows)
+                self._prepare(hook, len(rows), *upserts,
+                              len(head_labels), *chain.from_iterable(head_labels.items()),
+                              *map(head.get, _SHAPES[hook][0]), *slots, *live)
+            except (lupa.LuaError, OverflowError, TypeError) as exc:
+                # a NaN label key, an int >= 2**63, an unhashable field: whatever the runtime
+                # kept for this hook may be half-updated, so all of it is sent again next time
+                kept.clear()
                 raise ScriptFailed(f"script '{self.name}': inputs not convertible: "
                                    f"{str(exc).splitlines()[0]}") from exc
         status, text, *self.last_log = self._run(self._decide)
         if status == "refuse":
-            raise ScriptRefused(f"script '{self.name}' refused all {n} candidate(s) "
+            raise ScriptRefused(f"script '{self.name}' refused all {len(rows)} candidate(s) "
                                 f"for this {hook}")
         if status != "ok":
             raise ScriptFailed(f"script '{self.name}': {self._reason(status, text)}")
@@ -277,6 +331,8 @@ class LuaPolicy:
             "max_pcalls": 100,
             "job_fields": list(JOB_FIELDS),
             "model_fields": list(MODEL_FIELDS),
-            "worker_fields": list(WORKER_FIELDS),
-            "device_fields": list(DEVICE_FIELDS),
+            "worker_static": list(WORKER_STATIC),
+            "worker_live": list(WORKER_LIVE),
+            "device_static": list(DEVICE_STATIC),
+            "device_live": list(DEVICE_LIVE),
         }, recursive=True)

@@ -23,7 +23,7 @@ local debug_sethook, debug_getmetatable = debug.sethook, debug.getmetatable
 local co_create, co_resume, co_status = coroutine.create, coroutine.resume, coroutine.status
 local load, pairs, ipairs, next, select = load, pairs, ipairs, next, select
 local type, tostring, tonumber, error = type, tostring, tonumber, error
-local setmetatable, rawget, assert, pcall = setmetatable, rawget, assert, pcall
+local setmetatable, rawget, rawset, assert, pcall = setmetatable, rawget, rawset, assert, pcall
 local clock, collectgarbage = os.clock, collectgarbage
 local s_find, s_gsub, s_sub, s_len = string.find, string.gsub, string.sub, string.len
 local s_format, s_byte, s_match, s_gmatch = string.format, string.byte, string.match, string.gmatch
@@ -460,96 +460,224 @@ local function new_env()
 end
 
 ---------------------------------------------------------------------------------------------
--- Inputs. Python passes flat scalars only (fast to convert, and built into tables here, inside
--- Lua's error protection): first the distinct labels dicts, each as its Python id(), its size
--- and its key/value pairs; then each record's fields in order, its labels given by that id.
+-- Inputs. A worker's or device's static fields (id or key, hive, model, kind, name, region,
+-- labels) change only when a hive re-registers or reports new labels, so they are kept in this
+-- runtime between calls, under slot numbers lua.py assigns ("upserts"); a call then passes
+-- only each candidate's slot and its live fields (load, state, memory free...).
+--
+-- Records are kept too, so a call allocates next to nothing: Lua's garbage collector, not the
+-- work itself, was what made one placement in a hundred slow. A record the script sees is an
+-- empty table whose metatable reads through to the kept fields (static, then this call's live
+-- ones); labels likewise. Being empty, a record notices every write (__newindex): the write
+-- lands in the record itself, which is then dropped, so the next call hands out a new one and
+-- a script's writes end with its call; what is kept is never reachable from a script.
+--
+-- prepare's arguments, flat scalars only (fast to convert; built into tables here, inside
+-- Lua's error protection):
+--   reset, #label upserts, then each: token, #pairs, k1, v1, k2, v2...
+--   #record upserts, then each: slot, labels token, static fields...
+--   the head (job or model): #label pairs, k1, v1..., its fields
+--   the n candidates' slots, then their live fields, candidate after candidate
 ---------------------------------------------------------------------------------------------
 
--- The label tables from a[1...]: L[id] = {k = v}, and the index of the last value read.
-local function read_labels(a)
-  local L, i = {}, 2
-  for _ = 1, a[1] do
-    local id, count, t = a[i], a[i + 1], {}
-    for j = i + 2, i + 2 * count, 2 do t[a[j]] = a[j + 1] end
-    L[id] = t
-    i = i + 2 + 2 * count
-  end
-  return L, i - 1
+local HEAD_FIELDS = {route = config.job_fields, place = config.model_fields}
+local STATIC = {route = config.worker_static, place = config.device_static}
+local LIVE = {route = config.worker_live, place = config.device_live}
+local ITEM_KEY = {route = "id", place = "key"}
+local NOUN = {route = "worker id", place = "device key"}
+local RECORD = "rbee.record"
+
+-- Per hook: fields[slot] (static + live + labels), label_of[slot], labels[token] (kept
+-- labels), shown[slot] and shown_labels[token] (what scripts get), used[slot] (the last call
+-- that handed the slot out).
+local kept = {}
+local function forget(hook)
+  kept[hook] = {fields = {}, label_of = {}, labels = {}, shown = {}, shown_labels = {},
+                used = {}}
+end
+for hook in pairs(STATIC) do forget(hook) end
+
+local written = {}   -- records and labels written to during the last call: not handed out again
+local calls = 0
+
+local function on_write(view, k, v)
+  written[view] = true
+  rawset(view, k, v)
 end
 
--- Generates `function(a, L, base, n)` that builds n records from a[base+1...]: first n label
--- ids (keys of L), then n * #fields scalars, record after record.
-local function make_builder(fields)
+-- pairs() over a record or labels: its own fields (what the script wrote) first, then the kept
+-- ones not shadowed. The iterator is a closure, so the kept table never reaches the script.
+local function view_pairs(view)
+  local src = debug_getmetatable(view).__index
+  local own, k = true, nil
+  return function()
+    local v
+    if own then
+      k, v = next(view, k)
+      if k ~= nil then return k, v end
+      own = false
+    end
+    repeat k, v = next(src, k) until k == nil or rawget(view, k) == nil
+    return k, v
+  end
+end
+
+local function is_view(x)
+  local mt = debug_getmetatable(x)
+  return mt ~= nil and mt.__name == RECORD
+end
+
+-- next() for scripts: over a record or labels, the same order as view_pairs.
+local function view_next(t, k)
+  if not is_view(t) then return next(t, k) end
+  local src = debug_getmetatable(t).__index
+  local v
+  if k == nil or rawget(t, k) ~= nil then
+    k, v = next(t, k)
+    if k ~= nil then return k, v end
+  end
+  repeat k, v = next(src, k) until k == nil or rawget(t, k) == nil
+  return k, v
+end
+BASE.next = view_next
+
+local function new_view(src)
+  return setmetatable({}, {__index = src, __newindex = on_write, __pairs = view_pairs,
+                           __name = RECORD, __metatable = RECORD})
+end
+
+local function keep_labels(store, a, i, count)
+  for _ = 1, count do
+    local token, size, t = a[i], a[i + 1], {}
+    for j = i + 2, i + 2 * size, 2 do t[a[j]] = a[j + 1] end
+    store.labels[token], store.shown_labels[token] = t, nil
+    i = i + 2 + 2 * size
+  end
+  return i
+end
+
+local function keep_records(store, names, a, i, count)
+  local nf = #names
+  for _ = 1, count do
+    local slot, fields = a[i], {}
+    for k = 1, nf do fields[names[k]] = a[i + 1 + k] end
+    store.fields[slot], store.label_of[slot], store.shown[slot] = fields, a[i + 1], nil
+    i = i + 2 + nf
+  end
+  return i
+end
+
+local function shown_labels(store, token, dirty)
+  local view = store.shown_labels[token]
+  if view == nil or dirty[view] then
+    local labels = store.labels[token]
+    if labels == nil then error("unknown labels token " .. tostring(token), 0) end
+    view = new_view(labels)
+    store.shown_labels[token] = view
+  end
+  return view
+end
+
+-- A record of the same slot twice in one call: a one-off, with its own copy of the fields.
+local function duplicate(fields)
+  local out = {}
+  for k, v in next, fields do out[k] = v end
+  return out
+end
+
+-- Generates `function(a, i, n, store, call, dirty)` -> the records the script sees: n
+-- candidates from a[i...], first their n slots, then their live fields in order, candidate
+-- after candidate.
+local function make_records(live)
   local parts = {}
-  for k, name in ipairs(fields) do parts[k] = s_format("%s = a[i + %d]", name, k) end
+  for k, name in ipairs(live) do parts[k] = s_format("fields.%s = a[f + %d]", name, k) end
   local src = s_format([==[
-    return function(a, L, base, n)
-      local out, sb = {}, base + n
+    return function(a, i, n, store, call, dirty)
+      local all, label_of, shown, used = store.fields, store.label_of, store.shown, store.used
+      local out, f = {}, i + n - 1
       for j = 1, n do
-        local i = sb + (j - 1) * %d
-        out[j] = {%s, labels = L[a[base + j]] or {}}
+        local slot = a[i + j - 1]
+        local fields, view = all[slot], shown[slot]
+        if fields == nil then error("unknown record slot " .. tostring(slot), 0) end
+        if used[slot] == call then
+          fields = duplicate(fields)
+          view = new_view(fields)
+        elseif view == nil or dirty[view] then
+          view = new_view(fields)
+          shown[slot] = view
+        end
+        used[slot] = call
+        %s
+        fields.labels = shown_labels(store, label_of[slot], dirty)
+        out[j] = view
+        f = f + %d
       end
       return out
-    end]==], #fields, t_concat(parts, ", "))
-  return assert(load(src, "=builder", "t", {}))()
+    end]==], t_concat(parts, "; "), #live)
+  local env = {error = error, tostring = tostring, new_view = new_view, duplicate = duplicate,
+               shown_labels = shown_labels}
+  return assert(load(src, "=records", "t", env))()
 end
 
-local HEAD_FIELDS = {route = config.job_fields, place = config.model_fields}
-local ITEM_FIELDS = {route = config.worker_fields, place = config.device_fields}
-local ITEM_KEY = {route = "id", place = "key"}
-local KEY_AT = {}   -- position of the key among the item fields
-for hook, fields in pairs(ITEM_FIELDS) do
-  for k, name in ipairs(fields) do if name == ITEM_KEY[hook] then KEY_AT[hook] = k end end
+-- Generates `function(a, i, labels)` -> the head table from a[i...].
+local function make_head(fields)
+  local parts = {}
+  for k, name in ipairs(fields) do parts[k] = s_format("%s = a[i + %d]", name, k - 1) end
+  local src = s_format("return function(a, i, labels) return {%s, labels = labels} end",
+                       t_concat(parts, ", "))
+  return assert(load(src, "=head", "t", {}))()
 end
+
 local HOOKS = {}   -- route/place functions of the compiled script, captured once
-local build_head, build_items = {}, {}
+local build_head, build_records = {}, {}
 for hook, fields in pairs(HEAD_FIELDS) do
-  build_head[hook] = make_builder(fields)
-  build_items[hook] = make_builder(ITEM_FIELDS[hook])
+  build_head[hook] = make_head(fields)
+  build_records[hook] = make_records(LIVE[hook])
 end
 
-local NOUN = {route = "worker id", place = "device key"}
-
--- Whether v is one of the n keys in a (the call's arguments, which no script can reach).
-local function is_candidate(a, first, stride, n, v)
-  for j = 0, n - 1 do
-    if a[first + j * stride] == v then return true end
-  end
-  return false
-end
-
-local function chosen(hook, result, a, first, n)
-  local t = type(result)
+local function chosen(call, result)
+  local hook = call.hook
+  local t, key = type(result), ITEM_KEY[hook]
   if t == "nil" then return "ok", nil end
   if result == false then return "refuse", nil end  -- none of these: no fallback either
   if t == "table" then
     if is_list(result) then
       return "error", hook .. " returned a list; pick one element (e.g. :least_loaded())"
     end
-    result = rawget(result, ITEM_KEY[hook])
+    -- a record answers with its key as the script sees it (a forged one is caught below)
+    result = is_view(result) and result[key] or rawget(result, key)
     if type(result) ~= "string" then
-      return "error", s_format("%s returned a table without a string '%s'", hook, ITEM_KEY[hook])
+      return "error", s_format("%s returned a table without a string '%s'", hook, key)
     end
   elseif t ~= "string" then
     return "error", hook .. " returned a " .. t
   end
-  if not is_candidate(a, first, #ITEM_FIELDS[hook], n, result) then
-    return "error", s_format("%s returned unknown %s \"%s\"", hook, NOUN[hook], clean(result, 64))
+  local a, fields = call.a, kept[hook].fields
+  for j = call.first, call.first + call.n - 1 do
+    if fields[a[j]][key] == result then return "ok", result end
   end
-  return "ok", result
+  return "error", s_format("%s returned unknown %s \"%s\"", hook, NOUN[hook], clean(result, 64))
 end
 
 local staged = nil   -- what stage/prepare left for compile/decide
 
--- After the labels: head label id, head scalars, n item label ids, n * #fields item scalars.
 local function prepare(hook, n, ...)
   staged, inputs, vram = nil, nil, nil   -- let a failed call's inputs be collected
   local a = {...}
-  local L, used_by_labels = read_labels(a)
-  local base = used_by_labels + 1 + #HEAD_FIELDS[hook]
-  staged = {hook = hook, a = a, n = n, first_key = base + n + KEY_AT[hook],
-            head = build_head[hook](a, L, used_by_labels, 1)[1],
-            items = new_list(build_items[hook](a, L, base, n))}
+  if a[1] then forget(hook) end
+  local store = kept[hook]
+  local dirty = written
+  if next(written) ~= nil then written = {} end
+  calls = calls + 1
+  local i = keep_labels(store, a, 3, a[2])
+  i = keep_records(store, STATIC[hook], a, i + 1, a[i])
+  local head_labels = {}
+  for j = i + 1, i + 2 * a[i], 2 do head_labels[a[j]] = a[j + 1] end
+  i = i + 1 + 2 * a[i]
+  local head = build_head[hook](a, i, head_labels)
+  local first = i + #HEAD_FIELDS[hook]
+  local items = build_records[hook](a, first, n, store, calls, dirty)
+  staged = {hook = hook, head = head, items = new_list(items), a = a, first = first, n = n}
 end
 
 local function decide()
@@ -560,9 +688,7 @@ local function decide()
   nlogs, inputs, vram = 0, call.items, nil
   local status, result = run(fn, call.head, call.items)
   inputs, vram = nil, nil
-  if status == "ok" then
-    status, result = chosen(call.hook, result, call.a, call.first_key, call.n)
-  end
+  if status == "ok" then status, result = chosen(call, result) end
   return status, result, t_unpack(logs, 1, nlogs)
 end
 

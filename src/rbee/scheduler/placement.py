@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Literal
 
-from rbee.api.cluster import Device
 from rbee.scheduler.report import Report
-from rbee.scheduler.snapshot import ClusterSnapshot, HiveView, device_key
+from rbee.scheduler.snapshot import ClusterSnapshot, DeviceRow, device_key
 
 PlaceMode = Literal["pin", "prefer", "auto"]
 PLACE_POLICIES = ("best-device", "bin-pack", "spread", "affinity")
@@ -47,34 +46,25 @@ class Placement:
         return device_key(self.hive_id, self.device)
 
 
-class Candidate(NamedTuple):
-    """A device that passed the filters (a NamedTuple: hundreds are made per decision)."""
-
-    hive: HiveView
-    device: Device
-    key: str  # "hive/device"
-    available: int
-    workers: int  # workers already on this device
-    same_model: bool  # a worker of this model already runs on this hive
+# A candidate is the snapshot's own DeviceRow: the filters allocate nothing per device (a
+# decision may look at hundreds). `warm` is the set of hives already running the model.
+Scorer = Callable[[DeviceRow, int, frozenset[str]], float]
 
 
-Scorer = Callable[[Candidate, int], float]
-
-
-def _best_device(c: Candidate, need: int) -> float:
+def _best_device(c: DeviceRow, need: int, warm: frozenset[str]) -> float:
     return _KIND_RANK[c.device.kind] * 1e9 + c.available / _MIB
 
 
-def _bin_pack(c: Candidate, need: int) -> float:  # the fullest device that still fits
+def _bin_pack(c: DeviceRow, need: int, warm: frozenset[str]) -> float:  # fullest that fits
     return _KIND_RANK[c.device.kind] * 1e9 - (c.available - need) / _MIB
 
 
-def _spread(c: Candidate, need: int) -> float:  # the emptiest device, fewest workers first
+def _spread(c: DeviceRow, need: int, warm: frozenset[str]) -> float:  # emptiest, fewest workers
     return _KIND_RANK[c.device.kind] * 1e9 - c.workers * 1e6 + c.available / _MIB
 
 
-def _affinity(c: Candidate, need: int) -> float:  # where the model already runs (weights warm)
-    return (1e12 if c.same_model else 0.0) + _best_device(c, need)
+def _affinity(c: DeviceRow, need: int, warm: frozenset[str]) -> float:  # weights already warm
+    return (1e12 if c.hive.id in warm else 0.0) + _best_device(c, need, warm)
 
 
 SCORERS: dict[str, Scorer] = {"best-device": _best_device, "bin-pack": _bin_pack,
@@ -82,29 +72,28 @@ SCORERS: dict[str, Scorer] = {"best-device": _best_device, "bin-pack": _bin_pack
 
 
 def candidates(snapshot: ClusterSnapshot, req: PlaceRequest, report: Report,
-               *, hinted: bool) -> list[Candidate]:
+               *, hinted: bool) -> list[DeviceRow]:
     """Devices passing every filter; `hinted` applies the hive/device hints as filters."""
-    fit: list[Candidate] = []
-    model_hives = {w.info.hive_id for w in snapshot.by_model.get(req.model, ())}
+    fit: list[DeviceRow] = []
     rows = snapshot.devices
     report.evaluated += len(rows)
-    # The filters of `_rejection`, inlined: this loop runs over every device of the cluster.
+    # The filters, inlined: this loop runs over every device of the cluster.
     want_hive = req.hive_id if hinted else None
     want_device = req.device if hinted and req.device not in (None, "auto") else None
     need, gpu_need = req.need, req.need_on("cuda")
+    reject = report.reject
     for row in rows:
         hive = row.hive
         if want_hive is not None and hive.id != want_hive:
-            report.reject("on another hive")
+            reject("on another hive")
         elif not hive.up:
-            report.reject("hive down")
+            reject("hive down")
         elif want_device is not None and row.device.id != want_device:
-            report.reject("other device requested")
+            reject("other device requested")
         elif (need if row.device.kind == "cpu" else gpu_need) > row.available:
-            report.reject("insufficient memory")
+            reject("insufficient memory")
         else:
-            fit.append(Candidate(hive, row.device, row.key, row.available, row.workers,
-                                 hive.id in model_hives))
+            fit.append(row)
     return fit
 
 
@@ -115,21 +104,22 @@ def place(snapshot: ClusterSnapshot, req: PlaceRequest) -> tuple[Placement | Non
     if hinted and req.mode == "prefer":
         preferred = candidates(snapshot, req, report, hinted=True)
         if preferred:
-            return _pick(preferred, scorer, req, report), report
+            return _pick(preferred, scorer, snapshot, req, report), report
         report.notes.append(f"preferred {req.hive_id or ''} {req.device or ''} has no room "
                             f"({report.explain()}); placing anywhere")
         report.evaluated, report.rejected = 0, type(report.rejected)()
     fit = candidates(snapshot, req, report, hinted=hinted and req.mode == "pin")
     if not fit:
         return None, report
-    return _pick(fit, scorer, req, report), report
+    return _pick(fit, scorer, snapshot, req, report), report
 
 
-def _pick(fit: list[Candidate], scorer: Scorer, req: PlaceRequest, report: Report) -> Placement:
-    scored = [(scorer(c, req.need), c) for c in fit]
+def _pick(fit: list[DeviceRow], scorer: Scorer, snapshot: ClusterSnapshot, req: PlaceRequest,
+          report: Report) -> Placement:
+    warm = frozenset(w.info.hive_id for w in snapshot.by_model.get(req.model, ())) \
+        if scorer is _affinity else frozenset()
+    scored = [(scorer(c, req.need, warm), c) for c in fit]
     report.scores.extend((c.key, score) for score, c in scored)
     # highest score; ties broken by the smaller key so decisions are reproducible
     _, best = min(scored, key=lambda sc: (-sc[0], sc[1].key))
     return Placement(best.hive.id, best.device.id)
-
-

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 
 from rbee.api.cluster import Device, WorkerInfo
 
@@ -48,28 +50,24 @@ class ClusterSnapshot:
     @cached_property
     def by_model(self) -> dict[str, tuple[WorkerView, ...]]:
         index: dict[str, list[WorkerView]] = {}
+        add = index.setdefault
         for w in self.workers:
-            index.setdefault(w.info.model, []).append(w)
+            add(w.info.model, []).append(w)
         return {m: tuple(ws) for m, ws in index.items()}
 
     @cached_property
     def device_workers(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for w in self.workers:
-            key = device_key(w.info.hive_id, w.info.device)
-            counts[key] = counts.get(key, 0) + 1
-        return counts
+        # counted by (hive, device) pairs first: one key string per device, not per worker
+        pairs = Counter([(w.info.hive_id, w.info.device) for w in self.workers])
+        return {device_key(h, d): n for (h, d), n in pairs.items()}
 
     @cached_property
     def devices(self) -> tuple[DeviceRow, ...]:
         """Every device with its key, memory available and workers (request-independent)."""
-        counts = self.device_workers
-        rows = []
-        for h in self.hives:
-            for d in h.devices:
-                key = device_key(h.id, d.id)
-                rows.append(DeviceRow(h, d, key, self.available_at(key, d), counts.get(key, 0)))
-        return tuple(rows)
+        counts, available = self.device_workers, self.available_at
+        return tuple(DeviceRow(h, d, key, available(key, d), counts.get(key, 0))
+                     for h in self.hives for d in h.devices
+                     for key in (f"{h.id}/{d.id}",))
 
     def hive(self, hive_id: str) -> HiveView | None:
         return self.hives_by_id.get(hive_id)
@@ -84,15 +82,16 @@ class ClusterSnapshot:
         return self.available_at(device_key(hive_id, device.id), device)
 
     def available_at(self, key: str, device: Device) -> int:
-        capacity = device.memory_total if self.budget is None else min(device.memory_total,
-                                                                       self.budget)
-        accounted = capacity - self.reserved.get(key, 0)
+        # plain comparisons, not min/max: this runs for every device of every new snapshot
+        budget, total = self.budget, device.memory_total
+        accounted = (total if budget is None or budget > total else budget) - \
+            self.reserved.get(key, 0)
         measured = device.memory_free - self.pending.get(key, 0)
-        return max(0, min(accounted, measured))
+        available = accounted if accounted < measured else measured
+        return available if available > 0 else 0
 
 
-@dataclass(frozen=True)
-class DeviceRow:
+class DeviceRow(NamedTuple):  # hundreds per snapshot: a NamedTuple is the cheapest to make
     hive: HiveView
     device: Device
     key: str
