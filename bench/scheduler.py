@@ -123,6 +123,34 @@ def decision_latency(n_samples: int) -> bool:
     return passed
 
 
+def snapshot_cost(n_samples: int) -> None:
+    """What the registry spends taking the snapshot a request's decisions run over (every
+    request takes one: routing without memory accounting, placement with it)."""
+    from rbee.api.cluster import HiveTelemetry
+    from rbee.core.clock import SystemClock
+    from rbee.queen.registry import Registry
+
+    rows = []
+    for n in (10, 100, 1000):
+        base = synthetic(n)
+        registry = Registry(SystemClock(), 2.0)
+        for h in base.hives:
+            registry.report(HiveTelemetry(
+                hive_id=h.id, url=h.url, version="bench", pid=1, devices=list(h.devices),
+                workers=[w.info for w in base.workers if w.info.hive_id == h.id],
+                region=h.region, labels=dict(h.labels)))
+        for label, memory in (("for routing (memory=False)", False),
+                              ("for placement (with memory)", True)):
+            xs = []
+            for _ in range(n_samples):
+                t0 = time.perf_counter()
+                registry.snapshot(memory=memory)
+                xs.append((time.perf_counter() - t0) * 1000)
+            rows.append((n, label, median(xs), pct(xs, 99), max(xs)))
+    print(table(f"registry snapshot, ms ({n_samples} samples each)",
+                ("workers", "snapshot", "p50", "p99", "max"), rows))
+
+
 async def overload(seconds: float) -> None:
     import httpx
 
@@ -190,6 +218,7 @@ def main() -> None:
     args = ap.parse_args()
     header("scheduler", args.quick)
     decision_latency(500 if args.quick else 3000)
+    snapshot_cost(200 if args.quick else 1000)
     asyncio.run(overload(5 if args.quick else 10))
 
 

@@ -144,11 +144,12 @@ class Registry:
     def inflight(self, worker_id: str) -> int:
         return self._inflight.get(worker_id, 0)
 
-    def idle_for(self, info: WorkerInfo) -> float:
+    def idle_for(self, info: WorkerInfo, now: float | None = None) -> float:
         """Seconds since the worker last finished a request (or was first seen ready)."""
         if self._inflight.get(info.id):
             return 0.0
-        now = self._clock.monotonic()
+        if now is None:
+            now = self._clock.monotonic()
         since = self._idle_since.get(info.id)
         if since is None:
             if info.state is not WorkerState.READY:
@@ -166,11 +167,11 @@ class Registry:
         if not memory:
             return ClusterSnapshot(hives, tuple(WorkerView(w, self._inflight.get(w.id, 0))
                                                 for w in self.workers()))
-        res = self.reservations
+        res, inflight, warm = self.reservations, self._inflight, self._keep_warm
+        now = self._clock.monotonic()  # one reading for every worker's idle time
         workers = tuple(
-            WorkerView(w, self._inflight.get(w.id, 0),
-                       reserved=r.bytes if (r := res.get(w.id)) else 0,
-                       idle_for=self.idle_for(w), keep_warm=w.id in self._keep_warm)
+            WorkerView(w, inflight.get(w.id, 0), r.bytes if (r := res.get(w.id)) else 0,
+                       self.idle_for(w, now), w.id in warm)
             for w in self.workers())
         reserved, pending = res.totals()
         return ClusterSnapshot(hives=hives, workers=workers, reserved=reserved, pending=pending,

@@ -21,8 +21,7 @@ class HiveView:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class WorkerView:
+class WorkerView(NamedTuple):  # one per worker per snapshot: a NamedTuple is cheapest to make
     info: WorkerInfo
     inflight: int  # requests the queen has in flight on it (fresher than telemetry)
     reserved: int = 0  # bytes the queen accounts for it on its device
