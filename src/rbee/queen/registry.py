@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 
 from rbee.api.cluster import Device, HiveTelemetry, WorkerInfo
 from rbee.core.clock import Clock
@@ -20,6 +21,10 @@ class HiveRecord:
     last_seen: float
     workers: dict[str, WorkerInfo] = field(default_factory=dict)
     suspect: bool = False  # a worker there was unreachable: down until the next report
+    # What routing snapshots reuse until something of this hive changes: every request takes
+    # a snapshot, and building a view per worker each time cost 0.6 ms at 1,000 workers.
+    view: HiveView | None = None
+    routing_views: tuple[WorkerView, ...] | None = None
 
 
 class Registry:
@@ -31,12 +36,18 @@ class Registry:
         self._inflight: dict[str, int] = {}
         self._idle_since: dict[str, float] = {}  # worker → when its last request ended
         self._keep_warm: set[str] = set()  # worker ids never unloaded for idleness/eviction
+        self._hive_of: dict[str, str] = {}  # worker → hive, to refresh one hive's views
         self.budget = memory_budget
         self.reservations = Reservations(clock, unconfirmed_ttl)
 
     def report(self, t: HiveTelemetry) -> None:
-        self._hives[t.hive_id] = HiveRecord(t, self._clock.monotonic(),
-                                            {w.id: w for w in t.workers})
+        old = self._hives.get(t.hive_id)
+        record = self._hives[t.hive_id] = HiveRecord(t, self._clock.monotonic(),
+                                                     {w.id: w for w in t.workers})
+        if old is not None:
+            for worker_id in old.workers.keys() - record.workers.keys():
+                self._hive_of.pop(worker_id, None)
+        self._hive_of.update(dict.fromkeys(record.workers, t.hive_id))
         self.reservations.sync_hive(t.hive_id, t.workers)
 
     def upsert_worker(self, info: WorkerInfo) -> None:
@@ -44,12 +55,16 @@ class Registry:
         record = self._hives.get(info.hive_id)
         if record is not None:
             record.workers[info.id] = info
+            record.routing_views = None
+            self._hive_of[info.id] = info.hive_id
         self.reservations.observe(info)
 
     def drop_worker(self, hive_id: str, worker_id: str) -> None:
         record = self._hives.get(hive_id)
         if record is not None:
             record.workers.pop(worker_id, None)
+            record.routing_views = None
+        self._hive_of.pop(worker_id, None)
         self.reservations.release(worker_id)
         self._idle_since.pop(worker_id, None)
         self._keep_warm.discard(worker_id)
@@ -77,12 +92,14 @@ class Registry:
             for worker_id in record.workers:
                 self._inflight.pop(worker_id, None)
                 self._idle_since.pop(worker_id, None)
+                self._hive_of.pop(worker_id, None)
         self.reservations.forget_hive(hive_id)
 
     def set_devices(self, hive_id: str, devices: list[Device]) -> None:
         record = self._hives.get(hive_id)
         if record is not None:
             record.telemetry = record.telemetry.model_copy(update={"devices": devices})
+            record.view = None
 
     def state(self, hive_id: str) -> str:
         """"up", "down" (silent for 3 intervals) or "absent" (never registered, or forgotten)."""
@@ -100,14 +117,18 @@ class Registry:
 
     def is_up(self, hive_id: str) -> bool:
         record = self._hives.get(hive_id)
-        return record is not None and not record.suspect and not self.silent(hive_id)
+        return record is not None and self._up(record, self._clock.monotonic())
+
+    def _up(self, record: HiveRecord, now: float) -> bool:
+        return not record.suspect and not self._silent(record, now)
 
     def silent(self, hive_id: str) -> bool:
         """Missed 3 telemetry intervals (down for sure, not merely suspected)."""
         record = self._hives.get(hive_id)
-        if record is None:
-            return False
-        return self._clock.monotonic() - record.last_seen > MISSED_INTERVALS_DOWN * self._interval
+        return record is not None and self._silent(record, self._clock.monotonic())
+
+    def _silent(self, record: HiveRecord, now: float) -> bool:
+        return now - record.last_seen > MISSED_INTERVALS_DOWN * self._interval
 
     def hive_url(self, hive_id: str) -> str:
         record = self._hives.get(hive_id)
@@ -126,14 +147,21 @@ class Registry:
 
     def acquire(self, worker_id: str) -> None:
         self._inflight[worker_id] = self._inflight.get(worker_id, 0) + 1
+        self._changed(worker_id)
 
     def release(self, worker_id: str) -> None:
+        self._changed(worker_id)
         left = self._inflight.get(worker_id, 0) - 1
         if left > 0:
             self._inflight[worker_id] = left
         else:
             self._inflight.pop(worker_id, None)
             self._idle_since[worker_id] = self._clock.monotonic()
+
+    def _changed(self, worker_id: str) -> None:
+        record = self._hives.get(self._hive_of.get(worker_id, ""))
+        if record is not None:
+            record.routing_views = None
 
     def ready_count(self, model: str) -> int:
         """Ready workers serving `model` on hives that are up (admission capacity)."""
@@ -143,6 +171,21 @@ class Registry:
 
     def inflight(self, worker_id: str) -> int:
         return self._inflight.get(worker_id, 0)
+
+    def _hive_view(self, hive_id: str, r: HiveRecord, now: float) -> HiveView:
+        up = self._up(r, now)
+        view = r.view
+        if view is None or view.up != up:
+            t = r.telemetry
+            view = r.view = HiveView(id=hive_id, url=t.url, up=up, devices=tuple(t.devices),
+                                     region=t.region, labels=t.labels)
+        return view
+
+    @staticmethod
+    def _routing_views(r: HiveRecord, inflight: dict[str, int]) -> tuple[WorkerView, ...]:
+        views = r.routing_views = tuple(WorkerView(w, inflight.get(w.id, 0))
+                                        for w in r.workers.values())
+        return views
 
     def idle_for(self, info: WorkerInfo, now: float | None = None) -> float:
         """Seconds since the worker last finished a request (or was first seen ready)."""
@@ -160,15 +203,15 @@ class Registry:
     def snapshot(self, *, memory: bool = True) -> ClusterSnapshot:
         """The frozen view decisions use. `memory=False` leaves out reservations and idle
         times (built-in routing reads neither; it runs on every request)."""
-        hives = tuple(HiveView(id=h, url=r.telemetry.url, up=self.is_up(h),
-                               devices=tuple(r.telemetry.devices), region=r.telemetry.region,
-                               labels=r.telemetry.labels)
-                      for h, r in sorted(self._hives.items()))
+        now = self._clock.monotonic()  # one reading for every hive's state and idle time
+        records = sorted(self._hives.items())
+        hives = tuple(self._hive_view(h, r, now) for h, r in records)
+        inflight = self._inflight
         if not memory:
-            return ClusterSnapshot(hives, tuple(WorkerView(w, self._inflight.get(w.id, 0))
-                                                for w in self.workers()))
-        res, inflight, warm = self.reservations, self._inflight, self._keep_warm
-        now = self._clock.monotonic()  # one reading for every worker's idle time
+            return ClusterSnapshot(hives, tuple(chain.from_iterable(
+                r.routing_views if r.routing_views is not None else
+                self._routing_views(r, inflight) for _, r in records)))
+        res, warm = self.reservations, self._keep_warm
         workers = tuple(
             WorkerView(w, inflight.get(w.id, 0), r.bytes if (r := res.get(w.id)) else 0,
                        self.idle_for(w, now), w.id in warm)

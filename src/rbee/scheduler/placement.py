@@ -116,7 +116,7 @@ def place(snapshot: ClusterSnapshot, req: PlaceRequest) -> tuple[Placement | Non
 
 def _pick(fit: list[DeviceRow], scorer: Scorer, snapshot: ClusterSnapshot, req: PlaceRequest,
           report: Report) -> Placement:
-    warm = frozenset(w.info.hive_id for w in snapshot.by_model.get(req.model, ())) \
+    warm = frozenset(w.info.hive_id for w in snapshot.workers_of(req.model)) \
         if scorer is _affinity else frozenset()
     scored = [(scorer(c, req.need, warm), c) for c in fit]
     report.scores.extend((c.key, score) for score, c in scored)

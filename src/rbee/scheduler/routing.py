@@ -24,7 +24,7 @@ class RouteRequest:
 def candidates(snapshot: ClusterSnapshot, req: RouteRequest, report: Report
                ) -> list[WorkerView]:
     hives = snapshot.hives_by_id
-    mine = snapshot.by_model.get(req.model, ())
+    mine = snapshot.workers_of(req.model)
     others = len(snapshot.workers) - len(mine)
     report.evaluated += len(snapshot.workers)
     if others:

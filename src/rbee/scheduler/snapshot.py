@@ -47,12 +47,17 @@ class ClusterSnapshot:
         return {h.id: h for h in self.hives}
 
     @cached_property
-    def by_model(self) -> dict[str, tuple[WorkerView, ...]]:
-        index: dict[str, list[WorkerView]] = {}
-        add = index.setdefault
-        for w in self.workers:
-            add(w.info.model, []).append(w)
-        return {m: tuple(ws) for m, ws in index.items()}
+    def _of_model(self) -> dict[str, tuple[WorkerView, ...]]:
+        return {}
+
+    def workers_of(self, model: str) -> tuple[WorkerView, ...]:
+        """The workers serving `model`, found on first ask: a request asks about one model,
+        and a full index by model cost more than the routing decision it served."""
+        found = self._of_model.get(model)
+        if found is None:
+            found = self._of_model[model] = tuple(w for w in self.workers
+                                                  if w.info.model == model)
+        return found
 
     @cached_property
     def device_workers(self) -> dict[str, int]:

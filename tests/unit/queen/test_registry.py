@@ -48,3 +48,51 @@ def test_inflight_counts_feed_the_snapshot() -> None:
 def test_unknown_hive() -> None:
     with pytest.raises(HiveNotFound):
         Registry(FakeClock(), 1.0).hive_url("nope")
+
+
+def routing(reg: Registry) -> dict[str, tuple[str, int]]:
+    """The routing snapshot's workers: id → (state, in flight)."""
+    return {v.info.id: (v.info.state.value, v.inflight)
+            for v in reg.snapshot(memory=False).workers}
+
+
+def test_routing_snapshots_reuse_views_but_see_every_change() -> None:
+    clock = FakeClock()
+    reg = Registry(clock, telemetry_interval=1.0)
+    reg.report(telemetry(w("a"), w("b")))
+    first = reg.snapshot(memory=False)
+    again = reg.snapshot(memory=False)
+    assert again.workers == first.workers and again.workers[0] is first.workers[0]
+    assert again.hives[0] is first.hives[0]  # nothing changed: nothing rebuilt
+
+    reg.acquire("a")
+    assert routing(reg) == {"a": ("ready", 1), "b": ("ready", 0)}
+    reg.release("a")
+    assert routing(reg) == {"a": ("ready", 0), "b": ("ready", 0)}
+    reg.upsert_worker(w("c").model_copy(update={"state": WorkerState.LOADING}))
+    assert routing(reg) == {"a": ("ready", 0), "b": ("ready", 0), "c": ("loading", 0)}
+    reg.drop_worker("h", "b")
+    assert routing(reg) == {"a": ("ready", 0), "c": ("loading", 0)}
+    reg.report(telemetry(w("c")))  # a is gone, c is ready now
+    assert routing(reg) == {"c": ("ready", 0)}
+    reg.acquire("a")  # a worker the registry no longer knows: no effect on the views
+    assert routing(reg) == {"c": ("ready", 0)}
+
+
+def test_cached_hive_views_follow_up_down_and_devices() -> None:
+    clock = FakeClock()
+    reg = Registry(clock, telemetry_interval=1.0)
+    reg.report(telemetry(w("a")))
+    assert reg.snapshot(memory=False).hives[0].up
+    reg.suspect("h")
+    assert not reg.snapshot(memory=False).hives[0].up
+    reg.report(telemetry(w("a")))
+    assert reg.snapshot(memory=False).hives[0].up
+    clock.advance(3.1)
+    assert not reg.snapshot(memory=False).hives[0].up
+    reg.report(telemetry(w("a")))
+    gpu = Device(id="cuda:0", kind="cuda", name="gpu", memory_total=8, memory_free=8)
+    reg.set_devices("h", [CPU, gpu])
+    assert [d.id for d in reg.snapshot(memory=False).hives[0].devices] == ["cpu", "cuda:0"]
+    reg.forget("h")
+    assert reg.snapshot(memory=False).hives == () and routing(reg) == {}
