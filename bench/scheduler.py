@@ -3,9 +3,10 @@
 1. Decision latency: a synthetic cluster (workers spread over hives with a CUDA device, a
    CPU and region/labels), one routing decision and one placement decision per sample, with
    the built-in policies and with the shipped `enterprise_gpus.lua` script (the seed's
-   example), side by side in one run, over a frozen snapshot and over a new one per request
-   (every hive reported since the last decision). The time includes building the script's
-   input tables. Target: p99 ≤ 1 ms at 1,000 workers with the script.
+   example), side by side in one run: over a frozen snapshot (the decision; target p99 ≤ 1 ms
+   at 1,000 workers with the script), and as a request pays it on a live registry (snapshot
+   included, every hive having reported since the last request). The time includes building
+   the script's input tables. Then the registry's snapshots alone.
 2. Overload: a real queen with two fake workers (20 tokens/s, so each answer takes ~0.5 s)
    and `max_queue` 4 per model; clients send twice what the workers can serve for 10 s.
    Expected: the queue stays bounded, the excess gets 429 with Retry-After at once, no
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import random
 import sys
 import time
@@ -28,9 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, header, median, pct, table, tempdir, verdict
 from tests.support.daemons import rbee_env, start_queen
 
-from rbee.api.cluster import Device, WorkerInfo
+from rbee.api.cluster import Device, HiveTelemetry, WorkerInfo
+from rbee.core.clock import SystemClock
 from rbee.core.states import WorkerState
 from rbee.queen.policy import JobFacts, SchedulingPolicy
+from rbee.queen.registry import Registry
 from rbee.scheduler.lua import LuaPolicy
 from rbee.scheduler.placement import PlaceRequest
 from rbee.scheduler.routing import RouteRequest
@@ -63,25 +67,36 @@ def synthetic(n_workers: int, seed: int = 1) -> ClusterSnapshot:
     return ClusterSnapshot(tuple(hives), tuple(workers))
 
 
-def retelemetered(snap: ClusterSnapshot, rnd: random.Random) -> ClusterSnapshot:
-    """The cluster as the queen sees it after every hive reported again: new device objects
-    (free memory moved), new labels mappings with the same labels, new worker views with
-    other in-flight counts, and no per-snapshot index built yet."""
-    hives = tuple(HiveView(h.id, h.url, h.up, tuple(
-        d.model_copy(update={"memory_free": max(0, d.memory_free - rnd.randint(0, GB))})
-        for d in h.devices), region=h.region, labels=dict(h.labels)) for h in snap.hives)
-    workers = tuple(WorkerView(w.info, rnd.randint(0, 4), reserved=w.reserved)
-                    for w in snap.workers)
-    return ClusterSnapshot(hives, workers)
+class LiveCluster:
+    """A real registry fed the synthetic cluster's telemetry. `report_all` is every hive
+    reporting again: new device objects (free memory moved), new labels mappings with the same
+    labels, new worker objects, as parsing a report makes them."""
+
+    def __init__(self, base: ClusterSnapshot, rnd: random.Random) -> None:
+        self.base, self.rnd = base, rnd
+        self.registry = Registry(SystemClock(), 2.0)
+        self.workers = {h.id: [w.info for w in base.workers if w.info.hive_id == h.id]
+                        for h in base.hives}
+        self.report_all()
+
+    def report_all(self) -> None:
+        for h in self.base.hives:
+            self.registry.report(HiveTelemetry.model_construct(
+                hive_id=h.id, url=h.url, version="bench", pid=1,
+                devices=[d.model_copy(update={"memory_free": max(
+                    0, d.memory_free - self.rnd.randint(0, GB))}) for d in h.devices],
+                workers=[w.model_copy() for w in self.workers[h.id]],
+                region=h.region, labels=dict(h.labels)))
 
 
 def decision_latency(n_samples: int) -> bool:
     """Route and place decisions timed separately (a request routes; placing is rarer).
 
-    Two cases: a frozen snapshot (the decision alone, its indexes built once), and a new
-    snapshot for every request (every hive has reported since the last decision), where the
-    time includes building the snapshot's indexes and sending the script every record whose
-    telemetry object is new.
+    Two cases. "frozen": the decision alone, over one snapshot whose indexes are built once
+    (ARCHITECTURE §4: decisions are a pipeline over a frozen snapshot; the goal is theirs).
+    "registry": what a request really pays, as the dispatcher does it: taking the registry's
+    snapshot, then deciding, with every hive having reported since the last request (new
+    objects everywhere, so nothing is reused by identity).
     """
     script = LuaPolicy((REPO / "examples" / "scripts" / "enterprise_gpus.lua").read_text(),
                        "enterprise_gpus")
@@ -90,26 +105,33 @@ def decision_latency(n_samples: int) -> bool:
     rnd = random.Random(2)
     for n in (10, 100, 1000):
         base = synthetic(n)
+        live = LiveCluster(base, rnd)
+        registry = live.registry
         builtin = SchedulingPolicy()
         scripted = SchedulingPolicy()
         scripted.use(script)
         job = JobFacts(tenant="enterprise")
         samples: dict[tuple[str, str, str], list[float]] = {}
-        for case, i in product(("frozen", "new telemetry"), range(n_samples)):
+        for case, i in product(("frozen", "registry"), range(n_samples)):
             model = MODELS[i % len(MODELS)]
             pair = (("built-in", builtin), ("lua", scripted))
             for name, policy in pair if i % 2 else pair[::-1]:
-                snap = base if case == "frozen" else retelemetered(base, rnd)
+                if case == "registry":
+                    live.report_all()
+                    # what the simulated reports left behind is collected before the clock
+                    # starts: a collection their garbage triggers is not the decision's cost
+                    gc.collect()
                 t0 = time.perf_counter()
+                snap = base if case == "frozen" else registry.snapshot(
+                    memory=policy.routes_by_memory, eviction=False)
                 policy.route(snap, RouteRequest(model), job)
                 t1 = time.perf_counter()
+                snap = base if case == "frozen" else registry.snapshot(eviction=False)
                 policy.place(snap, PlaceRequest(model, need=4 * GB, mode="auto"), job)
                 t2 = time.perf_counter()
                 samples.setdefault((case, "route", name), []).append((t1 - t0) * 1000)
                 samples.setdefault((case, "place", name), []).append((t2 - t1) * 1000)
         for (case, decision, name), xs in sorted(samples.items()):
-            # the goal is the decision's (ARCHITECTURE §4: a pipeline over a frozen snapshot);
-            # the new-telemetry rows add what taking a fresh snapshot's indexes costs
             judged = name == "lua" and n == 1000 and case == "frozen"
             ok = not judged or pct(xs, 99) <= TARGET_P99_MS
             passed = passed and ok
@@ -117,37 +139,29 @@ def decision_latency(n_samples: int) -> bool:
                          verdict(ok) if judged else ""))
         assert scripted.stats.failures == 0, scripted.stats.last_error
     print(table(f"decision latency, ms ({n_samples} samples each, built-in and Lua "
-                "interleaved; snapshot frozen, or new after every hive reported)",
-                ("workers", "snapshot", "decision", "policy", "p50", "p99", "max",
+                "interleaved; over a frozen snapshot, or snapshot + decision on a registry "
+                "every hive reported to since the last request)",
+                ("workers", "case", "decision", "policy", "p50", "p99", "max",
                  f"p99 ≤ {TARGET_P99_MS} ms"), rows))
     return passed
 
 
 def snapshot_cost(n_samples: int) -> None:
-    """What the registry spends taking the snapshot a request's decisions run over (every
-    request takes one: routing without memory accounting, placement with it)."""
-    from rbee.api.cluster import HiveTelemetry
-    from rbee.core.clock import SystemClock
-    from rbee.queen.registry import Registry
-
+    """What the registry spends taking each kind of snapshot (routing: every request;
+    placement: every model load; eviction: when a placement found no room)."""
     rows = []
     for n in (10, 100, 1000):
-        base = synthetic(n)
-        registry = Registry(SystemClock(), 2.0)
-        for h in base.hives:
-            registry.report(HiveTelemetry(
-                hive_id=h.id, url=h.url, version="bench", pid=1, devices=list(h.devices),
-                workers=[w.info for w in base.workers if w.info.hive_id == h.id],
-                region=h.region, labels=dict(h.labels)))
-        for label, memory in (("for routing (memory=False)", False),
-                              ("for placement (with memory)", True)):
+        registry = LiveCluster(synthetic(n), random.Random(3)).registry
+        for label, kw in (("routing (memory=False)", {"memory": False}),
+                          ("placement (eviction=False)", {"eviction": False}),
+                          ("eviction (everything)", {})):
             xs = []
             for _ in range(n_samples):
                 t0 = time.perf_counter()
-                registry.snapshot(memory=memory)
+                registry.snapshot(**kw)
                 xs.append((time.perf_counter() - t0) * 1000)
             rows.append((n, label, median(xs), pct(xs, 99), max(xs)))
-    print(table(f"registry snapshot, ms ({n_samples} samples each)",
+    print(table(f"registry snapshot alone, ms ({n_samples} samples each)",
                 ("workers", "snapshot", "p50", "p99", "max"), rows))
 
 

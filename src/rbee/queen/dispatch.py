@@ -116,7 +116,7 @@ class Dispatcher:
         req = RouteRequest(model=ref.name, hive_id=hints.hive_id, device=hints.device,
                            worker_id=hints.worker_id)
         # Built-in routing needs no memory accounting: a lighter snapshot on the hot path.
-        snapshot = self._registry.snapshot(memory=self.policy.routes_by_memory)
+        snapshot = self._registry.snapshot(memory=self.policy.routes_by_memory, eviction=False)
         view, _ = self.policy.route(snapshot, req, hints.job)
         return view.info if view else None
 
@@ -149,7 +149,8 @@ class Dispatcher:
         req = await asyncio.to_thread(self.place_request, ref, hints)
         evicted = False
         while True:
-            decision, report = self.policy.place(self._registry.snapshot(), req, hints.job)
+            decision, report = self.policy.place(self._registry.snapshot(eviction=False), req,
+                                                 hints.job)
             for note in report.notes:
                 narrator.narrate("place", note)
             if decision is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -10,7 +11,7 @@ from rbee.core.clock import Clock
 from rbee.core.errors import HiveNotFound
 from rbee.core.states import WorkerState
 from rbee.queen.reservations import Reservations
-from rbee.scheduler.snapshot import ClusterSnapshot, HiveView, WorkerView
+from rbee.scheduler.snapshot import ClusterSnapshot, HiveView, WorkerView, device_key
 
 MISSED_INTERVALS_DOWN = 3
 
@@ -25,6 +26,7 @@ class HiveRecord:
     # a snapshot, and building a view per worker each time cost 0.6 ms at 1,000 workers.
     view: HiveView | None = None
     routing_views: tuple[WorkerView, ...] | None = None
+    device_counts: dict[str, int] = field(default_factory=dict)  # with routing_views
 
 
 class Registry:
@@ -49,6 +51,10 @@ class Registry:
                 self._hive_of.pop(worker_id, None)
         self._hive_of.update(dict.fromkeys(record.workers, t.hive_id))
         self.reservations.sync_hive(t.hive_id, t.workers)
+        # Build the hive's views now, off the request path: a report is its own event, and
+        # the next request's snapshot then only rebuilds hives whose workers changed since.
+        self._hive_view(t.hive_id, record, record.last_seen)
+        self._routing_views(record, self._inflight)
 
     def upsert_worker(self, info: WorkerInfo) -> None:
         """Record what a hive just told us directly, ahead of its next telemetry."""
@@ -183,9 +189,13 @@ class Registry:
 
     @staticmethod
     def _routing_views(r: HiveRecord, inflight: dict[str, int]) -> tuple[WorkerView, ...]:
-        views = r.routing_views = tuple(WorkerView(w, inflight.get(w.id, 0))
-                                        for w in r.workers.values())
-        return views
+        if r.routing_views is None:
+            r.routing_views = tuple(WorkerView(w, inflight.get(w.id, 0))
+                                    for w in r.workers.values())
+            on_device = Counter([w.device for w in r.workers.values()])
+            r.device_counts = {device_key(r.telemetry.hive_id, d): n
+                               for d, n in on_device.items()}
+        return r.routing_views
 
     def idle_for(self, info: WorkerInfo, now: float | None = None) -> float:
         """Seconds since the worker last finished a request (or was first seen ready)."""
@@ -200,22 +210,32 @@ class Registry:
             since = self._idle_since[info.id] = now
         return now - since
 
-    def snapshot(self, *, memory: bool = True) -> ClusterSnapshot:
-        """The frozen view decisions use. `memory=False` leaves out reservations and idle
-        times (built-in routing reads neither; it runs on every request)."""
+    def snapshot(self, *, memory: bool = True, eviction: bool = True) -> ClusterSnapshot:
+        """The frozen view decisions use.
+
+        `memory=False` leaves out reservations (built-in routing, on every request, reads
+        none); `eviction=False` leaves out each worker's reservation, idle time and keep-warm
+        flag, which only eviction reads. Without them, the worker views are each hive's cached
+        ones, rebuilt only when something of that hive changed.
+        """
         now = self._clock.monotonic()  # one reading for every hive's state and idle time
         records = sorted(self._hives.items())
         hives = tuple(self._hive_view(h, r, now) for h, r in records)
         inflight = self._inflight
+        cached = tuple(self._routing_views(record, inflight) for _, record in records)
         if not memory:
-            return ClusterSnapshot(hives, tuple(chain.from_iterable(
-                r.routing_views if r.routing_views is not None else
-                self._routing_views(r, inflight) for _, r in records)))
+            return ClusterSnapshot(hives, tuple(chain.from_iterable(cached)))
+        counts: dict[str, int] = {}
+        for _, record in records:
+            counts.update(record.device_counts)
         res, warm = self.reservations, self._keep_warm
-        workers = tuple(
-            WorkerView(w, inflight.get(w.id, 0), r.bytes if (r := res.get(w.id)) else 0,
-                       self.idle_for(w, now), w.id in warm)
-            for w in self.workers())
+        if eviction:
+            workers = tuple(
+                WorkerView(w, inflight.get(w.id, 0), r.bytes if (r := res.get(w.id)) else 0,
+                           self.idle_for(w, now), w.id in warm)
+                for w in self.workers())
+        else:
+            workers = tuple(chain.from_iterable(cached))
         reserved, pending = res.totals()
         return ClusterSnapshot(hives=hives, workers=workers, reserved=reserved, pending=pending,
-                               budget=self.budget)
+                               budget=self.budget, worker_counts=counts)

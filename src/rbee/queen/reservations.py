@@ -44,13 +44,17 @@ class Reservations:
         self._ttl = unconfirmed_ttl  # a spawn that never answered: give the memory back
         self._by_worker: dict[str, Reservation] = {}
         self._learned: dict[str, int] = {}  # model → measured bytes (+ margin)
+        # totals() as last computed; None once any reservation's bytes or loaded flag changed
+        self._totals: tuple[dict[str, int], dict[str, int]] | None = None
 
     def reserve(self, worker_id: str, hive_id: str, device: str, model: str, size: int) -> None:
         self._by_worker[worker_id] = Reservation(worker_id, hive_id, device, model, size,
                                                  self._clock.monotonic())
+        self._totals = None
 
     def release(self, worker_id: str) -> None:
-        self._by_worker.pop(worker_id, None)
+        if self._by_worker.pop(worker_id, None) is not None:
+            self._totals = None
 
     def get(self, worker_id: str) -> Reservation | None:
         return self._by_worker.get(worker_id)
@@ -69,18 +73,22 @@ class Reservations:
                     info.id, info.hive_id, info.device, info.model,
                     int(info.memory_bytes * (1 + MARGIN)), self._clock.monotonic(), True,
                     info.state is WorkerState.READY)
+                self._totals = None
             return
         if info.state not in _LIVE:
             self.release(info.id)
             return
         r.confirmed = r.confirmed or confirm
         if info.state is WorkerState.READY:
+            before = (r.bytes, r.loaded)
             r.loaded = True
             # memory_bytes is the process's RSS: the right measure on a CPU, not of VRAM
             # (no per-process GPU figure yet), so GPU reservations keep their estimate.
             if info.memory_bytes and info.device == "cpu":
                 r.bytes = int(info.memory_bytes * (1 + MARGIN))
                 self._learned[r.model] = r.bytes
+            if (r.bytes, r.loaded) != before:
+                self._totals = None
 
     def sync_hive(self, hive_id: str, workers: Iterable[WorkerInfo]) -> None:
         """A full telemetry report: confirm, correct, and release what is gone."""
@@ -100,11 +108,15 @@ class Reservations:
             self.release(r.worker_id)
 
     def totals(self) -> tuple[dict[str, int], dict[str, int]]:
-        """(reserved per device key, the part not yet loaded) for the snapshot."""
+        """(reserved per device key, the part not yet loaded) for the snapshot. Computed once
+        per change: snapshots share the result, and none of them changes it."""
+        if self._totals is not None:
+            return self._totals
         reserved: dict[str, int] = {}
         pending: dict[str, int] = {}
         for r in self._by_worker.values():
             reserved[r.key] = reserved.get(r.key, 0) + r.bytes
             if not r.loaded:
                 pending[r.key] = pending.get(r.key, 0) + r.bytes
-        return reserved, pending
+        self._totals = (reserved, pending)
+        return self._totals

@@ -38,6 +38,7 @@ class ClusterSnapshot:
     reserved: Mapping[str, int] = field(default_factory=dict)
     pending: Mapping[str, int] = field(default_factory=dict)
     budget: int | None = None  # a cap on every device's usable memory (bytes), if set
+    worker_counts: Mapping[str, int] | None = None  # workers per "hive/device", if known
 
     # Indexes, built once per snapshot on first use: a decision then costs what its
     # candidates cost, not a pass over every worker of the cluster.
@@ -60,7 +61,9 @@ class ClusterSnapshot:
         return found
 
     @cached_property
-    def device_workers(self) -> dict[str, int]:
+    def device_workers(self) -> Mapping[str, int]:
+        if self.worker_counts is not None:  # the registry keeps them per hive
+            return self.worker_counts
         # counted by (hive, device) pairs first: one key string per device, not per worker
         pairs = Counter([(w.info.hive_id, w.info.device) for w in self.workers])
         return {device_key(h, d): n for (h, d), n in pairs.items()}

@@ -96,3 +96,22 @@ def test_cached_hive_views_follow_up_down_and_devices() -> None:
     assert [d.id for d in reg.snapshot(memory=False).hives[0].devices] == ["cpu", "cuda:0"]
     reg.forget("h")
     assert reg.snapshot(memory=False).hives == () and routing(reg) == {}
+
+
+def test_placement_snapshots_without_eviction_facts_count_the_same_workers() -> None:
+    reg = Registry(FakeClock(), telemetry_interval=1.0)
+    gpu_worker = w("g").model_copy(update={"device": "cuda:0"})
+    reg.report(telemetry(w("a"), w("b"), gpu_worker))
+    reg.reservations.reserve("a", "h", "cpu", "m", 100)
+    reg.acquire("a")
+    full, light = reg.snapshot(), reg.snapshot(eviction=False)
+    assert dict(light.device_workers) == dict(full.device_workers) == {"h/cpu": 2,
+                                                                       "h/cuda:0": 1}
+    assert light.reserved == full.reserved == {"h/cpu": 100}
+    assert [(v.info.id, v.inflight) for v in light.workers] == \
+        [(v.info.id, v.inflight) for v in full.workers]
+    # only the full one carries what eviction reads
+    assert [v.reserved for v in full.workers] == [100, 0, 0]
+    assert [v.reserved for v in light.workers] == [0, 0, 0]
+    reg.drop_worker("h", "b")
+    assert dict(reg.snapshot(eviction=False).device_workers) == {"h/cpu": 1, "h/cuda:0": 1}
