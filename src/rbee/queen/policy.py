@@ -16,13 +16,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from rbee.api.cluster import Device, WorkerInfo
 from rbee.core.errors import NoCapacity, RbeeError
 from rbee.scheduler.placement import Placement, PlaceRequest, place
 from rbee.scheduler.placement import candidates as place_candidates
 from rbee.scheduler.report import Report
 from rbee.scheduler.routing import RouteRequest, route
 from rbee.scheduler.routing import candidates as route_candidates
-from rbee.scheduler.snapshot import ClusterSnapshot, WorkerView
+from rbee.scheduler.snapshot import ClusterSnapshot, DeviceRow, HiveView, WorkerView
 
 if TYPE_CHECKING:  # lupa loads only once a script is applied
     from rbee.scheduler.lua import Row
@@ -64,6 +65,7 @@ class SchedulingPolicy:
         self.script: Script | None = None
         self.stats = ScriptStats()
         self._turn = 0
+        self._statics = _Statics()
 
     @property
     def routes_by_memory(self) -> bool:
@@ -89,7 +91,7 @@ class SchedulingPolicy:
         try:
             chosen = self._ask(report, lambda s: s.route_rows(
                 _job_table(req.model, req.hive_id, req.device, job),
-                [_worker_row(w, snapshot) for w in fit]))
+                [self._statics.worker_row(w, snapshot) for w in fit]))
         except NoCapacity as refused:  # none of these workers: a new one may be placed
             report.notes.append(refused.message)
             return None, report
@@ -124,10 +126,7 @@ class SchedulingPolicy:
         if not fit:
             return None, report
         chosen = self._ask(report, lambda s: s.place_rows(
-            _model_table(req, job),
-            [((c.key, c.hive.id, c.device.id, c.device.kind, c.device.name,  # DEVICE_STATIC
-               c.device.memory_total, c.hive.region),
-              (c.available, c.workers), c.hive.labels) for c in fit]))  # DEVICE_LIVE
+            _model_table(req, job), self._statics.device_rows(fit)))
         if chosen is not None:
             picked = next(c for c in fit if c.key == chosen)
             report.score(picked.key, 1.0)
@@ -165,19 +164,49 @@ def _job_table(model: str, hive_id: str | None, device: str | None,
             "hive_id": hive_id, "device": device, "labels": facts.labels}
 
 
-# Rows in the field order of rbee.scheduler.lua (WORKER_STATIC + WORKER_LIVE, DEVICE_STATIC +
-# DEVICE_LIVE): no dict per candidate on the decision path. Labels go as the hive's own mapping
-# (one Lua table per hive, not per candidate).
+class _Statics:
+    """Script rows (rbee.scheduler.lua's WORKER_STATIC + WORKER_LIVE, DEVICE_STATIC +
+    DEVICE_LIVE), their static halves reused while the objects they were read from are the
+    same ones: the registry keeps a hive's views and devices until its next report, so most
+    decisions build no static tuple, and the script's ledger finds each by identity.
+    """
 
-def _worker_row(w: WorkerView, snapshot: ClusterSnapshot) -> Row:
-    info = w.info
-    hive = snapshot.hive(info.hive_id)
-    free = 0
-    if hive is not None:
-        dev = next((d for d in hive.devices if d.id == info.device), None)
-        free = snapshot.available(hive.id, dev) if dev else 0
-    return ((info.id, info.hive_id, info.model, info.device, hive.region if hive else None),
-            (info.state.value, w.inflight + info.load, free), hive.labels if hive else {})
+    LIMIT = 8192
+
+    def __init__(self) -> None:
+        self._workers: dict[str, tuple[WorkerInfo, HiveView | None, tuple[Any, ...]]] = {}
+        self._devices: dict[str, tuple[Device, HiveView, tuple[Any, ...]]] = {}
+
+    def worker_row(self, w: WorkerView, snapshot: ClusterSnapshot) -> Row:
+        info = w.info
+        hive = snapshot.hive(info.hive_id)
+        free = 0
+        if hive is not None:
+            dev = next((d for d in hive.devices if d.id == info.device), None)
+            free = snapshot.available(hive.id, dev) if dev else 0
+        memo = self._workers
+        kept = memo.get(info.id)
+        if kept is None or kept[0] is not info or kept[1] is not hive:
+            if len(memo) >= self.LIMIT:
+                memo.clear()
+            kept = memo[info.id] = (info, hive, (info.id, info.hive_id, info.model, info.device,
+                                                 hive.region if hive else None))
+        return (kept[2], (info.state.value, w.inflight + info.load, free),
+                hive.labels if hive else {})
+
+    def device_rows(self, fit: Sequence[DeviceRow]) -> list[Row]:
+        memo = self._devices
+        if len(memo) + len(fit) > self.LIMIT:
+            memo.clear()
+        rows: list[Row] = []
+        for c in fit:
+            kept = memo.get(c.key)
+            if kept is None or kept[0] is not c.device or kept[1] is not c.hive:
+                d = c.device
+                kept = memo[c.key] = (d, c.hive, (c.key, c.hive.id, d.id, d.kind, d.name,
+                                                  d.memory_total, c.hive.region))
+            rows.append((kept[2], (c.available, c.workers), c.hive.labels))
+        return rows
 
 
 def _model_table(req: PlaceRequest, job: JobFacts | None) -> dict[str, Any]:

@@ -142,6 +142,9 @@ class _Kept:
         self.slots: dict[tuple[int, tuple[Any, ...]], int] = {}
         self.tokens: dict[tuple[tuple[str, str], ...], int] = {}
         self.by_identity: dict[int, tuple[Labels, int]] = {}
+        # slots by the identity of (static tuple, labels), for callers that reuse their
+        # tuples while nothing changed: no hashing of fields on the way
+        self.by_static: dict[int, tuple[tuple[Any, ...], Labels, int]] = {}
         self.last_token = 0
         self.reset = True  # the runtime drops what it kept before the next call's upserts
 
@@ -150,17 +153,21 @@ class _Kept:
         slot, then their live fields. Raises TypeError for an unhashable static field."""
         if len(self.slots) + len(rows) > max(KEPT_RECORDS, 2 * len(rows)):
             self.clear()
-        if len(self.by_identity) > KEPT_RECORDS:
-            self.by_identity.clear()  # only a memo: the runtime is unaffected
+        if len(self.by_identity) > KEPT_RECORDS or len(self.by_static) > 2 * KEPT_RECORDS:
+            self.by_identity.clear()  # only memos: the runtime is unaffected
+            self.by_static.clear()
+        known = self.by_static.get
+        slots = [hit[2] if (hit := known(id(static))) is not None and hit[0] is static
+                 and hit[1] is labels else None for static, _, labels in rows]
         new_labels: list[tuple[int, tuple[Any, ...]]] = []
-        token_of = self._token_of(new_labels)
-        keys = [(token_of(labels), static) for static, _, labels in rows]
-        slots = list(map(self.slots.get, keys))
         new_records: list[tuple[Any, ...]] = []
         if None in slots:
+            token_of = self._token_of(new_labels)
             for j, slot in enumerate(slots):
                 if slot is None:
-                    slots[j] = self._keep(keys[j], new_records)
+                    static, _, labels = rows[j]
+                    slot = slots[j] = self._keep((token_of(labels), static), new_records)
+                    self.by_static[id(static)] = (static, labels, slot)
         upserts: list[Any] = [self.reset, len(new_labels)]
         for token, pairs in new_labels:
             upserts += (token, len(pairs), *chain.from_iterable(pairs))

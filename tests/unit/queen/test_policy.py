@@ -134,3 +134,37 @@ end''')
     assert script.last_log == [
         f"h100-eu/cuda:0 h100-eu cuda:0 cuda GPU {80 * GB} {50 * GB} eu-west 1 h100",
         f"a100-us/cuda:0 a100-us cuda:0 cuda GPU {80 * GB} {80 * GB} us-east 0 a100"]
+
+
+def test_scripts_see_what_changed_between_snapshots_and_nothing_stale() -> None:
+    policy = scripted("""
+    function route(job, workers)
+      local w = workers[1]
+      log(w.id, w.model, w.region, w.labels.gpu, w.load)
+      return nil
+    end
+    function place(model, devices)
+      local d = devices[1]
+      log(d.key, d.name, d.memory_total, d.region, d.labels.gpu, d.workers)
+      return nil
+    end""")
+    snap = cluster(("w1", "h100-eu", 1))
+    script = policy.script
+    assert isinstance(script, LuaPolicy)
+
+    def seen(s: ClusterSnapshot) -> list[str]:
+        policy.route(s, RouteRequest("m", hive_id="h100-eu"))
+        logs = list(script.last_log)
+        policy.place(s, PlaceRequest("m", need=GB, mode="auto"))
+        return logs + [line for line in script.last_log if line.startswith("h100-eu")]
+
+    first = ["w1 m eu-west h100 1", f"h100-eu/cuda:0 GPU {80 * GB} eu-west h100 1"]
+    assert seen(snap) == first
+    assert seen(snap) == first  # the same objects again: everything reused
+    # the hive reported again: a new view with another region and labels, a bigger device
+    moved = HiveView("h100-eu", "http://a", True, (gpu(96),), "eu-north", {"gpu": "h200"})
+    snap2 = ClusterSnapshot((moved, snap.hives[1]), tuple(
+        WorkerView(w.info.model_copy(update={"model": "m"}), 3) for w in snap.workers))
+    assert seen(snap2) == ["w1 m eu-north h200 3",
+                           f"h100-eu/cuda:0 GPU {96 * GB} eu-north h200 1"]
+    assert seen(snap) == first  # and back
