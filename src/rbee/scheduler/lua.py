@@ -148,9 +148,10 @@ class _Kept:
         self.last_token = 0
         self.reset = True  # the runtime drops what it kept before the next call's upserts
 
-    def encode(self, rows: Sequence[Row]) -> tuple[list[Any], list[Any], list[Any]]:
-        """`prepare`'s arguments for these rows: the reset flag and upserts, each candidate's
-        slot, then their live fields. Raises TypeError for an unhashable static field."""
+    def encode(self, rows: Sequence[Row]) -> tuple[list[Any], list[Any]]:
+        """`prepare`'s first arguments for these rows (the reset flag and upserts), and each
+        candidate's slot and live fields, candidate after candidate, for `feed`. Raises
+        TypeError for an unhashable static field."""
         if len(self.slots) + len(rows) > max(KEPT_RECORDS, 2 * len(rows)):
             self.clear()
         if len(self.by_identity) > KEPT_RECORDS or len(self.by_static) > 2 * KEPT_RECORDS:
@@ -174,7 +175,8 @@ class _Kept:
         upserts.append(len(new_records))
         upserts += chain.from_iterable(new_records)
         self.reset = False
-        return upserts, slots, list(chain.from_iterable([live for _, live, _ in rows]))
+        return upserts, list(chain.from_iterable(
+            [(slot, *live) for slot, (_, live, _) in zip(slots, rows, strict=True)]))
 
     def _token_of(self, new_labels: list[tuple[int, tuple[Any, ...]]]
                   ) -> Callable[[Labels], int]:
@@ -228,6 +230,7 @@ class LuaPolicy:
         with self._unlimited():
             entry = self._lua.execute(_HELPERS, self._config(), object())
             self._prepare: Any = entry["prepare"]
+            self._feed: Any = entry["feed"]
             self._decide: Any = entry["decide"]
             entry["stage"](source, name)
         try:
@@ -274,10 +277,15 @@ class LuaPolicy:
         self.last_log = []
         with self._unlimited():
             try:
-                upserts, slots, live = kept.encode(rows)
-                self._prepare(hook, len(rows), *upserts,
-                              len(head_labels), *chain.from_iterable(head_labels.items()),
-                              *map(head.get, _SHAPES[hook][0]), *slots, *live)
+                upserts, candidates = kept.encode(rows)
+                per = self._prepare(hook, len(rows), *upserts, len(head_labels),
+                                    *chain.from_iterable(head_labels.items()),
+                                    *map(head.get, _SHAPES[hook][0]))
+                # candidates go in chunks of named parameters: no table per call in Lua
+                width = len(candidates) // len(rows) if rows else 0
+                for start in range(0, len(rows), per):
+                    self._feed(hook, start + 1,
+                               *candidates[start * width:(start + per) * width])
             except (lupa.LuaError, OverflowError, TypeError) as exc:
                 # a NaN label key, an int >= 2**63, an unhashable field: whatever the runtime
                 # kept for this hook may be half-updated, so all of it is sent again next time

@@ -20,7 +20,7 @@
 local config, probe = ...
 
 local debug_sethook, debug_getmetatable = debug.sethook, debug.getmetatable
-local co_create, co_resume, co_status = coroutine.create, coroutine.resume, coroutine.status
+local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
 local load, pairs, ipairs, next, select = load, pairs, ipairs, next, select
 local type, tostring, tonumber, error = type, tostring, tonumber, error
 local setmetatable, rawget, rawset, assert, pcall = setmetatable, rawget, rawset, assert, pcall
@@ -103,20 +103,35 @@ local function safe_pcall(f, ...)
   return pcall_exit(pcall(f, ...))
 end
 
--- Runs fn(...) in a fresh, hooked coroutine: status, first result or error text.
-local function run(fn, ...)
+-- Calls run in a coroutine that loops: after a call that returned, it waits (yields) for the
+-- next one, so a decision does not leave a dead coroutine behind for the collector. One that
+-- failed or was killed is dead, and the next call starts a new one. Scripts cannot yield (no
+-- coroutine library), so the only yield is this loop's.
+local function loop(fn, a, b)
+  while true do
+    local result = fn(a, b)
+    fn, a, b = nil, nil, nil   -- keep nothing of this call alive while parked
+    fn, a, b = co_yield(result)
+  end
+end
+
+local parked = nil
+
+-- Runs fn(a, b) in a hooked coroutine: status, first result or error text.
+local function run(fn, a, b)
   used, extra, dead, started, pcalls = 0, 0, nil, clock(), 0
-  local co = co_create(fn)
-  debug_sethook(co, on_count, "", STEP)
+  local co = parked or co_create(loop)
+  parked = nil
+  debug_sethook(co, on_count, "", STEP)   -- also restarts the hook's count
   current = co
-  local ok, result = co_resume(co, ...)
+  local ok, result = co_resume(co, fn, a, b)
   current = nil
   if dead ~= nil then return dead end
   if not ok then
     if result == MEMERR then collectgarbage("collect"); return "memory" end
     return "error", describe(result)
   end
-  if co_status(co) ~= "dead" then return "error", "script yielded" end
+  parked = co
   return "ok", result
 end
 
@@ -477,7 +492,8 @@ end
 --   reset, #label upserts, then each: token, #pairs, k1, v1, k2, v2...
 --   #record upserts, then each: slot, labels token, static fields...
 --   the head (job or model): #label pairs, k1, v1..., its fields
---   the n candidates' slots, then their live fields, candidate after candidate
+-- and it answers how many candidates feed() takes per call; feed's arguments are the first
+-- candidate's position, then each candidate's slot and live fields, candidate after candidate.
 ---------------------------------------------------------------------------------------------
 
 local HEAD_FIELDS = {route = config.job_fields, place = config.model_fields}
@@ -585,38 +601,62 @@ local function duplicate(fields)
   return out
 end
 
--- Generates `function(a, i, n, store, call, dirty)` -> the records the script sees: n
--- candidates from a[i...], first their n slots, then their live fields in order, candidate
--- after candidate.
-local function make_records(live)
-  local parts = {}
-  for k, name in ipairs(live) do parts[k] = s_format("fields.%s = a[f + %d]", name, k) end
-  local src = s_format([==[
-    return function(a, i, n, store, call, dirty)
-      local all, label_of, shown, used = store.fields, store.label_of, store.shown, store.used
-      local out, f = {}, i + n - 1
-      for j = 1, n do
-        local slot = a[i + j - 1]
-        local fields, view = all[slot], shown[slot]
-        if fields == nil then error("unknown record slot " .. tostring(slot), 0) end
-        if used[slot] == call then
-          fields = duplicate(fields)
-          view = new_view(fields)
-        elseif view == nil or dirty[view] then
-          view = new_view(fields)
-          shown[slot] = view
-        end
-        used[slot] = call
-        %s
-        fields.labels = shown_labels(store, label_of[slot], dirty)
-        out[j] = view
-        f = f + %d
-      end
-      return out
-    end]==], t_concat(parts, "; "), #live)
-  local env = {error = error, tostring = tostring, new_view = new_view, duplicate = duplicate,
-               shown_labels = shown_labels}
-  return assert(load(src, "=records", "t", env))()
+-- The call being prepared, then decided. Candidates arrive in chunks (feed); nothing here
+-- allocates per call but the head and the records a write made stale.
+local call_hook, call_head, call_n, calls = nil, nil, 0, 0
+local lists, fields_of, listed = {}, {}, {}   -- per hook: the list handed out, its records'
+                                              -- kept fields, and how long it was last time
+List.__newindex = on_write   -- a list a script added a key to is not handed out again
+
+-- Generates, for one hook, `take(j, slot, <live fields>)` (the j-th candidate of the call)
+-- and the feeder that calls it for up to `per` candidates given as named parameters: varargs
+-- would need a table per call (or a quadratic `select`).
+local FEED_PARAMS = 180   -- Lua allows 200 locals in a function
+local TAKE = [==[
+local ctx, new_view, duplicate, shown_labels, rawset, error, tostring = ...
+return function(j, slot, %s)
+  local store = ctx.store
+  local fields, view = store.fields[slot], store.shown[slot]
+  if fields == nil then error("unknown record slot " .. tostring(slot), 0) end
+  local dirty = ctx.dirty
+  if store.used[slot] == ctx.call then
+    fields = duplicate(fields)
+    view = new_view(fields)
+  elseif view == nil or dirty[view] then
+    view = new_view(fields)
+    store.shown[slot] = view
+  end
+  store.used[slot] = ctx.call
+  %s
+  local token = store.label_of[slot]
+  local labels = store.shown_labels[token]
+  if labels == nil or dirty[labels] then labels = shown_labels(store, token, dirty) end
+  if fields.labels ~= labels then fields.labels = labels end
+  rawset(ctx.list, j, view)   -- raw: the list's __newindex is for the script's writes
+  ctx.fields[j] = fields
+end]==]
+
+local call = {}   -- the call being fed: store, dirty, list, fields, call (a serial)
+
+local function make_feeder(live)
+  local sets = {}
+  for k, name in ipairs(live) do sets[k] = s_format("fields.%s = %s", name, name) end
+  local take = assert(load(s_format(TAKE, t_concat(live, ", "), t_concat(sets, "; ")),
+                           "=take", "t", {}))(call, new_view, duplicate, shown_labels, rawset,
+                                              error, tostring)
+  local width = 1 + #live
+  local per = FEED_PARAMS // width
+  local params, body = {}, {}
+  for k = 1, per do
+    local vals = {}
+    for w = 1, width do vals[w] = s_format("v%d_%d", k, w) end
+    local list = t_concat(vals, ", ")
+    params[k] = list
+    body[k] = s_format("if v%d_1 == nil then return end take(first + %d, %s)", k, k - 1, list)
+  end
+  local src = s_format("local take = ...\nreturn function(first, %s)\n%s\nend",
+                       t_concat(params, ", "), t_concat(body, "\n"))
+  return assert(load(src, "=feeder", "t", {}))(take), per
 end
 
 -- Generates `function(a, i, labels)` -> the head table from a[i...].
@@ -629,14 +669,14 @@ local function make_head(fields)
 end
 
 local HOOKS = {}   -- route/place functions of the compiled script, captured once
-local build_head, build_records = {}, {}
+local build_head, feeders, feed_sizes = {}, {}, {}
 for hook, fields in pairs(HEAD_FIELDS) do
   build_head[hook] = make_head(fields)
-  build_records[hook] = make_records(LIVE[hook])
+  feeders[hook], feed_sizes[hook] = make_feeder(LIVE[hook])
+  fields_of[hook], listed[hook] = {}, 0
 end
 
-local function chosen(call, result)
-  local hook = call.hook
+local function chosen(hook, n, result)
   local t, key = type(result), ITEM_KEY[hook]
   if t == "nil" then return "ok", nil end
   if result == false then return "refuse", nil end  -- none of these: no fallback either
@@ -652,17 +692,17 @@ local function chosen(call, result)
   elseif t ~= "string" then
     return "error", hook .. " returned a " .. t
   end
-  local a, fields = call.a, kept[hook].fields
-  for j = call.first, call.first + call.n - 1 do
-    if fields[a[j]][key] == result then return "ok", result end
+  local fields = fields_of[hook]
+  for j = 1, n do
+    if fields[j][key] == result then return "ok", result end
   end
   return "error", s_format("%s returned unknown %s \"%s\"", hook, NOUN[hook], clean(result, 64))
 end
 
-local staged = nil   -- what stage/prepare left for compile/decide
-
+-- Starts a call: upserts and the head; the n candidates follow through feed(). After the
+-- labels: head label pairs, head fields.
 local function prepare(hook, n, ...)
-  staged, inputs, vram = nil, nil, nil   -- let a failed call's inputs be collected
+  call_hook, call_head, inputs, vram = nil, nil, nil, nil
   local a = {...}
   if a[1] then forget(hook) end
   local store = kept[hook]
@@ -674,23 +714,38 @@ local function prepare(hook, n, ...)
   local head_labels = {}
   for j = i + 1, i + 2 * a[i], 2 do head_labels[a[j]] = a[j + 1] end
   i = i + 1 + 2 * a[i]
-  local head = build_head[hook](a, i, head_labels)
-  local first = i + #HEAD_FIELDS[hook]
-  local items = build_records[hook](a, first, n, store, calls, dirty)
-  staged = {hook = hook, head = head, items = new_list(items), a = a, first = first, n = n}
+  local list = lists[hook]
+  if list == nil or dirty[list] then
+    list = new_list({})
+    lists[hook], listed[hook] = list, 0
+  end
+  for j = n + 1, listed[hook] do rawset(list, j, nil) end
+  listed[hook] = n
+  call.store, call.dirty, call.list, call.fields, call.call = store, dirty, list,
+                                                               fields_of[hook], calls
+  call_hook, call_head, call_n = hook, build_head[hook](a, i, head_labels), n
+  return feed_sizes[hook]
+end
+
+local function feed(hook, ...)
+  if hook ~= call_hook then error("feed without prepare", 0) end
+  return feeders[hook](...)
 end
 
 local function decide()
-  local call = staged
-  staged = nil
-  local fn = HOOKS[call.hook]
+  local hook, head, n = call_hook, call_head, call_n
+  call_hook, call_head = nil, nil
+  local fn = HOOKS[hook]
   if fn == nil then return "ok", nil end
-  nlogs, inputs, vram = 0, call.items, nil
-  local status, result = run(fn, call.head, call.items)
+  local list = lists[hook]
+  nlogs, inputs, vram = 0, list, nil
+  local status, result = run(fn, head, list)
   inputs, vram = nil, nil
-  if status == "ok" then status, result = chosen(call, result) end
+  if status == "ok" then status, result = chosen(hook, n, result) end
   return status, result, t_unpack(logs, 1, nlogs)
 end
+
+local staged = nil   -- what stage left for compile
 
 local function stage(source, name)
   staged = {source = source, name = name}
@@ -733,4 +788,4 @@ py.__metatable = false
 local G = _G
 for k in next, G do G[k] = nil end
 
-return {stage = stage, compile = compile, prepare = prepare, decide = decide}
+return {stage = stage, compile = compile, prepare = prepare, feed = feed, decide = decide}

@@ -180,7 +180,7 @@ def test_a_new_report_with_the_same_values_sends_nothing_static_again() -> None:
     assert len(kept.tokens) == 1 and len(kept.slots) == 1
     rows = lua._SHAPES["route"][1].rows([worker("w1", load=7, labels={"gpu": "h100"})])
     # no reset, no labels, no records: only the slot and the live fields cross
-    assert kept.encode(rows) == ([False, 0, 0], [1], ["ready", 7, 10 * GiB])
+    assert kept.encode(rows) == ([False, 0, 0], [1, "ready", 7, 10 * GiB])
 
 
 def test_a_record_nobody_wrote_to_is_handed_out_again() -> None:
@@ -203,3 +203,53 @@ def test_a_record_nobody_wrote_to_is_handed_out_again() -> None:
         policy.place(MODEL, [device("h1/cuda:0", memory_free=free)])
         logs += policy.last_log
     assert logs == ["true 5", "true 6"]
+
+
+def test_many_candidates_arrive_whole_and_in_order() -> None:
+    # more than one feeder call holds (45 workers or 60 devices each)
+    src = """
+    function route(job, workers)
+      local ids = workers:ids()
+      log(#workers, ids[1], ids[46], ids[#ids], workers[#workers].load)
+      return workers[#workers]
+    end"""
+    policy = LuaPolicy(src)
+    workers = [worker(f"w{i:03}", load=i) for i in range(130)]
+    assert policy.route(JOB, workers) == "w129"
+    assert policy.last_log == ["130 w000 w045 w129 129"]
+    assert policy.route(JOB, workers[:46]) == "w045"
+    assert policy.last_log == ["46 w000 w045 w045 45"]
+
+
+def test_a_shorter_call_after_a_longer_one_sees_only_its_own_candidates() -> None:
+    src = """
+    function route(job, workers)
+      local n = 0
+      for _ in ipairs(workers) do n = n + 1 end
+      log(#workers, n, workers[2] == nil)
+      return nil
+    end"""
+    policy = LuaPolicy(src)
+    policy.route(JOB, [worker("a"), worker("b"), worker("c")])
+    assert policy.last_log == ["3 3 false"]
+    policy.route(JOB, [worker("d")])
+    assert policy.last_log == ["1 1 true"]
+
+
+def test_a_list_the_script_grew_or_shrank_is_whole_again_next_call() -> None:
+    src = """
+    local calls = 0
+    function place(model, devices)
+      calls = calls + 1
+      log(#devices, devices[1].key)
+      if calls == 1 then table.insert(devices, devices[1]); devices.note = "x" end
+      if calls == 2 then table.remove(devices, 1); table.remove(devices, 1) end
+      return nil
+    end"""
+    policy = LuaPolicy(src)
+    devices = [device("h1/cuda:0"), device("h1/cuda:1"), device("h2/cuda:0")]
+    seen = []
+    for _ in range(3):
+        policy.place(MODEL, devices)
+        seen += policy.last_log
+    assert seen == ["3 h1/cuda:0", "3 h1/cuda:0", "3 h1/cuda:0"]
