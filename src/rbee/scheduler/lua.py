@@ -15,10 +15,11 @@ Containment, per call (top-level code included):
 - memory: `LuaRuntime(max_memory=...)`, shared by the script's state and the call's inputs.
 Inputs cross as flat scalars. A candidate's static fields (and its hive's labels) are kept in
 the runtime between calls and re-sent only when they change (`_Kept`); each call passes slots
-and live fields, and hands the script fresh records that read through to the kept fields, so
-a script's writes end with its call and never reach the caller's data. A Python object that
-slips into the data is inert (lupa's wrapper is neutered). Scripts see only the whitelist
-built in lua_helpers.lua.
+and live fields. The script gets records that read through to the kept fields, handed out
+again while unwritten and replaced once written, so a script's writes end with its call and
+never reach the caller's data (see "Inputs" in lua_helpers.lua). A Python object that slips
+into the data is inert (lupa's wrapper is neutered). Scripts see only the whitelist built in
+lua_helpers.lua.
 """
 
 from __future__ import annotations

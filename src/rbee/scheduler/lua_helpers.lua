@@ -480,12 +480,14 @@ end
 -- runtime between calls, under slot numbers lua.py assigns ("upserts"); a call then passes
 -- only each candidate's slot and its live fields (load, state, memory free...).
 --
--- Records are kept too, so a call allocates next to nothing: Lua's garbage collector, not the
--- work itself, was what made one placement in a hundred slow. A record the script sees is an
--- empty table whose metatable reads through to the kept fields (static, then this call's live
--- ones); labels likewise. Being empty, a record notices every write (__newindex): the write
--- lands in the record itself, which is then dropped, so the next call hands out a new one and
--- a script's writes end with its call; what is kept is never reachable from a script.
+-- What the script is handed is kept too (its records, the list, the coroutine it runs in), so
+-- a call allocates next to nothing: Lua's garbage collector ending a cycle, not the work
+-- itself, was what made one decision in forty slow. A record the script sees is an empty table
+-- whose metatable reads through to the kept fields (static, then this call's live ones);
+-- labels likewise. Being empty, a record notices every write (__newindex): the write lands in
+-- the record itself, which is then dropped, so the next call hands out a new one and a
+-- script's writes end with its call; what is kept is never reachable from a script. The list
+-- is refilled every call, and replaced once the script added a key to it.
 --
 -- prepare's arguments, flat scalars only (fast to convert; built into tables here, inside
 -- Lua's error protection):
@@ -513,8 +515,8 @@ local function forget(hook)
 end
 for hook in pairs(STATIC) do forget(hook) end
 
-local written = {}   -- records and labels written to during the last call: not handed out again
-local calls = 0
+local written = {}   -- records, labels and lists written to during the last call: not handed
+                     -- out again
 
 local function on_write(view, k, v)
   written[view] = true
