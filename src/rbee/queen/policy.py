@@ -23,7 +23,7 @@ from rbee.scheduler.placement import candidates as place_candidates
 from rbee.scheduler.report import Report
 from rbee.scheduler.routing import RouteRequest, route
 from rbee.scheduler.routing import candidates as route_candidates
-from rbee.scheduler.snapshot import ClusterSnapshot, DeviceRow, HiveView, WorkerView
+from rbee.scheduler.snapshot import ClusterSnapshot, DeviceRow, HiveView, WorkerView, device_key
 
 if TYPE_CHECKING:  # lupa loads only once a script is applied
     from rbee.scheduler.lua import Row
@@ -179,11 +179,13 @@ class _Statics:
 
     def worker_row(self, w: WorkerView, snapshot: ClusterSnapshot) -> Row:
         info = w.info
-        hive = snapshot.hive(info.hive_id)
+        hive = snapshot.hives_by_id.get(info.hive_id)
         free = 0
         if hive is not None:
-            dev = next((d for d in hive.devices if d.id == info.device), None)
-            free = snapshot.available(hive.id, dev) if dev else 0
+            for dev in hive.devices:  # a loop, not next(genexpr): this runs per candidate
+                if dev.id == info.device:
+                    free = snapshot.available_at(device_key(info.hive_id, dev.id), dev)
+                    break
         memo = self._workers
         kept = memo.get(info.id)
         if kept is None or kept[0] is not info or kept[1] is not hive:

@@ -56,8 +56,8 @@ class ClusterSnapshot:
         and a full index by model cost more than the routing decision it served."""
         found = self._of_model.get(model)
         if found is None:
-            found = self._of_model[model] = tuple(w for w in self.workers
-                                                  if w.info.model == model)
+            found = self._of_model[model] = tuple([w for w in self.workers
+                                                   if w.info.model == model])
         return found
 
     @cached_property
