@@ -84,7 +84,8 @@ def get(path: Path, name: str) -> HiveEntry:
     return hives[name]
 
 
-Block = tuple[str, int, dict[str, list[str]]]  # Host name, line number, keyword → values
+Value = tuple[str, str, bool]  # the value, where it was written ("file:line"), from `Host *`
+Block = tuple[str, int, dict[str, list[Value]]]  # Host name, line number, keyword → values
 
 
 def parse(text: str, source: str = "hives.conf") -> dict[str, HiveEntry]:
@@ -116,22 +117,22 @@ def _blocks(text: str, source: str) -> list[Block]:
             raise HivesConfError(f"{where}: expected 'Keyword value', got {raw.strip()!r}")
         key, value = m.group(1).lower(), m.group(2).strip().strip('"')
         if key == "host":
-            names = value.split()
-            if len(names) != 1:
-                raise HivesConfError(f"{where}: one name per Host line, got {value!r}")
-            blocks.append((names[0], number, {}))
+            # `Host a b` gives a and b the same options (as ssh does); they are one block
+            # until the next Host line, so each gets its own copy of the same dict
+            opts: dict[str, list[Value]] = {}
+            blocks.extend((name, number, opts) for name in value.split())
         elif key not in _KEYS:
             raise HivesConfError(f"{where}: unknown keyword {m.group(1)!r} "
                                  f"(known: Host, {', '.join(sorted(_KEYS.values()))})")
         elif not blocks:
             raise HivesConfError(f"{where}: {_KEYS[key]} before any Host line")
         else:
-            blocks[-1][2].setdefault(key, []).append(value)
+            blocks[-1][2].setdefault(key, []).append((value, where, blocks[-1][0] == "*"))
     return blocks
 
 
-def _merge(layers: list[dict[str, list[str]]]) -> dict[str, list[str]]:
-    merged: dict[str, list[str]] = {}
+def _merge(layers: list[dict[str, list[Value]]]) -> dict[str, list[Value]]:
+    merged: dict[str, list[Value]] = {}
     for layer in layers:  # first value wins, except IdentityFile which accumulates (as ssh)
         for key, values in layer.items():
             if key == "identityfile":
@@ -141,30 +142,37 @@ def _merge(layers: list[dict[str, list[str]]]) -> dict[str, list[str]]:
     return merged
 
 
-def _entry(name: str, opts: dict[str, list[str]], where: str) -> HiveEntry:
+def _entry(name: str, opts: dict[str, list[Value]], where: str) -> HiveEntry:
+    """`where` is the Host line; a bad value is reported at its own line, and for which hive
+    (a `Host *` default is checked for each hive it applies to)."""
     def one(key: str) -> str | None:
         values = opts.get(key)
-        return values[0] if values else None
+        return values[0][0] if values else None
+
+    def at(key: str) -> str:
+        _, line, default = opts[key][0]
+        return f"{line} (Host * default, for hive {name!r})" if default else line
 
     def number(key: str, default: int, low: int, high: int) -> int:
         raw = one(key)
         if raw is None:
             return default
         if not _NUMBER.fullmatch(raw) or not low <= int(raw) <= high:
-            raise HivesConfError(f"{where}: {_KEYS[key]} must be a number in {low}..{high}, "
+            raise HivesConfError(f"{at(key)}: {_KEYS[key]} must be a number in {low}..{high}, "
                                  f"got {raw!r}")
         return int(raw)
 
     strict = (one("stricthostkeychecking") or "yes").lower()
     if strict not in ("yes", "no"):
-        raise HivesConfError(f"{where}: StrictHostKeyChecking must be yes or no, got {strict!r}")
+        raise HivesConfError(f"{at('stricthostkeychecking')}: StrictHostKeyChecking must be "
+                             f"yes or no, got {strict!r}")
     timeout = number("connecttimeout", 10, 1, 600)
     return HiveEntry(
         name=name, hostname=one("hostname") or name, user=one("user") or getpass.getuser(),
         port=number("port", 22, 1, 65535),
-        identity_files=tuple(str(Path(p).expanduser()) for p in opts.get("identityfile", [])),
+        identity_files=tuple(str(Path(p).expanduser()) for p, _, _ in opts.get("identityfile", [])),
         hive_port=number("hiveport", DEFAULT_HIVE_PORT, 1, 65535), region=one("region"),
-        labels=parse_labels(one("labels"), where),
+        labels=parse_labels(one("labels"), at("labels") if "labels" in opts else where),
         known_hosts=str(Path(kh).expanduser()) if (kh := one("userknownhostsfile")) else None,
         strict_host_key_checking=strict == "yes", connect_timeout=float(timeout),
         python=one("python") or "python3")

@@ -108,7 +108,7 @@ Host *
 @pytest.mark.parametrize(("text", "line", "words"), [
     ("Host a\n\nPrt 22\n", 3, ["unknown keyword 'Prt'", "HostName"]),
     ("# c\nPort 22\nHost a\n", 2, ["Port before any Host line"]),
-    ("Host a b\n", 1, ["one name per Host line"]),
+    ("Host a\nHost b a\n", 2, ["hive 'a' is defined twice"]),
     ("Host a\nHost b\nHost a\n", 3, ["defined twice"]),
     ("Host a/b\n", 1, ["invalid hive name"]),
     ("Host " + "x" * 65 + "\n", 1, ["invalid hive name"]),
@@ -136,18 +136,27 @@ def test_errors_name_the_line(text: str, line: int, words: list[str]) -> None:
     ("StrictHostKeyChecking maybe", "StrictHostKeyChecking must be yes or no, got 'maybe'"),
     ("Labels a=1, =y", "bad label '=y'"),
 ])
-def test_bad_values_name_their_host_line(value: str, words: str) -> None:
-    # Values are checked once merged with `Host *`, so the error names the Host line.
+def test_bad_values_name_their_own_line(value: str, words: str) -> None:
     with pytest.raises(HivesConfError) as info:
         hives_conf.parse(f"Host ok\n# comment\nHost a\nRegion r\n{value}\n", "/etc/hives.conf")
-    assert info.value.message.startswith("/etc/hives.conf:3: ")
+    assert info.value.message.startswith("/etc/hives.conf:5: ")
     assert words in info.value.message
 
 
-def test_an_error_in_a_host_star_default_names_the_host() -> None:
-    # The bad value lives in `Host *`, but it is applied (and refused) for each hive.
-    with pytest.raises(HivesConfError, match=r"^hives.conf:3: Port must be a number"):
+def test_an_error_in_a_host_star_default_names_its_line_and_the_hive() -> None:
+    # The bad value lives in `Host *`; it is applied (and refused) for each hive.
+    with pytest.raises(HivesConfError, match=r"^hives.conf:2 \(Host \* default, for hive 'a'\): "
+                                             r"Port must be a number"):
         hives_conf.parse("Host *\nPort x\nHost a\n")
+
+
+def test_several_names_on_one_host_line_share_its_options() -> None:
+    hives = hives_conf.parse("Host gpu-1 gpu-2\nUser ops\nLabels gpu=4090\nHost cpu\n")
+    assert set(hives) == {"gpu-1", "gpu-2", "cpu"}
+    assert hives["gpu-1"].user == hives["gpu-2"].user == "ops"
+    assert hives["gpu-1"].labels == hives["gpu-2"].labels == {"gpu": "4090"}
+    assert hives["gpu-2"].hostname == "gpu-2"  # each name is its own HostName by default
+    assert hives["cpu"].labels == {}
 
 
 HOSTILE = {
