@@ -24,7 +24,7 @@ lua_helpers.lua.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib.resources import files
@@ -46,8 +46,6 @@ WORKER_STATIC = ("id", "hive_id", "model", "device", "region")
 WORKER_LIVE = ("state", "load", "vram_free")
 DEVICE_STATIC = ("key", "hive_id", "id", "kind", "name", "memory_total", "region")
 DEVICE_LIVE = ("memory_free", "workers")
-WORKER_FIELDS = WORKER_STATIC + WORKER_LIVE
-DEVICE_FIELDS = DEVICE_STATIC + DEVICE_LIVE
 MAX_SOURCE_BYTES = 256 * 1024
 LOG_LINES, LOG_CHARS = 20, 200
 KEPT_RECORDS = 4096  # static records kept per hook before they are all dropped and re-sent
@@ -164,11 +162,11 @@ class _Kept:
         new_labels: list[tuple[int, tuple[Any, ...]]] = []
         new_records: list[tuple[Any, ...]] = []
         if None in slots:
-            token_of = self._token_of(new_labels)
             for j, slot in enumerate(slots):
                 if slot is None:
                     static, _, labels = rows[j]
-                    slot = slots[j] = self._keep((token_of(labels), static), new_records)
+                    key = (self._token(labels, new_labels), static)
+                    slot = slots[j] = self._keep(key, new_records)
                     self.by_static[id(static)] = (static, labels, slot)
         upserts: list[Any] = [self.reset, len(new_labels)]
         for token, pairs in new_labels:
@@ -179,28 +177,23 @@ class _Kept:
         return upserts, list(chain.from_iterable(
             [(slot, *live) for slot, (_, live, _) in zip(slots, rows, strict=True)]))
 
-    def _token_of(self, new_labels: list[tuple[int, tuple[Any, ...]]]
-                  ) -> Callable[[Labels], int]:
-        by_identity = self.by_identity
-
-        def token_of(labels: Labels) -> int:
-            hit = by_identity.get(id(labels))
-            if hit is not None and hit[0] is labels:
-                return hit[1]
-            pairs = tuple(labels.items()) if labels else ()
-            try:
-                token = self.tokens.get(pairs)
-            except TypeError:  # an unhashable value: not shared (the conversion makes it inert)
-                token = None
-            if token is None:
-                self.last_token = token = self.last_token + 1
-                new_labels.append((token, pairs))
-                with suppress(TypeError):
-                    self.tokens[pairs] = token
-            by_identity[id(labels)] = (labels, token)
-            return token
-
-        return token_of
+    def _token(self, labels: Labels, new_labels: list[tuple[int, tuple[Any, ...]]]) -> int:
+        """The token of these labels' content; new ones are added to `new_labels`."""
+        hit = self.by_identity.get(id(labels))
+        if hit is not None and hit[0] is labels:
+            return hit[1]
+        pairs = tuple(labels.items()) if labels else ()
+        try:
+            token = self.tokens.get(pairs)
+        except TypeError:  # an unhashable value: not shared (the conversion makes it inert)
+            token = None
+        if token is None:
+            self.last_token = token = self.last_token + 1
+            new_labels.append((token, pairs))
+            with suppress(TypeError):
+                self.tokens[pairs] = token
+        self.by_identity[id(labels)] = (labels, token)
+        return token
 
     def _keep(self, key: tuple[int, tuple[Any, ...]], new_records: list[tuple[Any, ...]]
               ) -> int:
@@ -283,7 +276,7 @@ class LuaPolicy:
                                     *chain.from_iterable(head_labels.items()),
                                     *map(head.get, _SHAPES[hook][0]))
                 # candidates go in chunks of named parameters: no table per call in Lua
-                width = len(candidates) // len(rows) if rows else 0
+                width = 1 + len(_SHAPES[hook][1].live)  # slot and live fields
                 for start in range(0, len(rows), per):
                     self._feed(hook, start + 1,
                                *candidates[start * width:(start + per) * width])

@@ -523,29 +523,13 @@ local function on_write(view, k, v)
   rawset(view, k, v)
 end
 
--- pairs() over a record or labels: its own fields (what the script wrote) first, then the kept
--- ones not shadowed. The iterator is a closure, so the kept table never reaches the script.
-local function view_pairs(view)
-  local src = debug_getmetatable(view).__index
-  local own, k = true, nil
-  return function()
-    local v
-    if own then
-      k, v = next(view, k)
-      if k ~= nil then return k, v end
-      own = false
-    end
-    repeat k, v = next(src, k) until k == nil or rawget(view, k) == nil
-    return k, v
-  end
-end
-
 local function is_view(x)
   local mt = debug_getmetatable(x)
   return mt ~= nil and mt.__name == RECORD
 end
 
--- next() for scripts: over a record or labels, the same order as view_pairs.
+-- next() for scripts: over a record or labels, its own fields (what the script wrote) first,
+-- then the kept ones not shadowed; the kept table itself never reaches the script.
 local function view_next(t, k)
   if not is_view(t) then return next(t, k) end
   local src = debug_getmetatable(t).__index
@@ -558,6 +542,8 @@ local function view_next(t, k)
   return k, v
 end
 BASE.next = view_next
+
+local function view_pairs(view) return view_next, view, nil end
 
 local function new_view(src)
   return setmetatable({}, {__index = src, __newindex = on_write, __pairs = view_pairs,

@@ -71,10 +71,13 @@ class ClusterSnapshot:
     @cached_property
     def devices(self) -> tuple[DeviceRow, ...]:
         """Every device with its key, memory available and workers (request-independent)."""
-        counts, available = self.device_workers, self.available_at
-        return tuple(DeviceRow(h, d, key, available(key, d), counts.get(key, 0))
-                     for h in self.hives for d in h.devices
-                     for key in (f"{h.id}/{d.id}",))
+        counts = self.device_workers
+        rows = []
+        for h in self.hives:
+            for d in h.devices:
+                key = device_key(h.id, d.id)
+                rows.append(DeviceRow(h, d, key, self.available_at(key, d), counts.get(key, 0)))
+        return tuple(rows)
 
     def hive(self, hive_id: str) -> HiveView | None:
         return self.hives_by_id.get(hive_id)

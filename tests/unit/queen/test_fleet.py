@@ -306,6 +306,14 @@ async def test_install_with_a_loopback_queen_stops_before_touching_the_machine(
 # -- start, stop, uninstall, refresh ------------------------------------------------------
 
 
+def installed_and_running(rig: Rig) -> None:
+    """The machine has this version installed (background method) and its hive running."""
+    rig.shell.files[f"{ROOT}/install.json"] = (
+        f'{{"version": "{__version__}", "build": "x", "method": "background", '
+        f'"venv": "{VENV}"}}', 0o644)
+    rig.shell.running = True
+
+
 async def test_start_needs_a_hive_this_queen_installed(make_rig: MakeRig) -> None:
     rig = make_rig()
     with pytest.raises(HiveNotInstalled, match="rbee hive install gpu"):
@@ -316,10 +324,7 @@ async def test_start_needs_a_hive_this_queen_installed(make_rig: MakeRig) -> Non
 async def test_start_leaves_a_running_registered_hive_alone(make_rig: MakeRig) -> None:
     rig = make_rig()
     rig.credentials.set("gpu", HiveCredentials("a", "b"))
-    rig.shell.files[f"{ROOT}/install.json"] = (
-        f'{{"version": "{__version__}", "build": "x", "method": "background", '
-        f'"venv": "{VENV}"}}', 0o644)
-    rig.shell.running = True
+    installed_and_running(rig)
     rig.registry.report(telemetry("gpu"))
     await rig.fleet.start("gpu", rig.out)
     assert not rig.shell.ran(START) and not rig.shell.ran("kill -TERM")
@@ -328,10 +333,7 @@ async def test_start_leaves_a_running_registered_hive_alone(make_rig: MakeRig) -
 
 async def test_stop_forgets_the_hive(make_rig: MakeRig) -> None:
     rig = make_rig()
-    rig.shell.files[f"{ROOT}/install.json"] = (
-        f'{{"version": "{__version__}", "build": "x", "method": "background", '
-        f'"venv": "{VENV}"}}', 0o644)
-    rig.shell.running = True
+    installed_and_running(rig)
     rig.registry.report(telemetry("gpu"))
     assert await rig.fleet.stop("gpu", rig.out) == {"hive_id": "gpu", "stopped": True}
     assert rig.registry.state("gpu") == "absent"
@@ -377,10 +379,7 @@ async def test_status_reports_an_unreachable_machine_without_raising(make_rig: M
 
 async def test_status_of_a_reachable_running_hive(make_rig: MakeRig) -> None:
     rig = make_rig()
-    rig.shell.files[f"{ROOT}/install.json"] = (
-        f'{{"version": "{__version__}", "build": "x", "method": "background", '
-        f'"venv": "{VENV}"}}', 0o644)
-    rig.shell.running = True
+    installed_and_running(rig)
     result = await rig.fleet.status("gpu", rig.out)
     assert result["ssh"] == {"reachable": True, "target": "u@10.0.0.9:22"}
     assert result["remote"]["running"] is True and result["remote"]["version_matches"] is True

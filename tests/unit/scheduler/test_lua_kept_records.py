@@ -10,24 +10,7 @@ import pytest
 
 from rbee.scheduler import lua
 from rbee.scheduler.lua import LuaPolicy, ScriptFailed
-
-GiB = 2**30
-
-
-def worker(wid: str, **kw: Any) -> dict[str, Any]:
-    w: dict[str, Any] = {"id": wid, "hive_id": "h1", "model": "llama", "device": "cuda:0",
-                         "state": "ready", "load": 0, "vram_free": 10 * GiB, "region": None,
-                         "labels": {}}
-    return w | kw
-
-
-def device(key: str, **kw: Any) -> dict[str, Any]:
-    hive_id, dev_id = key.split("/")
-    d: dict[str, Any] = {"key": key, "hive_id": hive_id, "id": dev_id, "kind": "cuda",
-                         "name": "GPU", "memory_total": 24 * GiB, "memory_free": 20 * GiB,
-                         "region": None, "labels": {}, "workers": 0}
-    return d | kw
-
+from tests.support.script_inputs import GiB, device, worker
 
 JOB = {"model": "llama", "labels": {}}
 MODEL = {"name": "llama", "size_bytes": GiB, "labels": {}}
@@ -102,17 +85,17 @@ def test_pairs_lists_every_field_once_with_the_calls_own_writes() -> None:
       local f, s, init = pairs(d)
       local m, k = 0, next(d)
       while k ~= nil do m = m + 1; k = next(d, k) end
-      log(type(f), s, init, m)
+      log(type(f), s == d, init, m)
       return nil
     end"""
     policy = LuaPolicy(src)
     assert policy.place(MODEL, [device("h1/cuda:0", memory_total=8, memory_free=4)]) is None
-    # 8 fields (region is nil) + labels + extra; `name` once, with the call's value; the
-    # iterator is a closure, so no way to the kept table
+    # 8 fields (region is nil) + labels + extra; `name` once, with the call's value; pairs
+    # hands back the record itself as its state, so no way to the kept table
     assert policy.last_log == [
         "10 extra=true hive_id=h1 id=cuda:0 key=h1/cuda:0 kind=cuda memory_free=4 "
         "memory_total=8 name=renamed workers=0",
-        "function nil nil 10"]
+        "function true nil 10"]
 
 
 def test_a_record_kept_by_the_script_reads_current_values_and_keeps_only_its_writes() -> None:
