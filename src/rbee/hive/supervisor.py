@@ -1,7 +1,10 @@
 """Spawn, watch and stop worker processes.
 
 Each worker moves STARTING → LOADING → READY through `core.states`; an exit we did not ask
-for is CRASHED and reported. Stopping is SIGTERM, a grace period, then SIGKILL.
+for is CRASHED and reported. Stopping is SIGTERM, a grace period, then SIGKILL, and returns
+only once the process is gone (and reaped). A worker that fails to start (its engine could not
+load the model, or it never became ready) is CRASHED *and* its process ended the same way: a
+failed worker keeps its interpreter and engine libraries in memory (~45 MB) otherwise.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class Supervisor:
         self._http = http
         self._devices = devices
         self._workers: dict[str, WorkerHandle] = {}
+        self._ending: set[asyncio.Task[None]] = set()  # processes of forgotten workers
         self.changed = asyncio.Event()
 
     def workers(self) -> list[WorkerInfo]:
@@ -159,21 +163,25 @@ class Supervisor:
             w.tasks.append(asyncio.create_task(self._watch_exit(w), name=f"watch-{w.id}"))
             await self._wait_ready(w)
         except (RbeeError, OSError, httpx.HTTPError) as exc:
-            self._fail(w, exc)
+            await self._fail(w, exc)
 
     async def _ready_or_crash(self, w: WorkerHandle) -> None:
         try:
             await self._wait_ready(w)
         except (RbeeError, OSError, httpx.HTTPError) as exc:
-            self._fail(w, exc)
+            await self._fail(w, exc)
 
-    def _fail(self, w: WorkerHandle, exc: Exception) -> None:
+    async def _fail(self, w: WorkerHandle, exc: Exception) -> None:
         if isinstance(exc, RbeeError):
             w.error, w.error_code = exc.message, exc.code
         else:
             w.error = f"{type(exc).__name__}: {exc}"
+        # Reported first (the queen is waiting for the outcome), then the process is ended:
+        # a worker whose load failed still serves /ready and would stay resident for good.
         self._set(w, WorkerState.CRASHED, "failed")
         logger.warning("worker %s failed to start: %s", w.id, w.error)
+        if w.process is not None:
+            await self._terminate(w.process)
 
     async def _resolve(self, w: WorkerHandle) -> str:
         loop = asyncio.get_running_loop()
@@ -261,14 +269,15 @@ class Supervisor:
             logger.warning("worker %s crashed: %s", w.id, w.error)
 
     async def stop(self, worker_id: str) -> WorkerInfo:
+        """Stop the worker and return once its process is gone, whatever state it was in."""
         w = self._handle(worker_id)
-        if w.state in (WorkerState.STOPPED, WorkerState.CRASHED):
-            self._forget(w)
-            return w.info(self.config.hive_id)
-        self._set(w, WorkerState.STOPPING, "stopping")
-        for task in w.tasks:
-            if task.get_name().startswith("worker-"):
-                task.cancel()
+        if w.state not in (WorkerState.STOPPED, WorkerState.CRASHED):
+            self._set(w, WorkerState.STOPPING, "stopping")
+            for task in w.tasks:
+                if task.get_name().startswith("worker-"):
+                    task.cancel()
+        # A crashed worker may still be running (its load failed, or its failure is still
+        # being handled): "stopped" must mean the memory is free, so end it here too.
         if w.process is not None:
             await self._terminate(w.process)
         self._set(w, WorkerState.STOPPED, "stopped")
@@ -276,6 +285,9 @@ class Supervisor:
         return w.info(self.config.hive_id)
 
     async def _terminate(self, process: ProcessHandle) -> None:
+        """SIGTERM, `stop_grace`, SIGKILL; returns once the process has exited (poll reaps)."""
+        if process.poll() is not None:
+            return
         terminate(process)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.stop_grace
@@ -288,10 +300,14 @@ class Supervisor:
 
     def _forget(self, w: WorkerHandle) -> None:
         for task in w.tasks:
-            task.cancel()
+            task.cancel()  # may interrupt a failed worker's termination: finished below
+        if w.process is not None and w.process.poll() is None:
+            ending = asyncio.create_task(self._terminate(w.process), name=f"end-{w.id}")
+            self._ending.add(ending)
+            ending.add_done_callback(self._ending.discard)
         self._workers.pop(w.id, None)
         self.changed.set()
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.stop(wid) for wid in list(self._workers)),
-                             return_exceptions=True)
+                             *list(self._ending), return_exceptions=True)

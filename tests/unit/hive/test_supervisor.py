@@ -16,31 +16,43 @@ from rbee.hive.supervisor import Supervisor, SupervisorConfig
 
 
 class FakeProcess:
-    def __init__(self, pid: int, ignore_term: bool = False) -> None:
+    """`linger`: polls that still answer "running" after a fatal signal (a slow exit)."""
+
+    def __init__(self, pid: int, ignore_term: bool = False, linger: int = 0) -> None:
         self.pid = pid
         self.code: int | None = None
         self.signals: list[int] = []
         self.ignore_term = ignore_term
+        self.linger = linger
+        self._dying: int | None = None
 
     def poll(self) -> int | None:
+        if self.code is None and self._dying is not None:
+            if self.linger > 0:
+                self.linger -= 1
+            else:
+                self.code = self._dying
         return self.code
 
     def send_signal(self, sig: int) -> None:
         self.signals.append(sig)
         if sig == signal.SIGKILL or not self.ignore_term:
-            self.code = -sig
+            self._dying = -sig
+            self.poll()
 
 
 class FakeLauncher:
-    def __init__(self, ignore_term: bool = False) -> None:
+    def __init__(self, ignore_term: bool = False, linger: int = 0) -> None:
         self.launched: list[tuple[list[str], dict[str, str]]] = []
         self.processes: list[FakeProcess] = []
         self.ignore_term = ignore_term
+        self.linger = linger
 
     def launch(self, argv: list[str], env: dict[str, str], pass_fds: tuple[int, ...],
                log_path: Path) -> FakeProcess:
         self.launched.append((argv, env))
-        self.processes.append(FakeProcess(1000 + len(self.processes), self.ignore_term))
+        self.processes.append(FakeProcess(1000 + len(self.processes), self.ignore_term,
+                                          self.linger))
         return self.processes[-1]
 
 
@@ -129,11 +141,87 @@ async def test_load_failure_reported_by_the_worker_is_a_crash(tmp_path: Path) ->
         return httpx.Response(503, json={"ready": False, "state": "crashed", "progress": 0,
                                          "stage": "failed", "model": "m", "error": "bad gguf"})
 
-    sup = supervisor(tmp_path, FakeLauncher(), httpx.MockTransport(handler))
+    launcher = FakeLauncher()
+    sup = supervisor(tmp_path, launcher, httpx.MockTransport(handler))
     sup.spawn(SpawnWorker(model="rbee-fake", worker_id="w1"))
     await wait_state(sup, "w1", WorkerState.CRASHED)
     assert sup.get("w1").error == "bad gguf"
+    await wait_exit(launcher.processes[0])  # a worker that failed to load is not left running
+    assert launcher.processes[0].signals == [signal.SIGTERM]
     await sup.stop_all()
+
+
+def failed_load() -> httpx.MockTransport:
+    return httpx.MockTransport(lambda request: httpx.Response(503, json={
+        "ready": False, "state": "crashed", "progress": 0, "stage": "failed", "model": "m",
+        "error": "bad gguf"}))
+
+
+async def wait_exit(process: FakeProcess) -> None:
+    for _ in range(200):
+        if process.poll() is not None:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"process {process.pid} still running; signals {process.signals}")
+
+
+async def test_failed_load_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
+    launcher = FakeLauncher(ignore_term=True)
+    sup = supervisor(tmp_path, launcher, failed_load(), grace=0.05)
+    sup.spawn(SpawnWorker(model="rbee-fake", worker_id="w1"))
+    await wait_state(sup, "w1", WorkerState.CRASHED)
+    await wait_exit(launcher.processes[0])
+    assert launcher.processes[0].signals == [signal.SIGTERM, signal.SIGKILL]
+    await sup.stop_all()
+
+
+async def test_worker_never_ready_is_ended(tmp_path: Path) -> None:
+    launcher = FakeLauncher()
+    sup = supervisor(tmp_path, launcher, ready_after(10**6))
+    sup.config.ready_timeout = 0.05
+    sup.spawn(SpawnWorker(model="rbee-fake", worker_id="w1"))
+    await wait_state(sup, "w1", WorkerState.CRASHED)
+    assert "not ready after" in (sup.get("w1").error or "")
+    await wait_exit(launcher.processes[0])
+    await sup.stop_all()
+
+
+async def test_stop_of_a_failed_worker_returns_once_its_process_is_gone(tmp_path: Path) -> None:
+    # The failure handling is still in its grace period (SIGTERM ignored) when stop comes:
+    # stop must still see the process dead before it answers.
+    launcher = FakeLauncher(ignore_term=True)
+    sup = supervisor(tmp_path, launcher, failed_load(), grace=0.3)
+    sup.spawn(SpawnWorker(model="rbee-fake", worker_id="w1"))
+    await wait_state(sup, "w1", WorkerState.CRASHED)
+    assert launcher.processes[0].poll() is None
+    await sup.stop("w1")
+    assert launcher.processes[0].poll() is not None
+    assert signal.SIGKILL in launcher.processes[0].signals
+    with pytest.raises(WorkerNotFound):
+        sup.get("w1")
+
+
+async def test_stop_waits_for_a_slow_exit(tmp_path: Path) -> None:
+    launcher = FakeLauncher(linger=5)
+    sup = supervisor(tmp_path, launcher, ready_after(0))
+    sup.spawn(SpawnWorker(model="rbee-fake", worker_id="w1"))
+    await wait_state(sup, "w1", WorkerState.READY)
+    stopped = await sup.stop("w1")
+    assert stopped.state is WorkerState.STOPPED
+    assert launcher.processes[0].poll() == -signal.SIGTERM
+
+
+async def test_a_retry_ends_the_previous_failed_process(tmp_path: Path) -> None:
+    # Spawning the model again forgets the crashed worker; its process must still end.
+    launcher = FakeLauncher(ignore_term=True)
+    sup = supervisor(tmp_path, launcher, failed_load(), grace=0.3)
+    sup.spawn(SpawnWorker(model="rbee-fake", worker_id="w1"))
+    await wait_state(sup, "w1", WorkerState.CRASHED)
+    sup.spawn(SpawnWorker(model="rbee-fake", worker_id="w2"))
+    with pytest.raises(WorkerNotFound):
+        sup.get("w1")
+    await sup.stop_all()
+    assert launcher.processes[0].poll() is not None
 
 
 async def test_launch_before_the_loop_then_supervise(tmp_path: Path) -> None:
