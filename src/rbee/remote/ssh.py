@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import asyncssh
+from cryptography.utils import CryptographyDeprecationWarning
+
+# asyncssh imports cryptography's DSA support, which cryptography >= 46 deprecates with a
+# warning per name at import: eight lines on every queen start that nobody can act on. Only
+# that warning, only during this import; everything else still warns (and fails our tests).
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)
+    import asyncssh
 
 from rbee.core.errors import (
     RemoteCommandFailed,
@@ -135,10 +143,15 @@ async def connect(entry: HiveEntry) -> AsyncIterator[SshShell]:
             f"{where}: host key not trusted ({exc.reason})", hint="add it with `ssh-keyscan "
             f"-p {entry.port} {entry.hostname} >> ~/.ssh/known_hosts` after checking it, or set "
             "UserKnownHostsFile in hives.conf") from exc
-    except (TimeoutError, asyncssh.ConnectionLost) as exc:
+    except TimeoutError as exc:
         raise SshTimeout(f"{where}: no SSH answer within {entry.connect_timeout:.0f}s",
                          hint="is the machine on, and is a firewall dropping port "
                          f"{entry.port}? Raise ConnectTimeout for slow links") from exc
+    except asyncssh.ConnectionLost as exc:  # an answer, and a prompt one: not a timeout
+        raise SshUnreachable(
+            f"{where}: the server closed the connection before we could log in ({exc})",
+            hint="check that sshd listens on that Port (not another program) and accepts "
+            "us: its log shows why (MaxStartups, AllowUsers, TCP wrappers, fail2ban)") from exc
     except (OSError, ValueError, asyncssh.Error) as exc:  # ValueError: a malformed HostName
         raise SshUnreachable(f"{where}: cannot connect: {exc}",
                              hint="check HostName and Port in hives.conf, and that sshd "
