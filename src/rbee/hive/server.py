@@ -59,4 +59,4 @@ def main(argv: list[str] | None = None) -> None:
     from rbee.web.serve import serve
 
     serve(create_app(services), host=settings.host, port=settings.port,
-          parent_pid=settings.parent_pid)
+          parent_pid=settings.parent_pid, limits=settings)

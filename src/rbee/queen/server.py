@@ -42,7 +42,7 @@ def _serve(settings: QueenSettings, hive_token: str, worker_token: str,
     try:
         app = create_app(settings, hive_token=hive_token, worker_token=worker_token,
                          local_hive=local)
-        serve(app, host=settings.host, port=settings.port)
+        serve(app, host=settings.host, port=settings.port, limits=settings)
     finally:
         with contextlib.suppress(FileNotFoundError):
             if pid_file.read_text().strip() == str(os.getpid()):

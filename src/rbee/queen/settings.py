@@ -65,3 +65,12 @@ class QueenSettings(BaseSettings):
     preload_model: str | None = Field(
         default=None, description="Model the local hive starts loading at once (set by "
         "`rbee infer` when it starts a queen, so loading overlaps start-up)")
+    header_timeout: float = Field(default=10.0, gt=0, description="Seconds a client has to "
+                                  "send a request's headers (from connect or its first byte)")
+    body_timeout: float = Field(default=30.0, gt=0, description="Seconds a request body may "
+                                "stall between reads")
+    keep_alive_timeout: float = Field(default=5.0, gt=0, description="Seconds an idle "
+                                      "kept-alive connection stays open")
+    max_connections: int = Field(default=4096, ge=1, description="Client connections served at "
+                                 "once; past it 503, past twice it closed at once (lowered to "
+                                 "fit the open-file limit)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -10,6 +11,14 @@ from collections.abc import Callable
 
 import uvicorn
 from starlette.types import ASGIApp
+
+from rbee.web.connections import (
+    ConnectionLimits,
+    ConnectionSettings,
+    connection_cap,
+    guarded_protocol,
+    raise_open_file_limit,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +45,26 @@ async def watch_parent(parent_pid: int, server: uvicorn.Server, interval: float 
 
 def serve(
     app: ASGIApp, *, host: str, port: int, fd: int | None = None, parent_pid: int | None = None,
-    log_level: str = "warning",
+    log_level: str = "warning", limits: ConnectionSettings | None = None,
 ) -> None:
+    """Serve `app` until told to stop; `limits` (queen, hive or worker settings) bound how long
+    a client may take and how many may connect."""
+    wanted = ConnectionLimits.of(limits) if limits is not None else ConnectionLimits()
+    cap = connection_cap(wanted.max_connections, raise_open_file_limit())
+    granted = dataclasses.replace(wanted, max_connections=cap)
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=False,
         timeout_graceful_shutdown=1, lifespan="on",
         # Nothing of ours sits behind a proxy, and clients need no Server/Date headers:
         # each is work on every response of a hot path.
         proxy_headers=False, server_header=False, date_header=False,
+        # Header and body deadlines and a hard ceiling on connections (web/connections.py);
+        # uvicorn itself answers 503 past the cap and closes idle kept-alive connections.
+        # No websockets: an upgraded connection would escape the deadlines, and none of
+        # ours speaks them.
+        http=guarded_protocol(granted), ws="none", limit_concurrency=cap,
+        # Annotated `int` by uvicorn, but it only goes to call_later: any number works.
+        timeout_keep_alive=granted.keep_alive_timeout,  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)
     # An inherited fd goes in as a socket object: uvicorn's own `fd=` option treats it as a

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     runtime = Runtime(build_engine(settings.engine, options))
     app = create_app(runtime, model=settings.model, token=token)
     serve(app, host=settings.host, port=settings.port, fd=settings.fd,
-          parent_pid=settings.parent_pid)
+          parent_pid=settings.parent_pid, limits=settings)
 
 
 def _bound_host(fd: int | None) -> str | None:
