@@ -51,21 +51,8 @@ def serve(
     a client may take and how many may connect."""
     wanted = ConnectionLimits.of(limits) if limits is not None else ConnectionLimits()
     cap = connection_cap(wanted.max_connections, raise_open_file_limit())
-    granted = dataclasses.replace(wanted, max_connections=cap)
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, access_log=False,
-        timeout_graceful_shutdown=1, lifespan="on",
-        # Nothing of ours sits behind a proxy, and clients need no Server/Date headers:
-        # each is work on every response of a hot path.
-        proxy_headers=False, server_header=False, date_header=False,
-        # Header and body deadlines and a hard ceiling on connections (web/connections.py);
-        # uvicorn itself answers 503 past the cap and closes idle kept-alive connections.
-        # No websockets: an upgraded connection would escape the deadlines, and none of
-        # ours speaks them.
-        http=guarded_protocol(granted), ws="none", limit_concurrency=cap,
-        # Annotated `int` by uvicorn, but it only goes to call_later: any number works.
-        timeout_keep_alive=granted.keep_alive_timeout,  # type: ignore[arg-type]
-    )
+    config = server_config(app, host=host, port=port, log_level=log_level,
+                           limits=dataclasses.replace(wanted, max_connections=cap))
     server = uvicorn.Server(config)
     # An inherited fd goes in as a socket object: uvicorn's own `fd=` option treats it as a
     # Unix socket and skips TCP_NODELAY, which costs ~40 ms per response (Nagle + delayed ACK).
@@ -88,6 +75,24 @@ def serve(
     # uvicorn picks uvloop only when it creates the loop itself; we create it, so ask here.
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(main())
+
+
+def server_config(app: ASGIApp, *, host: str, port: int, limits: ConnectionLimits,
+                  log_level: str = "warning") -> uvicorn.Config:
+    return uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, access_log=False,
+        timeout_graceful_shutdown=1, lifespan="on",
+        # Nothing of ours sits behind a proxy, and clients need no Server/Date headers:
+        # each is work on every response of a hot path.
+        proxy_headers=False, server_header=False, date_header=False,
+        # Header and body deadlines and a hard ceiling on connections (web/connections.py);
+        # uvicorn itself answers 503 past the cap and closes idle kept-alive connections.
+        # No websockets: an upgraded connection would escape the deadlines, and none of
+        # ours speaks them.
+        http=guarded_protocol(limits), ws="none", limit_concurrency=limits.max_connections,
+        # Annotated `int` by uvicorn, but it only goes to call_later: any number works.
+        timeout_keep_alive=limits.keep_alive_timeout,  # type: ignore[arg-type]
+    )
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
