@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from rbee.client import QueenClient
+from rbee.core.errors import RbeeError
 from tests.support.daemons import Daemon, rbee_env, run_cli, start_queen
 
 pytestmark = pytest.mark.e2e
@@ -155,3 +156,55 @@ def test_cli_errors_are_one_line_and_nonzero(env: dict[str, str]) -> None:
     r = run_cli(env, "infer", "hi", "--temperature", "9")
     assert r.returncode == 2
     run_cli(env, "queen", "stop")
+
+
+def _local_hive(queen: Daemon) -> psutil.Process:
+    return next(p for p in psutil.Process(queen.pid).children()
+                if "rbee.hive" in " ".join(p.cmdline()))
+
+
+def _health(queen: Daemon) -> tuple[int, dict]:
+    r = httpx.get(f"{queen.url}/health", timeout=2)
+    return r.status_code, r.json()
+
+
+def test_a_killed_local_hive_is_restarted_and_health_tells_the_truth(queen: Daemon) -> None:
+    with QueenClient(queen.url) as client:
+        worker = _spawn_fake(client)
+        assert _health(queen)[0] == 200 and _health(queen)[1]["status"] == "ok"
+        hive = _local_hive(queen)
+        hive.kill()
+        # The queen notices at once (it reaps its child): not ok, and says why.
+        seen: list[tuple[int, dict]] = []
+        _wait(lambda: seen.append(_health(queen)) or seen[-1][0] == 503, 3.0, "health 503")
+        body = seen[-1][1]
+        assert body["status"] == "unavailable" and "localhost" not in body["hives_up"]
+        assert body["local_hive"]["up"] is False
+        # Meanwhile its dead worker is no longer listed as ready (or gone: hive back already).
+        listed = {w["id"]: w["state"] for w in client.run("worker_list")["workers"]}
+        assert listed.get(worker["id"]) in (None, "unknown")
+        # Restarted: ok again, a new hive process, the old one reaped (no zombie).
+        _wait(lambda: seen.append(_health(queen)) or seen[-1][1]["status"] == "ok", 20.0,
+              "local hive restart")
+        assert seen[-1][0] == 200 and seen[-1][1]["local_hive"]["restarts"] == 1
+        assert _local_hive(queen).pid != hive.pid and not psutil.pid_exists(hive.pid)
+        result = client.run("infer", model="rbee-fake", prompt="after", max_tokens=2)
+        assert result["worker_id"] != worker["id"]
+    assert f"local hive (pid {hive.pid}) killed by SIGKILL" in queen.log.read_text()
+    status = run_cli(queen.env, "queen", "status")
+    assert status.returncode == 0 and f"at {queen.url}: ok" in status.stdout
+
+
+def test_a_worker_that_fails_to_load_is_ended(queen: Daemon, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"this is not a gguf file")
+    with QueenClient(queen.url) as client:
+        with pytest.raises(RbeeError):
+            client.run("worker_spawn", model=f"file:{broken}")
+        failed = [w for w in client.run("worker_list")["workers"] if w["model"] == f"file:{broken}"]
+        assert failed and failed[0]["state"] == "crashed" and failed[0]["pid"]
+        pid = failed[0]["pid"]
+        # The hive ends the failed worker itself (before, it stayed resident for good).
+        _wait(lambda: not psutil.pid_exists(pid), 6.0, "failed worker exit")
+        stopped = client.run("worker_stop", worker_id=failed[0]["id"])["worker"]
+        assert stopped["id"] == failed[0]["id"] and not psutil.pid_exists(pid)

@@ -112,8 +112,25 @@ def start_queen(env: dict[str, str], *args: str) -> Daemon:
         proc = subprocess.Popen([sys.executable, "-m", "rbee.queen", *args], env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
     url = env["RBEE_QUEEN_URL"]
-    wait_http(f"{url}/health", proc=proc)
+    wait_queen(url, proc)
     return Daemon(proc, url, env, log)
+
+
+def wait_queen(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Until the queen answers and its local hive, if it runs one, is up. A queen without
+    one answers 503 `unavailable` until a hive registers: answering is enough then."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"queen exited with {proc.returncode} before it answered")
+        try:
+            body = httpx.get(f"{url}/health", timeout=0.5).json()
+            if body["status"] == "ok" or body["local_hive"] is None:
+                return
+        except (httpx.TransportError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"queen at {url} not healthy within {timeout}s")
 
 
 def running_queen(env: dict[str, str]) -> Iterator[Daemon]:

@@ -83,11 +83,19 @@ class QueenClient:
         return found
 
     def health(self, timeout: float = 2.0) -> dict[str, Any] | None:
+        """The queen's health report, or None when no queen answers. A queen with no hive up
+        answers 503 with its report (status `unavailable`): it is running all the same."""
         try:
             r = self._http.get("/health", timeout=timeout)
         except httpx.TransportError:
             return None
-        return r.json() if r.status_code == 200 else None
+        if r.status_code not in (200, 503):
+            return None
+        try:
+            body = r.json()
+        except ValueError:  # a 503 from something else (a proxy) on that address
+            return None
+        return body if isinstance(body, dict) and "status" in body else None
 
     def submit(self, operation: str, **fields: Any) -> str:
         body = {"operation": operation, **{k: v for k, v in fields.items() if v is not None}}

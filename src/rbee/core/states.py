@@ -12,6 +12,9 @@ class WorkerState(StrEnum):
     STOPPING = "stopping"
     STOPPED = "stopped"
     CRASHED = "crashed"
+    # Only in the queen's listings: the worker's hive is down, so nobody knows. No process
+    # is ever in this state, hence no transitions.
+    UNKNOWN = "unknown"
 
 
 WORKER_TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
@@ -23,6 +26,7 @@ WORKER_TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
     WorkerState.STOPPING: frozenset({WorkerState.STOPPED, WorkerState.CRASHED}),
     WorkerState.STOPPED: frozenset(),
     WorkerState.CRASHED: frozenset(),
+    WorkerState.UNKNOWN: frozenset(),
 }
 
 

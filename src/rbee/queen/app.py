@@ -37,8 +37,8 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
         app.state.services = svc
         svc.scripts.load_active()
         await svc.jobs.start()
-        if svc.local_hive is not None and svc.local_hive.process is None:
-            svc.local_hive.start()
+        if svc.hive_supervisor is not None:
+            svc.hive_supervisor.start()  # starts the local hive unless the server did
         watchdog = asyncio.create_task(svc.watchdog.run(), name="watchdog")
         try:
             yield
@@ -46,8 +46,8 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
             watchdog.cancel()
             await svc.watchdog.stop()
             await svc.jobs.stop()
-            if svc.local_hive is not None:
-                await svc.local_hive.stop()  # cascades to its workers
+            if svc.hive_supervisor is not None:
+                await svc.hive_supervisor.stop()  # no restarts; cascades to its workers
             await svc.relay.close()
             await svc.http.aclose()
             svc.db.close()

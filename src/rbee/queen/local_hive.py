@@ -33,22 +33,37 @@ class LocalHive:
             self._argv += ["--home", str(home)]
         if hf_endpoint:
             self._argv += ["--hf-endpoint", hf_endpoint]
-        if preload_model:
-            self._argv += ["--preload-model", preload_model]
         if worker_threads:
             self._argv += ["--worker-threads", str(worker_threads)]
+        # Only the first start preloads: a restarted hive gets what requests need placed on
+        # it again, not a model that may since have been unloaded as idle.
+        self._preload = ["--preload-model", preload_model] if preload_model else []
+        # The same secrets on every start: the queen's credentials for this hive stay valid.
         self._env = {**os.environ, "RBEE_HIVE_TOKEN": token, "RBEE_HIVE_WORKER_TOKEN": worker_token}
         self._log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def started(self) -> bool:
+        return self.process is not None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
     def start(self) -> None:
         """Must run on the main thread: PDEATHSIG follows the spawning thread."""
+        argv = self._argv if self.started else self._argv + self._preload
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         with self._log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                self._argv, env=self._env, stdin=subprocess.DEVNULL, stdout=log,
+                argv, env=self._env, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         logger.info("local hive started (pid %s)", self.process.pid)
+
+    def poll(self) -> int | None:
+        """The exit code once it has exited (reaping it: no zombie), None while it runs."""
+        return self.process.poll() if self.process is not None else None
 
     async def stop(self, grace: float = 8.0) -> None:
         """SIGTERM (the hive stops its workers first), then SIGKILL after `grace`."""

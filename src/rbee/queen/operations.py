@@ -156,8 +156,8 @@ class Operations:
         return {
             "hives": [{"id": h.id, "url": h.url, "up": h.up,
                        "devices": [d.model_dump() for d in h.devices]} for h in snap.hives],
-            "workers": [w.info.model_dump(mode="json") | {"inflight": w.inflight}
-                        for w in snap.workers],
+            "workers": [w.model_dump(mode="json") | {"inflight": self._registry.inflight(w.id)}
+                        for w in self._registry.listed_workers()],
         }
 
     async def worker_spawn(self, ctx: JobContext, op: WorkerSpawnOp) -> Result:
@@ -169,7 +169,8 @@ class Operations:
         return {"worker": ready.model_dump(mode="json")}
 
     async def worker_list(self, ctx: JobContext, op: WorkerListOp) -> Result:
-        workers = [w for w in self._registry.workers() if op.hive_id in (None, w.hive_id)]
+        workers = [w for w in self._registry.listed_workers()
+                   if op.hive_id in (None, w.hive_id)]
         return {"workers": [w.model_dump(mode="json") for w in workers]}
 
     async def worker_stop(self, ctx: JobContext, op: WorkerStopOp) -> Result:

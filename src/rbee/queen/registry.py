@@ -39,6 +39,7 @@ class Registry:
         self._idle_since: dict[str, float] = {}  # worker → when its last request ended
         self._keep_warm: set[str] = set()  # worker ids never unloaded for idleness/eviction
         self._hive_of: dict[str, str] = {}  # worker → hive, to refresh one hive's views
+        self._unresponsive: set[str] = set()  # workers liveness took out of routing
         self.budget = memory_budget
         self.reservations = Reservations(clock, unconfirmed_ttl)
 
@@ -54,7 +55,7 @@ class Registry:
         # Build the hive's views now, off the request path: a report is its own event, and
         # the next request's snapshot then only rebuilds hives whose workers changed since.
         self._hive_view(t.hive_id, record, record.last_seen)
-        self._routing_views(record, self._inflight)
+        self._routing_views(record, self._inflight, self._unresponsive)
 
     def upsert_worker(self, info: WorkerInfo) -> None:
         """Record what a hive just told us directly, ahead of its next telemetry."""
@@ -71,9 +72,27 @@ class Registry:
             record.workers.pop(worker_id, None)
             record.routing_views = None
         self._hive_of.pop(worker_id, None)
+        self._unresponsive.discard(worker_id)
         self.reservations.release(worker_id)
         self._idle_since.pop(worker_id, None)
         self._keep_warm.discard(worker_id)
+
+    def set_unresponsive(self, worker_id: str, on: bool = True) -> None:
+        """A worker that stopped answering probes (queen.liveness) is routed to no more,
+        whatever its hive reports, until it answers again."""
+        if on:
+            self._unresponsive.add(worker_id)
+        else:
+            self._unresponsive.discard(worker_id)
+        self._changed(worker_id)
+
+    def unresponsive(self) -> frozenset[str]:
+        return frozenset(self._unresponsive)
+
+    def worker(self, worker_id: str) -> WorkerInfo | None:
+        """One worker by id, without a scan (liveness looks up every busy worker a tick)."""
+        record = self._hives.get(self._hive_of.get(worker_id, ""))
+        return record.workers.get(worker_id) if record is not None else None
 
     def keep_warm(self, worker_id: str, on: bool = True) -> None:
         if on:
@@ -145,8 +164,29 @@ class Registry:
     def hive_ids(self) -> list[str]:
         return sorted(self._hives)
 
+    def hives_up(self) -> list[str]:
+        now = self._clock.monotonic()
+        return sorted(h for h, r in self._hives.items() if self._up(r, now))
+
     def workers(self) -> list[WorkerInfo]:
+        """Workers as their hives last reported them (decisions read this with `is_up`)."""
         return [w for r in self._hives.values() for w in r.workers.values()]
+
+    def listed_workers(self) -> list[WorkerInfo]:
+        """Workers as people and API clients should see them: a worker of a hive that is down
+        is listed `unknown` (its last report in `stage`), never `ready`, since nothing has
+        been heard of it since. It stays listed: the hive may come back with it."""
+        now = self._clock.monotonic()
+        listed: list[WorkerInfo] = []
+        for hive_id, r in self._hives.items():
+            if self._up(r, now):
+                listed.extend(r.workers.values())
+                continue
+            for w in r.workers.values():
+                stage = f"hive {hive_id} is down; last reported {w.state.value}"
+                listed.append(w.model_copy(update={"state": WorkerState.UNKNOWN,
+                                                   "stage": stage}))
+        return listed
 
     def find_worker(self, worker_id: str) -> WorkerInfo | None:
         return next((w for w in self.workers() if w.id == worker_id), None)
@@ -173,7 +213,7 @@ class Registry:
         """Ready workers serving `model` on hives that are up (admission capacity)."""
         return sum(1 for r in self._hives.values() for w in r.workers.values()
                    if w.model == model and w.state is WorkerState.READY
-                   and self.is_up(w.hive_id))
+                   and self.is_up(w.hive_id) and w.id not in self._unresponsive)
 
     def inflight(self, worker_id: str) -> int:
         return self._inflight.get(worker_id, 0)
@@ -188,10 +228,11 @@ class Registry:
         return view
 
     @staticmethod
-    def _routing_views(r: HiveRecord, inflight: dict[str, int]) -> tuple[WorkerView, ...]:
+    def _routing_views(r: HiveRecord, inflight: dict[str, int],
+                       skip: set[str]) -> tuple[WorkerView, ...]:
         if r.routing_views is None:
             r.routing_views = tuple(WorkerView(w, inflight.get(w.id, 0))
-                                    for w in r.workers.values())
+                                    for w in r.workers.values() if w.id not in skip)
             on_device = Counter([w.device for w in r.workers.values()])
             r.device_counts = {device_key(r.telemetry.hive_id, d): n
                                for d, n in on_device.items()}
@@ -222,7 +263,8 @@ class Registry:
         records = sorted(self._hives.items())
         hives = tuple(self._hive_view(h, r, now) for h, r in records)
         inflight = self._inflight
-        cached = tuple(self._routing_views(record, inflight) for _, record in records)
+        cached = tuple(self._routing_views(record, inflight, self._unresponsive)
+                       for _, record in records)
         if not memory:
             return ClusterSnapshot(hives, tuple(chain.from_iterable(cached)))
         counts: dict[str, int] = {}

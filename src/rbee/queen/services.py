@@ -22,6 +22,7 @@ from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
 from rbee.queen.scripts import Scripts
 from rbee.queen.settings import QueenSettings
+from rbee.queen.supervision import HiveSupervisor
 from rbee.queen.watchdog import IdleTTL, Watchdog
 from rbee.storage.db import connect
 from rbee.storage.hives import HiveStore
@@ -46,6 +47,7 @@ class QueenServices:
     operations: Operations
     credentials: Credentials = field(default_factory=Credentials)
     local_hive: LocalHive | None = None
+    hive_supervisor: HiveSupervisor | None = None  # restarts local_hive when it dies
 
 
 def build_services(settings: QueenSettings, *, clock: Clock | None = None,
@@ -83,6 +85,9 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
     local = local_hive
     if local is None and settings.local_hive:
         local = local_hive_for(settings, local_creds.token, local_creds.worker_token)
+    supervisor = None
+    if local is not None:
+        supervisor = HiveSupervisor(local, clock, on_exit=lambda: registry.suspect(HIVE_ID))
     return QueenServices(settings=settings, clock=clock, db=db, jobs=jobs, registry=registry,
                          dispatcher=dispatcher, relay=relay, http=http, fleet=fleet,
                          watchdog=Watchdog(registry, dispatcher, settings.telemetry_interval,
@@ -90,7 +95,8 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                                            idle_ttl=IdleTTL(settings.idle_ttl,
                                                             settings.model_ttl)),
                          admission=admission, scripts=scripts, operations=operations,
-                         credentials=credentials, local_hive=local)
+                         credentials=credentials, local_hive=local,
+                         hive_supervisor=supervisor)
 
 
 GPU_CONTEXT_BYTES = 512 * 2**20  # = models.estimate.ACCELERATOR_CONTEXT_BYTES (not imported:

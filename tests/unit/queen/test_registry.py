@@ -115,3 +115,21 @@ def test_placement_snapshots_without_eviction_facts_count_the_same_workers() -> 
     assert [v.reserved for v in light.workers] == [0, 0, 0]
     reg.drop_worker("h", "b")
     assert dict(reg.snapshot(eviction=False).device_workers) == {"h/cpu": 1, "h/cuda:0": 1}
+
+
+def test_workers_of_a_down_hive_are_listed_unknown_not_ready() -> None:
+    clock = FakeClock()
+    reg = Registry(clock, telemetry_interval=1.0)
+    reg.report(telemetry(w("a")))
+    assert [x.state for x in reg.listed_workers()] == [WorkerState.READY]
+    clock.advance(3.1)  # three intervals missed: the hive is down
+    listed = reg.listed_workers()
+    assert [(x.id, x.state) for x in listed] == [("a", WorkerState.UNKNOWN)]
+    assert listed[0].stage == "hive h is down; last reported ready"
+    # Decisions still see the last report (the watchdog re-places what the hive served).
+    assert reg.workers()[0].state is WorkerState.READY and reg.ready_count("m") == 0
+    reg.report(telemetry(w("a")))
+    assert [x.state for x in reg.listed_workers()] == [WorkerState.READY]
+    reg.suspect("h")  # a dead local hive is marked down at once, without waiting
+    assert [x.state for x in reg.listed_workers()] == [WorkerState.UNKNOWN]
+    assert reg.hives_up() == []

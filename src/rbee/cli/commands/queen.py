@@ -71,7 +71,7 @@ def status(ctx: typer.Context) -> None:
             print_json({"running": True, "url": c.queen_url, **health, **result})
             return 0
         out, _ = consoles()
-        out.print(f"queen {health['version']} at {c.queen_url}")
+        out.print(f"queen {health['version']} at {c.queen_url}: {health_line(health)}")
         out.print(table("hives", ["hive", "up", "url", "devices"],
                         [(h["id"], h["up"], h["url"], ", ".join(d["id"] for d in h["devices"]))
                          for h in result["hives"]]))
@@ -79,6 +79,15 @@ def status(ctx: typer.Context) -> None:
         return 0
 
     guarded(run)
+
+
+def health_line(health: dict[str, object]) -> str:
+    """`ok`, or what is wrong: e.g. `unavailable (local hive restarting; killed by SIGKILL)`."""
+    local = health.get("local_hive")
+    if not isinstance(local, dict) or local.get("up"):
+        return str(health.get("status"))
+    exited = f"; {local['last_exit']}" if local.get("last_exit") else ""
+    return f"{health.get('status')} (local hive {local.get('supervision')}{exited})"
 
 
 def workers_table(workers: list[dict[str, object]]) -> object:

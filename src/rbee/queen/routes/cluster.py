@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
 from rbee import __version__
 from rbee.api.cluster import HiveTelemetry, WorkerInfo
 from rbee.core.errors import Unauthorized
 from rbee.queen.deps import ServicesDep, require_api_token
+from rbee.queen.local_hive import HIVE_ID
+from rbee.queen.registry import Registry
+from rbee.queen.supervision import HiveSupervisor
 from rbee.web.auth import check_bearer
 from rbee.web.body import parse_body
 
@@ -17,8 +21,29 @@ router = APIRouter()
 
 
 @router.get("/health")
-async def health(svc: ServicesDep) -> dict[str, Any]:
-    return {"status": "ok", "version": __version__, "hives": len(svc.registry.hive_ids())}
+async def health(svc: ServicesDep) -> JSONResponse:
+    """The queen answers, and whether it can serve:
+
+    - `ok` (200): at least one hive is up, and so is the local hive if this queen runs one;
+    - `degraded` (200): hives are up, but the local hive is not (it is being restarted);
+    - `unavailable` (503): no hive is up, so inference cannot be served (also a queen with no
+      local hive before any remote hive registered; it still takes jobs, e.g. hive installs).
+    """
+    body = health_report(svc.registry, svc.hive_supervisor)
+    return JSONResponse(body, status_code=503 if body["status"] == "unavailable" else 200)
+
+
+def health_report(registry: Registry, local: HiveSupervisor | None) -> dict[str, Any]:
+    up = registry.hives_up()
+    body: dict[str, Any] = {"version": __version__, "hives": len(registry.hive_ids()),
+                            "hives_up": up, "local_hive": None}
+    local_up = True
+    if local is not None:
+        local_up = HIVE_ID in up
+        body["local_hive"] = {"up": local_up, "supervision": local.state,
+                              "restarts": local.restarts, "last_exit": local.last_exit}
+    body["status"] = "unavailable" if not up else "ok" if local_up else "degraded"
+    return body
 
 
 @router.post("/v1/hives/telemetry", status_code=204)
@@ -33,4 +58,4 @@ async def telemetry(request: Request, svc: ServicesDep) -> None:
 
 @router.get("/v1/workers", dependencies=[Depends(require_api_token)])
 async def workers(svc: ServicesDep) -> list[WorkerInfo]:
-    return svc.registry.workers()
+    return svc.registry.listed_workers()
