@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from rbee.core.states import WorkerState
 
 DeviceKind = Literal["cpu", "cuda", "metal"]
+# Seconds a worker has left for a request: the client's deadline, passed on by the queen.
+DEADLINE_HEADER = "X-Rbee-Timeout"
 
 
 class _Strict(BaseModel):

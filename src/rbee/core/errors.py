@@ -135,6 +135,14 @@ class WorkerUnreachable(WorkerUnavailable):
     code = "worker_unreachable"
 
 
+class DeadlineExceeded(RbeeError):
+    """The request's own deadline (the client's timeout) passed before it was answered."""
+
+    http_status = 504
+    openai_type = "timeout_error"
+    code = "deadline_exceeded"
+
+
 class RemoteError(UpstreamError):
     """A failure on a machine reached over SSH. The message says what and how to fix it."""
 
@@ -185,7 +193,7 @@ _BY_CODE: dict[str, type[RbeeError]] = {
     cls.code: cls
     for cls in (InvalidRequest, UnknownOperation, BodyTooLarge, Unauthorized, ModelNotFound,
                 JobNotFound, WorkerNotFound, HiveNotFound, Conflict, NoCapacity, WorkerUnavailable,
-                WorkerUnreachable, EngineError, VersionMismatch)
+                WorkerUnreachable, EngineError, VersionMismatch, DeadlineExceeded)
     if cls.code is not None
 }
 

@@ -1,171 +1,221 @@
 """The hot path: pass an OpenAI request to a worker and its answer back, bytes unchanged.
 
-Queen→worker calls use aiohttp rather than httpx: measured on this path (bench/
-queen_overhead.py) a keep-alive round trip costs ~0.75 ms less, which is most of the latency
-budget the queen may add. A client that hangs up closes the upstream connection, and the
-worker stops generating.
+Every call has deadlines (`transport.Deadlines`): a connect timeout, a first-byte deadline
+(a stream's headers and first data frame), an idle deadline between data frames, a bound on
+a whole non-streamed answer, and the client's own deadline, which also travels to the worker
+(`DEADLINE_HEADER`). A worker that stops answering probes (`queen.liveness`) has its calls
+aborted. A call that has sent nothing to its client raises `WorkerUnreachable` (the caller
+fails over); a stream already under way ends with an error frame and `[DONE]`. A client that
+hangs up closes the upstream connection, and the worker stops generating.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
-import httptools
 from starlette.responses import Response
 
 from rbee.api import sse
-from rbee.api.cluster import WorkerInfo
-from rbee.core.errors import WorkerUnavailable, WorkerUnreachable, from_envelope
+from rbee.api.cluster import DEADLINE_HEADER, WorkerInfo
+from rbee.core.errors import (
+    DeadlineExceeded,
+    RbeeError,
+    WorkerUnavailable,
+    WorkerUnreachable,
+    from_envelope,
+)
+from rbee.queen.calls import DEADLINE, NO_DEADLINE, STALLED, Call, Calls, ClientDeadline, Watch
 from rbee.queen.credentials import Credentials
 from rbee.queen.registry import Registry
-from rbee.queen.upstream import LeanClient
+from rbee.queen.transport import Deadlines, TransportError, Upstream, WorkerTransport
 from rbee.web.streaming import DisconnectAwareStream
-
-# No total timeout: a generation may legitimately stream for minutes.
-_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10.0, sock_connect=10.0)
-
-
-@contextlib.contextmanager
-def map_worker_errors(worker: WorkerInfo) -> Iterator[None]:
-    """Transport failures become WorkerUnreachable, chained, once, here.
-
-    Callers that have not yet passed anything to their client retry those on another
-    worker (`queen.failover`); a stream already under way ends with an error frame instead.
-    """
-    try:
-        yield
-    except TimeoutError as exc:
-        raise WorkerUnreachable(f"worker {worker.id}: timed out") from exc
-    except (aiohttp.ClientError, OSError, httptools.HttpParserError) as exc:
-        raise WorkerUnreachable(f"worker {worker.id}: {type(exc).__name__}: {exc}") from exc
 
 
 class Relay:
-    def __init__(self, registry: Registry, credentials: Credentials) -> None:
+    def __init__(self, registry: Registry, credentials: Credentials, transport: WorkerTransport,
+                 deadlines: Deadlines) -> None:
         self._registry = registry
         self._credentials = credentials
-        self._session: aiohttp.ClientSession | None = None
-        self._lean = LeanClient({"Content-Type": "application/json"})
-
-    def _headers(self, worker: WorkerInfo) -> dict[str, str]:
-        auth = self._credentials.worker_auth(worker.hive_id)
-        headers = {"Content-Type": "application/json"}
-        if auth:
-            headers["Authorization"] = auth
-        return headers
-
-    def _client(self) -> aiohttp.ClientSession:
-        # Created on first use: a session must be made inside the running event loop.
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=1024, limit_per_host=256,
-                                             keepalive_timeout=30.0)
-            # Workers set no cookies: a dummy jar skips cookie filtering on every request.
-            self._session = aiohttp.ClientSession(connector=connector, timeout=_TIMEOUT,
-                                                  auto_decompress=False,
-                                                  cookie_jar=aiohttp.DummyCookieJar())
-        return self._session
+        self._transport = transport
+        self._deadlines = deadlines
+        self.calls = Calls()
 
     async def close(self) -> None:
-        self._lean.close()
-        if self._session is not None:
-            await self._session.close()
+        await self._transport.close()
 
-    async def _open(self, worker: WorkerInfo, path: str, data: bytes
-                    ) -> aiohttp.ClientResponse:
-        with map_worker_errors(worker):
-            return await self._client().post(worker.url + path, data=data,
-                                             headers=self._headers(worker))
+    def _headers(self, worker: WorkerInfo, until: float | None) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        auth = self._credentials.worker_auth(worker.hive_id)
+        if auth:
+            headers["Authorization"] = auth
+        if until is not None:
+            left = max(until - asyncio.get_running_loop().time(), 0.001)
+            headers[DEADLINE_HEADER] = f"{left:.3f}"
+        return headers
 
     async def forward(self, worker: WorkerInfo, path: str, raw: bytes, stream: bool,
-                      on_close: Callable[[], None] | None = None) -> Response:
+                      on_close: Callable[[], None] | None = None,
+                      deadline: ClientDeadline = NO_DEADLINE) -> Response:
         """`on_close` runs when a stream ends (however it ends); the caller handles the
-        non-streamed case and the errors raised here."""
+        non-streamed case and the errors raised."""
         if not stream:
-            return await self._forward_whole(worker, path, raw)
-        self._registry.acquire(worker.id)
-        handed_over = False
+            status, body = await self._call_whole(worker, path, raw, deadline)
+            return Response(body, status, media_type="application/json")
+        call, upstream, watch = await self._open_stream(worker, path, raw, deadline)
+        finish = _once(lambda: self._end(call, upstream, watch, on_close))
+        return DisconnectAwareStream(self._pipe(worker, call, upstream, watch, finish),
+                                     on_close=finish)
+
+    async def _call_whole(self, worker: WorkerInfo, path: str, raw: bytes,
+                          deadline: ClientDeadline) -> tuple[int, bytes]:
+        now = asyncio.get_running_loop().time()
+        ours = now + self._deadlines.response
+        theirs = deadline.by(now)
+        call = self._begin(worker)
         try:
-            upstream = await self._open(worker, path, raw)
-            if upstream.status != 200:
-                with map_worker_errors(worker):
+            async with call.waiting(_earliest(ours, theirs)):
+                return await self._transport.post(worker.url + path, raw,
+                                                  self._headers(worker, deadline.until))
+        except TimeoutError as exc:
+            client_first = theirs is not None and theirs <= ours
+            raise self._timed_out(worker, call, client_first, self._deadlines.response) from exc
+        except TransportError as exc:
+            raise WorkerUnreachable(f"worker {worker.id}: {exc}") from exc
+        finally:
+            self._done(call)
+
+    async def _open_stream(self, worker: WorkerInfo, path: str, raw: bytes,
+                           deadline: ClientDeadline) -> tuple[Call, Upstream, Watch]:
+        """POST and wait for the headers; then the stream is watched for progress."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        first = now + self._deadlines.first_byte
+        theirs = deadline.by(now)
+        call = self._begin(worker)
+        try:
+            async with call.waiting(_earliest(first, theirs)):
+                upstream = await self._transport.open(worker.url + path, raw,
+                                                      self._headers(worker, deadline.until))
+                if upstream.status != 200:
                     body = await upstream.read()
-                upstream.release()
-                raise from_envelope(upstream.status, _json(body))
-            handed_over = True  # the stream releases the worker when it ends
-            finish = _once(lambda: self._finish(worker, upstream, on_close))
-            return DisconnectAwareStream(self._pipe(worker, upstream, finish), on_close=finish)
-        finally:
-            if not handed_over:
-                self._registry.release(worker.id)
+                    upstream.release()
+                    raise from_envelope(upstream.status, _json(body))
+        except TimeoutError as exc:
+            self._done(call)
+            raise self._timed_out(worker, call, theirs is not None and theirs <= first,
+                                  self._deadlines.first_byte) from exc
+        except TransportError as exc:
+            self._done(call)
+            raise WorkerUnreachable(f"worker {worker.id}: {exc}") from exc
+        except BaseException:
+            self._done(call)
+            raise
+        # Headers are in: from now on the stream is cut (not failed over) when it stalls.
+        idle = _earliest(self._deadlines.idle, deadline.read)
+        watch = Watch(loop, call.abort, first=_earliest(first - loop.time(), deadline.read),
+                      idle=idle, until=deadline.until)
+        call.streaming(upstream.close)
+        return call, upstream, watch
 
-    async def _forward_whole(self, worker: WorkerInfo, path: str, raw: bytes) -> Response:
+    def _begin(self, worker: WorkerInfo) -> Call:
         self._registry.acquire(worker.id)
-        try:
-            with map_worker_errors(worker):
-                status, body = await self._lean.post(
-                    worker.url + path, raw, self._credentials.worker_auth(worker.hive_id))
-        finally:
-            self._registry.release(worker.id)
-        return Response(body, status, media_type="application/json")
+        return self.calls.add(worker.id)
 
-    async def _pipe(self, worker: WorkerInfo, upstream: aiohttp.ClientResponse,
-                    on_close: Callable[[], None] | None) -> AsyncIterator[bytes]:
-        finished = False
+    def _done(self, call: Call) -> None:
+        self.calls.untrack(call)
+        self._registry.release(call.worker_id)
+
+    def _timed_out(self, worker: WorkerInfo, call: Call, client_deadline: bool,
+                   limit: float) -> RbeeError:
+        if call.reason is not None:  # aborted: the worker stopped answering
+            return WorkerUnreachable(f"worker {worker.id}: {call.reason}")
+        if client_deadline:
+            return DeadlineExceeded("the request's deadline passed before the worker answered")
+        return WorkerUnreachable(f"worker {worker.id}: no answer within {limit:g}s")
+
+    def _stream_error(self, worker: WorkerInfo, call: Call, detail: str) -> RbeeError:
+        if call.reason == DEADLINE:
+            return DeadlineExceeded("the request's deadline passed mid-stream")
+        if call.reason == STALLED:
+            return WorkerUnavailable(f"worker {worker.id} stopped sending tokens "
+                                     "(idle deadline passed)")
+        if call.reason is not None:
+            return WorkerUnavailable(f"worker {worker.id} failed mid-stream: {call.reason}")
+        return WorkerUnavailable(f"worker {worker.id} failed mid-stream: {detail}")
+
+    async def _pipe(self, worker: WorkerInfo, call: Call, upstream: Upstream, watch: Watch,
+                    finish: Callable[[], None]) -> AsyncIterator[bytes]:
+        ended = False
         try:
-            async for chunk in upstream.content.iter_any():
+            async for chunk in upstream.chunks():
+                if b"data:" in chunk:  # keep-alive comments are not progress
+                    watch.progress()
                 yield chunk
-            finished = True
-        except (aiohttp.ClientError, TimeoutError) as exc:
+                ended = chunk.endswith(sse.DONE)
+            if not ended:  # cut by a deadline or an abort, or the worker just closed
+                err = self._stream_error(worker, call, "the stream ended early")
+                yield sse.data_frame(err.to_envelope())
+                yield sse.DONE
+        except TransportError as exc:
             # Headers are gone: the error becomes a frame, then [DONE].
-            err = WorkerUnavailable(f"worker {worker.id} failed mid-stream: {type(exc).__name__}")
-            yield sse.data_frame(err.to_envelope())
+            yield sse.data_frame(self._stream_error(worker, call, str(exc)).to_envelope())
             yield sse.DONE
         finally:
-            if finished:
-                upstream.release()
-            else:
-                upstream.close()  # drop the connection: the worker sees the disconnect
-            if on_close is not None:
-                on_close()
+            finish()
 
-    def _finish(self, worker: WorkerInfo, upstream: aiohttp.ClientResponse,
-                 on_close: Callable[[], None] | None) -> None:
-        upstream.close()  # a no-op after the body released it; drops it if never read
-        self._registry.release(worker.id)
+    def _end(self, call: Call, upstream: Upstream, watch: Watch,
+             on_close: Callable[[], None] | None) -> None:
+        watch.cancel()
+        upstream.close()  # a no-op after the body was read; drops it if it never was
+        self._done(call)
         if on_close is not None:
             on_close()
 
-    async def stream_events(self, worker: WorkerInfo, body: dict[str, Any]
+    async def stream_events(self, worker: WorkerInfo, body: dict[str, Any],
+                            deadline: ClientDeadline = NO_DEADLINE
                             ) -> AsyncIterator[dict[str, Any]]:
         """Stream a chat completion from a worker as parsed chunks (for the job API)."""
-        self._registry.acquire(worker.id)
-        upstream = None
-        finished = False
+        raw = json.dumps(body).encode()
+        call, upstream, watch = await self._open_stream(worker, "/v1/chat/completions", raw,
+                                                        deadline)
         try:
-            upstream = await self._open(worker, "/v1/chat/completions", json.dumps(body).encode())
-            with map_worker_errors(worker):
-                if upstream.status != 200:
-                    raise from_envelope(upstream.status, _json(await upstream.read()))
-                async for raw_line in upstream.content:
-                    data = sse.parse_data_line(raw_line.decode().rstrip("\r\n"))
-                    if data is None or data == "[DONE]":
-                        continue
-                    chunk = json.loads(data)
-                    if "error" in chunk:
-                        raise from_envelope(500, chunk)
-                    yield chunk
-            finished = True
+            async for data in _sse_data(upstream.chunks()):
+                watch.progress()
+                if data == "[DONE]":
+                    return
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    raise from_envelope(500, chunk)
+                yield chunk
+            raise _unreachable(self._stream_error(worker, call, "the stream ended early"))
+        except TransportError as exc:
+            raise _unreachable(self._stream_error(worker, call, str(exc))) from exc
         finally:
-            if upstream is not None:
-                if finished:
-                    upstream.release()
-                else:
-                    upstream.close()
-            self._registry.release(worker.id)
+            self._end(call, upstream, watch, None)
+
+
+def _unreachable(err: RbeeError) -> RbeeError:
+    """A broken job stream: the job API decides whether tokens went out already."""
+    return err if isinstance(err, DeadlineExceeded) else WorkerUnreachable(err.message)
+
+
+async def _sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """The `data:` payloads of an SSE byte stream (workers send one line per field)."""
+    buffer = b""
+    async for chunk in chunks:
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            data = sse.parse_data_line(line.decode().rstrip("\r"))
+            if data is not None:
+                yield data
+
+
+def _earliest(ours: float, theirs: float | None) -> float:
+    return ours if theirs is None else min(ours, theirs)
 
 
 def _once(fn: Callable[[], None]) -> Callable[[], None]:

@@ -57,12 +57,16 @@ CLIENT_CLOSED = 499  # nginx's "client closed request": nobody reads it, logs do
 async def unless_disconnected(request: Request, work: Awaitable[Response]) -> Response:
     """Run a non-streamed request's work; a client that hangs up cancels it."""
     task = asyncio.ensure_future(work)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=0.05)
-        if done:
-            return task.result()
-        if await request.is_disconnected():
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.05)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                return Response(status_code=CLIENT_CLOSED)
+    finally:
+        # Hang-up, or we were cancelled ourselves (a deadline): the work must not go on.
+        if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            return Response(status_code=CLIENT_CLOSED)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
@@ -13,10 +14,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from rbee.api.cluster import ReadyStatus
+from rbee.api.cluster import DEADLINE_HEADER, ReadyStatus
 from rbee.api.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from rbee.core.errors import DeadlineExceeded, InvalidRequest
 from rbee.core.states import WorkerState
-from rbee.engines.base import GenerationRequest
+from rbee.engines.base import GenerationRequest, Output
 from rbee.web.auth import check_bearer
 from rbee.web.body import parse_body
 from rbee.web.errors import exception_handlers
@@ -39,6 +41,40 @@ def _generation(body: ChatCompletionRequest | CompletionRequest) -> GenerationRe
 
 async def _as_json(work: Awaitable[dict[str, Any]]) -> Response:
     return JSONResponse(await work)
+
+
+def _outputs(runtime: Runtime, body: ChatCompletionRequest | CompletionRequest,
+             request: Request) -> AsyncIterator[Output]:
+    until = _deadline(request)
+    outputs = runtime.generate(_generation(body))
+    return outputs if until is None else within(outputs, until)
+
+
+def _deadline(request: Request) -> float | None:
+    """The queen passes the client's remaining time; past it the engine stops."""
+    raw = request.headers.get(DEADLINE_HEADER)
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise InvalidRequest(f"{DEADLINE_HEADER} must be a number of seconds") from None
+    if not 0 < seconds < math.inf:
+        raise InvalidRequest(f"{DEADLINE_HEADER} must be a positive number of seconds")
+    return asyncio.get_running_loop().time() + seconds
+
+
+async def within(outputs: AsyncIterator[Output], until: float) -> AsyncIterator[Output]:
+    """`outputs` until loop time `until`, checked at each token (a timeout scope can't span a
+    generator's yields); then the generation is cancelled and DeadlineExceeded ends the
+    answer (an error frame mid-stream). A worker stuck inside one token is the queen's
+    to end (its idle deadline)."""
+    loop = asyncio.get_running_loop()
+    async for item in outputs:
+        if loop.time() >= until:
+            await outputs.aclose()  # type: ignore[attr-defined]
+            raise DeadlineExceeded("the request's deadline passed during generation")
+        yield item
 
 
 def create_app(runtime: Runtime, *, model: str, token: str | None = None) -> Starlette:
@@ -70,8 +106,9 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None) -> Sta
 
     async def complete(kind: Kind, body: ChatCompletionRequest | CompletionRequest,
                        request: Request) -> Response:
+        runtime.require_ready()  # before any header goes out: a 503 the queen can fail over
         fmt = Formatter(kind, body.model or model)
-        outputs = runtime.generate(_generation(body))
+        outputs = _outputs(runtime, body, request)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return DisconnectAwareStream(sse_stream(outputs, fmt, include_usage))

@@ -42,10 +42,15 @@ class Runtime:
             return
         self.state = WorkerState.READY
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Output]:
-        """Stream the engine's output; closing this iterator cancels the generation."""
+    def require_ready(self) -> None:
+        """Raise before a response starts: once a stream's headers are out, the queen can no
+        longer fail over to another worker."""
         if self.state is not WorkerState.READY:
             raise WorkerUnavailable(f"worker is {self.state.value}: {self.stage}")
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Output]:
+        """Stream the engine's output; closing this iterator cancels the generation."""
+        self.require_ready()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         cancel = threading.Event()

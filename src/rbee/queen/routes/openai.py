@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import cast
 
 from fastapi import APIRouter, Depends, Request, Response
 
 from rbee.api.cluster import WorkerInfo
 from rbee.api.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
-from rbee.core.errors import InvalidRequest, ModelNotFound
-from rbee.models.catalog import parse_ref
+from rbee.core.errors import DeadlineExceeded, InvalidRequest, ModelNotFound
+from rbee.models.catalog import ModelRef, parse_ref
 from rbee.queen.admission import PRIORITIES
+from rbee.queen.calls import ClientDeadline, client_deadline
 from rbee.queen.deps import ServicesDep, require_api_token
 from rbee.queen.dispatch import Hints, Silent
 from rbee.queen.failover import with_failover
@@ -57,14 +59,31 @@ async def _complete(request: Request,
     hints = Hints(hive_id=_str(extra.get("hive_id")), device=_str(extra.get("device")),
                   worker_id=_str(extra.get("worker_id")), mode=cast(PlaceMode, mode),
                   job=JobFacts(tenant=_str(extra.get("user")), priority=priority))
-    ticket = await svc.admission.enter(ref.name, priority)
+    loop = asyncio.get_running_loop()
+    deadline = client_deadline(request.headers, loop.time(), svc.settings.max_request_timeout)
+    # The client's deadline bounds everything before the answer starts: queueing, placing
+    # and loading a worker, the worker's first byte. A stream's tokens are the relay's.
+    scope = asyncio.timeout_at(deadline.by(loop.time()))
+    try:
+        async with scope:
+            return await _admitted(svc, request, body.stream, ref, hints, path, raw, deadline)
+    except TimeoutError:
+        if not scope.expired():
+            raise
+        raise DeadlineExceeded("the request's deadline passed before it was answered") from None
+
+
+async def _admitted(svc: QueenServices, request: Request, stream: bool | None, ref: ModelRef,
+                    hints: Hints, path: str, raw: bytes, deadline: ClientDeadline) -> Response:
+    ticket = await svc.admission.enter(ref.name, hints.job.priority if hints.job else
+                                       "interactive")
 
     async def attempt(worker: WorkerInfo) -> Response:
-        if body.stream:  # the stream itself watches for a hang-up, and frees the slot
+        if stream:  # the stream itself watches for a hang-up, and frees the slot
             return await svc.relay.forward(worker, path, raw, stream=True,
-                                           on_close=ticket.release)
-        return await unless_disconnected(request,
-                                         svc.relay.forward(worker, path, raw, stream=False))
+                                           on_close=ticket.release, deadline=deadline)
+        return await unless_disconnected(request, svc.relay.forward(
+            worker, path, raw, stream=False, deadline=deadline))
 
     try:
         response = await with_failover(svc.dispatcher, svc.registry, ref, hints, Silent(),
@@ -72,7 +91,7 @@ async def _complete(request: Request,
     except BaseException:
         ticket.release()
         raise
-    if not body.stream:
+    if not stream:
         ticket.release()
     return response
 
