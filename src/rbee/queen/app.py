@@ -16,7 +16,6 @@ from rbee.queen.routes import cluster, jobs, openai, scheduler
 from rbee.queen.services import QueenServices, build_services
 from rbee.queen.settings import QueenSettings
 from rbee.web.errors import install_error_handlers
-from rbee.web.fastlane import FastLane
 from rbee.web.limits import BodyLimit
 
 logger = logging.getLogger(__name__)
@@ -40,10 +39,12 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
         if svc.hive_supervisor is not None:
             svc.hive_supervisor.start()  # starts the local hive unless the server did
         watchdog = asyncio.create_task(svc.watchdog.run(), name="watchdog")
+        liveness = asyncio.create_task(svc.liveness.run(), name="liveness")
         try:
             yield
         finally:
             watchdog.cancel()
+            liveness.cancel()
             await svc.watchdog.stop()
             await svc.jobs.stop()
             if svc.hive_supervisor is not None:
@@ -61,4 +62,4 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     app.include_router(jobs.router)
     app.include_router(scheduler.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    return FastLane(app, dict(openai.hot_routes), settings.max_body_bytes)
+    return app

@@ -65,6 +65,23 @@ class QueenSettings(BaseSettings):
     preload_model: str | None = Field(
         default=None, description="Model the local hive starts loading at once (set by "
         "`rbee infer` when it starts a queen, so loading overlaps start-up)")
+    # Deadlines on every queen→worker call (rbee.queen.transport.Deadlines).
+    worker_connect_timeout: float = Field(default=3.0, gt=0, description="Seconds to connect "
+                                          "to a worker")
+    worker_first_byte_timeout: float = Field(default=60.0, gt=0, description="Seconds a "
+                                             "worker has to start a stream (headers and "
+                                             "first data frame)")
+    worker_idle_timeout: float = Field(default=30.0, gt=0, description="Longest silence "
+                                       "between a stream's tokens (keep-alives don't count)")
+    worker_response_timeout: float = Field(default=600.0, gt=0, description="Seconds a "
+                                           "worker has for a whole non-streamed answer")
+    liveness_interval: float = Field(default=1.0, gt=0, description="Seconds between probes "
+                                     "of busy workers")
+    liveness_timeout: float = Field(default=5.0, gt=0, description="A busy worker that "
+                                    "answers no probe for this long is taken out of routing "
+                                    "and its requests are ended")
+    max_request_timeout: float = Field(default=3600.0, gt=0, description="Cap on a client's "
+                                       "own deadline (X-Stainless-Timeout / X-Request-Timeout)")
     header_timeout: float = Field(default=10.0, gt=0, description="Seconds a client has to "
                                   "send a request's headers (from connect or its first byte)")
     body_timeout: float = Field(default=30.0, gt=0, description="Seconds a request body may "
