@@ -263,7 +263,8 @@ class Supervisor:
         assert w.process is not None
         while (code := w.process.poll()) is None:
             await asyncio.sleep(0.1)
-        if w.state not in (WorkerState.STOPPING, WorkerState.STOPPED):
+        # CRASHED already: a failed start we ended ourselves, reported and logged once.
+        if w.state not in (WorkerState.STOPPING, WorkerState.STOPPED, WorkerState.CRASHED):
             w.error = w.error or f"worker process exited with code {code}"
             self._set(w, WorkerState.CRASHED, "crashed")
             logger.warning("worker %s crashed: %s", w.id, w.error)

@@ -148,6 +148,8 @@ async def test_load_failure_reported_by_the_worker_is_a_crash(tmp_path: Path) ->
     assert sup.get("w1").error == "bad gguf"
     await wait_exit(launcher.processes[0])  # a worker that failed to load is not left running
     assert launcher.processes[0].signals == [signal.SIGTERM]
+    await asyncio.sleep(0.15)  # the exit watcher has seen the exit: still the load failure
+    assert (sup.get("w1").stage, sup.get("w1").error) == ("failed", "bad gguf")
     await sup.stop_all()
 
 
