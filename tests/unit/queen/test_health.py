@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import signal
+from typing import Any
+
+import httpx
 
 from rbee.api.cluster import HiveTelemetry
+from rbee.client import QueenClient
 from rbee.core.clock import FakeClock
 from rbee.queen.local_hive import HIVE_ID
 from rbee.queen.registry import Registry
@@ -50,3 +55,17 @@ def test_a_queen_with_a_local_hive_needs_it_up() -> None:
     assert health_report(reg, sup)["status"] == "unavailable"
     report(reg, HIVE_ID)
     assert health_report(reg, sup)["status"] == "ok"
+
+
+def test_the_cli_sees_a_queen_without_hives_as_running() -> None:
+    # Else `rbee infer` would start a second queen beside one whose hive is restarting.
+    def health(status: int, body: bytes) -> dict[str, Any] | None:
+        transport = httpx.MockTransport(lambda request: httpx.Response(status, content=body))
+        with QueenClient("http://queen", transport=transport) as client:
+            return client.health()
+
+    unavailable = b'{"status": "unavailable", "version": "1", "hives": 0, "hives_up": []}'
+    assert health(503, unavailable) == json.loads(unavailable)
+    assert health(200, unavailable.replace(b"unavailable", b"ok")) is not None
+    assert health(503, b"<html>bad gateway</html>") is None  # not a queen
+    assert health(502, b'{"status": "x"}') is None
