@@ -138,6 +138,21 @@ class Dispatcher:
         while not self._registry.hive_ids() and loop.time() < deadline:
             await asyncio.sleep(POLL_SECONDS / 2)
 
+    async def _await_suspects(self, narrator: Narrator) -> bool:
+        """A hive suspected after one of its workers failed reports again within an interval
+        if it is alive: wait for that (bounded) rather than refuse. True if one cleared."""
+        suspects = set(self._registry.suspects())
+        if not suspects:
+            return False
+        narrator.narrate("wait", f"waiting for {', '.join(sorted(suspects))} to report")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._registry.down_after
+        while loop.time() < deadline:
+            await asyncio.sleep(POLL_SECONDS)
+            if not suspects & set(self._registry.suspects()):
+                return True
+        return False
+
     def place_request(self, ref: ModelRef, hints: Hints) -> PlaceRequest:
         return PlaceRequest(ref.name, hints.hive_id, hints.device, self.need(ref), hints.mode,
                             gpu_overhead=self._gpu_overhead)
@@ -155,6 +170,8 @@ class Dispatcher:
                 narrator.narrate("place", note)
             if decision is not None:
                 break
+            if await self._await_suspects(narrator):
+                continue
             plan = None if evicted else plan_eviction(self._registry.snapshot(), req)
             if plan is None:
                 raise _no_room(ref, req.need, report)

@@ -29,10 +29,12 @@ async def with_failover(dispatcher: Dispatcher, registry: Registry, ref: ModelRe
         try:
             return await attempt(worker)
         except WorkerUnreachable as exc:
-            # The worker (or its whole hive) is gone: stop routing to it until its hive
-            # reports it again, and try the next one.
-            registry.drop_worker(worker.hive_id, worker.id)
-            registry.suspect(worker.hive_id)
+            if worker.id not in registry.unresponsive():
+                # The worker (or its whole hive) is gone: stop routing to it until its hive
+                # reports it again, and try the next one. (One that liveness took out is
+                # already skipped, and its hive is fine: it stays listed until it answers.)
+                registry.drop_worker(worker.hive_id, worker.id)
+                registry.suspect(worker.hive_id)
             if n == ATTEMPTS or hints.worker_id is not None:
                 raise
             logger.warning("retrying %s elsewhere: %s", ref.name, exc.message)

@@ -155,6 +155,17 @@ class Registry:
     def _silent(self, record: HiveRecord, now: float) -> bool:
         return now - record.last_seen > MISSED_INTERVALS_DOWN * self._interval
 
+    def suspects(self) -> list[str]:
+        """Hives down only because a worker there failed: alive, they report within one
+        interval (a lost worker is a change they report at once)."""
+        now = self._clock.monotonic()
+        return sorted(h for h, r in self._hives.items() if r.suspect and not self._silent(r, now))
+
+    @property
+    def down_after(self) -> float:
+        """Seconds without a report after which a hive is down for sure."""
+        return MISSED_INTERVALS_DOWN * self._interval
+
     def hive_url(self, hive_id: str) -> str:
         record = self._hives.get(hive_id)
         if record is None:
@@ -175,12 +186,16 @@ class Registry:
     def listed_workers(self) -> list[WorkerInfo]:
         """Workers as people and API clients should see them: a worker of a hive that is down
         is listed `unknown` (its last report in `stage`), never `ready`, since nothing has
-        been heard of it since. It stays listed: the hive may come back with it."""
+        been heard of it since. It stays listed: the hive may come back with it. Likewise a
+        worker that stopped answering probes (liveness), whatever its hive says."""
         now = self._clock.monotonic()
         listed: list[WorkerInfo] = []
         for hive_id, r in self._hives.items():
             if self._up(r, now):
-                listed.extend(r.workers.values())
+                listed.extend(w if w.id not in self._unresponsive else w.model_copy(update={
+                    "state": WorkerState.UNKNOWN,
+                    "stage": f"answers no probe; last reported {w.state.value}"})
+                    for w in r.workers.values())
                 continue
             for w in r.workers.values():
                 stage = f"hive {hive_id} is down; last reported {w.state.value}"

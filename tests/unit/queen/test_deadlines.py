@@ -237,6 +237,8 @@ async def test_liveness_takes_a_silent_busy_worker_out_and_back() -> None:
     routable = {v.info.id for v in registry.snapshot(memory=False).workers}
     assert routable == {"w2"}
     assert registry.ready_count("m") == 1
+    listed = {w.id: w.state for w in registry.listed_workers()}
+    assert listed == {"w1": WorkerState.UNKNOWN, "w2": WorkerState.READY}
     # It answers again (SIGCONT): routed to again.
     transport.alive["http://w1"] = True
     await liveness.tick()
