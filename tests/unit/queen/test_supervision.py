@@ -71,7 +71,8 @@ async def test_a_dead_hive_is_restarted_with_growing_delays(
     assert sup.restarts == 4 and sup.last_exit == "killed by SIGKILL"
     assert "killed by SIGKILL" in caplog.text and "restarting it in 4.0s" in caplog.text
     await sup.stop()
-    assert (hive.stopped, sup.state) == (True, "stopped")  # one tuple: mypy narrowed state to "running"
+    # One tuple: mypy narrowed `state` to "running" above, and stop() changes it.
+    assert (hive.stopped, sup.state) == (True, "stopped")
 
 
 async def test_a_hive_that_stayed_up_restarts_fast_again() -> None:
