@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -55,17 +56,23 @@ class Runtime:
         queue: asyncio.Queue[object] = asyncio.Queue()
         cancel = threading.Event()
 
+        def send(item: object) -> None:
+            # A cancelled generation may finish its token after the loop closed (shutdown):
+            # nobody is listening any more, which is fine.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
         def produce() -> None:
             try:
                 with self._engine_lock:
                     for item in self.engine.generate(request, cancel):
-                        loop.call_soon_threadsafe(queue.put_nowait, item)
+                        send(item)
                         if cancel.is_set():
                             break
             except Exception as exc:
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
+                send(exc)
             finally:
-                loop.call_soon_threadsafe(queue.put_nowait, _END)
+                send(_END)
 
         self.load += 1
         thread = threading.Thread(target=produce, name="generate", daemon=True)
