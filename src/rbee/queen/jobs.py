@@ -3,6 +3,13 @@
 Events live in memory while a job runs (watchers read them from there, so a reconnect with
 Last-Event-ID loses nothing) and are flushed to SQLite in batches; the terminal event and
 the final state are written in one transaction. Exactly one terminal event per job.
+
+Event ids are never reused. A queen that dies loses the events it had not flushed yet, though
+clients may have seen them; the next queen closes such a job with an `error` event whose id,
+RESTART_SEQ, is above any id a live job can use (emit enforces that), so whichever id a
+client saw, resuming after it delivers the end. Neither a persisted high-water mark (a write
+on the event path, and only as durable as the flush it races) nor run epochs in every id
+(ids would stop being 0, 1, 2… within a job) buy more than this one reserved range.
 """
 
 from __future__ import annotations
@@ -24,6 +31,16 @@ from rbee.storage.jobs import JobStore
 
 logger = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.2
+# Ids 0 … RESTART_SEQ - 1 belong to the run that executes a job; RESTART_SEQ is the id of the
+# event a later queen closes it with. 2**40 events would take a job centuries at any real
+# token rate; the limit is enforced anyway, and the id stays exact in JSON/JavaScript numbers.
+RESTART_SEQ = 2**40
+
+
+class JobTooLong(RbeeError):
+    """A job tried to emit more events than its share of ids (see RESTART_SEQ)."""
+
+    code = "job_too_long"
 
 
 @dataclass
@@ -37,7 +54,10 @@ class LiveJob:
     finished: bool = False
 
     def emit(self, event: EventType, data: dict[str, Any]) -> JobEvent:
-        e = JobEvent(seq=len(self.events), event=event, data=data)
+        seq = len(self.events)
+        if seq >= RESTART_SEQ - 1:  # RESTART_SEQ - 1 is kept for this job's terminal event
+            raise JobTooLong(f"job {self.id} reached the limit of {RESTART_SEQ - 1} events")
+        e = JobEvent(seq=seq, event=event, data=data)
         self.publish(e)
         return e
 
@@ -64,7 +84,6 @@ class JobContext:
         self._job.emit("token", {"t": text, "i": index})
 
 
-
 Runner = Callable[[JobContext, BaseModel], Awaitable[dict[str, Any] | None]]
 
 
@@ -78,14 +97,15 @@ class JobManager:
 
     async def start(self) -> None:
         """Close out jobs a previous queen left running, then start the flush loop."""
-        for job_id in await asyncio.to_thread(self._store.unfinished):
-            seq = await asyncio.to_thread(self._store.last_seq, job_id)
-            message = "the queen restarted before this job finished"
-            event = JobEvent(seq=seq + 1, event="error",
-                             data={"message": message, "code": "queen_restarted"})
-            await asyncio.to_thread(self._store.finish, job_id, "error", self._clock.time(),
-                                    None, message, [event])
+        await asyncio.to_thread(self._close_abandoned)
         self._flusher = asyncio.create_task(self._flush_loop(), name="job-flush")
+
+    def _close_abandoned(self) -> None:
+        message = "the queen restarted before this job finished"
+        event = JobEvent(seq=RESTART_SEQ, event="error",
+                         data={"message": message, "code": "queen_restarted"})
+        for job_id in self._store.unfinished():
+            self._store.finish(job_id, "error", self._clock.time(), None, message, [event])
 
     async def stop(self) -> None:
         for job in list(self._live.values()):
@@ -110,6 +130,8 @@ class JobManager:
         await asyncio.to_thread(self._store.set_state, job.id, "running")
         try:
             result = await self._runner(JobContext(job), op)
+            if result is not None:
+                job.emit("result", result)
         except asyncio.CancelledError:
             await self._finish(job, "cancelled", None, "cancelled by request")
             return
@@ -121,8 +143,6 @@ class JobManager:
             await self._finish(job, "error", None, f"internal error: {type(exc).__name__}",
                                code="internal")
             return
-        if result is not None:
-            job.emit("result", result)
         await self._finish(job, "done", result, None)
 
     async def _finish(self, job: LiveJob, state: str, result: dict[str, Any] | None,
@@ -181,10 +201,7 @@ class JobManager:
         """
         job = self._live.get(job_id)
         if job is None:
-            stored = await asyncio.to_thread(self._store.events, job_id, after)
-            if not stored and self._store.get(job_id) is None:
-                raise JobNotFound(f"no job {job_id!r}", param="job_id")
-            for e in stored:
+            for e in await asyncio.to_thread(self._stored_events, job_id, after):
                 yield e
             return
         index = after + 1
@@ -196,10 +213,31 @@ class JobManager:
                 yield e
                 if e.event in TERMINAL_EVENTS:
                     return
+            if job.events and job.events[-1].event in TERMINAL_EVENTS:
+                # Ended, and the loop above never reached the terminal event: `after` was
+                # its id (seen: nothing more) or one this job never sent (send the end).
+                if after > job.events[-1].seq:
+                    yield job.events[-1]
+                return
             try:
                 await asyncio.wait_for(waiter.wait(), keepalive)
             except TimeoutError:
                 yield None
+
+    def _stored_events(self, job_id: str, after: int) -> list[JobEvent]:
+        """A finished job's events after `after` (from any run): never an empty answer for a
+        resume that has not seen the end."""
+        stored = self._store.events(job_id, after)
+        if stored:
+            return stored
+        last = self._store.last_event(job_id)
+        if last is None:
+            if self._store.get(job_id) is None:
+                raise JobNotFound(f"no job {job_id!r}", param="job_id")
+            return []
+        # Nothing after `after`: it was the terminal event's id (seen: nothing more), or an id
+        # past it, which this job never sent (send the end rather than an empty stream).
+        return [last] if last.event in TERMINAL_EVENTS and after > last.seq else []
 
     def exists_live(self, job_id: str) -> bool:
         return job_id in self._live

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 
 import httpx
@@ -15,7 +14,6 @@ from rbee.queen.dispatch import Dispatcher
 from rbee.queen.fleet import Fleet
 from rbee.queen.hive_client import HiveClient
 from rbee.queen.jobs import JobManager
-from rbee.queen.liveness import Liveness
 from rbee.queen.local_hive import HIVE_ID, LocalHive, local_hive_for
 from rbee.queen.operations import Operations
 from rbee.queen.policy import SchedulingPolicy
@@ -24,9 +22,8 @@ from rbee.queen.relay import Relay
 from rbee.queen.scripts import Scripts
 from rbee.queen.settings import QueenSettings
 from rbee.queen.supervision import HiveSupervisor
-from rbee.queen.transport import AiohttpTransport, Deadlines, WorkerTransport
 from rbee.queen.watchdog import IdleTTL, Watchdog
-from rbee.storage.db import connect
+from rbee.storage.db import Database, connect
 from rbee.storage.hives import HiveStore
 from rbee.storage.jobs import JobStore
 from rbee.storage.scripts import ScriptStore
@@ -36,7 +33,7 @@ from rbee.storage.scripts import ScriptStore
 class QueenServices:
     settings: QueenSettings
     clock: Clock
-    db: sqlite3.Connection
+    db: Database
     jobs: JobManager
     registry: Registry
     dispatcher: Dispatcher
@@ -47,7 +44,6 @@ class QueenServices:
     admission: Admission
     scripts: Scripts
     operations: Operations
-    liveness: Liveness
     credentials: Credentials = field(default_factory=Credentials)
     local_hive: LocalHive | None = None
     hive_supervisor: HiveSupervisor | None = None  # restarts local_hive when it dies
@@ -56,8 +52,7 @@ class QueenServices:
 def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                    http: httpx.AsyncClient | None = None, hive_token: str | None = None,
                    worker_token: str | None = None,
-                   local_hive: LocalHive | None = None,
-                   transport: WorkerTransport | None = None) -> QueenServices:
+                   local_hive: LocalHive | None = None) -> QueenServices:
     clock = clock or SystemClock()
     http = http or httpx.AsyncClient()  # queen→hive lifecycle calls (not the hot path)
     local_creds = HiveCredentials.new()
@@ -80,11 +75,7 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
     admission = Admission(clock, max_queue=settings.max_queue,
                           slots_per_worker=settings.slots_per_worker,
                           capacity=registry.ready_count)
-    deadlines = deadlines_for(settings)
-    transport = transport or AiohttpTransport(deadlines)  # queen→worker, every call
-    relay = Relay(registry, credentials, transport, deadlines)
-    liveness = Liveness(registry, relay.calls, transport, clock,
-                        interval=settings.liveness_interval, timeout=settings.liveness_timeout)
+    relay = Relay(registry, credentials)
     fleet = Fleet(settings, registry, credentials, HiveStore(db), hives, clock)
     scripts = Scripts(ScriptStore(db), policy, clock)
     operations = Operations(registry, dispatcher, relay, fleet, admission, scripts,
@@ -103,16 +94,8 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                                            idle_ttl=IdleTTL(settings.idle_ttl,
                                                             settings.model_ttl)),
                          admission=admission, scripts=scripts, operations=operations,
-                         liveness=liveness,
                          credentials=credentials, local_hive=local,
                          hive_supervisor=supervisor)
-
-
-def deadlines_for(settings: QueenSettings) -> Deadlines:
-    return Deadlines(connect=settings.worker_connect_timeout,
-                     first_byte=settings.worker_first_byte_timeout,
-                     idle=settings.worker_idle_timeout, response=settings.worker_response_timeout,
-                     probe=min(settings.liveness_interval, settings.liveness_timeout))
 
 
 GPU_CONTEXT_BYTES = 512 * 2**20  # = models.estimate.ACCELERATOR_CONTEXT_BYTES (not imported:

@@ -1,9 +1,23 @@
-"""SQLite connection factory and migrations (PRAGMA user_version)."""
+"""The queen's database: one SQLite connection behind one lock, migrations, a start-up check.
+
+Every store (jobs, hives, scripts) goes through one `Database`. The connection is used from
+the event loop and from worker threads; a single lock around every statement and around each
+whole transaction means no statement of one store can land inside another's open transaction
+(with one lock per store, a hive write could join — and be rolled back with — a job's).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
+from rbee.core.errors import RbeeError
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -44,22 +58,194 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
 )
+# SQLite's own names for "this is not a (healthy) database file": damage, not an access problem.
+_DAMAGE_ERRORS = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
+SIDE_FILES = ("-wal", "-shm")  # SQLite keeps these next to the database, named after it
 
 
-def connect(path: Path | str) -> sqlite3.Connection:
-    """Open (creating if needed) and migrate. Shared across threads under the caller's lock."""
-    if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+class DatabaseUnusable(RbeeError):
+    """The database file cannot be used as it is; `damaged` says whether moving it aside helps."""
+
+    def __init__(self, path: Path, reason: str, *, damaged: bool) -> None:
+        what = "is damaged" if damaged else "cannot be opened"
+        super().__init__(f"{path} {what} ({reason})")
+        self.path = path
+        self.damaged = damaged
+
+
+class NestedUse(RuntimeError):
+    """The thread holding a transaction used the database again: that would deadlock."""
+
+
+class Database:
+    """One connection and the one lock that guards it."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._owner: int | None = None  # thread inside `transaction()`, to refuse nested use
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        if self._owner == threading.get_ident():
+            raise NestedUse("the database is already in a transaction on this thread")
+        with self._lock:
+            yield self._conn
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Statements that commit together; nothing else touches the database meanwhile.
+
+        Synchronous on purpose: never await inside it (the lock would stall the loop).
+        """
+        with self._locked() as conn:
+            self._owner = threading.get_ident()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                self._owner = None
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        """One statement, committed on its own; how many rows it changed."""
+        with self._locked() as conn:
+            return conn.execute(sql, args).rowcount
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._locked() as conn:
+            return conn.execute(sql, args).fetchall()
+
+    def query_one(self, sql: str, args: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        with self._locked() as conn:
+            row: tuple[Any, ...] | None = conn.execute(sql, args).fetchone()
+            return row
+
+    def close(self) -> None:
+        with self._locked() as conn:
+            conn.close()
+
+
+def connect(path: Path | str, *, verify: bool = False) -> Database:
+    """Open the database at `path` (created, complete, if there is none) and migrate it.
+
+    An existing file must be a usable rbee database: raises DatabaseUnusable otherwise, never
+    starts an empty history in its place. `verify` also reads every page (PRAGMA quick_check),
+    which is what the queen does once at start-up.
+    """
+    if str(path) == ":memory:":
+        conn = _configure(sqlite3.connect(":memory:", check_same_thread=False,
+                                          isolation_level=None))
+        migrate(conn)
+        return Database(conn)
+    path = Path(path)
+    try:
+        if not path.exists():
+            _create(path)
+        return Database(_open_existing(path, verify))
+    except sqlite3.DatabaseError as exc:
+        name = getattr(exc, "sqlite_errorname", "")
+        raise DatabaseUnusable(path, str(exc), damaged=name in _DAMAGE_ERRORS) from None
+    except OSError as exc:  # the state directory itself: permissions, a full disk…
+        raise DatabaseUnusable(path, exc.strerror or str(exc), damaged=False) from None
+
+
+def _open_existing(path: Path, verify: bool) -> sqlite3.Connection:
+    if path.stat().st_size == 0:
+        # rbee never leaves an empty file (see _create): someone truncated it, history is gone.
+        raise DatabaseUnusable(path, "the file is empty: its job history is gone", damaged=True)
+    # mode=rw: never create here; a file that vanished since the check is an error, not new.
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True,
+                           check_same_thread=False, isolation_level=None)
+    try:
+        if verify:
+            _verify(path, conn)
+        _configure(conn)
+        _check_version(path, conn)
+        migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _verify(path: Path, conn: sqlite3.Connection) -> None:
+    problem = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+    if problem != "ok":
+        # SQLite's report spans lines and starts with a banner: keep one line of substance.
+        first = " ".join(str(problem).replace("*** in database main ***", "").split())
+        raise DatabaseUnusable(path, first[:200], damaged=True)
+
+
+def _check_version(path: Path, conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise DatabaseUnusable(path, f"written by a newer rbee: schema {version}, this rbee "
+                               f"knows {len(MIGRATIONS)}", damaged=False)
+
+
+def _configure(conn: sqlite3.Connection) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=5000")
     conn.execute("PRAGMA foreign_keys=ON")
-    migrate(conn)
     return conn
+
+
+def _create(path: Path) -> None:
+    """Build a new, migrated database beside `path`, then link it into place.
+
+    So a file at `path` is always one rbee finished creating: an empty or partial file there
+    is damage to report, never a half-made database of ours. link() refuses to replace a
+    database another process created meanwhile.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.new-{os.getpid()}")
+    scratch.unlink(missing_ok=True)
+    conn = sqlite3.connect(str(scratch), isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")  # stored in the file's header
+        migrate(conn)
+    finally:
+        conn.close()  # checkpoints: everything is in the main file, the WAL is removed
+    try:
+        os.link(scratch, path)
+    except FileExistsError:
+        pass  # another process created it first: use theirs
+    except OSError:  # a file system without hard links: rename, the same outcome
+        if not path.exists():
+            os.replace(scratch, path)
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 def migrate(conn: sqlite3.Connection) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
         conn.executescript(f"BEGIN; {script} PRAGMA user_version = {number}; COMMIT;")
+
+
+def move_aside(path: Path, now: float | None = None) -> Path | None:
+    """Rename the database (with its WAL and shared-memory files) to `<name>.aside-<time>`.
+
+    Nothing is deleted: the old file stays for inspection or salvage. None if there was none.
+    """
+    if not path.exists():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    target = path.with_name(f"{path.name}.aside-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.aside-{stamp}-{n}")
+    # The side files first: a WAL left next to a new database would be replayed into it.
+    for suffix in SIDE_FILES:
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            side.rename(target.with_name(target.name + suffix))
+    path.rename(target)
+    return target

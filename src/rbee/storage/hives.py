@@ -7,10 +7,10 @@ reporting) are accepted again and re-discovered with their workers.
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from dataclasses import dataclass
 from typing import Any
+
+from rbee.storage.db import Database
 
 
 @dataclass(frozen=True)
@@ -22,28 +22,24 @@ class HiveRow:
 
 
 class HiveStore:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self._lock = threading.Lock()
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     def all(self) -> list[HiveRow]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT id, token, worker_token, installed FROM hives ORDER BY id").fetchall()
+        rows = self._db.query(
+            "SELECT id, token, worker_token, installed FROM hives ORDER BY id")
         return [HiveRow(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
     def get(self, hive_id: str) -> HiveRow | None:
         return next((r for r in self.all() if r.id == hive_id), None)
 
     def save(self, row: HiveRow, now: float) -> None:
-        with self._lock:
-            self._conn.execute(
-                "INSERT INTO hives(id, token, worker_token, installed, updated_at) "
-                "VALUES (?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET token=excluded.token, "
-                "worker_token=excluded.worker_token, installed=excluded.installed, "
-                "updated_at=excluded.updated_at",
-                (row.id, row.token, row.worker_token, json.dumps(row.installed), now))
+        self._db.execute(
+            "INSERT INTO hives(id, token, worker_token, installed, updated_at) "
+            "VALUES (?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET token=excluded.token, "
+            "worker_token=excluded.worker_token, installed=excluded.installed, "
+            "updated_at=excluded.updated_at",
+            (row.id, row.token, row.worker_token, json.dumps(row.installed), now))
 
     def delete(self, hive_id: str) -> None:
-        with self._lock:
-            self._conn.execute("DELETE FROM hives WHERE id=?", (hive_id,))
+        self._db.execute("DELETE FROM hives WHERE id=?", (hive_id,))

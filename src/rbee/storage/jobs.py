@@ -1,96 +1,79 @@
-"""Jobs and their events. Thread-safe: one lock around one connection."""
+"""Jobs and their events, over the queen's one Database."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from collections.abc import Iterable
 from typing import Any
 
 from rbee.api.jobs import JobEvent, JobSummary
+from rbee.storage.db import Database
+
+_INSERT_EVENT = "INSERT OR IGNORE INTO job_events(job_id, seq, event, data) VALUES (?,?,?,?)"
+_SUMMARY_COLUMNS = ("SELECT id, operation, state, created_at, finished_at, request, result, "
+                    "error FROM jobs")
 
 
 class JobStore:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self._lock = threading.Lock()
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     def create(self, job_id: str, operation: str, request: dict[str, Any], now: float) -> None:
-        with self._lock:
-            self._conn.execute(
-                "INSERT INTO jobs(id, operation, state, created_at, request) VALUES (?,?,?,?,?)",
-                (job_id, operation, "queued", now, json.dumps(request)))
+        self._db.execute(
+            "INSERT INTO jobs(id, operation, state, created_at, request) VALUES (?,?,?,?,?)",
+            (job_id, operation, "queued", now, json.dumps(request)))
 
     def set_state(self, job_id: str, state: str) -> None:
-        with self._lock:
-            self._conn.execute("UPDATE jobs SET state=? WHERE id=?", (state, job_id))
+        self._db.execute("UPDATE jobs SET state=? WHERE id=?", (state, job_id))
 
     def append(self, job_id: str, events: Iterable[JobEvent]) -> None:
-        rows = [(job_id, e.seq, e.event, json.dumps(e.data)) for e in events]
-        if not rows:
-            return
-        with self._lock:
-            self._conn.executemany(
-                "INSERT OR IGNORE INTO job_events(job_id, seq, event, data) VALUES (?,?,?,?)", rows)
+        rows = _rows(job_id, events)
+        if rows:
+            with self._db.transaction() as tx:
+                tx.executemany(_INSERT_EVENT, rows)
 
     def finish(self, job_id: str, state: str, now: float, result: dict[str, Any] | None,
                error: str | None, events: Iterable[JobEvent]) -> None:
         """Write the last events and the terminal state in one transaction."""
-        rows = [(job_id, e.seq, e.event, json.dumps(e.data)) for e in events]
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                self._conn.executemany(
-                    "INSERT OR IGNORE INTO job_events(job_id, seq, event, data) VALUES (?,?,?,?)",
-                    rows)
-                self._conn.execute(
-                    "UPDATE jobs SET state=?, finished_at=?, result=?, error=? WHERE id=?",
-                    (state, now, json.dumps(result) if result is not None else None, error,
-                     job_id))
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        rows = _rows(job_id, events)
+        stored_result = json.dumps(result) if result is not None else None
+        with self._db.transaction() as tx:
+            tx.executemany(_INSERT_EVENT, rows)
+            tx.execute("UPDATE jobs SET state=?, finished_at=?, result=?, error=? WHERE id=?",
+                       (state, now, stored_result, error, job_id))
 
     def get(self, job_id: str) -> JobSummary | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT id, operation, state, created_at, finished_at, request, result, error "
-                "FROM jobs WHERE id=?", (job_id,)).fetchone()
+        row = self._db.query_one(f"{_SUMMARY_COLUMNS} WHERE id=?", (job_id,))
         return _summary(row) if row else None
 
     def recent(self, limit: int = 50, state: str | None = None) -> list[JobSummary]:
-        query = ("SELECT id, operation, state, created_at, finished_at, request, result, error "
-                 "FROM jobs")
-        args: tuple[Any, ...] = ()
+        query = _SUMMARY_COLUMNS
+        args: tuple[str, ...] = ()
         if state:
-            query += " WHERE state=?"
-            args = (state,)
-        query += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
-        with self._lock:
-            rows = self._conn.execute(query, (*args, limit)).fetchall()
+            query, args = f"{query} WHERE state=?", (state,)
+        rows = self._db.query(f"{query} ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                              (*args, limit))
         return [_summary(r) for r in rows]
 
     def events(self, job_id: str, after: int = -1) -> list[JobEvent]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT seq, event, data FROM job_events WHERE job_id=? AND seq>? ORDER BY seq",
-                (job_id, after)).fetchall()
+        rows = self._db.query(
+            "SELECT seq, event, data FROM job_events WHERE job_id=? AND seq>? ORDER BY seq",
+            (job_id, after))
         return [JobEvent(seq=s, event=e, data=json.loads(d)) for s, e, d in rows]
 
+    def last_event(self, job_id: str) -> JobEvent | None:
+        row = self._db.query_one(
+            "SELECT seq, event, data FROM job_events WHERE job_id=? ORDER BY seq DESC LIMIT 1",
+            (job_id,))
+        return JobEvent(seq=row[0], event=row[1], data=json.loads(row[2])) if row else None
+
     def unfinished(self) -> list[str]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT id FROM jobs WHERE state IN ('queued', 'running')").fetchall()
+        rows = self._db.query("SELECT id FROM jobs WHERE state IN ('queued', 'running')")
         return [r[0] for r in rows]
 
-    def last_seq(self, job_id: str) -> int:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT COALESCE(MAX(seq), -1) FROM job_events WHERE job_id=?", (job_id,)
-            ).fetchone()
-        return int(row[0])
+
+def _rows(job_id: str, events: Iterable[JobEvent]) -> list[tuple[str, int, str, str]]:
+    return [(job_id, e.seq, e.event, json.dumps(e.data)) for e in events]
 
 
 def _summary(row: tuple[Any, ...]) -> JobSummary:

@@ -117,3 +117,76 @@ async def test_restart_closes_unfinished_jobs_with_one_error(tmp_path: Any) -> N
     assert [e.event for e in store2.events("job-1")] == ["token", "error"]
     assert store2.get("job-1").state == "error"  # type: ignore[union-attr]
     await jobs.stop()
+
+
+async def test_after_a_crash_the_closing_event_reuses_no_id_and_every_seen_id_resumes_to_it(
+        tmp_path: Any) -> None:
+    """A queen died with events 5..9 seen by a client but not yet flushed (every 200 ms):
+    the next queen's closing event must come after every one of them."""
+    from rbee.api.jobs import JobEvent
+
+    db = str(tmp_path / "q.db")
+    crashed = JobStore(connect(db))
+    crashed.create("job-1", "infer", {}, 1.0)
+    crashed.set_state("job-1", "running")
+    crashed.append("job-1", [JobEvent(seq=i, event="token", data={"t": "a", "i": i})
+                             for i in range(5)])
+    seen = range(10)
+    jobs, _ = manager(None, db)
+    await jobs.start()
+    for after in [-1, *seen]:
+        events = await collect(jobs, "job-1", after)
+        assert events[-1][1] == "error" and events[-1][0] > max(seen), after
+        assert all(seq > after for seq, _ in events)
+    assert await collect(jobs, "job-1", events[-1][0]) == []  # saw the end: nothing more
+    await jobs.stop()
+
+
+async def test_a_resume_past_the_end_of_a_finished_job_gets_its_terminal_event() -> None:
+    async def runner(ctx: JobContext, op: BaseModel) -> None:
+        ctx.token("a", 0)
+
+    jobs, _ = manager(runner)
+    await jobs.start()
+    job_id = jobs.submit("status", OP, {})
+    assert await collect(jobs, job_id) == [(0, "token"), (1, "done")]
+    assert await collect(jobs, job_id, after=1) == []  # the terminal's own id: seen it
+    assert await collect(jobs, job_id, after=7) == [(1, "done")]  # an id never sent
+    await jobs.stop()
+
+
+async def test_a_resume_past_the_end_of_a_live_job_gets_its_terminal_event() -> None:
+    gate = asyncio.Event()
+
+    async def runner(ctx: JobContext, op: BaseModel) -> None:
+        ctx.token("a", 0)
+        await gate.wait()
+
+    jobs, _ = manager(runner)
+    await jobs.start()
+    job_id = jobs.submit("status", OP, {})
+    watcher = asyncio.create_task(collect(jobs, job_id, after=7))
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert await asyncio.wait_for(watcher, 5) == [(1, "done")]
+    await jobs.stop()
+
+
+async def test_a_job_cannot_reach_the_id_kept_for_a_restarts_closing_event(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import rbee.queen.jobs as jobs_module
+
+    monkeypatch.setattr(jobs_module, "RESTART_SEQ", 4)
+
+    async def runner(ctx: JobContext, op: BaseModel) -> dict[str, Any]:
+        for i in range(10):
+            ctx.token("a", i)
+        return {"never": "sent"}
+
+    jobs, _ = manager(runner)
+    await jobs.start()
+    job_id = jobs.submit("status", OP, {})
+    events = [e async for e in jobs.events(job_id) if e is not None]
+    assert [e.seq for e in events] == [0, 1, 2, 3]
+    assert events[-1].event == "error" and events[-1].data["code"] == "job_too_long"
+    await jobs.stop()

@@ -12,6 +12,7 @@ from rbee.api import sse
 from rbee.api.jobs import OPERATIONS, JobCreated, JobList, JobSummary
 from rbee.core.errors import InvalidRequest, UnknownOperation
 from rbee.queen.deps import ServicesDep, require_api_token
+from rbee.queen.jobs import RESTART_SEQ
 from rbee.web.body import parse_model
 from rbee.web.streaming import DisconnectAwareStream
 
@@ -60,7 +61,7 @@ async def stream(job_id: str, svc: ServicesDep,
                  after: Annotated[int | None, Query(ge=-1)] = None) -> DisconnectAwareStream:
     if not svc.jobs.exists_live(job_id):
         svc.jobs.summary(job_id)  # raises JobNotFound
-    start = after if after is not None else _last_id(last_event_id)
+    start = _resume_point(after if after is not None else _last_id(last_event_id))
 
     async def frames() -> AsyncIterator[bytes]:
         async for event in svc.jobs.events(job_id, start, keepalive=KEEPALIVE_SECONDS):
@@ -70,6 +71,12 @@ async def stream(job_id: str, svc: ServicesDep,
                 yield sse.event_frame(event.seq, event.event, event.data)
 
     return DisconnectAwareStream(frames())
+
+
+def _resume_point(after: int) -> int:
+    """Any id past every id a job can send means the same (send the end): keep it in SQLite's
+    integer range."""
+    return min(after, RESTART_SEQ + 1)
 
 
 def _last_id(header: str | None) -> int:
