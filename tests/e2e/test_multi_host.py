@@ -2,15 +2,18 @@
 
 The queen installs a hive on each over SSH with pushed wheels (the machines have no route to
 any registry), places a worker on each, routes across both, loses one hive to SIGKILL, keeps
-serving from the other, and takes the first back when it restarts. See tests/support/machines.py
-for the fixture.
+serving from the other, and takes the first back when it restarts; a remote hive runs the real
+built-in model; Ctrl-C on an install cancels it and leaves the machine as it was. See
+tests/support/machines.py for the fixture.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -177,9 +180,67 @@ def test_install_route_lose_a_hive_and_rejoin(
     assert hive_states(env)["m2"] == "absent"
     assert not ms[1].user_pids() or wait_gone(ms[1])
     cli(env, "hive", "uninstall", "m2")
-    assert not (ms[1].home / ".local" / "share" / "rbee-hive").exists()
+    assert home_entries(ms[1]) == []  # not even the ~/.local the install created
     cli(env, "hive", "uninstall", "m1")
     assert not ms[0].user_pids() or wait_gone(ms[0])
+    assert home_entries(ms[0]) == []
+
+
+def home_entries(m: Machine) -> list[str]:
+    """Everything in the machine user's home (empty before the first install)."""
+    return sorted(str(p.relative_to(m.home)) for p in m.home.rglob("*"))
+
+
+QUESTION = "What is the capital of France?"
+
+
+@pytest.mark.model
+def test_a_remote_hive_runs_the_built_in_model(
+        fleet: tuple[list[Machine], Daemon, dict[str, str]]) -> None:
+    # The hive's venv must hold llama-cpp-python and the model's package: pushed wheels only,
+    # since the machine reaches no registry. Seed 0 answers "Paris" (test_real_model.py).
+    ms, _, env = fleet
+    assert home_entries(ms[0]) == []
+    done = run_cli(env, "hive", "install", "m1", timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "engine llama_cpp" in done.stderr and "built-in model" in done.stderr, done.stderr
+    worker = cli(env, "worker", "spawn", "--hive", "m1", "--model", "smollm2")
+    assert worker["hive_id"] == "m1" and worker["model"] == "smollm2-135m-instruct", worker
+    answer = cli(env, "infer", "--hive", "m1", "--model", "smollm2", "--seed", "0", QUESTION)
+    assert answer["worker_id"] == worker["id"], answer
+    assert "Paris" in answer["text"], answer
+    cli(env, "hive", "uninstall", "m1")
+    assert not ms[0].user_pids() or wait_gone(ms[0])
+    assert home_entries(ms[0]) == []
+
+
+def test_ctrl_c_on_an_install_cancels_it_and_leaves_the_machine_as_it_was(
+        fleet: tuple[list[Machine], Daemon, dict[str, str]]) -> None:
+    ms, _, env = fleet
+    m = ms[1]
+    assert home_entries(m) == []
+    proc = subprocess.Popen([sys.executable, "-m", "rbee", "hive", "install", m.name], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # interrupt once pip runs there: mid-install, files half made
+        seen.append(line)
+        if "pip" in line and "installing rbee" in line:
+            break
+    else:
+        raise AssertionError(f"the install never reached pip: {''.join(seen)}")
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    stderr = "".join(seen) + rest
+    assert proc.returncode == 130, stderr
+    assert "cancelling" in stderr and "rollback" in stderr, stderr
+    assert f"{m.name}: cancelled" in stderr, stderr
+    # the machine is as it was: nothing of rbee runs there, nothing was left in the home
+    assert not m.user_pids() or wait_gone(m)
+    time.sleep(1.0)  # a pip left running would write into the home again
+    assert home_entries(m) == []
+    assert hive_states(env)[m.name] == "absent"
 
 
 def wait_gone(m: Machine, timeout: float = 5.0) -> bool:

@@ -8,11 +8,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.markup import escape
+from rich.status import Status
 
+from rbee.api.jobs import TERMINAL_EVENTS
 from rbee.cli.context import Context
-from rbee.cli.errors import guarded
+from rbee.cli.errors import EXIT_INTERRUPTED, guarded
 from rbee.cli.render import consoles, print_json, table
+from rbee.client import QueenClient, StreamEvent
 
 app = typer.Typer(help="Machines in ~/.config/rbee/hives.conf: install and run hives over SSH.",
                   no_args_is_help=True)
@@ -20,21 +24,72 @@ Name = Annotated[str, typer.Argument(help="Host name from hives.conf")]
 
 
 def _narrated(c: Context, operation: str, hive_id: str, doing: str) -> dict[str, Any]:
-    """Run a hive job, printing its narration (stderr) under a progress spinner."""
+    """Run a hive job, printing its narration (stderr) under a progress spinner.
+
+    Ctrl-C cancels the job on the queen (an install removes what it made) and waits for its
+    end, so the user learns what state the machine is in; a second Ctrl-C stops waiting.
+    """
     _, err = consoles()
     result: dict[str, Any] = {}
+    last = -1
     with c.client() as client, err.status(f"{doing}…") as status:
         c.ensure_queen(client)
         job_id = client.submit(operation, hive_id=hive_id)
-        for ev in client.run_events(job_id):
-            if ev.event == "narration" and not c.json:
-                err.print(f"  [dim]{escape(str(ev.data.get('action', '')))}[/dim] "
-                          f"{escape(str(ev.data.get('message', '')))}", soft_wrap=True)
-            elif ev.event == "progress":
-                status.update(f"{doing}: {ev.data['stage']} {ev.data['fraction']:.0%}")
-            elif ev.event == "result":
-                result = ev.data
+        try:
+            for ev in client.run_events(job_id):
+                last = ev.seq
+                _show(c, ev, err, status, doing)
+                if ev.event == "result":
+                    result = ev.data
+        except KeyboardInterrupt:
+            status.update(f"cancelling: {doing}…")
+            end = _cancel(c, client, job_id, last, err, status, doing)
+            _report_cancel(c, job_id, hive_id, end, err)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
     return result
+
+
+def _show(c: Context, ev: StreamEvent, err: Console, status: Status, doing: str) -> None:
+    if ev.event == "narration" and not c.json:
+        err.print(f"  [dim]{escape(str(ev.data.get('action', '')))}[/dim] "
+                  f"{escape(str(ev.data.get('message', '')))}", soft_wrap=True)
+    elif ev.event == "progress":
+        status.update(f"{doing}: {ev.data['stage']} {ev.data['fraction']:.0%}")
+
+
+def _cancel(c: Context, client: QueenClient, job_id: str, last: int, err: Console,
+            status: Status, doing: str) -> StreamEvent | None:
+    """Cancel the job and follow it to its terminal event (None: the user stopped waiting)."""
+    if not c.json:
+        err.print("[yellow]Ctrl-C: cancelling; the queen undoes what the job started "
+                  "(Ctrl-C again to stop waiting)[/yellow]")
+    try:
+        client.cancel(job_id)
+        for ev in client.follow(job_id, after=last):
+            _show(c, ev, err, status, doing)
+            if ev.event in TERMINAL_EVENTS:
+                return ev
+    except KeyboardInterrupt:
+        return None
+    return None
+
+
+def _report_cancel(c: Context, job_id: str, hive_id: str, end: StreamEvent | None,
+                   err: Console) -> None:
+    state = end.event if end is not None else "cancelling"
+    if c.json:
+        print_json({"job_id": job_id, "hive_id": hive_id, "state": state})
+        return
+    if end is None:
+        err.print(f"[yellow]{hive_id}: stopped waiting; the queen goes on cancelling "
+                  f"(see `rbee jobs show {job_id}`)[/yellow]")
+    elif end.event == "cancelled":
+        err.print(f"[yellow]{hive_id}: cancelled[/yellow]")
+    elif end.event == "done":
+        err.print(f"[yellow]{hive_id}: the job had already finished[/yellow]")
+    else:
+        err.print(f"[yellow]{hive_id}: the job ended with an error: "
+                  f"{escape(str(end.data.get('message', '')))}[/yellow]")
 
 
 def _simple(operation: str, doing: str, done: str) -> Any:
