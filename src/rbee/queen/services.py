@@ -14,6 +14,7 @@ from rbee.queen.dispatch import Dispatcher
 from rbee.queen.fleet import Fleet
 from rbee.queen.hive_client import HiveClient
 from rbee.queen.jobs import JobManager
+from rbee.queen.liveness import Liveness
 from rbee.queen.local_hive import HIVE_ID, LocalHive, local_hive_for
 from rbee.queen.operations import Operations
 from rbee.queen.policy import SchedulingPolicy
@@ -22,6 +23,7 @@ from rbee.queen.relay import Relay
 from rbee.queen.scripts import Scripts
 from rbee.queen.settings import QueenSettings
 from rbee.queen.supervision import HiveSupervisor
+from rbee.queen.transport import AiohttpTransport, Deadlines, WorkerTransport
 from rbee.queen.watchdog import IdleTTL, Watchdog
 from rbee.storage.db import Database, connect
 from rbee.storage.hives import HiveStore
@@ -44,6 +46,7 @@ class QueenServices:
     admission: Admission
     scripts: Scripts
     operations: Operations
+    liveness: Liveness
     credentials: Credentials = field(default_factory=Credentials)
     local_hive: LocalHive | None = None
     hive_supervisor: HiveSupervisor | None = None  # restarts local_hive when it dies
@@ -52,7 +55,8 @@ class QueenServices:
 def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                    http: httpx.AsyncClient | None = None, hive_token: str | None = None,
                    worker_token: str | None = None,
-                   local_hive: LocalHive | None = None) -> QueenServices:
+                   local_hive: LocalHive | None = None,
+                   transport: WorkerTransport | None = None) -> QueenServices:
     clock = clock or SystemClock()
     http = http or httpx.AsyncClient()  # queen→hive lifecycle calls (not the hot path)
     local_creds = HiveCredentials.new()
@@ -75,7 +79,11 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
     admission = Admission(clock, max_queue=settings.max_queue,
                           slots_per_worker=settings.slots_per_worker,
                           capacity=registry.ready_count)
-    relay = Relay(registry, credentials)
+    deadlines = deadlines_for(settings)
+    transport = transport or AiohttpTransport(deadlines)  # queen→worker, every call
+    relay = Relay(registry, credentials, transport, deadlines)
+    liveness = Liveness(registry, relay.calls, transport, clock,
+                        interval=settings.liveness_interval, timeout=settings.liveness_timeout)
     fleet = Fleet(settings, registry, credentials, HiveStore(db), hives, clock)
     scripts = Scripts(ScriptStore(db), policy, clock)
     operations = Operations(registry, dispatcher, relay, fleet, admission, scripts,
@@ -94,8 +102,16 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                                            idle_ttl=IdleTTL(settings.idle_ttl,
                                                             settings.model_ttl)),
                          admission=admission, scripts=scripts, operations=operations,
+                         liveness=liveness,
                          credentials=credentials, local_hive=local,
                          hive_supervisor=supervisor)
+
+
+def deadlines_for(settings: QueenSettings) -> Deadlines:
+    return Deadlines(connect=settings.worker_connect_timeout,
+                     first_byte=settings.worker_first_byte_timeout,
+                     idle=settings.worker_idle_timeout, response=settings.worker_response_timeout,
+                     probe=min(settings.liveness_interval, settings.liveness_timeout))
 
 
 GPU_CONTEXT_BYTES = 512 * 2**20  # = models.estimate.ACCELERATOR_CONTEXT_BYTES (not imported:
