@@ -157,37 +157,43 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 def _upstream_hops(worker_url: str, n: int) -> list[tuple[str, float]]:
-    """The queen's upstream hop, three ways, on the loop the queen runs (uvloop)."""
+    """The queen's upstream hop, several ways, on the loop the queen runs (uvloop)."""
     with asyncio.Runner(loop_factory=_new_loop) as runner:
-        lean = runner.run(_lean_hop(worker_url, n))
+        relay = runner.run(_transport_hop(worker_url, n))
         aio = runner.run(_aiohttp_hop(worker_url, n))
         hx = runner.run(_httpx_hop(worker_url, n))
         raw = runner.run(_raw_hop(worker_url, n))
-    return [("worker round trip via rbee.queen.upstream.LeanClient, as the Relay (p50)",
-             median(lean)),
-            ("worker round trip via aiohttp.ClientSession (the Relay's stream client; p50)",
+    return [("worker round trip via rbee.queen.transport + its deadline scope, as the Relay "
+             "(p50)", median(relay)),
+            ("worker round trip via a bare aiohttp.ClientSession, no deadline (p50)",
              median(aio)),
-            ("worker round trip via httpx.AsyncClient, the Relay before 81c5cec (p50)",
-             median(hx)),
+            ("worker round trip via httpx.AsyncClient (p50)", median(hx)),
             ("worker round trip via bare asyncio streams, same loop (p50; floor)", median(raw))]
 
 
-async def _lean_hop(worker_url: str, n: int) -> list[float]:
-    """The upstream hop exactly as `Relay` makes it for a non-streamed request."""
-    from rbee.queen.upstream import LeanClient
+async def _transport_hop(worker_url: str, n: int) -> list[float]:
+    """The upstream hop exactly as `Relay` makes it for a non-streamed request: the call
+    tracked for liveness, under its deadline scope, through the AiohttpTransport."""
+    from rbee.queen.calls import Calls
+    from rbee.queen.transport import AiohttpTransport, Deadlines
 
-    client = LeanClient({"Content-Type": "application/json",
-                         "Authorization": f"Bearer {WORKER_TOKEN}"})
-    out: list[float] = []
+    transport = AiohttpTransport(Deadlines())
+    calls = Calls()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {WORKER_TOKEN}"}
     url = worker_url + "/v1/chat/completions"
+    loop = asyncio.get_running_loop()
+    out: list[float] = []
     try:
         for i in range(n + 50):
             t0 = time.perf_counter()
-            await client.post(url, BODY)
+            call = calls.add("w")
+            async with call.waiting(loop.time() + 600.0):
+                await transport.post(url, BODY, headers)
+            calls.untrack(call)
             if i >= 50:
                 out.append((time.perf_counter() - t0) * 1e3)
     finally:
-        client.close()
+        await transport.close()
     return out
 
 
@@ -323,11 +329,11 @@ def run(n: int, warmup: int) -> int:
               "written as headers + body otherwise waits ~40 ms for an ACK. The difference "
               "above is then noise.\n")
     print("The queen's added time is roughly: one more HTTP server pass (uvicorn/httptools "
-          "on uvloop, then\nthe fast lane: body limit, Request, bearer check) + body "
-          "parse/validate + route + one\nupstream hop through the Relay's lean keep-alive "
-          "client (httptools) + the disconnect watch\naround a non-streamed request, minus "
-          "what the direct client's loopback round trip already counts.\n"
-          "The /health rows go through the full FastAPI stack (not the fast lane).\n")
+          "on uvloop, with\nrbee's connection deadlines, then FastAPI's middleware: body "
+          "limit, bearer check) + body\nparse/validate + route + one upstream hop through "
+          "the Relay's transport under its deadline\n+ the disconnect watch around a "
+          "non-streamed request, minus what the direct client's\nloopback round trip "
+          "already counts.\n")
     return 0
 
 

@@ -15,10 +15,12 @@ from rbee.queen.local_hive import LocalHive
 from rbee.queen.routes import cluster, jobs, openai, scheduler
 from rbee.queen.services import QueenServices, build_services
 from rbee.queen.settings import QueenSettings
+from rbee.web.auth import BearerAuth
 from rbee.web.errors import install_error_handlers
 from rbee.web.limits import BodyLimit
 
 logger = logging.getLogger(__name__)
+OPEN_PATHS = frozenset({"/health", "/v1/hives/telemetry"})
 
 
 def create_app(settings: QueenSettings, services: QueenServices | None = None, *,
@@ -61,5 +63,8 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
         app.add_route(path, endpoint, methods=["POST"])
     app.include_router(jobs.router)
     app.include_router(scheduler.router)
+    # Outermost first: the token is checked before a body is read. /health stays open, and
+    # hives present their own secret with telemetry.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BearerAuth, token=settings.api_token, open_paths=OPEN_PATHS)
     return app

@@ -1,4 +1,4 @@
-"""Request-scoped access to the queen's services and the API-token check."""
+"""Request-scoped access to the queen's services (the token check: web.auth.BearerAuth)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from rbee.queen.services import QueenServices
-from rbee.web.auth import check_bearer
 
 
 async def services(request: Request) -> QueenServices:
@@ -16,8 +15,3 @@ async def services(request: Request) -> QueenServices:
 
 
 ServicesDep = Annotated[QueenServices, Depends(services)]
-
-
-async def require_api_token(request: Request) -> None:
-    svc: QueenServices = request.app.state.services
-    check_bearer(request.headers.get("authorization"), svc.settings.api_token)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from rbee import __version__
 from rbee.api.cluster import HiveTelemetry, WorkerInfo
 from rbee.core.errors import Unauthorized
-from rbee.queen.deps import ServicesDep, require_api_token
+from rbee.queen.deps import ServicesDep
 from rbee.queen.local_hive import HIVE_ID
 from rbee.queen.registry import Registry
 from rbee.queen.supervision import HiveSupervisor
@@ -56,6 +56,6 @@ async def telemetry(request: Request, svc: ServicesDep) -> None:
     svc.registry.report(report)
 
 
-@router.get("/v1/workers", dependencies=[Depends(require_api_token)])
+@router.get("/v1/workers")
 async def workers(svc: ServicesDep) -> list[WorkerInfo]:
     return svc.registry.listed_workers()

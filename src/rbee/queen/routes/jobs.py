@@ -6,17 +6,17 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 
 from rbee.api import sse
 from rbee.api.jobs import OPERATIONS, JobCreated, JobList, JobSummary
 from rbee.core.errors import InvalidRequest, UnknownOperation
-from rbee.queen.deps import ServicesDep, require_api_token
+from rbee.queen.deps import ServicesDep
 from rbee.queen.jobs import RESTART_SEQ
 from rbee.web.body import parse_model
 from rbee.web.streaming import DisconnectAwareStream
 
-router = APIRouter(prefix="/v1/jobs", dependencies=[Depends(require_api_token)])
+router = APIRouter(prefix="/v1/jobs")
 KEEPALIVE_SECONDS = 15.0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from rbee.api.cluster import WorkerInfo
 from rbee.api.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
@@ -13,18 +13,17 @@ from rbee.core.errors import DeadlineExceeded, InvalidRequest, ModelNotFound
 from rbee.models.catalog import ModelRef, parse_ref
 from rbee.queen.admission import PRIORITIES
 from rbee.queen.calls import ClientDeadline, client_deadline
-from rbee.queen.deps import ServicesDep, require_api_token
+from rbee.queen.deps import ServicesDep
 from rbee.queen.dispatch import Hints, Silent
 from rbee.queen.failover import with_failover
 from rbee.queen.operations import model_entries
 from rbee.queen.policy import JobFacts
 from rbee.queen.services import QueenServices
 from rbee.scheduler.placement import PlaceMode
-from rbee.web.auth import check_bearer
 from rbee.web.body import parse_model
 from rbee.web.streaming import unless_disconnected
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_token)])
+router = APIRouter(prefix="/v1")
 
 
 @router.get("/models")
@@ -45,7 +44,6 @@ async def _complete(request: Request,
                     schema: type[ChatCompletionRequest] | type[CompletionRequest],
                     path: str) -> Response:
     svc: QueenServices = request.app.state.services
-    check_bearer(request.headers.get("authorization"), svc.settings.api_token)
     raw = await request.body()
     body = parse_model(raw, schema)
     ref = parse_ref(body.model)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from rbee.api.jobs import ExplainRequest
-from rbee.queen.deps import ServicesDep, require_api_token
+from rbee.queen.deps import ServicesDep
 from rbee.web.body import parse_body
 
-router = APIRouter(prefix="/v1/scheduler", dependencies=[Depends(require_api_token)])
+router = APIRouter(prefix="/v1/scheduler")
 
 
 @router.post("/explain")
