@@ -6,10 +6,12 @@ import contextlib
 import logging
 import os
 import secrets
+import shlex
 import sys
 
 from rbee.queen.local_hive import LocalHive, local_hive_for
 from rbee.queen.settings import QueenSettings
+from rbee.storage.db import DatabaseUnusable, connect
 from rbee.web.auth import refuse_open_listener
 
 
@@ -20,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("asyncssh").setLevel(logging.WARNING)  # INFO logs every SSH channel
     refuse_open_listener(settings.host, settings.api_token, "queen-rbee")
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    check_database(settings)
     # Secrets come through the environment, never argv (argv is world-readable in ps).
     hive_token = os.environ.get("RBEE_QUEEN_HIVE_TOKEN") or secrets.token_urlsafe(32)
     worker_token = os.environ.get("RBEE_QUEEN_WORKER_TOKEN") or secrets.token_urlsafe(32)
@@ -30,6 +33,25 @@ def main(argv: list[str] | None = None) -> None:
         local = local_hive_for(settings, hive_token, worker_token)
         local.start()
     _serve(settings, hive_token, worker_token, local)
+
+
+def check_database(settings: QueenSettings) -> None:
+    """Exit with one line, naming the file and the way out, on a database we cannot trust.
+
+    Before anything starts (no hive to clean up), and once: every page is read here.
+    """
+    try:
+        connect(settings.state_dir / "queen.db", verify=True).close()
+    except DatabaseUnusable as exc:
+        fix = f"; move it aside with: {reset_command(settings)}" if exc.damaged else ""
+        sys.exit(f"queen-rbee: {exc.message}{fix}")
+
+
+def reset_command(settings: QueenSettings) -> str:
+    """The CLI command that moves this queen's database aside (it reads the same env)."""
+    if settings.state_dir == QueenSettings().state_dir:
+        return "rbee queen reset-db"
+    return f"rbee queen reset-db --state-dir {shlex.quote(str(settings.state_dir))}"
 
 
 def _serve(settings: QueenSettings, hive_token: str, worker_token: str,

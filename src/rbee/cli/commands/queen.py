@@ -1,13 +1,17 @@
-"""`rbee queen start|stop|status`."""
+"""`rbee queen start|stop|status|reset-db`."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from rbee.cli.context import Context
-from rbee.cli.daemon import read_pid, stop_queen
+from rbee.cli.daemon import DaemonError, read_pid, stop_queen
 from rbee.cli.errors import guarded
 from rbee.cli.render import consoles, print_json, table
+from rbee.storage.db import move_aside
 
 app = typer.Typer(help="Run the queen in the background, stop it, see what it runs.",
                   no_args_is_help=True)
@@ -88,6 +92,39 @@ def health_line(health: dict[str, object]) -> str:
         return str(health.get("status"))
     exited = f"; {local['last_exit']}" if local.get("last_exit") else ""
     return f"{health.get('status')} (local hive {local.get('supervision')}{exited})"
+
+
+@app.command("reset-db")
+def reset_db(ctx: typer.Context,
+             state_dir: Annotated[Path | None, typer.Option(
+                 help="The queen's state directory (default: RBEE_QUEEN_STATE_DIR or "
+                      "~/.local/state/rbee)")] = None) -> None:
+    """Move queen.db aside (renamed, kept): the way out of a damaged database."""
+    c: Context = ctx.obj
+
+    def run() -> int:
+        settings = c.settings()
+        if state_dir is not None:
+            settings = settings.model_copy(update={"state_dir": state_dir})
+        pid = read_pid(settings)
+        if pid is not None:
+            raise DaemonError(f"the queen is running (pid {pid}) on this database; stop it "
+                              "first: rbee queen stop")
+        path = settings.state_dir / "queen.db"
+        try:
+            moved = move_aside(path)
+        except OSError as exc:
+            raise DaemonError(f"could not move {path} aside: {exc.strerror or exc}") from None
+        if c.json:
+            print_json({"database": str(path), "moved_to": str(moved) if moved else None})
+        elif moved is None:
+            consoles()[1].print(f"no database at {path}: nothing to move")
+        else:
+            consoles()[1].print(f"moved {path} aside to {moved}; the queen's next start begins "
+                                "an empty database (jobs, scripts, installed hives' secrets)")
+        return 0
+
+    guarded(run)
 
 
 def workers_table(workers: list[dict[str, object]]) -> object:
