@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,8 +13,8 @@ import httpx
 import pytest
 
 from rbee.client import QueenClient
-from rbee.client._client import parse_sse
-from tests.support.daemons import Daemon, rbee_env, start_queen
+from rbee.client._client import StreamEvent, job_events
+from tests.support.daemons import Daemon, rbee_env, run_cli, start_queen
 
 pytestmark = pytest.mark.e2e
 Clients = Callable[[str], QueenClient]
@@ -50,7 +53,7 @@ def test_reconnect_with_last_event_id_resumes_without_loss_or_duplicates(clients
     seen: list[int] = []
     with httpx.Client(base_url=slow_queen.url, timeout=30) as http, \
             http.stream("GET", f"/v1/jobs/{job}/stream") as r:
-        for ev in parse_sse(r.iter_lines()):
+        for ev in job_events(r):
             seen.append(ev.seq)
             if ev.event == "token" and ev.data["i"] == 3:
                 break  # drop the connection mid-generation
@@ -185,6 +188,92 @@ def test_a_job_running_when_the_queen_dies_ends_in_error_after_restart(
         assert any(k == "token" for _, k, _ in events)
     finally:
         queen.stop()
+
+
+def test_a_client_resuming_after_a_queen_crash_gets_the_end_from_any_id_it_saw(
+        clients: Clients, tmp_path: Path) -> None:
+    """SIGKILL while a client is reading: the events it saw last were not flushed yet (every
+    200 ms). After a restart, no id it saw may mean another event, and resuming after any of
+    them must end with the `queen_restarted` error."""
+    env = rbee_env(tmp_path, RBEE_WORKER_FAKE_TOKENS_PER_SECOND="200")
+    queen = start_queen(env)
+    seen: list[StreamEvent] = []
+    try:
+        client = clients(queen.url)
+        job = client.submit("infer", model="rbee-fake", prompt="crash", max_tokens=5000)
+        with httpx.Client(base_url=queen.url, timeout=30) as http, \
+                http.stream("GET", f"/v1/jobs/{job}/stream") as r:
+            for ev in job_events(r):
+                seen.append(ev)
+                if ev.event == "token" and ev.data["i"] >= 40:  # several flushes behind us
+                    queen.descendants()
+                    queen.proc.kill()  # at once: the last events are only in its memory
+                    break
+        queen.proc.wait(10)
+        assert not queen.leftovers()
+    finally:
+        queen.stop()
+    queen = start_queen(env)
+    try:
+        client = clients(queen.url)
+        replay = {e.seq: e for e in client.follow(job)}
+        end = max(replay)
+        assert replay[end].event == "error" and replay[end].data["code"] == "queen_restarted"
+        assert end > seen[-1].seq
+        for ev in seen:  # an id the client saw is that event, or was lost: never another
+            assert replay.get(ev.seq, ev) == ev
+        for ev in seen:
+            rest = list(client.follow(job, after=ev.seq))
+            assert rest and rest[-1] == replay[end], f"resume after {ev.seq}"
+            assert all(r.seq > ev.seq for r in rest)
+    finally:
+        queen.stop()
+
+
+def _damage_pages(state: Path) -> None:
+    from tests.unit.storage.test_db import damage_pages
+
+    damage_pages(state / "queen.db")
+
+
+@pytest.mark.parametrize("spoil", ["garbage", "empty", "pages"])
+def test_a_damaged_database_stops_the_queen_with_one_line_and_reset_db_recovers(
+        clients: Clients, tmp_path: Path, spoil: str) -> None:
+    env = rbee_env(tmp_path)
+    state = Path(env["RBEE_QUEEN_STATE_DIR"])
+    state.mkdir(parents=True)
+    db = state / "queen.db"
+    if spoil == "garbage":
+        db.write_bytes(b"not a database\n" * 1000)
+    elif spoil == "empty":
+        db.write_bytes(b"")
+    else:
+        _damage_pages(state)
+    before = db.read_bytes()
+    failed = subprocess.run([sys.executable, "-m", "rbee.queen"], env=env, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert failed.returncode != 0
+    assert failed.stdout == "" and len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    assert failed.stderr.startswith(f"queen-rbee: {db} is damaged (")
+    assert failed.stderr.rstrip().endswith("move it aside with: rbee queen reset-db")
+    assert db.read_bytes() == before
+    reset = run_cli(env, "--json", "queen", "reset-db")
+    assert reset.returncode == 0, reset.stderr
+    moved = [p for p in state.iterdir() if p.name.startswith("queen.db.aside-")]
+    assert len(moved) == 1 and moved[0].read_bytes() == before
+    assert json.loads(reset.stdout) == {"database": str(db), "moved_to": str(moved[0])}
+    queen = start_queen(env)
+    try:
+        assert clients(queen.url).jobs() == []
+    finally:
+        queen.stop()
+
+
+def test_reset_db_refuses_while_the_queen_runs(queen: Daemon) -> None:
+    reset = run_cli(queen.env, "queen", "reset-db")
+    assert reset.returncode != 0
+    assert f"the queen is running (pid {queen.pid})" in reset.stderr
+    assert (Path(queen.env["RBEE_QUEEN_STATE_DIR"]) / "queen.db").exists()
 
 
 def test_openai_non_stream_hang_up_stops_generation(clients: Clients, slow_queen: Daemon) -> None:

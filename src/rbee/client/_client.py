@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from httpx_sse import EventSource, SSEError
 
 from rbee.api.jobs import TERMINAL_EVENTS
 from rbee.core.errors import RbeeError, UpstreamError, from_envelope
@@ -33,20 +34,47 @@ class StreamEvent:
     data: dict[str, Any]
 
 
-def parse_sse(lines: Iterator[str]) -> Iterator[StreamEvent]:
-    """Job-stream frames (`id:`, `event:`, `data:`); comments and keep-alives are skipped."""
-    seq, event, data = -1, "message", ""
-    for line in lines:
-        if not line:
-            if data:
-                yield StreamEvent(seq, event, json.loads(data))
-            seq, event, data = -1, "message", ""
-        elif line.startswith("id:"):
-            seq = int(line[3:].strip())
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data += line[5:].strip()
+class BadStream(UpstreamError):
+    """The queen's answer is not a job stream rbee can read."""
+
+
+def job_events(response: httpx.Response) -> Iterator[StreamEvent]:
+    """A job stream's events, parsed to the SSE spec by httpx-sse (multi-line `data:` fields
+    joined with newlines, the last `id:` carried over); comments and keep-alives skipped."""
+    try:
+        for sse in EventSource(response).iter_sse():
+            # After the first `id:`, a keep-alive comment's blank line yields an event with no
+            # data (httpx-sse keeps the last id); the spec dispatches nothing for it.
+            if sse.data:
+                yield StreamEvent(_seq(sse.id), sse.event or "message", _json(sse.data))
+    except SSEError as exc:
+        raise BadStream(f"the queen did not answer with an event stream ({exc})") from None
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[StreamEvent]:
+    """The same for a stream already split into lines (`job_events` reads a response)."""
+    body = (f"{line}\n".encode() for line in lines)
+    yield from job_events(httpx.Response(200, headers=_SSE_HEADERS, content=body))
+
+
+_SSE_HEADERS = {"content-type": "text/event-stream"}
+
+
+def _seq(event_id: str) -> int:
+    try:
+        return int(event_id) if event_id else -1
+    except ValueError:
+        raise BadStream(f"event id {event_id!r} is not a number") from None
+
+
+def _json(data: str) -> dict[str, Any]:
+    try:
+        found = json.loads(data)
+    except ValueError:
+        raise BadStream(f"an event's data is not JSON: {data[:80]!r}") from None
+    if not isinstance(found, dict):
+        raise BadStream(f"an event's data is not a JSON object: {data[:80]!r}")
+    return found
 
 
 class QueenClient:
@@ -111,7 +139,7 @@ class QueenClient:
                     if r.status_code >= 400:
                         r.read()
                         raise from_envelope(r.status_code, r.json())
-                    for ev in parse_sse(r.iter_lines()):
+                    for ev in job_events(r):
                         last = ev.seq
                         yield ev
                         if ev.event in TERMINAL_EVENTS:
