@@ -27,7 +27,7 @@ from rbee.scheduler.placement import PlaceMode, PlaceRequest
 from rbee.scheduler.report import Report
 from rbee.scheduler.routing import RouteRequest
 
-POLL_SECONDS = 0.02  # readiness polls: cheap, and on the cold-start critical path
+ASK_EVERY = 1.0  # seconds without telemetry before a starting worker's hive is asked
 _STARTING = (WorkerState.STARTING, WorkerState.LOADING)
 
 
@@ -70,7 +70,8 @@ class Dispatcher:
                  default_threads: int | None, hive_wait: float = 20.0,
                  policy: SchedulingPolicy | None = None, estimator: Estimator | None = None,
                  keep_warm_models: frozenset[str] = frozenset(),
-                 gpu_overhead: int = 0) -> None:
+                 gpu_overhead: int = 0, ask_every: float = ASK_EVERY) -> None:
+        self._ask_every = ask_every
         self._hive_wait = hive_wait
         self._registry = registry
         self._hives = hives
@@ -135,8 +136,8 @@ class Dispatcher:
         narrator.narrate("wait", "waiting for a hive to register")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._hive_wait
-        while not self._registry.hive_ids() and loop.time() < deadline:
-            await asyncio.sleep(POLL_SECONDS / 2)
+        while not self._registry.hive_ids() and (left := deadline - loop.time()) > 0:
+            await self._registry.wait_change(left)
 
     async def _await_suspects(self, narrator: Narrator) -> bool:
         """A hive suspected after one of its workers failed reports again within an interval
@@ -147,8 +148,8 @@ class Dispatcher:
         narrator.narrate("wait", f"waiting for {', '.join(sorted(suspects))} to report")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._registry.down_after
-        while loop.time() < deadline:
-            await asyncio.sleep(POLL_SECONDS)
+        while (left := deadline - loop.time()) > 0:
+            await self._registry.wait_change(left)
             if not suspects & set(self._registry.suspects()):
                 return True
         return False
@@ -203,13 +204,20 @@ class Dispatcher:
         return info
 
     async def wait_ready(self, info: WorkerInfo, narrator: Narrator) -> WorkerInfo:
+        """Until the worker is ready. Its hive pushes telemetry at once on every state change,
+        so this waits on the registry; the hive is asked directly at first (the worker may be
+        ready already) and whenever nothing arrived for `ask_every` (load progress, which is
+        not pushed, or a lost report)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._spawn_timeout
         url = self._registry.hive_url(info.hive_id)
         last_stage = ""
+        ask = True
         while True:
-            info = await self._hives.get_worker(info.hive_id, url, info.id)
-            self._registry.upsert_worker(info)
+            if ask:
+                self._registry.upsert_worker(
+                    await self._hives.get_worker(info.hive_id, url, info.id))
+            info = self._registry.worker(info.id) or info
             if info.stage != last_stage:
                 last_stage = info.stage
                 narrator.progress(info.stage, info.progress)
@@ -218,11 +226,12 @@ class Dispatcher:
                 return info
             if info.state not in _STARTING:
                 raise _start_failure(info)
-            if loop.time() > deadline:
+            left = deadline - loop.time()
+            if left <= 0:
                 err = NoCapacity(f"worker {info.id} not ready after {self._spawn_timeout:.0f}s")
                 err.retry_after = 5.0
                 raise err
-            await asyncio.sleep(POLL_SECONDS)
+            ask = not await self._registry.wait_change(min(left, self._ask_every))
 
     async def stop(self, worker_id: str) -> WorkerInfo:
         info = self._registry.find_worker(worker_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import chain
@@ -40,6 +41,8 @@ class Registry:
         self._keep_warm: set[str] = set()  # worker ids never unloaded for idleness/eviction
         self._hive_of: dict[str, str] = {}  # worker → hive, to refresh one hive's views
         self._unresponsive: set[str] = set()  # workers liveness took out of routing
+        # Set, then replaced, on every change: a waiter sees the next change after it looked.
+        self._change = asyncio.Event()
         self.budget = memory_budget
         self.reservations = Reservations(clock, unconfirmed_ttl)
 
@@ -56,6 +59,7 @@ class Registry:
         # the next request's snapshot then only rebuilds hives whose workers changed since.
         self._hive_view(t.hive_id, record, record.last_seen)
         self._routing_views(record, self._inflight, self._unresponsive)
+        self._notify()
 
     def upsert_worker(self, info: WorkerInfo) -> None:
         """Record what a hive just told us directly, ahead of its next telemetry."""
@@ -65,6 +69,7 @@ class Registry:
             record.routing_views = None
             self._hive_of[info.id] = info.hive_id
         self.reservations.observe(info)
+        self._notify()
 
     def drop_worker(self, hive_id: str, worker_id: str) -> None:
         record = self._hives.get(hive_id)
@@ -93,6 +98,19 @@ class Registry:
         """One worker by id, without a scan (liveness looks up every busy worker a tick)."""
         record = self._hives.get(self._hive_of.get(worker_id, ""))
         return record.workers.get(worker_id) if record is not None else None
+
+    def _notify(self) -> None:
+        self._change.set()
+        self._change = asyncio.Event()
+
+    async def wait_change(self, timeout: float) -> bool:
+        """Until a hive reports or a worker is recorded (True), or `timeout` passes (False):
+        readiness and registration are pushed by telemetry, so nothing polls."""
+        try:
+            await asyncio.wait_for(self._change.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def keep_warm(self, worker_id: str, on: bool = True) -> None:
         if on:
