@@ -19,10 +19,11 @@ from rbee.core.errors import (
 )
 from rbee.core.states import WorkerState
 from rbee.models.catalog import ModelRef
+from rbee.queen.decision import decide_placement
 from rbee.queen.hive_client import HiveClient
 from rbee.queen.policy import JobFacts, SchedulingPolicy
 from rbee.queen.registry import Registry
-from rbee.scheduler.eviction import plan_eviction
+from rbee.scheduler.eviction import Eviction
 from rbee.scheduler.placement import PlaceMode, PlaceRequest
 from rbee.scheduler.report import Report
 from rbee.scheduler.routing import RouteRequest
@@ -164,22 +165,20 @@ class Dispatcher:
         # Off the event loop: a first estimate reads the GGUF header (and imports gguf).
         req = await asyncio.to_thread(self.place_request, ref, hints)
         evicted = False
-        while True:
-            decision, report = self.policy.place(self._registry.snapshot(eviction=False), req,
-                                                 hints.job)
+        while True:  # decide, then do; after an eviction, decide again on what is left
+            plan = decide_placement(self.policy, self._registry.snapshot(), req, hints.job,
+                                    may_evict=not evicted)
+            report = plan.report
             for note in report.notes:
                 narrator.narrate("place", note)
-            if decision is not None:
+            if plan.placement is not None:
+                decision = plan.placement
                 break
             if await self._await_suspects(narrator):
                 continue
-            plan = None if evicted else plan_eviction(self._registry.snapshot(), req)
-            if plan is None:
+            if plan.eviction is None:
                 raise _no_room(ref, req.need, report)
-            narrator.narrate("evict", f"stopping idle {', '.join(plan.workers)} to free "
-                             f"{_gib(plan.frees)} on {plan.placement.key} for {ref.name}")
-            for worker_id in plan.workers:
-                await self.stop(worker_id)
+            await self._evict(plan.eviction, ref, narrator)
             evicted = True
         # Reserve in the same step as the decision (no await between): a concurrent
         # placement sees this memory as taken.
@@ -202,6 +201,12 @@ class Dispatcher:
             self._registry.keep_warm(info.id)
         narrator.narrate("worker_spawn", f"worker {info.id} starting", actor="hive")
         return info
+
+    async def _evict(self, eviction: Eviction, ref: ModelRef, narrator: Narrator) -> None:
+        narrator.narrate("evict", f"stopping idle {', '.join(eviction.workers)} to free "
+                         f"{_gib(eviction.frees)} on {eviction.placement.key} for {ref.name}")
+        for worker_id in eviction.workers:
+            await self.stop(worker_id)
 
     async def wait_ready(self, info: WorkerInfo, narrator: Narrator) -> WorkerInfo:
         """Until the worker is ready. Its hive pushes telemetry at once on every state change,

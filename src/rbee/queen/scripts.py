@@ -8,10 +8,10 @@ from typing import Any
 from rbee.core.clock import Clock
 from rbee.core.errors import NotFound, RbeeError
 from rbee.models.catalog import ModelRef
+from rbee.queen.decision import decide
 from rbee.queen.dispatch import Dispatcher, Hints
 from rbee.queen.policy import SchedulingPolicy, Script
 from rbee.queen.registry import Registry
-from rbee.scheduler.eviction import plan_eviction
 from rbee.scheduler.routing import RouteRequest
 from rbee.storage.scripts import ScriptRow, ScriptStore
 
@@ -100,7 +100,8 @@ class Scripts:
 
 def explain(dispatcher: Dispatcher, registry: Registry, ref: ModelRef, hints: Hints,
             script: Script | None = None) -> dict[str, Any]:
-    """Where a request for `ref` would go on the live cluster, and why. Changes nothing.
+    """Where a request for `ref` would go on the live cluster, and why. Changes nothing: the
+    same decision the dispatcher executes (`queen.decision`), not executed.
 
     With `script`, that script decides instead of the active one (a dry run before apply).
     """
@@ -108,28 +109,9 @@ def explain(dispatcher: Dispatcher, registry: Registry, ref: ModelRef, hints: Hi
     if script is not None:
         policy = SchedulingPolicy(policy.routing, policy.placement)
         policy.use(script)
-    snapshot = registry.snapshot()
-    route_req = RouteRequest(model=ref.name, hive_id=hints.hive_id, device=hints.device,
-                             worker_id=hints.worker_id)
-    worker, route_report = policy.route(snapshot, route_req, hints.job)
-    place_req = dispatcher.place_request(ref, hints)
-    placement, place_report = policy.place(snapshot, place_req, hints.job)
-    eviction = None
-    if placement is None and place_report.rejected.get("insufficient memory"):
-        plan = plan_eviction(snapshot, place_req)
-        if plan is not None:
-            eviction = {"placement": plan.placement.key, "stop": list(plan.workers),
-                        "frees_bytes": plan.frees}
-    return {
-        "model": ref.name, "need_bytes": place_req.need,
-        "route": {"worker": worker.info.id if worker else None,
-                  "hive_id": worker.info.hive_id if worker else None,
-                  "report": route_report.to_dict()},
-        "place": {"hive_id": placement.hive_id if placement else None,
-                  "device": placement.device if placement else None,
-                  "mode": place_req.mode, "report": place_report.to_dict(),
-                  "eviction": eviction},
-        "decision": ("route" if worker else "place" if placement
-                     else "evict-then-place" if eviction else "no-capacity"),
-        "script": deciding.name if (deciding := script or dispatcher.policy.script) else None,
-    }
+    route = RouteRequest(model=ref.name, hive_id=hints.hive_id, device=hints.device,
+                         worker_id=hints.worker_id)
+    decision = decide(policy, registry.snapshot(), route, dispatcher.place_request(ref, hints),
+                      hints.job)
+    deciding = script or dispatcher.policy.script
+    return {**decision.to_dict(), "script": deciding.name if deciding else None}
