@@ -36,11 +36,16 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
+# Exceptions, each narrow: `rbee queen reset-db` moves a damaged queen.db aside while no queen
+# runs, so the CLI may use the state directory's file operations (no SQLite in them).
+ALLOWED = frozenset({"rbee.storage.files"})
+
+
 def test_package_boundaries() -> None:
     violations = []
     for package, banned in FORBIDDEN.items():
         for path in (SRC / package).rglob("*.py"):
-            for name in _imports(path):
+            for name in _imports(path) - ALLOWED:
                 if any(name == b or name.startswith(b + ".") for b in banned):
                     violations.append(f"{path.relative_to(SRC)} imports {name}")
     assert violations == []

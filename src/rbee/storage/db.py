@@ -12,7 +12,6 @@ import contextlib
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,7 +59,6 @@ MIGRATIONS: tuple[str, ...] = (
 )
 # SQLite's own names for "this is not a (healthy) database file": damage, not an access problem.
 _DAMAGE_ERRORS = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
-SIDE_FILES = ("-wal", "-shm")  # SQLite keeps these next to the database, named after it
 
 
 class DatabaseUnusable(RbeeError):
@@ -227,25 +225,3 @@ def migrate(conn: sqlite3.Connection) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
         conn.executescript(f"BEGIN; {script} PRAGMA user_version = {number}; COMMIT;")
-
-
-def move_aside(path: Path, now: float | None = None) -> Path | None:
-    """Rename the database (with its WAL and shared-memory files) to `<name>.aside-<time>`.
-
-    Nothing is deleted: the old file stays for inspection or salvage. None if there was none.
-    """
-    if not path.exists():
-        return None
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    target = path.with_name(f"{path.name}.aside-{stamp}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = path.with_name(f"{path.name}.aside-{stamp}-{n}")
-    # The side files first: a WAL left next to a new database would be replayed into it.
-    for suffix in SIDE_FILES:
-        side = path.with_name(path.name + suffix)
-        if side.exists():
-            side.rename(target.with_name(target.name + suffix))
-    path.rename(target)
-    return target

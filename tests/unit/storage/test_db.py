@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from rbee.api.jobs import JobEvent
-from rbee.storage.db import MIGRATIONS, DatabaseUnusable, NestedUse, connect, move_aside
+from rbee.storage.db import MIGRATIONS, DatabaseUnusable, NestedUse, connect
+from rbee.storage.files import move_aside
 from rbee.storage.hives import HiveRow, HiveStore
 from rbee.storage.jobs import JobStore
 from rbee.storage.scripts import ScriptStore

@@ -11,7 +11,7 @@ from rbee.cli.context import Context
 from rbee.cli.daemon import DaemonError, read_pid, stop_queen
 from rbee.cli.errors import guarded
 from rbee.cli.render import consoles, print_json, table
-from rbee.storage.db import move_aside
+from rbee.storage.files import move_aside
 
 app = typer.Typer(help="Run the queen in the background, stop it, see what it runs.",
                   no_args_is_help=True)
