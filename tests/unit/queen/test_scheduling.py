@@ -257,3 +257,24 @@ async def test_gpu_placements_reserve_the_driver_context_and_keep_their_estimate
     assert big.device == "cuda:0"  # 24 − 10.5 = 13.5 GB left: 10.5 fits again
     third = await dispatcher.spawn(ModelRef("builtin", "a", "fake"), Hints(), Silent())
     assert third.device == "cpu"  # 3 GB left on the GPU
+
+
+async def test_explain_shows_the_plan_the_dispatcher_then_executes() -> None:
+    """Decide, then do: explain's decision and the dispatcher's are one computation."""
+    from rbee.queen.decision import decide
+    from rbee.scheduler.routing import RouteRequest
+
+    _, registry, hives, dispatcher = rig({"a": 3 * GB, "b": 3 * GB}, budget=4 * GB)
+    first = await dispatcher.spawn(ModelRef("builtin", "a", "fake"),
+                                   Hints(hive_id="rig", device="cpu"), Silent())
+    report(registry, "rig", ready(first, 3 * GB))
+    ref, hints = ModelRef("builtin", "b", "fake"), Hints(hive_id="rig", device="cpu")
+    decision = decide(dispatcher.policy, registry.snapshot(), RouteRequest(model="b"),
+                      dispatcher.place_request(ref, hints), None)
+    assert decision.action == "evict-then-place"
+    assert decision.placement.eviction is not None
+    planned = decision.placement.eviction.workers
+    assert decision.to_dict()["place"]["eviction"]["stop"] == [first.id]
+    second = await dispatcher.spawn(ref, hints, Silent())
+    assert tuple(hives.stopped) == planned
+    assert (second.hive_id, second.device) == ("rig", "cpu")
