@@ -68,10 +68,13 @@ class QueenSettings(BaseSettings):
     # Deadlines on every queen→worker call (rbee.queen.transport.Deadlines).
     worker_connect_timeout: float = Field(default=3.0, gt=0, description="Seconds to connect "
                                           "to a worker")
-    worker_first_byte_timeout: float = Field(default=60.0, gt=0, description="Seconds a "
+    # Generous backstops: a hung or unreachable worker is caught in seconds by liveness; these
+    # end a live worker whose engine is stuck, and must cover a long prompt's evaluation on a
+    # slow CPU (a chat stream's first frame comes at once, its first token after the prompt).
+    worker_first_byte_timeout: float = Field(default=300.0, gt=0, description="Seconds a "
                                              "worker has to start a stream (headers and "
                                              "first data frame)")
-    worker_idle_timeout: float = Field(default=30.0, gt=0, description="Longest silence "
+    worker_idle_timeout: float = Field(default=120.0, gt=0, description="Longest silence "
                                        "between a stream's tokens (keep-alives don't count)")
     worker_response_timeout: float = Field(default=600.0, gt=0, description="Seconds a "
                                            "worker has for a whole non-streamed answer")

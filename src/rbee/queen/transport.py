@@ -25,8 +25,8 @@ class Deadlines:
     """How long the queen waits on a worker (seconds). Each one ends a call that hangs."""
 
     connect: float = 3.0  # open a TCP connection (workers are on the LAN or loopback)
-    first_byte: float = 60.0  # a stream's headers and its first data frame
-    idle: float = 30.0  # the longest silence between a stream's data frames
+    first_byte: float = 300.0  # a stream's headers and its first data frame
+    idle: float = 120.0  # the longest silence between a stream's data frames
     response: float = 600.0  # a whole non-streamed answer
     probe: float = 1.0  # a liveness probe (GET /health)
 
