@@ -25,6 +25,10 @@ class Timed:
     def record(self, what: str, started: float, bound: float) -> None:
         self.spans.append((what, time.monotonic() - started, bound))
 
+    def took(self, what: str, seconds: float, bound: float) -> None:
+        """Like `record`, for a span measured elsewhere (e.g. on the thread that made it)."""
+        self.spans.append((what, seconds, bound))
+
     def late(self) -> list[str]:
         return [f"{what}: {took:.1f}s > {bound:.1f}s" for what, took, bound in self.spans
                 if took > bound]
@@ -61,11 +65,13 @@ def _reserved(http: httpx.Client) -> list[str]:
 
 
 def assert_invariants(url: str, timed: Timed, job_ids: Sequence[str] = (),
-                      stop_workers: bool = True) -> None:
+                      stop_workers: bool = True, token: str | None = None) -> None:
     """Every request ended within its bound, every admission slot came back, every job
-    ended exactly once; with `stop_workers`, stopping every worker frees every reservation."""
+    ended exactly once; with `stop_workers`, stopping every worker frees every reservation.
+    `token`: the queen's API token, when it requires one (a queen bound beyond loopback)."""
     assert timed.late() == [], "requests waited past their deadline"
-    with httpx.Client(base_url=url, timeout=30) as http:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=url, timeout=30, headers=headers) as http:
         assert _eventually(lambda: _busy_queues(http), 10.0) == [], "admission slots leaked"
         assert _eventually(lambda: _job_problems(http, list(job_ids)), 10.0) == []
         if stop_workers:

@@ -24,6 +24,10 @@ can reach the root namespace at `Machine.host_address` (a server bound to 0.0.0.
 which is how a machine talks back to a queen running in the test process. The root namespace
 reaches the machine at `Machine.address`.
 
+Partition: `Machine.partition()` cuts a machine off the network silently, both ways (every
+packet dropped, nothing refused), as a dead switch does; `Machine.heal()` undoes it. It needs
+`tc` (iproute2) and the `blackhole` qdisc, which every kernel with traffic control has.
+
 Cleanup, on exit and on errors (each step on its own, so one failure does not skip the rest):
 SIGKILL every process in each namespace and every process of each throwaway user, reap sshd,
 `ip netns del` (which also removes the veth pair), `userdel`, remove the per-machine directories.
@@ -41,8 +45,9 @@ directory that lacks the "others may search" bit (for example pytest's /tmp/pyte
 mode 700) gets `o+x` (search only, not list). This is not undone; pytest tightens its own base
 directory again at the start of the next session.
 
-Requirements: root; `ip` (iproute2) and `sshd`, `ssh-keygen` (openssh-server), installed by
-`scripts/system-deps.sh`; `useradd`/`usermod`/`userdel` (passwd, in every Debian base image).
+Requirements: root; `ip` and `tc` (iproute2) and `sshd`, `ssh-keygen` (openssh-server),
+installed by `scripts/system-deps.sh`; `useradd`/`usermod`/`userdel` (passwd, in every Debian
+base image).
 """
 
 from __future__ import annotations
@@ -156,6 +161,7 @@ class Machine:
     known_hosts: Path
     dir: Path = field(repr=False)
     sshd_log: Path = field(repr=False)
+    veth: str = ""  # the host-side end of its veth pair, in the root namespace
 
     def exec(self, *argv: str, check: bool = True, timeout: float = 30
              ) -> subprocess.CompletedProcess[str]:
@@ -174,6 +180,29 @@ class Machine:
     def kill_user_processes(self, sig: int = signal.SIGKILL) -> None:
         """Signal every process of the machine's user; with SIGKILL, wait until they are gone."""
         _kill_and_wait(self.user_pids(), sig)
+
+    def partition(self) -> None:
+        """Cut the machine off the network, both ways, silently: a `blackhole` qdisc on each
+        end of its veth pair drops every packet leaving either side (ARP included), as when a
+        switch dies or a cable is pulled. Links, addresses and routes stay as they are, so no
+        process on either side gets an error: connects and established connections just hang,
+        as they do across a real partition. (`ip link set ... down` would not do: it removes
+        the routes, and sends then fail at once with "network unreachable".)"""
+        tc = _tool("tc")
+        _run(tc, "qdisc", "replace", "dev", self.veth, "root", "blackhole")
+        _run(_tool("ip"), "netns", "exec", self.netns, tc, "qdisc", "replace", "dev", "eth0",
+             "root", "blackhole")
+
+    def heal(self) -> None:
+        """Undo `partition`: packets flow again; connections that survived resume."""
+        tc = _tool("tc")
+        _run(tc, "qdisc", "del", "dev", self.veth, "root")
+        _run(_tool("ip"), "netns", "exec", self.netns, tc, "qdisc", "del", "dev", "eth0",
+             "root")
+
+    def partitioned(self) -> bool:
+        """Whether `partition` is in force (a blackhole qdisc on the host-side end)."""
+        return "blackhole" in _run(_tool("tc"), "qdisc", "show", "dev", self.veth)
 
 
 @dataclass
@@ -372,7 +401,7 @@ def _create(i: int, octet: int, root: Path, started: _Started,
     machine = Machine(name=name, netns=netns, address=address, host_address=host_address,
                       ssh_port=SSH_PORT, user=user, uid=uid, home=home,
                       identity_file=d / "id_ed25519", known_hosts=d / "known_hosts", dir=d,
-                      sshd_log=d / "sshd.log")
+                      sshd_log=d / "sshd.log", veth=f"rbee{octet}m{i}")
     _start_sshd(machine, started, session_env)
     return machine
 
