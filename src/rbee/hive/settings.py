@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from rbee.web.listener import ListenerSettings
 
 
 def default_home() -> Path:
     return Path.home() / ".local" / "share" / "rbee"
 
 
-class HiveSettings(BaseSettings):
+class HiveSettings(ListenerSettings):
     model_config = SettingsConfigDict(
         env_prefix="RBEE_HIVE_", cli_kebab_case=True, cli_prog_name="rbee-hive",
         cli_implicit_flags=True,
@@ -37,12 +39,3 @@ class HiveSettings(BaseSettings):
                                "(scheduling scripts may route on it)")
     labels: str = Field(default="", description="Labels reported to the queen, "
                         "'key=value, key=value' (as in hives.conf)")
-    header_timeout: float = Field(default=10.0, gt=0, description="Seconds a client has to "
-                                  "send a request's headers (from connect or its first byte)")
-    body_timeout: float = Field(default=30.0, gt=0, description="Seconds a request body may "
-                                "stall between reads")
-    keep_alive_timeout: float = Field(default=5.0, gt=0, description="Seconds an idle "
-                                      "kept-alive connection stays open")
-    max_connections: int = Field(default=4096, ge=1, description="Client connections served at "
-                                 "once; past it 503, past twice it closed at once (lowered to "
-                                 "fit the open-file limit)")

@@ -6,17 +6,18 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import ByteSize, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from rbee.models.catalog import DEFAULT_MODEL
 from rbee.remote import hives_conf, wheelhouse
+from rbee.web.listener import ListenerSettings
 
 
 def default_state_dir() -> Path:
     return Path.home() / ".local" / "state" / "rbee"
 
 
-class QueenSettings(BaseSettings):
+class QueenSettings(ListenerSettings):
     model_config = SettingsConfigDict(
         env_prefix="RBEE_QUEEN_", cli_kebab_case=True, cli_prog_name="queen-rbee",
         cli_implicit_flags=True,
@@ -85,12 +86,3 @@ class QueenSettings(BaseSettings):
                                     "and its requests are ended")
     max_request_timeout: float = Field(default=3600.0, gt=0, description="Cap on a client's "
                                        "own deadline (X-Stainless-Timeout / X-Request-Timeout)")
-    header_timeout: float = Field(default=10.0, gt=0, description="Seconds a client has to "
-                                  "send a request's headers (from connect or its first byte)")
-    body_timeout: float = Field(default=30.0, gt=0, description="Seconds a request body may "
-                                "stall between reads")
-    keep_alive_timeout: float = Field(default=5.0, gt=0, description="Seconds an idle "
-                                      "kept-alive connection stays open")
-    max_connections: int = Field(default=4096, ge=1, description="Client connections served at "
-                                 "once; past it 503, past twice it closed at once (lowered to "
-                                 "fit the open-file limit)")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from rbee.web.listener import ListenerSettings
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(ListenerSettings):
     model_config = SettingsConfigDict(
         env_prefix="RBEE_WORKER_", cli_kebab_case=True, cli_prog_name="rbee-worker",
         cli_implicit_flags=True,
@@ -32,12 +34,3 @@ class WorkerSettings(BaseSettings):
     fake_tokens_per_second: float = Field(default=0.0, description="Fake engine speed (0: max)")
     fake_load_seconds: float = Field(default=0.0, description="Fake engine load time")
     fake_fail_after: int | None = Field(default=None, description="Fake engine fails after N")
-    header_timeout: float = Field(default=10.0, gt=0, description="Seconds a client has to "
-                                  "send a request's headers (from connect or its first byte)")
-    body_timeout: float = Field(default=30.0, gt=0, description="Seconds a request body may "
-                                "stall between reads")
-    keep_alive_timeout: float = Field(default=5.0, gt=0, description="Seconds an idle "
-                                      "kept-alive connection stays open")
-    max_connections: int = Field(default=4096, ge=1, description="Client connections served at "
-                                 "once; past it 503, past twice it closed at once (lowered to "
-                                 "fit the open-file limit)")
