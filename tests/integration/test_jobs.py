@@ -15,6 +15,7 @@ import pytest
 from rbee.client import QueenClient
 from rbee.client._client import StreamEvent, job_events
 from tests.support.daemons import Daemon, rbee_env, run_cli, start_queen
+from tests.support.invariants import Timed, assert_invariants
 
 pytestmark = pytest.mark.e2e
 Clients = Callable[[str], QueenClient]
@@ -226,8 +227,10 @@ def test_a_client_resuming_after_a_queen_crash_gets_the_end_from_any_id_it_saw(
             rest = list(client.follow(job, after=ev.seq))
             assert rest and rest[-1] == replay[end], f"resume after {ev.seq}"
             assert all(r.seq > ev.seq for r in rest)
+        assert_invariants(queen.url, Timed())  # the job ended exactly once; nothing leaked
     finally:
         queen.stop()
+    assert not queen.leftovers()
 
 
 def _damage_pages(state: Path) -> None:

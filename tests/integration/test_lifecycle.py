@@ -17,6 +17,7 @@ import pytest
 from rbee.client import QueenClient
 from rbee.core.errors import RbeeError
 from tests.support.daemons import Daemon, rbee_env, run_cli, start_queen
+from tests.support.invariants import Timed, assert_invariants
 
 pytestmark = pytest.mark.e2e
 
@@ -193,6 +194,7 @@ def test_a_killed_local_hive_is_restarted_and_health_tells_the_truth(queen: Daem
     assert f"local hive (pid {hive.pid}) killed by SIGKILL" in queen.log.read_text()
     status = run_cli(queen.env, "queen", "status")
     assert status.returncode == 0 and f"at {queen.url}: ok" in status.stdout
+    assert_invariants(queen.url, Timed())  # every job of the test ended exactly once
 
 
 def test_a_worker_that_fails_to_load_is_ended(queen: Daemon, tmp_path: Path) -> None:

@@ -64,15 +64,19 @@ def _reserved(http: httpx.Client) -> list[str]:
     return [f"{d['key']} reserves {d['reserved']}" for d in devices if d["reserved"]]
 
 
-def assert_invariants(url: str, timed: Timed, job_ids: Sequence[str] = (),
+def assert_invariants(url: str, timed: Timed, job_ids: Sequence[str] | None = None,
                       stop_workers: bool = True, token: str | None = None) -> None:
     """Every request ended within its bound, every admission slot came back, every job
-    ended exactly once; with `stop_workers`, stopping every worker frees every reservation.
+    (`job_ids`, or every job the queen lists) ended exactly once; with `stop_workers`,
+    stopping every worker frees every reservation.
     `token`: the queen's API token, when it requires one (a queen bound beyond loopback)."""
     assert timed.late() == [], "requests waited past their deadline"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     with httpx.Client(base_url=url, timeout=30, headers=headers) as http:
         assert _eventually(lambda: _busy_queues(http), 10.0) == [], "admission slots leaked"
+        if job_ids is None:
+            listed = http.get("/v1/jobs", params={"limit": 1000}).json()["data"]
+            job_ids = [job["job_id"] for job in listed]
         assert _eventually(lambda: _job_problems(http, list(job_ids)), 10.0) == []
         if stop_workers:
             for worker in http.get("/v1/workers").json():
