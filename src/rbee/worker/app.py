@@ -43,6 +43,15 @@ async def _as_json(work: Awaitable[dict[str, Any]]) -> Response:
     return JSONResponse(await work)
 
 
+def _health(runtime: Runtime) -> Response:
+    body: dict[str, Any] = {"status": "ok", "state": runtime.state.value, "load": runtime.load}
+    stalled = runtime.stalled_for()
+    if stalled is not None:  # alive, but the engine is stuck: not a worker to route to
+        body.update(status="stalled", stalled_seconds=round(stalled, 1))
+        return JSONResponse(body, status_code=503)
+    return JSONResponse(body)
+
+
 def _outputs(runtime: Runtime, body: ChatCompletionRequest | CompletionRequest,
              request: Request) -> AsyncIterator[Output]:
     until = _deadline(request)
@@ -91,7 +100,7 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None) -> Sta
         check_bearer(request.headers.get("authorization"), token)
 
     async def health(_: Request) -> Response:
-        return JSONResponse({"status": "ok", "state": runtime.state.value, "load": runtime.load})
+        return _health(runtime)
 
     async def ready(_: Request) -> Response:
         status = ReadyStatus(ready=runtime.state is WorkerState.READY, state=runtime.state,

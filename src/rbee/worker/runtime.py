@@ -8,6 +8,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 
+from rbee.core.clock import Clock, SystemClock
 from rbee.core.errors import EngineError, WorkerUnavailable
 from rbee.core.states import WorkerState
 from rbee.engines.base import Engine, GenerationRequest, Output
@@ -19,7 +20,8 @@ _END = object()
 class Runtime:
     """Owns one engine. One generation runs at a time; others wait their turn."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, clock: Clock | None = None,
+                 stall_after: float = 120.0) -> None:
         self.engine = engine
         self.state = WorkerState.STARTING
         self.progress = 0.0
@@ -27,6 +29,18 @@ class Runtime:
         self.error: str | None = None
         self.load = 0
         self._engine_lock = threading.Lock()
+        self._clock = clock or SystemClock()
+        self._stall_after = stall_after
+        self._last_output = self._clock.monotonic()  # while busy: when the engine last spoke
+
+    def stalled_for(self) -> float | None:
+        """Seconds the engine has produced nothing while requests wait on it, once that is
+        past `stall_after` (None otherwise). A stuck engine leaves the HTTP side answering, so
+        /health says so and the queen's liveness takes the worker out of routing."""
+        if self.load == 0:
+            return None
+        silent = self._clock.monotonic() - self._last_output
+        return silent if silent > self._stall_after else None
 
     def _on_progress(self, fraction: float, stage: str) -> None:
         self.progress = fraction
@@ -74,11 +88,14 @@ class Runtime:
             finally:
                 send(_END)
 
+        if self.load == 0:  # idle until now: the silence starts here, not at the last answer
+            self._last_output = self._clock.monotonic()
         self.load += 1
         thread = threading.Thread(target=produce, name="generate", daemon=True)
         thread.start()
         try:
             while (item := await queue.get()) is not _END:
+                self._last_output = self._clock.monotonic()
                 if isinstance(item, EngineError):
                     raise item
                 if isinstance(item, Exception):

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         defaults=SamplingDefaults(temperature=settings.temperature, top_p=settings.top_p,
                                   top_k=settings.top_k, repeat_penalty=settings.repeat_penalty),
     )
-    runtime = Runtime(build_engine(settings.engine, options))
+    runtime = Runtime(build_engine(settings.engine, options), stall_after=settings.stall_timeout)
     app = create_app(runtime, model=settings.model, token=token)
     serve(app, host=settings.host, port=settings.port, fd=settings.fd,
           parent_pid=settings.parent_pid, limits=settings)

@@ -31,6 +31,9 @@ class WorkerSettings(ListenerSettings):
     fd: int | None = Field(default=None, description="Serve on this inherited socket")
     token: str | None = Field(default=None, description="Bearer token callers must present")
     parent_pid: int | None = Field(default=None, description="Exit when this process is gone")
+    stall_timeout: float = Field(default=120.0, gt=0, description="Seconds the engine may "
+                                 "produce nothing while requests wait before /health says "
+                                 "'stalled' (503) and the queen stops routing here")
     fake_tokens_per_second: float = Field(default=0.0, description="Fake engine speed (0: max)")
     fake_load_seconds: float = Field(default=0.0, description="Fake engine load time")
     fake_fail_after: int | None = Field(default=None, description="Fake engine fails after N")

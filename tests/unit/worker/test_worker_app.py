@@ -6,6 +6,8 @@ import httpx
 import pytest
 
 from rbee.api.cluster import DEADLINE_HEADER
+from rbee.core.clock import FakeClock
+from rbee.engines.base import GenerationRequest
 from rbee.engines.fake import FakeEngine
 from rbee.worker.app import create_app
 from rbee.worker.runtime import Runtime
@@ -46,3 +48,22 @@ async def test_the_queens_deadline_stops_generation() -> None:
                               headers={DEADLINE_HEADER: "soon"})
         assert r.status_code == 400
     assert runtime.load == 0  # every generation ended
+
+
+async def test_a_stuck_engine_makes_health_say_stalled() -> None:
+    """The HTTP side still answers when the engine hangs inside a token: /health must not
+    say ok then, or the queen keeps routing to it."""
+    clock = FakeClock()
+    runtime = Runtime(FakeEngine(tokens_per_second=2), clock=clock, stall_after=10.0)
+    await runtime.load_engine()
+    async with await _client(runtime) as client:
+        assert (await client.get("/health")).status_code == 200
+        stream = runtime.generate(GenerationRequest(kind="completion", prompt="x",
+                                                    max_tokens=100))
+        await anext(stream)  # busy, and it just produced a token
+        assert (await client.get("/health")).status_code == 200
+        clock.advance(11.0)  # nothing since
+        r = await client.get("/health")
+        assert r.status_code == 503 and r.json()["status"] == "stalled"
+        await stream.aclose()  # type: ignore[attr-defined]
+        assert (await client.get("/health")).status_code == 200  # idle again
