@@ -13,7 +13,7 @@ py=.venv/bin/python
 # This machine's pip config names local mirrors that may not exist; hide that noise only.
 pip() { "$py" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 # Pinned installs (constraints.txt): a fresh machine gets the versions CI proved.
-pip install -q "pip==$(sed -n 's/^# pip==//p' constraints.txt)" >/dev/null
+pip install -q "pip==$(sed -n 's/^# pip==\([^ ]*\).*/\1/p' constraints.txt)" >/dev/null
 if ! ls "$cache"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   echo "rbee: building llama-cpp-python $LLAMA_VERSION (portable, ~6 min on 2 cores, cached afterwards)…"
   tmp=$(mktemp -d)

@@ -54,3 +54,13 @@ def test_daemon_imports_print_no_warnings() -> None:
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
+
+
+def test_the_pinned_installer_version_is_read_as_a_version() -> None:
+    """install.sh reads pip's own pin from constraints.txt with a shell substitution."""
+    script = (ROOT / "scripts" / "install.sh").read_text()
+    found = re.search(r'"pip==\$\((.+)\)"', script)
+    assert found is not None
+    done = subprocess.run(["bash", "-c", found.group(1)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30, check=True)
+    assert re.fullmatch(r"\d+(\.\d+)+\n", done.stdout), done.stdout
