@@ -186,7 +186,7 @@ async def _transport_hop(worker_url: str, n: int) -> list[float]:
     try:
         for i in range(n + 50):
             t0 = time.perf_counter()
-            call = calls.add("w")
+            call = calls.add("w", url)
             async with call.waiting(loop.time() + 600.0):
                 await transport.post(url, BODY, headers)
             calls.untrack(call)

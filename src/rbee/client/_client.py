@@ -77,13 +77,21 @@ def _json(data: str) -> dict[str, Any]:
     return found
 
 
+STREAM_SILENCE = 45.0  # three missed keep-alives of a job stream: the queen is not answering
+
+
 class QueenClient:
     def __init__(self, base_url: str, token: str | None = None, *,
-                 transport: httpx.BaseTransport | None = None, timeout: float = 30.0) -> None:
+                 transport: httpx.BaseTransport | None = None, timeout: float = 30.0,
+                 stream_silence: float = STREAM_SILENCE) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
+        # Every call has a deadline: a queen that hangs (stopped, cut off) still accepts TCP
+        # connections from its backlog, and would otherwise hold the CLI forever.
         self._http = httpx.Client(base_url=self.base_url, headers=headers, transport=transport,
-                                  timeout=httpx.Timeout(timeout, read=None))
+                                  timeout=httpx.Timeout(timeout))
+        # A job stream may be quiet for long, but the queen sends a keep-alive every 15 s.
+        self._stream_timeout = httpx.Timeout(timeout, read=stream_silence)
 
     def close(self) -> None:
         self._http.close()
@@ -135,7 +143,8 @@ class QueenClient:
         while True:
             headers = {"Last-Event-ID": str(last)}
             try:
-                with self._http.stream("GET", f"/v1/jobs/{job_id}/stream", headers=headers) as r:
+                with self._http.stream("GET", f"/v1/jobs/{job_id}/stream", headers=headers,
+                                       timeout=self._stream_timeout) as r:
                     if r.status_code >= 400:
                         r.read()
                         raise from_envelope(r.status_code, r.json())

@@ -135,6 +135,13 @@ class WorkerUnreachable(WorkerUnavailable):
     code = "worker_unreachable"
 
 
+class WorkerNotReady(WorkerUnreachable):
+    """A worker refused before answering anything (still loading, stopping): try another.
+    Reaches a client, if every try fails, as the worker's own 503 `worker_unavailable`."""
+
+    code = "worker_unavailable"
+
+
 class DeadlineExceeded(RbeeError):
     """The request's own deadline (the client's timeout) passed before it was answered."""
 

@@ -65,8 +65,9 @@ class Watch:
 class Call:
     """One request to one worker. `reason` says why it was ended early (None: it wasn't)."""
 
-    def __init__(self, worker_id: str) -> None:
+    def __init__(self, worker_id: str, url: str) -> None:
         self.worker_id = worker_id
+        self.url = url  # liveness probes it from here, even once the registry dropped it
         self.reason: str | None = None
         self._scope: asyncio.Timeout | None = None
         self._cut: Callable[[], None] | None = None
@@ -90,7 +91,8 @@ class Call:
             return
         self.reason = reason
         if self._scope is not None:
-            self._scope.reschedule(asyncio.get_running_loop().time())
+            if not self._scope.expired():  # already ending by its own deadline: let it
+                self._scope.reschedule(asyncio.get_running_loop().time())
         elif self._cut is not None:
             self._cut()
 
@@ -101,8 +103,8 @@ class Calls:
     def __init__(self) -> None:
         self._by_worker: dict[str, set[Call]] = {}
 
-    def add(self, worker_id: str) -> Call:
-        call = Call(worker_id)
+    def add(self, worker_id: str, url: str) -> Call:
+        call = Call(worker_id, url)
         self._by_worker.setdefault(worker_id, set()).add(call)
         return call
 
@@ -113,8 +115,9 @@ class Calls:
             if not calls:
                 del self._by_worker[call.worker_id]
 
-    def busy(self) -> list[str]:
-        return list(self._by_worker)
+    def busy(self) -> dict[str, str]:
+        """Workers with calls in flight, and the URL each is called at."""
+        return {worker_id: next(iter(calls)).url for worker_id, calls in self._by_worker.items()}
 
     def abort_worker(self, worker_id: str, reason: str) -> int:
         """End every call to `worker_id`; how many there were."""
@@ -142,8 +145,10 @@ class ClientDeadline:
 
 
 NO_DEADLINE = ClientDeadline()
+# The Stainless SDKs' timeouts bound a wait for bytes (the Python SDK's is httpx's per-read
+# timeout; the Node SDK's covers the wait for headers), never a whole stream: both are `read`.
 TIMEOUT_HEADERS = {"x-request-timeout": "until", "x-stainless-read-timeout": "read",
-                   "x-stainless-timeout": "until"}
+                   "x-stainless-timeout": "read"}
 
 
 def client_deadline(headers: Mapping[str, str], now: float, cap: float) -> ClientDeadline:

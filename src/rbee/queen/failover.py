@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from rbee.api.cluster import WorkerInfo
-from rbee.core.errors import WorkerUnreachable
+from rbee.core.errors import WorkerNotReady, WorkerUnreachable
 from rbee.models.catalog import ModelRef
 from rbee.queen.dispatch import Dispatcher, Hints, Narrator
 from rbee.queen.registry import Registry
@@ -29,7 +29,10 @@ async def with_failover(dispatcher: Dispatcher, registry: Registry, ref: ModelRe
         try:
             return await attempt(worker)
         except WorkerUnreachable as exc:
-            if worker.id not in registry.unresponsive():
+            if isinstance(exc, WorkerNotReady):
+                # It answered, so its hive is fine; its next report tells what it really is.
+                registry.drop_worker(worker.hive_id, worker.id)
+            elif worker.id not in registry.unresponsive():
                 # The worker (or its whole hive) is gone: stop routing to it until its hive
                 # reports it again, and try the next one. (One that liveness took out is
                 # already skipped, and its hive is fine: it stays listed until it answers.)

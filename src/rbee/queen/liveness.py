@@ -35,26 +35,32 @@ class Liveness:
 
     async def run(self) -> None:
         while True:
-            await self.tick()
+            try:
+                await self.tick()
+            except Exception:  # a dead monitor would bring back every hang it exists for
+                logger.exception("liveness tick failed; going on")
             await asyncio.sleep(self._interval)
 
     async def tick(self) -> None:
-        watched = set(self._calls.busy()) | self._registry.unresponsive()
-        for gone in self._last_ok.keys() - watched:
+        # Busy workers are probed at the URL their calls use, even once the registry dropped
+        # them (a failed-over request drops its worker; its other calls still need ending).
+        targets = self._calls.busy()
+        for worker_id in self._registry.unresponsive() - targets.keys():
+            info = self._registry.worker(worker_id)
+            if info is None:  # gone meanwhile (stopped, or its hive forgotten)
+                self._registry.set_unresponsive(worker_id, False)
+            else:
+                targets[worker_id] = info.url
+        for gone in self._last_ok.keys() - targets.keys():
             del self._last_ok[gone]
         now = self._clock.monotonic()
-        targets = []
-        for worker_id in watched:
-            info = self._registry.worker(worker_id)
-            if info is None:  # dropped meanwhile (stopped, or its hive forgotten)
-                self._registry.set_unresponsive(worker_id, False)
-                continue
+        for worker_id in targets:
             self._last_ok.setdefault(worker_id, now)
-            targets.append((worker_id, info.url))
+        order = list(targets.items())
         answers = await asyncio.gather(*(self._transport.probe(url + "/health")
-                                         for _, url in targets))
+                                         for _, url in order))
         now = self._clock.monotonic()
-        for (worker_id, _), ok in zip(targets, answers, strict=True):
+        for (worker_id, _), ok in zip(order, answers, strict=True):
             if ok:
                 self._answered(worker_id, now)
             elif now - self._last_ok[worker_id] >= self._timeout:

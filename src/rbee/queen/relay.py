@@ -23,6 +23,7 @@ from rbee.api.cluster import DEADLINE_HEADER, WorkerInfo
 from rbee.core.errors import (
     DeadlineExceeded,
     RbeeError,
+    WorkerNotReady,
     WorkerUnavailable,
     WorkerUnreachable,
     from_envelope,
@@ -32,6 +33,8 @@ from rbee.queen.credentials import Credentials
 from rbee.queen.registry import Registry
 from rbee.queen.transport import Deadlines, TransportError, Upstream, WorkerTransport
 from rbee.web.streaming import DisconnectAwareStream
+
+CUT_GRACE = 5.0  # seconds a cut stream has to deliver its error frame before it is ended
 
 
 class Relay:
@@ -66,8 +69,19 @@ class Relay:
             return Response(body, status, media_type="application/json")
         call, upstream, watch = await self._open_stream(worker, path, raw, deadline)
         finish = _once(lambda: self._end(call, upstream, watch, on_close))
-        return DisconnectAwareStream(self._pipe(worker, call, upstream, watch, finish),
-                                     on_close=finish)
+        response = DisconnectAwareStream(self._pipe(worker, call, upstream, watch, finish),
+                                         on_close=finish)
+        loop = asyncio.get_running_loop()
+
+        def cut() -> None:
+            # The pipe now ends with an error frame. A client that stopped reading (its
+            # connection open, its window shut) would block that send, and keep the worker
+            # and the admission slot, forever: the response itself ends if it hasn't soon.
+            upstream.close()
+            loop.call_later(CUT_GRACE, response.abort)
+
+        call.streaming(cut)
+        return response
 
     async def _call_whole(self, worker: WorkerInfo, path: str, raw: bytes,
                           deadline: ClientDeadline) -> tuple[int, bytes]:
@@ -77,15 +91,21 @@ class Relay:
         call = self._begin(worker)
         try:
             async with call.waiting(_earliest(ours, theirs)):
-                return await self._transport.post(worker.url + path, raw,
-                                                  self._headers(worker, deadline.until))
+                status, body = await self._transport.post(worker.url + path, raw,
+                                                          self._headers(worker, deadline.until))
         except TimeoutError as exc:
             client_first = theirs is not None and theirs <= ours
-            raise self._timed_out(worker, call, client_first, self._deadlines.response) from exc
+            # A live worker still generating after `response` seconds: not retried elsewhere
+            # (that would run the whole generation again); one liveness ended is.
+            raise self._timed_out(worker, call, client_first, self._deadlines.response,
+                                  retry=False) from exc
         except TransportError as exc:
             raise WorkerUnreachable(f"worker {worker.id}: {exc}") from exc
         finally:
             self._done(call)
+        if status == 503:
+            raise _refusal(worker, status, body)  # not ready after all: another worker
+        return status, body
 
     async def _open_stream(self, worker: WorkerInfo, path: str, raw: bytes,
                            deadline: ClientDeadline) -> tuple[Call, Upstream, Watch]:
@@ -100,9 +120,11 @@ class Relay:
                 upstream = await self._transport.open(worker.url + path, raw,
                                                       self._headers(worker, deadline.until))
                 if upstream.status != 200:
-                    body = await upstream.read()
-                    upstream.release()
-                    raise from_envelope(upstream.status, _json(body))
+                    try:
+                        body = await upstream.read()
+                    finally:
+                        upstream.close()  # an error answer: never worth reusing
+                    raise _refusal(worker, upstream.status, body)
         except TimeoutError as exc:
             self._done(call)
             raise self._timed_out(worker, call, theirs is not None and theirs <= first,
@@ -117,24 +139,25 @@ class Relay:
         idle = _earliest(self._deadlines.idle, deadline.read)
         watch = Watch(loop, call.abort, first=_earliest(first - loop.time(), deadline.read),
                       idle=idle, until=deadline.until)
-        call.streaming(upstream.close)
+        call.streaming(upstream.close)  # forward() adds ending the response to that
         return call, upstream, watch
 
     def _begin(self, worker: WorkerInfo) -> Call:
         self._registry.acquire(worker.id)
-        return self.calls.add(worker.id)
+        return self.calls.add(worker.id, worker.url)
 
     def _done(self, call: Call) -> None:
         self.calls.untrack(call)
         self._registry.release(call.worker_id)
 
     def _timed_out(self, worker: WorkerInfo, call: Call, client_deadline: bool,
-                   limit: float) -> RbeeError:
+                   limit: float, retry: bool = True) -> RbeeError:
         if call.reason is not None:  # aborted: the worker stopped answering
             return WorkerUnreachable(f"worker {worker.id}: {call.reason}")
         if client_deadline:
             return DeadlineExceeded("the request's deadline passed before the worker answered")
-        return WorkerUnreachable(f"worker {worker.id}: no answer within {limit:g}s")
+        cls = WorkerUnreachable if retry else WorkerUnavailable
+        return cls(f"worker {worker.id}: no answer within {limit:g}s")
 
     def _stream_error(self, worker: WorkerInfo, call: Call, detail: str) -> RbeeError:
         if call.reason == DEADLINE:
@@ -160,9 +183,9 @@ class Relay:
                 yield sse.data_frame(err.to_envelope())
                 yield sse.DONE
         except TransportError as exc:
-            # Headers are gone: the error becomes a frame, then [DONE].
-            yield sse.data_frame(self._stream_error(worker, call, str(exc)).to_envelope())
-            yield sse.DONE
+            if not ended:  # headers are gone: the error becomes a frame, then [DONE]
+                yield sse.data_frame(self._stream_error(worker, call, str(exc)).to_envelope())
+                yield sse.DONE
         finally:
             finish()
 
@@ -212,6 +235,15 @@ async def _sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
             data = sse.parse_data_line(line.decode().rstrip("\r"))
             if data is not None:
                 yield data
+
+
+def _refusal(worker: WorkerInfo, status: int, body: bytes) -> RbeeError:
+    """A worker's error answer, rebuilt; its 503 `worker_unavailable` (not ready: loading,
+    stopping) becomes WorkerNotReady, which the caller fails over."""
+    err = from_envelope(status, _json(body))
+    if status == 503 and err.code == WorkerNotReady.code:
+        return WorkerNotReady(f"worker {worker.id}: {err.message}")
+    return err
 
 
 def _earliest(ours: float, theirs: float | None) -> float:

@@ -106,8 +106,9 @@ class HiveSupervisor:
             started_at = self._clock.monotonic()
             try:
                 self._hive.start()
-            except OSError as exc:  # e.g. no memory to fork: the dead process stays, so the
-                logger.error("local hive did not start: %s", exc)  # next loop retries later
+            except Exception:  # e.g. no memory to fork: the dead process stays, so the next
+                # loop retries later; anything escaping here would end supervision unseen.
+                logger.exception("local hive did not start; retrying")
                 continue
             self.restarts += 1
             self.state = "running"

@@ -15,6 +15,8 @@ from typing import Protocol
 
 import aiohttp
 
+KEEPALIVE = 4.0  # seconds an idle connection to a worker is kept (workers close theirs at 5)
+
 
 class TransportError(ConnectionError):
     """The worker could not be reached, or the connection broke: a library's error, once."""
@@ -104,19 +106,30 @@ class AiohttpTransport:
     def __init__(self, deadlines: Deadlines) -> None:
         self._deadlines = deadlines
         self._session: aiohttp.ClientSession | None = None
+        self._probes: aiohttp.ClientSession | None = None
+
+    def _new_session(self, per_host: int) -> aiohttp.ClientSession:
+        # Idle connections are dropped before a worker's own keep-alive timeout (5 s) closes
+        # them: a POST on a connection the worker is closing fails, and is not retried.
+        connector = aiohttp.TCPConnector(limit=1024, limit_per_host=per_host,
+                                         keepalive_timeout=KEEPALIVE)
+        d = self._deadlines
+        timeout = aiohttp.ClientTimeout(total=None, connect=d.connect, sock_connect=d.connect)
+        # Workers set no cookies: a dummy jar skips cookie filtering on every request.
+        return aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                     auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
 
     def _client(self) -> aiohttp.ClientSession:
         # Created on first use: a session must be made inside the running event loop.
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=1024, limit_per_host=256,
-                                             keepalive_timeout=30.0)
-            d = self._deadlines
-            timeout = aiohttp.ClientTimeout(total=None, connect=d.connect, sock_connect=d.connect)
-            # Workers set no cookies: a dummy jar skips cookie filtering on every request.
-            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                                  auto_decompress=False,
-                                                  cookie_jar=aiohttp.DummyCookieJar())
+            self._session = self._new_session(per_host=256)
         return self._session
+
+    def _prober(self) -> aiohttp.ClientSession:
+        # Probes have their own pool: a worker whose request pool is full must still answer.
+        if self._probes is None or self._probes.closed:
+            self._probes = self._new_session(per_host=2)
+        return self._probes
 
     async def open(self, url: str, body: bytes, headers: Mapping[str, str]) -> Upstream:
         try:
@@ -139,12 +152,13 @@ class AiohttpTransport:
     async def probe(self, url: str) -> bool:
         try:
             async with asyncio.timeout(self._deadlines.probe):
-                async with self._client().get(url) as response:
+                async with self._prober().get(url) as response:
                     await response.read()
                     return response.status == 200
         except (aiohttp.ClientError, OSError, TimeoutError):
             return False
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._probes):
+            if session is not None:
+                await session.close()

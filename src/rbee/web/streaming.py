@@ -28,10 +28,22 @@ class DisconnectAwareStream(StreamingResponse):
         super().__init__(body, media_type=media_type, headers=SSE_HEADERS)
         self._body = body
         self._on_close = on_close
+        self._scope: anyio.CancelScope | None = None
+        self._aborted = False
+
+    def abort(self) -> None:
+        """End the response now, even while a send is blocked (a client that stopped reading
+        but keeps its connection open would otherwise hold it, and its slot, forever)."""
+        self._aborted = True
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             async with anyio.create_task_group() as tg:
+                self._scope = tg.cancel_scope
+                if self._aborted:
+                    tg.cancel_scope.cancel()
 
                 async def watch() -> None:
                     while (await receive())["type"] != "http.disconnect":

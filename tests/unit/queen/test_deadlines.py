@@ -13,9 +13,16 @@ from starlette.responses import StreamingResponse
 
 from rbee.api.cluster import DEADLINE_HEADER, Device, HiveTelemetry, WorkerInfo
 from rbee.core.clock import FakeClock
-from rbee.core.errors import DeadlineExceeded, InvalidRequest, WorkerUnreachable
+from rbee.core.errors import (
+    DeadlineExceeded,
+    InvalidRequest,
+    WorkerNotReady,
+    WorkerUnavailable,
+    WorkerUnreachable,
+)
 from rbee.core.states import WorkerState
-from rbee.queen.calls import UNRESPONSIVE, ClientDeadline, client_deadline
+from rbee.queen import relay as relay_module
+from rbee.queen.calls import UNRESPONSIVE, Call, ClientDeadline, client_deadline
 from rbee.queen.credentials import Credentials
 from rbee.queen.liveness import Liveness
 from rbee.queen.registry import Registry
@@ -61,18 +68,21 @@ def _errors(frames: list[bytes]) -> list[dict[str, object]]:
 def _clean(registry: Registry, relay: Relay) -> None:
     """No leaked in-flight count or tracked call."""
     assert registry.inflight("w1") == 0
-    assert relay.calls.busy() == []
+    assert relay.calls.busy() == {}
 
 
 # -- whole answers ---------------------------------------------------------------------
 
 
-async def test_a_hung_worker_ends_at_the_response_deadline_and_may_fail_over() -> None:
+async def test_a_live_worker_past_the_response_deadline_is_not_run_again_elsewhere() -> None:
+    """Liveness says it answers: it is generating, and another worker would only run the
+    whole generation again. So the error is final (WorkerUnavailable), not failed over."""
     registry, relay, _ = _setup(FakeTransport({"http://w1": HANG}))
     started = time.monotonic()
-    with pytest.raises(WorkerUnreachable, match="no answer within"):
+    with pytest.raises(WorkerUnavailable, match="no answer within") as info:
         await relay.forward(_worker("w1"), "/v1/completions", b"{}", stream=False)
     assert time.monotonic() - started < 1.0
+    assert not isinstance(info.value, WorkerUnreachable)
     _clean(registry, relay)
 
 
@@ -262,6 +272,9 @@ def test_client_deadline_headers() -> None:
     assert client_deadline({}, 100.0, 60.0) == ClientDeadline()
     d = client_deadline({"x-stainless-read-timeout": "600"}, 100.0, 3600.0)
     assert d == ClientDeadline(until=None, read=600.0)
+    # The Node SDK's header bounds the wait for headers, never a whole stream.
+    d = client_deadline({"x-stainless-timeout": "60"}, 100.0, 3600.0)
+    assert d == ClientDeadline(until=None, read=60.0)
     d = client_deadline({"x-request-timeout": "7200", "x-stainless-read-timeout": "5"},
                         100.0, 3600.0)
     assert d == ClientDeadline(until=3700.0, read=5.0)  # capped
@@ -269,3 +282,87 @@ def test_client_deadline_headers() -> None:
     for bad in ("soon", "-1", "0", "nan", "inf"):
         with pytest.raises(InvalidRequest, match="x-request-timeout"):
             client_deadline({"x-request-timeout": bad}, 100.0, 60.0)
+
+
+# -- races and the review's cases ------------------------------------------------------
+
+
+async def test_an_abort_as_the_deadline_fires_is_harmless() -> None:
+    """The deadline's callback and liveness's abort in one loop pass: no RuntimeError."""
+    loop = asyncio.get_running_loop()
+    call = Call("w1", "http://w1")
+    errors: list[BaseException] = []
+
+    def abort() -> None:
+        try:
+            call.abort(UNRESPONSIVE)
+        except BaseException as exc:
+            errors.append(exc)
+
+    with pytest.raises(TimeoutError):
+        async with call.waiting(loop.time() + 0.02):
+            loop.call_at(loop.time() + 0.0201, abort)  # runs right after the deadline's
+            await asyncio.sleep(1)
+    assert errors == []
+
+
+async def test_liveness_still_ends_calls_of_a_worker_the_registry_dropped() -> None:
+    """A failed-over request drops its worker from the registry; its other hung calls must
+    still be ended (partition: a new connect fails before liveness decides)."""
+    transport = FakeTransport({"http://w1": HANG}, alive={"http://w1": False})
+    registry, relay, clock = _setup(transport, Deadlines(response=30.0))
+    liveness = Liveness(registry, relay.calls, transport, clock, interval=1.0, timeout=5.0)
+    call = asyncio.ensure_future(relay.forward(_worker("w1"), "/v1/completions", b"{}",
+                                               stream=False))
+    await asyncio.sleep(0.01)
+    registry.drop_worker("h1", "w1")
+    await liveness.tick()
+    clock.advance(5.0)
+    await liveness.tick()
+    with pytest.raises(WorkerUnreachable, match=UNRESPONSIVE):
+        await asyncio.wait_for(call, 1.0)
+    assert relay.calls.busy() == {}
+
+
+async def test_a_cut_stream_whose_client_stopped_reading_still_ends(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that keeps its connection but reads nothing blocks the response's send; a
+    cut must still end the response, and give back the worker and the slot."""
+    monkeypatch.setattr(relay_module, "CUT_GRACE", 0.05)
+    upstream = FakeUpstream()
+    registry, relay, _ = _setup(FakeTransport({"http://w1": upstream}),
+                                Deadlines(first_byte=30.0, idle=30.0))
+    closed: list[bool] = []
+    response = await relay.forward(_worker("w1"), "/v1/chat/completions", b"{}", stream=True,
+                                   on_close=lambda: closed.append(True))
+    upstream.send(FRAME)
+    sent: list[dict[str, object]] = []
+    stuck = asyncio.Event()
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+        if message.get("body") == FRAME:
+            stuck.set()
+            await asyncio.Event().wait()  # the client's window is shut: this send never ends
+
+    async def receive() -> dict[str, object]:
+        await asyncio.Event().wait()  # and it never hangs up either
+        return {}
+
+    serving = asyncio.ensure_future(response({"type": "http"}, receive, send))
+    await asyncio.wait_for(stuck.wait(), 1.0)
+    relay.calls.abort_worker("w1", UNRESPONSIVE)
+    await asyncio.wait_for(serving, 2.0)
+    assert closed == [True]
+    _clean(registry, relay)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_worker_that_says_not_ready_is_failed_over(stream: bool) -> None:
+    refusal = (503, json.dumps({"error": {"message": "worker is loading", "type": "x",
+                                          "param": None, "code": "worker_unavailable"}}).encode())
+    transport = FakeTransport({"http://w1": refusal, "http://w2": (200, b'{"ok":true}')})
+    registry, relay, _ = _setup(transport)
+    with pytest.raises(WorkerNotReady, match="loading"):
+        await relay.forward(_worker("w1"), "/v1/completions", b"{}", stream=stream)
+    _clean(registry, relay)

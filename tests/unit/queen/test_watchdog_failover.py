@@ -17,6 +17,7 @@ from rbee.core.errors import (
     NoCapacity,
     RbeeError,
     UpstreamError,
+    WorkerNotReady,
     WorkerUnavailable,
     WorkerUnreachable,
 )
@@ -252,6 +253,18 @@ async def test_an_unreachable_worker_is_dropped_and_the_next_one_used(cluster: C
     assert events.events == [("retry", "w1 unreachable; retrying on another worker")]
     assert requests == []
     report(registry, "h1", worker("w1", "h1", A))
+    assert registry.state("h1") == "up"
+
+
+async def test_a_worker_that_is_not_ready_is_skipped_and_its_hive_stays_up(
+        cluster: Cluster) -> None:
+    """It answered (503 before any header): its hive is fine, only it is skipped."""
+    registry, dispatcher, _ = cluster
+    tried: list[str] = []
+    result = await with_failover(dispatcher, registry, parse_ref(A), Hints(), Events(),
+                                 failing(tried, {"w1": WorkerNotReady("w1 is loading")}))
+    assert result == "answer from w2" and tried == ["w1", "w2"]
+    assert registry.find_worker("w1") is None  # until h1's next report says what it is
     assert registry.state("h1") == "up"
 
 
