@@ -28,7 +28,9 @@ class Watch:
 
     One timer per stream, re-armed only when it fires: a data frame costs one clock read.
     Before the first data frame the limit is `first`, afterwards `idle`; `until` (the
-    client's deadline, loop time) caps both.
+    client's deadline, loop time) caps both. A chat stream's first frame (the role) comes at
+    once, so the prompt's evaluation falls under `idle`: that is why its default is long,
+    and why a hung worker is left to liveness (seconds) rather than to these backstops.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_expire: Callable[[str], None], *,

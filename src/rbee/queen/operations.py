@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable
@@ -112,16 +113,17 @@ class Operations:
             ctx.narrate("infer", f"{ref.name} on {worker.id} ({worker.hive_id} {worker.device})")
             sent = time.perf_counter()
             try:
-                async for chunk in self._relay.stream_events(worker, body):
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                    for choice in chunk.get("choices", ()):
-                        text = choice.get("delta", {}).get("content")
-                        if text:
-                            first = first or time.perf_counter()
-                            ctx.token(text, len(parts))
-                            parts.append(text)
-                        finish = choice.get("finish_reason") or finish
+                async with contextlib.aclosing(self._relay.stream_events(worker, body)) as chunks:
+                    async for chunk in chunks:
+                        if chunk.get("usage"):
+                            usage = chunk["usage"]
+                        for choice in chunk.get("choices", ()):
+                            text = choice.get("delta", {}).get("content")
+                            if text:
+                                first = first or time.perf_counter()
+                                ctx.token(text, len(parts))
+                                parts.append(text)
+                            finish = choice.get("finish_reason") or finish
             except WorkerUnreachable as exc:
                 if parts:  # tokens already went out: no silent restart mid-answer
                     raise WorkerUnavailable(f"{exc.message} (mid-stream)") from exc

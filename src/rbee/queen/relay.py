@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from starlette.responses import Response
@@ -199,7 +199,7 @@ class Relay:
 
     async def stream_events(self, worker: WorkerInfo, body: dict[str, Any],
                             deadline: ClientDeadline = NO_DEADLINE
-                            ) -> AsyncIterator[dict[str, Any]]:
+                            ) -> AsyncGenerator[dict[str, Any], None]:
         """Stream a chat completion from a worker as parsed chunks (for the job API)."""
         raw = json.dumps(body).encode()
         call, upstream, watch = await self._open_stream(worker, "/v1/chat/completions", raw,

@@ -220,7 +220,7 @@ class RemoteHive:
             "".join(f"[ -e {shlex.quote(d)} ] || echo {shlex.quote(d)}; " for d in above)
             + "mkdir -p " + " ".join(shlex.quote(t) for t in targets),
             "creating the install directory")
-        return _deepest_first(missing.split())
+        return _deepest_first(missing.splitlines())  # one per line: homes may hold spaces
 
     async def _check(self, venv: str, wanted: Wanted) -> None:
         """Refuse an install whose hive could not serve: a wrong rbee, an engine that does

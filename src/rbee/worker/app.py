@@ -79,11 +79,13 @@ async def within(outputs: AsyncIterator[Output], until: float) -> AsyncIterator[
     answer (an error frame mid-stream). A worker stuck inside one token is the queen's
     to end (its idle deadline)."""
     loop = asyncio.get_running_loop()
-    async for item in outputs:
-        if loop.time() >= until:
-            await outputs.aclose()  # type: ignore[attr-defined]
-            raise DeadlineExceeded("the request's deadline passed during generation")
-        yield item
+    try:
+        async for item in outputs:
+            if loop.time() >= until:
+                raise DeadlineExceeded("the request's deadline passed during generation")
+            yield item
+    finally:  # also when we are closed (a hang-up): the engine stops now, not at GC
+        await outputs.aclose()  # type: ignore[attr-defined]
 
 
 def create_app(runtime: Runtime, *, model: str, token: str | None = None) -> Starlette:
