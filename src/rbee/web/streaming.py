@@ -82,3 +82,5 @@ async def unless_disconnected(request: Request, work: Awaitable[Response]) -> Re
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        elif not task.cancelled():
+            task.exception()  # a failure racing our own cancellation: seen, not "never retrieved"
