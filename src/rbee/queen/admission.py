@@ -50,8 +50,14 @@ class Ticket:
 
 @dataclass
 class _Lane:
+    """`waiting` is a heap that may hold abandoned waiters (their future cancelled): they
+    are dropped when they surface, so leaving the queue costs O(1) and joining O(log n).
+    `queued` counts the live ones; `watchers` how many of them want their position."""
+
     active: int = 0
     waiting: list[_Waiter] = field(default_factory=list)
+    queued: int = 0
+    watchers: int = 0
     durations: deque[float] = field(default_factory=lambda: deque(maxlen=32))
 
 
@@ -72,7 +78,7 @@ class Admission:
 
     def queued(self, model: str) -> int:
         lane = self._lanes.get(model)
-        return len(lane.waiting) if lane else 0
+        return lane.queued if lane else 0
 
     def active(self, model: str) -> int:
         lane = self._lanes.get(model)
@@ -83,7 +89,7 @@ class Admission:
         """Wait for a slot (or raise QueueFull); release the ticket when the request ends."""
         lane = self._lanes.setdefault(model, _Lane())
         # The limit is at least 1: an idle lane admits without counting workers (hot path).
-        if lane.waiting or (lane.active and lane.active >= self._limit(model)):
+        if lane.queued or (lane.active and lane.active >= self._limit(model)):
             await self._wait(model, lane, priority, on_position)
         else:
             lane.active += 1
@@ -106,13 +112,15 @@ class Admission:
 
     async def _wait(self, model: str, lane: _Lane, priority: str,
                     on_position: Position | None) -> None:
-        if len(lane.waiting) >= self._max_queue:
-            raise QueueFull(f"{model}: {len(lane.waiting)} requests already queued "
+        if lane.queued >= self._max_queue:
+            raise QueueFull(f"{model}: {lane.queued} requests already queued "
                             f"(limit {self._max_queue}); retry later",
                             retry_after=self.retry_after(model))
         waiter = _Waiter(PRIORITIES.get(priority, 0), next(self._seq),
                          asyncio.get_running_loop().create_future(), on_position)
         heapq.heappush(lane.waiting, waiter)
+        lane.queued += 1
+        lane.watchers += on_position is not None
         self._announce(lane)
         try:
             await waiter.future
@@ -120,9 +128,12 @@ class Admission:
             if waiter.future.done() and not waiter.future.cancelled():
                 lane.active -= 1  # admitted just as we were cancelled: give the slot back
                 self.wake(model)
-            elif waiter in lane.waiting:
-                lane.waiting.remove(waiter)
-                heapq.heapify(lane.waiting)
+            else:  # gone while queued (client hung up, deadline): its place goes at once
+                waiter.future.cancel()  # and the heap drops it when it surfaces
+                self._left(lane, waiter)
+                if len(lane.waiting) > 2 * lane.queued + 64:  # mostly abandoned: compact
+                    lane.waiting = [w for w in lane.waiting if not w.future.done()]
+                    heapq.heapify(lane.waiting)
                 self._announce(lane)
             raise
 
@@ -135,12 +146,18 @@ class Admission:
         while lane.waiting and lane.active < self._limit(model):
             waiter = heapq.heappop(lane.waiting)
             if waiter.future.done():
-                continue
+                continue  # abandoned: already not counted
+            self._left(lane, waiter)
             lane.active += 1
             waiter.future.set_result(None)
             admitted = True
         if admitted:
             self._announce(lane)
+
+    @staticmethod
+    def _left(lane: _Lane, waiter: _Waiter) -> None:
+        lane.queued -= 1
+        lane.watchers -= waiter.on_position is not None
 
     def wake_all(self) -> None:
         for model in list(self._lanes):
@@ -153,11 +170,16 @@ class Admission:
             return 1.0
         mean = sum(lane.durations) / len(lane.durations)
         workers = max(1, self._capacity(model)) * self._slots
-        return max(1.0, mean * len(lane.waiting) / workers)
+        return max(1.0, mean * lane.queued / workers)
 
     @staticmethod
     def _announce(lane: _Lane) -> None:
-        for position, waiter in enumerate(sorted(lane.waiting), 1):
+        """Positions to the waiters that asked for theirs (job streams). OpenAI requests ask
+        for none: then this costs nothing, however long the queue."""
+        if not lane.watchers:
+            return
+        live = sorted(w for w in lane.waiting if not w.future.done())
+        for position, waiter in enumerate(live, 1):
             if waiter.on_position is not None and waiter.told != position:
                 waiter.told = position
-                waiter.on_position(position, len(lane.waiting))
+                waiter.on_position(position, lane.queued)

@@ -278,3 +278,44 @@ async def test_explain_shows_the_plan_the_dispatcher_then_executes() -> None:
     second = await dispatcher.spawn(ref, hints, Silent())
     assert tuple(hives.stopped) == planned
     assert (second.hive_id, second.device) == ("rig", "cpu")
+
+
+async def test_abandoned_waiters_give_their_place_back_at_once() -> None:
+    """Issue 10.7: three requests whose clients gave up must not keep the queue full."""
+    admission = Admission(FakeClock(), max_queue=3, capacity=lambda model: 1)
+    held = await admission.enter("m")
+    gone = [asyncio.create_task(admission.enter("m")) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert admission.queued("m") == 3
+    for task in gone:
+        task.cancel()
+    await asyncio.gather(*gone, return_exceptions=True)
+    assert admission.queued("m") == 0
+    positions: list[int] = []
+    def seen(at: int, _length: int) -> None:
+        positions.append(at)
+
+    # None refused: the abandoned places are free.
+    live = [asyncio.create_task(admission.enter("m", on_position=seen)) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert admission.queued("m") == 3 and positions == [1, 2, 3]
+    held.release()
+    first = await live[0]  # the abandoned ones are never admitted: the live one is next
+    assert admission.active("m") == 1 and admission.queued("m") == 2
+    first.release()
+    for task in live[1:]:
+        (await task).release()
+    assert admission.active("m") == 0
+
+
+async def test_a_queue_of_abandoned_waiters_is_compacted() -> None:
+    admission = Admission(FakeClock(), max_queue=10_000, capacity=lambda model: 1)
+    await admission.enter("m")
+    for _ in range(5):
+        gone = [asyncio.create_task(admission.enter("m")) for _ in range(100)]
+        await asyncio.sleep(0)
+        for task in gone:
+            task.cancel()
+        await asyncio.gather(*gone, return_exceptions=True)
+    lane = admission._lanes["m"]
+    assert admission.queued("m") == 0 and len(lane.waiting) <= 64 + 100

@@ -64,15 +64,18 @@ async def _complete(request: Request,
     scope = asyncio.timeout_at(deadline.by(loop.time()))
     try:
         async with scope:
-            return await _admitted(svc, request, body.stream, ref, hints, path, raw, deadline)
+            # A client that hangs up while queued (or while a worker is placed) leaves the
+            # queue at once: its place goes to the next, and nobody works for it.
+            return await unless_disconnected(
+                request, _admitted(svc, body.stream, ref, hints, path, raw, deadline))
     except TimeoutError:
         if not scope.expired():
             raise
         raise DeadlineExceeded("the request's deadline passed before it was answered") from None
 
 
-async def _admitted(svc: QueenServices, request: Request, stream: bool | None, ref: ModelRef,
-                    hints: Hints, path: str, raw: bytes, deadline: ClientDeadline) -> Response:
+async def _admitted(svc: QueenServices, stream: bool | None, ref: ModelRef, hints: Hints,
+                    path: str, raw: bytes, deadline: ClientDeadline) -> Response:
     ticket = await svc.admission.enter(ref.name, hints.job.priority if hints.job else
                                        "interactive")
 
@@ -80,8 +83,7 @@ async def _admitted(svc: QueenServices, request: Request, stream: bool | None, r
         if stream:  # the stream itself watches for a hang-up, and frees the slot
             return await svc.relay.forward(worker, path, raw, stream=True,
                                            on_close=ticket.release, deadline=deadline)
-        return await unless_disconnected(request, svc.relay.forward(
-            worker, path, raw, stream=False, deadline=deadline))
+        return await svc.relay.forward(worker, path, raw, stream=False, deadline=deadline)
 
     try:
         response = await with_failover(svc.dispatcher, svc.registry, ref, hints, Silent(),
