@@ -65,6 +65,7 @@ class SchedulingPolicy:
         self.script: Script | None = None
         self.stats = ScriptStats()
         self._turn = 0
+        self._last: dict[str, str] = {}  # model → the worker routed to last (ties take turns)
         self._statics = _Statics()
 
     @property
@@ -107,8 +108,11 @@ class SchedulingPolicy:
                        ) -> tuple[WorkerView | None, Report]:
         if self.routing == "round-robin":
             self._turn += 1
-            req = replace(req, policy=self.routing, turn=self._turn)
-        return route(snapshot, req)  # least-loaded: the request's default
+            return route(snapshot, replace(req, policy=self.routing, turn=self._turn))
+        picked, report = route(snapshot, replace(req, after=self._last.get(req.model)))
+        if picked is not None:  # equally loaded workers take turns (least-loaded ties)
+            self._last[req.model] = picked.info.id
+        return picked, report
 
     # -- placement -----------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ class RouteRequest:
     worker_id: str | None = None
     policy: str = "least-loaded"
     turn: int = 0  # round-robin: the caller's counter
+    after: str | None = None  # least-loaded: the worker picked last, for ties
 
 
 def candidates(snapshot: ClusterSnapshot, req: RouteRequest, report: Report
@@ -56,7 +57,14 @@ def route(snapshot: ClusterSnapshot, req: RouteRequest) -> tuple[WorkerView | No
     if req.policy == "round-robin":
         ordered = sorted(fit, key=lambda w: w.info.id)
         return ordered[req.turn % len(ordered)], report
-    # least-loaded; ties broken by id so decisions are reproducible
+    # least-loaded; equally loaded workers take turns: the first by id after the one picked
+    # last (`after`). Always taking the first sent every sequential request to one worker.
     for w in fit:
         report.score(w.info.id, -(w.inflight + w.info.load))
-    return min(fit, key=lambda w: (w.inflight, w.info.load, w.info.id)), report
+    best = min((w.inflight, w.info.load) for w in fit)
+    ties = sorted((w for w in fit if (w.inflight, w.info.load) == best), key=lambda w: w.info.id)
+    if req.after is not None:
+        for w in ties:
+            if w.info.id > req.after:
+                return w, report
+    return ties[0], report

@@ -168,3 +168,15 @@ def test_scripts_see_what_changed_between_snapshots_and_nothing_stale() -> None:
     assert seen(snap2) == ["w1 m eu-north h200 3",
                            f"h100-eu/cuda:0 GPU {96 * GB} eu-north h200 1"]
     assert seen(snap) == first  # and back
+
+
+def test_equally_loaded_workers_take_turns() -> None:
+    """Issue 10.11: 20 sequential requests to two idle workers went 20/0 to one of them."""
+    policy = SchedulingPolicy()
+    snapshot = cluster(("w1", "h100-eu", 0), ("w2", "a100-us", 0))
+    picks = [policy.route(snapshot, RouteRequest(model="m"))[0] for _ in range(20)]
+    ids = [p.info.id for p in picks if p is not None]
+    assert ids.count("w1") == ids.count("w2") == 10
+    busier = cluster(("w1", "h100-eu", 1), ("w2", "a100-us", 0))  # no tie: the idle one
+    assert {policy.route(busier, RouteRequest(model="m"))[0].info.id  # type: ignore[union-attr]
+            for _ in range(5)} == {"w2"}
