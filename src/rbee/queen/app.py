@@ -18,6 +18,7 @@ from rbee.queen.settings import QueenSettings
 from rbee.web.auth import BearerAuth
 from rbee.web.errors import install_error_handlers
 from rbee.web.limits import BodyLimit
+from rbee.web.origin import BrowserGuard, trusted_hosts
 
 logger = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/health", "/v1/hives/telemetry"})
@@ -74,4 +75,8 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     # hives present their own secret with telemetry.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(BearerAuth, token=settings.api_token, open_paths=OPEN_PATHS)
+    # Outermost: web pages (rebound Host, foreign Origin) are refused before anything else.
+    app.add_middleware(BrowserGuard, allowed_origins=settings.allowed_origins,
+                       allowed_hosts=trusted_hosts(settings.host, settings.api_token,
+                                                   settings.public_url, settings.allowed_hosts))
     return app

@@ -28,6 +28,14 @@ class QueenSettings(ListenerSettings):
     api_token: str | None = Field(default=None, description="Bearer token API clients present "
                                   "(required for a non-loopback bind; prefer the env "
                                   "RBEE_QUEEN_API_TOKEN: argv is visible to every user)")
+    # Browser protection (web/origin.py): JSON lists, e.g. '["http://localhost:3000"]'.
+    allowed_hosts: list[str] = Field(default_factory=list, description="Host names the API "
+                                     "answers besides loopback, IP addresses, the bind "
+                                     "address and public_url's (JSON list; [\"*\"]: any). "
+                                     "Empty with an API token set: any")
+    allowed_origins: list[str] = Field(default_factory=list, description="Web page origins "
+                                       "allowed to call the API (CORS), JSON list, e.g. "
+                                       "[\"http://localhost:3000\"]; [\"*\"]: any")
     state_dir: Path = Field(default_factory=default_state_dir, description="SQLite db, logs, pid")
     local_hive: bool = Field(default=True, description="Start and own a hive on this machine")
     hive_port: int = Field(default=7835, description="Port of the local hive")
