@@ -62,9 +62,14 @@ def route(snapshot: ClusterSnapshot, req: RouteRequest) -> tuple[WorkerView | No
     for w in fit:
         report.score(w.info.id, -(w.inflight + w.info.load))
     best = min((w.inflight, w.info.load) for w in fit)
-    ties = sorted((w for w in fit if (w.inflight, w.info.load) == best), key=lambda w: w.info.id)
-    if req.after is not None:
-        for w in ties:
-            if w.info.id > req.after:
-                return w, report
-    return ties[0], report
+    first = following = None  # one pass, no sort: a model may have hundreds of idle workers
+    for w in fit:
+        if (w.inflight, w.info.load) != best:
+            continue
+        wid = w.info.id
+        if first is None or wid < first.info.id:
+            first = w
+        if req.after is not None and wid > req.after and (
+                following is None or wid < following.info.id):
+            following = w
+    return following or first, report
