@@ -17,6 +17,7 @@ from rbee.web.auth import check_bearer
 from rbee.web.body import parse_body
 from rbee.web.errors import install_error_handlers
 from rbee.web.limits import BodyLimit
+from rbee.web.origin import BrowserGuard, trusted_hosts
 
 logger = logging.getLogger(__name__)
 
@@ -78,4 +79,10 @@ def create_app(services: HiveServices) -> FastAPI:  # noqa: C901 - route closure
         return await sup.stop(worker_id)
 
     app.add_middleware(BodyLimit, max_bytes=1024 * 1024)
+    # No browser has business here: a foreign Origin, or a rebound Host on a hive without a
+    # token (one started by hand on loopback), is refused before anything else.
+    cfg = services.supervisor.config
+    names = () if services.token else (cfg.advertise_host,)
+    app.add_middleware(BrowserGuard, allowed_origins=(),
+                       allowed_hosts=trusted_hosts(cfg.bind_host, services.token, None, names))
     return app
