@@ -10,6 +10,17 @@ import sys
 _PR_SET_PDEATHSIG = 1
 
 
+def python_module(module: str) -> list[str]:
+    """argv that runs `module` with this interpreter, safe from the working directory.
+
+    `python -m` puts the cwd first on sys.path, so a `queue.py` in the folder the queen was
+    started from was imported by its children. `-P` drops exactly that entry. Not `-I`: it
+    also drops PYTHONPATH (an operator's engine or plugin path), the other PYTHON* variables
+    and user site-packages (a `pip install --user` rbee), none of which is the hazard.
+    """
+    return [sys.executable, "-P", "-m", module]
+
+
 def die_with_parent() -> None:
     """preexec_fn: ask Linux to SIGTERM this child when its parent dies.
 

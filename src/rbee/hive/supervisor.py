@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import psutil
 
 from rbee.api.cluster import SpawnWorker, WorkerInfo
 from rbee.core.errors import Conflict, InvalidRequest, RbeeError, WorkerNotFound
+from rbee.core.process import python_module
 from rbee.core.states import WorkerState, can_transition
 from rbee.hive.downloads import resolve
 from rbee.hive.launcher import Launcher, ProcessHandle, kill, terminate
@@ -201,7 +201,7 @@ class Supervisor:
 
     def _argv(self, w: WorkerHandle, fd: int) -> list[str]:
         spec = w.spec
-        argv = [sys.executable, "-m", "rbee.worker", "--worker-id", w.id, "--model", w.ref.name,
+        argv = [*python_module("rbee.worker"), "--worker-id", w.id, "--model", w.ref.name,
                 "--model-path", w.model_path, "--engine", w.engine, "--device", spec.device,
                 "--fd", str(fd), "--parent-pid", str(os.getpid())]
         threads = spec.threads or self.config.default_threads

@@ -7,11 +7,10 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rbee.core.process import die_with_parent
+from rbee.core.process import die_with_parent, python_module
 
 if TYPE_CHECKING:
     from rbee.queen.settings import QueenSettings
@@ -25,7 +24,7 @@ class LocalHive:
                  telemetry_interval: float, log_path: Path, home: Path | None,
                  hf_endpoint: str | None, preload_model: str | None = None,
                  worker_threads: int | None = None) -> None:
-        self._argv = [sys.executable, "-m", "rbee.hive", "--hive-id", HIVE_ID,
+        self._argv = [*python_module("rbee.hive"), "--hive-id", HIVE_ID,
                       "--port", str(port), "--queen-url", queen_url,
                       "--telemetry-interval", str(telemetry_interval),
                       "--parent-pid", str(os.getpid())]

@@ -1,0 +1,57 @@
+"""Issue 10, points 2-4, against real processes: a queen started the way a user would (its
+console script) from a folder holding a hostile `queue.py`, with an API token, a permissive
+umask and an older, world-readable state dir. One worker is spawned by a real request."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.daemons import Daemon, rbee_env, wait_queen
+
+API_TOKEN = "api-s3cret-never-in-children"
+
+
+@pytest.fixture(scope="module")
+def queen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    root = tmp_path_factory.mktemp("isolation")
+    cwd = root / "cwd"
+    cwd.mkdir()
+    # Shadows the standard library's `queue` for any process that puts its cwd on sys.path.
+    (cwd / "queue.py").write_text(f"open({str(root / 'imported')!r}, 'w').close()\n")
+    env = rbee_env(root, RBEE_QUEEN_API_TOKEN=API_TOKEN, RBEE_API_TOKEN=API_TOKEN)
+    state = Path(env["RBEE_QUEEN_STATE_DIR"])
+    (state / "logs").mkdir(parents=True)
+    for folder in (state, state / "logs"):
+        folder.chmod(0o755)
+    (state / "logs" / "old.log").write_text("an older run's prompts\n")
+    (state / "logs" / "old.log").chmod(0o644)
+    log = root / "queen.out"
+    with log.open("ab") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "queen-rbee")], cwd=cwd,
+                                env=env, umask=0o022, stdout=out, stderr=subprocess.STDOUT)
+    daemon = Daemon(proc, env["RBEE_QUEEN_URL"], env, log)
+    try:
+        wait_queen(daemon.url, proc)
+        r = httpx.post(f"{daemon.url}/v1/chat/completions", timeout=60,
+                       headers={"Authorization": f"Bearer {API_TOKEN}"},
+                       json={"model": "rbee-fake", "max_tokens": 3,
+                             "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200, r.text
+        yield daemon
+    finally:
+        daemon.stop()
+        assert not daemon.leftovers()
+
+
+def test_children_do_not_import_from_the_queens_working_directory(queen: Daemon) -> None:
+    # The fixture's request was answered (by a worker the local hive spawned), and no
+    # process imported the `queue.py` in the folder the queen was started from.
+    names = {" ".join(p.cmdline()) for p in queen.descendants()}
+    assert any("rbee.hive" in n for n in names) and any("rbee.worker" in n for n in names)
+    assert not (Path(queen.env["RBEE_QUEEN_STATE_DIR"]).parent / "imported").exists()
