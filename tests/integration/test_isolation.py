@@ -4,6 +4,7 @@ umask and an older, world-readable state dir. One worker is spawned by a real re
 
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -47,6 +48,22 @@ def queen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     finally:
         daemon.stop()
         assert not daemon.leftovers()
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_state_hive_home_and_logs_are_owner_only(queen: Daemon) -> None:
+    state = Path(queen.env["RBEE_QUEEN_STATE_DIR"])
+    home = Path(queen.env["RBEE_QUEEN_HIVE_HOME"])
+    assert {str(p): mode(p) for p in (state, state / "logs", home, home / "logs")} == {
+        str(p): 0o700 for p in (state, state / "logs", home, home / "logs")}
+    files = [state / "queen.pid", state / "logs" / "hive-localhost.log",
+             state / "logs" / "old.log", *(home / "logs").glob("*.log"),
+             *state.glob("queen.db*")]
+    assert state / "queen.db" in files and len(list((home / "logs").glob("*.log"))) == 1
+    assert {str(p): mode(p) for p in files} == {str(p): 0o600 for p in files}
 
 
 def test_children_do_not_import_from_the_queens_working_directory(queen: Daemon) -> None:

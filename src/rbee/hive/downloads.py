@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rbee.core.errors import ModelNotFound, UpstreamError
+from rbee.core.private import private_dir
 from rbee.models.catalog import BUILTINS, ModelRef, builtin_path
 
 ProgressFn = Callable[[int, int | None], None]  # (bytes done, bytes total)
@@ -75,9 +76,11 @@ def _hf(ref: ModelRef, *, cache: Path, endpoint: str | None, progress: ProgressF
     )
 
     assert ref.repo is not None and ref.filename is not None
+    # The cache's metadata names what this hive's users run: private (files: the umask).
+    hf_cache = private_dir(cache / "hf")
     try:
         return str(hf_hub_download(
-            ref.repo, ref.filename, cache_dir=cache / "hf", endpoint=endpoint,
+            ref.repo, ref.filename, cache_dir=hf_cache, endpoint=endpoint,
             tqdm_class=_progress_class(progress) if progress else None))
     except LocalEntryNotFoundError as exc:
         # Not a miss on the hub: the hub could not be asked (down, unreachable, or the

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Protocol
 
+from rbee.core.private import open_private_log
 from rbee.core.process import die_with_parent
 
 
@@ -31,8 +32,7 @@ class SubprocessLauncher:
 
     def launch(self, argv: list[str], env: dict[str, str], pass_fds: tuple[int, ...],
                log_path: Path) -> ProcessHandle:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log:
+        with open(open_private_log(log_path), "ab") as log:
             return subprocess.Popen(
                 argv, env=env, pass_fds=pass_fds, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, preexec_fn=die_with_parent,

@@ -8,6 +8,7 @@ import sys
 
 import httpx
 
+from rbee.core.private import private_dir, private_umask
 from rbee.hive.devices import SystemProbe
 from rbee.hive.launcher import SubprocessLauncher
 from rbee.hive.services import HiveServices, preload
@@ -48,6 +49,10 @@ def main(argv: list[str] | None = None) -> None:
     settings = HiveSettings(_cli_parse_args=sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s hive %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Worker logs hold prompts and answers, the model cache what users run: owner-only,
+    # also for what workers create (they inherit the umask); an older home is tightened.
+    private_umask()
+    private_dir(settings.home, tighten_tree=True)
     services = build_services(settings)
     refuse_open_listener(settings.host, services.token, "rbee-hive")
     # Workers listen on the hive's address: there, they need a token of their own too.

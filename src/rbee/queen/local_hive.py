@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rbee.core.private import open_private_log
 from rbee.core.process import die_with_parent, python_module
 
 if TYPE_CHECKING:
@@ -53,8 +54,7 @@ class LocalHive:
     def start(self) -> None:
         """Must run on the main thread: PDEATHSIG follows the spawning thread."""
         argv = self._argv if self.started else self._argv + self._preload
-        self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._log_path.open("ab") as log:
+        with open(open_private_log(self._log_path), "ab") as log:
             self.process = subprocess.Popen(
                 argv, env=self._env, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, preexec_fn=die_with_parent)

