@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rbee import __version__
 from tests.support.daemons import Daemon, rbee_env, wait_queen
 
 API_TOKEN = "api-s3cret-never-in-children"
@@ -72,3 +73,26 @@ def test_children_do_not_import_from_the_queens_working_directory(queen: Daemon)
     names = {" ".join(p.cmdline()) for p in queen.descendants()}
     assert any("rbee.hive" in n for n in names) and any("rbee.worker" in n for n in names)
     assert not (Path(queen.env["RBEE_QUEEN_STATE_DIR"]).parent / "imported").exists()
+
+
+def test_children_get_their_own_credential_and_no_other(queen: Daemon) -> None:
+    environs = {" ".join(p.cmdline()): Path(f"/proc/{p.pid}/environ").read_bytes()
+                for p in queen.descendants()}
+    hive = next(v for k, v in environs.items() if "rbee.hive" in k).split(b"\0")
+    worker = next(v for k, v in environs.items() if "rbee.worker" in k).split(b"\0")
+    assert not [v for v in environs.values() if API_TOKEN.encode() in v]
+    assert {e.split(b"=")[0] for e in hive if b"TOKEN=" in e} == {
+        b"RBEE_HIVE_TOKEN", b"RBEE_HIVE_WORKER_TOKEN"}
+    assert {e.split(b"=")[0] for e in worker if b"TOKEN=" in e} == {b"RBEE_WORKER_TOKEN"}
+
+
+def test_telemetry_does_not_tell_which_hives_exist(queen: Daemon) -> None:
+    def report(hive_id: str) -> httpx.Response:
+        body = {"hive_id": hive_id, "url": "http://127.0.0.1:1", "version": __version__,
+                "pid": 1, "devices": [], "workers": []}
+        return httpx.post(f"{queen.url}/v1/hives/telemetry", json=body, timeout=10,
+                          headers={"Authorization": "Bearer wrong"})
+
+    known, unknown = report("localhost"), report("no-such-hive")
+    assert known.status_code == unknown.status_code == 401
+    assert known.json() == unknown.json()

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rbee.api.cluster import SpawnWorker
 from rbee.core.process import python_module
 from rbee.core.states import WorkerState
@@ -38,4 +40,32 @@ async def test_workers_start_without_the_working_directory_on_sys_path(tmp_path:
     await wait_state(sup, "w1", WorkerState.READY)
     argv, _ = launcher.launched[0]
     assert argv[:4] == [sys.executable, "-P", "-m", "rbee.worker"]
+    await sup.stop_all()
+
+
+SECRETS = {"RBEE_QUEEN_API_TOKEN": "api", "RBEE_API_TOKEN": "api", "RBEE_QUEEN_HIVE_TOKEN": "q1",
+           "RBEE_QUEEN_WORKER_TOKEN": "q2", "RBEE_HIVE_TOKEN": "h1",
+           "RBEE_HIVE_WORKER_TOKEN": "h2", "RBEE_WORKER_TOKEN": "old", "HF_TOKEN": "hf"}
+
+
+def test_the_local_hive_gets_its_own_pair_only(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {**SECRETS, "RBEE_WORKER_FAKE_TOKENS_PER_SECOND": "50"}.items():
+        monkeypatch.setenv(key, value)
+    env = local_hive(tmp_path)._env
+    assert {k: env[k] for k in SECRETS if k in env} == {
+        "RBEE_HIVE_TOKEN": "ht", "RBEE_HIVE_WORKER_TOKEN": "wt", "HF_TOKEN": "hf"}
+    assert env["RBEE_WORKER_FAKE_TOKENS_PER_SECOND"] == "50"  # not a secret: kept
+
+
+async def test_workers_get_their_own_token_only(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in SECRETS.items():
+        monkeypatch.setenv(key, value)
+    launcher = FakeLauncher()
+    sup = supervisor(tmp_path, launcher, ready_after(0))
+    sup.spawn(SpawnWorker(model="rbee-fake", worker_id="w1"))
+    await wait_state(sup, "w1", WorkerState.READY)
+    _, env = launcher.launched[0]
+    assert {k: env[k] for k in SECRETS if k in env} == {"RBEE_WORKER_TOKEN": "wt"}
     await sup.stop_all()

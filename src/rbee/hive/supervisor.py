@@ -21,6 +21,7 @@ import httpx
 import psutil
 
 from rbee.api.cluster import SpawnWorker, WorkerInfo
+from rbee.core.child_env import worker_env
 from rbee.core.errors import Conflict, InvalidRequest, RbeeError, WorkerNotFound
 from rbee.core.process import python_module
 from rbee.core.states import WorkerState, can_transition
@@ -215,10 +216,7 @@ class Supervisor:
         return argv
 
     def _env(self, device: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.pop("RBEE_HIVE_TOKEN", None)
-        if self.config.worker_token:
-            env["RBEE_WORKER_TOKEN"] = self.config.worker_token
+        env = worker_env(self.config.worker_token)  # its own credential, no other secret
         if device.startswith("cuda:"):
             # The worker sees exactly one GPU, as cuda:0 (process isolation).
             env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rbee.core.child_env import hive_env
 from rbee.core.private import open_private_log
 from rbee.core.process import die_with_parent, python_module
 
@@ -39,7 +40,8 @@ class LocalHive:
         # it again, not a model that may since have been unloaded as idle.
         self._preload = ["--preload-model", preload_model] if preload_model else []
         # The same secrets on every start: the queen's credentials for this hive stay valid.
-        self._env = {**os.environ, "RBEE_HIVE_TOKEN": token, "RBEE_HIVE_WORKER_TOKEN": worker_token}
+        # Only its own pair: not the queen's API token, which its workers would inherit.
+        self._env = hive_env(token, worker_token)
         self._log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -18,6 +18,8 @@ from rbee.web.auth import check_bearer
 from rbee.web.body import parse_body
 
 router = APIRouter()
+# Compared against for an unknown hive: no presented token can match it (a NUL is not one).
+_NO_HIVE = "\0no such hive"
 
 
 @router.get("/health")
@@ -50,9 +52,12 @@ def health_report(registry: Registry, local: HiveSupervisor | None) -> dict[str,
 async def telemetry(request: Request, svc: ServicesDep) -> None:
     report = await parse_body(request, HiveTelemetry)
     creds = svc.credentials.get(report.hive_id)
+    # An unknown hive gets the wrong-token answer, after a comparison all the same: the
+    # endpoint is open, and must not tell a caller which hive ids exist.
+    check_bearer(request.headers.get("authorization"),
+                 creds.token if creds is not None else _NO_HIVE)
     if creds is None:
-        raise Unauthorized(f"unknown hive {report.hive_id!r}")
-    check_bearer(request.headers.get("authorization"), creds.token)
+        raise Unauthorized("missing or invalid bearer token")  # check_bearer's own answer
     svc.registry.report(report)
 
 
