@@ -95,7 +95,7 @@ class Dispatcher:
         return self._estimates[ref.name]
 
     async def worker_for(self, ref: ModelRef, hints: Hints, narrator: Narrator) -> WorkerInfo:
-        found = self._route(ref, hints)
+        found = self._route(ref, hints, narrator)
         if found is not None:
             return found
         if hints.worker_id is not None:
@@ -105,7 +105,7 @@ class Dispatcher:
         lock = self._model_locks.setdefault(ref.name, asyncio.Lock())
         async with lock:
             await self._wait_for_hives(narrator)
-            found = self._route(ref, hints)
+            found = self._route(ref, hints, narrator)
             if found is not None:
                 return found
             starting = self._starting(ref, hints)
@@ -114,12 +114,14 @@ class Dispatcher:
                 starting = await self.spawn(ref, hints, narrator)
             return await self.wait_ready(starting, narrator)
 
-    def _route(self, ref: ModelRef, hints: Hints) -> WorkerInfo | None:
+    def _route(self, ref: ModelRef, hints: Hints, narrator: Narrator) -> WorkerInfo | None:
         req = RouteRequest(model=ref.name, hive_id=hints.hive_id, device=hints.device,
                            worker_id=hints.worker_id)
         # Built-in routing needs no memory accounting: a lighter snapshot on the hot path.
         snapshot = self._registry.snapshot(memory=self.policy.routes_by_memory, eviction=False)
-        view, _ = self.policy.route(snapshot, req, hints.job)
+        view, report = self.policy.route(snapshot, req, hints.job)
+        for note in report.notes:  # a script's log() lines and failures, on the job stream
+            narrator.narrate("route", note)
         return view.info if view else None
 
     def _starting(self, ref: ModelRef, hints: Hints) -> WorkerInfo | None:

@@ -35,6 +35,7 @@ class Script(Protocol):
     name: str
     has_route: bool
     has_place: bool
+    last_log: list[str]  # what the last call passed to log(), shown with its decision
 
     def route_rows(self, job: Mapping[str, Any], rows: Sequence[Row]) -> str | None: ...
 
@@ -150,11 +151,13 @@ class SchedulingPolicy:
         except NoCapacity:
             raise  # the script refused every candidate (`return false`): no fallback
         except RbeeError as exc:
+            report.notes.extend(f"script log: {line}" for line in script.last_log)
             self.stats.failures += 1
             self.stats.last_error = exc.message
             report.notes.append(f"script failed ({exc.message}); built-in policy used")
             logger.warning("scheduling script %s failed: %s", script.name, exc.message)
             return None
+        report.notes.extend(f"script log: {line}" for line in script.last_log)
         if answer is None:
             self.stats.fallbacks += 1
             report.notes.append("script had no opinion; built-in policy used")

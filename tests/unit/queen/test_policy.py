@@ -180,3 +180,18 @@ def test_equally_loaded_workers_take_turns() -> None:
     busier = cluster(("w1", "h100-eu", 1), ("w2", "a100-us", 0))  # no tie: the idle one
     assert {policy.route(busier, RouteRequest(model="m"))[0].info.id  # type: ignore[union-attr]
             for _ in range(5)} == {"w2"}
+
+
+def test_log_lines_come_with_the_decision() -> None:
+    """Issue 10.10: log() went nowhere. Its lines are notes of the decision's report, which
+    explain returns and the dispatcher narrates on the job stream."""
+    policy = scripted('function route(job, workers)\n'
+                      '  local w = workers:least_loaded()\n'
+                      '  log("picked " .. w.id .. " for " .. (job.tenant or "nobody"))\n'
+                      '  return w\n'
+                      'end')
+    snap = cluster(("w-eu", "h100-eu", 5), ("w-us", "a100-us", 0))
+    chosen, report = policy.route(snap, RouteRequest("m"), JobFacts(tenant="acme"))
+    assert chosen is not None and chosen.info.id == "w-us"
+    assert report.notes == ["script log: picked w-us for acme"]
+    assert report.to_dict()["notes"] == report.notes

@@ -63,3 +63,26 @@ async def test_the_hive_is_asked_again_when_telemetry_is_quiet() -> None:
     await asyncio.sleep(0.3)
     assert 3 <= hive.asked <= 8
     waiting.cancel()
+
+
+async def test_a_scripts_log_lines_are_narrated_with_the_route() -> None:
+    from rbee.models.catalog import ModelRef
+    from rbee.queen.dispatch import Hints
+    from rbee.scheduler.lua import LuaPolicy
+
+    registry = Registry(FakeClock(), 2.0)
+    _report(registry, _worker(WorkerState.READY))
+    dispatcher = Dispatcher(registry, cast(HiveClient, AskedHive()), spawn_timeout=30,
+                            default_threads=None)
+    dispatcher.policy.use(LuaPolicy('function route(job, workers)\n'
+                                    '  log("routing " .. #workers)\n'
+                                    '  return workers:first()\nend', "t"))
+    said: list[tuple[str, str]] = []
+
+    class Notes(Silent):
+        def narrate(self, action: str, message: str, actor: str = "queen") -> None:
+            said.append((action, message))
+
+    worker = await dispatcher.worker_for(ModelRef("builtin", "m", "fake"), Hints(), Notes())
+    assert worker.id == "w1"
+    assert said == [("route", "script log: routing 1")]
