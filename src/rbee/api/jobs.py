@@ -6,11 +6,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rbee.api.openai import ChatMessage, SamplingFields
+from rbee.api.openai import ChatMessage, ModelName, SamplingFields
 
 
 class _Op(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict like the OpenAI models: `"keep_warm": 0` or `"threads": "4"` is a 400.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class InferOp(SamplingFields):
@@ -18,7 +19,7 @@ class InferOp(SamplingFields):
 
     model_config = ConfigDict(extra="forbid")
     operation: Literal["infer"]
-    model: str = Field(default="", max_length=512, description="empty: the default model")
+    model: ModelName = Field(default="", max_length=512, description="empty: the default model")
     prompt: str | None = Field(default=None, max_length=1_000_000)
     messages: list[ChatMessage] | None = None
     hive_id: str | None = None
@@ -48,7 +49,7 @@ class StatusOp(_Op):
 
 class WorkerSpawnOp(_Op):
     operation: Literal["worker_spawn"]
-    model: str = Field(default="", max_length=512)
+    model: ModelName = Field(default="", max_length=512)
     hive_id: str | None = None
     device: str | None = Field(default=None, description="unset: the scheduler decides")
     placement: Literal["pin", "prefer", "auto"] = "pin"
@@ -73,7 +74,7 @@ class ModelListOp(_Op):
 
 class ModelGetOp(_Op):
     operation: Literal["model_get"]
-    model: str = Field(min_length=1, max_length=512)
+    model: ModelName = Field(min_length=1, max_length=512)
 
 
 class HiveListOp(_Op):
@@ -157,7 +158,7 @@ class ScriptActivateOp(_Op):
 class ExplainRequest(_Op):
     """Where would a request for `model` go on the live cluster, and why (changes nothing)."""
 
-    model: str = Field(default="", max_length=512)
+    model: ModelName = Field(default="", max_length=512)
     hive_id: str | None = None
     device: str | None = None
     placement: Literal["pin", "prefer", "auto"] = "pin"

@@ -1,20 +1,35 @@
 """OpenAI-compatible request and response shapes served by the queen and by workers.
 
-Requests accept unknown fields (clients send many we ignore); ranges follow OpenAI's.
+Requests accept unknown fields (clients send many we ignore); ranges follow OpenAI's. Types
+are strict, as the spec writes them: `"stream": 0` or `"top_p": false` is a 400, not coerced
+(a JSON integer is still a valid `number`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 MAX_STOP_SEQUENCES = 4
 MAX_TOKENS_LIMIT = 1_000_000
+# C0, DEL, C1 and the Unicode line/paragraph separators: a model name is echoed in answers,
+# logs and job narration, where such characters forge lines or terminal escapes.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _printable(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters or line breaks")  # no echo
+    return value
+
+
+ModelName = Annotated[str, AfterValidator(_printable)]
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class ContentPart(_Open):
@@ -42,7 +57,7 @@ class StreamOptions(_Open):
 class SamplingFields(_Open):
     """Sampling fields shared by chat and text completions (and the job API's infer)."""
 
-    model: str = Field(min_length=1, max_length=512, description="Model name or reference")
+    model: ModelName = Field(min_length=1, max_length=512, description="Model name or reference")
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -52,7 +67,7 @@ class SamplingFields(_Open):
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     n: int | None = Field(default=None, ge=1, le=1, description="Only n=1 is supported")
-    stream: bool = False
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
 
@@ -72,6 +87,9 @@ class SamplingFields(_Open):
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    # Declared (and ignored) only so that their types are checked like the spec's.
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -79,6 +97,9 @@ class ChatCompletionRequest(SamplingFields):
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str]
+    # Declared (and ignored) only so that their types are checked like the spec's.
+    echo: bool | None = None
+    logprobs: int | None = Field(default=None, ge=0, le=5)
 
     @field_validator("prompt")
     @classmethod
@@ -109,12 +130,12 @@ class ModelList(BaseModel):
 def chat_chunk(
     *, cid: str, created: int, model: str, delta: dict[str, Any], finish: str | None
 ) -> dict[str, Any]:
+    # No `system_fingerprint`: the spec types it a string and rbee has none (null is invalid).
     return {
         "id": cid,
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
-        "system_fingerprint": None,
         "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
     }
 

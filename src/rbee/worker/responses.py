@@ -63,8 +63,10 @@ class Formatter:
             choice = {"index": 0, "logprobs": None, "finish_reason": _reason(finish),
                       "message": {"role": "assistant", "content": text, "refusal": None}}
             obj = "chat.completion"
+        # No `system_fingerprint`: the spec types it a string, and rbee has none to give
+        # (null broke strict clients' schema checks).
         return {"id": self.cid, "object": obj, "created": self.created, "model": self.model,
-                "system_fingerprint": None, "choices": [choice], "usage": _usage(finish)}
+                "choices": [choice], "usage": _usage(finish)}
 
 
 async def sse_stream(

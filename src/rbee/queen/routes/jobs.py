@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -13,7 +12,7 @@ from rbee.api.jobs import OPERATIONS, JobCreated, JobList, JobSummary
 from rbee.core.errors import InvalidRequest, UnknownOperation
 from rbee.queen.deps import ServicesDep
 from rbee.queen.jobs import RESTART_SEQ
-from rbee.web.body import parse_model
+from rbee.web.body import parse_model, parse_object
 from rbee.web.streaming import DisconnectAwareStream
 
 router = APIRouter(prefix="/v1/jobs")
@@ -23,17 +22,13 @@ KEEPALIVE_SECONDS = 15.0
 @router.post("", response_model=JobCreated)
 async def submit(request: Request, svc: ServicesDep) -> JobCreated:
     raw = await request.body()
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise InvalidRequest("request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object")
+    content_type = request.headers.get("content-type")
+    body = parse_object(raw, content_type)
     name = body.get("operation")
     if not isinstance(name, str) or name not in OPERATIONS:
         raise UnknownOperation(f"unknown operation {name!r}; known: {', '.join(OPERATIONS)}",
                                param="operation")
-    op = parse_model(raw, OPERATIONS[name])
+    op = parse_model(raw, OPERATIONS[name], content_type)
     job_id = svc.jobs.submit(name, op, body)
     return JobCreated(job_id=job_id, sse_url=f"/v1/jobs/{job_id}/stream")
 

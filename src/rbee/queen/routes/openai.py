@@ -45,7 +45,7 @@ async def _complete(request: Request,
                     path: str) -> Response:
     svc: QueenServices = request.app.state.services
     raw = await request.body()
-    body = parse_model(raw, schema)
+    body = parse_model(raw, schema, request.headers.get("content-type"))
     ref = parse_ref(body.model)
     extra = body.model_extra or {}
     priority = _str(extra.get("priority")) or "interactive"
