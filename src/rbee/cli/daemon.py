@@ -6,13 +6,12 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from rbee.client import QueenClient
 from rbee.core.errors import RbeeError
-from rbee.core.process import pid_alive
+from rbee.core.process import pid_alive, python_module
 from rbee.queen.settings import QueenSettings
 
 
@@ -47,7 +46,7 @@ def start_queen(settings: QueenSettings, client: QueenClient, timeout: float = 3
         env["RBEE_QUEEN_PRELOAD_MODEL"] = preload
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rbee.queen"], stdin=subprocess.DEVNULL, stdout=out,
+            python_module("rbee.queen"), stdin=subprocess.DEVNULL, stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True, env=env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

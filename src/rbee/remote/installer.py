@@ -218,7 +218,8 @@ class RemoteHive:
             above += [f"{self.home}/{part}" for part in _ancestors(UNIT_DIR, keep_last=True)]
         missing = await self._must(
             "".join(f"[ -e {shlex.quote(d)} ] || echo {shlex.quote(d)}; " for d in above)
-            + "mkdir -p " + " ".join(shlex.quote(t) for t in targets),
+            + "mkdir -p " + " ".join(shlex.quote(t) for t in targets)
+            + f"; chmod 700 {shlex.quote(self.root)}",
             "creating the install directory")
         return _deepest_first(missing.splitlines())  # one per line: homes may hold spaces
 
@@ -342,6 +343,7 @@ class RemoteHive:
         if self._entry.labels:
             argv += ["--labels", ",".join(f"{k}={v}" for k, v in self._entry.labels.items())]
         script = ("#!/bin/sh\n# Written by `rbee hive install`; run by systemd or nohup.\n"
+                  "umask 077\n"  # its log, model cache and worker logs: the owner's only
                   f"set -a; . {self._q('hive.env')}; set +a\n"
                   f"echo $$ > {self._q('hive.pid')}\n"
                   f"exec {' '.join(shlex.quote(a) for a in argv)}\n")
