@@ -18,7 +18,7 @@ from rbee.scheduler.report import Report
 from rbee.scheduler.routing import RouteRequest
 from rbee.scheduler.snapshot import ClusterSnapshot, WorkerView
 
-Action = Literal["route", "place", "evict-then-place", "no-capacity"]
+Action = Literal["route", "place", "evict-then-place", "refused", "no-capacity"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class PlacementPlan:
     def action(self) -> Action:
         if self.placement is not None:
             return "place"
+        if self.report.refusal is not None:
+            return "refused"
         return "evict-then-place" if self.eviction is not None else "no-capacity"
 
     def to_dict(self) -> dict[str, Any]:
@@ -51,7 +53,7 @@ def decide_placement(policy: SchedulingPolicy, snapshot: ClusterSnapshot, req: P
                      job: JobFacts | None, *, may_evict: bool = True) -> PlacementPlan:
     """The policy's placement; when nothing fits, the cheapest idle workers to stop."""
     placement, report = policy.place(snapshot, req, job)
-    if placement is not None or not may_evict:
+    if placement is not None or not may_evict or report.refusal is not None:
         return PlacementPlan(req, placement, report)
     return PlacementPlan(req, None, report, plan_eviction(snapshot, req))
 

@@ -176,6 +176,8 @@ class Dispatcher:
             if plan.placement is not None:
                 decision = plan.placement
                 break
+            if report.refusal is not None:  # the script said no: final, with its reason
+                raise report.refusal
             if await self._await_suspects(narrator):
                 continue
             if plan.eviction is None:

@@ -130,8 +130,13 @@ class SchedulingPolicy:
         fit = place_candidates(snapshot, req, report, hinted=False)
         if not fit:
             return None, report
-        chosen = self._ask(report, lambda s: s.place_rows(
-            _model_table(req, job), self._statics.device_rows(fit)))
+        try:
+            chosen = self._ask(report, lambda s: s.place_rows(
+                _model_table(req, job), self._statics.device_rows(fit)))
+        except NoCapacity as refused:  # `return false`: a decision, with its candidates
+            report.refusal = refused
+            report.notes.append(refused.message)
+            return None, report
         if chosen is not None:
             picked = next(c for c in fit if c.key == chosen)
             report.score(picked.key, 1.0)

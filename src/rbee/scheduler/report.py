@@ -16,6 +16,8 @@ class Report:
     scores: list[tuple[str, float]] = field(default_factory=list)  # (candidate, score)
     policy: str = ""
     notes: list[str] = field(default_factory=list)
+    # A script answered `false` (none of these may be used): final, no fallback, no eviction.
+    refusal: Exception | None = None
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] += 1
@@ -36,4 +38,5 @@ class Report:
         return {"policy": self.policy, "evaluated": self.evaluated,
                 "rejected": dict(self.rejected.most_common()),
                 "top": [{"candidate": c, "score": round(s, 4)} for c, s in self.top()],
-                "notes": list(self.notes), "explain": self.explain()}
+                "notes": list(self.notes), "explain": self.explain(),
+                "refused": self.refusal is not None}

@@ -75,11 +75,26 @@ def test_nil_is_no_opinion_and_false_refuses() -> None:
     assert chosen is None and any("refused" in n for n in report.notes)
     placed, _ = eu.place(snap, PlaceRequest("m", need=GB, mode="auto"))
     assert placed is not None and placed.hive_id == "h100-eu"
-    # ...and with no EU room at all, placement is refused outright, not handed to the fallback
+    # ...and with no EU room at all, placement is refused outright, not handed to the fallback:
+    # a decision with its report (candidates and why), which the dispatcher raises
     full = ClusterSnapshot(snap.hives, (), reserved={"h100-eu/cuda:0": 80 * GB})
-    with pytest.raises(NoCapacity) as refused:
-        eu.place(full, PlaceRequest("m", need=GB, mode="auto"))
-    assert refused.value.code == "script_refused"
+    placed, report = eu.place(full, PlaceRequest("m", need=GB, mode="auto"))
+    assert placed is None and isinstance(report.refusal, NoCapacity)
+    assert report.refusal.code == "script_refused"
+    assert report.to_dict()["refused"] is True and report.evaluated >= 1
+
+
+def test_a_refusal_is_explained_not_an_error() -> None:
+    """Issue 10.9: `return false` made the dry run exit 1 with no report."""
+    from rbee.queen.decision import decide_placement
+
+    policy = scripted("function place(model, devices) return false end")
+    snap = cluster(("w-us", "a100-us", 0))
+    plan = decide_placement(policy, snap, PlaceRequest("n", need=GB, mode="auto"), None)
+    assert plan.action == "refused" and plan.eviction is None
+    shown = plan.to_dict()["report"]
+    assert shown["refused"] is True and shown["evaluated"] == 2
+    assert any("refused all 2 candidate(s)" in n for n in shown["notes"])
 
 
 def test_pinned_placements_and_pinned_workers_bypass_the_script() -> None:
