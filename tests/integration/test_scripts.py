@@ -73,6 +73,18 @@ def test_enterprise_example_routes_and_places_by_tenant(labelled: Cluster) -> No
     shown = cli(c, "script", "show")
     assert isinstance(shown, dict) and shown["stats"]["calls"] >= 7
     assert shown["stats"]["failures"] == 0
+    # a dry run of a script that refuses everything explains the refusal (issue 10.9)
+    refusing = c.queen.log.parent / "refuse.lua"
+    refusing.write_text('function place(m, d) log("no place for " .. m.name); return false end')
+    test = cli(c, "script", "test", str(refusing), "-m", "rbee-fake")
+    assert isinstance(test, dict) and test["decision"] in ("route", "refused")
+    test = cli(c, "script", "test", str(refusing), "-m", "smollm2")
+    assert isinstance(test, dict) and test["decision"] == "refused"
+    notes = test["place"]["report"]["notes"]
+    assert "script log: no place for smollm2-135m-instruct" in notes
+    assert any("refused all 2 candidate(s)" in n for n in notes)
+    human = run_cli(c.queen.env, "script", "test", str(refusing), "-m", "smollm2")
+    assert human.returncode == 0 and "refused" in human.stdout
 
 
 def test_a_failing_script_falls_back_is_counted_and_hot_reload_fixes_it(

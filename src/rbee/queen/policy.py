@@ -153,8 +153,9 @@ class SchedulingPolicy:
         self.stats.calls += 1
         try:
             answer: str | None = call(script)
-        except NoCapacity:
-            raise  # the script refused every candidate (`return false`): no fallback
+        except NoCapacity:  # the script refused every candidate (`return false`): no fallback
+            report.notes.extend(f"script log: {line}" for line in script.last_log)
+            raise
         except RbeeError as exc:
             report.notes.extend(f"script log: {line}" for line in script.last_log)
             self.stats.failures += 1
