@@ -65,7 +65,8 @@ def read_until_closed(sock: socket.socket, within: float) -> tuple[bytes, float 
 def get(queen: Daemon, path: str) -> tuple[int, bytes]:
     """One request on a fresh connection, `Connection: close`: the status line and body."""
     with connect(queen) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: rbee\r\nConnection: close\r\n\r\n".encode())
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                     .encode())
         data, closed = read_until_closed(sock, 10)
     assert closed is not None, f"no complete answer to GET {path}: {data!r}"
     head, _, body = data.partition(b"\r\n\r\n")
@@ -82,7 +83,7 @@ def wait_healthy(queen: Daemon, within: float = 15.0) -> None:
 
 
 def test_trickled_headers_get_408_at_the_header_deadline(queen: Daemon) -> None:
-    request = b"GET /health HTTP/1.1\r\nHost: rbee\r\nX-Slow: " + b"a" * 80 + b"\r\n\r\n"
+    request = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 80 + b"\r\n\r\n"
     received, closed_after = b"", None
     with connect(queen) as sock:
         start = time.monotonic()
@@ -104,7 +105,8 @@ def test_trickled_headers_get_408_at_the_header_deadline(queen: Daemon) -> None:
 def test_a_body_shorter_than_its_length_gets_408_at_the_body_deadline(queen: Daemon,
                                                                       path: str) -> None:
     with connect(queen) as sock:
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: rbee\r\nContent-Type: application/json\r\n"
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     "Content-Type: application/json\r\n"
                      "Content-Length: 200\r\n\r\n{\"model\": ".encode())
         received, closed_after = read_until_closed(sock, BODY_TIMEOUT + SLACK + 2)
     assert closed_after is not None, f"still open with a short body: {received!r}"
@@ -118,7 +120,8 @@ def test_a_slow_body_that_keeps_coming_is_read(queen: Daemon) -> None:
     body = b'{"operation": "no_such_operation"}'
     parts = [body[:10], body[10:20], body[20:]]
     with connect(queen) as sock:
-        sock.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: rbee\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\n"
                      b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
         for part in parts:  # 3 x 0.6 x BODY_TIMEOUT in all: longer than the deadline
             time.sleep(BODY_TIMEOUT * 0.6)
@@ -138,7 +141,7 @@ def test_a_connection_that_never_sends_is_closed(queen: Daemon) -> None:
 
 def test_an_idle_kept_alive_connection_is_closed(queen: Daemon) -> None:
     with connect(queen) as sock:
-        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: rbee\r\n\r\n")
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         received = b""
         while b"\r\n\r\n" not in received:
             received += sock.recv(65536)

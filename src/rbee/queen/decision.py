@@ -85,5 +85,5 @@ class Decision:
 def decide(policy: SchedulingPolicy, snapshot: ClusterSnapshot, route: RouteRequest,
            place: PlaceRequest, job: JobFacts | None) -> Decision:
     """Both halves, for explain: the route, and where a new worker would go regardless."""
-    worker, report = policy.route(snapshot, route, job)
+    worker, report = policy.route(snapshot, route, job, remember=False)
     return Decision(worker, report, decide_placement(policy, snapshot, place, job))

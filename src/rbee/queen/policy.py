@@ -81,11 +81,13 @@ class SchedulingPolicy:
 
     # -- routing -------------------------------------------------------------------------
 
-    def route(self, snapshot: ClusterSnapshot, req: RouteRequest,
-              job: JobFacts | None = None) -> tuple[WorkerView | None, Report]:
+    def route(self, snapshot: ClusterSnapshot, req: RouteRequest, job: JobFacts | None = None,
+              *, remember: bool = True) -> tuple[WorkerView | None, Report]:
+        """`remember=False` (explain): the decision leaves no trace, so the next request goes
+        where the explanation said it would."""
         script = self.script
         if script is None or not script.has_route or req.worker_id is not None:
-            return self._builtin_route(snapshot, req)
+            return self._builtin_route(snapshot, req, remember)
         report = Report(policy=f"script:{script.name}")
         fit = route_candidates(snapshot, req, report)
         if not fit:
@@ -101,17 +103,19 @@ class SchedulingPolicy:
             picked = next(w for w in fit if w.info.id == chosen)
             report.score(picked.info.id, 1.0)
             return picked, report
-        fallback, fb_report = self._builtin_route(snapshot, req)
+        fallback, fb_report = self._builtin_route(snapshot, req, remember)
         report.scores, report.policy = fb_report.scores, f"{report.policy}→{fb_report.policy}"
         return fallback, report
 
-    def _builtin_route(self, snapshot: ClusterSnapshot, req: RouteRequest
+    def _builtin_route(self, snapshot: ClusterSnapshot, req: RouteRequest, remember: bool
                        ) -> tuple[WorkerView | None, Report]:
         if self.routing == "round-robin":
-            self._turn += 1
-            return route(snapshot, replace(req, policy=self.routing, turn=self._turn))
+            turn = self._turn + 1
+            if remember:
+                self._turn = turn
+            return route(snapshot, replace(req, policy=self.routing, turn=turn))
         picked, report = route(snapshot, replace(req, after=self._last.get(req.model)))
-        if picked is not None:  # equally loaded workers take turns (least-loaded ties)
+        if picked is not None and remember:  # equally loaded workers take turns
             self._last[req.model] = picked.info.id
         return picked, report
 

@@ -210,3 +210,16 @@ def test_log_lines_come_with_the_decision() -> None:
     assert chosen is not None and chosen.info.id == "w-us"
     assert report.notes == ["script log: picked w-us for acme"]
     assert report.to_dict()["notes"] == report.notes
+
+
+def test_an_explained_route_is_the_one_the_next_request_takes() -> None:
+    """Explain leaves no trace: with equal workers taking turns, a dry run must not move
+    the turn, or the request after it goes elsewhere than explained."""
+    policy = SchedulingPolicy()
+    snapshot = cluster(("w1", "h100-eu", 0), ("w2", "a100-us", 0))
+    policy.route(snapshot, RouteRequest(model="m"))  # w1; the next turn is w2's
+    for _ in range(3):
+        shown, _ = policy.route(snapshot, RouteRequest(model="m"), remember=False)
+        assert shown is not None and shown.info.id == "w2"
+    taken, _ = policy.route(snapshot, RouteRequest(model="m"))
+    assert taken is not None and taken.info.id == "w2"
