@@ -50,10 +50,10 @@ class PlacementPlan:
 
 
 def decide_placement(policy: SchedulingPolicy, snapshot: ClusterSnapshot, req: PlaceRequest,
-                     job: JobFacts | None, *, may_evict: bool = True) -> PlacementPlan:
+                     job: JobFacts | None) -> PlacementPlan:
     """The policy's placement; when nothing fits, the cheapest idle workers to stop."""
     placement, report = policy.place(snapshot, req, job)
-    if placement is not None or not may_evict or report.refusal is not None:
+    if placement is not None or report.refusal is not None:
         return PlacementPlan(req, placement, report)
     return PlacementPlan(req, None, report, plan_eviction(snapshot, req))
 

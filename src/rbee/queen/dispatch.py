@@ -166,15 +166,19 @@ class Dispatcher:
         await self._wait_for_hives(narrator)
         # Off the event loop: a first estimate reads the GGUF header (and imports gguf).
         req = await asyncio.to_thread(self.place_request, ref, hints)
-        evicted = False
-        while True:  # decide, then do; after an eviction, decide again on what is left
-            plan = decide_placement(self.policy, self._registry.snapshot(), req, hints.job,
-                                    may_evict=not evicted)
+        worker_id = f"wrk-{uuid.uuid4().hex[:8]}"
+        reservations = self._registry.reservations
+        while True:  # decide, then do
+            plan = decide_placement(self.policy, self._registry.snapshot(), req, hints.job)
             report = plan.report
             for note in report.notes:
                 narrator.narrate("place", note)
             if plan.placement is not None:
+                # Reserve in the same step as the decision (no await between): a concurrent
+                # placement sees this memory as taken.
                 decision = plan.placement
+                reservations.reserve(worker_id, decision.hive_id, decision.device, ref.name,
+                                     need := req.need_on(_kind(decision.device)))
                 break
             if report.refusal is not None:  # the script said no: final, with its reason
                 raise report.refusal
@@ -182,14 +186,20 @@ class Dispatcher:
                 continue
             if plan.eviction is None:
                 raise _no_room(ref, req.need, report)
-            await self._evict(plan.eviction, ref, narrator)
-            evicted = True
-        # Reserve in the same step as the decision (no await between): a concurrent
-        # placement sees this memory as taken.
-        worker_id = f"wrk-{uuid.uuid4().hex[:8]}"
-        need = req.need_on(_kind(decision.device))
-        self._registry.reservations.reserve(worker_id, decision.hive_id, decision.device,
-                                            ref.name, need)
+            # Evict-then-place is one plan: the room is reserved for this worker now, and the
+            # victims leave every other plan, before they stop. Their STOPPING report frees
+            # their reservations; another placement must not take that memory meanwhile.
+            decision = plan.eviction.placement
+            reservations.reserve(worker_id, decision.hive_id, decision.device, ref.name,
+                                 need := req.need_on(_kind(decision.device)))
+            self._registry.set_evicting(plan.eviction.workers)
+            try:
+                await self._evict(plan.eviction, ref, narrator)
+            except BaseException:
+                reservations.release(worker_id)
+                self._registry.set_evicting(plan.eviction.workers, False)
+                raise
+            break
         narrator.narrate("place", f"placing {ref.name} on {decision.hive_id} {decision.device}"
                          f" (reserving {_gib(need)}; {report.policy})")
         spec = SpawnWorker(model=ref.name, device=decision.device, engine=engine,
@@ -198,7 +208,7 @@ class Dispatcher:
             info = await self._hives.spawn(decision.hive_id,
                                            self._registry.hive_url(decision.hive_id), spec)
         except BaseException:
-            self._registry.reservations.release(worker_id)
+            reservations.release(worker_id)
             raise
         self._registry.upsert_worker(info)
         if hints.keep_warm or ref.name in self._keep_warm_models:

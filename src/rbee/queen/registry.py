@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -41,6 +42,8 @@ class Registry:
         self._keep_warm: set[str] = set()  # worker ids never unloaded for idleness/eviction
         self._hive_of: dict[str, str] = {}  # worker → hive, to refresh one hive's views
         self._unresponsive: set[str] = set()  # workers liveness took out of routing
+        # Workers being stopped to make room: routed to no more, in no other eviction plan.
+        self._evicting: set[str] = set()
         # Set, then replaced, on every change: a waiter sees the next change after it looked.
         self._change = asyncio.Event()
         self.budget = memory_budget
@@ -58,7 +61,7 @@ class Registry:
         # Build the hive's views now, off the request path: a report is its own event, and
         # the next request's snapshot then only rebuilds hives whose workers changed since.
         self._hive_view(t.hive_id, record, record.last_seen)
-        self._routing_views(record, self._inflight, self._unresponsive)
+        self._routing_views(record, self._inflight, self._skipped())
         self._notify()
 
     def upsert_worker(self, info: WorkerInfo) -> None:
@@ -78,6 +81,7 @@ class Registry:
             record.routing_views = None
         self._hive_of.pop(worker_id, None)
         self._unresponsive.discard(worker_id)
+        self._evicting.discard(worker_id)
         self.reservations.release(worker_id)
         self._idle_since.pop(worker_id, None)
         self._keep_warm.discard(worker_id)
@@ -93,6 +97,22 @@ class Registry:
 
     def unresponsive(self) -> frozenset[str]:
         return frozenset(self._unresponsive)
+
+    def set_evicting(self, worker_ids: Iterable[str], on: bool = True) -> None:
+        """Workers an eviction plan is stopping: out of routing and of every other plan
+        (their memory is already promised to the worker they make room for)."""
+        for worker_id in worker_ids:
+            if on:
+                self._evicting.add(worker_id)
+            else:
+                self._evicting.discard(worker_id)
+            self._changed(worker_id)
+
+    def _skipped(self) -> set[str]:
+        """Workers routing leaves out; the common case (none) builds no set."""
+        if not self._evicting:
+            return self._unresponsive
+        return self._unresponsive | self._evicting
 
     def worker(self, worker_id: str) -> WorkerInfo | None:
         """One worker by id, without a scan (liveness looks up every busy worker a tick)."""
@@ -296,14 +316,14 @@ class Registry:
         records = sorted(self._hives.items())
         hives = tuple(self._hive_view(h, r, now) for h, r in records)
         inflight = self._inflight
-        cached = tuple(self._routing_views(record, inflight, self._unresponsive)
-                       for _, record in records)
+        skipped = self._skipped()
+        cached = tuple(self._routing_views(record, inflight, skipped) for _, record in records)
         if not memory:
             return ClusterSnapshot(hives, tuple(chain.from_iterable(cached)))
         counts: dict[str, int] = {}
         for _, record in records:
             counts.update(record.device_counts)
-        res, warm = self.reservations, self._keep_warm
+        res, warm = self.reservations, self._keep_warm | self._evicting  # neither evictable
         if eviction:
             workers = tuple(
                 WorkerView(w, inflight.get(w.id, 0), r.bytes if (r := res.get(w.id)) else 0,

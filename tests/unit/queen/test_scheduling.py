@@ -319,3 +319,53 @@ async def test_a_queue_of_abandoned_waiters_is_compacted() -> None:
         await asyncio.gather(*gone, return_exceptions=True)
     lane = admission._lanes["m"]
     assert admission.queued("m") == 0 and len(lane.waiting) <= 64 + 100
+
+
+class LiveHives(FakeHives):
+    """Workers are ready at once; tracks what really runs (spawned, not yet stopped)."""
+
+    def __init__(self, registry: Registry, sizes: dict[str, int]) -> None:
+        super().__init__(registry)
+        self.sizes = sizes
+        self.live: dict[str, int] = {}
+        self.peak = 0
+
+    async def spawn(self, hive_id: str, url: str, spec: SpawnWorker) -> WorkerInfo:
+        info = await super().spawn(hive_id, url, spec)
+        self.live[info.id] = self.sizes[spec.model]
+        self.peak = max(self.peak, sum(self.live.values()))
+        return ready(info)
+
+    async def stop_worker(self, hive_id: str, url: str, worker_id: str) -> WorkerInfo:
+        await asyncio.sleep(random.uniform(0, 0.003))  # the stop's report comes later
+        stopped = await super().stop_worker(hive_id, url, worker_id)
+        del self.live[worker_id]
+        return stopped
+
+
+@pytest.mark.parametrize("seed", range(12))
+async def test_evictions_hold_the_memory_they_free(seed: int) -> None:
+    """Issue 10.6: the memory an eviction frees goes to the request that evicted for it, not
+    to a concurrent placement; nothing runs over budget; every request is placed."""
+    random.seed(seed)
+    sizes = {f"m{i}": GB for i in range(10)}
+    clock = FakeClock()
+    registry = Registry(clock, INTERVAL, memory_budget=int(3.5 * GB))
+    for hive in HIVES:
+        report(registry, hive)
+    hives = LiveHives(registry, sizes)
+    dispatcher = Dispatcher(registry, cast(HiveClient, hives), spawn_timeout=5,
+                            default_threads=None, estimator=lambda ref: sizes[ref.name])
+    pin = Hints(hive_id="rig", device="cpu")
+    for i in range(3):  # the budget's worth of idle workers
+        await dispatcher.spawn(ModelRef("builtin", f"m{i}", "fake"), pin, Silent())
+        clock.advance(1)
+    for wave in range(3, 10, 2):  # two new models at a time, each must evict one
+        names = [f"m{n}" for n in range(wave, min(wave + 2, 10))]
+        placed = await asyncio.gather(*(dispatcher.spawn(ModelRef("builtin", n, "fake"), pin,
+                                                         Silent()) for n in names))
+        assert [p.model for p in placed] == names
+        clock.advance(1)
+    assert hives.peak <= 3.5 * GB  # never more running than the budget
+    reserved, _ = registry.reservations.totals()
+    assert reserved.get("rig/cpu", 0) <= 3.5 * GB
