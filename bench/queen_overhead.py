@@ -138,7 +138,7 @@ def in_process_costs(worker_url: str, n: int) -> list[list[object]]:
         workers=[w]))
     rows: list[list[object]] = [
         ["parse + validate body (pydantic, in process)",
-         microbench(lambda: parse_model(BODY, ChatCompletionRequest))],
+         microbench(lambda: parse_model(BODY, ChatCompletionRequest, "application/json"))],
         ["parse_ref(model)", microbench(lambda: parse_ref("rbee-fake"))],
         ["registry snapshot + route",
          microbench(lambda: route(registry.snapshot(), RouteRequest(model="rbee-fake")))],
