@@ -236,7 +236,7 @@ class Dispatcher:
             if ask:
                 self._registry.upsert_worker(
                     await self._hives.get_worker(info.hive_id, url, info.id))
-            info = self._registry.worker(info.id) or info
+            info = self._registry.find_worker(info.id) or info
             if info.stage != last_stage:
                 last_stage = info.stage
                 narrator.progress(info.stage, info.progress)

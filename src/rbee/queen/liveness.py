@@ -46,7 +46,7 @@ class Liveness:
         # them (a failed-over request drops its worker; its other calls still need ending).
         targets = self._calls.busy()
         for worker_id in self._registry.unresponsive() - targets.keys():
-            info = self._registry.worker(worker_id)
+            info = self._registry.find_worker(worker_id)
             if info is None:  # gone meanwhile (stopped, or its hive forgotten)
                 self._registry.set_unresponsive(worker_id, False)
             else:

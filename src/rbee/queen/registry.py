@@ -114,11 +114,6 @@ class Registry:
             return self._unresponsive
         return self._unresponsive | self._evicting
 
-    def worker(self, worker_id: str) -> WorkerInfo | None:
-        """One worker by id, without a scan (liveness looks up every busy worker a tick)."""
-        record = self._hives.get(self._hive_of.get(worker_id, ""))
-        return record.workers.get(worker_id) if record is not None else None
-
     def _notify(self) -> None:
         self._change.set()
         self._change = asyncio.Event()
@@ -242,7 +237,9 @@ class Registry:
         return listed
 
     def find_worker(self, worker_id: str) -> WorkerInfo | None:
-        return next((w for w in self.workers() if w.id == worker_id), None)
+        """One worker by id, through the worker → hive index (no scan of every hive)."""
+        record = self._hives.get(self._hive_of.get(worker_id, ""))
+        return record.workers.get(worker_id) if record is not None else None
 
     def acquire(self, worker_id: str) -> None:
         self._inflight[worker_id] = self._inflight.get(worker_id, 0) + 1

@@ -125,15 +125,13 @@ class Relay:
                     finally:
                         upstream.close()  # an error answer: never worth reusing
                     raise _refusal(worker, upstream.status, body)
-        except TimeoutError as exc:
+        except BaseException as exc:  # not handed over: the call ends here, whatever ended it
             self._done(call)
-            raise self._timed_out(worker, call, theirs is not None and theirs <= first,
-                                  self._deadlines.first_byte) from exc
-        except TransportError as exc:
-            self._done(call)
-            raise WorkerUnreachable(f"worker {worker.id}: {exc}") from exc
-        except BaseException:
-            self._done(call)
+            if isinstance(exc, TimeoutError):
+                raise self._timed_out(worker, call, theirs is not None and theirs <= first,
+                                      self._deadlines.first_byte) from exc
+            if isinstance(exc, TransportError):
+                raise WorkerUnreachable(f"worker {worker.id}: {exc}") from exc
             raise
         # Headers are in: from now on the stream is cut (not failed over) when it stalls.
         idle = _earliest(self._deadlines.idle, deadline.read)

@@ -230,13 +230,20 @@ async def test_job_streams_raise_unreachable_when_a_worker_stalls() -> None:
 # -- liveness --------------------------------------------------------------------------
 
 
-async def test_liveness_takes_a_silent_busy_worker_out_and_back() -> None:
+async def _hung_call_on_w1() -> tuple[FakeTransport, Registry, Relay, FakeClock, Liveness,
+                                      asyncio.Future[object]]:
+    """w1 answers no probe and hangs a non-streamed call, which is under way."""
     transport = FakeTransport({"http://w1": HANG}, alive={"http://w1": False})
     registry, relay, clock = _setup(transport, Deadlines(response=30.0))
     liveness = Liveness(registry, relay.calls, transport, clock, interval=1.0, timeout=5.0)
-    call = asyncio.ensure_future(relay.forward(_worker("w1"), "/v1/completions", b"{}",
-                                               stream=False))
+    call: asyncio.Future[object] = asyncio.ensure_future(
+        relay.forward(_worker("w1"), "/v1/completions", b"{}", stream=False))
     await asyncio.sleep(0.01)
+    return transport, registry, relay, clock, liveness, call
+
+
+async def test_liveness_takes_a_silent_busy_worker_out_and_back() -> None:
+    transport, registry, _, clock, liveness, call = await _hung_call_on_w1()
     await liveness.tick()  # first failed probe: not yet
     assert not call.done()
     clock.advance(5.0)
@@ -309,12 +316,7 @@ async def test_an_abort_as_the_deadline_fires_is_harmless() -> None:
 async def test_liveness_still_ends_calls_of_a_worker_the_registry_dropped() -> None:
     """A failed-over request drops its worker from the registry; its other hung calls must
     still be ended (partition: a new connect fails before liveness decides)."""
-    transport = FakeTransport({"http://w1": HANG}, alive={"http://w1": False})
-    registry, relay, clock = _setup(transport, Deadlines(response=30.0))
-    liveness = Liveness(registry, relay.calls, transport, clock, interval=1.0, timeout=5.0)
-    call = asyncio.ensure_future(relay.forward(_worker("w1"), "/v1/completions", b"{}",
-                                               stream=False))
-    await asyncio.sleep(0.01)
+    _, registry, relay, clock, liveness, call = await _hung_call_on_w1()
     registry.drop_worker("h1", "w1")
     await liveness.tick()
     clock.advance(5.0)
