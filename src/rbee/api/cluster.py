@@ -72,3 +72,16 @@ class ReadyStatus(_Strict):
     error: str | None = None
     model: str
     load: int = 0
+
+
+class WorkerEvent(_Strict):
+    """One line (JSON) a starting worker writes to the pipe its hive gave it (`--events-fd`).
+
+    `progress` lines while the engine loads, then exactly one `ready` or `failed`, after which
+    the worker closes the pipe: the end of the pipe before `ready` is a failed start.
+    """
+
+    event: Literal["progress", "ready", "failed"]
+    progress: float = Field(default=0.0, ge=0.0, le=1.0, description="engine load, 0..1")
+    stage: str = ""
+    error: str | None = None

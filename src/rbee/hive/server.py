@@ -32,7 +32,7 @@ def build_services(settings: HiveSettings) -> HiveServices:
                          hf_endpoint=settings.hf_endpoint or os.environ.get("HF_ENDPOINT"),
                          worker_token=worker_token, default_threads=settings.worker_threads,
                          stop_grace=settings.stop_grace),
-        SubprocessLauncher(), http, {d.id for d in probe.devices()})
+        SubprocessLauncher(), {d.id for d in probe.devices()})
     reporter = None
     if settings.queen_url:
         reporter = TelemetryReporter(

@@ -5,6 +5,9 @@ for is CRASHED and reported. Stopping is SIGTERM, a grace period, then SIGKILL, 
 only once the process is gone (and reaped). A worker that fails to start (its engine could not
 load the model, or it never became ready) is CRASHED *and* its process ended the same way: a
 failed worker keeps its interpreter and engine libraries in memory (~45 MB) otherwise.
+
+A worker's load progress, readiness and load failure come as events it writes to a pipe we
+hand it (`--events-fd`, one JSON line each, `api.cluster.WorkerEvent`); nothing polls it.
 """
 
 from __future__ import annotations
@@ -17,10 +20,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import psutil
 
-from rbee.api.cluster import SpawnWorker, WorkerInfo
+from rbee.api.cluster import SpawnWorker, WorkerEvent, WorkerInfo
 from rbee.core.child_env import worker_env
 from rbee.core.errors import Conflict, InvalidRequest, RbeeError, WorkerNotFound
 from rbee.core.process import python_module
@@ -31,7 +33,7 @@ from rbee.models.catalog import BUILTINS, ModelRef, parse_ref
 from rbee.web.serve import bind_socket
 
 logger = logging.getLogger(__name__)
-POLL_SECONDS = 0.02  # readiness polls: cheap, and on the cold-start critical path
+EXIT_CODE_WAIT = 0.5  # after a worker's pipe ends early: how long its exit code may take
 
 
 @dataclass
@@ -61,6 +63,7 @@ class WorkerHandle:
     error: str | None = None
     error_code: str | None = None
     process: ProcessHandle | None = None
+    events: int | None = None  # our end of its event pipe, until readiness is awaited
     load: int = 0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -78,11 +81,9 @@ class WorkerHandle:
 
 
 class Supervisor:
-    def __init__(self, config: SupervisorConfig, launcher: Launcher, http: httpx.AsyncClient,
-                 devices: set[str]) -> None:
+    def __init__(self, config: SupervisorConfig, launcher: Launcher, devices: set[str]) -> None:
         self.config = config
         self._launcher = launcher
-        self._http = http
         self._devices = devices
         self._workers: dict[str, WorkerHandle] = {}
         self._ending: set[asyncio.Task[None]] = set()  # processes of forgotten workers
@@ -163,13 +164,13 @@ class Supervisor:
             self._launch(w)
             w.tasks.append(asyncio.create_task(self._watch_exit(w), name=f"watch-{w.id}"))
             await self._wait_ready(w)
-        except (RbeeError, OSError, httpx.HTTPError) as exc:
+        except (RbeeError, OSError) as exc:
             await self._fail(w, exc)
 
     async def _ready_or_crash(self, w: WorkerHandle) -> None:
         try:
             await self._wait_ready(w)
-        except (RbeeError, OSError, httpx.HTTPError) as exc:
+        except (RbeeError, OSError) as exc:
             await self._fail(w, exc)
 
     async def _fail(self, w: WorkerHandle, exc: Exception) -> None:
@@ -197,14 +198,16 @@ class Supervisor:
                                        hf_endpoint=self.config.hf_endpoint, progress=progress)
 
     def _progress(self, w: WorkerHandle, fraction: float, stage: str) -> None:
-        # No `changed` here: telemetry follows state changes, progress is polled.
+        # No `changed` here: telemetry follows state changes and carries the latest progress
+        # on its interval (a report per progress line would flood the queen).
         w.progress, w.stage = fraction, stage
 
-    def _argv(self, w: WorkerHandle, fd: int) -> list[str]:
+    def _argv(self, w: WorkerHandle, fd: int, events_fd: int) -> list[str]:
         spec = w.spec
         argv = [*python_module("rbee.worker"), "--worker-id", w.id, "--model", w.ref.name,
                 "--model-path", w.model_path, "--engine", w.engine, "--device", spec.device,
-                "--fd", str(fd), "--parent-pid", str(os.getpid())]
+                "--fd", str(fd), "--events-fd", str(events_fd),
+                "--parent-pid", str(os.getpid())]
         threads = spec.threads or self.config.default_threads
         if threads:
             argv += ["--threads", str(threads)]
@@ -224,38 +227,67 @@ class Supervisor:
 
     def _launch(self, w: WorkerHandle) -> None:
         sock = bind_socket(self.config.bind_host, 0)
+        events, their_end = os.pipe()  # both ends close-on-exec; the child gets its own copy
         try:
             port = sock.getsockname()[1]
             w.url = f"http://{self.config.advertise_host}:{port}"
             w.process = self._launcher.launch(
-                self._argv(w, sock.fileno()), self._env(w.spec.device), (sock.fileno(),),
-                self.config.home / "logs" / f"{w.id}.log")
+                self._argv(w, sock.fileno(), their_end), self._env(w.spec.device),
+                (sock.fileno(), their_end), self.config.home / "logs" / f"{w.id}.log")
+        except BaseException:
+            os.close(events)
+            raise
         finally:
-            sock.close()  # the child holds its own copy
+            sock.close()  # the child holds its own copies: once it exits, the pipe ends
+            os.close(their_end)
+        w.events = events
         self._set(w, WorkerState.LOADING, "starting process")
 
     async def _wait_ready(self, w: WorkerHandle) -> None:
+        """Read the worker's events until `ready` (or its failure, the pipe's end, or
+        `ready_timeout`); progress goes to the handle as it comes."""
+        if w.events is None:
+            raise RbeeError(f"worker {w.id} has no event pipe")
+        fd, w.events = w.events, None
+        reader = asyncio.StreamReader()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.ready_timeout
-        headers = self._auth_headers()
-        while w.state is WorkerState.LOADING:
-            if loop.time() > deadline:
-                raise RbeeError(f"worker {w.id} not ready after {self.config.ready_timeout}s")
-            with contextlib.suppress(httpx.TransportError):
-                r = await self._http.get(f"{w.url}/ready", headers=headers, timeout=2.0)
-                body = r.json()
-                if body.get("state") == WorkerState.CRASHED:
-                    raise RbeeError(body.get("error") or "worker failed to load")
-                self._progress(w, 0.5 + 0.5 * float(body.get("progress", 0.0)),
-                               str(body.get("stage", "")))
-                if r.status_code == 200:
-                    self._set(w, WorkerState.READY, "ready")
-                    return
-            await asyncio.sleep(POLL_SECONDS)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0))
+        try:
+            async with asyncio.timeout(self.config.ready_timeout):
+                while not await self._on_event(w, await reader.readline()):
+                    pass
+        except TimeoutError:
+            raise RbeeError(f"worker {w.id} not ready after {self.config.ready_timeout}s"
+                            ) from None
+        except ValueError as exc:  # not a WorkerEvent, or a line past the reader's 64 KiB
+            raise RbeeError(f"worker {w.id} sent a malformed event: {exc}") from None
+        finally:
+            transport.close()  # the worker's next write (if any) fails; it says no more
 
-    def _auth_headers(self) -> dict[str, str]:
-        token = self.config.worker_token
-        return {"Authorization": f"Bearer {token}"} if token else {}
+    async def _on_event(self, w: WorkerHandle, line: bytes) -> bool:
+        """Apply one event line; True once the worker is ready, raise if its start failed."""
+        if not line:
+            raise RbeeError(await self._ended_early(w))
+        event = WorkerEvent.model_validate_json(line)  # a ValidationError is a ValueError
+        if event.event == "failed":
+            raise RbeeError(event.error or "worker failed to load")
+        self._progress(w, 0.5 + 0.5 * event.progress, event.stage)  # the first half: download
+        if event.event == "ready":
+            self._set(w, WorkerState.READY, "ready")
+            return True
+        return False
+
+    async def _ended_early(self, w: WorkerHandle) -> str:
+        """Why the event pipe ended before `ready`. The process is exiting (or gone), so its
+        exit code is normally there within milliseconds; its log's last lines say why."""
+        assert w.process is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + EXIT_CODE_WAIT
+        while (code := w.process.poll()) is None and loop.time() < deadline:
+            await asyncio.sleep(0.01)  # only on this failure path, and briefly
+        how = f"exited with code {code}" if code is not None else "closed its event pipe"
+        return f"worker process {how} before it was ready"
 
     async def _watch_exit(self, w: WorkerHandle) -> None:
         assert w.process is not None
@@ -300,6 +332,9 @@ class Supervisor:
     def _forget(self, w: WorkerHandle) -> None:
         for task in w.tasks:
             task.cancel()  # may interrupt a failed worker's termination: finished below
+        if w.events is not None:  # launched, never awaited (stopped before the loop ran)
+            os.close(w.events)
+            w.events = None
         if w.process is not None and w.process.poll() is None:
             ending = asyncio.create_task(self._terminate(w.process), name=f"end-{w.id}")
             self._ending.add(ending)

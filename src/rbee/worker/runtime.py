@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
+from rbee.api.cluster import WorkerEvent
 from rbee.core.clock import Clock, SystemClock
 from rbee.core.errors import EngineError, WorkerUnavailable
 from rbee.core.states import WorkerState
@@ -15,14 +16,20 @@ from rbee.engines.base import Engine, GenerationRequest, Output
 
 logger = logging.getLogger(__name__)
 _END = object()
+EventSink = Callable[[WorkerEvent], None]  # load events to whoever started us (the hive)
+
+
+def _no_events(_: WorkerEvent) -> None:
+    return None
 
 
 class Runtime:
     """Owns one engine. One generation runs at a time; others wait their turn."""
 
     def __init__(self, engine: Engine, *, clock: Clock | None = None,
-                 stall_after: float = 120.0) -> None:
+                 stall_after: float = 120.0, on_event: EventSink | None = None) -> None:
         self.engine = engine
+        self._on_event = on_event or _no_events
         self.state = WorkerState.STARTING
         self.progress = 0.0
         self.stage = "starting"
@@ -43,8 +50,10 @@ class Runtime:
         return silent if silent > self._stall_after else None
 
     def _on_progress(self, fraction: float, stage: str) -> None:
-        self.progress = fraction
+        # On the engine's loading thread: the sink must be (EventPipe is) thread-safe.
+        self.progress = min(1.0, max(0.0, fraction))
         self.stage = stage
+        self._on_event(WorkerEvent(event="progress", progress=self.progress, stage=stage))
 
     async def load_engine(self) -> None:
         self.state = WorkerState.LOADING
@@ -52,10 +61,13 @@ class Runtime:
             await asyncio.to_thread(self.engine.load, self._on_progress)
         except Exception as exc:
             self.state = WorkerState.CRASHED
-            self.error = str(exc)
+            self.error = str(exc) or type(exc).__name__
             logger.error("model failed to load: %s", exc)
+            self._on_event(WorkerEvent(event="failed", progress=self.progress, stage="failed",
+                                       error=self.error))
             return
         self.state = WorkerState.READY
+        self._on_event(WorkerEvent(event="ready", progress=1.0, stage="ready"))
 
     def require_ready(self) -> None:
         """Raise before a response starts: once a stream's headers are out, the queen can no

@@ -13,6 +13,7 @@ from rbee.engines.registry import EngineOptions, build_engine
 from rbee.web.auth import refuse_open_listener
 from rbee.web.serve import serve
 from rbee.worker.app import create_app
+from rbee.worker.events import EventPipe
 from rbee.worker.runtime import Runtime
 from rbee.worker.settings import WorkerSettings
 
@@ -33,7 +34,11 @@ def main(argv: list[str] | None = None) -> None:
         defaults=SamplingDefaults(temperature=settings.temperature, top_p=settings.top_p,
                                   top_k=settings.top_k, repeat_penalty=settings.repeat_penalty),
     )
-    runtime = Runtime(build_engine(settings.engine, options), stall_after=settings.stall_timeout)
+    events = EventPipe(settings.events_fd) if settings.events_fd is not None else None
+    runtime = Runtime(build_engine(settings.engine, options), stall_after=settings.stall_timeout,
+                      on_event=events.send if events else None)
+    if settings.fd is not None:
+        _listen(settings.fd)
     app = create_app(runtime, model=settings.model, token=token)
     serve(app, host=settings.host, port=settings.port, fd=settings.fd,
           parent_pid=settings.parent_pid, limits=settings)
@@ -46,3 +51,14 @@ def _bound_host(fd: int | None) -> str | None:
     # dup: the socket object must not close the inherited fd when it is collected.
     with socket.socket(fileno=os.dup(fd)) as sock:
         return str(sock.getsockname()[0])
+
+
+def _listen(fd: int) -> None:
+    """Listen on the hive's socket now, before the engine loads.
+
+    "ready" goes out the moment the engine is loaded, which may be before uvicorn listens
+    (it starts after the app's start-up): a connection made then must wait in the backlog
+    until uvicorn accepts it, not be refused. uvicorn's own listen() later only resizes it.
+    """
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        sock.listen(socket.SOMAXCONN)

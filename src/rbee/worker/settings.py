@@ -29,6 +29,8 @@ class WorkerSettings(ListenerSettings):
     host: str = Field(default="127.0.0.1", description="Bind address")
     port: int = Field(default=0, description="Bind port (0: any)")
     fd: int | None = Field(default=None, description="Serve on this inherited socket")
+    events_fd: int | None = Field(default=None, description="Write load events (JSON lines: "
+                                  "progress, then ready or failed) to this inherited pipe")
     token: str | None = Field(default=None, description="Bearer token callers must present")
     parent_pid: int | None = Field(default=None, description="Exit when this process is gone")
     stall_timeout: float = Field(default=120.0, gt=0, description="Seconds the engine may "
