@@ -4,7 +4,9 @@ active script survives a restart. Two real hives, labelled like GPU machines."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -144,3 +146,67 @@ def test_eu_only_places_a_new_worker_in_the_eu_rather_than_use_a_us_one(
     assert served_by[result["worker_id"]] == "h100-box"  # the eu-west hive
     said = [e.data["message"] for e in events if e.event == "narration"]
     assert any("on h100-box" in m and "script:eu_only" in m for m in said), said
+
+
+# Each comparison of two equal 8 MiB strings is a memcmp: few instructions, much CPU. Every
+# call runs into the CPU backstop (0.5 s).
+HEAVY_ROUTE = """
+local s = "x" for _ = 1, 23 do s = s .. s end
+local t = "x" for _ = 1, 23 do t = t .. t end
+function route(job, workers)
+  for _ = 1, 1000000 do if s == t then end end
+  return workers[1]
+end
+"""
+
+
+def test_a_cpu_heavy_script_stalls_nothing_and_is_disabled_after_failing_again_and_again(
+        labelled: Cluster, tmp_path: Path) -> None:
+    """Issue 10.8: such a script serialised 10 requests (the last took 6.6 s), blocked
+    GET /v1/models for up to 3.2 s, and was never disabled."""
+    c = labelled
+    c.client.run("worker_spawn", model="rbee-fake", hive_id="h100-box")
+    heavy = tmp_path / "heavy.lua"
+    heavy.write_text(HEAVY_ROUTE)
+    cli(c, "script", "apply", str(heavy))
+    chat = {"model": "rbee-fake", "max_tokens": 2, "messages": [{"role": "user", "content": "q"}]}
+
+    async def load() -> tuple[list[int], list[float]]:
+        async with httpx.AsyncClient(base_url=c.queen.url, timeout=30) as http:
+            requests = [asyncio.ensure_future(http.post("/v1/chat/completions", json=chat))
+                        for _ in range(10)]
+            lags = []
+            while not all(r.done() for r in requests):
+                started = time.perf_counter()
+                assert (await http.get("/v1/models")).status_code == 200
+                lags.append(time.perf_counter() - started)
+                await asyncio.sleep(0.02)
+            return [(await r).status_code for r in requests], lags
+
+    statuses, lags = asyncio.run(load())
+    assert statuses == [200] * 10  # every request served (the built-in policy decided)
+    assert len(lags) >= 5 and max(lags) < 0.25, lags  # one decision alone takes 0.5 s
+    assert httpx.get(f"{c.queen.url}/v1/scheduler").json()["script"]["failures"] >= 1
+    # Failures in a row disable it: narrated on the job that tripped it, shown everywhere.
+    cli(c, "script", "apply", str(heavy))  # fresh counters
+    said: list[str] = []
+    for _ in range(5):
+        if httpx.get(f"{c.queen.url}/v1/scheduler").json()["script"]["disabled"]:
+            break
+        job = c.client.submit("infer", model="rbee-fake", prompt="q", max_tokens=2)
+        events = list(c.client.run_events(job))
+        assert any(e.event == "result" for e in events)
+        said += [e.data["message"] for e in events if e.event == "narration"]
+    state = httpx.get(f"{c.queen.url}/v1/scheduler").json()["script"]
+    assert state["name"] == "heavy" and state["failures"] == 5, state
+    assert "5 times in a row" in state["disabled"] and "CPU time limit" in state["disabled"]
+    assert any("script heavy disabled" in m for m in said), said
+    human = run_cli(c.queen.env, "scheduler")
+    assert human.returncode == 0 and "DISABLED" in human.stdout, human.stdout
+    plan = httpx.post(f"{c.queen.url}/v1/scheduler/explain", json={"model": "rbee-fake"}).json()
+    assert plan["script_disabled"] == state["disabled"]
+    assert plan["route"]["report"]["policy"] == "least-loaded"
+    # applying it again gives it a fresh chance
+    cli(c, "script", "apply", str(heavy))
+    state = httpx.get(f"{c.queen.url}/v1/scheduler").json()["script"]
+    assert state["disabled"] is None and state["failures"] == 0

@@ -37,7 +37,7 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
         svc = services or build_services(settings, hive_token=hive_token,
                                          worker_token=worker_token, local_hive=local_hive)
         app.state.services = svc
-        svc.scripts.load_active()
+        await svc.scripts.load_active()
         await svc.jobs.start()
         if svc.hive_supervisor is not None:
             svc.hive_supervisor.start()  # starts the local hive unless the server did

@@ -49,10 +49,13 @@ class PlacementPlan:
                 "report": self.report.to_dict(), "eviction": eviction}
 
 
-def decide_placement(policy: SchedulingPolicy, snapshot: ClusterSnapshot, req: PlaceRequest,
-                     job: JobFacts | None) -> PlacementPlan:
-    """The policy's placement; when nothing fits, the cheapest idle workers to stop."""
-    placement, report = policy.place(snapshot, req, job)
+async def decide_placement(policy: SchedulingPolicy, snapshot: ClusterSnapshot,
+                           req: PlaceRequest, job: JobFacts | None) -> PlacementPlan:
+    """The policy's placement; when nothing fits, the cheapest idle workers to stop.
+
+    Awaits only while a script decides (on its own thread); with the built-in policy it runs
+    to its end without yielding to the event loop."""
+    placement, report = await policy.place(snapshot, req, job)
     if placement is not None or report.refusal is not None:
         return PlacementPlan(req, placement, report)
     return PlacementPlan(req, None, report, plan_eviction(snapshot, req))
@@ -82,8 +85,8 @@ class Decision:
         }
 
 
-def decide(policy: SchedulingPolicy, snapshot: ClusterSnapshot, route: RouteRequest,
-           place: PlaceRequest, job: JobFacts | None) -> Decision:
+async def decide(policy: SchedulingPolicy, snapshot: ClusterSnapshot, route: RouteRequest,
+                 place: PlaceRequest, job: JobFacts | None) -> Decision:
     """Both halves, for explain: the route, and where a new worker would go regardless."""
-    worker, report = policy.route(snapshot, route, job, remember=False)
-    return Decision(worker, report, decide_placement(policy, snapshot, place, job))
+    worker, report = await policy.route(snapshot, route, job, remember=False)
+    return Decision(worker, report, await decide_placement(policy, snapshot, place, job))

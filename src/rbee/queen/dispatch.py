@@ -19,12 +19,12 @@ from rbee.core.errors import (
 )
 from rbee.core.states import WorkerState
 from rbee.models.catalog import ModelRef
-from rbee.queen.decision import decide_placement
+from rbee.queen.decision import PlacementPlan, decide_placement
 from rbee.queen.hive_client import HiveClient
 from rbee.queen.policy import JobFacts, SchedulingPolicy
 from rbee.queen.registry import Registry
 from rbee.scheduler.eviction import Eviction
-from rbee.scheduler.placement import PlaceMode, PlaceRequest
+from rbee.scheduler.placement import Placement, PlaceMode, PlaceRequest
 from rbee.scheduler.report import Report
 from rbee.scheduler.routing import RouteRequest
 
@@ -79,6 +79,9 @@ class Dispatcher:
         self._spawn_timeout = spawn_timeout
         self._threads = default_threads
         self._model_locks: dict[str, asyncio.Lock] = {}
+        # Decide-and-reserve is one step: a script decides on its own thread (an await), and
+        # a placement deciding meanwhile would see the memory this one is about to take.
+        self._placing = asyncio.Lock()
         self.policy = policy or SchedulingPolicy()
         self._estimator = estimator or (lambda ref: 0)
         self._estimates: dict[str, int] = {}
@@ -95,7 +98,7 @@ class Dispatcher:
         return self._estimates[ref.name]
 
     async def worker_for(self, ref: ModelRef, hints: Hints, narrator: Narrator) -> WorkerInfo:
-        found = self._route(ref, hints, narrator)
+        found = await self._route(ref, hints, narrator)
         if found is not None:
             return found
         if hints.worker_id is not None:
@@ -105,7 +108,7 @@ class Dispatcher:
         lock = self._model_locks.setdefault(ref.name, asyncio.Lock())
         async with lock:
             await self._wait_for_hives(narrator)
-            found = self._route(ref, hints, narrator)
+            found = await self._route(ref, hints, narrator)
             if found is not None:
                 return found
             starting = self._starting(ref, hints)
@@ -114,12 +117,12 @@ class Dispatcher:
                 starting = await self.spawn(ref, hints, narrator)
             return await self.wait_ready(starting, narrator)
 
-    def _route(self, ref: ModelRef, hints: Hints, narrator: Narrator) -> WorkerInfo | None:
+    async def _route(self, ref: ModelRef, hints: Hints, narrator: Narrator) -> WorkerInfo | None:
         req = RouteRequest(model=ref.name, hive_id=hints.hive_id, device=hints.device,
                            worker_id=hints.worker_id)
         # Built-in routing needs no memory accounting: a lighter snapshot on the hot path.
         snapshot = self._registry.snapshot(memory=self.policy.routes_by_memory, eviction=False)
-        view, report = self.policy.route(snapshot, req, hints.job)
+        view, report = await self.policy.route(snapshot, req, hints.job)
         for note in report.notes:  # a script's log() lines and failures, on the job stream
             narrator.narrate("route", note)
         return view.info if view else None
@@ -168,37 +171,28 @@ class Dispatcher:
         req = await asyncio.to_thread(self.place_request, ref, hints)
         worker_id = f"wrk-{uuid.uuid4().hex[:8]}"
         reservations = self._registry.reservations
+        waited = False  # for suspected hives to report again, once
         while True:  # decide, then do
-            plan = decide_placement(self.policy, self._registry.snapshot(), req, hints.job)
+            plan, decision, need = await self._decide_and_reserve(ref, req, worker_id,
+                                                                  hints.job, waited)
             report = plan.report
             for note in report.notes:
                 narrator.narrate("place", note)
-            if plan.placement is not None:
-                # Reserve in the same step as the decision (no await between): a concurrent
-                # placement sees this memory as taken.
-                decision = plan.placement
-                reservations.reserve(worker_id, decision.hive_id, decision.device, ref.name,
-                                     need := req.need_on(_kind(decision.device)))
-                break
             if report.refusal is not None:  # the script said no: final, with its reason
                 raise report.refusal
-            if await self._await_suspects(narrator):
-                continue
-            if plan.eviction is None:
+            if decision is None:
+                if not waited and self._registry.suspects():
+                    waited = True
+                    await self._await_suspects(narrator)
+                    continue
                 raise _no_room(ref, req.need, report)
-            # Evict-then-place is one plan: the room is reserved for this worker now, and the
-            # victims leave every other plan, before they stop. Their STOPPING report frees
-            # their reservations; another placement must not take that memory meanwhile.
-            decision = plan.eviction.placement
-            reservations.reserve(worker_id, decision.hive_id, decision.device, ref.name,
-                                 need := req.need_on(_kind(decision.device)))
-            self._registry.set_evicting(plan.eviction.workers)
-            try:
-                await self._evict(plan.eviction, ref, narrator)
-            except BaseException:
-                reservations.release(worker_id)
-                self._registry.set_evicting(plan.eviction.workers, False)
-                raise
+            if plan.eviction is not None and plan.placement is None:
+                try:
+                    await self._evict(plan.eviction, ref, narrator)
+                except BaseException:
+                    reservations.release(worker_id)
+                    self._registry.set_evicting(plan.eviction.workers, False)
+                    raise
             break
         narrator.narrate("place", f"placing {ref.name} on {decision.hive_id} {decision.device}"
                          f" (reserving {_gib(need)}; {report.policy})")
@@ -215,6 +209,30 @@ class Dispatcher:
             self._registry.keep_warm(info.id)
         narrator.narrate("worker_spawn", f"worker {info.id} starting", actor="hive")
         return info
+
+    async def _decide_and_reserve(self, ref: ModelRef, req: PlaceRequest, worker_id: str,
+                                  job: JobFacts | None, waited: bool
+                                  ) -> tuple[PlacementPlan, Placement | None, int]:
+        """A placement plan and, in the same step, the memory it needs reserved for
+        `worker_id`: a concurrent placement sees that memory as taken. A script decides on its
+        own thread (an await), so placements take turns here. Evict-then-place reserves the room
+        now and takes the victims out of every other plan before they stop: their STOPPING
+        report frees their own reservations, and no other placement may take that memory
+        meanwhile. While a hive is suspected (it may be alive) nothing is evicted, unless the
+        caller `waited` for it already. Returns where, and the bytes reserved."""
+        async with self._placing:
+            plan = await decide_placement(self.policy, self._registry.snapshot(), req, job)
+            if plan.placement is not None:
+                target = plan.placement
+            elif plan.eviction is not None and (waited or not self._registry.suspects()):
+                target = plan.eviction.placement
+                self._registry.set_evicting(plan.eviction.workers)
+            else:
+                return plan, None, 0
+            need = req.need_on(_kind(target.device))
+            self._registry.reservations.reserve(worker_id, target.hive_id, target.device,
+                                                ref.name, need)
+            return plan, target, need
 
     async def _evict(self, eviction: Eviction, ref: ModelRef, narrator: Narrator) -> None:
         narrator.narrate("evict", f"stopping idle {', '.join(eviction.workers)} to free "

@@ -85,12 +85,12 @@ class Operations:
         result = self._table[type(op)](ctx, op)
         return await result if inspect.isawaitable(result) else result
 
-    def explain(self, req: ExplainRequest) -> dict[str, Any]:
+    async def explain(self, req: ExplainRequest) -> dict[str, Any]:
         ref = parse_ref(req.model or self._default_model)
         hints = Hints(hive_id=req.hive_id, device=req.device, mode=req.placement,
                       job=JobFacts(tenant=req.tenant, priority=req.priority))
-        script = compile_script(req.source, "dry-run") if req.source else None
-        return explain(self._dispatcher, self._registry, ref, hints, script)
+        script = await compile_script(req.source, "dry-run") if req.source else None
+        return await explain(self._dispatcher, self._registry, ref, hints, script)
 
     async def infer(self, ctx: JobContext, op: InferOp) -> Result:
         ref = parse_ref(op.model or self._default_model)

@@ -4,20 +4,28 @@ Hard filters (model, hints, hive up, ready, memory) always run first, in Python;
 only chooses among the candidates that passed them, so no script can route to a dead worker
 or over-commit a device. A script that answers nil leaves the choice to the built-in policy;
 one that fails (error, instruction budget, memory cap, bad answer) is counted, noted in the
-decision's report (and so in the job's narration), and the built-in policy decides. One that
-answers `false` refuses every candidate: the request fails with 503 and the reason (a rule such
-as data residency must not be "helpfully" overridden by the fallback).
+decision's report (and so in the job's narration), and the built-in policy decides; after
+`disable_after` failures in a row it is set aside (disabled, narrated, shown by `rbee scheduler`)
+until it is applied again. One that answers `false` refuses every candidate: the request fails
+with 503 and the reason (a rule such as data residency must not be "helpfully" overridden by the
+fallback).
+
+A script runs on its own thread (`queen.script_runner`), under a wall-clock limit: the
+candidates and their rows are computed here, on the event loop, from the frozen snapshot; only
+the script's call crosses to its thread, and its answer is applied back here. So every piece of
+this object's state is touched from the event loop only.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rbee.api.cluster import Device, WorkerInfo
 from rbee.core.errors import NoCapacity, RbeeError
+from rbee.queen.script_runner import WALL_SECONDS, ScriptBusy, ScriptRunner
 from rbee.scheduler.placement import Placement, PlaceRequest, place
 from rbee.scheduler.placement import candidates as place_candidates
 from rbee.scheduler.report import Report
@@ -29,6 +37,7 @@ if TYPE_CHECKING:  # lupa loads only once a script is applied
     from rbee.scheduler.lua import Row
 
 logger = logging.getLogger(__name__)
+DISABLE_AFTER = 5  # failures in a row after which a script is set aside
 
 
 class Script(Protocol):
@@ -57,45 +66,74 @@ class ScriptStats:
     failures: int = 0
     fallbacks: int = 0  # nil answers: the built-in policy decided
     last_error: str | None = None
+    in_a_row: int = 0  # failures since the last answer
+    disabled: str | None = None  # why the script is set aside (None: it decides)
+    busy: int = 0  # calls that waited the whole limit behind earlier ones (built-in decided)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"calls": self.calls, "failures": self.failures, "fallbacks": self.fallbacks,
+                "last_error": self.last_error, "failures_in_a_row": self.in_a_row,
+                "busy": self.busy, "disabled": self.disabled}
 
 
 class SchedulingPolicy:
-    def __init__(self, routing: str = "least-loaded", placement: str = "best-device") -> None:
+    def __init__(self, routing: str = "least-loaded", placement: str = "best-device", *,
+                 wall_seconds: float = WALL_SECONDS, disable_after: int = DISABLE_AFTER) -> None:
         self.routing = routing
         self.placement = placement
-        self.script: Script | None = None
         self.stats = ScriptStats()
+        self._wall_seconds = wall_seconds
+        self._disable_after = disable_after
+        self._runner: ScriptRunner | None = None
         self._turn = 0
         self._last: dict[str, str] = {}  # model → the worker routed to last (ties take turns)
         self._statics = _Statics()
 
     @property
+    def script(self) -> Script | None:
+        """The script applied (even if disabled)."""
+        return self._runner.script if self._runner is not None else None
+
+    @property
+    def deciding(self) -> Script | None:
+        """The script that takes part in decisions: the applied one unless it was disabled."""
+        return None if self.stats.disabled is not None else self.script
+
+    @property
     def routes_by_memory(self) -> bool:
         """Whether routing reads device memory (only a script's route hook does)."""
-        return self.script is not None and self.script.has_route
+        script = self.deciding
+        return script is not None and script.has_route
 
     def use(self, script: Script | None) -> None:
-        """Hot reload: the next decision uses the new script (or none)."""
-        self.script = script
+        """Hot reload: the next decision uses the new script (or none), with fresh counters
+        (applying a disabled script again enables it)."""
+        if self._runner is not None:
+            self._runner.close()
+        self._runner = ScriptRunner(script, self._wall_seconds) if script is not None else None
         self.stats = ScriptStats()
+
+    def close(self) -> None:
+        self.use(None)
 
     # -- routing -------------------------------------------------------------------------
 
-    def route(self, snapshot: ClusterSnapshot, req: RouteRequest, job: JobFacts | None = None,
-              *, remember: bool = True) -> tuple[WorkerView | None, Report]:
+    async def route(self, snapshot: ClusterSnapshot, req: RouteRequest,
+                    job: JobFacts | None = None, *, remember: bool = True
+                    ) -> tuple[WorkerView | None, Report]:
         """`remember=False` (explain): the decision leaves no trace, so the next request goes
         where the explanation said it would."""
-        script = self.script
+        script = self.deciding
         if script is None or not script.has_route or req.worker_id is not None:
             return self._builtin_route(snapshot, req, remember)
         report = Report(policy=f"script:{script.name}")
         fit = route_candidates(snapshot, req, report)
         if not fit:
             return None, report
+        job_table = _job_table(req.model, req.hive_id, req.device, job)
+        rows = [self._statics.worker_row(w, snapshot) for w in fit]
         try:
-            chosen = self._ask(report, lambda s: s.route_rows(
-                _job_table(req.model, req.hive_id, req.device, job),
-                [self._statics.worker_row(w, snapshot) for w in fit]))
+            chosen = await self._ask(report, lambda s: s.route_rows(job_table, rows))
         except NoCapacity as refused:  # none of these workers: a new one may be placed
             report.notes.append(refused.message)
             return None, report
@@ -121,10 +159,10 @@ class SchedulingPolicy:
 
     # -- placement -----------------------------------------------------------------------
 
-    def place(self, snapshot: ClusterSnapshot, req: PlaceRequest,
-              job: JobFacts | None = None) -> tuple[Placement | None, Report]:
+    async def place(self, snapshot: ClusterSnapshot, req: PlaceRequest,
+                    job: JobFacts | None = None) -> tuple[Placement | None, Report]:
         req = replace(req, policy=self.placement)
-        script = self.script
+        script = self.deciding
         # Hints (pin or prefer) are the user's own placement: the built-in policy honours them.
         hinted = req.mode != "auto" and (req.hive_id is not None
                                          or req.device not in (None, "auto"))
@@ -134,9 +172,10 @@ class SchedulingPolicy:
         fit = place_candidates(snapshot, req, report, hinted=False)
         if not fit:
             return None, report
+        model_table = _model_table(req, job)
+        rows = self._statics.device_rows(fit)
         try:
-            chosen = self._ask(report, lambda s: s.place_rows(
-                _model_table(req, job), self._statics.device_rows(fit)))
+            chosen = await self._ask(report, lambda s: s.place_rows(model_table, rows))
         except NoCapacity as refused:  # `return false`: a decision, with its candidates
             report.refusal = refused
             report.notes.append(refused.message)
@@ -151,27 +190,50 @@ class SchedulingPolicy:
 
     # -- script calls --------------------------------------------------------------------
 
-    def _ask(self, report: Report, call: Any) -> str | None:
-        script = self.script
-        assert script is not None
-        self.stats.calls += 1
+    async def _ask(self, report: Report, call: Callable[[Script], str | None]) -> str | None:
+        runner, stats = self._runner, self.stats
+        assert runner is not None
+        stats.calls += 1
         try:
-            answer: str | None = call(script)
-        except NoCapacity:  # the script refused every candidate (`return false`): no fallback
-            report.notes.extend(f"script log: {line}" for line in script.last_log)
-            raise
-        except RbeeError as exc:
-            report.notes.extend(f"script log: {line}" for line in script.last_log)
-            self.stats.failures += 1
-            self.stats.last_error = exc.message
-            report.notes.append(f"script failed ({exc.message}); built-in policy used")
-            logger.warning("scheduling script %s failed: %s", script.name, exc.message)
+            answer = await runner.ask(call)
+        except ScriptBusy as exc:  # this call never ran: the overrunning one is counted
+            stats.busy += 1
+            report.notes.append(f"{exc.message}; built-in policy used")
             return None
-        report.notes.extend(f"script log: {line}" for line in script.last_log)
-        if answer is None:
-            self.stats.fallbacks += 1
+        except RbeeError as exc:  # ScriptTimedOut
+            self._failed(report, runner, stats, exc.message)
+            return None
+        report.notes.extend(f"script log: {line}" for line in answer.log)
+        error = answer.error
+        if isinstance(error, NoCapacity):  # refused every candidate (`return false`): final
+            stats.in_a_row = 0
+            raise error
+        if isinstance(error, RbeeError):
+            self._failed(report, runner, stats, error.message)
+            return None
+        if error is not None:
+            raise error  # not the script's doing: a bug here
+        stats.in_a_row = 0
+        if answer.value is None:
+            stats.fallbacks += 1
             report.notes.append("script had no opinion; built-in policy used")
-        return answer
+        return answer.value
+
+    def _failed(self, report: Report, runner: ScriptRunner, stats: ScriptStats,
+                message: str) -> None:
+        stats.failures += 1
+        stats.in_a_row += 1
+        stats.last_error = message
+        report.notes.append(f"script failed ({message}); built-in policy used")
+        logger.warning("scheduling script %s failed: %s", runner.script.name, message)
+        # Only while that script is still the one applied (a reload may have come meanwhile).
+        if (stats.in_a_row >= self._disable_after and stats.disabled is None
+                and self._runner is runner):
+            stats.disabled = f"failed {stats.in_a_row} times in a row (last: {message})"
+            report.notes.append(f"script {runner.script.name} disabled: {stats.disabled}; "
+                                "the built-in policy decides until it is applied again")
+            logger.error("scheduling script %s disabled: %s", runner.script.name,
+                         stats.disabled)
 
 
 def _job_table(model: str, hive_id: str | None, device: str | None,

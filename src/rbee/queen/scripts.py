@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -22,11 +23,17 @@ class ScriptNotFound(NotFound):
     code = "script_not_found"
 
 
-def compile_script(source: str, name: str) -> Script:
-    """A sandboxed Lua policy; raises ScriptInvalid (400) with the Lua error and line."""
+def _compile(source: str, name: str) -> Script:
     from rbee.scheduler.lua import LuaPolicy  # lupa: loaded when scripts are used
 
     return LuaPolicy(source, name)
+
+
+async def compile_script(source: str, name: str) -> Script:
+    """A sandboxed Lua policy; raises ScriptInvalid (400) with the Lua error and line.
+
+    Off the event loop: compiling runs the script's top-level code (within its limits)."""
+    return await asyncio.to_thread(_compile, source, name)
 
 
 class Scripts:
@@ -35,21 +42,21 @@ class Scripts:
         self._policy = policy
         self._clock = clock
 
-    def load_active(self) -> None:
+    async def load_active(self) -> None:
         """At start: the script that was active before a restart is active again."""
         row = self._store.active()
         if row is None:
             return
         try:
-            self._policy.use(compile_script(row.source, row.name))
+            self._policy.use(await compile_script(row.source, row.name))
             logger.info("scheduling script %s active", row.name)
         except RbeeError as exc:
             logger.error("active script %s no longer compiles (%s); built-in policy used",
                          row.name, exc.message)
             self._store.activate(None)
 
-    def save(self, name: str, source: str, activate: bool) -> dict[str, Any]:
-        script = compile_script(source, name)  # never store what does not compile
+    async def save(self, name: str, source: str, activate: bool) -> dict[str, Any]:
+        script = await compile_script(source, name)  # never store what does not compile
         self._store.save(name, source, self._clock.time())
         if activate:
             self._store.activate(name)
@@ -58,13 +65,13 @@ class Scripts:
             self._policy.use(script)  # the active one was edited: reload it
         return self.describe(name)
 
-    def activate(self, name: str | None) -> dict[str, Any]:
+    async def activate(self, name: str | None) -> dict[str, Any]:
         if name is None:
             self._store.activate(None)
             self._policy.use(None)
             return {"active": None}
         row = self._require(name)
-        script = compile_script(row.source, row.name)
+        script = await compile_script(row.source, row.name)
         self._store.activate(name)
         self._policy.use(script)
         return self.describe(name)
@@ -82,9 +89,7 @@ class Scripts:
         out: dict[str, Any] = {"name": row.name, "active": active, "source": row.source,
                                "updated_at": row.updated_at}
         if active:
-            s = self._policy.stats
-            out["stats"] = {"calls": s.calls, "failures": s.failures,
-                            "fallbacks": s.fallbacks, "last_error": s.last_error}
+            out["stats"] = self._policy.stats.to_dict()
         return out
 
     def list(self) -> list[dict[str, Any]]:
@@ -98,8 +103,8 @@ class Scripts:
         return row
 
 
-def explain(dispatcher: Dispatcher, registry: Registry, ref: ModelRef, hints: Hints,
-            script: Script | None = None) -> dict[str, Any]:
+async def explain(dispatcher: Dispatcher, registry: Registry, ref: ModelRef, hints: Hints,
+                  script: Script | None = None) -> dict[str, Any]:
     """Where a request for `ref` would go on the live cluster, and why. Changes nothing: the
     same decision the dispatcher executes (`queen.decision`), not executed.
 
@@ -111,7 +116,12 @@ def explain(dispatcher: Dispatcher, registry: Registry, ref: ModelRef, hints: Hi
         policy.use(script)
     route = RouteRequest(model=ref.name, hive_id=hints.hive_id, device=hints.device,
                          worker_id=hints.worker_id)
-    decision = decide(policy, registry.snapshot(), route, dispatcher.place_request(ref, hints),
-                      hints.job)
-    deciding = script or dispatcher.policy.script
-    return {**decision.to_dict(), "script": deciding.name if deciding else None}
+    try:
+        decision = await decide(policy, registry.snapshot(), route,
+                                dispatcher.place_request(ref, hints), hints.job)
+    finally:
+        if script is not None:
+            policy.close()
+    applied = policy.script
+    return {**decision.to_dict(), "script": applied.name if applied else None,
+            "script_disabled": policy.stats.disabled}

@@ -269,8 +269,8 @@ async def test_explain_shows_the_plan_the_dispatcher_then_executes() -> None:
                                    Hints(hive_id="rig", device="cpu"), Silent())
     report(registry, "rig", ready(first, 3 * GB))
     ref, hints = ModelRef("builtin", "b", "fake"), Hints(hive_id="rig", device="cpu")
-    decision = decide(dispatcher.policy, registry.snapshot(), RouteRequest(model="b"),
-                      dispatcher.place_request(ref, hints), None)
+    decision = await decide(dispatcher.policy, registry.snapshot(), RouteRequest(model="b"),
+                            dispatcher.place_request(ref, hints), None)
     assert decision.action == "evict-then-place"
     assert decision.placement.eviction is not None
     planned = decision.placement.eviction.workers

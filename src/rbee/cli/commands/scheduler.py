@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from rbee.cli.context import Context
 from rbee.cli.errors import guarded
@@ -28,9 +29,16 @@ def scheduler(ctx: typer.Context) -> None:
         script = state["script"]
         out.print(f"routing: {state['routing_policy']}; placement: {state['placement_policy']}; "
                   f"memory budget per device: {_gib(state['memory_budget'])}")
-        out.print(f"script: {script['name']} (calls {script['calls']}, failures "
-                  f"{script['failures']}, no-opinion {script['fallbacks']})" if script
-                  else "script: none (built-in policies decide)")
+        if script is None:
+            out.print("script: none (built-in policies decide)")
+        else:
+            out.print(f"script: {script['name']} (calls {script['calls']}, failures "
+                      f"{script['failures']}, no-opinion {script['fallbacks']}, busy "
+                      f"{script['busy']})")
+            if script["disabled"]:
+                out.print(f"[bold red]script {script['name']} DISABLED[/bold red]: "
+                          f"{escape(script['disabled'])}; built-in policies decide until "
+                          "it is applied again (rbee script apply)")
         out.print(table("devices", ("device", "total", "free", "reserved", "available"), [
             (d["key"], _gib(d["memory_total"]), _gib(d["memory_free"]), _gib(d["reserved"]),
              _gib(d["available"])) for d in state["devices"]]))

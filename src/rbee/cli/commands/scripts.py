@@ -76,6 +76,8 @@ def _print_explanation(r: dict[str, Any]) -> None:
     out = consoles()[0]
     out.print(f"[bold]{r['model']}[/bold] (needs {r['need_bytes'] / 2**30:.2f} GiB; script: "
               f"{r['script'] or 'none'}) → [bold]{r['decision']}[/bold]")
+    if r.get("script_disabled"):
+        out.print(f"  [bold red]script disabled[/bold red]: {escape(r['script_disabled'])}")
     route, place = r["route"], r["place"]
     out.print(f"  route: {route['worker'] or 'no ready worker'} — "
               f"{escape(route['report']['explain'])}")
@@ -136,6 +138,9 @@ def show(ctx: typer.Context,
             s = r["stats"]
             out.print(f"calls {s['calls']}, failures {s['failures']}, no-opinion "
                       f"{s['fallbacks']}; last error: {escape(str(s['last_error']))}")
+            if s["disabled"]:
+                out.print(f"[bold red]DISABLED[/bold red]: {escape(s['disabled'])}; apply it "
+                          "again to enable it")
         out.print(escape(r["source"]), highlight=False)
         return 0
 

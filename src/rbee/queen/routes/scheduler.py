@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1/scheduler")
 @router.post("/explain")
 async def explain(request: Request, svc: ServicesDep) -> dict[str, Any]:
     """Route and placement decisions for a model on the live cluster; nothing changes."""
-    return svc.operations.explain(await parse_body(request, ExplainRequest))
+    return await svc.operations.explain(await parse_body(request, ExplainRequest))
 
 
 @router.get("")
@@ -27,9 +27,7 @@ async def state(svc: ServicesDep) -> dict[str, Any]:
     models = sorted({w.info.model for w in snapshot.workers})
     return {
         "routing_policy": policy.routing, "placement_policy": policy.placement,
-        "script": {"name": script.name, "calls": policy.stats.calls,
-                   "failures": policy.stats.failures, "fallbacks": policy.stats.fallbacks,
-                   "last_error": policy.stats.last_error} if script else None,
+        "script": {"name": script.name, **policy.stats.to_dict()} if script else None,
         "memory_budget": snapshot.budget,
         "devices": [{"key": f"{h.id}/{d.id}", "memory_total": d.memory_total,
                      "memory_free": d.memory_free,
