@@ -78,10 +78,25 @@ def ready(info: WorkerInfo, memory: int | None = None) -> WorkerInfo:
     return info.model_copy(update={"state": WorkerState.READY, "memory_bytes": memory})
 
 
-async def test_concurrent_placements_never_over_commit_a_device() -> None:
+# A script decides on its own thread: between the snapshot and the reservation the event loop
+# runs other placements, which must not take the same memory.
+FIRST_FIT = """function place(model, devices)
+  for _, d in ipairs(devices) do
+    if d.memory_free >= model.size_bytes then return d end
+  end
+  return nil
+end"""
+
+
+@pytest.mark.parametrize("script", [None, FIRST_FIT], ids=["built-in", "script"])
+async def test_concurrent_placements_never_over_commit_a_device(script: str | None) -> None:
     random.seed(7)
     sizes = {f"m{i}": random.randint(1, 20) * GB for i in range(60)}
     _, registry, _, dispatcher = rig(sizes)
+    if script is not None:
+        from rbee.scheduler.lua import LuaPolicy
+
+        dispatcher.policy.use(LuaPolicy(script, "first-fit"))
 
     async def one(name: str) -> WorkerInfo | None:
         try:
@@ -99,6 +114,10 @@ async def test_concurrent_placements_never_over_commit_a_device() -> None:
     for hive, devices in HIVES.items():
         for dev in devices:
             assert reserved.get(f"{hive}/{dev.id}", 0) <= dev.memory_total
+    if script is not None:
+        assert dispatcher.policy.stats.calls >= len(placed)
+        assert dispatcher.policy.stats.failures == 0
+        dispatcher.policy.close()
 
 
 async def test_reservations_follow_the_worker_and_learn_what_it_really_uses() -> None:
