@@ -100,7 +100,7 @@ class LiveCluster:
                 region=h.region, labels=dict(h.labels)))
 
 
-def decision_latency(n_samples: int) -> bool:
+async def decision_latency(n_samples: int) -> bool:
     """Route and place decisions timed separately (a request routes; placing is rarer).
 
     Two cases. "frozen": the decision alone, over one snapshot whose indexes are built once
@@ -132,10 +132,10 @@ def decision_latency(n_samples: int) -> bool:
                 t0 = time.perf_counter()
                 snap = base if case == "frozen" else registry.snapshot(
                     memory=policy.routes_by_memory, eviction=False)
-                policy.route(snap, RouteRequest(model), job)
+                await policy.route(snap, RouteRequest(model), job)
                 t1 = time.perf_counter()
                 snap = base if case == "frozen" else registry.snapshot(eviction=False)
-                policy.place(snap, PlaceRequest(model, need=4 * GB, mode="auto"), job)
+                await policy.place(snap, PlaceRequest(model, need=4 * GB, mode="auto"), job)
                 t2 = time.perf_counter()
                 samples.setdefault((case, "route", name), []).append((t1 - t0) * 1000)
                 samples.setdefault((case, "place", name), []).append((t2 - t1) * 1000)
@@ -245,7 +245,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     header("scheduler", args.quick)
-    decision_latency(500 if args.quick else 3000)
+    asyncio.run(decision_latency(500 if args.quick else 3000))
     snapshot_cost(200 if args.quick else 1000)
     asyncio.run(overload(5 if args.quick else 10))
 

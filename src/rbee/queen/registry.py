@@ -13,7 +13,14 @@ from rbee.core.clock import Clock
 from rbee.core.errors import HiveNotFound
 from rbee.core.states import WorkerState
 from rbee.queen.reservations import Reservations
-from rbee.scheduler.snapshot import ClusterSnapshot, HiveView, WorkerView, device_key
+from rbee.scheduler.snapshot import (
+    ClusterSnapshot,
+    DeviceRow,
+    HiveView,
+    WorkerView,
+    device_key,
+    hive_device_rows,
+)
 
 MISSED_INTERVALS_DOWN = 3
 
@@ -29,6 +36,13 @@ class HiveRecord:
     view: HiveView | None = None
     routing_views: tuple[WorkerView, ...] | None = None
     device_counts: dict[str, int] = field(default_factory=dict)  # with routing_views
+    by_model: dict[str, tuple[WorkerView, ...]] = field(default_factory=dict)  # likewise
+    # Placement's rows of this hive's devices, and what they were computed from (the view,
+    # the reservation totals, the worker counts): recomputed only when one of them changed.
+    device_rows: tuple[DeviceRow, ...] = ()
+    rows_view: HiveView | None = None
+    rows_totals: tuple[dict[str, int], dict[str, int]] | None = None
+    rows_counts: dict[str, int] | None = None
 
 
 class Registry:
@@ -293,8 +307,19 @@ class Registry:
         if self._inflight.get(info.id):
             return 0.0
         if now is None:
+            by_model: dict[str, list[WorkerView]] = {}
+            for view in r.routing_views:
+                by_model.setdefault(view.info.model, []).append(view)
+            r.by_model = {model: tuple(views) for model, views in by_model.items()}
             now = self._clock.monotonic()
         since = self._idle_since.get(info.id)
+    def _device_rows(self, r: HiveRecord, hive: HiveView, counts: dict[str, int],
+                     totals: tuple[dict[str, int], dict[str, int]]) -> tuple[DeviceRow, ...]:
+        if r.rows_view is not hive or r.rows_totals is not totals or r.rows_counts is not counts:
+            r.device_rows = hive_device_rows(hive, counts, *totals, self.budget)
+            r.rows_view, r.rows_totals, r.rows_counts = hive, totals, counts
+        return r.device_rows
+
         if since is None:
             if info.state is not WorkerState.READY:
                 return 0.0
@@ -311,12 +336,19 @@ class Registry:
         """
         now = self._clock.monotonic()  # one reading for every hive's state and idle time
         records = sorted(self._hives.items())
-        hives = tuple(self._hive_view(h, r, now) for h, r in records)
         inflight = self._inflight
         skipped = self._skipped()
-        cached = tuple(self._routing_views(record, inflight, skipped) for _, record in records)
+        views: list[HiveView] = []
+        cached: list[tuple[WorkerView, ...]] = []
+        for hive_id, record in records:  # one pass, for every request: mostly cache hits
+            views.append(self._hive_view(hive_id, record, now))
+            routing = record.routing_views
+            cached.append(self._routing_views(record, inflight, skipped)
+                          if routing is None else routing)
+        hives = tuple(views)
+        models = tuple([record.by_model for _, record in records])
         if not memory:
-            return ClusterSnapshot(hives, tuple(chain.from_iterable(cached)))
+            return ClusterSnapshot(hives, tuple(chain.from_iterable(cached)), models=models)
         counts: dict[str, int] = {}
         for _, record in records:
             counts.update(record.device_counts)
@@ -328,6 +360,13 @@ class Registry:
                 for w in self.workers())
         else:
             workers = tuple(chain.from_iterable(cached))
-        reserved, pending = res.totals()
-        return ClusterSnapshot(hives=hives, workers=workers, reserved=reserved, pending=pending,
-                               budget=self.budget, worker_counts=counts)
+        totals = res.totals()
+        # What the device rows are made of, as of now (a snapshot is frozen): computed, or
+        # taken from the hive's record, only if a placement asks for them.
+        sources = [(record, hive, record.device_counts)
+                   for hive, (_, record) in zip(hives, records, strict=True)]
+        return ClusterSnapshot(
+            hives=hives, workers=workers, reserved=totals[0], pending=totals[1],
+            budget=self.budget, worker_counts=counts, models=None if eviction else models,
+            device_rows=lambda: tuple(chain.from_iterable(
+                [self._device_rows(*source, totals) for source in sources])))

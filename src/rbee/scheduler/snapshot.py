@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import chain
 from typing import NamedTuple
 
 from rbee.api.cluster import Device, WorkerInfo
@@ -39,6 +40,11 @@ class ClusterSnapshot:
     pending: Mapping[str, int] = field(default_factory=dict)
     budget: int | None = None  # a cap on every device's usable memory (bytes), if set
     worker_counts: Mapping[str, int] | None = None  # workers per "hive/device", if known
+    # What a registry keeps between snapshots, if given: each hive's workers by model (in
+    # `hives` order), and a source of the device rows (`devices`). Recomputing either from
+    # scratch for every snapshot set the tail of a decision on a live registry.
+    models: tuple[Mapping[str, tuple[WorkerView, ...]], ...] | None = None
+    device_rows: Callable[[], tuple[DeviceRow, ...]] | None = None
 
     # Indexes, built once per snapshot on first use: a decision then costs what its
     # candidates cost, not a pass over every worker of the cluster.
@@ -56,8 +62,12 @@ class ClusterSnapshot:
         and a full index by model cost more than the routing decision it served."""
         found = self._of_model.get(model)
         if found is None:
-            found = self._of_model[model] = tuple([w for w in self.workers
-                                                   if w.info.model == model])
+            if self.models is not None:
+                found = tuple(chain.from_iterable([m[model] for m in self.models
+                                                   if model in m]))
+            else:
+                found = tuple([w for w in self.workers if w.info.model == model])
+            self._of_model[model] = found
         return found
 
     @cached_property
@@ -71,13 +81,12 @@ class ClusterSnapshot:
     @cached_property
     def devices(self) -> tuple[DeviceRow, ...]:
         """Every device with its key, memory available and workers (request-independent)."""
+        if self.device_rows is not None:
+            return self.device_rows()
         counts = self.device_workers
-        rows = []
-        for h in self.hives:
-            for d in h.devices:
-                key = device_key(h.id, d.id)
-                rows.append(DeviceRow(h, d, key, self.available_at(key, d), counts.get(key, 0)))
-        return tuple(rows)
+        return tuple(chain.from_iterable(
+            hive_device_rows(h, counts, self.reserved, self.pending, self.budget)
+            for h in self.hives))
 
     def hive(self, hive_id: str) -> HiveView | None:
         return self.hives_by_id.get(hive_id)
@@ -92,13 +101,30 @@ class ClusterSnapshot:
         return self.available_at(device_key(hive_id, device.id), device)
 
     def available_at(self, key: str, device: Device) -> int:
-        # plain comparisons, not min/max: this runs for every device of every new snapshot
-        budget, total = self.budget, device.memory_total
-        accounted = (total if budget is None or budget > total else budget) - \
-            self.reserved.get(key, 0)
-        measured = device.memory_free - self.pending.get(key, 0)
-        available = accounted if accounted < measured else measured
-        return available if available > 0 else 0
+        return available_at(key, device, self.reserved, self.pending, self.budget)
+
+
+def available_at(key: str, device: Device, reserved: Mapping[str, int],
+                 pending: Mapping[str, int], budget: int | None) -> int:
+    """`ClusterSnapshot.available`, for one device under its key."""
+    # plain comparisons, not min/max: this runs for every device of every new snapshot
+    total = device.memory_total
+    accounted = (total if budget is None or budget > total else budget) - reserved.get(key, 0)
+    measured = device.memory_free - pending.get(key, 0)
+    available = accounted if accounted < measured else measured
+    return available if available > 0 else 0
+
+
+def hive_device_rows(hive: HiveView, counts: Mapping[str, int], reserved: Mapping[str, int],
+                     pending: Mapping[str, int], budget: int | None
+                     ) -> tuple[DeviceRow, ...]:
+    """One hive's devices as placement reads them (see `ClusterSnapshot.devices`)."""
+    rows = []
+    for d in hive.devices:
+        key = device_key(hive.id, d.id)
+        rows.append(DeviceRow(hive, d, key, available_at(key, d, reserved, pending, budget),
+                              counts.get(key, 0)))
+    return tuple(rows)
 
 
 class DeviceRow(NamedTuple):  # hundreds per snapshot: a NamedTuple is the cheapest to make
