@@ -133,3 +133,66 @@ def test_workers_of_a_down_hive_are_listed_unknown_not_ready() -> None:
     reg.suspect("h")  # a dead local hive is marked down at once, without waiting
     assert [x.state for x in reg.listed_workers()] == [WorkerState.UNKNOWN]
     assert reg.hives_up() == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_what_snapshots_reuse_between_requests_matches_a_fresh_computation(seed: int) -> None:
+    """Issue 10.15: hives keep their workers by model and their placement device rows between
+    snapshots. Whatever happened in between (reports, reservations, requests, new workers, a
+    hive going down), they must equal what a snapshot computes from scratch."""
+    import random
+
+    from rbee.scheduler.snapshot import ClusterSnapshot
+
+    rnd = random.Random(seed)
+    clock = FakeClock()
+    reg = Registry(clock, telemetry_interval=2.0, memory_budget=rnd.choice([None, 40]))
+    hives = [f"h{i}" for i in range(4)]
+    models = ["a", "b", "c"]
+    known: dict[str, WorkerInfo] = {}
+
+    def worker(hive: str) -> WorkerInfo:
+        wid = f"w{len(known)}"
+        known[wid] = WorkerInfo(id=wid, hive_id=hive, model=rnd.choice(models), model_path="",
+                                device=rnd.choice(["cpu", "cuda:0"]), engine="fake",
+                                url="http://w", state=WorkerState.READY)
+        return known[wid]
+
+    def report(hive: str) -> None:
+        devices = [Device(id="cpu", kind="cpu", name="c", memory_total=64,
+                          memory_free=rnd.randint(0, 64)),
+                   Device(id="cuda:0", kind="cuda", name="g", memory_total=24,
+                          memory_free=rnd.randint(0, 24))]
+        mine = [w for w in known.values() if w.hive_id == hive and rnd.random() < 0.9]
+        reg.report(HiveTelemetry(hive_id=hive, url=f"http://{hive}", version="0", pid=1,
+                                 devices=devices, workers=mine))
+
+    for hive in hives:
+        report(hive)
+    for _ in range(300):
+        step = rnd.randrange(7)
+        if step == 0:
+            report(rnd.choice(hives))
+        elif step == 1:
+            reg.upsert_worker(worker(rnd.choice(hives)))
+        elif step == 2 and known:
+            wid = rnd.choice(list(known))
+            reg.reservations.reserve(wid, known[wid].hive_id, known[wid].device,
+                                     known[wid].model, rnd.randint(1, 8))
+        elif step == 3 and known:
+            reg.reservations.release(rnd.choice(list(known)))
+        elif step == 4 and known:
+            wid = rnd.choice(list(known))
+            reg.acquire(wid)
+            if rnd.random() < 0.7:
+                reg.release(wid)
+        elif step == 5:
+            clock.advance(rnd.choice([0.5, 3.0]))
+        for kwargs in ({"memory": False}, {"eviction": False}, {}):
+            snap = reg.snapshot(**kwargs)
+            fresh = ClusterSnapshot(snap.hives, snap.workers, snap.reserved, snap.pending,
+                                    snap.budget)
+            for model in models:
+                assert snap.workers_of(model) == fresh.workers_of(model)
+            if kwargs.get("memory", True):
+                assert snap.devices == fresh.devices
