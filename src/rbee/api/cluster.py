@@ -39,6 +39,8 @@ class WorkerInfo(_Strict):
     progress: float = 0.0
     stage: str = ""
     load: int = Field(default=0, description="requests running or queued")
+    slots: int = Field(default=1, ge=1, le=1024, description="requests it serves at once "
+                       "(what it advertised when ready; the queen admits as many)")
     error: str | None = None
     error_code: str | None = None
     memory_bytes: int | None = None
@@ -51,6 +53,9 @@ class SpawnWorker(_Strict):
     threads: int | None = Field(default=None, ge=1, le=1024)
     context_length: int | None = Field(default=None, ge=64, le=1_048_576)
     worker_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    slots: int | None = Field(default=None, ge=1, le=1024, description="requests it serves "
+                              "at once, for engines that batch (default: the engine's own; "
+                              "llama_cpp: 1)")
 
 
 class HiveTelemetry(_Strict):
@@ -72,6 +77,7 @@ class ReadyStatus(_Strict):
     error: str | None = None
     model: str
     load: int = 0
+    slots: int = 1
 
 
 class WorkerEvent(_Strict):
@@ -85,3 +91,5 @@ class WorkerEvent(_Strict):
     progress: float = Field(default=0.0, ge=0.0, le=1.0, description="engine load, 0..1")
     stage: str = ""
     error: str | None = None
+    slots: int | None = Field(default=None, ge=1, le=1024, description="with `ready`: "
+                              "requests it serves at once")

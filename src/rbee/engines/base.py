@@ -58,6 +58,9 @@ Output = Piece | Finish
 
 class Engine(Protocol):
     name: str
+    # Requests it serves at once: the worker runs up to this many `generate` calls at the
+    # same time, each on its own thread, and advertises it so the queen admits as many.
+    slots: int
 
     def load(self, progress: ProgressFn) -> None:
         """Load weights; report progress in 0..1 with a stage name."""
@@ -71,3 +74,4 @@ class Engine(Protocol):
 
 
 DEFAULT_MAX_TOKENS = 256
+MAX_SLOTS = 1024  # a bound on what any worker may advertise (and a user may ask for)

@@ -36,12 +36,15 @@ class FakeEngine:
         load_seconds: float = 0.0,
         fail_after: int | None = None,
         fail_load: bool = False,
+        slots: int = 1,
     ) -> None:
+        self.slots = slots  # generations share no state: any number really run at once
         self._delay = 1.0 / tokens_per_second if tokens_per_second > 0 else 0.0
         self._load_seconds = load_seconds
         self._fail_after = fail_after
         self._fail_load = fail_load
         self.generations = 0
+        self._count = threading.Lock()  # `generations` is bumped from several threads
 
     def load(self, progress: ProgressFn) -> None:
         steps = 4
@@ -53,7 +56,8 @@ class FakeEngine:
         progress(1.0, "ready")
 
     def generate(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[Output]:
-        self.generations += 1
+        with self._count:
+            self.generations += 1
         prompt = request.prompt or " ".join(m.get("content", "") for m in request.messages)
         limit = request.max_tokens or DEFAULT_MAX_TOKENS
         prompt_tokens = max(1, len(prompt.split()))

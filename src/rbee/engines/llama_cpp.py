@@ -47,6 +47,7 @@ def gpu_layers_for(device: str) -> int:
 
 class LlamaCppEngine:
     name = "llama_cpp"
+    slots = 1  # llama-cpp-python's Llama is not thread-safe: one generation at a time
 
     def __init__(
         self, model_path: str, *, device: str = "cpu", threads: int | None = None,

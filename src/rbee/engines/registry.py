@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rbee.core.errors import InvalidRequest
-from rbee.engines.base import Engine, SamplingDefaults
+from rbee.engines.base import MAX_SLOTS, Engine, SamplingDefaults
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class EngineOptions:
     fake_tokens_per_second: float = 0.0
     fake_load_seconds: float = 0.0
     fake_fail_after: int | None = None
+    slots: int | None = None  # requests served at once; None: the engine's own
     defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
 
 
@@ -35,11 +36,23 @@ def _fake(o: EngineOptions) -> Engine:
 
     return FakeEngine(
         tokens_per_second=o.fake_tokens_per_second, load_seconds=o.fake_load_seconds,
-        fail_after=o.fake_fail_after,
+        fail_after=o.fake_fail_after, slots=o.slots or 1,
     )
 
 
 ENGINES: dict[str, Callable[[EngineOptions], Engine]] = {"llama_cpp": _llama, "fake": _fake}
+# The most requests each engine can serve at once (its class's `slots` where that is fixed:
+# llama-cpp-python's Llama is not thread-safe). Here, not on the classes, so a hive can
+# refuse a spawn at once without importing engines.
+SLOT_LIMITS: dict[str, int] = {"llama_cpp": 1, "fake": MAX_SLOTS}
+
+
+def check_slots(engine: str, slots: int | None) -> None:
+    """Refuse `slots` the engine cannot serve at once (None: the engine's own number)."""
+    limit = SLOT_LIMITS.get(engine, MAX_SLOTS)
+    if slots is not None and not 1 <= slots <= limit:
+        raise InvalidRequest(f"engine {engine} serves at most {limit} request(s) at once; "
+                             f"slots {slots} is more than it can", param="slots")
 
 
 def build_engine(name: str, options: EngineOptions) -> Engine:
@@ -47,4 +60,5 @@ def build_engine(name: str, options: EngineOptions) -> Engine:
         factory = ENGINES[name]
     except KeyError:
         raise InvalidRequest(f"unknown engine {name!r}; known: {sorted(ENGINES)}") from None
+    check_slots(name, options.slots)
     return factory(options)

@@ -27,6 +27,7 @@ from rbee.core.child_env import worker_env
 from rbee.core.errors import Conflict, InvalidRequest, RbeeError, WorkerNotFound
 from rbee.core.process import python_module
 from rbee.core.states import WorkerState, can_transition
+from rbee.engines.registry import check_slots
 from rbee.hive.downloads import resolve
 from rbee.hive.launcher import Launcher, ProcessHandle, kill, terminate
 from rbee.models.catalog import BUILTINS, ModelRef, parse_ref
@@ -65,6 +66,7 @@ class WorkerHandle:
     process: ProcessHandle | None = None
     events: int | None = None  # our end of its event pipe, until readiness is awaited
     load: int = 0
+    slots: int = 1  # requests it serves at once: asked for, then what it says when ready
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def info(self, hive_id: str) -> WorkerInfo:
@@ -76,7 +78,8 @@ class WorkerHandle:
             id=self.id, hive_id=hive_id, model=self.ref.name, model_path=self.model_path,
             device=self.spec.device, engine=self.engine, url=self.url,
             pid=self.process.pid if self.process else None, state=self.state,
-            progress=self.progress, stage=self.stage, load=self.load, error=self.error,
+            progress=self.progress, stage=self.stage, load=self.load, slots=self.slots,
+            error=self.error,
             error_code=self.error_code, memory_bytes=memory)
 
 
@@ -146,6 +149,7 @@ class Supervisor:
         if ref.source != "hf":  # cheap local checks answer at once; downloads run later
             resolve(ref, cache=self.config.home / "models", hf_endpoint=None)
         engine = spec.engine or ref.engine
+        check_slots(engine, spec.slots)  # at once, not as a failed load a moment later
         # A crashed worker stays listed (and reported) until the next try for its model.
         for old in [w for w in self._workers.values()
                     if w.ref.name == ref.name and w.state is WorkerState.CRASHED]:
@@ -153,7 +157,8 @@ class Supervisor:
         worker_id = spec.worker_id or f"wrk-{uuid.uuid4().hex[:8]}"
         if worker_id in self._workers:
             raise Conflict(f"worker {worker_id} already exists")
-        handle = WorkerHandle(id=worker_id, spec=spec, ref=ref, engine=engine)
+        handle = WorkerHandle(id=worker_id, spec=spec, ref=ref, engine=engine,
+                              slots=spec.slots or 1)
         self._workers[worker_id] = handle
         self.changed.set()
         return handle
@@ -213,6 +218,8 @@ class Supervisor:
             argv += ["--threads", str(threads)]
         if spec.context_length:
             argv += ["--context-length", str(spec.context_length)]
+        if spec.slots:
+            argv += ["--slots", str(spec.slots)]
         builtin = BUILTINS.get(w.ref.name)
         for key, value in builtin.sampling if builtin else ():
             argv += [f"--{key.replace('_', '-')}", str(value)]
@@ -274,6 +281,7 @@ class Supervisor:
             raise RbeeError(event.error or "worker failed to load")
         self._progress(w, 0.5 + 0.5 * event.progress, event.stage)  # the first half: download
         if event.event == "ready":
+            w.slots = event.slots or 1
             self._set(w, WorkerState.READY, "ready")
             return True
         return False

@@ -1,8 +1,10 @@
 """Admission: a bounded queue per model, interactive before batch, 429 when full.
 
-Each ready worker takes `slots_per_worker` requests at a time (a llama.cpp worker generates
-one answer at a time). Requests beyond that wait here, in priority order (interactive, then
-batch; first come first served within a priority), and see their position on the job stream.
+Each ready worker takes as many requests at a time as it advertises (`WorkerInfo.slots`: a
+llama.cpp worker generates one answer at a time, a batching engine more), so a model admits
+the sum over its ready workers. Requests beyond that wait here, in priority order
+(interactive, then batch; first come first served within a priority), and see their
+position on the job stream.
 When a model's queue is full the request is refused at once with 429 and a Retry-After
 estimated from recent service times — never left to time out.
 """
@@ -62,19 +64,17 @@ class _Lane:
 
 
 class Admission:
-    def __init__(self, clock: Clock, *, max_queue: int, slots_per_worker: int = 1,
-                 capacity: Callable[[str], int]) -> None:
+    def __init__(self, clock: Clock, *, max_queue: int, capacity: Callable[[str], int]) -> None:
         self._clock = clock
         self._max_queue = max_queue
-        self._slots = slots_per_worker
-        self._capacity = capacity  # ready workers serving a model
+        self._capacity = capacity  # requests a model's ready workers serve at once (slots)
         self._lanes: dict[str, _Lane] = {}
         self._seq = itertools.count()
 
     def _limit(self, model: str) -> int:
         # A model with no ready worker yet still admits one request: it is the one that
         # places a worker (load on demand); the others queue behind it.
-        return max(1, self._capacity(model)) * self._slots
+        return max(1, self._capacity(model))
 
     def queued(self, model: str) -> int:
         lane = self._lanes.get(model)
@@ -169,8 +169,7 @@ class Admission:
         if lane is None or not lane.durations:
             return 1.0
         mean = sum(lane.durations) / len(lane.durations)
-        workers = max(1, self._capacity(model)) * self._slots
-        return max(1.0, mean * lane.queued / workers)
+        return max(1.0, mean * lane.queued / self._limit(model))
 
     @staticmethod
     def _announce(lane: _Lane) -> None:

@@ -279,6 +279,13 @@ class Registry:
                    if w.model == model and w.state is WorkerState.READY
                    and self.is_up(w.hive_id) and w.id not in self._unresponsive)
 
+    def ready_slots(self, model: str) -> int:
+        """Requests the ready workers serving `model` take at once, each as many as it
+        advertised (admission capacity); hives down and unresponsive workers count none."""
+        return sum(w.slots for r in self._hives.values() for w in r.workers.values()
+                   if w.model == model and w.state is WorkerState.READY
+                   and self.is_up(w.hive_id) and w.id not in self._unresponsive)
+
     def inflight(self, worker_id: str) -> int:
         return self._inflight.get(worker_id, 0)
 

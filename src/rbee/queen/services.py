@@ -76,9 +76,7 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                             keep_warm_models=frozenset(parse_ref(m).name
                                                        for m in settings.keep_warm),
                             gpu_overhead=GPU_CONTEXT_BYTES)
-    admission = Admission(clock, max_queue=settings.max_queue,
-                          slots_per_worker=settings.slots_per_worker,
-                          capacity=registry.ready_count)
+    admission = Admission(clock, max_queue=settings.max_queue, capacity=registry.ready_slots)
     deadlines = deadlines_for(settings)
     transport = transport or AiohttpTransport(deadlines)  # queen→worker, every call
     relay = Relay(registry, credentials, transport, deadlines)

@@ -63,8 +63,6 @@ class QueenSettings(ListenerSettings):
                                            "places on each device, e.g. 8GiB (unset: all)")
     max_queue: int = Field(default=64, ge=0, description="Requests that may wait per model "
                            "before 429")
-    slots_per_worker: int = Field(default=1, ge=1, description="Requests a worker serves at "
-                                  "once (llama.cpp workers: 1)")
     idle_ttl: float = Field(default=300.0, ge=0, description="Seconds an idle worker stays "
                             "loaded (0: forever)")
     model_ttl: dict[str, float] = Field(default_factory=dict, description="Per-model idle "

@@ -49,6 +49,13 @@ def candidates(snapshot: ClusterSnapshot, req: RouteRequest, report: Report
     return fit
 
 
+def relative_load(w: WorkerView) -> tuple[float, float]:
+    """(the queen's requests in flight, the worker's own count) per slot it serves. Equal
+    ratios of small integers divide to the same float, so ties stay exact."""
+    slots = w.info.slots
+    return w.inflight / slots, w.info.load / slots
+
+
 def route(snapshot: ClusterSnapshot, req: RouteRequest) -> tuple[WorkerView | None, Report]:
     report = Report(policy=req.policy)
     fit = candidates(snapshot, req, report)
@@ -57,14 +64,17 @@ def route(snapshot: ClusterSnapshot, req: RouteRequest) -> tuple[WorkerView | No
     if req.policy == "round-robin":
         ordered = sorted(fit, key=lambda w: w.info.id)
         return ordered[req.turn % len(ordered)], report
-    # least-loaded; equally loaded workers take turns: the first by id after the one picked
-    # last (`after`). Always taking the first sent every sequential request to one worker.
-    for w in fit:
-        report.score(w.info.id, -(w.inflight + w.info.load))
-    best = min((w.inflight, w.info.load) for w in fit)
+    # least-loaded, relative to what each worker serves at once: a 4-slot worker running 2
+    # is less loaded than a 1-slot worker running 1. Equally loaded workers take turns: the
+    # first by id after the one picked last (`after`). Always taking the first sent every
+    # sequential request to one worker.
+    loads = [relative_load(w) for w in fit]
+    for w, load in zip(fit, loads, strict=True):
+        report.score(w.info.id, -(load[0] + load[1]))
+    best = min(loads)
     first = following = None  # one pass, no sort: a model may have hundreds of idle workers
-    for w in fit:
-        if (w.inflight, w.info.load) != best:
+    for w, load in zip(fit, loads, strict=True):
+        if load != best:
             continue
         wid = w.info.id
         if first is None or wid < first.info.id:

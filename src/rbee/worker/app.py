@@ -107,7 +107,7 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None) -> Sta
     async def ready(_: Request) -> Response:
         status = ReadyStatus(ready=runtime.state is WorkerState.READY, state=runtime.state,
                              progress=runtime.progress, stage=runtime.stage, error=runtime.error,
-                             model=model, load=runtime.load)
+                             model=model, load=runtime.load, slots=runtime.slots)
         code = 200 if status.ready else 503
         return JSONResponse(status.model_dump(mode="json"), status_code=code)
 

@@ -24,7 +24,8 @@ def _no_events(_: WorkerEvent) -> None:
 
 
 class Runtime:
-    """Owns one engine. One generation runs at a time; others wait their turn."""
+    """Owns one engine. Up to `engine.slots` generations run at once (each on its own
+    thread); others wait their turn."""
 
     def __init__(self, engine: Engine, *, clock: Clock | None = None,
                  stall_after: float = 120.0, on_event: EventSink | None = None) -> None:
@@ -35,7 +36,8 @@ class Runtime:
         self.stage = "starting"
         self.error: str | None = None
         self.load = 0
-        self._engine_lock = threading.Lock()
+        self.slots = engine.slots
+        self._engine_slots = threading.BoundedSemaphore(self.slots)
         self._clock = clock or SystemClock()
         self._stall_after = stall_after
         self._last_output = self._clock.monotonic()  # while busy: when the engine last spoke
@@ -67,7 +69,8 @@ class Runtime:
                                        error=self.error))
             return
         self.state = WorkerState.READY
-        self._on_event(WorkerEvent(event="ready", progress=1.0, stage="ready"))
+        self._on_event(WorkerEvent(event="ready", progress=1.0, stage="ready",
+                                   slots=self.slots))
 
     def require_ready(self) -> None:
         """Raise before a response starts: once a stream's headers are out, the queen can no
@@ -90,7 +93,7 @@ class Runtime:
 
         def produce() -> None:
             try:
-                with self._engine_lock:
+                with self._engine_slots:
                     for item in self.engine.generate(request, cancel):
                         send(item)
                         if cancel.is_set():

@@ -7,6 +7,8 @@ import os
 import socket
 import sys
 
+from rbee.api.cluster import WorkerEvent
+from rbee.core.errors import RbeeError
 from rbee.core.private import private_umask
 from rbee.engines.base import SamplingDefaults
 from rbee.engines.registry import EngineOptions, build_engine
@@ -31,11 +33,18 @@ def main(argv: list[str] | None = None) -> None:
         context_length=settings.context_length,
         fake_tokens_per_second=settings.fake_tokens_per_second,
         fake_load_seconds=settings.fake_load_seconds, fake_fail_after=settings.fake_fail_after,
+        slots=settings.slots,
         defaults=SamplingDefaults(temperature=settings.temperature, top_p=settings.top_p,
                                   top_k=settings.top_k, repeat_penalty=settings.repeat_penalty),
     )
     events = EventPipe(settings.events_fd) if settings.events_fd is not None else None
-    runtime = Runtime(build_engine(settings.engine, options), stall_after=settings.stall_timeout,
+    try:
+        engine = build_engine(settings.engine, options)
+    except RbeeError as exc:  # say why to the hive (its user sees it), not only in our log
+        if events is not None:
+            events.send(WorkerEvent(event="failed", stage="failed", error=exc.message))
+        raise
+    runtime = Runtime(engine, stall_after=settings.stall_timeout,
                       on_event=events.send if events else None)
     if settings.fd is not None:
         _listen(settings.fd)

@@ -26,6 +26,9 @@ class WorkerSettings(ListenerSettings):
     top_p: float = Field(default=0.95, description="Default top_p for this model")
     top_k: int = Field(default=40, description="Default top_k for this model")
     repeat_penalty: float = Field(default=1.1, description="Repeat penalty for this model")
+    slots: int | None = Field(default=None, ge=1, le=1024, description="Requests served at "
+                              "once (unset: the engine's own; llama_cpp: 1; the fake engine "
+                              "really serves this many)")
     host: str = Field(default="127.0.0.1", description="Bind address")
     port: int = Field(default=0, description="Bind port (0: any)")
     fd: int | None = Field(default=None, description="Serve on this inherited socket")

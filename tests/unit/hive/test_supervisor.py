@@ -348,3 +348,28 @@ async def test_launched_before_the_loop_then_stopped_leaves_no_pipe_open(
             os.write(fd, b"{}\n")
     finally:
         os.close(fd)
+
+
+async def test_the_slots_a_worker_says_it_serves_are_in_its_info(tmp_path: Path) -> None:
+    launcher = FakeLauncher([{"event": "ready", "progress": 1.0, "stage": "ready",
+                              "slots": 32}])
+    sup = supervisor(tmp_path, launcher)
+    assert sup.spawn(SpawnWorker(model="rbee-fake", worker_id="w1")).slots == 1
+    await wait_state(sup, "w1", WorkerState.READY)
+    assert sup.get("w1").slots == 32 and sup.workers()[0].slots == 32
+    argv = launcher.launched[0][0]
+    assert "--slots" not in argv  # the engine's own number
+    await sup.stop_all()
+
+
+async def test_slots_asked_for_at_spawn_go_to_the_worker_and_are_checked(
+        tmp_path: Path) -> None:
+    launcher = FakeLauncher()
+    sup = supervisor(tmp_path, launcher)
+    sup.spawn(SpawnWorker(model="rbee-fake", worker_id="w1", slots=4))
+    await wait_state(sup, "w1", WorkerState.READY)
+    argv = launcher.launched[0][0]
+    assert argv[argv.index("--slots") + 1] == "4"
+    with pytest.raises(InvalidRequest, match="at most 1"):  # llama.cpp: one at a time
+        sup.spawn(SpawnWorker(model="rbee-fake", engine="llama_cpp", slots=2))
+    await sup.stop_all()
