@@ -307,19 +307,12 @@ class Registry:
             on_device = Counter([w.device for w in r.workers.values()])
             r.device_counts = {device_key(r.telemetry.hive_id, d): n
                                for d, n in on_device.items()}
-        return r.routing_views
-
-    def idle_for(self, info: WorkerInfo, now: float | None = None) -> float:
-        """Seconds since the worker last finished a request (or was first seen ready)."""
-        if self._inflight.get(info.id):
-            return 0.0
-        if now is None:
             by_model: dict[str, list[WorkerView]] = {}
             for view in r.routing_views:
                 by_model.setdefault(view.info.model, []).append(view)
             r.by_model = {model: tuple(views) for model, views in by_model.items()}
-            now = self._clock.monotonic()
-        since = self._idle_since.get(info.id)
+        return r.routing_views
+
     def _device_rows(self, r: HiveRecord, hive: HiveView, counts: dict[str, int],
                      totals: tuple[dict[str, int], dict[str, int]]) -> tuple[DeviceRow, ...]:
         if r.rows_view is not hive or r.rows_totals is not totals or r.rows_counts is not counts:
@@ -327,6 +320,13 @@ class Registry:
             r.rows_view, r.rows_totals, r.rows_counts = hive, totals, counts
         return r.device_rows
 
+    def idle_for(self, info: WorkerInfo, now: float | None = None) -> float:
+        """Seconds since the worker last finished a request (or was first seen ready)."""
+        if self._inflight.get(info.id):
+            return 0.0
+        if now is None:
+            now = self._clock.monotonic()
+        since = self._idle_since.get(info.id)
         if since is None:
             if info.state is not WorkerState.READY:
                 return 0.0
