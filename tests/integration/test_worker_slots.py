@@ -61,3 +61,24 @@ def test_the_queen_runs_as_many_requests_at_once_as_the_worker_advertises(
         # slot per worker (the old admission) each waited for the one before it to end.
         assert max(first for first, _ in spans) < min(last for _, last in spans), spans
         assert [w["id"] for w in http.get("/v1/workers").json()] == [worker["id"]]
+
+
+def test_rbee_worker_spawn_slots_sets_what_a_batching_worker_serves(tmp_path: Path) -> None:
+    """`rbee worker spawn --slots N` (engines that batch); refused with one line for an engine
+    that serves one at a time, and out of range."""
+    from rbee.client import JobFailed, QueenClient
+    from tests.support.daemons import run_cli
+
+    for queen in running_queen(rbee_env(tmp_path)):
+        done = run_cli(queen.env, "--json", "worker", "spawn", "-m", "rbee-fake", "--slots", "3")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["slots"] == 3
+        (worker,) = httpx.get(f"{queen.url}/v1/workers").json()
+        assert worker["slots"] == 3
+        bad = run_cli(queen.env, "worker", "spawn", "-m", "rbee-fake", "--slots", "0")
+        assert bad.returncode != 0 and "Traceback" not in bad.stderr
+        client = QueenClient(queen.url)
+        with pytest.raises(JobFailed) as refused:  # llama.cpp serves one answer at a time
+            client.run("worker_spawn", model="rbee-fake", engine="llama_cpp", slots=2)
+        client.close()
+        assert "slots" in refused.value.message, refused.value.message

@@ -56,6 +56,8 @@ class WorkerSpawnOp(_Op):
     keep_warm: bool = False
     engine: str | None = None
     threads: int | None = Field(default=None, ge=1, le=1024)
+    slots: int | None = Field(default=None, ge=1, le=1024, description="requests it serves at "
+                              "once, for engines that batch (default: the engine's own)")
 
 
 class WorkerListOp(_Op):

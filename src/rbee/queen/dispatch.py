@@ -54,6 +54,7 @@ class Hints:
     device: str | None = None
     worker_id: str | None = None
     threads: int | None = None
+    slots: int | None = None  # requests the new worker serves at once (engines that batch)
     mode: PlaceMode = "pin"  # how hive_id/device bind a new worker's placement
     keep_warm: bool = False
     job: JobFacts | None = None
@@ -197,7 +198,8 @@ class Dispatcher:
         narrator.narrate("place", f"placing {ref.name} on {decision.hive_id} {decision.device}"
                          f" (reserving {_gib(need)}; {report.policy})")
         spec = SpawnWorker(model=ref.name, device=decision.device, engine=engine,
-                           threads=hints.threads or self._threads, worker_id=worker_id)
+                           threads=hints.threads or self._threads, worker_id=worker_id,
+                           slots=hints.slots)
         try:
             info = await self._hives.spawn(decision.hive_id,
                                            self._registry.hive_url(decision.hive_id), spec)

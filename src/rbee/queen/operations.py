@@ -165,7 +165,7 @@ class Operations:
     async def worker_spawn(self, ctx: JobContext, op: WorkerSpawnOp) -> Result:
         ref = parse_ref(op.model or self._default_model)
         hints = Hints(hive_id=op.hive_id, device=op.device, threads=op.threads,
-                      mode=op.placement, keep_warm=op.keep_warm)
+                      slots=op.slots, mode=op.placement, keep_warm=op.keep_warm)
         info = await self._dispatcher.spawn(ref, hints, ctx, engine=op.engine)
         ready = await self._dispatcher.wait_ready(info, ctx)
         return {"worker": ready.model_dump(mode="json")}

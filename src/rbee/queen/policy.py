@@ -271,7 +271,7 @@ class _Statics:
             if len(memo) >= self.LIMIT:
                 memo.clear()
             kept = memo[info.id] = (info, hive, (info.id, info.hive_id, info.model, info.device,
-                                                 hive.region if hive else None))
+                                                 hive.region if hive else None, info.slots))
         return (kept[2], (info.state.value, w.inflight + info.load, free),
                 hive.labels if hive else {})
 

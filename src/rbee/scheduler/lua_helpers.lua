@@ -146,7 +146,15 @@ local function new_list(t) return setmetatable(t, List) end
 local function is_list(x) return debug_getmetatable(x) == List end
 
 local function ident(x) return x.key or x.id or "" end
-local function load_of(x) return x.load or x.workers or 0 end
+-- A worker's load per request it serves at once (`slots`), so that :least_loaded() agrees with
+-- the built-in policy on workers that batch; a device's is its worker count.
+local function load_of(x)
+  local l = x.load
+  if l == nil then return x.workers or 0 end
+  local slots = x.slots
+  if slots ~= nil and slots > 1 then return l / slots end
+  return l
+end
 local function free_of(x) return x.memory_free or x.vram_free or 0 end
 
 local function keep_if(self, pred, a, b)

@@ -223,3 +223,25 @@ async def test_an_explained_route_is_the_one_the_next_request_takes() -> None:
         assert shown is not None and shown.info.id == "w2"
     taken, _ = await policy.route(snapshot, RouteRequest(model="m"))
     assert taken is not None and taken.info.id == "w2"
+
+
+async def test_scripts_see_slots_and_least_loaded_compares_load_per_slot() -> None:
+    """A 4-slot worker running 2 is less loaded than a 1-slot worker running 1: a script's
+    :least_loaded() agrees with the built-in policy (issue 10.14)."""
+    hive = cluster().hives[0]
+    views = (WorkerView(WorkerInfo(id="single", hive_id=hive.id, model="m", model_path="",
+                                   device="cuda:0", engine="fake", url="http://x",
+                                   state=WorkerState.READY), 1),
+             WorkerView(WorkerInfo(id="batcher", hive_id=hive.id, model="m", model_path="",
+                                   device="cuda:0", engine="fake", url="http://x",
+                                   state=WorkerState.READY, slots=4), 2))
+    snap = ClusterSnapshot((hive,), views)
+    policy = scripted("function route(job, workers)\n"
+                      "  for _, w in ipairs(workers) do log(w.id .. ' ' .. w.slots) end\n"
+                      "  return workers:least_loaded()\nend")
+    chosen, report = await policy.route(snap, RouteRequest("m"))
+    assert chosen is not None and chosen.info.id == "batcher"
+    assert report.notes == ["script log: single 1", "script log: batcher 4"]
+    builtin, _ = await SchedulingPolicy().route(snap, RouteRequest("m"))
+    assert builtin is not None and builtin.info.id == "batcher"
+    policy.close()

@@ -142,8 +142,6 @@ def test_what_snapshots_reuse_between_requests_matches_a_fresh_computation(seed:
     hive going down), they must equal what a snapshot computes from scratch."""
     import random
 
-    from rbee.scheduler.snapshot import ClusterSnapshot
-
     rnd = random.Random(seed)
     clock = FakeClock()
     reg = Registry(clock, telemetry_interval=2.0, memory_budget=rnd.choice([None, 40]))
@@ -167,32 +165,37 @@ def test_what_snapshots_reuse_between_requests_matches_a_fresh_computation(seed:
         reg.report(HiveTelemetry(hive_id=hive, url=f"http://{hive}", version="0", pid=1,
                                  devices=devices, workers=mine))
 
+    def reserve() -> None:
+        wid = rnd.choice(list(known))
+        reg.reservations.reserve(wid, known[wid].hive_id, known[wid].device, known[wid].model,
+                                 rnd.randint(1, 8))
+
+    def request() -> None:
+        wid = rnd.choice(list(known))
+        reg.acquire(wid)
+        if rnd.random() < 0.7:
+            reg.release(wid)
+
+    steps = [lambda: report(rnd.choice(hives)),
+             lambda: reg.upsert_worker(worker(rnd.choice(hives))),
+             reserve, lambda: reg.reservations.release(rnd.choice(list(known))), request,
+             lambda: clock.advance(rnd.choice([0.5, 3.0])), lambda: None]
     for hive in hives:
         report(hive)
+    reg.upsert_worker(worker(hives[0]))
     for _ in range(300):
-        step = rnd.randrange(7)
-        if step == 0:
-            report(rnd.choice(hives))
-        elif step == 1:
-            reg.upsert_worker(worker(rnd.choice(hives)))
-        elif step == 2 and known:
-            wid = rnd.choice(list(known))
-            reg.reservations.reserve(wid, known[wid].hive_id, known[wid].device,
-                                     known[wid].model, rnd.randint(1, 8))
-        elif step == 3 and known:
-            reg.reservations.release(rnd.choice(list(known)))
-        elif step == 4 and known:
-            wid = rnd.choice(list(known))
-            reg.acquire(wid)
-            if rnd.random() < 0.7:
-                reg.release(wid)
-        elif step == 5:
-            clock.advance(rnd.choice([0.5, 3.0]))
-        for kwargs in ({"memory": False}, {"eviction": False}, {}):
-            snap = reg.snapshot(**kwargs)
-            fresh = ClusterSnapshot(snap.hives, snap.workers, snap.reserved, snap.pending,
-                                    snap.budget)
-            for model in models:
-                assert snap.workers_of(model) == fresh.workers_of(model)
-            if kwargs.get("memory", True):
-                assert snap.devices == fresh.devices
+        rnd.choice(steps)()
+        assert_like_fresh(reg, models)
+
+
+def assert_like_fresh(reg: Registry, models: list[str]) -> None:
+    from rbee.scheduler.snapshot import ClusterSnapshot
+
+    for kwargs in ({"memory": False}, {"eviction": False}, {}):
+        snap = reg.snapshot(**kwargs)
+        fresh = ClusterSnapshot(snap.hives, snap.workers, snap.reserved, snap.pending,
+                                snap.budget)
+        for model in models:
+            assert snap.workers_of(model) == fresh.workers_of(model)
+        if kwargs.get("memory", True):
+            assert snap.devices == fresh.devices

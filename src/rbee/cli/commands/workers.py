@@ -27,6 +27,9 @@ def spawn(
     keep_warm: Annotated[bool, typer.Option(
         "--keep-warm", help="Never unload it for idleness or to make room")] = False,
     threads: Annotated[int | None, typer.Option(min=1, help="Engine threads")] = None,
+    slots: Annotated[int | None, typer.Option(
+        min=1, max=1024, help="Requests it serves at once, for engines that batch "
+                              "[default: the engine's own; llama_cpp: 1]")] = None,
 ) -> None:
     """Start a worker for a model and wait until it is ready."""
     c: Context = ctx.obj
@@ -36,7 +39,8 @@ def spawn(
         c.ensure_queen(client)
         _, err = consoles()
         job_id = client.submit("worker_spawn", model=model, hive_id=hive, device=device,
-                               threads=threads, placement=placement, keep_warm=keep_warm)
+                               threads=threads, slots=slots, placement=placement,
+                               keep_warm=keep_warm)
         result: dict[str, object] = {}
         with err.status("spawning worker…") as status:
             for ev in client.run_events(job_id):
