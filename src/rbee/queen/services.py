@@ -24,6 +24,7 @@ from rbee.queen.scripts import Scripts
 from rbee.queen.settings import QueenSettings
 from rbee.queen.supervision import HiveSupervisor
 from rbee.queen.transport import AiohttpTransport, Deadlines, WorkerTransport
+from rbee.queen.transport_httptools import HttptoolsTransport
 from rbee.queen.watchdog import IdleTTL, Watchdog
 from rbee.storage.db import Database, connect
 from rbee.storage.hives import HiveStore
@@ -78,7 +79,9 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                             gpu_overhead=GPU_CONTEXT_BYTES)
     admission = Admission(clock, max_queue=settings.max_queue, capacity=registry.ready_slots)
     deadlines = deadlines_for(settings)
-    transport = transport or AiohttpTransport(deadlines)  # queen→worker, every call
+    if transport is None:  # queen→worker, every call
+        transport = (HttptoolsTransport(deadlines) if settings.worker_transport == "httptools"
+                     else AiohttpTransport(deadlines))
     relay = Relay(registry, credentials, transport, deadlines)
     liveness = Liveness(registry, relay.calls, transport, clock,
                         interval=settings.liveness_interval, timeout=settings.liveness_timeout)
