@@ -63,20 +63,31 @@ class DisconnectAwareStream(StreamingResponse):
                 self._on_close()
 
 
+async def _hang_up(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass  # a request body's remaining chunks (already read by the endpoint: none)
+
+
 CLIENT_CLOSED = 499  # nginx's "client closed request": nobody reads it, logs do
 
 
 async def unless_disconnected(request: Request, work: Awaitable[Response]) -> Response:
-    """Run a non-streamed request's work; a client that hangs up cancels it."""
+    """Run a non-streamed request's work; a client that hangs up cancels it.
+
+    The hang-up is an event, not a poll: once the body has been read, the server's next
+    `receive()` message is `http.disconnect`, and it comes only when the connection is lost.
+    (Polling `is_disconnected()` every 50 ms cost 1,024 queued requests 40 % of a CPU.)"""
     task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_hang_up(request.receive))
     try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=0.05)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                return Response(status_code=CLIENT_CLOSED)
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and gone.exception() is not None:
+            await asyncio.wait((task,))  # the connection cannot be watched: just do the work
+        if task.done():
+            return task.result()
+        return Response(status_code=CLIENT_CLOSED)
     finally:
+        gone.cancel()
         # Hang-up, or we were cancelled ourselves (a deadline): the work must not go on.
         if not task.done():
             task.cancel()
