@@ -105,8 +105,9 @@ class AiohttpTransport:
     """Keep-alive pools per worker; connect deadline here, the rest enforced by the relay
     (a stream's idle deadline must ignore keep-alive comments, which a socket timeout can't)."""
 
-    def __init__(self, deadlines: Deadlines) -> None:
+    def __init__(self, deadlines: Deadlines, *, keepalive: float = KEEPALIVE) -> None:
         self._deadlines = deadlines
+        self._keepalive = keepalive
         self._session: aiohttp.ClientSession | None = None
         self._probes: aiohttp.ClientSession | None = None
 
@@ -114,7 +115,7 @@ class AiohttpTransport:
         # Idle connections are dropped before a worker's own keep-alive timeout (5 s) closes
         # them: a POST on a connection the worker is closing fails, and is not retried.
         connector = aiohttp.TCPConnector(limit=1024, limit_per_host=per_host,
-                                         keepalive_timeout=KEEPALIVE)
+                                         keepalive_timeout=self._keepalive)
         d = self._deadlines
         timeout = aiohttp.ClientTimeout(total=None, connect=d.connect, sock_connect=d.connect)
         # Workers set no cookies: a dummy jar skips cookie filtering on every request.

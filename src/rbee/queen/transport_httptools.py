@@ -28,6 +28,7 @@ import httptools
 from rbee.queen.transport import KEEPALIVE, Deadlines, TransportError, Upstream
 
 MAX_IDLE = 64  # idle connections kept per worker; more are closed when they come back
+MAX_URLS = 4096  # parsed worker URLs remembered
 HIGH_WATER = 256 * 1024  # body bytes buffered unread before the socket stops being read
 Address = tuple[str, int]
 
@@ -172,15 +173,16 @@ class _Connection(asyncio.Protocol):
 class _Pool:
     """Idle keep-alive connections per worker address, the most recently used first."""
 
-    def __init__(self, max_idle: int) -> None:
+    def __init__(self, max_idle: int, keepalive: float) -> None:
         self._max_idle = max_idle
+        self._keepalive = keepalive
         self._idle: dict[Address, list[_Connection]] = {}
 
     def take(self, address: Address) -> _Connection | None:
         idle = self._idle.get(address)
         # Dropped before the worker's own keep-alive timeout (5 s) closes them: a request
         # written on a connection the worker is closing fails, and is not retried.
-        oldest = time.monotonic() - KEEPALIVE
+        oldest = time.monotonic() - self._keepalive
         while idle:
             conn = idle.pop()
             if not conn.closed and conn.idle_since > oldest:
@@ -216,15 +218,24 @@ class _HttptoolsUpstream:
         return self._status
 
     async def read(self) -> bytes:
-        return b"".join([chunk async for chunk in self.chunks()])
+        # Not through chunks(): an async generator per answer costs µs on the hot path.
+        conn = self._connection()
+        parts = []
+        while chunk := await conn.next_chunk():
+            parts.append(chunk)
+        self.release()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        conn = self._conn  # kept: close() may detach it while this waits
-        if conn is None:
-            raise TransportError("the response was closed")
+        conn = self._connection()  # kept: close() may detach it while this waits
         while chunk := await conn.next_chunk():
             yield chunk
         self.release()  # read to its end: as with aiohttp, the connection goes back
+
+    def _connection(self) -> _Connection:
+        if self._conn is None:
+            raise TransportError("the response was closed")
+        return self._conn
 
     def close(self) -> None:
         if self._conn is not None:
@@ -245,11 +256,14 @@ class HttptoolsTransport:
     """Keep-alive connections per worker; the connect deadline here, the rest enforced by
     the relay (as for `AiohttpTransport`)."""
 
-    def __init__(self, deadlines: Deadlines, max_idle: int = MAX_IDLE) -> None:
+    def __init__(self, deadlines: Deadlines, *, keepalive: float = KEEPALIVE,
+                 max_idle: int = MAX_IDLE) -> None:
         self._deadlines = deadlines
-        self._pool = _Pool(max_idle)
-        self._probes = _Pool(2)  # probes have their own connections: never behind requests
+        self._pool = _Pool(max_idle, keepalive)
+        # Probes have their own connections: never behind requests.
+        self._probes = _Pool(2, keepalive)
         self._open: set[_Connection] = set()  # every live connection, for close()
+        self._urls: dict[str, tuple[Address, str]] = {}  # parsed once: few workers, 2 paths
 
     async def open(self, url: str, body: bytes, headers: Mapping[str, str]) -> Upstream:
         return await self._request(self._pool, "POST", url, body, headers)
@@ -282,7 +296,12 @@ class HttptoolsTransport:
 
     async def _request(self, pool: _Pool, method: str, url: str, body: bytes,
                        headers: Mapping[str, str]) -> _HttptoolsUpstream:
-        address, target = _split(url)
+        split = self._urls.get(url)
+        if split is None:
+            if len(self._urls) > MAX_URLS:  # workers come and go: forget the old ones
+                self._urls.clear()
+            split = self._urls[url] = _split(url)
+        address, target = split
         conn = pool.take(address) or await self._connect(address, pool)
         try:
             status = await conn.send(_head(method, target, address, headers, body) + body)

@@ -49,7 +49,8 @@ class Worker:
             "/ok": self._ok, "/health": self._ok, "/sick": self._sick, "/hang": self._hang,
             "/cut": self._cut, "/partial": self._partial, "/sse": self._sse,
             "/sse-cut": self._sse_cut, "/sse-slow": self._sse_slow, "/bye": self._bye,
-            "/silent": self._silent, "/garbage": self._garbage,
+            "/silent": self._silent, "/garbage": self._garbage, "/eof": self._eof,
+            "/cut-close": self._cut_close,
         }
 
     @property
@@ -134,6 +135,14 @@ class Worker:
         await asyncio.sleep(0.02)  # its keep-alive timeout, a little later
         return False
 
+    async def _eof(self, s: Stream) -> bool:
+        s[1].write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + JSON)  # ends at EOF
+        return False
+
+    async def _cut_close(self, s: Stream) -> bool:
+        s[1].write(_answer(200, JSON, b"Connection: close\r\n")[:-4])
+        return False
+
     async def _silent(self, s: Stream) -> bool:
         return False
 
@@ -151,9 +160,17 @@ async def worker() -> AsyncIterator[Worker]:
     await w.stop()
 
 
+Kind = type[HttptoolsTransport] | type[AiohttpTransport]
+
+
 @pytest.fixture(params=[HttptoolsTransport, AiohttpTransport])
-async def transport(request: pytest.FixtureRequest) -> AsyncIterator[WorkerTransport]:
-    t: WorkerTransport = request.param(DEADLINES)
+def kind(request: pytest.FixtureRequest) -> Kind:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def transport(kind: Kind) -> AsyncIterator[WorkerTransport]:
+    t = kind(DEADLINES)
     yield t
     await t.close()
     await asyncio.sleep(0.01)  # let the closed sockets go before the loop does
@@ -206,7 +223,12 @@ async def test_close_hangs_up_on_the_worker(transport: WorkerTransport, worker: 
         await anext(chunks)
 
 
-@pytest.mark.parametrize("path", ["/cut", "/silent", "/garbage"])
+async def test_a_body_without_a_length_ends_when_the_worker_closes(
+        transport: WorkerTransport, worker: Worker) -> None:
+    assert await transport.post(worker.url + "/eof", b"{}", H) == (200, JSON)
+
+
+@pytest.mark.parametrize("path", ["/cut", "/cut-close", "/silent", "/garbage"])
 async def test_a_broken_answer_is_a_transport_error(transport: WorkerTransport, worker: Worker,
                                                     path: str) -> None:
     with pytest.raises(TransportError):
@@ -250,6 +272,19 @@ async def test_an_idle_connection_the_worker_closed_is_not_used(transport: Worke
     await asyncio.sleep(0.01)  # the client side sees the FIN
     assert await transport.post(worker.url + "/ok", b"{}", H) == (200, JSON)
     assert worker.connections == 2
+
+
+async def test_a_connection_idle_past_the_keepalive_is_not_used(kind: Kind,
+                                                                worker: Worker) -> None:
+    """Dropped before the worker's own keep-alive timeout could close it under a request."""
+    short = kind(DEADLINES, keepalive=0.05)
+    try:
+        assert await short.post(worker.url + "/ok", b"{}", H) == (200, JSON)
+        await asyncio.sleep(0.1)
+        assert await short.post(worker.url + "/ok", b"{}", H) == (200, JSON)
+        assert worker.connections == 2
+    finally:
+        await short.close()
 
 
 async def test_nobody_listening_is_a_transport_error(transport: WorkerTransport) -> None:
