@@ -12,7 +12,7 @@ from starlette.types import ASGIApp
 
 from rbee import __version__
 from rbee.queen.local_hive import LocalHive
-from rbee.queen.routes import cluster, jobs, openai, scheduler
+from rbee.queen.routes import cluster, jobs, openai, responses, scheduler
 from rbee.queen.services import QueenServices, build_services
 from rbee.queen.settings import QueenSettings
 from rbee.web.auth import BearerAuth
@@ -69,6 +69,7 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
         app.add_route(path, endpoint, methods=["POST"])
     app.include_router(cluster.router)
     app.include_router(openai.router)
+    app.include_router(responses.router)
     app.include_router(jobs.router)
     app.include_router(scheduler.router)
     # Outermost first: the token is checked before a body is read. /health stays open, and

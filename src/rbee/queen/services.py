@@ -29,6 +29,7 @@ from rbee.queen.watchdog import IdleTTL, Watchdog
 from rbee.storage.db import Database, connect
 from rbee.storage.hives import HiveStore
 from rbee.storage.jobs import JobStore
+from rbee.storage.responses import ResponseStore
 from rbee.storage.scripts import ScriptStore
 
 
@@ -48,6 +49,7 @@ class QueenServices:
     scripts: Scripts
     operations: Operations
     liveness: Liveness
+    responses: ResponseStore
     credentials: Credentials = field(default_factory=Credentials)
     local_hive: LocalHive | None = None
     hive_supervisor: HiveSupervisor | None = None  # restarts local_hive when it dies
@@ -103,7 +105,7 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                                            idle_ttl=IdleTTL(settings.idle_ttl,
                                                             settings.model_ttl)),
                          admission=admission, scripts=scripts, operations=operations,
-                         liveness=liveness,
+                         liveness=liveness, responses=ResponseStore(db),
                          credentials=credentials, local_hive=local,
                          hive_supervisor=supervisor)
 

@@ -56,6 +56,15 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
+    """
+    CREATE TABLE responses (
+        id TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        response TEXT NOT NULL,
+        conversation TEXT NOT NULL
+    );
+    CREATE INDEX responses_created ON responses(created_at);
+    """,
 )
 # SQLite's own names for "this is not a (healthy) database file": damage, not an access problem.
 _DAMAGE_ERRORS = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from typing import cast
 
 from fastapi import APIRouter, Request, Response
@@ -47,16 +48,29 @@ async def _complete(request: Request,
     raw = await request.body()
     body = parse_model(raw, schema, request.headers.get("content-type"))
     ref = parse_ref(body.model)
-    extra = body.model_extra or {}
+    hints = request_hints(body.model_extra or {})
+    return await within_deadline(
+        request, svc, lambda deadline: _admitted(svc, body.stream, ref, hints, path, raw,
+                                                 deadline))
+
+
+def request_hints(extra: Mapping[str, object]) -> Hints:
+    """Where and how urgently to run an inference request: rbee's own extra body fields
+    (`priority`, `placement`, `hive_id`, `device`, `worker_id`, `user`)."""
     priority = _str(extra.get("priority")) or "interactive"
     mode = _str(extra.get("placement")) or "pin"
     if priority not in PRIORITIES:
         raise InvalidRequest(f"priority must be one of {sorted(PRIORITIES)}", param="priority")
     if mode not in ("pin", "prefer", "auto"):
         raise InvalidRequest("placement must be pin, prefer or auto", param="placement")
-    hints = Hints(hive_id=_str(extra.get("hive_id")), device=_str(extra.get("device")),
-                  worker_id=_str(extra.get("worker_id")), mode=cast(PlaceMode, mode),
-                  job=JobFacts(tenant=_str(extra.get("user")), priority=priority))
+    return Hints(hive_id=_str(extra.get("hive_id")), device=_str(extra.get("device")),
+                 worker_id=_str(extra.get("worker_id")), mode=cast(PlaceMode, mode),
+                 job=JobFacts(tenant=_str(extra.get("user")), priority=priority))
+
+
+async def within_deadline(request: Request, svc: QueenServices,
+                          work: Callable[[ClientDeadline], Awaitable[Response]]) -> Response:
+    """Run an inference request's `work` under the client's deadline, until it hangs up."""
     loop = asyncio.get_running_loop()
     deadline = client_deadline(request.headers, loop.time(), svc.settings.max_request_timeout)
     # The client's deadline bounds everything before the answer starts: queueing, placing
@@ -66,8 +80,7 @@ async def _complete(request: Request,
         async with scope:
             # A client that hangs up while queued (or while a worker is placed) leaves the
             # queue at once: its place goes to the next, and nobody works for it.
-            return await unless_disconnected(
-                request, _admitted(svc, body.stream, ref, hints, path, raw, deadline))
+            return await unless_disconnected(request, work(deadline))
     except TimeoutError:
         if not scope.expired():
             raise

@@ -1,0 +1,182 @@
+"""Answer a Responses request through the chat path: admission, dispatch, failover, relay.
+
+The worker gets an ordinary chat-completions request, so whatever it supports (tools,
+structured output, sampling fields) a Response gets too. A stored response is written before
+its client learns it is complete (the final event, or the JSON answer), so a client that saw
+it can always continue from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from starlette.responses import JSONResponse, Response
+
+from rbee.api.cluster import WorkerInfo
+from rbee.api.responses import ResponseObject, ResponsesRequest
+from rbee.core.errors import InvalidRequest, NotFound, RbeeError, UpstreamError, from_envelope
+from rbee.models.catalog import parse_ref
+from rbee.queen.admission import Ticket
+from rbee.queen.calls import ClientDeadline
+from rbee.queen.dispatch import Hints, Silent
+from rbee.queen.failover import with_failover
+from rbee.queen.responses.events import EventStream
+from rbee.queen.responses.inputs import Item, Plan, plan
+from rbee.queen.responses.outputs import (
+    answer_output,
+    as_input,
+    finished,
+    new_id,
+    parse_answer,
+    skeleton,
+    usage,
+)
+from rbee.queen.services import QueenServices
+from rbee.web.streaming import DisconnectAwareStream
+
+CHAT_PATH = "/v1/chat/completions"
+Chunks = AsyncGenerator[dict[str, Any], None]
+T = TypeVar("T")
+
+
+async def respond(svc: QueenServices, req: ResponsesRequest, hints: Hints,
+                  deadline: ClientDeadline) -> Response:
+    if req.background:
+        raise InvalidRequest("background responses are not supported", param="background")
+    history = await _history(svc, req.previous_response_id)
+    work = plan(req, history, svc.settings.max_body_bytes)
+    start = skeleton(req, new_id("resp"), int(time.time()))
+    if req.stream:
+        return await _streamed(svc, req, hints, work, start, deadline)
+    return await _whole(svc, req, hints, work, start, deadline)
+
+
+async def _history(svc: QueenServices, previous: str | None) -> list[Item]:
+    if previous is None:
+        return []
+    found = await asyncio.to_thread(svc.responses.get, previous)
+    if found is None:
+        raise NotFound(f"no stored response {previous!r} (deleted, or made with store=false)",
+                       param="previous_response_id")
+    output = ResponseObject.model_validate(found.response).output
+    return [*found.conversation, *as_input(output)]
+
+
+async def _whole(svc: QueenServices, req: ResponsesRequest, hints: Hints, work: Plan,
+                 start: ResponseObject, deadline: ClientDeadline) -> Response:
+    raw = json.dumps(work.chat).encode()
+
+    async def attempt(worker: WorkerInfo) -> Response:
+        return await svc.relay.forward(worker, CHAT_PATH, raw, stream=False, deadline=deadline)
+
+    reply, _ = await _admitted(svc, req, hints, attempt)
+    if reply.status_code != 200:  # the worker refused (a bad field, a context too long)
+        raise from_envelope(reply.status_code, _json(bytes(reply.body)))
+    answer = parse_answer(bytes(reply.body))
+    output, finish = answer_output(answer)
+    done = finished(start, output, finish, usage(answer.usage), int(time.time()))
+    await _store(svc, req, done, work)
+    return JSONResponse(done.model_dump(mode="json"))
+
+
+async def _admitted(svc: QueenServices, req: ResponsesRequest, hints: Hints,
+                    attempt: Callable[[WorkerInfo], Awaitable[T]], *, keep: bool = False
+                    ) -> tuple[T, Ticket]:
+    """The attempt's result on some worker, and the admission ticket: released here unless
+    `keep` (a stream releases it when it ends) or the attempt failed everywhere."""
+    ref = parse_ref(req.model)
+    ticket = await svc.admission.enter(ref.name, hints.job.priority if hints.job
+                                       else "interactive")
+    try:
+        result = await with_failover(svc.dispatcher, svc.registry, ref, hints, Silent(),
+                                     attempt)
+    except BaseException:
+        ticket.release()
+        raise
+    if not keep:
+        ticket.release()
+    return result, ticket
+
+
+async def _streamed(svc: QueenServices, req: ResponsesRequest, hints: Hints, work: Plan,
+                    start: ResponseObject, deadline: ClientDeadline) -> Response:
+    async def attempt(worker: WorkerInfo) -> tuple[Chunks, dict[str, Any] | None]:
+        # The first chunk comes at once (the role): waiting for it opens the stream here,
+        # where a worker that cannot be reached is still failed over.
+        chunks = svc.relay.stream_events(worker, work.chat, deadline)
+        try:
+            return chunks, await anext(chunks)
+        except StopAsyncIteration:
+            return chunks, None
+        except BaseException:
+            await chunks.aclose()
+            raise
+
+    (chunks, first), ticket = await _admitted(svc, req, hints, attempt, keep=True)
+    frames = _frames(svc, req, work, EventStream(start), chunks, first)
+    return DisconnectAwareStream(_Owned(frames, chunks), on_close=ticket.release)
+
+
+async def _frames(svc: QueenServices, req: ResponsesRequest, work: Plan, events: EventStream,
+                  chunks: Chunks, first: dict[str, Any] | None
+                  ) -> AsyncGenerator[bytes, None]:
+    for frame in events.start():
+        yield frame
+    try:
+        if first is not None:
+            for frame in events.feed(parse_answer(first)):
+                yield frame
+        async for chunk in chunks:
+            for frame in events.feed(parse_answer(chunk)):
+                yield frame
+    except (RbeeError, ValueError) as exc:
+        err = exc if isinstance(exc, RbeeError) else UpstreamError("the worker's stream "
+                                                                    "could not be read")
+        failed, frame = events.fail(err)
+        await _store(svc, req, failed, work)
+        yield frame
+        return
+    done, last = events.finish(int(time.time()))
+    await _store(svc, req, done, work)
+    for frame in last:
+        yield frame
+
+
+async def _store(svc: QueenServices, req: ResponsesRequest, response: ResponseObject,
+                 work: Plan) -> None:
+    if req.store is not False:
+        await asyncio.to_thread(svc.responses.save, response.id, response.created_at,
+                                response.model_dump(mode="json"), work.conversation)
+
+
+class _Owned:
+    """The event frames, owning the worker's stream: a response that ends before its body
+    ever started (a client gone at once) still closes it, which a generator's own
+    `finally` would not."""
+
+    def __init__(self, frames: AsyncGenerator[bytes, None], chunks: Chunks) -> None:
+        self._frames = frames
+        self._chunks = chunks
+
+    def __aiter__(self) -> _Owned:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._frames.__anext__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._frames.aclose()
+        finally:
+            await self._chunks.aclose()
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
