@@ -6,6 +6,7 @@ the same messages proves what the worker was given (chaining, instructions).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -263,3 +264,56 @@ def test_an_unknown_model_is_404(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         client.responses.create(model="gpt-4", input="x")
     assert info.value.code == "model_not_found"
+
+
+WEATHER: Any = [{"type": "function", "name": "get_weather", "description": "Weather in a city",
+                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                "required": ["city"]}, "strict": True}]
+
+
+def _fake_calls_tools() -> bool:
+    """The fake engine answers tools with a call once the worker speaks tools (issue 11's
+    worker half); until then this loop has nothing to drive it."""
+    import importlib.util
+
+    return importlib.util.find_spec("rbee.engines.tool_format") is not None
+
+
+@pytest.mark.skipif(not _fake_calls_tools(), reason="the worker does not call tools yet")
+def test_agent_loop_streamed_through_previous_response_id(client: openai.OpenAI) -> None:
+    with client.responses.stream(model=MODEL, input="weather in Paris?",
+                                 tools=WEATHER) as stream:
+        kinds = [e.type for e in stream]
+        first = stream.get_final_response()
+    assert "response.function_call_arguments.delta" in kinds
+    assert kinds[-3:] == ["response.function_call_arguments.done",
+                          "response.output_item.done", "response.completed"]
+    call = next(o for o in first.output if o.type == "function_call")
+    assert call.name == "get_weather" and call.call_id
+    assert "city" in json.loads(call.arguments)
+    # The tool ran; its result goes back, continuing the stored conversation.
+    with client.responses.stream(model=MODEL, previous_response_id=first.id, tools=WEATHER,
+                                 input=[{"type": "function_call_output",
+                                         "call_id": call.call_id, "output": "sunny, 21 C"}],
+                                 max_output_tokens=6) as stream:
+        events = list(stream)
+    # At the token limit the SDK has no "final response" (OpenAI sends response.incomplete).
+    answer = events[-1]
+    assert answer.type == "response.incomplete"
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text and text == answer.response.output_text
+    assert client.responses.retrieve(answer.response.id).previous_response_id == first.id
+
+
+@pytest.mark.skipif(not _fake_calls_tools(), reason="the worker does not call tools yet")
+def test_agent_loop_with_output_items_sent_back_as_input(client: openai.OpenAI) -> None:
+    """The SDK's stateless pattern: `input += response.output`, then the tool's output."""
+    items: Any = [{"role": "user", "content": "weather in Oslo?"}]
+    first = client.responses.create(model=MODEL, input=items, tools=WEATHER, store=False)
+    call = next(o for o in first.output if o.type == "function_call")
+    items += [o.model_dump(exclude_none=True) for o in first.output]
+    items.append({"type": "function_call_output", "call_id": call.call_id, "output": "snow"})
+    events = list(client.responses.create(model=MODEL, input=items, tools=WEATHER,
+                                          max_output_tokens=5, stream=True))
+    assert events[-1].type in ("response.completed", "response.incomplete")
+    assert any(e.type == "response.output_text.delta" for e in events)

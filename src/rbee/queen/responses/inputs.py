@@ -33,6 +33,7 @@ ITEM_TYPES: dict[str, type[BaseModel]] = {
     "function_call": FunctionCallItem,
     "function_call_output": FunctionCallOutputItem,
 }
+_UNION_BRANCHES = frozenset({"str", "list[dict[str,any]]"})
 TOOL_CHOICES = frozenset({"auto", "none", "required"})
 # Fields of a Responses request sent on to the worker unchanged: chat's sampling fields that
 # the Responses API lacks (clients send them as extra body fields).
@@ -236,7 +237,9 @@ def _checked(schema: type[BaseModel], raw: Item, where: str) -> BaseModel:
         return schema.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+        # pydantic names the union branch it tried (`content.str`): clients know no branches.
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]
+                       if p not in _UNION_BRANCHES)
         # Never quotes the input: it is the client's, and may carry control characters.
         raise InvalidRequest(f"{first['msg']} (at '{where}{path}')",
                              param=f"{where}{path}") from None
