@@ -22,6 +22,7 @@ DEADLINES = Deadlines(connect=0.3, probe=0.3)
 JSON = b'{"ok":true}'
 FRAMES = [b'data: {"n":1}\n\n', b'data: {"n":2}\n\n', b"data: [DONE]\n\n"]
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+FLOOD = 256 << 20  # what a fast worker would send a client that stopped reading
 
 
 def _answer(status: int, body: bytes, extra: bytes = b"") -> bytes:
@@ -50,8 +51,9 @@ class Worker:
             "/cut": self._cut, "/partial": self._partial, "/sse": self._sse,
             "/sse-cut": self._sse_cut, "/sse-slow": self._sse_slow, "/bye": self._bye,
             "/silent": self._silent, "/garbage": self._garbage, "/eof": self._eof,
-            "/cut-close": self._cut_close,
+            "/cut-close": self._cut_close, "/flood": self._flood,
         }
+        self.flooded = 0  # body bytes /flood got written (past the socket's buffers)
 
     @property
     def url(self) -> str:
@@ -143,6 +145,15 @@ class Worker:
         s[1].write(_answer(200, JSON, b"Connection: close\r\n")[:-4])
         return False
 
+    async def _flood(self, s: Stream) -> bool:
+        s[1].write(CHUNKED)
+        chunk = _chunk(b"x" * 65536)
+        while self.flooded < FLOOD:
+            s[1].write(chunk)
+            await s[1].drain()  # blocks once the client stops reading
+            self.flooded += len(chunk)
+        return False
+
     async def _silent(self, s: Stream) -> bool:
         return False
 
@@ -193,6 +204,20 @@ def _dead_url() -> str:
 
 
 H = {"Content-Type": "application/json"}
+
+
+async def test_a_reader_that_stops_stops_the_worker(transport: WorkerTransport,
+                                                    worker: Worker) -> None:
+    """A client that stops reading a stream must not make the queen buffer it all."""
+    upstream = await transport.open(worker.url + "/flood", b"{}", H)
+    chunks = upstream.chunks()
+    await anext(chunks)
+    await asyncio.sleep(0.3)
+    try:
+        assert worker.flooded < 64 << 20  # socket buffers and a bounded read-ahead at most
+    finally:
+        upstream.close()
+        await worker.hung_up()
 
 
 async def test_a_whole_answer_on_one_kept_connection(transport: WorkerTransport,
