@@ -220,6 +220,9 @@ BAD: list[tuple[dict[str, Any], int, str]] = [
     ({"input": "x", "metadata": {str(i): "v" for i in range(17)}}, 400, "metadata"),
     ({"input": "x", "stream": "yes"}, 400, "stream"),
     ({"input": 5}, 400, "input"),
+    # Refused by the worker (chat's own checks), whole and streamed: still before any answer.
+    ({"input": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
+    ({"input": "x", "stop": ["a", "b", "c", "d", "e"], "stream": True}, 400, "stop"),
 ]
 
 
