@@ -44,7 +44,7 @@ def _envelope(r: httpx.Response, status: int, code: str | None = None) -> dict[s
     ({"model": "rbee-fake", "messages": MSG, "max_tokens": "ten"}, "max_tokens"),
     ({"model": "rbee-fake", "messages": MSG, "top_p": 1.5}, "top_p"),
     ({"model": "rbee-fake", "messages": MSG, "temperature": -1}, "temperature"),
-    ({"model": "rbee-fake", "messages": MSG, "n": 3}, "n"),
+    ({"model": "rbee-fake", "messages": MSG, "n": 9}, "n"),  # above the default max_n 8
     ({"model": "rbee-fake", "messages": MSG, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ({"model": "rbee-fake", "messages": MSG, "stream": "yes please"}, "stream"),
     # Strict types: what the spec calls a boolean, number or integer is one, not coerced.

@@ -7,15 +7,28 @@ Cancellation is cooperative: the engine checks `cancel` between tokens.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 ProgressFn = Callable[[float, str], None]
+ToolMode = Literal["none", "auto", "required"]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call; `parameters` is normalized by json_schema.check."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
+    """One choice to generate. Messages arrive as plain text turns: the worker has already
+    written tool calls and tool results into them (engines.tool_format)."""
+
     kind: Literal["chat", "completion"]
     messages: list[dict[str, str]] = field(default_factory=list)
     prompt: str = ""
@@ -25,6 +38,19 @@ class GenerationRequest:
     top_k: int | None = None
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: Mapping[int, float] = field(default_factory=dict)
+    # None: no logprobs; k: each token's own logprob plus its k most likely alternatives.
+    logprobs: int | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    tool_mode: ToolMode = "none"
+    tool_name: str | None = None  # tool_choice naming one function: that one is called
+    parallel_tool_calls: bool = True
+    json_schema: dict[str, Any] | None = None  # the answer must be JSON valid against it
+
+    def calls_tools(self) -> bool:
+        return bool(self.tools) and self.tool_mode != "none"
 
 
 @dataclass(frozen=True)
@@ -38,26 +64,48 @@ class SamplingDefaults:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One sampled token: its bytes, log-probability, and the most likely alternatives."""
+
+    token: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class Piece:
-    """One streamed token's text."""
+    """Streamed text: usually one token's, several when a character spans tokens."""
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolCallPiece:
+    """Part of tool call `index`: its name on the first piece, then its arguments' JSON text
+    piece by piece (concatenated, they are the whole arguments object)."""
+
+    index: int
+    arguments: str
+    name: str | None = None
 
 
 @dataclass(frozen=True)
 class Finish:
     """The last item of every generation."""
 
-    reason: Literal["stop", "length", "cancelled"]
+    reason: Literal["stop", "length", "cancelled", "tool_calls"]
     prompt_tokens: int
     completion_tokens: int
 
 
-Output = Piece | Finish
+Output = Piece | ToolCallPiece | Finish
 
 
 class Engine(Protocol):
     name: str
+    # Whether image content parts can be given (a vision projector is loaded).
+    vision: bool
     # Requests it serves at once: the worker runs up to this many `generate` calls at the
     # same time, each on its own thread, and advertises it so the queen admits as many.
     slots: int

@@ -1,25 +1,28 @@
 """llama.cpp adapter (GGUF) through llama-cpp-python.
 
 We format chat prompts ourselves with the GGUF's embedded template so that we know the
-exact prompt token count for `usage`, and stream with `create_completion`.
+exact prompt token count for `usage`, and run the token loop ourselves (llama_decode.py):
+grammar-constrained sampling, logprobs and exact token counts need it.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-from rbee.core.errors import EngineError
+from rbee.core.errors import EngineError, InvalidRequest
 from rbee.engines.base import (
     DEFAULT_MAX_TOKENS,
-    Finish,
     GenerationRequest,
     Output,
-    Piece,
     ProgressFn,
     SamplingDefaults,
 )
+from rbee.engines.llama_decode import Decoder, grammar_for
+from rbee.engines.llama_sampler import Sampling, TokenSampler, resolve
+from rbee.engines.tool_format import split_calls, system_prompt, with_tools
 
 # Used when a GGUF carries no chat template (ChatML, what SmolLM2 and many others use).
 _CHATML = (
@@ -47,6 +50,7 @@ def gpu_layers_for(device: str) -> int:
 
 class LlamaCppEngine:
     name = "llama_cpp"
+    vision = False  # no multimodal projector is loaded (see docs: mmproj)
     slots = 1  # llama-cpp-python's Llama is not thread-safe: one generation at a time
 
     def __init__(
@@ -140,7 +144,12 @@ class LlamaCppEngine:
     def _prompt(self, request: GenerationRequest) -> tuple[str, list[str]]:
         if request.kind == "completion":
             return request.prompt, list(request.stop)
-        formatted = self._format(messages=request.messages)
+        messages = request.messages
+        if request.calls_tools():
+            prompt = system_prompt(request.tools, request.tool_name,
+                                   request.tool_mode == "required")
+            messages = with_tools(messages, prompt)
+        formatted = self._format(messages=messages)
         extra = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop]
         return formatted.prompt, [*request.stop, *[s for s in extra if s]]
 
@@ -149,38 +158,39 @@ class LlamaCppEngine:
             raise EngineError("engine not loaded")
         prompt, stop = self._prompt(request)
         tokens = self._tokens(prompt)
-        prompt_tokens = len(tokens)
-        limit = request.max_tokens or DEFAULT_MAX_TOKENS
-        d = self._defaults
+        if len(tokens) + 1 > self._ctx:
+            raise EngineError(f"prompt of {len(tokens)} tokens exceeds the context of "
+                              f"{self._ctx}")
+        if any(not 0 <= t < self._llm.n_vocab() for t in request.logit_bias):
+            raise InvalidRequest(f"logit_bias names a token id outside this model's "
+                                 f"vocabulary (0..{self._llm.n_vocab() - 1})",
+                                 param="logit_bias")
         # Start from the cached preamble, never from the previous request's cache: llama.cpp's
         # prefix reuse would make a seeded request answer differently warm than cold.
         self._rewind(tokens)
-        if prompt_tokens + 1 > self._ctx:
-            raise EngineError(
-                f"prompt of {prompt_tokens} tokens exceeds the context of {self._ctx}")
-        stream = self._llm.create_completion(
-            prompt=tokens, max_tokens=min(limit, self._ctx - prompt_tokens), stream=True,
-            temperature=d.temperature if request.temperature is None else request.temperature,
-            top_p=d.top_p if request.top_p is None else request.top_p,
-            top_k=d.top_k if request.top_k is None else request.top_k,
-            repeat_penalty=d.repeat_penalty, seed=request.seed, stop=stop or None,
-        )
-        produced = 0
-        reason = "length"
+        sampler = TokenSampler(self._llm._model, self._llm.ctx, self._sampling(request),
+                               grammar_for(request))
         try:
-            for chunk in stream:
-                if cancel.is_set():
-                    yield Finish("cancelled", prompt_tokens, produced)
-                    return
-                choice = chunk["choices"][0]
-                if choice["text"]:
-                    produced += 1
-                    yield Piece(choice["text"])
-                if choice.get("finish_reason"):
-                    reason = choice["finish_reason"]
+            outputs = Decoder(self._llm, sampler, stop, request.logprobs).run(
+                tokens, self._limit(request, len(tokens)), cancel)
+            yield from split_calls(outputs) if request.calls_tools() else outputs
         finally:
-            stream.close()  # stops llama.cpp evaluating further tokens
-        yield Finish("stop" if reason == "stop" else "length", prompt_tokens, produced)
+            sampler.close()
+
+    def _limit(self, request: GenerationRequest, prompt_tokens: int) -> int:
+        return min(request.max_tokens or DEFAULT_MAX_TOKENS, self._ctx - prompt_tokens)
+
+    def _sampling(self, request: GenerationRequest) -> Sampling:
+        temperature, top_p, top_k = resolve(self._defaults, request.temperature,
+                                            request.top_p, request.top_k)
+        # No seed: a fresh one (llama-cpp-python derives it from the last, which repeats the
+        # same "random" answers after every restart). 0xFFFFFFFF means "random" to llama.cpp.
+        seed = secrets.randbits(32) if request.seed is None else request.seed % 2**32
+        return Sampling(temperature=temperature, top_p=top_p, top_k=top_k,
+                        repeat_penalty=self._defaults.repeat_penalty,
+                        presence_penalty=request.presence_penalty,
+                        frequency_penalty=request.frequency_penalty,
+                        seed=min(seed, 0xFFFFFFFE), logit_bias=request.logit_bias)
 
     def close(self) -> None:
         if self._llm is not None:

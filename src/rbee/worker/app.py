@@ -24,19 +24,9 @@ from rbee.web.body import parse_body
 from rbee.web.errors import exception_handlers
 from rbee.web.limits import BodyLimit
 from rbee.web.streaming import DisconnectAwareStream, unless_disconnected
-from rbee.worker.responses import Formatter, Kind, collect, sse_stream
+from rbee.worker.requests import DEFAULT_MAX_N, generation_requests
+from rbee.worker.responses import Formatter, Indexed, Kind, collect, sse_stream
 from rbee.worker.runtime import Runtime
-
-
-def _generation(body: ChatCompletionRequest | CompletionRequest) -> GenerationRequest:
-    common: dict[str, Any] = dict(
-        max_tokens=body.token_limit(), temperature=body.temperature, top_p=body.top_p,
-        top_k=body.top_k, seed=body.seed, stop=body.stop_list(),
-    )
-    if isinstance(body, ChatCompletionRequest):
-        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        return GenerationRequest(kind="chat", messages=messages, **common)
-    return GenerationRequest(kind="completion", prompt=body.prompt_text(), **common)
 
 
 async def _as_json(work: Awaitable[dict[str, Any]]) -> Response:
@@ -52,11 +42,17 @@ def _health(runtime: Runtime) -> Response:
     return JSONResponse(body)
 
 
-def _outputs(runtime: Runtime, body: ChatCompletionRequest | CompletionRequest,
-             request: Request) -> AsyncIterator[Output]:
-    until = _deadline(request)
-    outputs = runtime.generate(_generation(body))
-    return outputs if until is None else within(outputs, until)
+async def _choices(runtime: Runtime, requests: list[GenerationRequest], until: float | None
+                   ) -> AsyncIterator[Indexed]:
+    """Each choice's outputs in turn (the engine's slots go to one request's choices one at
+    a time, so other requests are not held up behind all n)."""
+    for index, generation in enumerate(requests):
+        outputs = runtime.generate(generation)
+        if until is not None:
+            outputs = within(outputs, until)
+        async with contextlib.aclosing(outputs) as items:  # type: ignore[type-var]
+            async for item in items:
+                yield index, item
 
 
 def _deadline(request: Request) -> float | None:
@@ -88,7 +84,8 @@ async def within(outputs: AsyncIterator[Output], until: float) -> AsyncIterator[
         await outputs.aclose()  # type: ignore[attr-defined]
 
 
-def create_app(runtime: Runtime, *, model: str, token: str | None = None) -> Starlette:
+def create_app(runtime: Runtime, *, model: str, token: str | None = None,
+               max_n: int = DEFAULT_MAX_N) -> Starlette:
     """Plain Starlette, not FastAPI: the worker's import time is on the cold-start path."""
 
     @contextlib.asynccontextmanager
@@ -118,8 +115,11 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None) -> Sta
     async def complete(kind: Kind, body: ChatCompletionRequest | CompletionRequest,
                        request: Request) -> Response:
         runtime.require_ready()  # before any header goes out: a 503 the queen can fail over
-        fmt = Formatter(kind, body.model or model)
-        outputs = _outputs(runtime, body, request)
+        requests = generation_requests(body, model=body.model or model,
+                                       vision=runtime.engine.vision, max_n=max_n)
+        fmt = Formatter(kind, body.model or model,
+                        logprobs=requests[0].logprobs is not None)
+        outputs = _choices(runtime, requests, _deadline(request))
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return DisconnectAwareStream(sse_stream(outputs, fmt, include_usage))

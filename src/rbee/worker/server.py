@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
                       on_event=events.send if events else None)
     if settings.fd is not None:
         _listen(settings.fd)
-    app = create_app(runtime, model=settings.model, token=token)
+    app = create_app(runtime, model=settings.model, token=token, max_n=settings.max_n)
     serve(app, host=settings.host, port=settings.port, fd=settings.fd,
           parent_pid=settings.parent_pid, limits=settings)
 

@@ -29,6 +29,8 @@ class WorkerSettings(ListenerSettings):
     slots: int | None = Field(default=None, ge=1, le=1024, description="Requests served at "
                               "once (unset: the engine's own; llama_cpp: 1; the fake engine "
                               "really serves this many)")
+    max_n: int = Field(default=8, ge=1, le=128, description="Most choices (`n`) one request "
+                       "may ask for; each is generated in turn")
     host: str = Field(default="127.0.0.1", description="Bind address")
     port: int = Field(default=0, description="Bind port (0: any)")
     fd: int | None = Field(default=None, description="Serve on this inherited socket")
