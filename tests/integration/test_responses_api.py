@@ -7,6 +7,7 @@ the same messages proves what the worker was given (chaining, instructions).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -320,3 +321,19 @@ def test_agent_loop_with_output_items_sent_back_as_input(client: openai.OpenAI) 
                                           max_output_tokens=5, stream=True))
     assert events[-1].type in ("response.completed", "response.incomplete")
     assert any(e.type == "response.output_text.delta" for e in events)
+
+
+def test_a_client_that_hangs_up_mid_stream_frees_the_worker(slow_queen: Daemon) -> None:
+    """Fake tokens at 50/s: the abandoned answer would hold the only worker for 10 s."""
+    body = {"model": MODEL, "input": "long", "max_output_tokens": 500, "stream": True}
+    with httpx.Client(base_url=slow_queen.url, timeout=60) as http:
+        with http.stream("POST", "/v1/responses", json=body) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                if line == "event: response.output_text.delta":
+                    break
+        t0 = time.monotonic()
+        again = http.post("/v1/responses", json={"model": MODEL, "input": "next",
+                                                 "max_output_tokens": 2})
+        assert again.status_code == 200 and again.json()["status"] == "incomplete"
+        assert time.monotonic() - t0 < 5.0  # not behind the ~10 s nobody reads
