@@ -345,10 +345,15 @@ class Registry:
         records = sorted(self._hives.items())
         inflight = self._inflight
         skipped = self._skipped()
+        silent_after = MISSED_INTERVALS_DOWN * self._interval
         views: list[HiveView] = []
         cached: list[tuple[WorkerView, ...]] = []
-        for hive_id, record in records:  # one pass, for every request: mostly cache hits
-            views.append(self._hive_view(hive_id, record, now))
+        for hive_id, record in records:  # one pass, on every request: mostly cache hits
+            view = record.view  # `_hive_view`, inlined where it changes nothing
+            if view is None or view.up is not (not record.suspect
+                                               and now - record.last_seen <= silent_after):
+                view = self._hive_view(hive_id, record, now)
+            views.append(view)
             routing = record.routing_views
             cached.append(self._routing_views(record, inflight, skipped)
                           if routing is None else routing)
@@ -356,9 +361,6 @@ class Registry:
         models = tuple([record.by_model for _, record in records])
         if not memory:
             return ClusterSnapshot(hives, tuple(chain.from_iterable(cached)), models=models)
-        counts: dict[str, int] = {}
-        for _, record in records:
-            counts.update(record.device_counts)
         res, warm = self.reservations, self._keep_warm | self._evicting  # neither evictable
         if eviction:
             workers = tuple(
@@ -374,6 +376,6 @@ class Registry:
                    for hive, (_, record) in zip(hives, records, strict=True)]
         return ClusterSnapshot(
             hives=hives, workers=workers, reserved=totals[0], pending=totals[1],
-            budget=self.budget, worker_counts=counts, models=None if eviction else models,
+            budget=self.budget, models=None if eviction else models,
             device_rows=lambda: tuple(chain.from_iterable(
                 [self._device_rows(*source, totals) for source in sources])))
