@@ -270,14 +270,12 @@ def _upstream_hops(worker_url: str, n: int) -> list[tuple[str, float]]:
     with asyncio.Runner(loop_factory=_new_loop) as runner:
         relay = runner.run(_transport_hops(worker_url, n))
         aio = runner.run(_aiohttp_hop(worker_url, n))
-        hx = runner.run(_httpx_hop(worker_url, n))
         raw = runner.run(_raw_hop(worker_url, n))
     ours = [(f"worker round trip via the queen's {name} transport + its deadline scope, as "
              "the Relay (p50; interleaved)", median(xs)) for name, xs in relay.items()]
     return [*ours,
             ("worker round trip via a bare aiohttp.ClientSession, no deadline (p50)",
              median(aio)),
-            ("worker round trip via httpx.AsyncClient (p50)", median(hx)),
             ("worker round trip via bare asyncio streams, same loop (p50; floor)", median(raw))]
 
 
@@ -332,24 +330,6 @@ async def _aiohttp_hop(worker_url: str, n: int) -> list[float]:
             r = await session.post(url, data=BODY, headers=headers)
             _ = await r.read()
             r.release()
-            if i >= 50:
-                out.append((time.perf_counter() - t0) * 1e3)
-    return out
-
-
-async def _httpx_hop(worker_url: str, n: int) -> list[float]:
-    """The same hop through httpx.AsyncClient, as the Relay made it before 81c5cec."""
-    import httpx
-
-    headers = {"Authorization": f"Bearer {WORKER_TOKEN}", "Content-Type": "application/json"}
-    out: list[float] = []
-    async with httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=64)) as http:
-        for i in range(n + 50):
-            t0 = time.perf_counter()
-            req = http.build_request("POST", worker_url + "/v1/chat/completions", content=BODY,
-                                     headers=headers, timeout=httpx.Timeout(10.0, read=None))
-            r = await http.send(req)
-            _ = r.content
             if i >= 50:
                 out.append((time.perf_counter() - t0) * 1e3)
     return out
