@@ -58,6 +58,32 @@ def test_warm_infer_json(cli_env: dict[str, str]) -> None:
     assert "started queen" not in r.stderr
 
 
+def test_infer_json_schema_and_tools_with_the_real_model(cli_env: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    """Issue 11 through `rbee infer`: grammar-enforced JSON and tool calls, even from 135M."""
+    schema = tmp_path / "city.json"
+    schema.write_text(json.dumps({
+        "type": "object", "properties": {"city": {"type": "string"},
+                                         "population": {"type": "integer"}},
+        "required": ["city", "population"], "additionalProperties": False}))
+    r = run_cli(cli_env, "infer", "Describe Paris.", "--json-schema", str(schema),
+                "--max-tokens", "80")
+    assert r.returncode == 0, r.stderr
+    city = json.loads(r.stdout)
+    assert isinstance(city["city"], str) and isinstance(city["population"], int)
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps([{"name": "get_weather", "description": "Weather in a city",
+                                  "parameters": {"type": "object",
+                                                 "properties": {"city": {"type": "string"}},
+                                                 "required": ["city"]}}]))
+    r = run_cli(cli_env, "--json", "infer", "What is the weather in Paris?", "--tools",
+                str(tools), "--tool-choice", "required", "--max-tokens", "60")
+    assert r.returncode == 0, r.stderr
+    (call,) = json.loads(r.stdout)["tool_calls"]
+    assert call["function"]["name"] == "get_weather"
+    assert isinstance(json.loads(call["function"]["arguments"])["city"], str)
+
+
 def test_tokens_arrive_one_by_one(cli_env: dict[str, str]) -> None:
     with QueenClient(cli_env["RBEE_QUEEN_URL"]) as client:
         job = client.submit("infer", prompt="Write a short poem about bees.", max_tokens=40,

@@ -6,7 +6,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rbee.api.openai import ChatMessage, ModelName, SamplingFields
+from rbee.api.openai import (
+    MAX_TOOLS,
+    ChatMessage,
+    ModelName,
+    NamedToolChoice,
+    ResponseFormat,
+    SamplingFields,
+    Tool,
+)
 
 
 class _Op(BaseModel):
@@ -28,6 +36,13 @@ class InferOp(SamplingFields):
     placement: Literal["pin", "prefer", "auto"] = "pin"
     priority: Literal["interactive", "batch"] = "interactive"
     tenant: str | None = Field(default=None, max_length=128)
+    # The chat surface, as /v1/chat/completions takes it (the worker enforces it).
+    tools: list[Tool] | None = Field(default=None, max_length=MAX_TOOLS)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
     @model_validator(mode="after")
     def _prompt_or_messages(self) -> InferOp:
@@ -35,12 +50,23 @@ class InferOp(SamplingFields):
             raise ValueError("give exactly one of 'prompt' or 'messages'")
         if self.messages is not None and not self.messages:
             raise ValueError("'messages' must not be empty")
+        if self.n not in (None, 1):
+            raise ValueError("'n': an infer job gives one answer (the OpenAI API gives more)")
         return self
+
+    def chat_fields(self) -> dict[str, Any]:
+        """What the worker's /v1/chat/completions takes from this job, as the API spells it."""
+        return self.model_dump(include=CHAT_FIELDS, exclude_none=True, by_alias=True)
 
     def chat_messages(self) -> list[dict[str, Any]]:
         if self.messages is not None:
             return [m.model_dump(exclude_none=True) for m in self.messages]
         return [{"role": "user", "content": self.prompt or ""}]
+
+
+CHAT_FIELDS = {"max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
+               "presence_penalty", "frequency_penalty", "logit_bias", "tools", "tool_choice",
+               "parallel_tool_calls", "response_format", "logprobs", "top_logprobs"}
 
 
 class StatusOp(_Op):

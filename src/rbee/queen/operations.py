@@ -99,12 +99,12 @@ class Operations:
         started = time.perf_counter()
         body: dict[str, Any] = {
             "model": ref.name, "messages": op.chat_messages(), "stream": True,
-            "stream_options": {"include_usage": True},
-            **op.model_dump(include={"max_tokens", "temperature", "top_p", "top_k", "seed",
-                                     "stop"}, exclude_none=True)}
+            "stream_options": {"include_usage": True}, **op.chat_fields()}
         sent = time.perf_counter()
         first: float | None = None
         parts: list[str] = []
+        calls = ToolCalls()
+        logprobs: list[Any] = []
         usage: dict[str, int] = {}
         finish = None
 
@@ -118,14 +118,17 @@ class Operations:
                         if chunk.get("usage"):
                             usage = chunk["usage"]
                         for choice in chunk.get("choices", ()):
-                            text = choice.get("delta", {}).get("content")
+                            delta = choice.get("delta", {})
+                            text = delta.get("content")
                             if text:
                                 first = first or time.perf_counter()
                                 ctx.token(text, len(parts))
                                 parts.append(text)
+                            calls.add(delta.get("tool_calls"))
+                            logprobs.extend((choice.get("logprobs") or {}).get("content") or ())
                             finish = choice.get("finish_reason") or finish
             except WorkerUnreachable as exc:
-                if parts:  # tokens already went out: no silent restart mid-answer
+                if parts or calls:  # output already went out: no silent restart mid-answer
                     raise WorkerUnavailable(f"{exc.message} (mid-stream)") from exc
                 raise
             return worker
@@ -142,9 +145,14 @@ class Operations:
         end = time.perf_counter()
         decode = end - (first or end)
         n = usage.get("completion_tokens", len(parts))
+        for call in calls.done():
+            fn = call["function"]
+            ctx.narrate("tool_call", f"{fn['name']}({fn['arguments']})", actor="worker")
         return {
             "text": "".join(parts), "model": ref.name, "worker_id": worker.id,
             "finish_reason": finish, "usage": usage,
+            **({"tool_calls": calls.done()} if calls else {}),
+            **({"logprobs": logprobs} if op.logprobs else {}),
             "timings": {
                 "ttft_ms": round(((first or end) - sent) * 1000, 2),
                 "queue_ms": round((sent - started) * 1000, 2),
@@ -218,3 +226,26 @@ def model_entries(registry: Registry) -> list[dict[str, Any]]:
                                              "engine": w.engine, "description": "", "workers": 0})
         entry["workers"] += 1
     return list(entries.values())
+
+
+class ToolCalls:
+    """Tool calls assembled from streamed `delta.tool_calls` pieces, by their index: the
+    first piece brings the id and name, the next ones pieces of the arguments."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def add(self, pieces: list[dict[str, Any]] | None) -> None:
+        for piece in pieces or ():
+            call = self._calls.setdefault(int(piece.get("index", 0)), {
+                "id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+            call["id"] = piece.get("id") or call["id"]
+            fn = piece.get("function") or {}
+            call["function"]["name"] += fn.get("name") or ""
+            call["function"]["arguments"] += fn.get("arguments") or ""
+
+    def done(self) -> list[dict[str, Any]]:
+        return [self._calls[i] for i in sorted(self._calls)]

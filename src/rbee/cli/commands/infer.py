@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -12,6 +14,8 @@ from rbee.cli.context import Context
 from rbee.cli.errors import EXIT_INTERRUPTED, guarded
 from rbee.cli.render import consoles, print_json
 from rbee.client import JobFailed, QueenClient, StreamEvent
+from rbee.core.errors import InvalidRequest
+
 
 
 def infer(
@@ -30,6 +34,15 @@ def infer(
     worker: Annotated[str | None, typer.Option(help="Use this worker")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Print time to first token and tok/s")]
     = False,
+    json_schema: Annotated[Path | None, typer.Option(
+        "--json-schema", exists=True, dir_okay=False, help="Answer with JSON valid for this "
+        "JSON Schema file (enforced while generating)")] = None,
+    tools: Annotated[Path | None, typer.Option(
+        "--tools", exists=True, dir_okay=False, help="A JSON file of tools the model may call "
+        "(OpenAI's `tools` list, or a list of functions: name, description, parameters)")]
+    = None,
+    tool_choice: Annotated[str | None, typer.Option(
+        help="auto, none, required, or a function's name [default: auto]")] = None,
 ) -> None:
     c: Context = ctx.obj
     fields: dict[str, Any] = dict(
@@ -40,7 +53,46 @@ def infer(
                               {"role": "user", "content": prompt}]
     else:
         fields["prompt"] = prompt
-    guarded(lambda: _run(c, fields, stats))
+
+    def run() -> int:
+        if json_schema is not None:
+            fields["response_format"] = _schema_format(json_schema)
+        if tools is not None:
+            fields["tools"] = _tools(tools)
+        if tool_choice is not None:
+            fields["tool_choice"] = (tool_choice if tool_choice in ("auto", "none", "required")
+                                     else {"type": "function", "function": {"name": tool_choice}})
+        return _run(c, fields, stats)
+
+    guarded(run)
+
+
+def _load(path: Path, option: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequest(f"{option} {path}: not a JSON file ({exc})", param=option) from None
+
+
+def _schema_format(path: Path) -> dict[str, Any]:
+    """A bare JSON Schema, or OpenAI's `json_schema` object (name, schema, strict)."""
+    doc = _load(path, "--json-schema")
+    if not isinstance(doc, dict):
+        raise InvalidRequest(f"--json-schema {path}: a JSON Schema is an object",
+                             param="--json-schema")
+    if isinstance(doc.get("schema"), dict) and "name" in doc:
+        return {"type": "json_schema", "json_schema": doc}
+    name = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in path.stem)[:64]
+    return {"type": "json_schema",
+            "json_schema": {"name": name or "answer", "schema": doc, "strict": True}}
+
+
+def _tools(path: Path) -> list[dict[str, Any]]:
+    doc = _load(path, "--tools")
+    if not isinstance(doc, list) or not all(isinstance(t, dict) for t in doc):
+        raise InvalidRequest(f"--tools {path}: a JSON list of tools", param="--tools")
+    return [t if t.get("type") == "function" and "function" in t
+            else {"type": "function", "function": t} for t in doc]
 
 
 def _run(c: Context, fields: dict[str, Any], stats: bool) -> int:
@@ -124,6 +176,9 @@ def _follow(c: Context, client: QueenClient, job_id: str, started: float, stats:
         print_json({"job_id": job_id, "state": "done", **result, "client_ttft_ms": ttft_ms})
         return 0
     sys.stdout.write("\n")
+    for call in result.get("tool_calls", ()):
+        fn = call["function"]
+        sys.stdout.write(f"tool call {call['id']}: {fn['name']}({fn['arguments']})\n")
     if stats:
         t = result.get("timings", {})
         usage = result.get("usage", {})
