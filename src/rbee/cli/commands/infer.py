@@ -17,7 +17,6 @@ from rbee.client import JobFailed, QueenClient, StreamEvent
 from rbee.core.errors import InvalidRequest
 
 
-
 def infer(
     ctx: typer.Context,
     prompt: Annotated[str, typer.Argument(help="What to ask")],
