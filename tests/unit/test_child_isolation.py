@@ -12,7 +12,7 @@ from rbee.api.cluster import SpawnWorker
 from rbee.core.process import python_module
 from rbee.core.states import WorkerState
 from rbee.queen.local_hive import LocalHive
-from tests.unit.hive.test_supervisor import FakeLauncher, ready_after, supervisor, wait_state
+from tests.unit.hive.test_supervisor import FakeLauncher, supervisor, wait_state
 
 
 def local_hive(tmp_path: Path) -> LocalHive:
@@ -35,7 +35,7 @@ def test_children_start_without_the_working_directory_on_sys_path(tmp_path: Path
 
 async def test_workers_start_without_the_working_directory_on_sys_path(tmp_path: Path) -> None:
     launcher = FakeLauncher()
-    sup = supervisor(tmp_path, launcher, ready_after(0))
+    sup = supervisor(tmp_path, launcher)
     sup.spawn(SpawnWorker(model="rbee-fake", worker_id="w1"))
     await wait_state(sup, "w1", WorkerState.READY)
     argv, _ = launcher.launched[0]
@@ -63,7 +63,7 @@ async def test_workers_get_their_own_token_only(tmp_path: Path,
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
     launcher = FakeLauncher()
-    sup = supervisor(tmp_path, launcher, ready_after(0))
+    sup = supervisor(tmp_path, launcher)
     sup.spawn(SpawnWorker(model="rbee-fake", worker_id="w1"))
     await wait_state(sup, "w1", WorkerState.READY)
     _, env = launcher.launched[0]
