@@ -30,6 +30,7 @@ from _common import REPO, header, median, pct, table, tempdir, verdict
 from tests.support.daemons import rbee_env, start_queen
 
 from rbee.api.cluster import Device, HiveTelemetry, WorkerInfo
+from rbee.core import collector
 from rbee.core.clock import SystemClock
 from rbee.core.states import WorkerState
 from rbee.queen.policy import JobFacts, SchedulingPolicy
@@ -111,12 +112,14 @@ async def decision_latency(n_samples: int) -> bool:
     """
     script = LuaPolicy((REPO / "examples" / "scripts" / "enterprise_gpus.lua").read_text(),
                        "enterprise_gpus")
+    collector.tune()  # as the queen runs (rbee.queen.server)
     rows = []
     passed = True
     rnd = random.Random(2)
     for n in (10, 100, 1000):
         base = synthetic(n)
         live = LiveCluster(base, rnd)
+        collector.settle()  # the queen freezes what start-up made; here, the set-up
         registry = live.registry
         builtin = SchedulingPolicy()
         scripted = SchedulingPolicy()

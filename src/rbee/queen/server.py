@@ -9,6 +9,7 @@ import secrets
 import shlex
 import sys
 
+from rbee.core import collector
 from rbee.core.private import private_dir, private_umask
 from rbee.queen.local_hive import LocalHive, local_hive_for
 from rbee.queen.settings import QueenSettings
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)  # INFO logs every SSH channel
     refuse_open_listener(settings.host, settings.api_token, "queen-rbee")
+    collector.tune()
     # Before anything is created: queen.db (and SQLite's side files), logs and the pid file
     # hold every hive's token and users' prompts; an older install's modes are tightened.
     private_umask()
@@ -68,6 +70,7 @@ def _serve(settings: QueenSettings, hive_token: str, worker_token: str,
     try:
         app = create_app(settings, hive_token=hive_token, worker_token=worker_token,
                          local_hive=local)
+        collector.settle()  # imports and the app: never walked by a collection again
         serve(app, host=settings.host, port=settings.port, limits=settings)
     finally:
         with contextlib.suppress(FileNotFoundError):
