@@ -111,3 +111,12 @@ def kill_tree(pids: Sequence[int], grace: float = 5.0) -> list[int]:
         with contextlib.suppress(psutil.Error):
             p.kill()
     return [p.pid for p in procs]
+
+
+def stop_queen(queen: Any) -> None:
+    """Stop a `tests.support.daemons.Daemon` queen; kill (and report) what it left running."""
+    queen.stop()
+    left = queen.leftovers()
+    if left:
+        kill_tree(left)
+        print(f"warning: killed leftover processes {left}", file=sys.stderr)

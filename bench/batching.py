@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, median, table, tempdir, verdict
+from _common import header, median, stop_queen, table, tempdir, verdict
 from tests.support.daemons import Daemon, rbee_env, start_queen
 
 WORKER_TOKEN = "bench-worker-token"
@@ -85,13 +85,7 @@ def run(rounds: int, seconds: float) -> int:
                     (direct if name == "direct" else via).append(rate)
                     errors += failed
         finally:
-            queen.stop()
-            left = queen.leftovers()
-            if left:
-                from _common import kill_tree
-
-                kill_tree(left)
-                print(f"warning: killed leftover processes {left}", file=sys.stderr)
+            stop_queen(queen)
     ratio = median(via) / median(direct)
     print(table(f"Non-streamed /v1/completions, rbee-fake (100 tok/s, max_tokens "
                 f"{MAX_TOKENS}), worker advertising {slots} slots, {CONCURRENCY} clients, "

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, median, pct, table, tempdir, verdict
+from _common import header, median, pct, stop_queen, table, tempdir, verdict
 from tests.support.daemons import Daemon, rbee_env, start_queen
 
 if TYPE_CHECKING:
@@ -385,16 +385,6 @@ def start_side(root: Path, transport: str) -> Side:
         stop_queen(queen)
         raise
     return Side(transport, queen, worker_url, Conn(worker_url, WORKER_TOKEN), Conn(queen.url))
-
-
-def stop_queen(queen: Daemon) -> None:
-    queen.stop()
-    left = queen.leftovers()
-    if left:
-        from _common import kill_tree
-
-        kill_tree(left)
-        print(f"warning: killed leftover processes {left}", file=sys.stderr)
 
 
 def run(n: int, warmup: int, transports: Sequence[str]) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, median, table, tempdir, verdict
+from _common import header, median, stop_queen, table, tempdir, verdict
 from tests.support.daemons import Daemon, rbee_env, smollm2_path, start_queen
 
 WORKER_TOKEN = "bench-worker-token"
@@ -118,13 +118,7 @@ def run(runs: int, max_tokens: int) -> int:
                         direct.append(stream_once(dc, worker_url, wh, max_tokens, 42))
                         via.append(stream_once(qc, queen.url, {}, max_tokens, 42))
         finally:
-            queen.stop()
-            left = queen.leftovers()
-            if left:
-                from _common import kill_tree
-
-                kill_tree(left)
-                print(f"warning: killed leftover processes {left}", file=sys.stderr)
+            stop_queen(queen)
 
     same = all(d.text == v.text and d.completion_tokens == v.completion_tokens
                for d, v in zip(direct, via, strict=True))

@@ -73,6 +73,18 @@ class WorkerTransport(Protocol):
     async def close(self) -> None: ...
 
 
+async def read_whole(upstream: Upstream) -> tuple[int, bytes]:
+    """Status and whole body; the connection goes back to the pool only if it was read to its
+    end (cancelled or broken mid-answer: closed, never reused)."""
+    try:
+        data = await upstream.read()
+    except BaseException:
+        upstream.close()
+        raise
+    upstream.release()
+    return upstream.status, data
+
+
 class _AiohttpUpstream:
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
@@ -143,14 +155,7 @@ class AiohttpTransport:
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]
                    ) -> tuple[int, bytes]:
-        upstream = await self.open(url, body, headers)
-        try:
-            data = await upstream.read()
-        except BaseException:
-            upstream.close()  # cancelled or broken mid-answer: never reuse the connection
-            raise
-        upstream.release()
-        return upstream.status, data
+        return await read_whole(await self.open(url, body, headers))
 
     async def probe(self, url: str) -> bool:
         try:

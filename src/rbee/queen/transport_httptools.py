@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from rbee.queen.transport import KEEPALIVE, Deadlines, TransportError, Upstream
+from rbee.queen.transport import KEEPALIVE, Deadlines, TransportError, Upstream, read_whole
 
 MAX_IDLE = 64  # idle connections kept per worker; more are closed when they come back
 MAX_URLS = 4096  # parsed worker URLs remembered
@@ -270,13 +270,7 @@ class HttptoolsTransport:
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]
                    ) -> tuple[int, bytes]:
-        upstream = await self.open(url, body, headers)
-        try:
-            data = await upstream.read()
-        except BaseException:
-            upstream.close()  # cancelled or broken mid-answer: never reuse the connection
-            raise
-        return upstream.status, data
+        return await read_whole(await self.open(url, body, headers))
 
     async def probe(self, url: str) -> bool:
         try:
