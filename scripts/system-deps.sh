@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # System packages the e2e tests need: a real OpenSSH server (private sshd instances per test
-# "machine", see tests/support/machines.py) and iproute2 (`ip netns`, veth pairs).
-# Idempotent: does nothing when `sshd` and `ip` are already on PATH. Needs root for apt.
+# "machine", see tests/support/machines.py), iproute2 (`ip netns`, veth pairs), and Node.js
+# with npm (the official OpenAI Node SDK, tests/e2e/test_node_sdk.py).
+# Idempotent: installs only the packages whose command is missing from PATH. Needs root for apt.
 # It never starts an sshd service; the tests start their own private sshd processes.
 set -euo pipefail
 
 # sshd and ip live in /usr/sbin, which is not on every user's PATH.
 export PATH="$PATH:/usr/sbin:/sbin"
 
-if command -v sshd >/dev/null 2>&1 && command -v ip >/dev/null 2>&1; then
+declare -A package_of=([sshd]=openssh-server [ip]=iproute2 [node]=nodejs [npm]=npm)
+missing=()
+for command in sshd ip node npm; do
+    command -v "$command" >/dev/null 2>&1 || missing+=("${package_of[$command]}")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
     exit 0
 fi
 
 if [[ $(id -u) -ne 0 ]]; then
-    echo "system-deps.sh: sshd or ip is missing and installing them needs root" >&2
+    echo "system-deps.sh: installing ${missing[*]} needs root" >&2
     exit 1
 fi
 
@@ -34,7 +40,8 @@ printf '#!/bin/sh\nexit 101\n' >"$policy"
 chmod 755 "$policy"
 
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends openssh-server iproute2 >/dev/null
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 
-command -v sshd >/dev/null
-command -v ip >/dev/null
+for command in sshd ip node npm; do
+    command -v "$command" >/dev/null
+done
