@@ -46,3 +46,19 @@ def test_unknown_names_are_model_not_found(text: str) -> None:
 def test_default_model_ships_in_a_package() -> None:
     path = builtin_path(DEFAULT_MODEL)
     assert path is not None and path.stat().st_size > 50_000_000
+
+
+def test_embedding_builtins_say_what_they_do() -> None:
+    from rbee.core.errors import WrongModelKind
+    from rbee.models.catalog import require_kind
+
+    assert parse_ref("minilm").name == "all-minilm-l6-v2"
+    assert parse_ref("minilm").kind == "embedding" and parse_ref("minilm").engine == "onnx"
+    assert parse_ref("rbee-fake-embedding").kind == "embedding"
+    assert parse_ref("rbee-fake").kind == "chat"
+    with pytest.raises(WrongModelKind) as info:
+        require_kind(parse_ref("minilm"), "chat")
+    assert "is an embedding model" in info.value.message and info.value.param == "model"
+    with pytest.raises(WrongModelKind) as info:
+        require_kind(parse_ref("rbee-fake"), "embedding")
+    assert "is a chat model" in info.value.message

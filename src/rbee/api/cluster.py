@@ -33,6 +33,8 @@ class WorkerInfo(_Strict):
     model_path: str
     device: str
     engine: str
+    kind: Literal["chat", "embedding"] = Field(default="chat", description="what its model "
+                                               "does: chat (text) or embedding (vectors)")
     url: str
     pid: int | None = None
     state: WorkerState

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from rbee.api.embeddings import Inputs, normalize_input
 from rbee.api.openai import (
     MAX_TOOLS,
     ChatMessage,
@@ -200,8 +201,32 @@ class ScriptTestOp(ExplainRequest):
     operation: Literal["script_test"]
 
 
+class EmbedOp(_Op):
+    """`embed`: vectors for one or more texts (or token-id lists), as /v1/embeddings makes
+    them; the result carries them as JSON floats."""
+
+    operation: Literal["embed"]
+    model: ModelName = Field(default="", max_length=512,
+                             description="empty: the built-in embedding model")
+    input: Any = Field(description="a string, an array of strings, an array of token ids, "
+                       "or an array of token-id arrays")
+    dimensions: int | None = Field(default=None, ge=1, le=65_536)
+    hive_id: str | None = None
+    device: str | None = None
+    worker_id: str | None = None
+    placement: Literal["pin", "prefer", "auto"] = "pin"
+    priority: Literal["interactive", "batch"] = "interactive"
+    tenant: str | None = Field(default=None, max_length=128)
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _input(cls, value: object) -> Inputs:
+        return normalize_input(value)
+
+
 OPERATIONS: dict[str, type[BaseModel]] = {
     "infer": InferOp,
+    "embed": EmbedOp,
     "status": StatusOp,
     "worker_spawn": WorkerSpawnOp,
     "worker_list": WorkerListOp,

@@ -287,6 +287,8 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "rbee"
+    kind: Literal["chat", "embedding"] = Field(default="chat", description="what the model "
+                                               "does: chat (text) or embedding (vectors)")
 
 
 class ModelList(BaseModel):

@@ -9,6 +9,7 @@ import typer
 
 from rbee import __version__
 from rbee.cli.commands import hives, jobs, models, queen, scripts, workers
+from rbee.cli.commands.embed import embed
 from rbee.cli.commands.infer import infer
 from rbee.cli.commands.scheduler import scheduler
 from rbee.cli.context import Context, default_queen_url
@@ -41,6 +42,8 @@ def build() -> typer.Typer:
                           autostart=not no_autostart)
 
     app.command(help="Ask a model; the answer streams token by token.")(infer)
+    app.command(help="Embed texts: dimensions and first values (--json: whole vectors).")(
+        embed)
     app.add_typer(queen.app, name="queen")
     app.add_typer(workers.app, name="worker")
     app.add_typer(hives.app, name="hive")

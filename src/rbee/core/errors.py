@@ -3,6 +3,8 @@
     RbeeError
     ├── InvalidRequest (400 invalid_request_error)
     │   ├── UnknownOperation (400, code unknown_operation)
+    │   ├── ContextLengthExceeded (400, code context_length_exceeded)
+    │   ├── WrongModelKind (400, code wrong_model_kind: a chat request to an embedding model)
     │   └── BodyTooLarge (413, code body_too_large)
     ├── Unauthorized (401 authentication_error)
     ├── NotFound (404)
@@ -61,6 +63,14 @@ class InvalidRequest(RbeeError):
 
 class UnknownOperation(InvalidRequest):
     code = "unknown_operation"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class WrongModelKind(InvalidRequest):
+    code = "wrong_model_kind"
 
 
 class BodyTooLarge(InvalidRequest):
@@ -198,7 +208,8 @@ class EngineError(RbeeError):
 
 _BY_CODE: dict[str, type[RbeeError]] = {
     cls.code: cls
-    for cls in (InvalidRequest, UnknownOperation, BodyTooLarge, Unauthorized, ModelNotFound,
+    for cls in (InvalidRequest, UnknownOperation, ContextLengthExceeded, WrongModelKind,
+                BodyTooLarge, Unauthorized, ModelNotFound,
                 JobNotFound, WorkerNotFound, HiveNotFound, Conflict, NoCapacity, WorkerUnavailable,
                 WorkerUnreachable, EngineError, VersionMismatch, DeadlineExceeded)
     if cls.code is not None

@@ -7,12 +7,15 @@ Cancellation is cooperative: the engine checks `cancel` between tokens.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 ProgressFn = Callable[[float, str], None]
 ToolMode = Literal["none", "auto", "required"]
+# What a worker's model does: which OpenAI endpoints it serves.
+ModelKind = Literal["chat", "embedding"]
+MODEL_KINDS: tuple[ModelKind, ...] = ("chat", "embedding")
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ Output = Piece | ToolCallPiece | Finish
 
 class Engine(Protocol):
     name: str
+    kind: Literal["chat"]
     # Whether image content parts can be given (a vision projector is loaded).
     vision: bool
     # Requests it serves at once: the worker runs up to this many `generate` calls at the
@@ -121,5 +125,37 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
+class Embedder(Protocol):
+    """An embedding model: text to token ids, token ids to unit vectors.
+
+    `tokenize` and `embed` are separate so the worker can check every input against
+    `max_tokens` (and count usage) before any of them runs.
+    """
+
+    name: str
+    kind: Literal["embedding"]
+    slots: int
+    dimensions: int  # the length of every vector
+    max_tokens: int  # the model's window, special tokens included
+    vocab_size: int  # token-id inputs must be below it
+
+    def load(self, progress: ProgressFn) -> None: ...
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's token ids as the model reads them (special tokens included)."""
+        ...
+
+    def wrap(self, ids: Sequence[int]) -> list[int]:
+        """Token ids given by a client (no special tokens) as the model reads them."""
+        ...
+
+    def embed(self, batch: Sequence[Sequence[int]]) -> list[list[float]]:
+        """One L2-normalised vector of `dimensions` floats per sequence of the batch."""
+        ...
+
+    def close(self) -> None: ...
+
+
+AnyEngine = Engine | Embedder
 DEFAULT_MAX_TOKENS = 256
 MAX_SLOTS = 1024  # a bound on what any worker may advertise (and a user may ask for)

@@ -6,6 +6,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
 from rbee.core.errors import EngineError
 from rbee.engines.base import (
@@ -61,6 +62,7 @@ def structured_text(request: GenerationRequest, prompt: str) -> list[str] | None
 
 class FakeEngine:
     name = "fake"
+    kind: Literal["chat"] = "chat"
     vision = False
 
     def __init__(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 from rbee.core.errors import EngineError, InvalidRequest
 from rbee.engines.base import (
@@ -50,6 +50,7 @@ def gpu_layers_for(device: str) -> int:
 
 class LlamaCppEngine:
     name = "llama_cpp"
+    kind: Literal["chat"] = "chat"
     vision = False  # no multimodal projector is loaded (see docs: mmproj)
     slots = 1  # llama-cpp-python's Llama is not thread-safe: one generation at a time
 

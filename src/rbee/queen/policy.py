@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from rbee.api.cluster import Device, WorkerInfo
 from rbee.core.errors import NoCapacity, RbeeError
+from rbee.models.catalog import parse_ref
 from rbee.queen.script_runner import WALL_SECONDS, ScriptBusy, ScriptRunner
 from rbee.scheduler.placement import Placement, PlaceRequest, place
 from rbee.scheduler.placement import candidates as place_candidates
@@ -270,8 +271,9 @@ class _Statics:
         if kept is None or kept[0] is not info or kept[1] is not hive:
             if len(memo) >= self.LIMIT:
                 memo.clear()
-            kept = memo[info.id] = (info, hive, (info.id, info.hive_id, info.model, info.device,
-                                                 hive.region if hive else None, info.slots))
+            kept = memo[info.id] = (info, hive, (info.id, info.hive_id, info.model, info.kind,
+                                                 info.device, hive.region if hive else None,
+                                                 info.slots))
         return (kept[2], (info.state.value, w.inflight + info.load, free),
                 hive.labels if hive else {})
 
@@ -292,8 +294,16 @@ class _Statics:
 
 def _model_table(req: PlaceRequest, job: JobFacts | None) -> dict[str, Any]:
     facts = job or JobFacts()
-    return {"name": req.model, "size_bytes": req.need, "tenant": facts.tenant,
-            "priority": facts.priority, "labels": facts.labels}
+    return {"name": req.model, "kind": _kind(req.model), "size_bytes": req.need,
+            "tenant": facts.tenant, "priority": facts.priority, "labels": facts.labels}
+
+
+def _kind(model: str) -> str:
+    """What the model to place does ("chat" for a name the catalog cannot read)."""
+    try:
+        return parse_ref(model).kind
+    except RbeeError:
+        return "chat"
 
 
 

@@ -195,6 +195,18 @@ class Relay:
         if on_close is not None:
             on_close()
 
+    async def call_json(self, worker: WorkerInfo, path: str, body: dict[str, Any],
+                        deadline: ClientDeadline = NO_DEADLINE) -> dict[str, Any]:
+        """A whole (not streamed) answer for the job API, parsed; an error answer raised."""
+        status, raw = await self._call_whole(worker, path, json.dumps(body).encode(), deadline)
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            answer = None
+        if status != 200 or not isinstance(answer, dict):
+            raise from_envelope(status, answer)
+        return answer
+
     async def stream_events(self, worker: WorkerInfo, body: dict[str, Any],
                             deadline: ClientDeadline = NO_DEADLINE
                             ) -> AsyncGenerator[dict[str, Any], None]:

@@ -46,6 +46,8 @@ class QueenSettings(ListenerSettings):
     telemetry_interval: float = Field(default=2.0, description="Hive report interval, seconds")
     spawn_timeout: float = Field(default=120.0, description="Seconds to wait for a worker")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, description="Largest request body")
+    max_embedding_inputs: int = Field(default=2048, ge=1, le=2048, description="Most inputs "
+                                      "one /v1/embeddings request may carry (OpenAI: 2048)")
     hf_endpoint: str | None = Field(default=None, description="Hugging Face hub URL override")
     hives_conf: Path = Field(default_factory=hives_conf.default_path,
                              description="Machines for remote hives (ssh-config syntax)")

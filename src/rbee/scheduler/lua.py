@@ -39,10 +39,10 @@ from rbee.core.errors import InvalidRequest, NoCapacity, RbeeError
 Hook = Literal["route", "place"]
 
 JOB_FIELDS = ("model", "tenant", "priority", "hive_id", "device")
-MODEL_FIELDS = ("name", "size_bytes", "tenant", "priority")
+MODEL_FIELDS = ("name", "kind", "size_bytes", "tenant", "priority")
 # Candidates' fields in two halves: static ones, kept in the Lua runtime between calls, and live
 # ones, passed with every call (see "Inputs" in lua_helpers.lua).
-WORKER_STATIC = ("id", "hive_id", "model", "device", "region", "slots")
+WORKER_STATIC = ("id", "hive_id", "model", "kind", "device", "region", "slots")
 WORKER_LIVE = ("state", "load", "vram_free")
 DEVICE_STATIC = ("key", "hive_id", "id", "kind", "name", "memory_total", "region")
 DEVICE_LIVE = ("memory_free", "workers")

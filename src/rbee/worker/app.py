@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
@@ -15,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from rbee.api.cluster import DEADLINE_HEADER, ReadyStatus
+from rbee.api.embeddings import EmbeddingRequest
 from rbee.api.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from rbee.core.errors import DeadlineExceeded, InvalidRequest
 from rbee.core.states import WorkerState
@@ -24,6 +26,7 @@ from rbee.web.body import parse_body
 from rbee.web.errors import exception_handlers
 from rbee.web.limits import BodyLimit
 from rbee.web.streaming import DisconnectAwareStream, unless_disconnected
+from rbee.worker import embeddings
 from rbee.worker.requests import DEFAULT_MAX_N, generation_requests
 from rbee.worker.responses import Formatter, Indexed, Kind, collect, sse_stream
 from rbee.worker.runtime import Runtime
@@ -40,6 +43,13 @@ def _health(runtime: Runtime) -> Response:
         body.update(status="stalled", stalled_seconds=round(stalled, 1))
         return JSONResponse(body, status_code=503)
     return JSONResponse(body)
+
+
+async def _ready(runtime: Runtime, model: str, _: Request) -> Response:
+    status = ReadyStatus(ready=runtime.state is WorkerState.READY, state=runtime.state,
+                         progress=runtime.progress, stage=runtime.stage, error=runtime.error,
+                         model=model, load=runtime.load, slots=runtime.slots)
+    return JSONResponse(status.model_dump(mode="json"), status_code=200 if status.ready else 503)
 
 
 async def _choices(runtime: Runtime, requests: list[GenerationRequest], until: float | None
@@ -84,6 +94,28 @@ async def within(outputs: AsyncIterator[Output], until: float) -> AsyncIterator[
         await outputs.aclose()  # type: ignore[attr-defined]
 
 
+async def _embeddings(runtime: Runtime, model: str, request: Request) -> Response:
+    body = await parse_body(request, EmbeddingRequest)
+    embedder = runtime.embedder()  # a chat model's worker: a 400 saying so
+    runtime.require_ready()
+    embeddings.check_dimensions(body, embedder, model)
+    sequences = embeddings.token_ids(embedder, body, model)
+    until = _deadline(request)
+
+    async def answer() -> Response:
+        vectors = await runtime.embed(sequences)
+        out = embeddings.response(body, model, vectors, sum(map(len, sequences)))
+        return JSONResponse(out.model_dump(mode="json"))
+
+    if until is None:
+        return await unless_disconnected(request, answer())
+    try:  # the engine call itself can't be stopped midway; its answer is dropped
+        async with asyncio.timeout_at(until):
+            return await unless_disconnected(request, answer())
+    except TimeoutError:
+        raise DeadlineExceeded("the request's deadline passed while embedding") from None
+
+
 def create_app(runtime: Runtime, *, model: str, token: str | None = None,
                max_n: int = DEFAULT_MAX_N) -> Starlette:
     """Plain Starlette, not FastAPI: the worker's import time is on the cold-start path."""
@@ -101,22 +133,16 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None,
     async def health(_: Request) -> Response:
         return _health(runtime)
 
-    async def ready(_: Request) -> Response:
-        status = ReadyStatus(ready=runtime.state is WorkerState.READY, state=runtime.state,
-                             progress=runtime.progress, stage=runtime.stage, error=runtime.error,
-                             model=model, load=runtime.load, slots=runtime.slots)
-        code = 200 if status.ready else 503
-        return JSONResponse(status.model_dump(mode="json"), status_code=code)
-
     async def models(request: Request) -> Response:
         auth(request)
         return JSONResponse(ModelList(data=[ModelCard(id=model, created=0)]).model_dump())
 
     async def complete(kind: Kind, body: ChatCompletionRequest | CompletionRequest,
                        request: Request) -> Response:
+        engine = runtime.generator()  # an embedding model's worker: a 400 saying so
         runtime.require_ready()  # before any header goes out: a 503 the queen can fail over
         requests = generation_requests(body, model=body.model or model,
-                                       vision=runtime.engine.vision, max_n=max_n)
+                                       vision=engine.vision, max_n=max_n)
         fmt = Formatter(kind, body.model or model,
                         logprobs=requests[0].logprobs is not None)
         outputs = _choices(runtime, requests, _deadline(request))
@@ -133,10 +159,16 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None,
         auth(request)
         return await complete("completion", await parse_body(request, CompletionRequest), request)
 
+    async def embed(request: Request) -> Response:
+        auth(request)
+        return await _embeddings(runtime, model, request)
+
     routes = [
-        Route("/health", health), Route("/ready", ready), Route("/v1/models", models),
+        Route("/health", health), Route("/ready", functools.partial(_ready, runtime, model)),
+        Route("/v1/models", models),
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/embeddings", embed, methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers(),
                      middleware=[Middleware(BodyLimit)])

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Callable
 
 from rbee.api.cluster import WorkerEvent
 from rbee.core.clock import Clock, SystemClock
-from rbee.core.errors import EngineError, WorkerUnavailable
+from rbee.core.errors import EngineError, WorkerUnavailable, WrongModelKind
 from rbee.core.states import WorkerState
-from rbee.engines.base import Engine, GenerationRequest, Output
+from rbee.engines.base import AnyEngine, Embedder, Engine, GenerationRequest, Output
 
 logger = logging.getLogger(__name__)
 _END = object()
@@ -27,7 +27,7 @@ class Runtime:
     """Owns one engine. Up to `engine.slots` generations run at once (each on its own
     thread); others wait their turn."""
 
-    def __init__(self, engine: Engine, *, clock: Clock | None = None,
+    def __init__(self, engine: AnyEngine, *, clock: Clock | None = None,
                  stall_after: float = 120.0, on_event: EventSink | None = None) -> None:
         self.engine = engine
         self._on_event = on_event or _no_events
@@ -78,8 +78,45 @@ class Runtime:
         if self.state is not WorkerState.READY:
             raise WorkerUnavailable(f"worker is {self.state.value}: {self.stage}")
 
+    def generator(self) -> Engine:
+        """The engine, when it generates text (a 400 for an embedding model)."""
+        if self.engine.kind != "chat":
+            raise WrongModelKind("this worker's model makes embeddings; it does not chat or "
+                                 "complete text: use /v1/embeddings", param="model")
+        return self.engine
+
+    def embedder(self) -> Embedder:
+        """The engine, when it makes embeddings (a 400 for a chat model)."""
+        if self.engine.kind != "embedding":
+            raise WrongModelKind("this worker's model is a chat model; it makes no "
+                                 "embeddings: use /v1/chat/completions", param="model")
+        return self.engine
+
+    async def embed(self, sequences: list[list[int]]) -> list[list[float]]:
+        """One batched call of the embedder, on a thread, in one of its slots."""
+        embedder = self.embedder()
+        self.require_ready()
+
+        def run() -> list[list[float]]:
+            with self._engine_slots:
+                return embedder.embed(sequences)
+
+        if self.load == 0:
+            self._last_output = self._clock.monotonic()
+        self.load += 1
+        try:
+            return await asyncio.to_thread(run)
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise EngineError(f"engine failed: {exc}") from exc
+        finally:
+            self._last_output = self._clock.monotonic()
+            self.load -= 1
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Output]:
         """Stream the engine's output; closing this iterator cancels the generation."""
+        engine = self.generator()
         self.require_ready()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
@@ -94,7 +131,7 @@ class Runtime:
         def produce() -> None:
             try:
                 with self._engine_slots:
-                    for item in self.engine.generate(request, cancel):
+                    for item in engine.generate(request, cancel):
                         send(item)
                         if cancel.is_set():
                             break

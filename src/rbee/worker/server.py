@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     token = settings.token or os.environ.get("RBEE_WORKER_TOKEN") or None
     refuse_open_listener(_bound_host(settings.fd) or settings.host, token, "rbee-worker")
     options = EngineOptions(
-        model_path=settings.model_path, device=settings.device, threads=settings.threads,
+        model_path=settings.model_path, kind=settings.kind,
+        tokenizer_path=settings.tokenizer_path, device=settings.device, threads=settings.threads,
         context_length=settings.context_length,
         fake_tokens_per_second=settings.fake_tokens_per_second,
         fake_load_seconds=settings.fake_load_seconds, fake_fail_after=settings.fake_fail_after,

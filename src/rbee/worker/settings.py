@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -17,7 +19,12 @@ class WorkerSettings(ListenerSettings):
     worker_id: str = Field(default="worker", description="Id reported to the hive")
     model: str = Field(default="model", description="Public model name clients ask for")
     model_path: str = Field(default="", description="Weights file (GGUF for llama_cpp)")
-    engine: str = Field(default="llama_cpp", description="Engine adapter: llama_cpp or fake")
+    engine: str = Field(default="llama_cpp", description="Engine adapter: llama_cpp, onnx "
+                        "or fake")
+    kind: Literal["chat", "embedding"] = Field(default="chat", description="What the model "
+                                               "does: chat (text) or embedding (vectors)")
+    tokenizer_path: str = Field(default="", description="tokenizer.json, for engines whose "
+                                "tokenizer is a file apart from the weights (onnx)")
     device: str = Field(default="cpu", description='"cpu", "cuda:N" or "metal"')
     threads: int | None = Field(default=None, description="CPU threads for the engine "
                                 "(unset: physical cores - 1)")

@@ -119,7 +119,7 @@ def _run(c: Context, fields: dict[str, Any], stats: bool) -> int:
         return EXIT_INTERRUPTED
 
 
-class _Printer:
+class JobPrinter:
     """Shows one infer job: tokens to stdout, chatter to stderr, a spinner until the answer."""
 
     def __init__(self, as_json: bool) -> None:
@@ -158,7 +158,7 @@ class _Printer:
 
 
 def _follow(c: Context, client: QueenClient, job_id: str, started: float, stats: bool) -> int:
-    printer = _Printer(c.json)
+    printer = JobPrinter(c.json)
     try:
         for ev in client.run_events(job_id):
             printer.on(ev)

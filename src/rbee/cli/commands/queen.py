@@ -128,6 +128,11 @@ def reset_db(ctx: typer.Context,
 
 
 def workers_table(workers: list[dict[str, object]]) -> object:
-    return table("workers", ["worker", "model", "hive", "device", "state", "load", "url"],
-                 [(w["id"], w["model"], w["hive_id"], w["device"], w["state"], w["load"], w["url"])
+    # The kind column only when some worker is not a chat worker: 80 columns are tight.
+    kinds = any(w.get("kind", "chat") != "chat" for w in workers)
+    columns = ["worker", "model", *(["kind"] if kinds else []), "hive", "device", "state",
+               "load", "url"]
+    return table("workers", columns,
+                 [(w["id"], w["model"], *([w.get("kind", "chat")] if kinds else []),
+                   w["hive_id"], w["device"], w["state"], w["load"], w["url"])
                   for w in workers])

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from rbee.api.cluster import WorkerInfo
 from rbee.api.responses import ResponseObject, ResponsesRequest
 from rbee.core.errors import InvalidRequest, NotFound, RbeeError, UpstreamError, from_envelope
-from rbee.models.catalog import parse_ref
+from rbee.models.catalog import parse_ref, require_kind
 from rbee.queen.admission import Ticket
 from rbee.queen.calls import ClientDeadline
 from rbee.queen.dispatch import Hints, Silent
@@ -88,7 +88,7 @@ async def _admitted(svc: QueenServices, req: ResponsesRequest, hints: Hints,
                     ) -> tuple[T, Ticket]:
     """The attempt's result on some worker, and the admission ticket: released here unless
     `keep` (a stream releases it when it ends) or the attempt failed everywhere."""
-    ref = parse_ref(req.model)
+    ref = require_kind(parse_ref(req.model), "chat")
     ticket = await svc.admission.enter(ref.name, hints.job.priority if hints.job
                                        else "interactive")
     try:

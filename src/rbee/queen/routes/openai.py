@@ -1,4 +1,5 @@
-"""OpenAI-compatible endpoints: /v1/models, /v1/chat/completions, /v1/completions."""
+"""OpenAI-compatible endpoints: /v1/models, /v1/chat/completions, /v1/completions,
+/v1/embeddings."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import cast
 from fastapi import APIRouter, Request, Response
 
 from rbee.api.cluster import WorkerInfo
+from rbee.api.embeddings import EmbeddingRequest
 from rbee.api.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from rbee.core.errors import DeadlineExceeded, InvalidRequest, ModelNotFound
-from rbee.models.catalog import ModelRef, parse_ref
+from rbee.models.catalog import ModelRef, parse_ref, require_kind
 from rbee.queen.admission import PRIORITIES
 from rbee.queen.calls import ClientDeadline, client_deadline
 from rbee.queen.deps import ServicesDep
@@ -29,7 +31,7 @@ router = APIRouter(prefix="/v1")
 
 @router.get("/models")
 async def list_models(svc: ServicesDep) -> ModelList:
-    return ModelList(data=[ModelCard(id=e["id"], created=0)
+    return ModelList(data=[ModelCard(id=e["id"], created=0, kind=e["kind"])
                            for e in model_entries(svc.registry)])
 
 
@@ -38,7 +40,7 @@ async def get_model(model: str, svc: ServicesDep) -> ModelCard:
     ref = parse_ref(model)
     if not any(e["id"] == ref.name for e in model_entries(svc.registry)):
         raise ModelNotFound(f"model {model!r} not found", param="model")
-    return ModelCard(id=ref.name, created=0)
+    return ModelCard(id=ref.name, created=0, kind=ref.kind)
 
 
 async def _complete(request: Request,
@@ -47,11 +49,29 @@ async def _complete(request: Request,
     svc: QueenServices = request.app.state.services
     raw = await request.body()
     body = parse_model(raw, schema, request.headers.get("content-type"))
-    ref = parse_ref(body.model)
+    ref = require_kind(parse_ref(body.model), "chat")
     hints = request_hints(body.model_extra or {})
     return await within_deadline(
         request, svc, lambda deadline: _admitted(svc, body.stream, ref, hints, path, raw,
                                                  deadline))
+
+
+async def embeddings(request: Request) -> Response:
+    svc: QueenServices = request.app.state.services
+    raw = await request.body()
+    body = parse_model(raw, EmbeddingRequest, request.headers.get("content-type"))
+    limit = svc.settings.max_embedding_inputs
+    if len(body.inputs()) > limit:
+        raise InvalidRequest(f"input has {len(body.inputs())} items; this queen takes at most "
+                             f"{limit} per request", param="input")
+    ref = require_kind(parse_ref(body.model), "embedding")
+    extra = dict(body.model_extra or {})
+    if body.user is not None:
+        extra.setdefault("user", body.user)
+    hints = request_hints(extra)
+    return await within_deadline(
+        request, svc, lambda deadline: _admitted(svc, False, ref, hints, "/v1/embeddings",
+                                                 raw, deadline))
 
 
 def request_hints(extra: Mapping[str, object]) -> Hints:
@@ -124,4 +144,5 @@ async def completions(request: Request) -> Response:
     return await _complete(request, CompletionRequest, "/v1/completions")
 
 
-hot_routes = (("/v1/chat/completions", chat_completions), ("/v1/completions", completions))
+hot_routes = (("/v1/chat/completions", chat_completions), ("/v1/completions", completions),
+              ("/v1/embeddings", embeddings))
