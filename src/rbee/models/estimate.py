@@ -96,8 +96,9 @@ DEFAULT = MemoryEstimate(2 * GiB, 0, 0, WORKER_CONTEXT, "default")
 FAKE = MemoryEstimate(0, 0, 0, WORKER_CONTEXT, "default")
 # An onnx embedding worker: its weights file, plus onnxruntime, the tokenizer and the
 # activations of one forward pass (at most engines.onnx_embedding.BATCH_TOKENS tokens).
-# Measured for all-MiniLM-L6-v2 int8 (23 MB file), onnxruntime 1.32 on the CPU: peak RSS
-# 360 MiB embedding 64 inputs of 252 tokens (1,024-token passes; 32-input passes took 1.4 GB).
+# Measured for all-MiniLM-L6-v2 int8 (23 MB file), onnxruntime 1.32 on the CPU: a real
+# worker's RSS was 386 MiB after embedding 64 inputs of 252 tokens (1,024-token passes;
+# 32-input passes took 1.4 GB); this estimate is 440 MiB.
 ONNX_RUNTIME_BYTES = 320 * MiB
 
 
