@@ -50,7 +50,8 @@ def _fake(o: EngineOptions) -> AnyEngine:
 def _onnx(o: EngineOptions) -> AnyEngine:
     from rbee.engines.onnx_embedding import OnnxEmbedder
 
-    return OnnxEmbedder(o.model_path, o.tokenizer_path, threads=o.threads, slots=o.slots or 1)
+    # Its slots are requests admitted at once: the worker merges them into one engine call.
+    return OnnxEmbedder(o.model_path, o.tokenizer_path, threads=o.threads, slots=o.slots or 8)
 
 
 ENGINES: dict[str, Callable[[EngineOptions], AnyEngine]] = {

@@ -13,6 +13,7 @@ from rbee.core.clock import Clock, SystemClock
 from rbee.core.errors import EngineError, WorkerUnavailable, WrongModelKind
 from rbee.core.states import WorkerState
 from rbee.engines.base import AnyEngine, Embedder, Engine, GenerationRequest, Output
+from rbee.worker.batcher import Batcher
 
 logger = logging.getLogger(__name__)
 _END = object()
@@ -41,6 +42,7 @@ class Runtime:
         self._clock = clock or SystemClock()
         self._stall_after = stall_after
         self._last_output = self._clock.monotonic()  # while busy: when the engine last spoke
+        self._batcher = Batcher(self._embed_now)
 
     def stalled_for(self) -> float | None:
         """Seconds the engine has produced nothing while requests wait on it, once that is
@@ -93,17 +95,25 @@ class Runtime:
         return self.engine
 
     async def embed(self, sequences: list[list[int]]) -> list[list[float]]:
-        """One batched call of the embedder, on a thread, in one of its slots."""
-        embedder = self.embedder()
+        """The request's vectors; requests that come together share one engine call."""
+        self.embedder()
         self.require_ready()
+        if self.load == 0:
+            self._last_output = self._clock.monotonic()
+        self.load += 1
+        try:
+            return await self._batcher.embed(sequences)
+        finally:
+            self.load -= 1
+
+    async def _embed_now(self, sequences: list[list[int]]) -> list[list[float]]:
+        """One call of the embedder, on a thread, in one of its slots."""
+        embedder = self.embedder()
 
         def run() -> list[list[float]]:
             with self._engine_slots:
                 return embedder.embed(sequences)
 
-        if self.load == 0:
-            self._last_output = self._clock.monotonic()
-        self.load += 1
         try:
             return await asyncio.to_thread(run)
         except EngineError:
@@ -112,7 +122,6 @@ class Runtime:
             raise EngineError(f"engine failed: {exc}") from exc
         finally:
             self._last_output = self._clock.monotonic()
-            self.load -= 1
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Output]:
         """Stream the engine's output; closing this iterator cancels the generation."""
