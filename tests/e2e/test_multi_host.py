@@ -209,6 +209,12 @@ def test_a_remote_hive_runs_the_built_in_model(
     answer = cli(env, "infer", "--hive", "m1", "--model", "smollm2", "--seed", "0", QUESTION)
     assert answer["worker_id"] == worker["id"], answer
     assert "Paris" in answer["text"], answer
+    # The embedding engine and model came too (onnxruntime must not write ~/.cache there).
+    assert "engine onnxruntime" in done.stderr, done.stderr
+    vectors = cli(env, "embed", "--hive", "m1", "cat", "kitten")
+    assert vectors["model"] == "all-minilm-l6-v2" and vectors["dimensions"] == 384, vectors
+    hives = {w["id"]: (w["hive_id"], w["kind"]) for w in cli(env, "worker", "list")}
+    assert hives[vectors["worker_id"]] == ("m1", "embedding")
     cli(env, "hive", "uninstall", "m1")
     assert not ms[0].user_pids() or wait_gone(ms[0])
     assert home_entries(ms[0]) == []

@@ -45,7 +45,8 @@ Narrate = Callable[[str, str], None]  # action, message
 # Run by the new venv's Python once pip is done: what the hive will be able to run. Importing
 # an engine (not just finding it) also catches a native library that does not load there.
 CHECK = """\
-import importlib, json, sys
+import importlib, json, os, sys
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"  # else importing onnxruntime writes ~/.cache/Microsoft
 import rbee
 from rbee.models.catalog import DEFAULT_MODEL, builtin_path
 engines = {}

@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     private_umask()  # also when started on its own: whatever an engine writes stays private
+    # onnxruntime otherwise writes a device id for its telemetry under ~/.cache/Microsoft on
+    # import: nothing of a worker's is written outside rbee's own directories.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     # The token comes through the environment, never argv (argv is world-readable in ps).
     token = settings.token or os.environ.get("RBEE_WORKER_TOKEN") or None
     refuse_open_listener(_bound_host(settings.fd) or settings.host, token, "rbee-worker")
