@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.support.daemons import Daemon, run_cli
+from tests.support.daemons import Daemon, rbee_env, run_cli, running_queen
+from tests.support.invariants import Timed, assert_invariants
 
 pytestmark = pytest.mark.e2e
 MODEL = "rbee-fake-embedding"
@@ -115,3 +121,32 @@ def test_the_embed_job_and_cli(shared_queen: Daemon) -> None:
     chat_job = httpx.post(f"{shared_queen.url}/v1/jobs", json={
         "operation": "infer", "model": MODEL, "prompt": "x"}, timeout=30)
     assert chat_job.status_code in (200, 201, 202)  # accepted, then fails saying why
+
+
+@pytest.fixture
+def quick_queen(tmp_path: Path) -> Iterator[Daemon]:
+    """Liveness tuned to a second, as in test_worker_faults.py."""
+    env = rbee_env(tmp_path, RBEE_QUEEN_LIVENESS_INTERVAL="0.2",
+                   RBEE_QUEEN_LIVENESS_TIMEOUT="1.0", RBEE_QUEEN_WORKER_IDLE_TIMEOUT="30")
+    yield from running_queen(env)
+
+
+@pytest.mark.parametrize("how", [signal.SIGSTOP, signal.SIGKILL])
+def test_a_hung_or_dead_embedding_worker_is_failed_over(quick_queen: Daemon,
+                                                        how: signal.Signals) -> None:
+    timed = Timed()
+    body = {"model": MODEL, "input": ["a", "b"]}
+    with httpx.Client(base_url=quick_queen.url, timeout=60) as http:
+        assert http.post("/v1/embeddings", json=body).status_code == 200
+        [worker] = [w for w in http.get("/v1/workers").json() if w["state"] == "ready"]
+        os.kill(int(worker["pid"]), how)
+        try:
+            t0 = time.monotonic()
+            r = http.post("/v1/embeddings", json=body)
+            timed.record(f"embeddings after {how.name}", t0, 1.0 + 20.0)
+            assert r.status_code == 200, r.text
+            assert len(r.json()["data"]) == 2
+        finally:
+            if how is signal.SIGSTOP:
+                os.kill(int(worker["pid"]), signal.SIGCONT)
+    assert_invariants(quick_queen.url, timed)

@@ -3,8 +3,12 @@ before anything runs, and a worker of the other kind saying what it does."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+
 import httpx
 
+from rbee.api.cluster import DEADLINE_HEADER
 from rbee.api.embeddings import decode_base64
 from rbee.engines.fake import FakeEngine
 from rbee.engines.fake_embedding import DIMENSIONS, VOCAB_SIZE, WINDOW, FakeEmbedder
@@ -104,3 +108,18 @@ async def test_a_loading_worker_refuses_with_503() -> None:
                                  base_url="http://w") as client:
         r = await client.post("/v1/embeddings", json={"model": "emb", "input": "x"})
     assert r.status_code == 503
+
+
+class SlowEmbedder(FakeEmbedder):
+    def embed(self, batch: Sequence[Sequence[int]]) -> list[list[float]]:
+        time.sleep(0.5)
+        return super().embed(batch)
+
+
+async def test_the_queens_deadline_ends_an_embedding_request() -> None:
+    async with await _client(SlowEmbedder()) as client:
+        started = time.monotonic()
+        r = await client.post("/v1/embeddings", json={"model": "emb", "input": "x"},
+                              headers={DEADLINE_HEADER: "0.1"})
+    assert r.status_code == 504 and r.json()["error"]["code"] == "deadline_exceeded"
+    assert time.monotonic() - started < 0.45
