@@ -59,6 +59,12 @@ def test_a_request_of_the_wrong_kind_says_what_the_model_does(client: openai.Ope
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
     assert chat.value.code == "wrong_model_kind"
     assert "embedding model" in chat.value.message
+    with pytest.raises(openai.BadRequestError) as responses:
+        client.responses.create(model=MODEL, input="x")
+    assert responses.value.code == "wrong_model_kind"
+    with pytest.raises(openai.BadRequestError) as completion:
+        client.completions.create(model=MODEL, prompt="x")
+    assert completion.value.code == "wrong_model_kind"
     with pytest.raises(openai.BadRequestError) as emb:
         client.embeddings.create(model="rbee-fake", input="x")
     assert emb.value.code == "wrong_model_kind" and "chat model" in emb.value.message
