@@ -24,6 +24,8 @@ KIND_DOES: dict[Kind, str] = {
             "/v1/completions, /v1/responses)",
     "embedding": "is an embedding model: it makes embeddings (/v1/embeddings)"}
 _A = {"chat": "a chat", "embedding": "an embedding"}
+# Engines that run on the CPU whatever device they are given (onnxruntime's CPU provider).
+CPU_ONLY_ENGINES = frozenset({"onnx"})
 _HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HF_FILE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_./-]*$")
 

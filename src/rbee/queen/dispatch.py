@@ -11,6 +11,7 @@ from typing import Protocol
 from rbee.api.cluster import SpawnWorker, WorkerInfo
 from rbee.core.errors import (
     EngineError,
+    InvalidRequest,
     ModelNotFound,
     NoCapacity,
     UpstreamError,
@@ -18,7 +19,7 @@ from rbee.core.errors import (
     from_envelope,
 )
 from rbee.core.states import WorkerState
-from rbee.models.catalog import ModelRef
+from rbee.models.catalog import CPU_ONLY_ENGINES, ModelRef
 from rbee.queen.decision import PlacementPlan, decide_placement
 from rbee.queen.hive_client import HiveClient
 from rbee.queen.policy import JobFacts, SchedulingPolicy
@@ -162,7 +163,14 @@ class Dispatcher:
         return False
 
     def place_request(self, ref: ModelRef, hints: Hints) -> PlaceRequest:
-        return PlaceRequest(ref.name, hints.hive_id, hints.device, self.need(ref), hints.mode,
+        hive, device, mode = hints.hive_id, hints.device, hints.mode
+        if ref.engine in CPU_ONLY_ENGINES:
+            # Pinned to a CPU: placed on a GPU, it would hold GPU memory and run on the CPU.
+            if device not in (None, "cpu"):
+                raise InvalidRequest(f"{ref.name} runs on the CPU only (engine {ref.engine}), "
+                                     f"not on {device}", param="device")
+            hive, device, mode = hive if mode == "pin" else None, "cpu", "pin"
+        return PlaceRequest(ref.name, hive, device, self.need(ref), mode,
                             gpu_overhead=self._gpu_overhead)
 
     async def spawn(self, ref: ModelRef, hints: Hints, narrator: Narrator,

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import cast
 
+import pytest
+
 from rbee.api.cluster import SpawnWorker, WorkerInfo
 from rbee.core.clock import FakeClock
+from rbee.core.errors import InvalidRequest
 from rbee.models.catalog import parse_ref
 from rbee.models.estimate import estimate_ref
 from rbee.queen.dispatch import Dispatcher, Hints, Silent
@@ -29,7 +32,7 @@ class KindHives(FakeHives):
         return info.model_copy(update={"kind": parse_ref(spec.model).kind})
 
 
-def _rig(budget: int) -> tuple[FakeClock, Registry, KindHives, Dispatcher]:
+def _rig(budget: int | None) -> tuple[FakeClock, Registry, KindHives, Dispatcher]:
     clock, registry, _, _ = rig({}, budget=budget)
     hives = KindHives(registry)
     sizes = {CHAT.name: 3 * GB, EMBED.name: 2 * GB}
@@ -86,3 +89,16 @@ def test_scripts_see_the_workers_kind_and_the_models() -> None:
     devices = [device("h1/cuda:0"), device("h1/cpu", kind="cpu")]
     assert script.place(model(kind="embedding"), devices) == "h1/cpu"
     assert script.place(model(kind="chat"), devices) == "h1/cuda:0"
+
+
+async def test_a_cpu_only_engine_is_placed_on_a_cpu_whatever_the_gpus() -> None:
+    minilm = parse_ref("minilm")
+    _, registry, hives, _ = _rig(budget=None)
+    dispatcher = Dispatcher(registry, cast(HiveClient, hives), spawn_timeout=5,
+                            default_threads=None, estimator=lambda ref: 440 * 2**20)
+    for hints in (Hints(), Hints(mode="auto"), Hints(hive_id="rig", mode="prefer")):
+        info = await dispatcher.spawn(minilm, hints, Silent())
+        assert (info.hive_id, info.device) == ("rig", "cpu"), hints
+    with pytest.raises(InvalidRequest, match="CPU only") as info_:
+        await dispatcher.spawn(minilm, Hints(device="cuda:0"), Silent())
+    assert info_.value.param == "device"
