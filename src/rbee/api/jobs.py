@@ -23,7 +23,18 @@ class _Op(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class InferOp(SamplingFields):
+class _Placement(BaseModel):
+    """Where a request may run, and for whom: the hints of the jobs that reach a worker."""
+
+    hive_id: str | None = None
+    device: str | None = None
+    worker_id: str | None = None
+    placement: Literal["pin", "prefer", "auto"] = "pin"
+    priority: Literal["interactive", "batch"] = "interactive"
+    tenant: str | None = Field(default=None, max_length=128)
+
+
+class InferOp(SamplingFields, _Placement):
     """`infer`: a prompt or chat messages, plus optional placement hints."""
 
     model_config = ConfigDict(extra="forbid")
@@ -31,12 +42,6 @@ class InferOp(SamplingFields):
     model: ModelName = Field(default="", max_length=512, description="empty: the default model")
     prompt: str | None = Field(default=None, max_length=1_000_000)
     messages: list[ChatMessage] | None = None
-    hive_id: str | None = None
-    device: str | None = None
-    worker_id: str | None = None
-    placement: Literal["pin", "prefer", "auto"] = "pin"
-    priority: Literal["interactive", "batch"] = "interactive"
-    tenant: str | None = Field(default=None, max_length=128)
     # The chat surface, as /v1/chat/completions takes it (the worker enforces it).
     tools: list[Tool] | None = Field(default=None, max_length=MAX_TOOLS)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
@@ -201,7 +206,7 @@ class ScriptTestOp(ExplainRequest):
     operation: Literal["script_test"]
 
 
-class EmbedOp(_Op):
+class EmbedOp(_Op, _Placement):
     """`embed`: vectors for one or more texts (or token-id lists), as /v1/embeddings makes
     them; the result carries them as JSON floats."""
 
@@ -211,12 +216,6 @@ class EmbedOp(_Op):
     input: Any = Field(description="a string, an array of strings, an array of token ids, "
                        "or an array of token-id arrays")
     dimensions: int | None = Field(default=None, ge=1, le=65_536)
-    hive_id: str | None = None
-    device: str | None = None
-    worker_id: str | None = None
-    placement: Literal["pin", "prefer", "auto"] = "pin"
-    priority: Literal["interactive", "batch"] = "interactive"
-    tenant: str | None = Field(default=None, max_length=128)
 
     @field_validator("input", mode="before")
     @classmethod

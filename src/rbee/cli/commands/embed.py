@@ -8,11 +8,11 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from rbee.cli.commands.infer import JobPrinter
 from rbee.cli.context import Context
-from rbee.cli.errors import EXIT_INTERRUPTED, guarded
+from rbee.cli.errors import guarded
+from rbee.cli.jobrun import JobPrinter, cancelled, submit
 from rbee.cli.render import consoles, print_json, table
-from rbee.client import JobFailed, QueenClient
+from rbee.client import QueenClient
 from rbee.models.catalog import DEFAULT_EMBEDDING_MODEL
 
 SHOWN_VALUES = 6  # per vector, for people (--json prints them whole)
@@ -34,41 +34,21 @@ def embed(
 
 
 def _run(c: Context, fields: dict[str, Any]) -> int:
-    _, err = consoles()
     client = c.client()
     preload = None if fields.get("hive_id") or fields.get("device") else fields["model"]
-    if not c.json:
-        with err.status("checking the queen…"):
-            if c.ensure_queen(client, preload=preload):
-                err.print(f"[dim]started queen at {c.queen_url}[/dim]")
-    else:
-        c.ensure_queen(client, preload=preload)
-    job_id = client.submit("embed", **fields)
+    job_id = submit(c, client, "embed", fields, preload)
     try:
         return _follow(c, client, job_id, fields["input"])
     except KeyboardInterrupt:
-        client.cancel(job_id)
-        if c.json:
-            print_json({"job_id": job_id, "state": "cancelled"})
-        else:
-            err.print("\n[yellow]cancelled[/yellow]")
-        return EXIT_INTERRUPTED
+        return cancelled(c, client, job_id)
 
 
 def _follow(c: Context, client: QueenClient, job_id: str, texts: list[str]) -> int:
     printer = JobPrinter(c.json)  # narration and worker start-up progress on stderr
     started = time.perf_counter()
-    try:
-        for ev in client.run_events(job_id):
-            printer.on(ev)
-    except JobFailed as exc:
-        if c.json:
-            print_json({"job_id": job_id, "state": exc.event, "error": exc.message})
-            return 1
-        raise
-    finally:
-        printer.status.stop()
-    result = printer.result
+    result = printer.follow(client, job_id)
+    if result is None:
+        return 1
     if c.json:
         print_json({"job_id": job_id, "state": "done", **result})
         return 0

@@ -11,9 +11,10 @@ from typing import Annotated, Any
 import typer
 
 from rbee.cli.context import Context
-from rbee.cli.errors import EXIT_INTERRUPTED, guarded
-from rbee.cli.render import consoles, print_json
-from rbee.client import JobFailed, QueenClient, StreamEvent
+from rbee.cli.errors import guarded
+from rbee.cli.jobrun import JobPrinter, cancelled, submit
+from rbee.cli.render import print_json
+from rbee.client import QueenClient
 from rbee.core.errors import InvalidRequest
 
 
@@ -95,81 +96,23 @@ def _tools(path: Path) -> list[dict[str, Any]]:
 
 
 def _run(c: Context, fields: dict[str, Any], stats: bool) -> int:
-    _, err = consoles()
     client = c.client()
     # A queen we start warms the asked-for model while it boots (unless placement was pinned).
     pinned = any(fields.get(k) for k in ("hive_id", "device", "worker_id"))
     preload = None if pinned else (fields.get("model") or c.settings().default_model)
-    if not c.json:
-        with err.status("checking the queen…"):
-            if c.ensure_queen(client, preload=preload):
-                err.print(f"[dim]started queen at {c.queen_url}[/dim]")
-    else:
-        c.ensure_queen(client, preload=preload)
     started = time.perf_counter()
-    job_id = client.submit("infer", **fields)
+    job_id = submit(c, client, "infer", fields, preload)
     try:
         return _follow(c, client, job_id, started, stats)
     except KeyboardInterrupt:
-        client.cancel(job_id)
-        if c.json:
-            print_json({"job_id": job_id, "state": "cancelled"})
-        else:
-            err.print("\n[yellow]cancelled[/yellow]")
-        return EXIT_INTERRUPTED
-
-
-class JobPrinter:
-    """Shows one infer job: tokens to stdout, chatter to stderr, a spinner until the answer."""
-
-    def __init__(self, as_json: bool) -> None:
-        self.as_json = as_json
-        self.first: float | None = None
-        self.result: dict[str, Any] = {}
-        self.err = consoles()[1]
-        self.status = self.err.status("waiting for the queen…")
-        self._handlers = {"token": self._token, "narration": self._narration,
-                          "progress": self._progress, "result": self._result}
-        if not as_json:
-            self.status.start()
-
-    def on(self, ev: StreamEvent) -> None:
-        handler = self._handlers.get(ev.event)
-        if handler is not None:
-            handler(ev.data)
-
-    def _token(self, data: dict[str, Any]) -> None:
-        if self.first is None:
-            self.first = time.perf_counter()
-            self.status.stop()
-        if not self.as_json:
-            sys.stdout.write(data["t"])
-            sys.stdout.flush()
-
-    def _narration(self, data: dict[str, Any]) -> None:
-        if not self.as_json:
-            self.err.print(f"[dim]{data['actor']}: {data['message']}[/dim]")
-
-    def _progress(self, data: dict[str, Any]) -> None:
-        self.status.update(f"{data['stage']} ({data['fraction']:.0%})")
-
-    def _result(self, data: dict[str, Any]) -> None:
-        self.result = data
+        return cancelled(c, client, job_id)
 
 
 def _follow(c: Context, client: QueenClient, job_id: str, started: float, stats: bool) -> int:
     printer = JobPrinter(c.json)
-    try:
-        for ev in client.run_events(job_id):
-            printer.on(ev)
-    except JobFailed as exc:
-        if c.json:
-            print_json({"job_id": job_id, "state": exc.event, "error": exc.message})
-            return 1
-        raise
-    finally:
-        printer.status.stop()
-    result = printer.result
+    result = printer.follow(client, job_id)
+    if result is None:
+        return 1
     ttft_ms = round(((printer.first or time.perf_counter()) - started) * 1000, 1)
     if c.json:
         print_json({"job_id": job_id, "state": "done", **result, "client_ttft_ms": ttft_ms})
