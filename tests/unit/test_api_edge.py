@@ -37,6 +37,31 @@ def test_the_spec_types_are_kept() -> None:
         CompletionRequest.model_validate_json('{"model": "m", "prompt": "x", "echo": 0}')
 
 
+@pytest.mark.parametrize(("model", "body", "field"), [
+    (ChatCompletionRequest, '"functions": [{"name": "f", "parameters": {}}]', "functions"),
+    (ChatCompletionRequest, '"function_call": "auto"', "function_call"),
+    (ChatCompletionRequest, '"audio": {"voice": "alloy", "format": "wav"}', "audio"),
+    (ChatCompletionRequest, '"modalities": ["text", "audio"]', "modalities"),
+    (ChatCompletionRequest, '"prediction": {"type": "content", "content": "x"}', "prediction"),
+    (ChatCompletionRequest, '"web_search_options": {}', "web_search_options"),
+    (CompletionRequest, '"echo": true', "echo"),
+    (CompletionRequest, '"best_of": 3', "best_of"),
+    (CompletionRequest, '"suffix": "end"', "suffix"),
+])
+def test_fields_rbee_does_not_honour_are_refused_not_dropped(
+        model: type[ChatCompletionRequest] | type[CompletionRequest], body: str,
+        field: str) -> None:
+    """Issue 11: a field silently ignored gives an answer that looks valid and is wrong."""
+    head = CHAT if model is ChatCompletionRequest else '{"model": "m", "prompt": "x"'
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate_json(f"{head}, {body}}}")
+    assert caught.value.errors()[0]["loc"][0] == field
+    # their neutral values stay accepted (clients send them by default)
+    ChatCompletionRequest.model_validate_json(f'{CHAT}, "modalities": ["text"]}}')
+    CompletionRequest.model_validate_json(
+        '{"model": "m", "prompt": "x", "echo": false, "best_of": 1, "suffix": ""}')
+
+
 def test_job_operations_are_strict_and_check_the_model_name() -> None:
     with pytest.raises(ValidationError):
         InferOp.model_validate_json('{"operation": "infer", "prompt": "x", "stream": 1}')

@@ -191,8 +191,32 @@ ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat,
                            Field(discriminator="type")]
 
 
+# OpenAI fields rbee does not honour: refused when set (a 400 naming them), never dropped in
+# silence, which would give an answer that looks valid and is not what was asked for.
+_UNSUPPORTED_CHAT = {
+    "functions": "the deprecated 'functions' are not supported; send 'tools'",
+    "function_call": "the deprecated 'function_call' is not supported; send 'tool_choice'",
+    "audio": "audio output is not supported",
+    "prediction": "predicted outputs are not supported",
+    "web_search_options": "web search is not supported",
+}
+
+
+def _refuse_unsupported(value: object, info: ValidationInfo,
+                        reasons: dict[str, str]) -> object:
+    if value is not None:
+        raise ValueError(reasons[info.field_name or ""])
+    return value
+
+
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
+    functions: Any = None
+    function_call: Any = None
+    audio: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
+    modalities: list[str] | None = None
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
@@ -203,6 +227,18 @@ class ChatCompletionRequest(SamplingFields):
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @field_validator(*_UNSUPPORTED_CHAT)
+    @classmethod
+    def _unsupported(cls, v: object, info: ValidationInfo) -> object:
+        return _refuse_unsupported(v, info, _UNSUPPORTED_CHAT)
+
+    @field_validator("modalities")
+    @classmethod
+    def _text_only(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and set(v) != {"text"}:
+            raise ValueError("only the 'text' modality is supported")
+        return v
 
     @field_validator("tools")
     @classmethod
@@ -264,9 +300,31 @@ def _enforceable(schema: dict[str, Any], what: str) -> dict[str, Any]:
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str]
-    # Declared (and ignored) only so that its type is checked like the spec's.
     echo: bool | None = None
+    best_of: int | None = Field(default=None, ge=0, le=20)
+    suffix: str | None = None
     logprobs: int | None = Field(default=None, ge=0, le=5)
+
+    @field_validator("echo")
+    @classmethod
+    def _no_echo(cls, v: bool | None) -> bool | None:
+        if v:
+            raise ValueError("echo is not supported")
+        return v
+
+    @field_validator("best_of")
+    @classmethod
+    def _no_best_of(cls, v: int | None) -> int | None:
+        if v is not None and v > 1:
+            raise ValueError("best_of above 1 is not supported (n is)")
+        return v
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, v: str | None) -> str | None:
+        if v:
+            raise ValueError("suffix (insertion) is not supported")
+        return v
 
     @field_validator("prompt")
     @classmethod
