@@ -208,12 +208,22 @@ class Relay:
         return answer
 
     async def stream_events(self, worker: WorkerInfo, body: dict[str, Any],
-                            deadline: ClientDeadline = NO_DEADLINE
+                            deadline: ClientDeadline = NO_DEADLINE,
+                            on_cut: Callable[[], None] | None = None
                             ) -> AsyncGenerator[dict[str, Any], None]:
-        """Stream a chat completion from a worker as parsed chunks (for the job API)."""
+        """Stream a chat completion from a worker as parsed chunks (the job API, Responses).
+
+        `on_cut` runs when the stream is cut (a stall, the client's deadline, liveness), for a
+        caller whose own client may have stopped reading: see `forward`'s `cut`."""
         raw = json.dumps(body).encode()
         call, upstream, watch = await self._open_stream(worker, "/v1/chat/completions", raw,
                                                         deadline)
+        if on_cut is not None:
+            def cut() -> None:
+                upstream.close()
+                on_cut()
+
+            call.streaming(cut)
         try:
             async for data in _sse_data(upstream.chunks()):
                 watch.progress()

@@ -57,6 +57,8 @@ class ConnectionSettings(Protocol):
     def keep_alive_timeout(self) -> float: ...
     @property
     def max_connections(self) -> int: ...
+    @property
+    def send_timeout(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +67,12 @@ class ConnectionLimits:
     body_timeout: float = 30.0
     keep_alive_timeout: float = 5.0
     max_connections: int = 4096
+    send_timeout: float = 60.0
 
     @classmethod
     def of(cls, settings: ConnectionSettings) -> ConnectionLimits:
         return cls(settings.header_timeout, settings.body_timeout, settings.keep_alive_timeout,
-                   settings.max_connections)
+                   settings.max_connections, settings.send_timeout)
 
 
 def raise_open_file_limit() -> int:
@@ -122,6 +125,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._phase = _Phase.IDLE
         self._last_read = 0.0
+        self._unsent: asyncio.TimerHandle | None = None  # while the client reads nothing
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -134,7 +138,30 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._unsent is not None:
+            self._unsent.cancel()
         super().connection_lost(exc)
+
+    # A client that keeps its connection open but stops reading shuts its window: the
+    # transport's buffer fills, asyncio pauses writing, and the response's send waits for
+    # good — holding its worker stream and admission slot. Past `send_timeout` with writing
+    # paused, the connection is dropped (the app sees a disconnect and ends the response).
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._unsent is None:
+            self._unsent = self.loop.call_later(self.limits.send_timeout, self._send_expired)
+
+    def resume_writing(self) -> None:
+        if self._unsent is not None:
+            self._unsent.cancel()
+            self._unsent = None
+        super().resume_writing()
+
+    def _send_expired(self) -> None:
+        self._unsent = None
+        logger.info("dropping a client that read nothing for %gs", self.limits.send_timeout)
+        self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         self._last_read = self.loop.time()

@@ -17,6 +17,9 @@ class ListenerSettings(BaseSettings):
                                 "stall between reads")
     keep_alive_timeout: float = Field(default=5.0, gt=0, description="Seconds an idle "
                                       "kept-alive connection stays open")
+    send_timeout: float = Field(default=60.0, gt=0, description="Seconds a client may read "
+                                "nothing while a response waits to be sent (its window shut) "
+                                "before its connection is dropped")
     max_connections: int = Field(default=4096, ge=1, description="Client connections served at "
                                  "once; past it 503, past twice it closed at once (lowered to "
                                  "fit the open-file limit)")

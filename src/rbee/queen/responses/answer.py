@@ -24,6 +24,7 @@ from rbee.queen.admission import Ticket
 from rbee.queen.calls import ClientDeadline
 from rbee.queen.dispatch import Hints, Silent
 from rbee.queen.failover import with_failover
+from rbee.queen.relay import CUT_GRACE
 from rbee.queen.responses.events import EventStream
 from rbee.queen.responses.inputs import Item, Plan, plan
 from rbee.queen.responses.outputs import (
@@ -104,21 +105,42 @@ async def _admitted(svc: QueenServices, req: ResponsesRequest, hints: Hints,
 
 async def _streamed(svc: QueenServices, req: ResponsesRequest, hints: Hints, work: Plan,
                     start: ResponseObject, deadline: ClientDeadline) -> Response:
-    async def attempt(worker: WorkerInfo) -> tuple[Chunks, dict[str, Any] | None]:
+    async def attempt(worker: WorkerInfo
+                      ) -> tuple[Chunks, dict[str, Any] | None, _Ending]:
         # The first chunk comes at once (the role): waiting for it opens the stream here,
-        # where a worker that cannot be reached is still failed over.
-        chunks = svc.relay.stream_events(worker, work.chat, deadline)
+        # where a worker that cannot be reached is still failed over. Each attempt has its
+        # own ending: a cut of one that failed over must not end the next one's response.
+        ending = _Ending()
+        chunks = svc.relay.stream_events(worker, work.chat, deadline, on_cut=ending.soon)
         try:
-            return chunks, await anext(chunks)
+            return chunks, await anext(chunks), ending
         except StopAsyncIteration:
-            return chunks, None
+            return chunks, None, ending
         except BaseException:
             await chunks.aclose()
             raise
 
-    (chunks, first), ticket = await _admitted(svc, req, hints, attempt, keep=True)
+    (chunks, first, ending), ticket = await _admitted(svc, req, hints, attempt, keep=True)
     frames = _frames(svc, req, work, EventStream(start), chunks, first)
-    return DisconnectAwareStream(_Owned(frames, chunks), on_close=ticket.release)
+    ending.response = DisconnectAwareStream(_Owned(frames, chunks), on_close=ticket.release)
+    return ending.response
+
+
+class _Ending:
+    """A cut stream ends with its `response.failed` event; a client that stopped reading
+    (its connection open, its window shut) would block that send and keep the worker and
+    the admission slot forever, so the response itself ends `CUT_GRACE` later if it has not
+    (as `Relay.forward` does for chat streams)."""
+
+    def __init__(self) -> None:
+        self.response: DisconnectAwareStream | None = None
+
+    def soon(self) -> None:
+        asyncio.get_running_loop().call_later(CUT_GRACE, self._abort)
+
+    def _abort(self) -> None:
+        if self.response is not None:
+            self.response.abort()
 
 
 async def _frames(svc: QueenServices, req: ResponsesRequest, work: Plan, events: EventStream,
