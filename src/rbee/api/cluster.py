@@ -33,8 +33,9 @@ class WorkerInfo(_Strict):
     model_path: str
     device: str
     engine: str
-    kind: Literal["chat", "embedding"] = Field(default="chat", description="what its model "
-                                               "does: chat (text) or embedding (vectors)")
+    kind: Literal["chat", "embedding", "speech"] = Field(
+        default="chat", description="what its model does: chat (text), embedding (vectors) or "
+        "speech (audio from text)")
     url: str
     pid: int | None = None
     state: WorkerState

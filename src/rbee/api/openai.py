@@ -345,8 +345,9 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "rbee"
-    kind: Literal["chat", "embedding"] = Field(default="chat", description="what the model "
-                                               "does: chat (text) or embedding (vectors)")
+    kind: Literal["chat", "embedding", "speech"] = Field(
+        default="chat", description="what the model does: chat (text), embedding (vectors) or "
+        "speech (audio from text)")
 
 
 class ModelList(BaseModel):

@@ -14,8 +14,8 @@ from typing import Any, Literal, Protocol
 ProgressFn = Callable[[float, str], None]
 ToolMode = Literal["none", "auto", "required"]
 # What a worker's model does: which OpenAI endpoints it serves.
-ModelKind = Literal["chat", "embedding"]
-MODEL_KINDS: tuple[ModelKind, ...] = ("chat", "embedding")
+ModelKind = Literal["chat", "embedding", "speech"]
+MODEL_KINDS: tuple[ModelKind, ...] = ("chat", "embedding", "speech")
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,31 @@ class Embedder(Protocol):
     def close(self) -> None: ...
 
 
-AnyEngine = Engine | Embedder
+class Speaker(Protocol):
+    """A text-to-speech model: text to 16-bit mono PCM, one sentence at a time.
+
+    `speak` yields each sentence's samples as soon as they are made, so the worker can send
+    the first audio before the last sentence is synthesised; it stops between sentences once
+    `cancel` is set.
+    """
+
+    name: str
+    kind: Literal["speech"]
+    slots: int
+    sample_rate: int  # Hz of the samples `speak` yields
+    voices: tuple[str, ...]  # the voices it speaks with; the first is the default
+
+    def load(self, progress: ProgressFn) -> None: ...
+
+    def speak(self, text: str, voice: str, speed: float,
+              cancel: threading.Event) -> Iterator[bytes]:
+        """Little-endian int16 mono samples at `sample_rate`, one chunk per sentence;
+        `speed` 2.0 is twice as fast (OpenAI's meaning)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+AnyEngine = Engine | Embedder | Speaker
 DEFAULT_MAX_TOKENS = 256
 MAX_SLOTS = 1024  # a bound on what any worker may advertise (and a user may ask for)

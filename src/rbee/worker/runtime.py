@@ -12,7 +12,14 @@ from rbee.api.cluster import WorkerEvent
 from rbee.core.clock import Clock, SystemClock
 from rbee.core.errors import EngineError, WorkerUnavailable, WrongModelKind
 from rbee.core.states import WorkerState
-from rbee.engines.base import AnyEngine, Embedder, Engine, GenerationRequest, Output
+from rbee.engines.base import (
+    AnyEngine,
+    Embedder,
+    Engine,
+    GenerationRequest,
+    Output,
+    Speaker,
+)
 from rbee.worker.batcher import Batcher
 
 logger = logging.getLogger(__name__)
@@ -81,17 +88,21 @@ class Runtime:
             raise WorkerUnavailable(f"worker is {self.state.value}: {self.stage}")
 
     def generator(self) -> Engine:
-        """The engine, when it generates text (a 400 for an embedding model)."""
+        """The engine, when it generates text (a 400 for another kind of model)."""
         if self.engine.kind != "chat":
-            raise WrongModelKind("this worker's model makes embeddings; it does not chat or "
-                                 "complete text: use /v1/embeddings", param="model")
+            raise _wrong_kind(self.engine.kind, "does not chat or complete text")
         return self.engine
 
     def embedder(self) -> Embedder:
-        """The engine, when it makes embeddings (a 400 for a chat model)."""
+        """The engine, when it makes embeddings (a 400 for another kind of model)."""
         if self.engine.kind != "embedding":
-            raise WrongModelKind("this worker's model is a chat model; it makes no "
-                                 "embeddings: use /v1/chat/completions", param="model")
+            raise _wrong_kind(self.engine.kind, "makes no embeddings")
+        return self.engine
+
+    def speaker(self) -> Speaker:
+        """The engine, when it speaks (a 400 for another kind of model)."""
+        if self.engine.kind != "speech":
+            raise _wrong_kind(self.engine.kind, "does not speak")
         return self.engine
 
     async def embed(self, sequences: list[list[int]]) -> list[list[float]]:
@@ -166,5 +177,58 @@ class Runtime:
             cancel.set()
             self.load -= 1
 
+    async def speak(self, text: str, voice: str, speed: float) -> AsyncIterator[bytes]:
+        """The samples of each sentence as it is made; closing this iterator stops the
+        engine after its current sentence."""
+        speaker = self.speaker()
+        self.require_ready()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def send(item: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed (shutdown)
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def produce() -> None:
+            try:
+                with self._engine_slots:
+                    for chunk in speaker.speak(text, voice, speed, cancel):
+                        send(chunk)
+                        if cancel.is_set():
+                            break
+            except Exception as exc:
+                send(exc)
+            finally:
+                send(_END)
+
+        if self.load == 0:
+            self._last_output = self._clock.monotonic()
+        self.load += 1
+        threading.Thread(target=produce, name="speak", daemon=True).start()
+        try:
+            while (item := await queue.get()) is not _END:
+                self._last_output = self._clock.monotonic()
+                if isinstance(item, EngineError):
+                    raise item
+                if isinstance(item, Exception):
+                    raise EngineError(f"engine failed: {item}") from item
+                yield item  # type: ignore[misc]
+        finally:
+            cancel.set()
+            self.load -= 1
+
     def close(self) -> None:
         self.engine.close()
+
+
+# Where each kind of model is served, for the 400 a request of another kind gets.
+_ENDPOINTS = {"chat": ("a chat model", "/v1/chat/completions"),
+              "embedding": ("an embedding model", "/v1/embeddings"),
+              "speech": ("a speech model", "/v1/audio/speech")}
+
+
+def _wrong_kind(kind: str, refusal: str) -> WrongModelKind:
+    what, endpoint = _ENDPOINTS[kind]
+    return WrongModelKind(f"this worker's model is {what}; it {refusal}: use {endpoint}",
+                          param="model")

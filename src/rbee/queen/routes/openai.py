@@ -1,5 +1,5 @@
 """OpenAI-compatible endpoints: /v1/models, /v1/chat/completions, /v1/completions,
-/v1/embeddings."""
+/v1/embeddings, /v1/audio/speech."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from fastapi import APIRouter, Request, Response
 from rbee.api.cluster import WorkerInfo
 from rbee.api.embeddings import EmbeddingRequest
 from rbee.api.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from rbee.api.speech import MEDIA_TYPES, SpeechRequest
 from rbee.core.errors import DeadlineExceeded, InvalidRequest, ModelNotFound
 from rbee.models.catalog import ModelRef, parse_ref, require_kind
 from rbee.queen.admission import PRIORITIES
+from rbee.queen.audio import forward_audio
 from rbee.queen.calls import ClientDeadline, client_deadline
 from rbee.queen.deps import ServicesDep
 from rbee.queen.dispatch import Hints, Silent
@@ -74,6 +76,19 @@ async def embeddings(request: Request) -> Response:
                                                  raw, deadline))
 
 
+async def audio_speech(request: Request) -> Response:
+    """Speech streams through as the worker makes it (sentence by sentence)."""
+    svc: QueenServices = request.app.state.services
+    raw = await request.body()
+    body = parse_model(raw, SpeechRequest, request.headers.get("content-type"))
+    ref = require_kind(parse_ref(body.model), "speech")
+    hints = request_hints(body.model_extra or {})
+    media_type = MEDIA_TYPES[body.audio_format()]
+    return await within_deadline(
+        request, svc, lambda deadline: _admitted(svc, True, ref, hints, "/v1/audio/speech",
+                                                 raw, deadline, audio=media_type))
+
+
 def request_hints(extra: Mapping[str, object]) -> Hints:
     """Where and how urgently to run an inference request: rbee's own extra body fields
     (`priority`, `placement`, `hive_id`, `device`, `worker_id`, `user`)."""
@@ -108,11 +123,16 @@ async def within_deadline(request: Request, svc: QueenServices,
 
 
 async def _admitted(svc: QueenServices, stream: bool | None, ref: ModelRef, hints: Hints,
-                    path: str, raw: bytes, deadline: ClientDeadline) -> Response:
+                    path: str, raw: bytes, deadline: ClientDeadline,
+                    audio: str | None = None) -> Response:
+    """`audio`: the media type of an audio stream (not SSE) to pipe through."""
     ticket = await svc.admission.enter(ref.name, hints.job.priority if hints.job else
                                        "interactive")
 
     async def attempt(worker: WorkerInfo) -> Response:
+        if audio is not None:
+            return await forward_audio(svc.relay, worker, path, raw, media_type=audio,
+                                       on_close=ticket.release, deadline=deadline)
         if stream:  # the stream itself watches for a hang-up, and frees the slot
             return await svc.relay.forward(worker, path, raw, stream=True,
                                            on_close=ticket.release, deadline=deadline)
@@ -145,4 +165,4 @@ async def completions(request: Request) -> Response:
 
 
 hot_routes = (("/v1/chat/completions", chat_completions), ("/v1/completions", completions),
-              ("/v1/embeddings", embeddings))
+              ("/v1/embeddings", embeddings), ("/v1/audio/speech", audio_speech))
