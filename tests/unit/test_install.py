@@ -28,7 +28,8 @@ def test_every_declared_dependency_is_pinned() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     declared = [*project["dependencies"], *project["optional-dependencies"]["dev"],
                 *project["optional-dependencies"]["llama"],
-                *project["optional-dependencies"]["embeddings"]]
+                *project["optional-dependencies"]["embeddings"],
+                *project["optional-dependencies"]["speech"]]
     pins = _pins()
     missing = [r for r in declared if canonicalize_name(Requirement(r).name) not in pins]
     assert missing == []
