@@ -5,6 +5,7 @@ made, kinds, and bad input."""
 from __future__ import annotations
 
 import io
+import json
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.daemons import Daemon, rbee_env, running_queen
+from tests.support.daemons import Daemon, rbee_env, run_cli, running_queen
 
 pytestmark = pytest.mark.e2e
 MODEL = "rbee-fake-speech"
@@ -120,3 +121,24 @@ def test_hostile_bodies(queen: Daemon, body: bytes) -> None:
 def test_a_form_body_is_refused(queen: Daemon) -> None:
     r = httpx.post(f"{queen.url}/v1/audio/speech", data={"model": MODEL, "input": "x"})
     assert r.status_code == 415
+
+
+def test_the_cli_streams_speech_into_a_file(queen: Daemon, tmp_path: Path) -> None:
+    env = queen.env
+    out = tmp_path / "hello.wav"
+    r = run_cli(env, "speak", TEXT, "-o", str(out), "-m", MODEL, "--voice", "bee", "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["format"] == "wav" and summary["bytes"] == out.stat().st_size
+    assert abs(summary["audio_seconds"] - 6 * 0.12) < 0.01
+    with wave.open(io.BytesIO(out.read_bytes()[:44])) as w:
+        assert w.getframerate() == 24_000
+    human = run_cli(env, "speak", "Hi.", "-o", str(tmp_path / "hi.pcm"), "-m", MODEL)
+    assert human.returncode == 0 and "wrote" in human.stderr
+    assert (tmp_path / "hi.pcm").stat().st_size == round(0.12 * 24_000) * 2
+    bad = run_cli(env, "speak", "Hi.", "-o", str(tmp_path / "no.wav"), "-m", MODEL,
+                  "--voice", "nobody")
+    assert bad.returncode != 0 and "bee, drone" in bad.stderr
+    wrong = run_cli(env, "speak", "Hi.", "-o", str(tmp_path / "no.wav"), "-m", "rbee-fake")
+    assert wrong.returncode != 0 and "chat model" in wrong.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hello.wav", "hi.pcm"]

@@ -137,6 +137,19 @@ class QueenClient:
         body = {"operation": operation, **{k: v for k, v in fields.items() if v is not None}}
         return str(self._request("POST", "/v1/jobs", json=body)["job_id"])
 
+    def speech(self, **fields: Any) -> Iterator[bytes]:
+        """POST /v1/audio/speech: the audio as it streams in (an error answer raised)."""
+        body = {k: v for k, v in fields.items() if v is not None}
+        try:
+            with self._http.stream("POST", "/v1/audio/speech", json=body,
+                                   timeout=self._stream_timeout) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise from_envelope(r.status_code, r.json() if r.content else None)
+                yield from r.iter_bytes()
+        except httpx.TransportError as exc:
+            raise QueenUnreachable(f"lost the queen at {self.base_url}: {exc}") from exc
+
     def follow(self, job_id: str, after: int = -1) -> Iterator[StreamEvent]:
         """Events until the terminal one; reconnects with Last-Event-ID if the link drops."""
         last = after
