@@ -2,9 +2,10 @@
 
 The relay's stream is SSE: it counts `data:` frames as progress and ends a cut stream with an
 error frame. Audio has neither, so it is piped here, on the relay's own call bookkeeping
-(`_open_stream`, `_end`): the same first-byte deadline, failover before headers, liveness
-cut-offs and admission release. A stream cut after its headers (a deadline, a worker that
-stopped) ends as a broken transfer, so the client never takes a short file for a whole one.
+(`Relay.open_stream`, `Relay.end_stream`): the same first-byte deadline, failover before
+headers, liveness cut-offs and admission release. A stream cut after its headers (a deadline,
+a worker that stopped) ends as a broken transfer, so the client never takes a short file for a
+whole one.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ async def forward_audio(relay: Relay, worker: WorkerInfo, path: str, raw: bytes,
                         media_type: str, on_close: Callable[[], None],
                         deadline: ClientDeadline) -> Response:
     """The worker's answer streamed through; `on_close` runs once it ends, however."""
-    call, upstream, watch = await relay._open_stream(worker, path, raw, deadline)
+    call, upstream, watch = await relay.open_stream(worker, path, raw, deadline)
     ended = False
 
     def finish() -> None:
         nonlocal ended
         if not ended:
             ended = True
-            relay._end(call, upstream, watch, on_close)
+            relay.end_stream(call, upstream, watch, on_close)
 
     response = DisconnectAwareStream(_pipe(worker, call, upstream, watch, finish),
                                      media_type=media_type, on_close=finish)

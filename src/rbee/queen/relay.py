@@ -67,8 +67,8 @@ class Relay:
         if not stream:
             status, body = await self._call_whole(worker, path, raw, deadline)
             return Response(body, status, media_type="application/json")
-        call, upstream, watch = await self._open_stream(worker, path, raw, deadline)
-        finish = _once(lambda: self._end(call, upstream, watch, on_close))
+        call, upstream, watch = await self.open_stream(worker, path, raw, deadline)
+        finish = _once(lambda: self.end_stream(call, upstream, watch, on_close))
         response = DisconnectAwareStream(self._pipe(worker, call, upstream, watch, finish),
                                          on_close=finish)
         loop = asyncio.get_running_loop()
@@ -107,9 +107,11 @@ class Relay:
             raise _refusal(worker, status, body)  # not ready after all: another worker
         return status, body
 
-    async def _open_stream(self, worker: WorkerInfo, path: str, raw: bytes,
-                           deadline: ClientDeadline) -> tuple[Call, Upstream, Watch]:
-        """POST and wait for the headers; then the stream is watched for progress."""
+    async def open_stream(self, worker: WorkerInfo, path: str, raw: bytes,
+                          deadline: ClientDeadline) -> tuple[Call, Upstream, Watch]:
+        """POST and wait for the headers; then the stream is watched for progress. The
+        caller reads `upstream` and ends with `end_stream` (SSE: `forward`; bytes:
+        `queen.audio`)."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         first = now + self._deadlines.first_byte
@@ -187,7 +189,7 @@ class Relay:
         finally:
             finish()
 
-    def _end(self, call: Call, upstream: Upstream, watch: Watch,
+    def end_stream(self, call: Call, upstream: Upstream, watch: Watch,
              on_close: Callable[[], None] | None) -> None:
         watch.cancel()
         upstream.close()  # a no-op after the body was read; drops it if it never was
@@ -216,7 +218,7 @@ class Relay:
         `on_cut` runs when the stream is cut (a stall, the client's deadline, liveness), for a
         caller whose own client may have stopped reading: see `forward`'s `cut`."""
         raw = json.dumps(body).encode()
-        call, upstream, watch = await self._open_stream(worker, "/v1/chat/completions", raw,
+        call, upstream, watch = await self.open_stream(worker, "/v1/chat/completions", raw,
                                                         deadline)
         if on_cut is not None:
             def cut() -> None:
@@ -237,7 +239,7 @@ class Relay:
         except TransportError as exc:
             raise _unreachable(self._stream_error(worker, call, str(exc))) from exc
         finally:
-            self._end(call, upstream, watch, None)
+            self.end_stream(call, upstream, watch, None)
 
 
 def _unreachable(err: RbeeError) -> RbeeError:
