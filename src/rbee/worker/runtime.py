@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import TypeVar
 
 from rbee.api.cluster import WorkerEvent
 from rbee.core.clock import Clock, SystemClock
@@ -23,6 +24,7 @@ from rbee.engines.base import (
 from rbee.worker.batcher import Batcher
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 _END = object()
 EventSink = Callable[[WorkerEvent], None]  # load events to whoever started us (the hive)
 
@@ -134,16 +136,38 @@ class Runtime:
         finally:
             self._last_output = self._clock.monotonic()
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Output]:
+    def generate(self, request: GenerationRequest) -> AsyncIterator[Output]:
         """Stream the engine's output; closing this iterator cancels the generation."""
-        engine = self.generator()
-        self.require_ready()
+        def start() -> Callable[[threading.Event], Iterable[Output]]:
+            engine = self.generator()
+            self.require_ready()
+            return lambda cancel: engine.generate(request, cancel)
+
+        return self._on_thread("generate", start)
+
+    def speak(self, text: str, voice: str, speed: float) -> AsyncIterator[bytes]:
+        """The samples of each sentence as it is made; closing this iterator stops the
+        engine after its current sentence."""
+        def start() -> Callable[[threading.Event], Iterable[bytes]]:
+            speaker = self.speaker()
+            self.require_ready()
+            return lambda cancel: speaker.speak(text, voice, speed, cancel)
+
+        return self._on_thread("speak", start)
+
+    async def _on_thread(self, name: str,
+                         start: Callable[[], Callable[[threading.Event], Iterable[T]]]
+                         ) -> AsyncIterator[T]:
+        """The items an engine call makes on its own thread (within the engine's slots),
+        handed to asyncio as they come. `start` runs at the first item asked for (a worker
+        not ready refuses then); closing this iterator sets the call's cancel event."""
+        produce_items = start()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         cancel = threading.Event()
 
         def send(item: object) -> None:
-            # A cancelled generation may finish its token after the loop closed (shutdown):
+            # A cancelled call may finish its item after the loop closed (shutdown):
             # nobody is listening any more, which is fine.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(queue.put_nowait, item)
@@ -151,7 +175,7 @@ class Runtime:
         def produce() -> None:
             try:
                 with self._engine_slots:
-                    for item in engine.generate(request, cancel):
+                    for item in produce_items(cancel):
                         send(item)
                         if cancel.is_set():
                             break
@@ -163,49 +187,7 @@ class Runtime:
         if self.load == 0:  # idle until now: the silence starts here, not at the last answer
             self._last_output = self._clock.monotonic()
         self.load += 1
-        thread = threading.Thread(target=produce, name="generate", daemon=True)
-        thread.start()
-        try:
-            while (item := await queue.get()) is not _END:
-                self._last_output = self._clock.monotonic()
-                if isinstance(item, EngineError):
-                    raise item
-                if isinstance(item, Exception):
-                    raise EngineError(f"engine failed: {item}") from item
-                yield item  # type: ignore[misc]
-        finally:
-            cancel.set()
-            self.load -= 1
-
-    async def speak(self, text: str, voice: str, speed: float) -> AsyncIterator[bytes]:
-        """The samples of each sentence as it is made; closing this iterator stops the
-        engine after its current sentence."""
-        speaker = self.speaker()
-        self.require_ready()
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        cancel = threading.Event()
-
-        def send(item: object) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed (shutdown)
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        def produce() -> None:
-            try:
-                with self._engine_slots:
-                    for chunk in speaker.speak(text, voice, speed, cancel):
-                        send(chunk)
-                        if cancel.is_set():
-                            break
-            except Exception as exc:
-                send(exc)
-            finally:
-                send(_END)
-
-        if self.load == 0:
-            self._last_output = self._clock.monotonic()
-        self.load += 1
-        threading.Thread(target=produce, name="speak", daemon=True).start()
+        threading.Thread(target=produce, name=name, daemon=True).start()
         try:
             while (item := await queue.get()) is not _END:
                 self._last_output = self._clock.monotonic()
