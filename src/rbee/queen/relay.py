@@ -35,6 +35,8 @@ from rbee.queen.transport import Deadlines, TransportError, Upstream, WorkerTran
 from rbee.web.streaming import DisconnectAwareStream
 
 CUT_GRACE = 5.0  # seconds a cut stream has to deliver its error frame before it is ended
+# What makes a response's body from a worker stream: (worker, call, upstream, watch, finish).
+Pipe = Callable[[WorkerInfo, Call, Upstream, Watch, Callable[[], None]], AsyncIterator[bytes]]
 
 
 class Relay:
@@ -67,10 +69,19 @@ class Relay:
         if not stream:
             status, body = await self._call_whole(worker, path, raw, deadline)
             return Response(body, status, media_type="application/json")
-        call, upstream, watch = await self.open_stream(worker, path, raw, deadline)
-        finish = _once(lambda: self.end_stream(call, upstream, watch, on_close))
-        response = DisconnectAwareStream(self._pipe(worker, call, upstream, watch, finish),
-                                         on_close=finish)
+        return await self.stream_through(worker, path, raw, self._pipe, on_close=on_close,
+                                         deadline=deadline)
+
+    async def stream_through(self, worker: WorkerInfo, path: str, raw: bytes, pipe: Pipe, *,
+                             media_type: str = "text/event-stream",
+                             on_close: Callable[[], None] | None = None,
+                             deadline: ClientDeadline = NO_DEADLINE) -> Response:
+        """A worker's stream passed on as `pipe` makes it (SSE: `_pipe`; raw bytes:
+        `queen.audio`), under the stream deadlines; `on_close` runs once it ends, however."""
+        call, upstream, watch = await self._open_stream(worker, path, raw, deadline)
+        finish = _once(lambda: self._end(call, upstream, watch, on_close))
+        response = DisconnectAwareStream(pipe(worker, call, upstream, watch, finish),
+                                         media_type=media_type, on_close=finish)
         loop = asyncio.get_running_loop()
 
         def cut() -> None:
@@ -107,11 +118,9 @@ class Relay:
             raise _refusal(worker, status, body)  # not ready after all: another worker
         return status, body
 
-    async def open_stream(self, worker: WorkerInfo, path: str, raw: bytes,
+    async def _open_stream(self, worker: WorkerInfo, path: str, raw: bytes,
                           deadline: ClientDeadline) -> tuple[Call, Upstream, Watch]:
-        """POST and wait for the headers; then the stream is watched for progress. The
-        caller reads `upstream` and ends with `end_stream` (SSE: `forward`; bytes:
-        `queen.audio`)."""
+        """POST and wait for the headers; then the stream is watched for progress."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         first = now + self._deadlines.first_byte
@@ -189,7 +198,7 @@ class Relay:
         finally:
             finish()
 
-    def end_stream(self, call: Call, upstream: Upstream, watch: Watch,
+    def _end(self, call: Call, upstream: Upstream, watch: Watch,
              on_close: Callable[[], None] | None) -> None:
         watch.cancel()
         upstream.close()  # a no-op after the body was read; drops it if it never was
@@ -218,7 +227,7 @@ class Relay:
         `on_cut` runs when the stream is cut (a stall, the client's deadline, liveness), for a
         caller whose own client may have stopped reading: see `forward`'s `cut`."""
         raw = json.dumps(body).encode()
-        call, upstream, watch = await self.open_stream(worker, "/v1/chat/completions", raw,
+        call, upstream, watch = await self._open_stream(worker, "/v1/chat/completions", raw,
                                                         deadline)
         if on_cut is not None:
             def cut() -> None:
@@ -239,7 +248,7 @@ class Relay:
         except TransportError as exc:
             raise _unreachable(self._stream_error(worker, call, str(exc))) from exc
         finally:
-            self.end_stream(call, upstream, watch, None)
+            self._end(call, upstream, watch, None)
 
 
 def _unreachable(err: RbeeError) -> RbeeError:
