@@ -1,6 +1,8 @@
 """Issue 11 through the official OpenAI Node SDK (pinned in tests/e2e/node/package-lock.json)
 against a queen serving the real SmolLM2 model: a streamed chat completion, tool calls and
-json_schema structured outputs (20 runs each), an agent loop and the Responses API. The Node
+json_schema structured outputs (20 runs each), an agent loop and the Responses API; and, with
+the built-in MiniLM and Piper models, embeddings (the SDK's base64 default and float) and
+speech (whole and streamed). The Node
 script (tests/e2e/node/sdk.mjs) prints what the SDK returned; the assertions are here.
 
 The SDK is installed once per lock file into ~/.cache/rbee-tests/node. No node or npm, or a
@@ -8,11 +10,15 @@ registry that cannot be reached, fails the test: it is never skipped."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import json
+import math
 import os
 import shutil
 import subprocess
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,6 +26,8 @@ from typing import Annotated, Any, Literal
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
+from rbee.engines.onnx_embedding import OnnxEmbedder
+from rbee.models.catalog import builtin_path, builtin_tokenizer_path
 from tests.support.daemons import Daemon, rbee_env, running_queen
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
@@ -156,3 +164,39 @@ def test_the_responses_api(sdk_run: dict[str, Any]) -> None:
     WeatherArgs.model_validate_json(calls[0]["arguments"])
     assert responses["json"]["status"] == "completed"
     Pet.model_validate_json(responses["json"]["output_text"])
+
+
+def test_embeddings_base64_and_float_are_the_engines_vectors(sdk_run: dict[str, Any]) -> None:
+    got = sdk_run["embeddings"]
+    assert got["model"] == "all-minilm-l6-v2"
+    engine = OnnxEmbedder(str(builtin_path(got["model"])),
+                          str(builtin_tokenizer_path(got["model"])))
+    engine.load(lambda _f, _s: None)
+    try:
+        ids = engine.tokenize(["cat", "kitten", "GPU"])
+        want = engine.embed(ids)
+    finally:
+        engine.close()
+    assert got["usage"]["prompt_tokens"] == sum(map(len, ids))
+    for vectors in (got["base64"], got["float"]):
+        for v, w in zip(vectors, want, strict=True):
+            assert len(v) == 384 and max(abs(a - b) for a, b in zip(v, w, strict=True)) < 1e-6
+    cat, kitten, gpu = got["float"]
+
+    def cos(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True))
+
+    assert math.isclose(cos(cat, cat), 1.0, rel_tol=1e-5)
+    assert cos(cat, kitten) > cos(cat, gpu) + 0.3
+
+
+def test_speech_whole_and_streamed(sdk_run: dict[str, Any]) -> None:
+    got = sdk_run["speech"]
+    assert got["content_type"] == "audio/wav"
+    wav = base64.b64decode(got["wav_b64"])
+    with wave.open(io.BytesIO(wav)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 24_000)
+    seconds = (len(wav) - 44) / 2 / 24_000
+    assert 2.0 < seconds < 12.0  # 15 words of speech
+    assert got["pcm_chunks"] >= 2  # read as it came, not as one buffer
+    assert abs(got["pcm_bytes"] - (len(wav) - 44)) < 0.1 * len(wav)

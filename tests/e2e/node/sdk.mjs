@@ -98,6 +98,27 @@ async function responses() {
   return { plain: pick(plain), tool: pick(tool), json: pick(json) };
 }
 
+async function embeddings() {
+  // The SDK asks for base64 unless told otherwise and decodes it to floats itself.
+  const texts = ["cat", "kitten", "GPU"];
+  const b64 = await client.embeddings.create({ model: "minilm", input: texts });
+  const float = await client.embeddings.create({ model: "minilm", input: texts, encoding_format: "float" });
+  return { model: b64.model, usage: b64.usage, base64: b64.data.map((d) => Array.from(d.embedding)),
+           float: float.data.map((d) => d.embedding) };
+}
+
+async function speech() {
+  const input = "The queen routes every request. The worker speaks it aloud, one sentence at a time.";
+  const whole = await client.audio.speech.create({ model: "tts-1", voice: "alloy", input, response_format: "wav" });
+  const wav = Buffer.from(await whole.arrayBuffer());
+  // Streamed: the body is read as it arrives, chunk by chunk.
+  const streamed = await client.audio.speech.create({ model: "piper-joe", voice: "joe", input, response_format: "pcm" });
+  let chunks = 0, bytes = 0;
+  for await (const chunk of streamed.body) { chunks += 1; bytes += chunk.length; }
+  return { content_type: whole.headers.get("content-type"), wav_b64: wav.toString("base64"),
+           pcm_chunks: chunks, pcm_bytes: bytes };
+}
+
 async function main() {
   const out = { node: process.version, sdk: VERSION };
   out.models = (await client.models.list()).data.map((m) => m.id);
@@ -108,6 +129,8 @@ async function main() {
   for (let i = 0; i < runs; i++) out.structured.push(await structured(i));
   out.agent = await agentLoop();
   out.responses = await responses();
+  out.embeddings = await embeddings();
+  out.speech = await speech();
   process.stdout.write(JSON.stringify(out));
 }
 
