@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import av
 import httpx
 import pytest
 
@@ -196,7 +197,7 @@ QUESTION = "What is the capital of France?"
 
 @pytest.mark.model
 def test_a_remote_hive_runs_the_built_in_model(
-        fleet: tuple[list[Machine], Daemon, dict[str, str]]) -> None:
+        fleet: tuple[list[Machine], Daemon, dict[str, str]], tmp_path: Path) -> None:
     # The hive's venv must hold llama-cpp-python and the model's package: pushed wheels only,
     # since the machine reaches no registry. Seed 0 answers "Paris" (test_real_model.py).
     ms, _, env = fleet
@@ -215,6 +216,15 @@ def test_a_remote_hive_runs_the_built_in_model(
     assert vectors["model"] == "all-minilm-l6-v2" and vectors["dimensions"] == 384, vectors
     hives = {w["id"]: (w["hive_id"], w["kind"]) for w in cli(env, "worker", "list")}
     assert hives[vectors["worker_id"]] == ("m1", "embedding")
+    # ... and the speech engine with its voice (Piper's own espeak-ng, PyAV for mp3).
+    assert "engine piper" in done.stderr and "engine av" in done.stderr, done.stderr
+    out = tmp_path / "remote.mp3"
+    spoken = cli(env, "speak", "--hive", "m1", "The remote hive speaks.", "-o", str(out))
+    with av.open(str(out)) as audio:  # encoded there by PyAV: it decodes here
+        seconds = sum(f.samples / f.sample_rate for f in audio.decode(audio=0))
+    assert spoken["bytes"] == out.stat().st_size and 0.8 < seconds < 5, (spoken, seconds)
+    kinds = {(w["hive_id"], w["kind"]) for w in cli(env, "worker", "list")}
+    assert ("m1", "speech") in kinds, kinds
     cli(env, "hive", "uninstall", "m1")
     assert not ms[0].user_pids() or wait_gone(ms[0])
     assert home_entries(ms[0]) == []

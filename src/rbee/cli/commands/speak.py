@@ -37,6 +37,8 @@ def speak(
     speed: Annotated[float, typer.Option(help="0.25 to 4.0")] = 1.0,
     model: Annotated[str, typer.Option("--model", "-m", help="Speech model name or "
                                        "reference")] = DEFAULT_SPEECH_MODEL,
+    hive: Annotated[str | None, typer.Option(help="Run on this hive")] = None,
+    device: Annotated[str | None, typer.Option(help="Run on this device of the hive")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="A JSON summary on stdout")] = False,
 ) -> None:
     c: Context = ctx.obj
@@ -46,6 +48,8 @@ def speak(
         guarded(lambda: _refuse(fmt))
     fields: dict[str, Any] = dict(model=model, input=text, voice=voice, response_format=fmt,
                                   speed=speed)
+    # rbee's own placement fields, as the API takes them (left out when not given)
+    fields.update({k: v for k, v in (("hive_id", hive), ("device", device)) if v is not None})
     guarded(lambda: _run(c, fields, output))
 
 
