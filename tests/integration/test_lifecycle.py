@@ -128,7 +128,7 @@ def test_api_token_is_required_when_set(tmp_path: Path) -> None:
         cli = run_cli({**env, "RBEE_API_TOKEN": "s3cret-token"}, "--json", "model", "list")
         assert cli.returncode == 0, cli.stderr
         denied = run_cli(env, "model", "list")
-        assert denied.returncode == 1 and "bearer token" in denied.stderr
+        assert denied.returncode == 1 and "RBEE_API_TOKEN" in denied.stderr
         assert "s3cret-token" not in queen.log.read_text()
     finally:
         queen.stop()

@@ -23,7 +23,7 @@ class _Op(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class _Placement(BaseModel):
+class Placement(BaseModel):
     """Where a request may run, and for whom: the hints of the jobs that reach a worker."""
 
     hive_id: str | None = None
@@ -34,7 +34,7 @@ class _Placement(BaseModel):
     tenant: str | None = Field(default=None, max_length=128)
 
 
-class InferOp(SamplingFields, _Placement):
+class InferOp(SamplingFields, Placement):
     """`infer`: a prompt or chat messages, plus optional placement hints."""
 
     model_config = ConfigDict(extra="forbid")
@@ -206,7 +206,7 @@ class ScriptTestOp(ExplainRequest):
     operation: Literal["script_test"]
 
 
-class EmbedOp(_Op, _Placement):
+class EmbedOp(_Op, Placement):
     """`embed`: vectors for one or more texts (or token-id lists), as /v1/embeddings makes
     them; the result carries them as JSON floats."""
 

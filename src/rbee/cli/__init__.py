@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from rbee import __version__
-from rbee.cli.commands import hives, jobs, models, queen, scripts, workers
+from rbee.cli.commands import hives, identity, jobs, models, queen, scripts, workers
 from rbee.cli.commands.embed import embed
 from rbee.cli.commands.infer import infer
 from rbee.cli.commands.scheduler import scheduler
@@ -23,7 +23,8 @@ def _version(value: bool) -> None:
 
 
 def build() -> typer.Typer:
-    app = typer.Typer(help="rbee: one OpenAI-compatible endpoint over every machine you own.",
+    app = typer.Typer(help="rbee: one OpenAI-compatible endpoint over every machine you own. "
+                      "A queen that requires an API key reads it from RBEE_API_TOKEN.",
                       no_args_is_help=True, pretty_exceptions_enable=False)
 
     @app.callback()
@@ -31,14 +32,15 @@ def build() -> typer.Typer:
         ctx: typer.Context,
         queen_url: Annotated[str | None, typer.Option(
             envvar="RBEE_QUEEN_URL", help="Queen to talk to [default: local queen]")] = None,
-        token: Annotated[str | None, typer.Option(
-            envvar="RBEE_API_TOKEN", help="API token for a queen that requires one")] = None,
         json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
         no_autostart: Annotated[bool, typer.Option(
             "--no-autostart", help="Never start a local queen")] = False,
         version: Annotated[bool, typer.Option("--version", callback=_version,
                                               is_eager=True)] = False,
     ) -> None:
+        # The API key comes from the environment only: never an argument, which any user
+        # of the machine can read in the process list (`ps`) and the shell's history.
+        token = os.environ.get("RBEE_API_TOKEN") or None
         ctx.obj = Context(queen_url=queen_url or default_queen_url(), token=token, json=json,
                           autostart=not no_autostart)
 
@@ -53,6 +55,9 @@ def build() -> typer.Typer:
     app.command(help="What the scheduler is doing: policies, memory, queues.")(scheduler)
     app.add_typer(models.app, name="model")
     app.add_typer(jobs.app, name="jobs")
+    app.add_typer(identity.tenants, name="tenant")
+    app.add_typer(identity.users, name="user")
+    app.add_typer(identity.keys, name="key")
     return app
 
 

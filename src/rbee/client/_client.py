@@ -113,6 +113,11 @@ class QueenClient:
             raise from_envelope(r.status_code, body)
         return body
 
+    def admin(self, method: str, path: str, body: dict[str, Any] | None = None,
+              params: dict[str, str] | None = None) -> Any:
+        """The admin API (/v1/admin/...): tenants, users, keys."""
+        return self._request(method, f"/v1/admin{path}", json=body, params=params)
+
     def scheduler(self) -> dict[str, Any]:
         """Policies, the active script's counters, device memory, queues."""
         found: dict[str, Any] = self._request("GET", "/v1/scheduler")

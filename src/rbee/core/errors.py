@@ -6,7 +6,8 @@
     │   ├── ContextLengthExceeded (400, code context_length_exceeded)
     │   ├── WrongModelKind (400, code wrong_model_kind: a chat request to an embedding model)
     │   └── BodyTooLarge (413, code body_too_large)
-    ├── Unauthorized (401 authentication_error)
+    ├── Unauthorized (401 authentication_error, code invalid_api_key)
+    ├── Forbidden (403 permission_error: a valid key outside its scope)
     ├── NotFound (404)
     │   ├── ModelNotFound (code model_not_found)
     │   ├── JobNotFound (code job_not_found)
@@ -82,6 +83,14 @@ class Unauthorized(RbeeError):
     http_status = 401
     openai_type = "authentication_error"
     code = "invalid_api_key"
+
+
+class Forbidden(RbeeError):
+    """A valid key asked for something its scope does not allow (role, model, priority)."""
+
+    http_status = 403
+    openai_type = "permission_error"
+    code = "permission_denied"
 
 
 class NotFound(RbeeError):

@@ -11,11 +11,11 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from rbee import __version__
+from rbee.queen.auth import KeyAuth
 from rbee.queen.local_hive import LocalHive
-from rbee.queen.routes import cluster, jobs, openai, responses, scheduler
+from rbee.queen.routes import admin, cluster, jobs, openai, responses, scheduler
 from rbee.queen.services import QueenServices, build_services
 from rbee.queen.settings import QueenSettings
-from rbee.web.auth import BearerAuth
 from rbee.web.errors import install_error_handlers
 from rbee.web.limits import BodyLimit
 from rbee.web.origin import BrowserGuard, trusted_hosts
@@ -72,10 +72,11 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     app.include_router(responses.router)
     app.include_router(jobs.router)
     app.include_router(scheduler.router)
-    # Outermost first: the token is checked before a body is read. /health stays open, and
+    app.include_router(admin.router)
+    # Outermost first: the key is checked before a body is read. /health stays open, and
     # hives present their own secret with telemetry.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(BearerAuth, token=settings.api_token, open_paths=OPEN_PATHS)
+    app.add_middleware(KeyAuth, open_paths=OPEN_PATHS, enabled=settings.api_token is not None)
     # Outermost: web pages (rebound Host, foreign Origin) are refused before anything else.
     app.add_middleware(BrowserGuard, allowed_origins=settings.allowed_origins,
                        allowed_hosts=trusted_hosts(settings.host, settings.api_token,

@@ -1,4 +1,4 @@
-"""Request-scoped access to the queen's services (the token check: web.auth.BearerAuth)."""
+"""Request-scoped access to the queen's services (the key check: queen.auth.KeyAuth)."""
 
 from __future__ import annotations
 

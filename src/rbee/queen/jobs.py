@@ -118,9 +118,10 @@ class JobManager:
             self._flusher.cancel()
         await asyncio.to_thread(self._flush_all)
 
-    def submit(self, operation: str, op: BaseModel, request: dict[str, Any]) -> str:
+    def submit(self, operation: str, op: BaseModel, request: dict[str, Any],
+               tenant_id: str | None = None) -> str:
         job_id = f"job-{uuid.uuid4()}"
-        self._store.create(job_id, operation, request, self._clock.time())
+        self._store.create(job_id, operation, request, self._clock.time(), tenant_id)
         job = LiveJob(id=job_id, operation=operation)
         self._live[job_id] = job
         job.task = asyncio.create_task(self._run(job, op), name=job_id)
@@ -190,8 +191,16 @@ class JobManager:
             raise JobNotFound(f"no job {job_id!r}", param="job_id")
         return found
 
-    def recent(self, limit: int, state: str | None) -> list[JobSummary]:
-        return self._store.recent(limit, state)
+    def check_owner(self, job_id: str, may_see: Callable[[str | None], bool]) -> None:
+        """JobNotFound unless the job exists and `may_see` its tenant: another tenant's job
+        is answered as if there were none (its id says nothing)."""
+        exists, tenant_id = self._store.owner(job_id)
+        if not exists or not may_see(tenant_id):
+            raise JobNotFound(f"no job {job_id!r}", param="job_id")
+
+    def recent(self, limit: int, state: str | None,
+               tenant_id: str | None = None) -> list[JobSummary]:
+        return self._store.recent(limit, state, tenant_id)
 
     async def events(self, job_id: str, after: int = -1, keepalive: float | None = None
                      ) -> AsyncIterator[JobEvent | None]:

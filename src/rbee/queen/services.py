@@ -13,6 +13,7 @@ from rbee.queen.credentials import Credentials, HiveCredentials
 from rbee.queen.dispatch import Dispatcher
 from rbee.queen.fleet import Fleet
 from rbee.queen.hive_client import HiveClient
+from rbee.queen.identity import KeyRing
 from rbee.queen.jobs import JobManager
 from rbee.queen.liveness import Liveness
 from rbee.queen.local_hive import HIVE_ID, LocalHive, local_hive_for
@@ -28,6 +29,7 @@ from rbee.queen.transport_httptools import HttptoolsTransport
 from rbee.queen.watchdog import IdleTTL, Watchdog
 from rbee.storage.db import Database, connect
 from rbee.storage.hives import HiveStore
+from rbee.storage.identity import IdentityStore
 from rbee.storage.jobs import JobStore
 from rbee.storage.responses import ResponseStore
 from rbee.storage.scripts import ScriptStore
@@ -50,6 +52,7 @@ class QueenServices:
     operations: Operations
     liveness: Liveness
     responses: ResponseStore
+    keys: KeyRing
     credentials: Credentials = field(default_factory=Credentials)
     local_hive: LocalHive | None = None
     hive_supervisor: HiveSupervisor | None = None  # restarts local_hive when it dies
@@ -106,6 +109,7 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                                                             settings.model_ttl)),
                          admission=admission, scripts=scripts, operations=operations,
                          liveness=liveness, responses=ResponseStore(db),
+                         keys=KeyRing(IdentityStore(db), clock, settings.api_token),
                          credentials=credentials, local_hive=local,
                          hive_supervisor=supervisor)
 

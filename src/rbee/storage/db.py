@@ -65,6 +65,38 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX responses_created ON responses(created_at);
     """,
+    # Identity: tenants -> users -> API keys. A key's secret is never stored: only the
+    # SHA-256 of the whole key. Jobs and stored responses belong to the tenant that made them.
+    """
+    CREATE TABLE tenants (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        labels TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        email TEXT,
+        created_at REAL NOT NULL,
+        UNIQUE (tenant_id, name)
+    );
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        role TEXT NOT NULL,
+        models TEXT,
+        max_priority TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        revoked_at REAL
+    );
+    ALTER TABLE jobs ADD COLUMN tenant_id TEXT;
+    ALTER TABLE responses ADD COLUMN tenant_id TEXT;
+    """,
 )
 # SQLite's own names for "this is not a (healthy) database file": damage, not an access problem.
 _DAMAGE_ERRORS = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})

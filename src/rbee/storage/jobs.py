@@ -18,10 +18,17 @@ class JobStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def create(self, job_id: str, operation: str, request: dict[str, Any], now: float) -> None:
+    def create(self, job_id: str, operation: str, request: dict[str, Any], now: float,
+               tenant_id: str | None = None) -> None:
         self._db.execute(
-            "INSERT INTO jobs(id, operation, state, created_at, request) VALUES (?,?,?,?,?)",
-            (job_id, operation, "queued", now, json.dumps(request)))
+            "INSERT INTO jobs(id, operation, state, created_at, request, tenant_id) "
+            "VALUES (?,?,?,?,?,?)",
+            (job_id, operation, "queued", now, json.dumps(request), tenant_id))
+
+    def owner(self, job_id: str) -> tuple[bool, str | None]:
+        """(whether the job exists, the tenant it belongs to: None for the queen's own)."""
+        row = self._db.query_one("SELECT tenant_id FROM jobs WHERE id=?", (job_id,))
+        return (row is not None, row[0] if row else None)
 
     def set_state(self, job_id: str, state: str) -> None:
         self._db.execute("UPDATE jobs SET state=? WHERE id=?", (state, job_id))
@@ -46,11 +53,17 @@ class JobStore:
         row = self._db.query_one(f"{_SUMMARY_COLUMNS} WHERE id=?", (job_id,))
         return _summary(row) if row else None
 
-    def recent(self, limit: int = 50, state: str | None = None) -> list[JobSummary]:
-        query = _SUMMARY_COLUMNS
-        args: tuple[str, ...] = ()
+    def recent(self, limit: int = 50, state: str | None = None,
+               tenant_id: str | None = None) -> list[JobSummary]:
+        """The latest jobs, of one state and one tenant (None: any)."""
+        where, args = [], []
         if state:
-            query, args = f"{query} WHERE state=?", (state,)
+            where.append("state=?")
+            args.append(state)
+        if tenant_id is not None:
+            where.append("tenant_id=?")
+            args.append(tenant_id)
+        query = f"{_SUMMARY_COLUMNS} WHERE {' AND '.join(where)}" if where else _SUMMARY_COLUMNS
         rows = self._db.query(f"{query} ORDER BY created_at DESC, rowid DESC LIMIT ?",
                               (*args, limit))
         return [_summary(r) for r in rows]

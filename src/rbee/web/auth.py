@@ -6,10 +6,7 @@ import hashlib
 import hmac
 import ipaddress
 
-from starlette.types import ASGIApp, Receive, Scope, Send
-
 from rbee.core.errors import Unauthorized
-from rbee.web.errors import error_response
 
 
 def fingerprint(token: str) -> str:
@@ -43,23 +40,3 @@ def refuse_open_listener(host: str, token: str | None, what: str) -> None:
         raise SystemExit(
             f"{what}: refusing to listen on {host} without a token; set one or bind 127.0.0.1"
         )
-
-
-class BearerAuth:
-    """ASGI middleware: the one API-token check in front of every route but `open_paths`
-    (no check at all when `token` is None). Runs before the body is read."""
-
-    def __init__(self, app: ASGIApp, token: str | None, open_paths: frozenset[str]) -> None:
-        self.app = app
-        self._token = token
-        self._open = open_paths
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._token is not None and scope["type"] == "http" and scope["path"] not in self._open:
-            header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
-            try:
-                check_bearer(header.decode("latin-1") if header else None, self._token)
-            except Unauthorized as exc:
-                await error_response(exc)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)

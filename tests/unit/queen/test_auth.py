@@ -1,4 +1,4 @@
-"""One token check in front of every queen route: no route can forget it."""
+"""One key check in front of every queen route: no route can forget it."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ TOKEN = "t0ken-for-tests"
 
 
 async def test_every_route_but_the_open_ones_needs_the_token(tmp_path: Path) -> None:
-    app = create_app(QueenSettings(api_token=TOKEN, state_dir=tmp_path))
+    app = create_app(QueenSettings(api_token=TOKEN, state_dir=tmp_path, local_hive=False))
     # Every operation FastAPI knows, plus the plain Starlette inference routes.
     ops = [(method.upper(), path) for path, item in app.openapi()["paths"].items()
            for method in item]
     ops += [(m, r.path) for r in app.routes if getattr(r, "methods", None)
             for m in r.methods if m != "HEAD"]
     assert len(ops) > 15
-    # No lifespan: a request that got past the check would fail on the missing services.
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://q") as client:
+    async with (app.router.lifespan_context(app),  # type: ignore[attr-defined]
+                httpx.AsyncClient(transport=transport, base_url="http://q") as client):
         for method, template in ops:
             path = template.replace("{job_id}", "j").replace("{model}", "m")
             r = await client.request(method, path, headers={"Authorization": "Bearer no"})

@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from starlette.responses import JSONResponse, Response
@@ -40,27 +41,38 @@ from rbee.queen.services import QueenServices
 from rbee.web.streaming import DisconnectAwareStream
 
 CHAT_PATH = "/v1/chat/completions"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Whose responses these are: stored under `tenant_id`, and `may_read` says which
+    stored ones the caller may continue from."""
+
+    tenant_id: str | None
+    may_read: Callable[[str | None], bool]
 Chunks = AsyncGenerator[dict[str, Any], None]
 T = TypeVar("T")
 
 
 async def respond(svc: QueenServices, req: ResponsesRequest, hints: Hints,
-                  deadline: ClientDeadline) -> Response:
+                  deadline: ClientDeadline, owner: Owner) -> Response:
+    """`owner`: the caller's tenant and what it may read (another tenant's stored response
+    is one that does not exist)."""
     if req.background:
         raise InvalidRequest("background responses are not supported", param="background")
-    history = await _history(svc, req.previous_response_id)
+    history = await _history(svc, req.previous_response_id, owner)
     work = plan(req, history, svc.settings.max_body_bytes)
     start = skeleton(req, new_id("resp"), int(time.time()))
     if req.stream:
-        return await _streamed(svc, req, hints, work, start, deadline)
-    return await _whole(svc, req, hints, work, start, deadline)
+        return await _streamed(svc, req, hints, work, start, deadline, owner)
+    return await _whole(svc, req, hints, work, start, deadline, owner)
 
 
-async def _history(svc: QueenServices, previous: str | None) -> list[Item]:
+async def _history(svc: QueenServices, previous: str | None, owner: Owner) -> list[Item]:
     if previous is None:
         return []
     found = await asyncio.to_thread(svc.responses.get, previous)
-    if found is None:
+    if found is None or not owner.may_read(found.tenant_id):
         raise NotFound(f"no stored response {previous!r} (deleted, or made with store=false)",
                        param="previous_response_id")
     output = ResponseObject.model_validate(found.response).output
@@ -68,7 +80,7 @@ async def _history(svc: QueenServices, previous: str | None) -> list[Item]:
 
 
 async def _whole(svc: QueenServices, req: ResponsesRequest, hints: Hints, work: Plan,
-                 start: ResponseObject, deadline: ClientDeadline) -> Response:
+                 start: ResponseObject, deadline: ClientDeadline, owner: Owner) -> Response:
     raw = json.dumps(work.chat).encode()
 
     async def attempt(worker: WorkerInfo) -> Response:
@@ -80,7 +92,7 @@ async def _whole(svc: QueenServices, req: ResponsesRequest, hints: Hints, work: 
     answer = parse_answer(bytes(reply.body))
     output, finish = answer_output(answer)
     done = finished(start, output, finish, usage(answer.usage), int(time.time()))
-    await _store(svc, req, done, work)
+    await _store(svc, req, done, work, owner)
     return JSONResponse(done.model_dump(mode="json"))
 
 
@@ -104,7 +116,8 @@ async def _admitted(svc: QueenServices, req: ResponsesRequest, hints: Hints,
 
 
 async def _streamed(svc: QueenServices, req: ResponsesRequest, hints: Hints, work: Plan,
-                    start: ResponseObject, deadline: ClientDeadline) -> Response:
+                    start: ResponseObject, deadline: ClientDeadline, owner: Owner
+                    ) -> Response:
     async def attempt(worker: WorkerInfo
                       ) -> tuple[Chunks, dict[str, Any] | None, _Ending]:
         # The first chunk comes at once (the role): waiting for it opens the stream here,
@@ -121,7 +134,7 @@ async def _streamed(svc: QueenServices, req: ResponsesRequest, hints: Hints, wor
             raise
 
     (chunks, first, ending), ticket = await _admitted(svc, req, hints, attempt, keep=True)
-    frames = _frames(svc, req, work, EventStream(start), chunks, first)
+    frames = _frames(svc, req, work, EventStream(start), chunks, first, owner)
     ending.response = DisconnectAwareStream(_Owned(frames, chunks), on_close=ticket.release)
     return ending.response
 
@@ -144,7 +157,7 @@ class _Ending:
 
 
 async def _frames(svc: QueenServices, req: ResponsesRequest, work: Plan, events: EventStream,
-                  chunks: Chunks, first: dict[str, Any] | None
+                  chunks: Chunks, first: dict[str, Any] | None, owner: Owner
                   ) -> AsyncGenerator[bytes, None]:
     for frame in events.start():
         yield frame
@@ -159,20 +172,21 @@ async def _frames(svc: QueenServices, req: ResponsesRequest, work: Plan, events:
         err = exc if isinstance(exc, RbeeError) else UpstreamError("the worker's stream "
                                                                     "could not be read")
         failed, frame = events.fail(err)
-        await _store(svc, req, failed, work)
+        await _store(svc, req, failed, work, owner)
         yield frame
         return
     done, last = events.finish(int(time.time()))
-    await _store(svc, req, done, work)
+    await _store(svc, req, done, work, owner)
     for frame in last:
         yield frame
 
 
 async def _store(svc: QueenServices, req: ResponsesRequest, response: ResponseObject,
-                 work: Plan) -> None:
+                 work: Plan, owner: Owner) -> None:
     if req.store is not False:
         await asyncio.to_thread(svc.responses.save, response.id, response.created_at,
-                                response.model_dump(mode="json"), work.conversation)
+                                response.model_dump(mode="json"), work.conversation,
+                                owner.tenant_id)
 
 
 class _Owned:

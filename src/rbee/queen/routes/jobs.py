@@ -6,17 +6,23 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
+from pydantic import BaseModel
 
 from rbee.api import sse
-from rbee.api.jobs import OPERATIONS, JobCreated, JobList, JobSummary
+from rbee.api.jobs import OPERATIONS, JobCreated, JobList, JobSummary, Placement
 from rbee.core.errors import InvalidRequest, UnknownOperation
+from rbee.models.catalog import DEFAULT_EMBEDDING_MODEL, parse_ref
+from rbee.queen.auth import principal_of
 from rbee.queen.deps import ServicesDep
+from rbee.queen.identity import Principal, operation_role
 from rbee.queen.jobs import RESTART_SEQ
 from rbee.web.body import parse_model, parse_object
 from rbee.web.streaming import DisconnectAwareStream
 
 router = APIRouter(prefix="/v1/jobs")
 KEEPALIVE_SECONDS = 15.0
+# The model an inference operation runs when its body names none (others: the queen's default).
+_DEFAULT_MODELS = {"embed": DEFAULT_EMBEDDING_MODEL}
 
 
 @router.post("", response_model=JobCreated)
@@ -28,34 +34,52 @@ async def submit(request: Request, svc: ServicesDep) -> JobCreated:
     if not isinstance(name, str) or name not in OPERATIONS:
         raise UnknownOperation(f"unknown operation {name!r}; known: {', '.join(OPERATIONS)}",
                                param="operation")
-    op = parse_model(raw, OPERATIONS[name], content_type)
-    job_id = svc.jobs.submit(name, op, body)
+    principal = principal_of(request)
+    principal.require(operation_role(name), f"operation {name}")
+    op = _scoped(principal, name, parse_model(raw, OPERATIONS[name], content_type),
+                 svc.settings.default_model)
+    job_id = svc.jobs.submit(name, op, body, principal.tenant_id)
     return JobCreated(job_id=job_id, sse_url=f"/v1/jobs/{job_id}/stream")
 
 
+def _scoped(principal: Principal, name: str, op: BaseModel, default_model: str) -> BaseModel:
+    """An inference job within its key's scope (model, priority), run for its tenant."""
+    if not isinstance(op, Placement):
+        return op
+    principal.check_priority(op.priority)
+    model = getattr(op, "model", "") or _DEFAULT_MODELS.get(name, default_model)
+    principal.check_model(parse_ref(model).name)
+    if principal.tenant is None:  # the queen's own admin may run a job for any tenant
+        return op
+    return op.model_copy(update={"tenant": principal.tenant})
+
+
 @router.get("", response_model=JobList)
-async def list_jobs(svc: ServicesDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+async def list_jobs(request: Request, svc: ServicesDep,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
                     state: str | None = None) -> JobList:
-    return JobList(data=svc.jobs.recent(limit, state))
+    principal = principal_of(request)
+    tenant_id = None if principal.sees_all_tenants() else principal.tenant_id
+    return JobList(data=svc.jobs.recent(limit, state, tenant_id))
 
 
 @router.get("/{job_id}", response_model=JobSummary)
-async def get_job(job_id: str, svc: ServicesDep) -> JobSummary:
+async def get_job(job_id: str, request: Request, svc: ServicesDep) -> JobSummary:
+    svc.jobs.check_owner(job_id, principal_of(request).owns)
     return svc.jobs.summary(job_id)
 
 
 @router.delete("/{job_id}", response_model=JobSummary)
-async def cancel_job(job_id: str, svc: ServicesDep) -> JobSummary:
-    svc.jobs.summary(job_id)  # 404 for unknown ids before anything else
+async def cancel_job(job_id: str, request: Request, svc: ServicesDep) -> JobSummary:
+    svc.jobs.check_owner(job_id, principal_of(request).owns)  # 404 before anything else
     return await svc.jobs.cancel(job_id)
 
 
 @router.get("/{job_id}/stream")
-async def stream(job_id: str, svc: ServicesDep,
+async def stream(job_id: str, request: Request, svc: ServicesDep,
                  last_event_id: Annotated[str | None, Header()] = None,
                  after: Annotated[int | None, Query(ge=-1)] = None) -> DisconnectAwareStream:
-    if not svc.jobs.exists_live(job_id):
-        svc.jobs.summary(job_id)  # raises JobNotFound
+    svc.jobs.check_owner(job_id, principal_of(request).owns)
     start = _resume_point(after if after is not None else _last_id(last_event_id))
 
     async def frames() -> AsyncIterator[bytes]:

@@ -17,6 +17,7 @@ from rbee.core.errors import DeadlineExceeded, InvalidRequest, ModelNotFound
 from rbee.models.catalog import ModelRef, parse_ref, require_kind
 from rbee.queen.admission import PRIORITIES
 from rbee.queen.audio import forward_audio
+from rbee.queen.auth import principal_of
 from rbee.queen.calls import ClientDeadline, client_deadline
 from rbee.queen.deps import ServicesDep
 from rbee.queen.dispatch import Hints, Silent
@@ -52,7 +53,7 @@ async def _complete(request: Request,
     raw = await request.body()
     body = parse_model(raw, schema, request.headers.get("content-type"))
     ref = require_kind(parse_ref(body.model), "chat")
-    hints = request_hints(body.model_extra or {})
+    hints = hints_for(request, ref, body.model_extra or {})
     return await within_deadline(
         request, svc, lambda deadline: _admitted(svc, body.stream, ref, hints, path, raw,
                                                  deadline))
@@ -70,7 +71,7 @@ async def embeddings(request: Request) -> Response:
     extra = dict(body.model_extra or {})
     if body.user is not None:
         extra.setdefault("user", body.user)
-    hints = request_hints(extra)
+    hints = hints_for(request, ref, extra)
     return await within_deadline(
         request, svc, lambda deadline: _admitted(svc, False, ref, hints, "/v1/embeddings",
                                                  raw, deadline))
@@ -82,16 +83,27 @@ async def audio_speech(request: Request) -> Response:
     raw = await request.body()
     body = parse_model(raw, SpeechRequest, request.headers.get("content-type"))
     ref = require_kind(parse_ref(body.model), "speech")
-    hints = request_hints(body.model_extra or {})
+    hints = hints_for(request, ref, body.model_extra or {})
     media_type = MEDIA_TYPES[body.audio_format()]
     return await within_deadline(
         request, svc, lambda deadline: _admitted(svc, True, ref, hints, "/v1/audio/speech",
                                                  raw, deadline, audio=media_type))
 
 
-def request_hints(extra: Mapping[str, object]) -> Hints:
+def hints_for(request: Request, ref: ModelRef, extra: Mapping[str, object]) -> Hints:
+    """An inference request's hints, within its API key's scope (the model, the priority),
+    for the key's tenant: every inference route goes through here."""
+    principal = principal_of(request)
+    principal.check_model(ref.name)
+    hints = request_hints(extra, tenant=principal.tenant)
+    principal.check_priority(hints.job.priority if hints.job else "interactive")
+    return hints
+
+
+def request_hints(extra: Mapping[str, object], tenant: str | None = None) -> Hints:
     """Where and how urgently to run an inference request: rbee's own extra body fields
-    (`priority`, `placement`, `hive_id`, `device`, `worker_id`, `user`)."""
+    (`priority`, `placement`, `hive_id`, `device`, `worker_id`, `user`). `tenant`: the
+    caller's, from its key; without one (the queen's own admin), the body's `user`."""
     priority = _str(extra.get("priority")) or "interactive"
     mode = _str(extra.get("placement")) or "pin"
     if priority not in PRIORITIES:
@@ -100,7 +112,7 @@ def request_hints(extra: Mapping[str, object]) -> Hints:
         raise InvalidRequest("placement must be pin, prefer or auto", param="placement")
     return Hints(hive_id=_str(extra.get("hive_id")), device=_str(extra.get("device")),
                  worker_id=_str(extra.get("worker_id")), mode=cast(PlaceMode, mode),
-                 job=JobFacts(tenant=_str(extra.get("user")), priority=priority))
+                 job=JobFacts(tenant=tenant or _str(extra.get("user")), priority=priority))
 
 
 async def within_deadline(request: Request, svc: QueenServices,

@@ -12,10 +12,13 @@ from fastapi import APIRouter, Request, Response
 
 from rbee.api.responses import DeletedResponse, ResponseObject, ResponsesRequest
 from rbee.core.errors import NotFound
+from rbee.models.catalog import parse_ref
+from rbee.queen.auth import principal_of
 from rbee.queen.deps import ServicesDep
-from rbee.queen.responses.answer import respond
-from rbee.queen.routes.openai import request_hints, within_deadline
+from rbee.queen.responses.answer import Owner, respond
+from rbee.queen.routes.openai import hints_for, within_deadline
 from rbee.queen.services import QueenServices
+from rbee.storage.responses import StoredResponse
 from rbee.web.body import parse_model
 
 router = APIRouter(prefix="/v1")
@@ -30,24 +33,35 @@ async def create_response(request: Request) -> Response:
     svc: QueenServices = request.app.state.services
     body = parse_model(await request.body(), ResponsesRequest,
                        request.headers.get("content-type"))
-    hints = request_hints(body.model_extra or {})
+    hints = hints_for(request, parse_ref(body.model), body.model_extra or {})
+    principal = principal_of(request)
+    owner = Owner(principal.tenant_id, principal.owns)
     return await within_deadline(request, svc,
-                                 lambda deadline: respond(svc, body, hints, deadline))
+                                 lambda deadline: respond(svc, body, hints, deadline, owner))
 
 
 @router.get("/responses/{response_id}")
-async def get_response(response_id: str, svc: ServicesDep) -> ResponseObject:
-    found = await asyncio.to_thread(svc.responses.get, response_id)
-    if found is None:
-        raise _not_found(response_id)
+async def get_response(response_id: str, request: Request, svc: ServicesDep
+                       ) -> ResponseObject:
+    found = await _owned(response_id, request, svc)
     return ResponseObject.model_validate(found.response)
 
 
 @router.delete("/responses/{response_id}")
-async def delete_response(response_id: str, svc: ServicesDep) -> DeletedResponse:
+async def delete_response(response_id: str, request: Request, svc: ServicesDep
+                          ) -> DeletedResponse:
+    await _owned(response_id, request, svc)
     if not await asyncio.to_thread(svc.responses.delete, response_id):
         raise _not_found(response_id)
     return DeletedResponse(id=response_id)
+
+
+async def _owned(response_id: str, request: Request, svc: QueenServices) -> StoredResponse:
+    """The stored response, if the caller's tenant may see it (else it does not exist)."""
+    found = await asyncio.to_thread(svc.responses.get, response_id)
+    if found is None or not principal_of(request).owns(found.tenant_id):
+        raise _not_found(response_id)
+    return found
 
 
 def _not_found(response_id: str) -> NotFound:
