@@ -32,6 +32,9 @@ Task = Literal["transcribe", "translate"]
 Granularity = Literal["word", "segment"]
 MAX_PROMPT_CHARS = 4096  # Whisper reads the last 224 tokens of it; more is a client's mistake
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
+# rbee's own form field, queen to worker: the limit on the audio's length, which only
+# decoding knows (the worker takes the lesser of it and its own).
+MAX_AUDIO_FIELD = "max_audio_seconds"
 # Form fields the SDK sends as arrays ("name[]"), each kept as a list.
 LIST_FIELDS = ("timestamp_granularities", "include")
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from rbee import __version__
+from rbee.queen import transcription
 from rbee.queen.local_hive import LocalHive
 from rbee.queen.routes import cluster, jobs, openai, responses, scheduler
 from rbee.queen.services import QueenServices, build_services
@@ -65,7 +66,7 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     # The inference routes first: every request is matched route by route, and these are
     # the hot path (plain Starlette endpoints: FastAPI's dependency resolution is measurable
     # in a half-millisecond budget).
-    for path, endpoint in openai.hot_routes:
+    for path, endpoint in (*openai.hot_routes, *transcription.hot_routes):
         app.add_route(path, endpoint, methods=["POST"])
     app.include_router(cluster.router)
     app.include_router(openai.router)
@@ -74,7 +75,9 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     app.include_router(scheduler.router)
     # Outermost first: the token is checked before a body is read. /health stays open, and
     # hives present their own secret with telemetry.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # Uploads are bounded as they stream to disk (max_upload_bytes), never read whole first.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
+                       skip_paths=frozenset(transcription.UPLOAD_ROUTES))
     app.add_middleware(BearerAuth, token=settings.api_token, open_paths=OPEN_PATHS)
     # Outermost: web pages (rebound Host, foreign Origin) are refused before anything else.
     app.add_middleware(BrowserGuard, allowed_origins=settings.allowed_origins,

@@ -3,8 +3,8 @@ then transcribed segment by segment.
 
 The upload is the queen's form, re-sent (or a direct client's): parsed as it streams
 (`web.uploads`), bounded by the worker's `max_upload_bytes`, and its file removed once
-decoded, however the request ends. The audio's length is checked here, while decoding
-(the queen passes its `max_audio_seconds` as MAX_AUDIO_HEADER): only decoding knows it.
+decoded, however the request ends. The audio's length is checked here, while decoding:
+only decoding knows it (the queen sends its `max_audio_seconds` as a field).
 A streamed answer's first segment is made before the response starts, so a worker that
 cannot transcribe still answers with a status the queen can act on.
 """
@@ -21,7 +21,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rbee.api import sse
-from rbee.api.transcription import TRANSCRIPT_MEDIA_TYPES, Task, TranscriptionRequest, from_form
+from rbee.api.transcription import (
+    MAX_AUDIO_FIELD,
+    TRANSCRIPT_MEDIA_TYPES,
+    Task,
+    TranscriptionRequest,
+    from_form,
+)
 from rbee.core.errors import DeadlineExceeded, InvalidRequest, RbeeError
 from rbee.engines.base import Segment, Transcriber, TranscriptionOptions
 from rbee.web.streaming import DisconnectAwareStream, unless_disconnected
@@ -30,7 +36,6 @@ from rbee.worker import transcripts
 from rbee.worker.decode import BYTES_PER_SECOND, decode
 from rbee.worker.runtime import Runtime
 
-MAX_AUDIO_HEADER = "X-Rbee-Max-Audio-Seconds"
 DEFAULT_MAX_AUDIO_SECONDS = 1800.0
 
 
@@ -47,16 +52,19 @@ def check_language(transcriber: Transcriber, language: str | None, model: str) -
                              f"{', '.join(transcriber.languages[:20])}", param="language")
 
 
-def max_seconds(request: Request, limits: Limits) -> float:
-    raw = request.headers.get(MAX_AUDIO_HEADER)
+def max_seconds(fields: dict[str, list[str]], limits: Limits) -> float:
+    """The worker's own limit, or the sender's (the queen's) where that is less."""
+    raw = fields.pop(MAX_AUDIO_FIELD, None)
     if raw is None:
         return limits.max_audio_seconds
     try:
-        asked = float(raw)
+        asked = float(raw[-1])
     except ValueError:
-        raise InvalidRequest(f"{MAX_AUDIO_HEADER} must be a number of seconds") from None
+        raise InvalidRequest(f"{MAX_AUDIO_FIELD} must be a number of seconds",
+                             param=MAX_AUDIO_FIELD) from None
     if not asked > 0:
-        raise InvalidRequest(f"{MAX_AUDIO_HEADER} must be a positive number of seconds")
+        raise InvalidRequest(f"{MAX_AUDIO_FIELD} must be a positive number of seconds",
+                             param=MAX_AUDIO_FIELD)
     return min(asked, limits.max_audio_seconds)
 
 
@@ -66,6 +74,7 @@ async def _samples(request: Request, limits: Limits, task: Task, transcriber: Tr
                               max_file_bytes=limits.max_upload_bytes)
     cancel = threading.Event()
     try:
+        seconds = max_seconds(form.fields, limits)
         body = from_form(form.fields, task)
         check_language(transcriber, body.language, model)
         if form.file is None:
@@ -73,7 +82,7 @@ async def _samples(request: Request, limits: Limits, task: Task, transcriber: Tr
                                  param="file")
         if form.file.size == 0:
             raise InvalidRequest("the file is empty", param="file")
-        path, seconds = form.file.path, max_seconds(request, limits)
+        path = form.file.path
         async with asyncio.timeout_at(until):  # None: no deadline
             samples = await asyncio.to_thread(decode, path, max_seconds=seconds, cancel=cancel)
         return body, samples

@@ -10,11 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rbee.api.transcription import MAX_AUDIO_FIELD
 from rbee.engines.fake import FakeEngine
 from rbee.engines.fake_transcription import FakeTranscriber
 from rbee.worker.app import create_app
 from rbee.worker.runtime import Runtime
-from rbee.worker.transcription import MAX_AUDIO_HEADER, Limits
+from rbee.worker.transcription import Limits
 from tests.support.audio import reencode, tone_wav
 
 LOUD_QUIET_LOUD = tone_wav([0.5, 0.005, 0.5])
@@ -162,9 +163,9 @@ async def test_too_large_is_a_413_and_too_long_a_400(spool: Path) -> None:
     async with await _client(FakeTranscriber(), spool, max_bytes=50_000,
                              max_seconds=2.5) as client:
         big = await _post(client, tone_wav([0.5] * 2))  # 64 KB
-        long = await client.post("/v1/audio/transcriptions", data={"model": "ears"},
-                                 files={"file": ("a.wav", tone_wav([0.5]), "audio/wav")},
-                                 headers={MAX_AUDIO_HEADER: "0.5"})
+        long = await client.post("/v1/audio/transcriptions",
+                                 data={"model": "ears", MAX_AUDIO_FIELD: "0.5"},
+                                 files={"file": ("a.wav", tone_wav([0.5]), "audio/wav")})
     assert (big.status_code, big.json()["error"]["code"]) == (413, "body_too_large")
     assert big.json()["error"]["param"] == "file"
     assert (long.status_code, long.json()["error"]["param"]) == (400, "file")
