@@ -5,6 +5,7 @@ language it cannot read, and the uploads gone afterwards."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,7 +72,7 @@ def test_verbose_json_segments_and_words(client: openai.OpenAI, spoken: bytes) -
     assert v.segments and v.segments[0].start < v.segments[-1].end <= v.duration + 0.5
     words = v.words or []
     assert _words(" ".join(w.word for w in words)) == _words(SENTENCE)
-    assert all(a.start <= b.start for a, b in zip(words, words[1:], strict=False))
+    assert all(a.start <= b.start for a, b in itertools.pairwise(words))
     srt = client.audio.transcriptions.create(model="whisper-1", file=("s.wav", spoken),
                                              response_format="srt")
     assert srt.startswith("1\n00:00:0") and "-->" in srt

@@ -5,6 +5,7 @@ containers, kinds both ways, bad input, and no upload left on disk afterwards.""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import openai
 import pytest
 
 from tests.support.audio import reencode, tone_wav
-from tests.support.daemons import Daemon, rbee_env, running_queen
+from tests.support.daemons import Daemon, rbee_env, run_cli, running_queen
 
 pytestmark = pytest.mark.e2e
 MODEL = "rbee-fake-transcription"
@@ -141,4 +142,23 @@ def test_not_a_form_and_missing_fields(queen: Daemon, spools: tuple[Path, Path])
     assert (no_file.status_code, no_file.json()["error"]["param"]) == (400, "x")
     assert (no_model.status_code, no_model.json()["error"]["param"]) == (400, "model")
     assert (only_file.status_code, only_file.json()["error"]["param"]) == (400, "stream")
+    assert [list(p.iterdir()) for p in spools] == [[], []]
+
+
+def test_the_cli_transcribes_a_file(queen: Daemon, tmp_path: Path,
+                                    spools: tuple[Path, Path]) -> None:
+    audio = tmp_path / "three.wav"
+    audio.write_bytes(AUDIO)
+    r = run_cli(queen.env, "transcribe", str(audio), "-m", MODEL, "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["text"] == TEXT and summary["format"] == "json"
+    srt = run_cli(queen.env, "transcribe", str(audio), "-m", MODEL, "--format", "srt")
+    assert srt.returncode == 0 and srt.stdout.startswith("1\n00:00:00,000 --> ")
+    bad = run_cli(queen.env, "transcribe", str(audio), "-m", MODEL, "--language", "de")
+    assert bad.returncode != 0 and "language" in bad.stderr and len(bad.stderr.splitlines()) == 1
+    wrong = run_cli(queen.env, "transcribe", str(audio), "-m", "rbee-fake")
+    assert wrong.returncode != 0 and "chat model" in wrong.stderr
+    missing = run_cli(queen.env, "transcribe", str(tmp_path / "none.wav"), "-m", MODEL)
+    assert missing.returncode != 0 and "no such file" in missing.stderr
     assert [list(p.iterdir()) for p in spools] == [[], []]
