@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -162,3 +164,49 @@ def test_the_cli_transcribes_a_file(queen: Daemon, tmp_path: Path,
     missing = run_cli(queen.env, "transcribe", str(tmp_path / "none.wav"), "-m", MODEL)
     assert missing.returncode != 0 and "no such file" in missing.stderr
     assert [list(p.iterdir()) for p in spools] == [[], []]
+
+
+def _raw_upload(queen: Daemon, head_extra: str, body: bytes) -> socket.socket:
+    """A hand-made upload on a raw socket: its body is `body` (what the test sends)."""
+    host, port = queen.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall((f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: {host}\r\n"
+                  "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n"
+                  f"{head_extra}\r\n").encode() + body)
+    return sock
+
+
+FORM_START = (b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\n' + MODEL.encode()
+              + b'\r\n--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"'
+              b"\r\nContent-Type: audio/wav\r\n\r\n" + AUDIO[:20_000])
+
+
+def _until_empty(spools: tuple[Path, Path]) -> list[list[Path]]:
+    for _ in range(100):
+        left = [list(p.iterdir()) for p in spools]
+        if left == [[], []]:
+            break
+        time.sleep(0.05)
+    return left
+
+
+def test_a_client_that_hangs_up_mid_upload_leaves_nothing(queen: Daemon,
+                                                          spools: tuple[Path, Path]) -> None:
+    sock = _raw_upload(queen, "", FORM_START)
+    for _ in range(100):  # the upload is on disk while it streams
+        if any(spools[0].iterdir()):
+            break
+        time.sleep(0.02)
+    assert any(spools[0].iterdir())
+    sock.close()
+    assert _until_empty(spools) == [[], []]
+
+
+def test_an_upload_past_its_deadline_is_a_504_and_leaves_nothing(
+        queen: Daemon, spools: tuple[Path, Path]) -> None:
+    with _raw_upload(queen, "X-Request-Timeout: 0.5\r\n", FORM_START) as sock:
+        sock.settimeout(10)
+        answer = sock.recv(65536).decode("latin-1")  # sent nothing more: a trickle
+    assert answer.startswith("HTTP/1.1 504"), answer[:200]
+    assert '"code":"deadline_exceeded"' in answer.replace(" ", "")
+    assert _until_empty(spools) == [[], []]
