@@ -104,9 +104,9 @@ FAKE = MemoryEstimate(0, 0, 0, WORKER_CONTEXT, "default")
 ONNX_RUNTIME_BYTES = 320 * MiB
 # A faster-whisper worker: its model.bin plus CTranslate2, PyAV, numpy and the decoder's
 # buffers for 30-second windows. Measured for Whisper tiny.en (75 MB int8 model.bin,
-# CTranslate2 4.8.5, one thread): a process's RSS was 329 MiB after transcribing 15 s of
-# speech with word timestamps (numpy, PyAV and onnxruntime included); this estimate is
-# 395 MiB.
+# CTranslate2 4.8.5, one thread): a real worker's RSS was 197 MiB once loaded, 291 MiB after
+# transcribing 18 s of speech (verbose_json, then word timestamps), its peak 339 MiB; this
+# estimate is 392 MiB.
 CTRANSLATE2_BYTES = 320 * MiB
 
 

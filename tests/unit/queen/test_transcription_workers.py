@@ -55,7 +55,7 @@ async def test_whisper_goes_to_the_gpu_and_piper_stays_on_the_cpu() -> None:
     assert (whisper.name, whisper.engine, whisper.kind) == (
         "whisper-tiny-en", "whisper", "transcription")
     piper = parse_ref("tts-1")
-    _, _, _, dispatcher = _dispatcher(None, {whisper.name: 395 * 2**20,
+    _, _, _, dispatcher = _dispatcher(None, {whisper.name: 392 * 2**20,
                                              piper.name: 380 * 2**20})
     info = await dispatcher.spawn(whisper, Hints(), Silent())
     assert (info.hive_id, info.device) == ("rig", "cuda:0")
