@@ -10,8 +10,10 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
+from starlette.responses import Response
 
 from rbee.api.cluster import Device, HiveTelemetry, WorkerInfo
 from rbee.api.transcription import TranscriptionRequest, to_form
@@ -19,7 +21,11 @@ from rbee.core.clock import FakeClock
 from rbee.core.errors import WorkerUnreachable
 from rbee.core.states import WorkerState
 from rbee.engines.fake_transcription import FakeTranscriber
+from rbee.models.catalog import parse_ref
 from rbee.queen.credentials import Credentials
+from rbee.queen.dispatch import Dispatcher, Hints, Silent
+from rbee.queen.failover import with_failover
+from rbee.queen.hive_client import HiveClient
 from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
 from rbee.queen.transcription import form_body
@@ -31,6 +37,7 @@ from rbee.worker.runtime import Runtime
 from rbee.worker.transcription import Limits
 from tests.support.audio import tone_wav
 
+MODEL = "rbee-fake-transcription"
 CPU = Device(id="cpu", kind="cpu", name="cpu", memory_total=8 << 30, memory_free=8 << 30)
 
 
@@ -91,3 +98,35 @@ async def test_a_dead_worker_then_a_live_one_gets_the_whole_upload(
     assert answer["text"] == ("Second 1 is loud. Second 2 is silent. Second 3 is loud. "
                               "Second 4 is loud.")
     assert path.exists()  # the relay reads the file; removing it is the route's
+
+
+async def test_failover_sends_the_upload_whole_to_the_next_worker(
+        tmp_path: Path, live_url: str, transport: WorkerTransport) -> None:
+    """The route's own path: with_failover tries the dead worker, drops it, and the live
+    one transcribes every second of the file."""
+    audio = tone_wav([0.0, 0.5, 0.5])
+    path = tmp_path / "upload-y"
+    path.write_bytes(audio)
+    sent = form_body(to_form(TranscriptionRequest(model=MODEL), "transcribe"),
+                     Upload(path, "a.wav", "audio/wav", len(audio)))
+    registry = Registry(FakeClock(), 2.0)
+    for n, url in ((1, f"http://127.0.0.1:{_free_port()}"), (2, live_url)):
+        info = _worker(f"w{n}", url).model_copy(update={"hive_id": f"h{n}", "model": MODEL})
+        registry.report(HiveTelemetry(hive_id=f"h{n}", url=f"http://h{n}", version="0",
+                                      pid=1, devices=[CPU], workers=[info]))
+    relay = Relay(registry, Credentials(), transport, Deadlines(connect=0.3))
+    tried: list[str] = []
+
+    async def attempt(worker: WorkerInfo) -> Response:
+        tried.append(worker.id)
+        return await relay.forward(worker, "/v1/audio/transcriptions", sent, stream=False)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(
+            lambda _: httpx.Response(503))) as http:
+        dispatcher = Dispatcher(registry, HiveClient(http, Credentials()), spawn_timeout=1.0,
+                                default_threads=None, hive_wait=0.0)
+        response = await with_failover(dispatcher, registry, parse_ref(MODEL), Hints(),
+                                       Silent(), attempt)
+    assert tried == ["w1", "w2"]
+    assert json.loads(response.body)["text"] == (
+        "Second 1 is silent. Second 2 is loud. Second 3 is loud.")
