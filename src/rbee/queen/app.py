@@ -38,6 +38,7 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
         svc = services or build_services(settings, hive_token=hive_token,
                                          worker_token=worker_token, local_hive=local_hive)
         app.state.services = svc
+        transcription.clear_stale_uploads(settings)
         await svc.scripts.load_active()
         await svc.jobs.start()
         if svc.hive_supervisor is not None:

@@ -35,7 +35,7 @@ from rbee.queen.routes.openai import admitted, request_hints, within_deadline
 from rbee.queen.services import QueenServices
 from rbee.queen.settings import QueenSettings
 from rbee.queen.transport import FileBody
-from rbee.web.uploads import Upload, receive_form
+from rbee.web.uploads import UPLOAD_PREFIX, Upload, receive_form
 
 UPLOAD_ROUTES: dict[str, Task] = {"/v1/audio/transcriptions": "transcribe",
                                   "/v1/audio/translations": "translate"}
@@ -45,6 +45,15 @@ _UNSAFE = re.compile(r'[^A-Za-z0-9 ._+()\[\]-]')
 
 def upload_dir(settings: QueenSettings) -> Path:
     return private_dir(settings.upload_dir or settings.state_dir / "uploads")
+
+
+def clear_stale_uploads(settings: QueenSettings) -> int:
+    """Remove uploads a queen that died mid-request left behind (at start: none is ours)."""
+    directory = settings.upload_dir or settings.state_dir / "uploads"
+    stale = list(directory.glob(f"{UPLOAD_PREFIX}*")) if directory.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
 
 
 def form_body(fields: list[tuple[str, str]], upload: Upload) -> FileBody:

@@ -28,6 +28,7 @@ from starlette.requests import ClientDisconnect, Request
 from rbee.core.errors import BodyTooLarge, InvalidRequest
 from rbee.web.body import UnsupportedMediaType
 
+UPLOAD_PREFIX = "upload-"  # every spooled file's name starts so (a restart clears them)
 MAX_FIELD_BYTES = 64 * 1024  # a prompt of 4096 characters is at most 16 KiB of UTF-8
 MAX_FIELDS = 32
 FORM_OVERHEAD = MAX_FIELDS * (MAX_FIELD_BYTES // 16)  # headers, boundaries and fields: 128 KiB
@@ -113,7 +114,7 @@ class _Receiver:
         if name == self._file_field:
             if self.form.file is not None:
                 raise InvalidRequest("the form has more than one file", param=name)
-            fd, path = tempfile.mkstemp(prefix="upload-", dir=self._directory)
+            fd, path = tempfile.mkstemp(prefix=UPLOAD_PREFIX, dir=self._directory)
             filename = options.get(b"filename", b"").decode("utf-8", "replace")
             self.form.file = Upload(Path(path), filename[:255],
                                     self._content_type.decode("latin-1")[:255], 0)

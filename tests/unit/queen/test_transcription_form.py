@@ -10,7 +10,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from rbee.api.transcription import TranscriptionRequest, from_form, to_form
 from rbee.core.errors import InvalidRequest
-from rbee.queen.transcription import form_body
+from rbee.queen.settings import QueenSettings
+from rbee.queen.transcription import clear_stale_uploads, form_body
 from rbee.web.uploads import Upload
 
 
@@ -63,3 +64,14 @@ def test_missing_model_names_model() -> None:
     with pytest.raises(InvalidRequest) as err:
         from_form({"prompt": ["x"]}, "transcribe")
     assert err.value.param == "model"
+
+
+def test_a_restart_clears_uploads_a_dead_queen_left(tmp_path: Path) -> None:
+    settings = QueenSettings(state_dir=tmp_path)
+    assert clear_stale_uploads(settings) == 0  # no folder yet: nothing to do
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    (uploads / "upload-abc").write_bytes(b"x")
+    (uploads / "keep.txt").write_bytes(b"y")  # not ours
+    assert clear_stale_uploads(settings) == 1
+    assert [p.name for p in uploads.iterdir()] == ["keep.txt"]
