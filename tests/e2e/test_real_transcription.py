@@ -98,3 +98,9 @@ def test_translation_of_english_is_its_transcript_and_other_languages_are_refuse
         client.audio.transcriptions.create(model="whisper-1", file=("s.wav", spoken),
                                            language="fr")
     assert err.value.param == "language" and "reads en" in str(err.value)
+
+
+def test_chunking_auto_cuts_at_silences_first(client: openai.OpenAI, spoken: bytes) -> None:
+    result = client.audio.transcriptions.create(model="whisper-1", file=("s.wav", spoken),
+                                                chunking_strategy="auto")
+    assert _words(result.text) == _words(SENTENCE)

@@ -36,7 +36,15 @@ _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 # decoding knows (the worker takes the lesser of it and its own).
 MAX_AUDIO_FIELD = "max_audio_seconds"
 # Form fields the SDK sends as arrays ("name[]"), each kept as a list.
-LIST_FIELDS = ("timestamp_granularities", "include")
+LIST_FIELDS = ("timestamp_granularities", "include", "languages", "keywords",
+               "known_speaker_names", "known_speaker_references")
+# OpenAI's fields no Whisper model honours: a 400 naming each, never ignored in silence.
+UNSUPPORTED = {
+    "languages": "is for gpt-transcribe; Whisper takes one `language`",
+    "keywords": "is for gpt-transcribe; Whisper takes a `prompt` to bias its spelling",
+    "known_speaker_names": "needs a diarizing model; Whisper does not tell speakers apart",
+    "known_speaker_references": "needs a diarizing model; Whisper does not tell speakers "
+                                "apart"}
 
 
 def _segments() -> list[Granularity]:
@@ -61,6 +69,9 @@ class TranscriptionRequest(BaseModel):
     stream: bool = Field(default=False, description="transcript.text.delta events as the "
                          "text is made (json and text formats)")
     include: list[Literal["logprobs"]] = Field(default_factory=list)
+    chunking_strategy: Literal["auto"] | None = Field(
+        default=None, description='"auto": voice activity detection cuts the audio at its '
+        "silences first (faster-whisper's VAD filter); server_vad settings are not taken")
 
     @field_validator("language")
     @classmethod
@@ -105,9 +116,13 @@ def from_form(fields: Mapping[str, Sequence[str]], task: Task) -> TranscriptionR
     for raw_name, items in fields.items():
         name = raw_name.removesuffix("[]")
         values[name] = list(items) if name in LIST_FIELDS else items[-1]
+    for name, why in UNSUPPORTED.items():
+        if name in values:
+            raise InvalidRequest(f"{name} is not supported: it {why}", param=name)
     if task == "translate":
         # OpenAI's translation takes no language (the output is English) and no streaming.
-        for name in ("language", "stream", "timestamp_granularities", "include"):
+        for name in ("language", "stream", "timestamp_granularities", "include",
+                     "chunking_strategy"):
             if name in values:
                 raise InvalidRequest(f"{name} is not a field of a translation request",
                                      param=name)
@@ -132,6 +147,8 @@ def to_form(body: TranscriptionRequest, task: Task) -> list[tuple[str, str]]:
               ("temperature", repr(body.temperature))]
     if body.prompt is not None:
         fields.append(("prompt", body.prompt))
+    if body.chunking_strategy is not None:
+        fields.append(("chunking_strategy", body.chunking_strategy))
     if task == "transcribe":
         fields.append(("stream", str(body.stream).lower()))
         if body.language is not None:

@@ -213,6 +213,7 @@ class TranscriptionOptions:
     prompt: str | None = None  # earlier text, to carry its spelling and style
     temperature: float = 0.0  # 0: greedy, with the engine's own fallback ladder
     words: bool = False  # word timestamps
+    vad: bool = False  # cut at silences first (voice activity detection)
 
 
 class Transcriber(Protocol):

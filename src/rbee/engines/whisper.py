@@ -81,7 +81,8 @@ class WhisperTranscriber:
         task = options.task if len(self.languages) > 1 else "transcribe"
         segments, info = self._model.transcribe(
             audio, language=options.language, task=task, initial_prompt=options.prompt,
-            temperature=temperature, word_timestamps=options.words)
+            temperature=temperature, word_timestamps=options.words,
+            vad_filter=options.vad)  # Silero VAD, bundled with faster-whisper (offline)
         for s in segments:  # a generator: each segment is decoded when asked for
             if cancel.is_set():
                 return

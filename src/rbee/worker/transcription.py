@@ -100,7 +100,8 @@ async def transcribe(runtime: Runtime, request: Request, model: str, task: Task,
     runtime.require_ready()
     body, samples = await _samples(request, limits, task, transcriber, model, until)
     options = TranscriptionOptions(task=task, language=body.language, prompt=body.prompt,
-                                   temperature=body.temperature, words=body.words())
+                                   temperature=body.temperature, words=body.words(),
+                                   vad=body.chunking_strategy == "auto")
     segments = runtime.transcribe(samples, options)
     duration = len(samples) / BYTES_PER_SECOND
     if body.stream:

@@ -88,6 +88,10 @@ async def test_verbose_json_has_segments_and_words_when_asked(spool: Path) -> No
     options = engine.seen[-1]
     assert (options.language, options.temperature, options.prompt, options.words) == (
         "en", 0.3, "Seconds.", True)
+    assert not options.vad and engine.seen[0].vad is False
+    async with await _client(engine, spool) as client:
+        await _post(client, chunking_strategy="auto")
+    assert engine.seen[-1].vad
 
 
 async def test_stream_sends_a_delta_per_segment_then_done(spool: Path) -> None:
@@ -136,6 +140,9 @@ async def test_translation_of_french_says_so_and_english_is_the_transcript(
     (LOUD_QUIET_LOUD, {"timestamp_granularities[]": "word"}, "timestamp_granularities"),
     (LOUD_QUIET_LOUD, {"include[]": "logprobs"}, "include"),
     (LOUD_QUIET_LOUD, {"prompt": "x" * 5000}, "prompt"),
+    (LOUD_QUIET_LOUD, {"chunking_strategy": '{"type": "server_vad"}'}, "chunking_strategy"),
+    (LOUD_QUIET_LOUD, {"known_speaker_names[]": "ann"}, "known_speaker_names"),
+    (LOUD_QUIET_LOUD, {"languages[]": "en"}, "languages"),
 ])
 async def test_bad_input_is_a_400_naming_its_param(
         spool: Path, audio: bytes, fields: dict[str, str], param: str) -> None:
