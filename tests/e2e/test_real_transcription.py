@@ -104,3 +104,18 @@ def test_chunking_auto_cuts_at_silences_first(client: openai.OpenAI, spoken: byt
     result = client.audio.transcriptions.create(model="whisper-1", file=("s.wav", spoken),
                                                 chunking_strategy="auto")
     assert _words(result.text) == _words(SENTENCE)
+
+
+def test_a_ctranslate2_whisper_folder_by_file_ref(client: openai.OpenAI, spoken: bytes,
+                                                  tmp_path: Path) -> None:
+    model_bin = builtin_path("whisper-tiny-en")
+    assert model_bin is not None
+    folder = tmp_path / "faster-whisper-tiny.en"  # a folder named for what it holds
+    folder.symlink_to(model_bin.parent, target_is_directory=True)
+    for ref in (f"file:{folder}", f"file:{model_bin}"):
+        result = client.audio.transcriptions.create(model=ref, file=("s.wav", spoken))
+        assert _words(result.text) == _words(SENTENCE), ref
+    with pytest.raises(openai.NotFoundError) as err:
+        client.audio.transcriptions.create(model=f"file:{tmp_path}/whisper-none",
+                                           file=("s.wav", spoken))
+    assert err.value.body["param"] == "model"  # type: ignore[index]

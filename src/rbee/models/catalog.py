@@ -168,10 +168,12 @@ def engine_for_file(path: str) -> str:
 def is_whisper_path(path: str) -> bool:
     """A CTranslate2 Whisper model: its `model.bin` (the only CTranslate2 engine rbee has is
     faster-whisper), or a folder whose name says whisper (faster-whisper-small,
-    whisper-large-v3-ct2), as converted models are named. A folder of another name is
-    named by its model.bin."""
+    faster-whisper-tiny.en, distil-whisper-large-v3.5), as converted models are named: no
+    extension but `.en` or a version's. A folder of another name is named by its model.bin."""
     name = Path(path).name
-    return name == "model.bin" or ("whisper" in name.lower() and "." not in name)
+    ext = Path(name).suffix[1:]
+    return name == "model.bin" or ("whisper" in name.lower() and (
+        not ext or ext == "en" or ext[0].isdigit()))
 
 
 def builtin_path(name: str) -> Path | None:

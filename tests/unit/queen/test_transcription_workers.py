@@ -77,7 +77,8 @@ def test_the_estimate_the_kind_and_file_refs() -> None:
     with pytest.raises(WrongModelKind, match="is a chat model"):
         require_kind(CHAT, "transcription")
     for ref in ("file:/m/faster-whisper-small", "file:/m/any/model.bin",
-                "file:/m/whisper-large-v3-ct2"):
+                "file:/m/whisper-large-v3-ct2", "file:/m/faster-whisper-tiny.en",
+                "file:/m/distil-whisper-large-v3.5"):
         parsed = parse_ref(ref)
         assert (parsed.engine, parsed.kind) == ("whisper", "transcription"), ref
     with pytest.raises(InvalidRequest):
