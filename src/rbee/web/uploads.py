@@ -79,6 +79,7 @@ class _Receiver:
         self._header_value = bytearray()
         self._disposition = b""
         self._content_type = b""
+        self._name = ""  # the current part's field name
         self._value: bytearray | None = None  # the current text field's
         self._out: BinaryIO | None = None  # the current file part's
         self.ended = False
@@ -109,8 +110,7 @@ class _Receiver:
 
     def _headers_finished(self) -> None:
         _, options = parse_options_header(self._disposition)
-        name = options.get(b"name", b"").decode("utf-8", "replace")
-        self._name = name
+        name = self._name = options.get(b"name", b"").decode("utf-8", "replace")
         if name == self._file_field:
             if self.form.file is not None:
                 raise InvalidRequest("the form has more than one file", param=name)
