@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import httpx
 from httpx_sse import EventSource, SSEError
@@ -155,6 +156,28 @@ class QueenClient:
         except httpx.TransportError as exc:
             raise QueenUnreachable(f"lost the queen at {self.base_url}: {exc}") from exc
 
+    def transcribe(self, path: Path, fields: dict[str, str],
+                   progress: Callable[[int, int], None] | None = None) -> httpx.Response:
+        """POST /v1/audio/transcriptions with `path` uploaded from disk in chunks;
+        `progress(sent, total)` as the upload goes. An error answer is raised."""
+        total = path.stat().st_size
+        try:
+            with path.open("rb") as f:
+                upload = _Counted(f, total, progress)
+                r = self._http.post("/v1/audio/transcriptions", data=fields,
+                                    # duck-typed: httpx only reads, seeks and tells
+                                    files={"file": (path.name, upload)},  # type: ignore[dict-item]
+                                    timeout=self._stream_timeout)
+        except httpx.TransportError as exc:
+            raise QueenUnreachable(f"lost the queen at {self.base_url}: {exc}") from exc
+        if r.status_code >= 400:
+            try:
+                body = r.json()
+            except ValueError:
+                body = None
+            raise from_envelope(r.status_code, body)
+        return r
+
     def follow(self, job_id: str, after: int = -1) -> Iterator[StreamEvent]:
         """Events until the terminal one; reconnects with Last-Event-ID if the link drops."""
         last = after
@@ -207,3 +230,29 @@ class QueenClient:
             params["state"] = state
         found: list[dict[str, Any]] = self._request("GET", "/v1/jobs", params=params)["data"]
         return found
+
+
+class _Counted:
+    """A file httpx reads in chunks for a multipart upload, counting what it has read."""
+
+    def __init__(self, f: BinaryIO, total: int,
+                 progress: Callable[[int, int], None] | None) -> None:
+        self._f = f
+        self._total = total
+        self._progress = progress
+        self._sent = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._f.read(size)
+        self._sent += len(data)
+        if self._progress is not None:
+            self._progress(self._sent, self._total)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if offset == 0 and whence == 0:
+            self._sent = 0  # httpx rewinds before sending (and to measure the length)
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()

@@ -14,8 +14,8 @@ from typing import Any, Literal, Protocol
 ProgressFn = Callable[[float, str], None]
 ToolMode = Literal["none", "auto", "required"]
 # What a worker's model does: which OpenAI endpoints it serves.
-ModelKind = Literal["chat", "embedding", "speech"]
-MODEL_KINDS: tuple[ModelKind, ...] = ("chat", "embedding", "speech")
+ModelKind = Literal["chat", "embedding", "speech", "transcription"]
+MODEL_KINDS: tuple[ModelKind, ...] = ("chat", "embedding", "speech", "transcription")
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,66 @@ class Speaker(Protocol):
     def close(self) -> None: ...
 
 
-AnyEngine = Engine | Embedder | Speaker
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float  # seconds from the audio's start
+    end: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One stretch of transcribed speech, as Whisper cuts it."""
+
+    id: int
+    start: float  # seconds
+    end: float
+    text: str  # with its leading space, as Whisper writes it
+    seek: int = 0  # where its 30-second window starts, in 10 ms frames (Whisper's unit)
+    tokens: tuple[int, ...] = ()
+    temperature: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+    words: tuple[Word, ...] = ()
+    language: str = ""  # ISO-639-1, as asked for or detected
+
+
+@dataclass(frozen=True)
+class TranscriptionOptions:
+    task: Literal["transcribe", "translate"] = "transcribe"
+    language: str | None = None  # ISO-639-1; None: the model detects it
+    prompt: str | None = None  # earlier text, to carry its spelling and style
+    temperature: float = 0.0  # 0: greedy, with the engine's own fallback ladder
+    words: bool = False  # word timestamps
+    vad: bool = False  # cut at silences first (voice activity detection)
+
+
+class Transcriber(Protocol):
+    """A speech-to-text model: 16 kHz mono samples to segments of text.
+
+    `transcribe` yields each segment as soon as it is decoded, so a stream can send text
+    before the whole file is done; it stops between segments once `cancel` is set.
+    """
+
+    name: str
+    kind: Literal["transcription"]
+    slots: int
+    # The languages it reads (ISO-639-1); a one-language model (Whisper's .en models)
+    # translates nothing: its "translation" of English speech is the transcription.
+    languages: tuple[str, ...]
+
+    def load(self, progress: ProgressFn) -> None: ...
+
+    def transcribe(self, samples: bytes, options: TranscriptionOptions,
+                   cancel: threading.Event) -> Iterator[Segment]:
+        """`samples`: little-endian int16 mono at TRANSCRIPTION_RATE (16 kHz, Whisper's own)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+TRANSCRIPTION_RATE = 16_000  # Hz of the samples a Transcriber takes
+AnyEngine = Engine | Embedder | Speaker | Transcriber
 DEFAULT_MAX_TOKENS = 256
 MAX_SLOTS = 1024  # a bound on what any worker may advertise (and a user may ask for)

@@ -22,6 +22,7 @@ class EngineOptions:
     fake_fail_after: int | None = None
     fake_sentence_seconds: float = 0.0
     fake_speech_gate: str = ""
+    fake_segment_seconds: float = 0.0
     slots: int | None = None  # requests served at once; None: the engine's own
     defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
 
@@ -49,6 +50,12 @@ def _fake(o: EngineOptions) -> AnyEngine:
                            sentence_seconds=o.fake_sentence_seconds, gate=o.fake_speech_gate,
                            slots=o.slots or 1)
 
+    if o.kind == "transcription":
+        from rbee.engines.fake_transcription import FakeTranscriber
+
+        return FakeTranscriber(load_seconds=o.fake_load_seconds,
+                               segment_seconds=o.fake_segment_seconds, slots=o.slots or 1)
+
     return FakeEngine(
         tokens_per_second=o.fake_tokens_per_second, load_seconds=o.fake_load_seconds,
         fail_after=o.fake_fail_after, slots=o.slots or 1,
@@ -68,18 +75,27 @@ def _piper(o: EngineOptions) -> AnyEngine:
     return PiperSpeaker(o.model_path, threads=o.threads, slots=o.slots or 1)
 
 
+def _whisper(o: EngineOptions) -> AnyEngine:
+    from rbee.engines.whisper import WhisperTranscriber
+
+    return WhisperTranscriber(o.model_path, device=o.device, threads=o.threads,
+                              slots=o.slots or 1)
+
+
 ENGINES: dict[str, Callable[[EngineOptions], AnyEngine]] = {
-    "llama_cpp": _llama, "fake": _fake, "onnx": _onnx, "piper": _piper}
+    "llama_cpp": _llama, "fake": _fake, "onnx": _onnx, "piper": _piper, "whisper": _whisper}
 # What each engine's workers do (the fake engine does either, as its model says).
 ENGINE_KINDS: dict[str, tuple[ModelKind, ...]] = {
-    "llama_cpp": ("chat",), "fake": ("chat", "embedding", "speech"), "onnx": ("embedding",),
-    "piper": ("speech",)}
+    "llama_cpp": ("chat",), "fake": ("chat", "embedding", "speech", "transcription"),
+    "onnx": ("embedding",), "piper": ("speech",), "whisper": ("transcription",)}
 # The most requests each engine can serve at once (its class's `slots` where that is fixed:
 # llama-cpp-python's Llama is not thread-safe). Here, not on the classes, so a hive can
 # refuse a spawn at once without importing engines.
 # onnxruntime's session runs from several threads at once.
 # A Piper voice is one onnxruntime session; sentences of several requests may run at once.
-SLOT_LIMITS: dict[str, int] = {"llama_cpp": 1, "fake": MAX_SLOTS, "onnx": 64, "piper": 8}
+# CTranslate2 runs one transcription per worker thread (faster-whisper's num_workers).
+SLOT_LIMITS: dict[str, int] = {"llama_cpp": 1, "fake": MAX_SLOTS, "onnx": 64, "piper": 8,
+                               "whisper": 8}
 
 
 def check_slots(engine: str, slots: int | None) -> None:

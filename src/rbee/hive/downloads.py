@@ -20,7 +20,10 @@ def resolve(ref: ModelRef, *, cache: Path, hf_endpoint: str | None,
         return _builtin(ref)
     if ref.source == "file":
         assert ref.path is not None
-        if not Path(ref.path).is_file():
+        path = Path(ref.path)
+        # A Whisper model is a folder (model.bin, config.json, tokenizer.json).
+        found = (path / "model.bin").is_file() if path.is_dir() else path.is_file()
+        if not found:
             raise ModelNotFound(f"no such model file on this hive: {ref.path}", param="model")
         return ref.path
     return _hf(ref, cache=cache, endpoint=hf_endpoint, progress=progress)

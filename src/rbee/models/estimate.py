@@ -102,6 +102,12 @@ FAKE = MemoryEstimate(0, 0, 0, WORKER_CONTEXT, "default")
 # A Piper worker (piper-joe, 60 MiB file) measured 296 MiB RSS after speaking three
 # sentences: its estimate the same way (file + 320 MiB = 380 MiB) holds it.
 ONNX_RUNTIME_BYTES = 320 * MiB
+# A faster-whisper worker: its model.bin plus CTranslate2, PyAV, numpy and the decoder's
+# buffers for 30-second windows. Measured for Whisper tiny.en (75 MB int8 model.bin,
+# CTranslate2 4.8.5, one thread): a real worker's RSS was 197 MiB once loaded, 291 MiB after
+# transcribing 18 s of speech (verbose_json, then word timestamps), its peak 339 MiB; this
+# estimate is 392 MiB.
+CTRANSLATE2_BYTES = 320 * MiB
 
 
 def estimate_file(path: Path, context_length: int | None = None) -> MemoryEstimate:
@@ -138,6 +144,8 @@ def estimate_ref(ref: ModelRef, context_length: int | None = None, *,
         return _fixed(DEFAULT, context_length)
     if ref.engine in ("onnx", "piper"):  # both onnxruntime on the CPU
         return _onnx(path, context_length)
+    if ref.engine == "whisper":
+        return _whisper(path, context_length)
     try:
         return estimate_file(path, context_length)
     except FileNotFoundError:  # removed since we looked
@@ -183,6 +191,16 @@ def _onnx(path: Path, context_length: int | None) -> MemoryEstimate:
     except FileNotFoundError:
         return _fixed(DEFAULT, context_length)
     return MemoryEstimate(size, 0, ONNX_RUNTIME_BYTES, context_length or WORKER_CONTEXT,
+                          "file-size")
+
+
+def _whisper(path: Path, context_length: int | None) -> MemoryEstimate:
+    weights = path / "model.bin" if path.is_dir() else path
+    try:
+        size = weights.stat().st_size
+    except FileNotFoundError:
+        return _fixed(DEFAULT, context_length)
+    return MemoryEstimate(size, 0, CTRANSLATE2_BYTES, context_length or WORKER_CONTEXT,
                           "file-size")
 
 

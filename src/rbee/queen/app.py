@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from rbee import __version__
+from rbee.queen import transcription
 from rbee.queen.auth import KeyAuth
 from rbee.queen.local_hive import LocalHive
 from rbee.queen.routes import admin, cluster, jobs, openai, responses, scheduler
@@ -37,6 +38,7 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
         svc = services or build_services(settings, hive_token=hive_token,
                                          worker_token=worker_token, local_hive=local_hive)
         app.state.services = svc
+        transcription.clear_stale_uploads(settings)
         await svc.scripts.load_active()
         await svc.jobs.start()
         if svc.hive_supervisor is not None:
@@ -65,7 +67,7 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     # The inference routes first: every request is matched route by route, and these are
     # the hot path (plain Starlette endpoints: FastAPI's dependency resolution is measurable
     # in a half-millisecond budget).
-    for path, endpoint in openai.hot_routes:
+    for path, endpoint in (*openai.hot_routes, *transcription.hot_routes):
         app.add_route(path, endpoint, methods=["POST"])
     app.include_router(cluster.router)
     app.include_router(openai.router)
@@ -75,7 +77,9 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     app.include_router(admin.router)
     # Outermost first: the key is checked before a body is read. /health stays open, and
     # hives present their own secret with telemetry.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # Uploads are bounded as they stream to disk (max_upload_bytes), never read whole first.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
+                       skip_paths=frozenset(transcription.UPLOAD_ROUTES))
     app.add_middleware(KeyAuth, open_paths=OPEN_PATHS, enabled=settings.api_token is not None)
     # Outermost: web pages (rebound Host, foreign Origin) are refused before anything else.
     app.add_middleware(BrowserGuard, allowed_origins=settings.allowed_origins,

@@ -18,10 +18,10 @@ from rbee.api.cluster import WorkerInfo
 from rbee.core.errors import WorkerUnavailable
 from rbee.queen.calls import Call, ClientDeadline, Watch
 from rbee.queen.relay import Relay
-from rbee.queen.transport import Upstream
+from rbee.queen.transport import Body, Upstream
 
 
-async def forward_audio(relay: Relay, worker: WorkerInfo, path: str, raw: bytes, *,
+async def forward_audio(relay: Relay, worker: WorkerInfo, path: str, raw: Body, *,
                         media_type: str, on_close: Callable[[], None],
                         deadline: ClientDeadline) -> Response:
     """The worker's answer streamed through; `on_close` runs once it ends, however."""

@@ -31,7 +31,14 @@ from rbee.core.errors import (
 from rbee.queen.calls import DEADLINE, NO_DEADLINE, STALLED, Call, Calls, ClientDeadline, Watch
 from rbee.queen.credentials import Credentials
 from rbee.queen.registry import Registry
-from rbee.queen.transport import Deadlines, TransportError, Upstream, WorkerTransport
+from rbee.queen.transport import (
+    Body,
+    Deadlines,
+    TransportError,
+    Upstream,
+    WorkerTransport,
+    content_type,
+)
 from rbee.web.streaming import DisconnectAwareStream
 
 CUT_GRACE = 5.0  # seconds a cut stream has to deliver its error frame before it is ended
@@ -51,8 +58,9 @@ class Relay:
     async def close(self) -> None:
         await self._transport.close()
 
-    def _headers(self, worker: WorkerInfo, until: float | None) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
+    def _headers(self, worker: WorkerInfo, until: float | None, body: Body = b""
+                 ) -> dict[str, str]:
+        headers = {"Content-Type": content_type(body, "application/json")}
         auth = self._credentials.worker_auth(worker.hive_id)
         if auth:
             headers["Authorization"] = auth
@@ -61,18 +69,21 @@ class Relay:
             headers[DEADLINE_HEADER] = f"{left:.3f}"
         return headers
 
-    async def forward(self, worker: WorkerInfo, path: str, raw: bytes, stream: bool,
+    async def forward(self, worker: WorkerInfo, path: str, raw: Body, stream: bool,
                       on_close: Callable[[], None] | None = None,
-                      deadline: ClientDeadline = NO_DEADLINE) -> Response:
+                      deadline: ClientDeadline = NO_DEADLINE,
+                      media_type: str = "application/json") -> Response:
         """`on_close` runs when a stream ends (however it ends); the caller handles the
-        non-streamed case and the errors raised."""
+        non-streamed case and the errors raised. `media_type`: a whole answer's (an error
+        answer is JSON whatever it is)."""
         if not stream:
             status, body = await self._call_whole(worker, path, raw, deadline)
-            return Response(body, status, media_type="application/json")
+            return Response(body, status, media_type=media_type if status == 200
+                            else "application/json")
         return await self.stream_through(worker, path, raw, self._pipe, on_close=on_close,
                                          deadline=deadline)
 
-    async def stream_through(self, worker: WorkerInfo, path: str, raw: bytes, pipe: Pipe, *,
+    async def stream_through(self, worker: WorkerInfo, path: str, raw: Body, pipe: Pipe, *,
                              media_type: str = "text/event-stream",
                              on_close: Callable[[], None] | None = None,
                              deadline: ClientDeadline = NO_DEADLINE) -> Response:
@@ -94,7 +105,7 @@ class Relay:
         call.streaming(cut)
         return response
 
-    async def _call_whole(self, worker: WorkerInfo, path: str, raw: bytes,
+    async def _call_whole(self, worker: WorkerInfo, path: str, raw: Body,
                           deadline: ClientDeadline) -> tuple[int, bytes]:
         now = asyncio.get_running_loop().time()
         ours = now + self._deadlines.response
@@ -102,8 +113,8 @@ class Relay:
         call = self._begin(worker)
         try:
             async with call.waiting(_earliest(ours, theirs)):
-                status, body = await self._transport.post(worker.url + path, raw,
-                                                          self._headers(worker, deadline.until))
+                status, body = await self._transport.post(
+                    worker.url + path, raw, self._headers(worker, deadline.until, raw))
         except TimeoutError as exc:
             client_first = theirs is not None and theirs <= ours
             # A live worker still generating after `response` seconds: not retried elsewhere
@@ -118,7 +129,7 @@ class Relay:
             raise _refusal(worker, status, body)  # not ready after all: another worker
         return status, body
 
-    async def _open_stream(self, worker: WorkerInfo, path: str, raw: bytes,
+    async def _open_stream(self, worker: WorkerInfo, path: str, raw: Body,
                           deadline: ClientDeadline) -> tuple[Call, Upstream, Watch]:
         """POST and wait for the headers; then the stream is watched for progress."""
         loop = asyncio.get_running_loop()
@@ -128,8 +139,8 @@ class Relay:
         call = self._begin(worker)
         try:
             async with call.waiting(_earliest(first, theirs)):
-                upstream = await self._transport.open(worker.url + path, raw,
-                                                      self._headers(worker, deadline.until))
+                upstream = await self._transport.open(
+                    worker.url + path, raw, self._headers(worker, deadline.until, raw))
                 if upstream.status != 200:
                     try:
                         body = await upstream.read()

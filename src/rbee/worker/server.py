@@ -6,6 +6,8 @@ import logging
 import os
 import socket
 import sys
+import tempfile
+from pathlib import Path
 
 from rbee.api.cluster import WorkerEvent
 from rbee.core.errors import RbeeError
@@ -18,6 +20,7 @@ from rbee.worker.app import create_app
 from rbee.worker.events import EventPipe
 from rbee.worker.runtime import Runtime
 from rbee.worker.settings import WorkerSettings
+from rbee.worker.transcription import Limits
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         fake_load_seconds=settings.fake_load_seconds, fake_fail_after=settings.fake_fail_after,
         fake_sentence_seconds=settings.fake_sentence_seconds,
         fake_speech_gate=settings.fake_speech_gate,
+        fake_segment_seconds=settings.fake_segment_seconds,
         slots=settings.slots,
         defaults=SamplingDefaults(temperature=settings.temperature, top_p=settings.top_p,
                                   top_k=settings.top_k, repeat_penalty=settings.repeat_penalty),
@@ -54,7 +58,10 @@ def main(argv: list[str] | None = None) -> None:
                       on_event=events.send if events else None)
     if settings.fd is not None:
         _listen(settings.fd)
-    app = create_app(runtime, model=settings.model, token=token, max_n=settings.max_n)
+    uploads = Limits(Path(settings.upload_dir or tempfile.gettempdir()),
+                     settings.max_upload_bytes, settings.max_audio_seconds)
+    app = create_app(runtime, model=settings.model, token=token, max_n=settings.max_n,
+                     uploads=uploads)
     serve(app, host=settings.host, port=settings.port, fd=settings.fd,
           parent_pid=settings.parent_pid, limits=settings)
 

@@ -20,10 +20,10 @@ class WorkerSettings(ListenerSettings):
     model: str = Field(default="model", description="Public model name clients ask for")
     model_path: str = Field(default="", description="Weights file (GGUF for llama_cpp)")
     engine: str = Field(default="llama_cpp", description="Engine adapter: llama_cpp, onnx, "
-                        "piper or fake")
-    kind: Literal["chat", "embedding", "speech"] = Field(
-        default="chat", description="What the model does: chat (text), embedding (vectors) or "
-        "speech (audio from text)")
+                        "piper, whisper or fake")
+    kind: Literal["chat", "embedding", "speech", "transcription"] = Field(
+        default="chat", description="What the model does: chat (text), embedding (vectors), "
+        "speech (audio from text) or transcription (text from audio)")
     tokenizer_path: str = Field(default="", description="tokenizer.json, for engines whose "
                                 "tokenizer is a file apart from the weights (onnx)")
     device: str = Field(default="cpu", description='"cpu", "cuda:N" or "metal"')
@@ -54,5 +54,13 @@ class WorkerSettings(ListenerSettings):
     fake_fail_after: int | None = Field(default=None, description="Fake engine fails after N")
     fake_sentence_seconds: float = Field(default=0.0, ge=0, description="Fake speech engine: "
                                          "seconds per sentence")
+    fake_segment_seconds: float = Field(default=0.0, ge=0, description="Fake transcription "
+                                        "engine: seconds per segment")
+    max_upload_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Largest "
+                                  "audio upload (the queen's own bound is smaller)")
+    max_audio_seconds: float = Field(default=1800.0, gt=0, description="Longest audio "
+                                     "transcribed (the queen may ask for less)")
+    upload_dir: str = Field(default="", description="Where uploads are spooled while "
+                            "decoded (default: the system's temp dir)")
     fake_speech_gate: str = Field(default="", description="Fake speech engine: its last "
                                   "sentence waits until this file exists (tests)")

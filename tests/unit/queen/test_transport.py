@@ -9,13 +9,21 @@ end, and probes get through while requests hang.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from rbee.queen.transport import AiohttpTransport, Deadlines, TransportError, WorkerTransport
+from rbee.queen.transport import (
+    AiohttpTransport,
+    Deadlines,
+    FileBody,
+    TransportError,
+    WorkerTransport,
+)
 from rbee.queen.transport_httptools import HttptoolsTransport
 
 DEADLINES = Deadlines(connect=0.3, probe=0.3)
@@ -54,6 +62,7 @@ class Worker:
             "/cut-close": self._cut_close, "/flood": self._flood,
         }
         self.flooded = 0  # body bytes /flood got written (past the socket's buffers)
+        self.requests: list[tuple[list[str], bytes]] = []  # (head lines, body) of each
 
     @property
     def url(self) -> str:
@@ -90,7 +99,7 @@ class Worker:
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
         length = next((int(line.split(":")[1]) for line in head
                        if line.lower().startswith("content-length:")), 0)
-        await reader.readexactly(length)
+        self.requests.append((head, await reader.readexactly(length)))
         return await self._routes[head[0].split(" ")[1]]((reader, writer))
 
     async def _ok(self, s: Stream) -> bool:
@@ -346,3 +355,29 @@ async def test_a_probe_gets_through_while_requests_hang(transport: WorkerTranspo
         for task in hung:
             task.cancel()
         await asyncio.gather(*hung, return_exceptions=True)
+
+
+async def test_a_file_body_is_sent_whole_from_disk_and_again_on_a_second_send(
+        transport: WorkerTransport, worker: Worker, tmp_path: Path) -> None:
+    data = os.urandom(3 * 256 * 1024 + 17)  # several read chunks and a partial one
+    path = tmp_path / "upload"
+    path.write_bytes(data)
+    body = FileBody(path, len(data), "multipart/form-data; boundary=b", head=b"HEAD",
+                    tail=b"TAIL")
+    for _ in range(2):  # a failover re-sends the same body: read from its start again
+        assert await transport.post(worker.url + "/ok", body,
+                                    {"Content-Type": body.content_type}) == (200, JSON)
+    for head, received in worker.requests:
+        assert received == b"HEAD" + data + b"TAIL"
+        assert f"content-length: {len(body)}" in [line.lower() for line in head]
+        assert "content-type: multipart/form-data; boundary=b" in [
+            line.lower() for line in head]
+    assert len(worker.requests) == 2 and worker.connections == 1  # and the connection kept
+
+
+async def test_a_file_body_to_a_dead_worker_is_a_transport_error(
+        transport: WorkerTransport, tmp_path: Path) -> None:
+    path = tmp_path / "upload"
+    path.write_bytes(b"x" * 1000)
+    with pytest.raises(TransportError):
+        await transport.post(_dead_url() + "/ok", FileBody(path, 1000, "audio/wav"), H)

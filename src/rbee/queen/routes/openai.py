@@ -1,5 +1,5 @@
 """OpenAI-compatible endpoints: /v1/models, /v1/chat/completions, /v1/completions,
-/v1/embeddings, /v1/audio/speech."""
+/v1/embeddings, /v1/audio/speech (transcriptions: queen.transcription)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from rbee.queen.failover import with_failover
 from rbee.queen.operations import model_entries
 from rbee.queen.policy import JobFacts
 from rbee.queen.services import QueenServices
+from rbee.queen.transport import Body
 from rbee.scheduler.placement import PlaceMode
 from rbee.web.body import parse_model
 from rbee.web.streaming import unless_disconnected
@@ -55,7 +56,7 @@ async def _complete(request: Request,
     ref = require_kind(parse_ref(body.model), "chat")
     hints = hints_for(request, ref, body.model_extra or {})
     return await within_deadline(
-        request, svc, lambda deadline: _admitted(svc, body.stream, ref, hints, path, raw,
+        request, svc, lambda deadline: admitted(svc, body.stream, ref, hints, path, raw,
                                                  deadline))
 
 
@@ -73,7 +74,7 @@ async def embeddings(request: Request) -> Response:
         extra.setdefault("user", body.user)
     hints = hints_for(request, ref, extra)
     return await within_deadline(
-        request, svc, lambda deadline: _admitted(svc, False, ref, hints, "/v1/embeddings",
+        request, svc, lambda deadline: admitted(svc, False, ref, hints, "/v1/embeddings",
                                                  raw, deadline))
 
 
@@ -86,7 +87,7 @@ async def audio_speech(request: Request) -> Response:
     hints = hints_for(request, ref, body.model_extra or {})
     media_type = MEDIA_TYPES[body.audio_format()]
     return await within_deadline(
-        request, svc, lambda deadline: _admitted(svc, True, ref, hints, "/v1/audio/speech",
+        request, svc, lambda deadline: admitted(svc, True, ref, hints, "/v1/audio/speech",
                                                  raw, deadline, audio=media_type))
 
 
@@ -134,10 +135,12 @@ async def within_deadline(request: Request, svc: QueenServices,
         raise DeadlineExceeded("the request's deadline passed before it was answered") from None
 
 
-async def _admitted(svc: QueenServices, stream: bool | None, ref: ModelRef, hints: Hints,
-                    path: str, raw: bytes, deadline: ClientDeadline,
-                    audio: str | None = None) -> Response:
-    """`audio`: the media type of an audio stream (not SSE) to pipe through."""
+async def admitted(svc: QueenServices, stream: bool | None, ref: ModelRef, hints: Hints,
+                   path: str, raw: Body, deadline: ClientDeadline,
+                   audio: str | None = None, media_type: str = "application/json"
+                   ) -> Response:
+    """`audio`: the media type of an audio stream (not SSE) to pipe through; `media_type`:
+    a whole answer's."""
     ticket = await svc.admission.enter(ref.name, hints.job.priority if hints.job else
                                        "interactive")
 
@@ -148,7 +151,8 @@ async def _admitted(svc: QueenServices, stream: bool | None, ref: ModelRef, hint
         if stream:  # the stream itself watches for a hang-up, and frees the slot
             return await svc.relay.forward(worker, path, raw, stream=True,
                                            on_close=ticket.release, deadline=deadline)
-        return await svc.relay.forward(worker, path, raw, stream=False, deadline=deadline)
+        return await svc.relay.forward(worker, path, raw, stream=False, deadline=deadline,
+                                       media_type=media_type)
 
     try:
         response = await with_failover(svc.dispatcher, svc.registry, ref, hints, Silent(),
