@@ -22,6 +22,7 @@ class EngineOptions:
     fake_fail_after: int | None = None
     fake_sentence_seconds: float = 0.0
     fake_speech_gate: str = ""
+    fake_step_seconds: float = 0.0
     slots: int | None = None  # requests served at once; None: the engine's own
     defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
 
@@ -48,6 +49,11 @@ def _fake(o: EngineOptions) -> AnyEngine:
         return FakeSpeaker(load_seconds=o.fake_load_seconds,
                            sentence_seconds=o.fake_sentence_seconds, gate=o.fake_speech_gate,
                            slots=o.slots or 1)
+    if o.kind == "image":
+        from rbee.engines.fake_image import FakeImageMaker
+
+        return FakeImageMaker(load_seconds=o.fake_load_seconds,
+                              step_seconds=o.fake_step_seconds, slots=o.slots or 1)
 
     return FakeEngine(
         tokens_per_second=o.fake_tokens_per_second, load_seconds=o.fake_load_seconds,
@@ -68,18 +74,28 @@ def _piper(o: EngineOptions) -> AnyEngine:
     return PiperSpeaker(o.model_path, threads=o.threads, slots=o.slots or 1)
 
 
+def _diffusers(o: EngineOptions) -> AnyEngine:
+    from rbee.engines.diffusers_image import DiffusersImageMaker
+
+    return DiffusersImageMaker(o.model_path, device=o.device, threads=o.threads,
+                               slots=o.slots or 1)
+
+
 ENGINES: dict[str, Callable[[EngineOptions], AnyEngine]] = {
-    "llama_cpp": _llama, "fake": _fake, "onnx": _onnx, "piper": _piper}
+    "llama_cpp": _llama, "fake": _fake, "onnx": _onnx, "piper": _piper,
+    "diffusers": _diffusers}
 # What each engine's workers do (the fake engine does either, as its model says).
 ENGINE_KINDS: dict[str, tuple[ModelKind, ...]] = {
-    "llama_cpp": ("chat",), "fake": ("chat", "embedding", "speech"), "onnx": ("embedding",),
-    "piper": ("speech",)}
+    "llama_cpp": ("chat",), "fake": ("chat", "embedding", "speech", "image"),
+    "onnx": ("embedding",), "piper": ("speech",), "diffusers": ("image",)}
 # The most requests each engine can serve at once (its class's `slots` where that is fixed:
 # llama-cpp-python's Llama is not thread-safe). Here, not on the classes, so a hive can
 # refuse a spawn at once without importing engines.
 # onnxruntime's session runs from several threads at once.
 # A Piper voice is one onnxruntime session; sentences of several requests may run at once.
-SLOT_LIMITS: dict[str, int] = {"llama_cpp": 1, "fake": MAX_SLOTS, "onnx": 64, "piper": 8}
+# A diffusers pipeline is one call at a time: its scheduler keeps the denoising state.
+SLOT_LIMITS: dict[str, int] = {"llama_cpp": 1, "fake": MAX_SLOTS, "onnx": 64, "piper": 8,
+                               "diffusers": 1}
 
 
 def check_slots(engine: str, slots: int | None) -> None:

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from rbee.api.cluster import DEADLINE_HEADER, ReadyStatus
 from rbee.api.embeddings import EmbeddingRequest
+from rbee.api.images import ImageEditRequest, ImageRequest
 from rbee.api.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from rbee.api.speech import SpeechRequest
 from rbee.core.errors import DeadlineExceeded, InvalidRequest
@@ -27,7 +28,7 @@ from rbee.web.body import parse_body
 from rbee.web.errors import exception_handlers
 from rbee.web.limits import BodyLimit
 from rbee.web.streaming import DisconnectAwareStream, unless_disconnected
-from rbee.worker import embeddings, speech
+from rbee.worker import embeddings, images, speech
 from rbee.worker.requests import DEFAULT_MAX_N, generation_requests
 from rbee.worker.responses import Formatter, Indexed, Kind, collect, sse_stream
 from rbee.worker.runtime import Runtime
@@ -125,6 +126,19 @@ async def _speech(runtime: Runtime, model: str, token: str | None,
     return await speech.speak(runtime, body, model, _deadline(request))
 
 
+async def _images(runtime: Runtime, model: str, token: str | None, edit: bool,
+                  request: Request) -> Response:
+    check_bearer(request.headers.get("authorization"), token)
+    if edit:
+        body: ImageRequest = await parse_body(request, ImageEditRequest)
+        job = images.edit_job(runtime, body, model)  # type: ignore[arg-type]
+    else:
+        body = await parse_body(request, ImageRequest)
+        runtime.image_maker()  # another kind of model: a 400 saying so
+        job = images.job_of(body, body.dimensions())
+    return await images.answer(runtime, body, job, _deadline(request))
+
+
 def create_app(runtime: Runtime, *, model: str, token: str | None = None,
                max_n: int = DEFAULT_MAX_N) -> Starlette:
     """Plain Starlette, not FastAPI: the worker's import time is on the cold-start path."""
@@ -179,6 +193,10 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None,
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/embeddings", embed, methods=["POST"]),
         Route("/v1/audio/speech", functools.partial(_speech, runtime, model, token),
+              methods=["POST"]),
+        Route("/v1/images/generations",
+              functools.partial(_images, runtime, model, token, False), methods=["POST"]),
+        Route("/v1/images/edits", functools.partial(_images, runtime, model, token, True),
               methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers(),
