@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +19,7 @@ import pytest
 from PIL import Image
 
 from rbee.engines.fake_image import colour
-from tests.support.daemons import Daemon, rbee_env, running_queen
+from tests.support.daemons import Daemon, rbee_env, run_cli, running_queen
 
 pytestmark = pytest.mark.e2e
 MODEL = "rbee-fake-image"
@@ -181,3 +183,26 @@ def test_a_hang_up_stops_the_engine_at_its_next_step(client: openai.OpenAI) -> N
     result = client.images.generate(model=MODEL, prompt="next", extra_body={"steps": 1})
     assert result.data is not None
     assert time.perf_counter() - started < 5
+
+
+def test_the_cli_paints_into_files_with_progress(queen: Daemon, tmp_path: Path) -> None:
+    env = queen.env
+    out = tmp_path / "bee.webp"
+    r = run_cli(env, "image", "a red bee", "-o", str(out), "-m", MODEL, "--size", "32x16",
+                "--n", "2", "--steps", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["format"] == "webp" and summary["steps"] == 6  # 3 for each picture
+    assert [i["output"] for i in summary["images"]] == [str(out), str(tmp_path / "bee-2.webp")]
+    for path in (out, tmp_path / "bee-2.webp"):
+        with Image.open(path) as picture:
+            assert (picture.format, picture.size) == ("WEBP", (32, 16))
+    human = run_cli(env, "image", "a hive", "-o", str(tmp_path / "hive.png"), "-m", MODEL)
+    assert human.returncode == 0 and "wrote" in human.stderr
+    bad = run_cli(env, "image", "x", "-o", str(tmp_path / "no.png"), "-m", MODEL, "--size",
+                  "7x7")
+    assert bad.returncode != 0 and "multiples of 8" in bad.stderr
+    wrong = run_cli(env, "image", "x", "-o", str(tmp_path / "no.png"), "-m", "rbee-fake")
+    assert wrong.returncode != 0 and "chat model" in wrong.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bee-2.webp", "bee.webp",
+                                                          "hive.png"]
