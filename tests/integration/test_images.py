@@ -18,6 +18,8 @@ import openai
 import pytest
 from PIL import Image
 
+from rbee.client import QueenClient
+from rbee.core.errors import InvalidRequest
 from rbee.engines.fake_image import colour
 from tests.support.daemons import Daemon, rbee_env, run_cli, running_queen
 
@@ -206,3 +208,17 @@ def test_the_cli_paints_into_files_with_progress(queen: Daemon, tmp_path: Path) 
     assert wrong.returncode != 0 and "chat model" in wrong.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bee-2.webp", "bee.webp",
                                                           "hive.png"]
+
+
+def test_an_image_job_shows_every_denoising_step(queen: Daemon) -> None:
+    with QueenClient(queen.url) as client:
+        job = client.submit("image", model=MODEL, prompt="a bee", size="16x16", n=2, steps=3)
+        events = list(client.follow(job))
+        with pytest.raises(InvalidRequest, match="multiples of 8"):
+            client.submit("image", model=MODEL, prompt="a bee", size="9x9")
+    steps = [(e.data["image"], e.data["step"], e.data["fraction"]) for e in events
+             if e.event == "progress" and e.data["stage"] == "denoising"]
+    assert steps == [(0, 1, 0.1667), (0, 2, 0.3333), (0, 3, 0.5),
+                     (1, 1, 0.6667), (1, 2, 0.8333), (1, 3, 1.0)]
+    [result] = [e.data for e in events if e.event == "result"]
+    assert [_picture(i["b64_json"]).size for i in result["images"]] == [(16, 16)] * 2
