@@ -38,13 +38,13 @@ def main() -> None:
     header("Images: requests/s through the queen vs the engine directly", args.quick)
 
     import openai
+    from tests.support.daemons import rbee_env, start_queen
+    from tests.support.tiny_diffusion import build_tiny_pipeline
 
     from rbee.api.images import ImageFormat
     from rbee.engines.base import ImageJob, Picture
     from rbee.engines.diffusers_image import DiffusersImageMaker
     from rbee.worker.images import encode
-    from tests.support.daemons import rbee_env, start_queen
-    from tests.support.tiny_diffusion import build_tiny_pipeline
 
     with tempdir("rbee-bench-img-") as tmp:
         folder = build_tiny_pipeline(tmp / "pipeline")
