@@ -222,3 +222,38 @@ def test_an_image_job_shows_every_denoising_step(queen: Daemon) -> None:
                      (1, 1, 0.6667), (1, 2, 0.8333), (1, 3, 1.0)]
     [result] = [e.data for e in events if e.event == "result"]
     assert [_picture(i["b64_json"]).size for i in result["images"]] == [(16, 16)] * 2
+
+
+def _form(queen: Daemon, files: dict[str, Any], data: dict[str, str]) -> httpx.Response:
+    return httpx.post(f"{queen.url}/v1/images/edits", files=files,
+                      data={"model": MODEL, "prompt": "x"} | data, timeout=30)
+
+
+def test_hostile_edit_forms_name_their_param(queen: Daemon) -> None:
+    png = _png(Image.new("RGBA", (16, 16)))
+    cases = [
+        (_form(queen, {"image": ("a.png", png)}, {"n": "many"}), "n"),
+        (_form(queen, {"image": ("a.png", png)}, {"stream": "yes"}), "stream"),
+        (_form(queen, {"image": ("a.png", png), "photo": ("b.png", png)}, {}), "photo"),
+        (_form(queen, {"image[]": ("a.png", png), "image": ("b.png", png)}, {}), "image"),
+        (_form(queen, {"mask": ("m.png", png)}, {"image": "not a file"}), "image"),
+        (_form(queen, {"image": ("a.png", b"")}, {}), "image"),
+        (_form(queen, {"image": ("a.png", png)}, {"size": "32x32"}), "size"),  # not its size
+    ]
+    for reply, param in cases:
+        assert reply.status_code == 400, (param, reply.text)
+        assert reply.json()["error"]["param"] == param, reply.text
+    # a field over the parser's bound (a prompt is at most 32,000 characters)
+    long = _form(queen, {"image": ("a.png", png)}, {"prompt": "x" * 300_000})
+    assert long.status_code == 400 and "exceeded maximum size" in long.json()["error"]["message"]
+
+
+def test_the_clients_deadline_stops_the_worker(client: openai.OpenAI, queen: Daemon) -> None:
+    started = time.perf_counter()
+    with pytest.raises(openai.APIStatusError) as exc:
+        client.images.generate(model=MODEL, prompt="slow", extra_body={"steps": 400},
+                               extra_headers={"X-Request-Timeout": "0.5"})
+    assert exc.value.status_code == 504
+    assert time.perf_counter() - started < 5
+    result = client.images.generate(model=MODEL, prompt="next", extra_body={"steps": 1})
+    assert result.data is not None and time.perf_counter() - started < 8
