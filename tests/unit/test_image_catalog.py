@@ -65,3 +65,24 @@ def test_the_hive_checks_the_folder_when_it_resolves_it(tmp_path: Path) -> None:
         resolve(ref, cache=tmp_path / "cache", hf_endpoint=None)
     with pytest.raises(ModelNotFound, match=r"model_index\.json"):
         resolve(parse_ref(f"file:{tmp_path}/nothing/"), cache=tmp_path, hf_endpoint=None)
+
+
+def test_a_hub_pipeline_is_downloaded_without_its_other_weights(tmp_path: Path) -> None:
+    from tests.support.hub import StandInHub
+
+    repo = tmp_path / "hub" / "tiny-org" / "tiny-sd"
+    (repo / "unet").mkdir(parents=True)
+    (repo / "model_index.json").write_text(json.dumps(
+        {"_class_name": "StableDiffusionPipeline"}))
+    (repo / "unet" / "config.json").write_text("{}")
+    (repo / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"w" * 100)
+    (repo / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"p" * 100)  # not wanted
+    with StandInHub(tmp_path / "hub") as hub:
+        folder = Path(resolve(parse_ref("hf:tiny-org/tiny-sd"), cache=tmp_path / "cache",
+                              hf_endpoint=hub.url))
+        got = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        assert got == ["model_index.json", "unet/config.json",
+                       "unet/diffusion_pytorch_model.safetensors"]
+        with pytest.raises(ModelNotFound):
+            resolve(parse_ref("hf:tiny-org/nothing"), cache=tmp_path / "cache",
+                    hf_endpoint=hub.url)
