@@ -129,12 +129,12 @@ async def _speech(runtime: Runtime, model: str, token: str | None,
 async def _images(runtime: Runtime, model: str, token: str | None, edit: bool,
                   request: Request) -> Response:
     check_bearer(request.headers.get("authorization"), token)
-    if edit:
-        body: ImageRequest = await parse_body(request, ImageEditRequest)
-        job = images.edit_job(runtime, body, model)  # type: ignore[arg-type]
+    body = await parse_body(request, ImageEditRequest if edit else ImageRequest)
+    runtime.image_maker()  # another kind of model: a 400 saying so
+    runtime.require_ready()  # a 503 the queen can fail over, before an edit's checks
+    if isinstance(body, ImageEditRequest):
+        job = images.edit_job(runtime, body, model)
     else:
-        body = await parse_body(request, ImageRequest)
-        runtime.image_maker()  # another kind of model: a 400 saying so
         job = images.job_of(body, body.dimensions())
     return await images.answer(runtime, body, job, _deadline(request))
 

@@ -26,6 +26,7 @@ from starlette.responses import Response
 
 from rbee.api import sse
 from rbee.api.images import (
+    MAX_SIDE,
     PROGRESS_EVENT,
     ImageData,
     ImageEditRequest,
@@ -109,6 +110,9 @@ def _decode(b64: str, param: str) -> Any:
         if image.format not in ("PNG", "JPEG", "WEBP"):
             raise InvalidRequest(f"{param} is {image.format}: send a PNG, JPEG or WebP",
                                  param=param)
+        if max(image.size) > MAX_SIDE:  # from its header: a small file can unpack huge
+            raise InvalidRequest(f"{param} is {image.width}x{image.height}; each side must "
+                                 f"be at most {MAX_SIDE} pixels", param=param)
         image.load()  # decode now: a truncated file is a 400 here, not an engine error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             Image.DecompressionBombError) as exc:

@@ -77,8 +77,11 @@ async def test_edits_refused_with_their_param() -> None:
         opaque = await client.post("/v1/images/edits", json=_edit(
             rgba, Image.new("RGBA", (16, 16), (0, 0, 0, 255))))
         not_b64 = await client.post("/v1/images/edits", json={**_edit(rgba), "image": "%%"})
-    assert [r.json()["error"]["param"] for r in (odd, cmyk, gif, opaque, not_b64)] == [
-        "image", "image", "image", "mask", "image"]
+        # a few kB of PNG that would unpack to 8192 x 8192 pixels
+        huge = await client.post("/v1/images/edits", json=_edit(Image.new("L", (8192, 8192))))
+    assert [r.json()["error"]["param"] for r in (odd, cmyk, gif, opaque, not_b64, huge)] == [
+        "image", "image", "image", "mask", "image", "image"]
+    assert "at most 4096 pixels" in huge.text
     assert "mode CMYK" in cmyk.text and "GIF" in gif.text
     assert "no fully transparent pixel" in opaque.text
 
