@@ -33,6 +33,10 @@ from rbee.worker.requests import DEFAULT_MAX_N, generation_requests
 from rbee.worker.responses import Formatter, Indexed, Kind, collect, sse_stream
 from rbee.worker.runtime import Runtime
 
+# An image edit arrives from the queen with its picture and mask base64 in JSON: two uploads
+# of the queen's images_max_upload_bytes (4 MiB) are 10.7 MB that way.
+WORKER_MAX_BODY = 16 * 1024 * 1024
+
 
 async def _as_json(work: Awaitable[dict[str, Any]]) -> Response:
     return JSONResponse(await work)
@@ -200,4 +204,4 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None,
               methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers(),
-                     middleware=[Middleware(BodyLimit)])
+                     middleware=[Middleware(BodyLimit, max_bytes=WORKER_MAX_BODY)])

@@ -101,3 +101,13 @@ async def test_a_chat_worker_paints_nothing() -> None:
                                   json={"model": "painter", "prompt": "a bee"})
     assert reply.status_code == 400
     assert "chat model; it makes no images" in reply.json()["error"]["message"]
+
+
+async def test_an_edit_body_of_two_big_pictures_is_not_too_large() -> None:
+    """The queen sends two uploads of 4 MiB base64 (10.7 MB): under the worker's limit."""
+    body = {**_edit(Image.new("RGBA", (8, 8))), "image": "A" * 11_000_000}
+    async with await _client(FakeImageMaker()) as client:
+        reply = await client.post("/v1/images/edits", json=body)
+        over = await client.post("/v1/images/edits", json={**body, "image": "A" * 17_000_000})
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "image"
+    assert over.status_code == 413
