@@ -106,7 +106,7 @@ ONNX_RUNTIME_BYTES = 320 * MiB
 # plus its weights times DIFFUSERS_FACTOR. The safetensors of real pipelines are mostly
 # fp16, which the CPU runs as fp32 (twice the bytes); on a GPU they stay fp16, and the other
 # half covers the activations of one 512-1024 px picture (VAE decode is the peak).
-# Measured: a worker with the tiny test pipeline (6 MB) had 560-600 MiB RSS after painting
+# Measured: a worker with the tiny test pipeline (6 MB) had 594 MiB RSS after painting
 # (tests/e2e/test_real_images.py prints it).
 DIFFUSERS_RUNTIME_BYTES = 700 * MiB
 DIFFUSERS_FACTOR = 2.0
