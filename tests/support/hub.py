@@ -3,6 +3,8 @@
 Enough of the hub for `huggingface_hub.hf_hub_download(..., endpoint=hub.url)`:
 
     HEAD|GET /{org}/{repo}/resolve/{revision}/{path}
+    GET /api/models/{org}/{repo}/revision/{revision}, .../tree/{revision}
+                                     (the file lists snapshot_download reads)
 
 `root/org/repo/path` is the file. Answers carry what the client reads (`X-Repo-Commit`,
 `ETag`, `Content-Length`, `X-Linked-Etag`, `X-Linked-Size` as the hub sends for LFS files),
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import socket
 import threading
@@ -129,7 +132,28 @@ class StandInHub:
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
         app.add_api_route("/{org}/{name}/resolve/{revision}/{filename:path}", self._resolve,
                           methods=["GET", "HEAD"])
+        app.add_api_route("/api/models/{org}/{name}/revision/{revision}", self._info)
+        app.add_api_route("/api/models/{org}/{name}/tree/{revision}", self._tree)
         return app
+
+    async def _tree(self, org: str, name: str, revision: str) -> Response:
+        """Every file of a repository (recursive), as the hub's tree API lists them."""
+        repo_dir = self.root / org / name
+        if not repo_dir.is_dir():
+            return _error(404, "RepoNotFound", "Repository not found")
+        body = [{"type": "file", "path": str(p.relative_to(repo_dir)), "size": p.stat().st_size,
+                 "oid": self._etag(p)} for p in sorted(repo_dir.rglob("*")) if p.is_file()]
+        return Response(json.dumps(body), media_type="application/json")
+
+    async def _info(self, org: str, name: str, revision: str) -> Response:
+        """A repository's file list, what `snapshot_download` asks for first."""
+        repo_dir = self.root / org / name
+        if not repo_dir.is_dir():
+            return _error(404, "RepoNotFound", "Repository not found")
+        files = sorted(str(p.relative_to(repo_dir)) for p in repo_dir.rglob("*") if p.is_file())
+        body = {"id": f"{org}/{name}", "sha": commit_of(f"{org}/{name}"),
+                "siblings": [{"rfilename": f} for f in files]}
+        return Response(json.dumps(body), media_type="application/json")
 
     def _etag(self, path: Path) -> str:
         stat = path.stat()

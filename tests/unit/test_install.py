@@ -30,7 +30,8 @@ def test_every_declared_dependency_is_pinned() -> None:
                 *project["optional-dependencies"]["llama"],
                 *project["optional-dependencies"]["embeddings"],
                 *project["optional-dependencies"]["speech"],
-                *project["optional-dependencies"]["transcription"]]
+                *project["optional-dependencies"]["transcription"],
+                *project["optional-dependencies"]["diffusion"]]
     pins = _pins()
     missing = [r for r in declared if canonicalize_name(Requirement(r).name) not in pins]
     assert missing == []

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rbee.core.kinds import KIND_HELP, ModelKind
 from rbee.core.states import WorkerState
 
 DeviceKind = Literal["cpu", "cuda", "metal"]
@@ -33,9 +34,7 @@ class WorkerInfo(_Strict):
     model_path: str
     device: str
     engine: str
-    kind: Literal["chat", "embedding", "speech", "transcription"] = Field(
-        default="chat", description="what its model does: chat (text), embedding (vectors), "
-        "speech (audio from text) or transcription (text from audio)")
+    kind: ModelKind = Field(default="chat", description=KIND_HELP)
     url: str
     pid: int | None = None
     state: WorkerState

@@ -16,6 +16,7 @@ from rbee.api.openai import (
     SamplingFields,
     Tool,
 )
+from rbee.core.errors import InvalidRequest
 
 
 class _Op(BaseModel):
@@ -73,6 +74,37 @@ class InferOp(SamplingFields, Placement):
 CHAT_FIELDS = {"max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
                "presence_penalty", "frequency_penalty", "logit_bias", "tools", "tool_choice",
                "parallel_tool_calls", "response_format", "logprobs", "top_logprobs"}
+
+
+class ImageOp(_Op, Placement):
+    """`image`: pictures from a prompt, as /v1/images/generations makes them, with a
+    `progress` event after every denoising step. The result carries them base64 until jobs
+    store binary artifacts (then a download URL each)."""
+
+    operation: Literal["image"]
+    model: ModelName = Field(min_length=1, max_length=512, description="an image model")
+    prompt: str = Field(min_length=1, max_length=32_000)
+    size: str = Field(default="auto", max_length=32)
+    n: int = Field(default=1, ge=1, le=10)
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+    steps: int | None = Field(default=None, ge=1, le=500)
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        from rbee.api.images import parse_size  # the same rule as the endpoint's
+
+        try:
+            parse_size(value)
+        except InvalidRequest as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    def fields(self) -> dict[str, Any]:
+        """What the worker's /v1/images/generations takes from this job."""
+        return self.model_dump(include={"model", "prompt", "size", "n", "output_format",
+                                        "steps", "seed"}, exclude_none=True)
 
 
 class StatusOp(_Op):
@@ -226,6 +258,7 @@ class EmbedOp(_Op, Placement):
 OPERATIONS: dict[str, type[BaseModel]] = {
     "infer": InferOp,
     "embed": EmbedOp,
+    "image": ImageOp,
     "status": StatusOp,
     "worker_spawn": WorkerSpawnOp,
     "worker_list": WorkerListOp,

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from rbee.core.kinds import KIND_HELP, ModelKind
 from rbee.engines.json_schema import SchemaError, check
 
 MAX_STOP_SEQUENCES = 4
@@ -345,9 +346,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "rbee"
-    kind: Literal["chat", "embedding", "speech", "transcription"] = Field(
-        default="chat", description="what the model does: chat (text), embedding (vectors), "
-        "speech (audio from text) or transcription (text from audio)")
+    kind: ModelKind = Field(default="chat", description=KIND_HELP)
 
 
 class ModelList(BaseModel):

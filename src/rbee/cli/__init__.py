@@ -10,6 +10,7 @@ import typer
 from rbee import __version__
 from rbee.cli.commands import hives, identity, jobs, models, queen, scripts, workers
 from rbee.cli.commands.embed import embed
+from rbee.cli.commands.image import image
 from rbee.cli.commands.infer import infer
 from rbee.cli.commands.scheduler import scheduler
 from rbee.cli.commands.speak import speak
@@ -50,6 +51,7 @@ def build() -> typer.Typer:
         embed)
     app.command(help="Speak text into an audio file (streamed as it is made).")(speak)
     app.command(help="Transcribe an audio file to text (uploaded with progress).")(transcribe)
+    app.command(help="Paint a picture into a file, showing each denoising step.")(image)
     app.add_typer(queen.app, name="queen")
     app.add_typer(workers.app, name="worker")
     app.add_typer(hives.app, name="hive")

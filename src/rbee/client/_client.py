@@ -177,6 +177,25 @@ class QueenClient:
                 body = None
             raise from_envelope(r.status_code, body)
         return r
+    def images(self, **fields: Any) -> Iterator[dict[str, Any]]:
+        """POST /v1/images/generations as a stream: its events (per-step progress, then each
+        image) as they come; an error answer or error event raised."""
+        body = {k: v for k, v in fields.items() if v is not None} | {"stream": True}
+        try:
+            with self._http.stream("POST", "/v1/images/generations", json=body,
+                                   timeout=self._stream_timeout) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise from_envelope(r.status_code, r.json() if r.content else None)
+                for sse in EventSource(r).iter_sse():
+                    if sse.data == "[DONE]":
+                        return
+                    event = json.loads(sse.data)
+                    if "error" in event:
+                        raise from_envelope(500, event)
+                    yield event
+        except httpx.TransportError as exc:
+            raise QueenUnreachable(f"lost the queen at {self.base_url}: {exc}") from exc
 
     def follow(self, job_id: str, after: int = -1) -> Iterator[StreamEvent]:
         """Events until the terminal one; reconnects with Last-Event-ID if the link drops."""

@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from rbee.core.kinds import MODEL_KINDS as MODEL_KINDS  # re-exported: engines name it here
+from rbee.core.kinds import ModelKind as ModelKind
+
 ProgressFn = Callable[[float, str], None]
 ToolMode = Literal["none", "auto", "required"]
-# What a worker's model does: which OpenAI endpoints it serves.
-ModelKind = Literal["chat", "embedding", "speech", "transcription"]
-MODEL_KINDS: tuple[ModelKind, ...] = ("chat", "embedding", "speech", "transcription")
 
 
 @dataclass(frozen=True)
@@ -240,7 +240,65 @@ class Transcriber(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class Picture:
+    """A decoded picture: 8-bit RGB (`mode` "RGB") or greyscale ("L") rows, no padding."""
+
+    width: int
+    height: int
+    pixels: bytes
+    mode: Literal["RGB", "L"] = "RGB"
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """The images one request asks for. `size` None: the pipeline's default. An edit has
+    `image` and `mask` (white where to paint, black where the image stays), both of the
+    image's size."""
+
+    prompt: str
+    n: int = 1
+    size: tuple[int, int] | None = None
+    steps: int | None = None
+    seed: int | None = None
+    negative_prompt: str | None = None
+    guidance_scale: float | None = None
+    image: Picture | None = None
+    mask: Picture | None = None
+
+
+@dataclass(frozen=True)
+class ImageStep:
+    """Progress: image `index` (of the request's n) finished denoising step `step` of
+    `steps`."""
+
+    index: int
+    step: int
+    steps: int
+
+
+class ImageMaker(Protocol):
+    """A text-to-image model (a diffusers pipeline): pictures from a prompt, step by step.
+
+    `make` yields an ImageStep after each denoising step and a Picture when each image is
+    done (n pictures in order); it stops at the next step once `cancel` is set.
+    """
+
+    name: str
+    kind: Literal["image"]
+    slots: int
+    can_edit: bool  # whether an inpainting pipeline exists for the model (images.edit)
+
+    def load(self, progress: ProgressFn) -> None: ...
+
+    def default_size(self) -> tuple[int, int]: ...
+
+    def make(self, job: ImageJob, cancel: threading.Event) -> Iterator[ImageStep | Picture]: ...
+
+    def close(self) -> None: ...
+
+
 TRANSCRIPTION_RATE = 16_000  # Hz of the samples a Transcriber takes
-AnyEngine = Engine | Embedder | Speaker | Transcriber
+AnyEngine = Engine | Embedder | Speaker | Transcriber | ImageMaker
 DEFAULT_MAX_TOKENS = 256
 MAX_SLOTS = 1024  # a bound on what any worker may advertise (and a user may ask for)

@@ -23,6 +23,7 @@ class EngineOptions:
     fake_sentence_seconds: float = 0.0
     fake_speech_gate: str = ""
     fake_segment_seconds: float = 0.0
+    fake_step_seconds: float = 0.0
     slots: int | None = None  # requests served at once; None: the engine's own
     defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
 
@@ -49,6 +50,11 @@ def _fake(o: EngineOptions) -> AnyEngine:
         return FakeSpeaker(load_seconds=o.fake_load_seconds,
                            sentence_seconds=o.fake_sentence_seconds, gate=o.fake_speech_gate,
                            slots=o.slots or 1)
+    if o.kind == "image":
+        from rbee.engines.fake_image import FakeImageMaker
+
+        return FakeImageMaker(load_seconds=o.fake_load_seconds,
+                              step_seconds=o.fake_step_seconds, slots=o.slots or 1)
 
     if o.kind == "transcription":
         from rbee.engines.fake_transcription import FakeTranscriber
@@ -82,20 +88,30 @@ def _whisper(o: EngineOptions) -> AnyEngine:
                               slots=o.slots or 1)
 
 
+def _diffusers(o: EngineOptions) -> AnyEngine:
+    from rbee.engines.diffusers_image import DiffusersImageMaker
+
+    return DiffusersImageMaker(o.model_path, device=o.device, threads=o.threads,
+                               slots=o.slots or 1)
+
+
 ENGINES: dict[str, Callable[[EngineOptions], AnyEngine]] = {
-    "llama_cpp": _llama, "fake": _fake, "onnx": _onnx, "piper": _piper, "whisper": _whisper}
-# What each engine's workers do (the fake engine does either, as its model says).
+    "llama_cpp": _llama, "fake": _fake, "onnx": _onnx, "piper": _piper, "whisper": _whisper,
+    "diffusers": _diffusers}
+# What each engine's workers do (the fake engine does each, as its model says).
 ENGINE_KINDS: dict[str, tuple[ModelKind, ...]] = {
-    "llama_cpp": ("chat",), "fake": ("chat", "embedding", "speech", "transcription"),
-    "onnx": ("embedding",), "piper": ("speech",), "whisper": ("transcription",)}
+    "llama_cpp": ("chat",), "fake": ("chat", "embedding", "speech", "transcription", "image"),
+    "onnx": ("embedding",), "piper": ("speech",), "whisper": ("transcription",),
+    "diffusers": ("image",)}
 # The most requests each engine can serve at once (its class's `slots` where that is fixed:
 # llama-cpp-python's Llama is not thread-safe). Here, not on the classes, so a hive can
 # refuse a spawn at once without importing engines.
 # onnxruntime's session runs from several threads at once.
 # A Piper voice is one onnxruntime session; sentences of several requests may run at once.
 # CTranslate2 runs one transcription per worker thread (faster-whisper's num_workers).
+# A diffusers pipeline is one call at a time: its scheduler keeps the denoising state.
 SLOT_LIMITS: dict[str, int] = {"llama_cpp": 1, "fake": MAX_SLOTS, "onnx": 64, "piper": 8,
-                               "whisper": 8}
+                               "whisper": 8, "diffusers": 1}
 
 
 def check_slots(engine: str, slots: int | None) -> None:

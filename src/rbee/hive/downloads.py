@@ -6,9 +6,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rbee.core.errors import ModelNotFound, UpstreamError
+from rbee.core.errors import InvalidRequest, ModelNotFound, UpstreamError
 from rbee.core.private import private_dir
-from rbee.models.catalog import BUILTINS, ModelRef, builtin_path, builtin_tokenizer_path
+from rbee.models.catalog import (
+    BUILTINS,
+    ModelRef,
+    builtin_path,
+    builtin_tokenizer_path,
+    diffusers_kind,
+    pipeline_class,
+)
 
 ProgressFn = Callable[[int, int | None], None]  # (bytes done, bytes total)
 
@@ -18,6 +25,8 @@ def resolve(ref: ModelRef, *, cache: Path, hf_endpoint: str | None,
     """The local path of `ref`'s weights ("" for engines that need none)."""
     if ref.source == "builtin":
         return _builtin(ref)
+    if ref.engine == "diffusers":
+        return _pipeline(ref, cache=cache, endpoint=hf_endpoint)
     if ref.source == "file":
         assert ref.path is not None
         path = Path(ref.path)
@@ -27,6 +36,46 @@ def resolve(ref: ModelRef, *, cache: Path, hf_endpoint: str | None,
             raise ModelNotFound(f"no such model file on this hive: {ref.path}", param="model")
         return ref.path
     return _hf(ref, cache=cache, endpoint=hf_endpoint, progress=progress)
+
+
+# What a diffusers pipeline needs from its repository: configs, tokenizers, safetensors
+# weights (not the .bin/.ckpt/.onnx/flax copies many repositories also hold).
+PIPELINE_FILES = ["*.json", "*.txt", "*.model", "*.safetensors"]
+
+
+def _pipeline(ref: ModelRef, *, cache: Path, endpoint: str | None) -> str:
+    """A diffusers pipeline's folder, checked to make what `ref` says (images)."""
+    if ref.source == "file":
+        assert ref.path is not None
+        folder = Path(ref.path)
+    else:
+        folder = Path(_hf_snapshot(ref, cache=cache, endpoint=endpoint))
+    try:
+        kind = diffusers_kind(pipeline_class(folder))
+    except OSError:
+        raise ModelNotFound(f"no diffusers pipeline (model_index.json) at {folder} on this "
+                            "hive", param="model") from None
+    except ValueError as exc:
+        raise InvalidRequest(f"{ref.name} is not a diffusers pipeline: {exc}",
+                             param="model") from None
+    if kind != ref.kind:
+        raise InvalidRequest(f"{ref.name} is a {kind} pipeline; it makes no {ref.kind}s",
+                             param="model")
+    return str(folder)
+
+
+def _hf_snapshot(ref: ModelRef, *, cache: Path, endpoint: str | None) -> str:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    assert ref.repo is not None
+    try:
+        return str(snapshot_download(ref.repo, cache_dir=private_dir(cache / "hf"),
+                                     endpoint=endpoint, allow_patterns=PIPELINE_FILES))
+    except RepositoryNotFoundError as exc:
+        raise ModelNotFound(f"{ref.name} not found on the hub", param="model") from exc
+    except (HfHubHTTPError, OSError) as exc:
+        raise UpstreamError(f"download of {ref.name} failed: {exc}") from exc
 
 
 def _builtin(ref: ModelRef) -> str:

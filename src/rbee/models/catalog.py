@@ -8,30 +8,43 @@
     file:/abs/path/model.gguf        a file on the hive's machine
     file:/abs/folder/model.bin       a CTranslate2 Whisper model (or a folder named *whisper*)
     hf:org/repo:file.gguf            downloaded from the Hugging Face hub (or HF_ENDPOINT)
+    file:/abs/folder                 a diffusers pipeline folder (model_index.json): images
+    hf:org/repo                      a diffusers pipeline repository on the hub: images
+
+A reference that names no file (a folder, a repository) is a diffusers pipeline. Whether it
+makes images or video is in its model_index.json, which `parse_ref` does not read (the queen
+may not even see the hive's disk): such a reference is an image model, and the hive checks the
+folder with `diffusers_kind` when it resolves it.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from rbee.core.errors import InvalidRequest, ModelNotFound, WrongModelKind
+from rbee.core.kinds import ModelKind
 
 Source = Literal["builtin", "file", "hf"]
-# What a model does (engines.base.ModelKind; here too, so the catalog imports no engine).
-Kind = Literal["chat", "embedding", "speech", "transcription"]
+Kind = ModelKind  # what a model does
 KIND_DOES: dict[Kind, str] = {
     "chat": "is a chat model: it chats and completes text (/v1/chat/completions, "
             "/v1/completions, /v1/responses)",
     "embedding": "is an embedding model: it makes embeddings (/v1/embeddings)",
     "speech": "is a speech model: it speaks text aloud (/v1/audio/speech)",
     "transcription": "is a transcription model: it writes down speech "
-                     "(/v1/audio/transcriptions, /v1/audio/translations)"}
+                     "(/v1/audio/transcriptions, /v1/audio/translations)",
+    "image": "is an image model: it makes and edits pictures (/v1/images/generations, "
+             "/v1/images/edits)"}
 _A = {"chat": "a chat", "embedding": "an embedding", "speech": "a speech",
-      "transcription": "a transcription"}
+      "transcription": "a transcription", "image": "an image"}
+# Pipeline classes that make video (diffusers names them so, or by their family).
+_VIDEO_PIPELINES = ("Video", "AnimateDiff", "I2VGen", "LTX", "Wan", "Mochi", "Latte",
+                    "Allegro", "SkyReels")
 # Engines that run on the CPU whatever device they are given (onnxruntime's CPU provider).
 CPU_ONLY_ENGINES = frozenset({"onnx", "piper"})
 # The kind of model each file engine runs (engines.registry.ENGINE_KINDS, without importing
@@ -87,6 +100,8 @@ BUILTINS: dict[str, Builtin] = {
         Builtin("rbee-fake-transcription", "deterministic test transcription: a sentence "
                 "per second of audio, by loudness (no weights)", engine="fake",
                 kind="transcription"),
+        Builtin("rbee-fake-image", "deterministic test images: a flat colour per prompt (no "
+                "weights)", engine="fake", kind="image"),
     )
 }
 ALIASES = {"default": "smollm2-135m-instruct", "smollm2": "smollm2-135m-instruct",
@@ -128,6 +143,10 @@ def parse_ref(text: str) -> ModelRef:
         if not path.startswith("/"):
             raise InvalidRequest(f"file: model references need an absolute path, got {path!r}",
                                  param="model")
+        if is_whisper_path(path):  # a CTranslate2 Whisper model (a folder or its model.bin)
+            return ModelRef("file", ref, "whisper", "transcription", path=path)
+        if _is_folder(path):
+            return ModelRef("file", ref, "diffusers", "image", path=path.rstrip("/") or "/")
         engine = engine_for_file(path)
         return ModelRef("file", ref, engine, FILE_KINDS.get(engine, "chat"), path=path)
     if ref.startswith("hf:"):
@@ -149,9 +168,37 @@ def _parse_hf(ref: str) -> ModelRef:
     repo, _, filename = ref[3:].partition(":")
     if not _HF_REPO.match(repo):
         raise InvalidRequest(f"invalid Hugging Face repository {repo!r}", param="model")
+    if not filename and ":" not in ref[3:]:  # a whole repository: a diffusers pipeline
+        return ModelRef("hf", ref, "diffusers", "image", repo=repo)
     if not filename or not _HF_FILE.match(filename) or ".." in filename:
         raise InvalidRequest("hf: references need a file: hf:org/repo:model.gguf", param="model")
     return ModelRef("hf", ref, engine_for_file(filename), repo=repo, filename=filename)
+
+
+def _is_folder(path: str) -> bool:
+    """A folder, by its name alone: a trailing slash, or a last part without a suffix."""
+    return path.endswith("/") or not Path(path).suffix
+
+
+def diffusers_kind(class_name: str) -> Literal["image", "video"]:
+    """What a diffusers pipeline class makes: "video" (TextToVideoSDPipeline,
+    AnimateDiffPipeline, WanPipeline, ...) or "image" (every other: StableDiffusionPipeline,
+    FluxPipeline, ...)."""
+    return "video" if any(m in class_name for m in _VIDEO_PIPELINES) else "image"
+
+
+def pipeline_class(folder: Path) -> str:
+    """The pipeline class a diffusers folder names (`_class_name` in its model_index.json);
+    OSError when there is none, ValueError when it is not a pipeline's index."""
+    raw = (folder / "model_index.json").read_bytes()
+    try:
+        index = json.loads(raw[:1_000_000])
+    except ValueError as exc:
+        raise ValueError(f"model_index.json is not JSON: {exc}") from exc
+    name = index.get("_class_name") if isinstance(index, dict) else None
+    if not isinstance(name, str) or not name:
+        raise ValueError("model_index.json names no pipeline class (_class_name)")
+    return name
 
 
 def engine_for_file(path: str) -> str:
@@ -161,8 +208,9 @@ def engine_for_file(path: str) -> str:
         return "llama_cpp"
     if is_whisper_path(path):
         return "whisper"
-    raise InvalidRequest(f"no engine serves {Path(path).name!r} yet (GGUF files and "
-                         "CTranslate2 Whisper folders are supported)", param="model")
+    raise InvalidRequest(f"no engine serves {Path(path).name!r} yet (GGUF files, CTranslate2 "
+                         "Whisper folders and diffusers pipeline folders are supported; end a "
+                         "folder's path with /)", param="model")
 
 
 def is_whisper_path(path: str) -> bool:
@@ -170,7 +218,7 @@ def is_whisper_path(path: str) -> bool:
     faster-whisper), or a folder whose name says whisper (faster-whisper-small,
     faster-whisper-tiny.en, distil-whisper-large-v3.5), as converted models are named: no
     extension but `.en` or a version's. A folder of another name is named by its model.bin."""
-    name = Path(path).name
+    name = Path(path.rstrip("/")).name
     ext = Path(name).suffix[1:]
     return name == "model.bin" or ("whisper" in name.lower() and (
         not ext or ext == "en" or ext[0].isdigit()))

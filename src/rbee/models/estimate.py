@@ -108,6 +108,14 @@ ONNX_RUNTIME_BYTES = 320 * MiB
 # transcribing 18 s of speech (verbose_json, then word timestamps), its peak 339 MiB; this
 # estimate is 392 MiB.
 CTRANSLATE2_BYTES = 320 * MiB
+# A diffusers worker: torch, diffusers and transformers imported and a pipeline's buffers,
+# plus its weights times DIFFUSERS_FACTOR. The safetensors of real pipelines are mostly
+# fp16, which the CPU runs as fp32 (twice the bytes); on a GPU they stay fp16, and the other
+# half covers the activations of one 512-1024 px picture (VAE decode is the peak).
+# Measured: a worker with the tiny test pipeline (6 MB) had 594 MiB RSS after painting
+# (tests/e2e/test_real_images.py prints it).
+DIFFUSERS_RUNTIME_BYTES = 700 * MiB
+DIFFUSERS_FACTOR = 2.0
 
 
 def estimate_file(path: Path, context_length: int | None = None) -> MemoryEstimate:
@@ -139,6 +147,8 @@ def estimate_ref(ref: ModelRef, context_length: int | None = None, *,
     _check_context(context_length)
     if ref.engine == "fake":
         return _fixed(FAKE, context_length)
+    if ref.engine == "diffusers":
+        return _diffusers(_pipeline_folder(ref, hf_cache), context_length)
     path = _local_weights(ref, hf_cache)
     if path is None:
         return _fixed(DEFAULT, context_length)
@@ -202,6 +212,28 @@ def _whisper(path: Path, context_length: int | None) -> MemoryEstimate:
         return _fixed(DEFAULT, context_length)
     return MemoryEstimate(size, 0, CTRANSLATE2_BYTES, context_length or WORKER_CONTEXT,
                           "file-size")
+
+
+def _diffusers(folder: Path | None, context_length: int | None) -> MemoryEstimate:
+    """The safetensors in a pipeline folder (every component's) x DIFFUSERS_FACTOR, plus
+    the runtime; a pipeline not on this machine (not downloaded yet) gets DEFAULT."""
+    if folder is None or not (folder / "model_index.json").is_file():
+        return _fixed(DEFAULT, context_length)
+    weights = sum(p.stat().st_size for p in folder.rglob("*.safetensors") if p.is_file())
+    extra = math.ceil(weights * (DIFFUSERS_FACTOR - 1))
+    return MemoryEstimate(weights, 0, extra + DIFFUSERS_RUNTIME_BYTES,
+                          context_length or WORKER_CONTEXT, "file-size")
+
+
+def _pipeline_folder(ref: ModelRef, hf_cache: Path | None) -> Path | None:
+    if ref.source == "file" and ref.path is not None:
+        return Path(ref.path)
+    if ref.source == "hf" and hf_cache is not None and ref.repo:
+        root = hf_cache / f"models--{ref.repo.replace('/', '--')}"
+        main = root / "refs" / "main"
+        if main.is_file():
+            return root / "snapshots" / main.read_text().strip()
+    return None
 
 
 def _from_size(size: int, context_length: int | None) -> MemoryEstimate:

@@ -41,7 +41,8 @@ POLL_SECONDS = 0.1
 
 
 class WheelSource(Protocol):
-    async def __call__(self, narrate: Callable[[str], None]) -> Wheelhouse: ...
+    async def __call__(self, narrate: Callable[[str], None],
+                       extras: tuple[str, ...] = ()) -> Wheelhouse: ...
 
 
 class Fleet:
@@ -120,7 +121,8 @@ class Fleet:
                 fit, why = wheels_fit(Platform.here(), found)
                 wheels = None
                 if fit:
-                    wheels = await self._wheels(lambda m: out.narrate("wheels", m))
+                    wheels = await self._wheels(lambda m: out.narrate("wheels", m),
+                                                entry.extras)
                 else:
                     out.narrate("wheels", f"cannot push wheels: {why}")
                 installed = await remote.install(found, wheels, _percent_steps(out, "push"),
@@ -268,9 +270,10 @@ class Fleet:
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 
-    async def _build_wheels(self, narrate: Callable[[str], None]) -> Wheelhouse:
+    async def _build_wheels(self, narrate: Callable[[str], None],
+                            extras: tuple[str, ...] = ()) -> Wheelhouse:
         return await WheelhouseBuilder(self._settings.wheelhouse, default_find_links(),
-                                       narrate).build()
+                                       narrate).build(extras)
 
 
 def _percent_steps(out: Narrator, stage: str) -> Callable[[int, int], None]:

@@ -22,6 +22,7 @@ from rbee.api.jobs import (
     HiveStatusOp,
     HiveStopOp,
     HiveUninstallOp,
+    ImageOp,
     InferOp,
     ModelGetOp,
     ModelListOp,
@@ -70,7 +71,8 @@ class Operations:
         self._default_model = default_model
         self._table: dict[type[BaseModel], Callable[[JobContext, Any],
                                                     Awaitable[Result] | Result]] = {
-            InferOp: self.infer, EmbedOp: self.embed, StatusOp: self.status,
+            InferOp: self.infer, EmbedOp: self.embed, ImageOp: self.image,
+            StatusOp: self.status,
             WorkerSpawnOp: self.worker_spawn, WorkerListOp: self.worker_list,
             WorkerStopOp: self.worker_stop,
             ModelListOp: self.model_list, ModelGetOp: self.model_get,
@@ -205,6 +207,46 @@ class Operations:
                             "embed_ms": round((end - sent) * 1000, 2),
                             "total_ms": round((end - started) * 1000, 2)}}
 
+    async def image(self, ctx: JobContext, op: ImageOp) -> Result:
+        """Pictures, with a `progress` event after every denoising step of each."""
+        ref = require_kind(parse_ref(op.model), "image")
+        hints = Hints(hive_id=op.hive_id, device=op.device, worker_id=op.worker_id,
+                      mode=op.placement, job=JobFacts(tenant=op.tenant, priority=op.priority))
+        body = {**op.fields(), "model": ref.name, "stream": True}
+        started = time.perf_counter()
+        sent = started
+        images: list[dict[str, Any]] = []
+
+        async def attempt(worker: WorkerInfo) -> WorkerInfo:
+            nonlocal sent
+            ctx.narrate("image", f"{ref.name} on {worker.id} ({worker.hive_id} {worker.device})")
+            sent = time.perf_counter()
+            events = self._relay.stream_events(worker, body, path="/v1/images/generations")
+            try:
+                async with contextlib.aclosing(events) as stream:
+                    async for event in stream:
+                        _image_event(ctx, event, images, op.n)
+            except WorkerUnreachable as exc:
+                if images:  # pictures were made: not painted all over again elsewhere
+                    raise WorkerUnavailable(f"{exc.message} (mid-stream)") from exc
+                raise
+            return worker
+
+        def position(at: int, length: int) -> None:
+            ctx.narrate("queue", f"queued for {ref.name}: position {at} of {length}")
+
+        ticket = await self._admission.enter(ref.name, op.priority, position)
+        try:
+            worker = await with_failover(self._dispatcher, self._registry, ref, hints, ctx,
+                                         attempt)
+        finally:
+            ticket.release()
+        end = time.perf_counter()
+        return {"model": ref.name, "worker_id": worker.id, "images": images,
+                "timings": {"queue_ms": round((sent - started) * 1000, 2),
+                            "paint_ms": round((end - sent) * 1000, 2),
+                            "total_ms": round((end - started) * 1000, 2)}}
+
     async def status(self, ctx: JobContext, op: StatusOp) -> Result:
         snap = self._registry.snapshot()
         return {
@@ -271,6 +313,19 @@ def model_entries(registry: Registry) -> list[dict[str, Any]]:
                                              "description": "", "workers": 0})
         entry["workers"] += 1
     return list(entries.values())
+
+
+def _image_event(ctx: JobContext, event: dict[str, Any], images: list[dict[str, Any]],
+                 n: int) -> None:
+    """A worker's image stream event: a picture kept, or a step's progress published."""
+    if event.get("type") == "image_generation.completed":
+        images.append({"index": len(images), "size": event.get("size"),
+                       "output_format": event.get("output_format"),
+                       "b64_json": event.get("b64_json")})
+    elif isinstance(event.get("step"), int) and isinstance(event.get("steps"), int):
+        index = int(event.get("image_index", 0))
+        ctx.progress("denoising", (index * event["steps"] + event["step"]) / (n * event["steps"]),
+                     image=index, step=event["step"], steps=event["steps"])
 
 
 class ToolCalls:

@@ -231,15 +231,16 @@ class Relay:
 
     async def stream_events(self, worker: WorkerInfo, body: dict[str, Any],
                             deadline: ClientDeadline = NO_DEADLINE,
-                            on_cut: Callable[[], None] | None = None
+                            on_cut: Callable[[], None] | None = None,
+                            path: str = "/v1/chat/completions"
                             ) -> AsyncGenerator[dict[str, Any], None]:
-        """Stream a chat completion from a worker as parsed chunks (the job API, Responses).
+        """Stream a chat completion (or, by `path`, another SSE answer: images) from a worker
+        as parsed chunks (the job API, Responses).
 
         `on_cut` runs when the stream is cut (a stall, the client's deadline, liveness), for a
         caller whose own client may have stopped reading: see `forward`'s `cut`."""
         raw = json.dumps(body).encode()
-        call, upstream, watch = await self._open_stream(worker, "/v1/chat/completions", raw,
-                                                        deadline)
+        call, upstream, watch = await self._open_stream(worker, path, raw, deadline)
         if on_cut is not None:
             def cut() -> None:
                 upstream.close()

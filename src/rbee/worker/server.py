@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         fake_sentence_seconds=settings.fake_sentence_seconds,
         fake_speech_gate=settings.fake_speech_gate,
         fake_segment_seconds=settings.fake_segment_seconds,
+        fake_step_seconds=settings.fake_step_seconds,
         slots=settings.slots,
         defaults=SamplingDefaults(temperature=settings.temperature, top_p=settings.top_p,
                                   top_k=settings.top_k, repeat_penalty=settings.repeat_penalty),

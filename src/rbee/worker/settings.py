@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from rbee.core.kinds import KIND_HELP, ModelKind
 from rbee.web.listener import ListenerSettings
 
 
@@ -20,10 +19,8 @@ class WorkerSettings(ListenerSettings):
     model: str = Field(default="model", description="Public model name clients ask for")
     model_path: str = Field(default="", description="Weights file (GGUF for llama_cpp)")
     engine: str = Field(default="llama_cpp", description="Engine adapter: llama_cpp, onnx, "
-                        "piper, whisper or fake")
-    kind: Literal["chat", "embedding", "speech", "transcription"] = Field(
-        default="chat", description="What the model does: chat (text), embedding (vectors), "
-        "speech (audio from text) or transcription (text from audio)")
+                        "piper, whisper, diffusers or fake")
+    kind: ModelKind = Field(default="chat", description=KIND_HELP)
     tokenizer_path: str = Field(default="", description="tokenizer.json, for engines whose "
                                 "tokenizer is a file apart from the weights (onnx)")
     device: str = Field(default="cpu", description='"cpu", "cuda:N" or "metal"')
@@ -64,3 +61,5 @@ class WorkerSettings(ListenerSettings):
                             "decoded (default: the system's temp dir)")
     fake_speech_gate: str = Field(default="", description="Fake speech engine: its last "
                                   "sentence waits until this file exists (tests)")
+    fake_step_seconds: float = Field(default=0.0, ge=0, description="Fake image engine: "
+                                     "seconds per denoising step")

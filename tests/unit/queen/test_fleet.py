@@ -142,7 +142,7 @@ async def make_rig(tmp_path: Path, wheelhouse: Wheelhouse) -> AsyncIterator[Make
 
             return session()
 
-        async def wheels(narrate: object) -> Wheelhouse:
+        async def wheels(narrate: object, extras: tuple[str, ...] = ()) -> Wheelhouse:
             rig.wheel_builds += 1
             return wheelhouse
 

@@ -1,9 +1,11 @@
 """OpenAI-compatible endpoints: /v1/models, /v1/chat/completions, /v1/completions,
-/v1/embeddings, /v1/audio/speech (transcriptions: queen.transcription)."""
+/v1/embeddings, /v1/audio/speech, /v1/images/generations, /v1/images/edits (transcriptions:
+queen.transcription)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import cast
 
@@ -11,6 +13,7 @@ from fastapi import APIRouter, Request, Response
 
 from rbee.api.cluster import WorkerInfo
 from rbee.api.embeddings import EmbeddingRequest
+from rbee.api.images import ImageEditRequest, ImageRequest
 from rbee.api.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from rbee.api.speech import MEDIA_TYPES, SpeechRequest
 from rbee.core.errors import DeadlineExceeded, InvalidRequest, ModelNotFound
@@ -22,6 +25,7 @@ from rbee.queen.calls import ClientDeadline, client_deadline
 from rbee.queen.deps import ServicesDep
 from rbee.queen.dispatch import Hints, Silent
 from rbee.queen.failover import with_failover
+from rbee.queen.images import edit_body
 from rbee.queen.operations import model_entries
 from rbee.queen.policy import JobFacts
 from rbee.queen.services import QueenServices
@@ -89,6 +93,32 @@ async def audio_speech(request: Request) -> Response:
     return await within_deadline(
         request, svc, lambda deadline: admitted(svc, True, ref, hints, "/v1/audio/speech",
                                                  raw, deadline, audio=media_type))
+
+
+async def images_generations(request: Request) -> Response:
+    svc: QueenServices = request.app.state.services
+    raw = await request.body()
+    body = parse_model(raw, ImageRequest, request.headers.get("content-type"))
+    return await _images(request, svc, body, "/v1/images/generations", raw)
+
+
+async def images_edits(request: Request) -> Response:
+    """A multipart form, sent on to the worker as JSON (queen.images)."""
+    svc: QueenServices = request.app.state.services
+    fields = await edit_body(request, svc.settings.images_max_upload_bytes)
+    raw = json.dumps(fields).encode()
+    body = parse_model(raw, ImageEditRequest, "application/json")
+    return await _images(request, svc, body, "/v1/images/edits", raw)
+
+
+async def _images(request: Request, svc: QueenServices, body: ImageRequest, path: str,
+                  raw: bytes) -> Response:
+    body.check_limits(svc.settings.images_max_n, svc.settings.images_max_side)
+    ref = require_kind(parse_ref(body.model), "image")
+    hints = hints_for(request, ref, body.model_extra or {})
+    return await within_deadline(
+        request, svc, lambda deadline: admitted(svc, body.stream, ref, hints, path, raw,
+                                                deadline))
 
 
 def hints_for(request: Request, ref: ModelRef, extra: Mapping[str, object]) -> Hints:
@@ -181,4 +211,6 @@ async def completions(request: Request) -> Response:
 
 
 hot_routes = (("/v1/chat/completions", chat_completions), ("/v1/completions", completions),
-              ("/v1/embeddings", embeddings), ("/v1/audio/speech", audio_speech))
+              ("/v1/embeddings", embeddings), ("/v1/audio/speech", audio_speech),
+              ("/v1/images/generations", images_generations),
+              ("/v1/images/edits", images_edits))
