@@ -73,7 +73,7 @@ def running_cluster(root: Path, hives: dict[str, tuple[str, ...]], **env_extra: 
     db.close()
     started: dict[str, Hive] = {}
     queen = start_queen(env)
-    cluster = Cluster(queen, started, QueenClient(queen.url))
+    cluster = Cluster(queen, started, QueenClient(queen.url, env.get("RBEE_API_TOKEN")))
     try:
         for h, c in creds.items():
             started[h] = start_hive(h, c, env, root, *hives[h])

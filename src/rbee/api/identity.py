@@ -33,8 +33,18 @@ class TenantCreate(_Strict):
     name: str = Field(description=NAME_RULE)
     labels: dict[str, str] = Field(default_factory=dict, max_length=32,
                                    description="Free-form labels; scheduling scripts see them")
+    regions: list[str] | None = Field(
+        default=None, max_length=32, description="Data residency: the only regions (hives' "
+        "Region) its requests may run in, e.g. [\"eu\"]; none: any")
 
     _check_name = field_validator("name")(_name)
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or any(not _NAME.match(r) for r in value)):
+            raise ValueError(f"must name at least one region, each {NAME_RULE}")
+        return value
 
     @field_validator("labels")
     @classmethod
@@ -49,6 +59,7 @@ class Tenant(BaseModel):
     id: str
     name: str
     labels: dict[str, str]
+    regions: list[str] | None = None
     created_at: float
 
 

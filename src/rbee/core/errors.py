@@ -15,6 +15,7 @@
     │   └── HiveNotFound (code hive_not_found)
     ├── Conflict (409)
     ├── NoCapacity (503 service_unavailable, code no_capacity; Retry-After)
+    │   └── NoRegionCapacity (code no_region_capacity: nothing in the tenant's regions)
     ├── QueueFull (429 rate_limit_error, code queue_full; Retry-After)
     ├── UpstreamError (502, a hive or worker failed)
     │   ├── WorkerUnavailable (503, code worker_unavailable)
@@ -125,6 +126,13 @@ class NoCapacity(RbeeError):
     http_status = 503
     openai_type = "service_unavailable"
     code = "no_capacity"
+
+
+class NoRegionCapacity(NoCapacity):
+    """A tenant bound to some regions asked while none of their hives could serve: an
+    explicit error, never a fallback to another region."""
+
+    code = "no_region_capacity"
 
 
 class QueueFull(RbeeError):

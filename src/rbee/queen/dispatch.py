@@ -14,6 +14,7 @@ from rbee.core.errors import (
     InvalidRequest,
     ModelNotFound,
     NoCapacity,
+    NoRegionCapacity,
     UpstreamError,
     WorkerNotFound,
     from_envelope,
@@ -28,6 +29,7 @@ from rbee.scheduler.eviction import Eviction
 from rbee.scheduler.placement import Placement, PlaceMode, PlaceRequest
 from rbee.scheduler.report import Report
 from rbee.scheduler.routing import RouteRequest
+from rbee.scheduler.snapshot import ClusterSnapshot
 
 ASK_EVERY = 1.0  # seconds without telemetry before a starting worker's hive is asked
 _STARTING = (WorkerState.STARTING, WorkerState.LOADING)
@@ -62,6 +64,8 @@ class Hints:
 
 
 Estimator = Callable[[ModelRef], int]  # bytes a model needs on a device
+# The regions a tenant (by name) may run in; None: anywhere (queen.identity.KeyRing).
+Residency = Callable[[str], frozenset[str] | None]
 
 
 def _gib(n: int) -> str:
@@ -73,7 +77,8 @@ class Dispatcher:
                  default_threads: int | None, hive_wait: float = 20.0,
                  policy: SchedulingPolicy | None = None, estimator: Estimator | None = None,
                  keep_warm_models: frozenset[str] = frozenset(),
-                 gpu_overhead: int = 0, ask_every: float = ASK_EVERY) -> None:
+                 gpu_overhead: int = 0, ask_every: float = ASK_EVERY,
+                 residency: Residency | None = None) -> None:
         self._ask_every = ask_every
         self._hive_wait = hive_wait
         self._registry = registry
@@ -89,6 +94,28 @@ class Dispatcher:
         self._estimates: dict[str, int] = {}
         self._keep_warm_models = keep_warm_models
         self._gpu_overhead = gpu_overhead
+        self._residency: Residency = residency or (lambda _tenant: None)
+
+    def regions_for(self, job: JobFacts | None) -> frozenset[str] | None:
+        """The regions a request's tenant may run in (None: anywhere)."""
+        return self._residency(job.tenant) if job is not None and job.tenant else None
+
+    def _within(self, snapshot: ClusterSnapshot, regions: frozenset[str] | None
+                ) -> ClusterSnapshot:
+        return snapshot if regions is None else snapshot.within(regions)
+
+    def _check_region(self, ref: ModelRef, job: JobFacts | None) -> None:
+        """A tenant bound to regions where no hive is up gets that said, not a worker
+        elsewhere and not a long wait."""
+        regions = self.regions_for(job)
+        hives = self._registry.snapshot(memory=False, eviction=False).hives
+        if regions is None or any(h.up and h.region in regions for h in hives):
+            return
+        err = NoRegionCapacity(f"tenant {job.tenant if job else ''} may only run in "
+                               f"{', '.join(sorted(regions))}, and no hive there is up to "
+                               f"serve {ref.name}")
+        err.retry_after = 10.0
+        raise err
 
     def need(self, ref: ModelRef) -> int:
         """Bytes to reserve: what workers of this model measured, else the estimate."""
@@ -110,6 +137,7 @@ class Dispatcher:
         lock = self._model_locks.setdefault(ref.name, asyncio.Lock())
         async with lock:
             await self._wait_for_hives(narrator)
+            self._check_region(ref, hints.job)
             found = await self._route(ref, hints, narrator)
             if found is not None:
                 return found
@@ -123,14 +151,19 @@ class Dispatcher:
         req = RouteRequest(model=ref.name, hive_id=hints.hive_id, device=hints.device,
                            worker_id=hints.worker_id)
         # Built-in routing needs no memory accounting: a lighter snapshot on the hot path.
-        snapshot = self._registry.snapshot(memory=self.policy.routes_by_memory, eviction=False)
+        snapshot = self._within(self._registry.snapshot(memory=self.policy.routes_by_memory,
+                                                        eviction=False),
+                                self.regions_for(hints.job))
         view, report = await self.policy.route(snapshot, req, hints.job)
         for note in report.notes:  # a script's log() lines and failures, on the job stream
             narrator.narrate("route", note)
         return view.info if view else None
 
     def _starting(self, ref: ModelRef, hints: Hints) -> WorkerInfo | None:
+        regions = self.regions_for(hints.job)
         for w in self._registry.workers():
+            if regions is not None and self._registry.hive_region(w.hive_id) not in regions:
+                continue
             if (w.model == ref.name and w.state in _STARTING
                     and hints.hive_id in (None, w.hive_id) and hints.device in (None, w.device)
                     and self._registry.is_up(w.hive_id)):
@@ -176,6 +209,7 @@ class Dispatcher:
     async def spawn(self, ref: ModelRef, hints: Hints, narrator: Narrator,
                     engine: str | None = None) -> WorkerInfo:
         await self._wait_for_hives(narrator)
+        self._check_region(ref, hints.job)
         # Off the event loop: a first estimate reads the GGUF header (and imports gguf).
         req = await asyncio.to_thread(self.place_request, ref, hints)
         worker_id = f"wrk-{uuid.uuid4().hex[:8]}"
@@ -194,7 +228,7 @@ class Dispatcher:
                     waited = True
                     await self._await_suspects(narrator)
                     continue
-                raise _no_room(ref, req.need, report)
+                raise _no_room(ref, req.need, report, self.regions_for(hints.job))
             if plan.eviction is not None and plan.placement is None:
                 try:
                     await self._evict(plan.eviction, ref, narrator)
@@ -231,7 +265,8 @@ class Dispatcher:
         meanwhile. While a hive is suspected (it may be alive) nothing is evicted, unless the
         caller `waited` for it already. Returns where, and the bytes reserved."""
         async with self._placing:
-            plan = await decide_placement(self.policy, self._registry.snapshot(), req, job)
+            snapshot = self._within(self._registry.snapshot(), self.regions_for(job))
+            plan = await decide_placement(self.policy, snapshot, req, job)
             if plan.placement is not None:
                 target = plan.placement
             elif plan.eviction is not None and (waited or not self._registry.suspects()):
@@ -294,8 +329,11 @@ def _kind(device: str) -> str:
     return device.split(":", 1)[0]
 
 
-def _no_room(ref: ModelRef, need: int, report: Report) -> NoCapacity:
-    err = NoCapacity(f"no hive can host {ref.name} (needs {_gib(need)}): {report.explain()}")
+def _no_room(ref: ModelRef, need: int, report: Report,
+             regions: frozenset[str] | None) -> NoCapacity:
+    where = "no hive" if regions is None else f"no hive in {', '.join(sorted(regions))}"
+    kind = NoCapacity if regions is None else NoRegionCapacity
+    err = kind(f"{where} can host {ref.name} (needs {_gib(need)}): {report.explain()}")
     err.retry_after = 10.0
     return err
 

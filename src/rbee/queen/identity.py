@@ -108,6 +108,7 @@ class KeyRing:
         self._lock = threading.Lock()  # admin calls run on threads; lookups on the loop
         self._live: dict[str, tuple[str, Principal]] = {}
         self._tenants: dict[str, str] = {}  # id -> name
+        self._regions: dict[str, frozenset[str]] = {}  # name -> its only regions
         self.reload()
 
     @property
@@ -116,11 +117,17 @@ class KeyRing:
         return self._bootstrap is not None
 
     def reload(self) -> None:
-        tenants = {t.id: t.name for t in self._store.tenants()}
+        found = self._store.tenants()
+        tenants = {t.id: t.name for t in found}
+        regions = {t.name: frozenset(t.regions) for t in found if t.regions is not None}
         live = {info.id: (stored, self._principal(info, tenants))
                 for info, stored in self._store.all_keys() if info.revoked_at is None}
         with self._lock:
-            self._tenants, self._live = tenants, live
+            self._tenants, self._live, self._regions = tenants, live, regions
+
+    def regions_of(self, tenant: str) -> frozenset[str] | None:
+        """The only regions a tenant (by name) may run in; None: anywhere."""
+        return self._regions.get(tenant)
 
     def authenticate(self, header: str | None) -> Principal:
         """The principal of an `Authorization: Bearer ...` header; Unauthorized otherwise."""
@@ -149,7 +156,7 @@ class KeyRing:
     def create_tenant(self, body: TenantCreate) -> Tenant:
         self._require_enabled()
         tenant = Tenant(id=f"ten_{uuid.uuid4().hex[:16]}", name=body.name, labels=body.labels,
-                        created_at=self._clock.time())
+                        regions=body.regions, created_at=self._clock.time())
         self._store.add_tenant(tenant)
         self.reload()
         return tenant

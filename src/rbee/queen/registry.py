@@ -219,6 +219,11 @@ class Registry:
             raise HiveNotFound(f"no hive {hive_id!r} has registered", param="hive_id")
         return record.telemetry.url
 
+    def hive_region(self, hive_id: str) -> str | None:
+        """The region a hive reported (None: unknown hive, or none set)."""
+        record = self._hives.get(hive_id)
+        return record.telemetry.region if record is not None else None
+
     def hive_ids(self) -> list[str]:
         return sorted(self._hives)
 

@@ -76,12 +76,13 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                         else None, unconfirmed_ttl=settings.spawn_timeout)
     hives = HiveClient(http, credentials)
     policy = SchedulingPolicy(settings.routing_policy, settings.placement_policy)
+    keys = KeyRing(IdentityStore(db), clock, settings.api_token)
     dispatcher = Dispatcher(registry, hives, spawn_timeout=settings.spawn_timeout,
                             default_threads=settings.worker_threads, policy=policy,
                             estimator=estimate_bytes,
                             keep_warm_models=frozenset(parse_ref(m).name
                                                        for m in settings.keep_warm),
-                            gpu_overhead=GPU_CONTEXT_BYTES)
+                            gpu_overhead=GPU_CONTEXT_BYTES, residency=keys.regions_of)
     admission = Admission(clock, max_queue=settings.max_queue, capacity=registry.ready_slots)
     deadlines = deadlines_for(settings)
     if transport is None:  # queen→worker, every call
@@ -109,7 +110,7 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                                                             settings.model_ttl)),
                          admission=admission, scripts=scripts, operations=operations,
                          liveness=liveness, responses=ResponseStore(db),
-                         keys=KeyRing(IdentityStore(db), clock, settings.api_token),
+                         keys=keys,
                          credentials=credentials, local_hive=local,
                          hive_supervisor=supervisor)
 

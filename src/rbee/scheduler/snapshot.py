@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from itertools import chain
 from typing import NamedTuple
@@ -45,6 +45,20 @@ class ClusterSnapshot:
     # scratch for every snapshot set the tail of a decision on a live registry.
     models: tuple[Mapping[str, tuple[WorkerView, ...]], ...] | None = None
     device_rows: Callable[[], tuple[DeviceRow, ...]] | None = None
+
+    def within(self, regions: frozenset[str]) -> ClusterSnapshot:
+        """The cluster as a tenant bound to `regions` may see it: hives of other regions
+        (and of none) and their workers and devices are not in it, so no policy, built-in or
+        scripted, can route or place there."""
+        keep = [i for i, h in enumerate(self.hives) if h.region in regions]
+        hives = tuple([self.hives[i] for i in keep])
+        ids = {h.id for h in hives}
+        rows = self.device_rows
+        return replace(
+            self, hives=hives, workers=tuple([w for w in self.workers if w.info.hive_id in ids]),
+            models=None if self.models is None else tuple([self.models[i] for i in keep]),
+            device_rows=None if rows is None else (
+                lambda: tuple([r for r in rows() if r.hive.id in ids])))
 
     # Indexes, built once per snapshot on first use: a decision then costs what its
     # candidates cost, not a pass over every worker of the cluster.

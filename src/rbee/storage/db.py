@@ -72,6 +72,7 @@ MIGRATIONS: tuple[str, ...] = (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
         labels TEXT NOT NULL DEFAULT '{}',
+        regions TEXT,
         created_at REAL NOT NULL
     );
     CREATE TABLE users (

@@ -12,6 +12,7 @@ from rbee.api.identity import KeyInfo, Tenant, User
 from rbee.core.errors import Conflict, NotFound
 from rbee.storage.db import Database
 
+_TENANT_COLUMNS = "SELECT id, name, labels, regions, created_at FROM tenants"
 _KEY_COLUMNS = ("SELECT k.id, k.user_id, u.tenant_id, k.name, k.role, k.models, "
                 "k.max_priority, k.created_at, k.expires_at, k.revoked_at, k.digest "
                 "FROM api_keys k JOIN users u ON u.id = k.user_id")
@@ -25,17 +26,19 @@ class IdentityStore:
     def add_tenant(self, tenant: Tenant) -> None:
         if self.tenant(tenant.name) is not None:
             raise Conflict(f"a tenant named {tenant.name!r} exists", param="name")
-        self._db.execute("INSERT INTO tenants(id, name, labels, created_at) VALUES (?,?,?,?)",
+        self._db.execute("INSERT INTO tenants(id, name, labels, regions, created_at) "
+                         "VALUES (?,?,?,?,?)",
                          (tenant.id, tenant.name, json.dumps(tenant.labels),
+                          None if tenant.regions is None else json.dumps(tenant.regions),
                           tenant.created_at))
 
     def tenant(self, id_or_name: str) -> Tenant | None:
-        row = self._db.query_one("SELECT id, name, labels, created_at FROM tenants "
-                                 "WHERE id=? OR name=?", (id_or_name, id_or_name))
+        row = self._db.query_one(f"{_TENANT_COLUMNS} WHERE id=? OR name=?",
+                                 (id_or_name, id_or_name))
         return _tenant(row) if row else None
 
     def tenants(self) -> list[Tenant]:
-        rows = self._db.query("SELECT id, name, labels, created_at FROM tenants ORDER BY name")
+        rows = self._db.query(f"{_TENANT_COLUMNS} ORDER BY name")
         return [_tenant(r) for r in rows]
 
     # -- users
@@ -92,7 +95,8 @@ class IdentityStore:
 
 
 def _tenant(row: tuple[Any, ...]) -> Tenant:
-    return Tenant(id=row[0], name=row[1], labels=json.loads(row[2]), created_at=row[3])
+    return Tenant(id=row[0], name=row[1], labels=json.loads(row[2]),
+                  regions=None if row[3] is None else json.loads(row[3]), created_at=row[4])
 
 
 def _key(row: tuple[Any, ...]) -> KeyInfo:

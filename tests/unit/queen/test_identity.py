@@ -200,6 +200,8 @@ async def test_bad_admin_input(queen: Queen) -> None:
 
     assert (await bad("/tenants", {"name": "a b"}))["param"] == "name"
     assert (await bad("/tenants", {"name": "x" * 65}))["param"] == "name"
+    assert (await bad("/tenants", {"name": "eu", "regions": []}))["param"] == "regions"
+    assert (await bad("/tenants", {"name": "eu", "regions": ["e u"]}))["param"] == "regions"
     await queen.admin("POST", "/tenants", json={"name": "acme"})
     assert (await bad("/tenants", {"name": "acme"}, 409))["param"] == "name"
     assert (await bad("/users", {"tenant": "nope", "name": "ann"}, 404))["param"] == "tenant"

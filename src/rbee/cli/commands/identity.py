@@ -48,25 +48,31 @@ def _show(ctx: typer.Context, data: Any, title: str, columns: list[str],
 @tenants.command("create")
 def tenant_create(ctx: typer.Context, name: Annotated[str, typer.Argument()],
                   label: Annotated[list[str] | None, typer.Option(
-                      help="key=value, repeatable")] = None) -> None:
+                      help="key=value, repeatable")] = None,
+                  region: Annotated[list[str] | None, typer.Option(
+                      help="Data residency: run only on hives of this Region (repeatable); "
+                           "default: anywhere")] = None) -> None:
     """Create a tenant."""
     def run() -> int:
         labels = dict(_pair(x) for x in label or ())
-        made = _admin(ctx, "POST", "/tenants", {"name": name, "labels": labels})
-        return _show(ctx, [made], "tenant created", ["id", "name", "labels"],
-                     lambda t: [t["id"], t["name"], ", ".join(f"{k}={v}" for k, v in
-                                                                 t["labels"].items())])
+        made = _admin(ctx, "POST", "/tenants", {"name": name, "labels": labels,
+                                                "regions": region or None})
+        return _show(ctx, [made], "tenant created", ["id", "name", "labels", "regions"],
+                     _tenant_row)
     guarded(run)
+
+
+def _tenant_row(t: dict[str, Any]) -> list[str]:
+    return [t["id"], t["name"], ", ".join(f"{k}={v}" for k, v in t["labels"].items()),
+            ", ".join(t["regions"] or ["any"])]
 
 
 @tenants.command("list")
 def tenant_list(ctx: typer.Context) -> None:
     """Every tenant."""
     guarded(lambda: _show(ctx, _admin(ctx, "GET", "/tenants")["data"], "tenants",
-                          ["id", "name", "labels", "created"],
-                          lambda t: [t["id"], t["name"], ", ".join(
-                              f"{k}={v}" for k, v in t["labels"].items()),
-                              _when(t["created_at"])]))
+                          ["id", "name", "labels", "regions", "created"],
+                          lambda t: [*_tenant_row(t), _when(t["created_at"])]))
 
 
 @users.command("create")
