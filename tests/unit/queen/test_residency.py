@@ -60,7 +60,7 @@ async def test_an_eu_tenant_is_placed_and_routed_in_the_eu_only(script: str | No
     policy = SchedulingPolicy("least-loaded", "most-free")
     if script is not None:
         policy.use(await compile_script(script, "to-the-us"))
-    clock, registry, hives, dispatcher = _rig(policy)
+    _, registry, hives, dispatcher = _rig(policy)
     us = await dispatcher.spawn(CHAT, Hints(hive_id="us-box"), Silent())
     _report(registry, "us-box", "us", ready(us))
     # Another tenant is routed to the US worker that exists...

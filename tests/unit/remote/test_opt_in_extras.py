@@ -51,7 +51,8 @@ async def test_the_registry_install_names_the_extra_and_checks_its_modules() -> 
     found = await remote.probe()
     await remote.install(found, None, lambda d, t: None, [])
     assert shell.ran("pip install") == [
-        f"{VENV}/bin/pip install -q 'rbee[llama,embeddings,speech,transcription,diffusion]=={__version__}'"]
+        f"{VENV}/bin/pip install -q "
+        f"'rbee[llama,embeddings,speech,transcription,diffusion]=={__version__}'"]
     [check] = shell.ran("from rbee.models.catalog import")
     assert shlex.split(check)[-5:] == ["torch", "diffusers", "transformers", "safetensors",
                                        "PIL"]
