@@ -33,9 +33,9 @@ class WorkerInfo(_Strict):
     model_path: str
     device: str
     engine: str
-    kind: Literal["chat", "embedding", "speech"] = Field(
-        default="chat", description="what its model does: chat (text), embedding (vectors) or "
-        "speech (audio from text)")
+    kind: Literal["chat", "embedding", "speech", "video"] = Field(
+        default="chat", description="what its model does: chat (text), embedding (vectors), "
+        "speech (audio from text) or video (videos from text)")
     url: str
     pid: int | None = None
     state: WorkerState

@@ -345,9 +345,9 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "rbee"
-    kind: Literal["chat", "embedding", "speech"] = Field(
-        default="chat", description="what the model does: chat (text), embedding (vectors) or "
-        "speech (audio from text)")
+    kind: Literal["chat", "embedding", "speech", "video"] = Field(
+        default="chat", description="what the model does: chat (text), embedding (vectors), "
+        "speech (audio from text) or video (videos from text)")
 
 
 class ModelList(BaseModel):

@@ -14,8 +14,8 @@ from typing import Any, Literal, Protocol
 ProgressFn = Callable[[float, str], None]
 ToolMode = Literal["none", "auto", "required"]
 # What a worker's model does: which OpenAI endpoints it serves.
-ModelKind = Literal["chat", "embedding", "speech"]
-MODEL_KINDS: tuple[ModelKind, ...] = ("chat", "embedding", "speech")
+ModelKind = Literal["chat", "embedding", "speech", "video"]
+MODEL_KINDS: tuple[ModelKind, ...] = ("chat", "embedding", "speech", "video")
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,46 @@ class Speaker(Protocol):
     def close(self) -> None: ...
 
 
-AnyEngine = Engine | Embedder | Speaker
+@dataclass(frozen=True)
+class VideoSpec:
+    """One video to make: `frames` RGB frames of `width`×`height`, written as an MP4 at `fps`
+    to `out` (the worker's name for it; the engine writes only there)."""
+
+    prompt: str
+    width: int
+    height: int
+    frames: int
+    fps: int
+    steps: int
+    out: str
+    seed: int | None = None
+    negative_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class VideoStep:
+    """Denoising step `step` (1-based) of `steps` is done."""
+
+    step: int
+    steps: int
+
+
+class VideoMaker(Protocol):
+    """A text-to-video model. `make` yields a VideoStep after each denoising step and returns
+    once the MP4 is whole at `spec.out`; once `cancel` is set it stops at the end of the
+    current step and returns without writing the file."""
+
+    name: str
+    kind: Literal["video"]
+    slots: int
+
+    def load(self, progress: ProgressFn) -> None: ...
+
+    def make(self, spec: VideoSpec, cancel: threading.Event) -> Iterator[VideoStep]: ...
+
+    def close(self) -> None: ...
+
+
+AnyEngine = Engine | Embedder | Speaker | VideoMaker
 DEFAULT_MAX_TOKENS = 256
 MAX_SLOTS = 1024  # a bound on what any worker may advertise (and a user may ask for)

@@ -22,6 +22,7 @@ class EngineOptions:
     fake_fail_after: int | None = None
     fake_sentence_seconds: float = 0.0
     fake_speech_gate: str = ""
+    fake_step_seconds: float = 0.0
     slots: int | None = None  # requests served at once; None: the engine's own
     defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
 
@@ -48,6 +49,11 @@ def _fake(o: EngineOptions) -> AnyEngine:
         return FakeSpeaker(load_seconds=o.fake_load_seconds,
                            sentence_seconds=o.fake_sentence_seconds, gate=o.fake_speech_gate,
                            slots=o.slots or 1)
+    if o.kind == "video":
+        from rbee.engines.fake_video import FakeVideoMaker
+
+        return FakeVideoMaker(load_seconds=o.fake_load_seconds,
+                              step_seconds=o.fake_step_seconds, slots=o.slots or 1)
 
     return FakeEngine(
         tokens_per_second=o.fake_tokens_per_second, load_seconds=o.fake_load_seconds,
@@ -68,18 +74,28 @@ def _piper(o: EngineOptions) -> AnyEngine:
     return PiperSpeaker(o.model_path, threads=o.threads, slots=o.slots or 1)
 
 
+def _diffusers_video(o: EngineOptions) -> AnyEngine:
+    from rbee.engines.diffusers_video import DiffusersVideoMaker
+
+    return DiffusersVideoMaker(o.model_path, device=o.device, threads=o.threads,
+                               slots=o.slots or 1)
+
+
 ENGINES: dict[str, Callable[[EngineOptions], AnyEngine]] = {
-    "llama_cpp": _llama, "fake": _fake, "onnx": _onnx, "piper": _piper}
+    "llama_cpp": _llama, "fake": _fake, "onnx": _onnx, "piper": _piper,
+    "diffusers_video": _diffusers_video}
 # What each engine's workers do (the fake engine does either, as its model says).
 ENGINE_KINDS: dict[str, tuple[ModelKind, ...]] = {
-    "llama_cpp": ("chat",), "fake": ("chat", "embedding", "speech"), "onnx": ("embedding",),
-    "piper": ("speech",)}
+    "llama_cpp": ("chat",), "fake": ("chat", "embedding", "speech", "video"),
+    "onnx": ("embedding",), "piper": ("speech",), "diffusers_video": ("video",)}
 # The most requests each engine can serve at once (its class's `slots` where that is fixed:
 # llama-cpp-python's Llama is not thread-safe). Here, not on the classes, so a hive can
 # refuse a spawn at once without importing engines.
 # onnxruntime's session runs from several threads at once.
 # A Piper voice is one onnxruntime session; sentences of several requests may run at once.
-SLOT_LIMITS: dict[str, int] = {"llama_cpp": 1, "fake": MAX_SLOTS, "onnx": 64, "piper": 8}
+# A diffusers pipeline holds per-call state (its scheduler's timesteps): one video at a time.
+SLOT_LIMITS: dict[str, int] = {"llama_cpp": 1, "fake": MAX_SLOTS, "onnx": 64, "piper": 8,
+                               "diffusers_video": 1}
 
 
 def check_slots(engine: str, slots: int | None) -> None:

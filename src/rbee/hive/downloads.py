@@ -8,7 +8,13 @@ from typing import Any
 
 from rbee.core.errors import ModelNotFound, UpstreamError
 from rbee.core.private import private_dir
-from rbee.models.catalog import BUILTINS, ModelRef, builtin_path, builtin_tokenizer_path
+from rbee.models.catalog import (
+    BUILTINS,
+    DIFFUSERS_VIDEO,
+    ModelRef,
+    builtin_path,
+    builtin_tokenizer_path,
+)
 
 ProgressFn = Callable[[int, int | None], None]  # (bytes done, bytes total)
 
@@ -20,6 +26,11 @@ def resolve(ref: ModelRef, *, cache: Path, hf_endpoint: str | None,
         return _builtin(ref)
     if ref.source == "file":
         assert ref.path is not None
+        if ref.engine == DIFFUSERS_VIDEO:  # a pipeline is a folder
+            if not (Path(ref.path) / "model_index.json").is_file():
+                raise ModelNotFound(f"no diffusers pipeline (model_index.json) on this hive "
+                                    f"at {ref.path}", param="model")
+            return ref.path
         if not Path(ref.path).is_file():
             raise ModelNotFound(f"no such model file on this hive: {ref.path}", param="model")
         return ref.path
@@ -67,7 +78,7 @@ class _Null:
 
 
 def _hf(ref: ModelRef, *, cache: Path, endpoint: str | None, progress: ProgressFn | None) -> str:
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HfHubHTTPError,
@@ -75,13 +86,16 @@ def _hf(ref: ModelRef, *, cache: Path, endpoint: str | None, progress: ProgressF
         RepositoryNotFoundError,
     )
 
-    assert ref.repo is not None and ref.filename is not None
+    assert ref.repo is not None
     # The cache's metadata names what this hive's users run: private (files: the umask).
     hf_cache = private_dir(cache / "hf")
+    tqdm_class = _progress_class(progress) if progress else None
     try:
-        return str(hf_hub_download(
-            ref.repo, ref.filename, cache_dir=hf_cache, endpoint=endpoint,
-            tqdm_class=_progress_class(progress) if progress else None))
+        if ref.filename is None:  # a diffusers pipeline: the whole repository (a folder)
+            return str(snapshot_download(ref.repo, cache_dir=hf_cache, endpoint=endpoint,
+                                         tqdm_class=tqdm_class))
+        return str(hf_hub_download(ref.repo, ref.filename, cache_dir=hf_cache,
+                                   endpoint=endpoint, tqdm_class=tqdm_class))
     except LocalEntryNotFoundError as exc:
         # Not a miss on the hub: the hub could not be asked (down, unreachable, or the
         # endpoint is not a hub) and the file is not cached. An EntryNotFoundError subclass.

@@ -19,15 +19,19 @@ from rbee.core.errors import InvalidRequest, ModelNotFound, WrongModelKind
 
 Source = Literal["builtin", "file", "hf"]
 # What a model does (engines.base.ModelKind; here too, so the catalog imports no engine).
-Kind = Literal["chat", "embedding", "speech"]
+Kind = Literal["chat", "embedding", "speech", "video"]
 KIND_DOES: dict[Kind, str] = {
     "chat": "is a chat model: it chats and completes text (/v1/chat/completions, "
             "/v1/completions, /v1/responses)",
     "embedding": "is an embedding model: it makes embeddings (/v1/embeddings)",
-    "speech": "is a speech model: it speaks text aloud (/v1/audio/speech)"}
-_A = {"chat": "a chat", "embedding": "an embedding", "speech": "a speech"}
+    "speech": "is a speech model: it speaks text aloud (/v1/audio/speech)",
+    "video": "is a video model: it makes videos from text (/v1/videos)"}
+_A = {"chat": "a chat", "embedding": "an embedding", "speech": "a speech", "video": "a video"}
 # Engines that run on the CPU whatever device they are given (onnxruntime's CPU provider).
 CPU_ONLY_ENGINES = frozenset({"onnx", "piper"})
+# Diffusers pipelines are folders (model_index.json), not files: on this branch every one is
+# a video pipeline (the images work tells image from video pipelines by their class).
+DIFFUSERS_VIDEO = "diffusers_video"
 _HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HF_FILE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_./-]*$")
 
@@ -71,6 +75,8 @@ BUILTINS: dict[str, Builtin] = {
                 "(no weights)", engine="fake", kind="embedding"),
         Builtin("rbee-fake-speech", "deterministic test speech: a tone per word (no "
                 "weights)", engine="fake", kind="speech"),
+        Builtin("rbee-fake-video", "deterministic test video: solid-colour frames (no "
+                "weights)", engine="fake", kind="video"),
     )
 }
 ALIASES = {"default": "smollm2-135m-instruct", "smollm2": "smollm2-135m-instruct",
@@ -108,12 +114,15 @@ def parse_ref(text: str) -> ModelRef:
         if not path.startswith("/"):
             raise InvalidRequest(f"file: model references need an absolute path, got {path!r}",
                                  param="model")
+        if not path.lower().endswith(".gguf"):  # a folder: a diffusers pipeline
+            return ModelRef("file", ref, DIFFUSERS_VIDEO, "video", path=path)
         return ModelRef("file", ref, engine_for_file(path), path=path)
     if ref.startswith("hf:"):
         return _parse_hf(ref)
     raise ModelNotFound(
         f"model {text!r} not found; use a built-in name ({', '.join(sorted(BUILTINS))}), "
-        "file:/abs/path.gguf or hf:org/repo:file.gguf", param="model")
+        "file:/abs/path.gguf, hf:org/repo:file.gguf, or a diffusers video pipeline: "
+        "file:/abs/folder or hf:org/repo", param="model")
 
 
 def require_kind(ref: ModelRef, kind: Kind) -> ModelRef:
@@ -128,6 +137,8 @@ def _parse_hf(ref: str) -> ModelRef:
     repo, _, filename = ref[3:].partition(":")
     if not _HF_REPO.match(repo):
         raise InvalidRequest(f"invalid Hugging Face repository {repo!r}", param="model")
+    if not filename:  # a whole repository: a diffusers pipeline (model_index.json)
+        return ModelRef("hf", ref, DIFFUSERS_VIDEO, "video", repo=repo)
     if not filename or not _HF_FILE.match(filename) or ".." in filename:
         raise InvalidRequest("hf: references need a file: hf:org/repo:model.gguf", param="model")
     return ModelRef("hf", ref, engine_for_file(filename), repo=repo, filename=filename)

@@ -102,6 +102,10 @@ FAKE = MemoryEstimate(0, 0, 0, WORKER_CONTEXT, "default")
 # A Piper worker (piper-joe, 60 MiB file) measured 296 MiB RSS after speaking three
 # sentences: its estimate the same way (file + 320 MiB = 380 MiB) holds it.
 ONNX_RUNTIME_BYTES = 320 * MiB
+# A diffusers video worker: torch + diffusers + transformers imported take ~600 MiB of RSS
+# before any weights (TOOLING-FACTS 3b/3e); denoising a video holds latents and attention
+# over every frame at once, for which the weights' size again is the working allowance.
+DIFFUSERS_RUNTIME_BYTES = 768 * MiB
 
 
 def estimate_file(path: Path, context_length: int | None = None) -> MemoryEstimate:
@@ -133,6 +137,8 @@ def estimate_ref(ref: ModelRef, context_length: int | None = None, *,
     _check_context(context_length)
     if ref.engine == "fake":
         return _fixed(FAKE, context_length)
+    if ref.engine == "diffusers_video":
+        return _diffusers(ref, hf_cache, context_length)
     path = _local_weights(ref, hf_cache)
     if path is None:
         return _fixed(DEFAULT, context_length)
@@ -184,6 +190,23 @@ def _onnx(path: Path, context_length: int | None) -> MemoryEstimate:
         return _fixed(DEFAULT, context_length)
     return MemoryEstimate(size, 0, ONNX_RUNTIME_BYTES, context_length or WORKER_CONTEXT,
                           "file-size")
+
+
+def _diffusers(ref: ModelRef, hf_cache: Path | None,
+               context_length: int | None) -> MemoryEstimate:
+    """A pipeline folder: its weight files (every component), twice, plus torch's runtime."""
+    folder: Path | None = None
+    if ref.source == "file" and ref.path is not None:
+        folder = Path(ref.path)
+    elif ref.source == "hf" and hf_cache is not None and ref.repo:
+        index = _hf_cached(hf_cache, ref.repo, "model_index.json")
+        folder = index.parent if index is not None else None
+    if folder is None or not folder.is_dir():
+        return _fixed(DEFAULT, context_length)
+    weights = sum(p.stat().st_size for p in folder.rglob("*")
+                  if p.suffix in (".safetensors", ".bin", ".pt", ".ckpt") and p.is_file())
+    return MemoryEstimate(weights, 0, weights + DIFFUSERS_RUNTIME_BYTES,
+                          context_length or WORKER_CONTEXT, "file-size")
 
 
 def _from_size(size: int, context_length: int | None) -> MemoryEstimate:

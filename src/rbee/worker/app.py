@@ -27,7 +27,7 @@ from rbee.web.body import parse_body
 from rbee.web.errors import exception_handlers
 from rbee.web.limits import BodyLimit
 from rbee.web.streaming import DisconnectAwareStream, unless_disconnected
-from rbee.worker import embeddings, speech
+from rbee.worker import embeddings, speech, video
 from rbee.worker.requests import DEFAULT_MAX_N, generation_requests
 from rbee.worker.responses import Formatter, Indexed, Kind, collect, sse_stream
 from rbee.worker.runtime import Runtime
@@ -128,6 +128,7 @@ async def _speech(runtime: Runtime, model: str, token: str | None,
 def create_app(runtime: Runtime, *, model: str, token: str | None = None,
                max_n: int = DEFAULT_MAX_N) -> Starlette:
     """Plain Starlette, not FastAPI: the worker's import time is on the cold-start path."""
+    videos = video.VideoFiles()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -135,6 +136,7 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None,
         yield
         loader.cancel()
         runtime.close()
+        videos.close()
 
     def auth(request: Request) -> None:
         check_bearer(request.headers.get("authorization"), token)
@@ -180,6 +182,7 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None,
         Route("/v1/embeddings", embed, methods=["POST"]),
         Route("/v1/audio/speech", functools.partial(_speech, runtime, model, token),
               methods=["POST"]),
+        *video.routes(runtime, videos, auth, _deadline),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers(),
                      middleware=[Middleware(BodyLimit)])

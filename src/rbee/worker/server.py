@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         fake_load_seconds=settings.fake_load_seconds, fake_fail_after=settings.fake_fail_after,
         fake_sentence_seconds=settings.fake_sentence_seconds,
         fake_speech_gate=settings.fake_speech_gate,
+        fake_step_seconds=settings.fake_step_seconds,
         slots=settings.slots,
         defaults=SamplingDefaults(temperature=settings.temperature, top_p=settings.top_p,
                                   top_k=settings.top_k, repeat_penalty=settings.repeat_penalty),

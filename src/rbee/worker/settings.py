@@ -20,10 +20,10 @@ class WorkerSettings(ListenerSettings):
     model: str = Field(default="model", description="Public model name clients ask for")
     model_path: str = Field(default="", description="Weights file (GGUF for llama_cpp)")
     engine: str = Field(default="llama_cpp", description="Engine adapter: llama_cpp, onnx, "
-                        "piper or fake")
-    kind: Literal["chat", "embedding", "speech"] = Field(
-        default="chat", description="What the model does: chat (text), embedding (vectors) or "
-        "speech (audio from text)")
+                        "piper, diffusers_video or fake")
+    kind: Literal["chat", "embedding", "speech", "video"] = Field(
+        default="chat", description="What the model does: chat (text), embedding (vectors), "
+        "speech (audio from text) or video (videos from text)")
     tokenizer_path: str = Field(default="", description="tokenizer.json, for engines whose "
                                 "tokenizer is a file apart from the weights (onnx)")
     device: str = Field(default="cpu", description='"cpu", "cuda:N" or "metal"')
@@ -54,5 +54,7 @@ class WorkerSettings(ListenerSettings):
     fake_fail_after: int | None = Field(default=None, description="Fake engine fails after N")
     fake_sentence_seconds: float = Field(default=0.0, ge=0, description="Fake speech engine: "
                                          "seconds per sentence")
+    fake_step_seconds: float = Field(default=0.0, ge=0, description="Fake video engine: "
+                                     "seconds per denoising step")
     fake_speech_gate: str = Field(default="", description="Fake speech engine: its last "
                                   "sentence waits until this file exists (tests)")

@@ -1,0 +1,274 @@
+"""Videos: OpenAI's Videos API over the job API. A video *is* a `video` job: its id is the
+job's, its status and progress are the job's state and last `progress` event, cancelling or
+deleting it is the job's, and its MP4 is an artifact the job owns (`storage/artifacts.py`).
+
+The job runs `VideoRunner.run`: admission → a video worker (failover while nothing was
+made) → the worker's SSE progress, one `progress` event per denoising step → the finished MP4
+fetched once from the worker, streamed into the artifact store → the result names the
+artifact (id, URL, size), never the bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rbee.api.cluster import WorkerInfo
+from rbee.api.jobs import JobSummary, VideoOp
+from rbee.api.videos import (
+    MP4,
+    Video,
+    VideoCreateRequest,
+    VideoDeleted,
+    VideoError,
+    VideoGeneration,
+    VideoList,
+)
+from rbee.core.clock import Clock
+from rbee.core.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    WorkerUnavailable,
+    WorkerUnreachable,
+)
+from rbee.models.catalog import ModelRef, parse_ref, require_kind
+from rbee.queen.admission import Admission
+from rbee.queen.dispatch import Dispatcher, Hints
+from rbee.queen.failover import with_failover
+from rbee.queen.jobs import JobContext, JobManager
+from rbee.queen.policy import JobFacts
+from rbee.queen.registry import Registry
+from rbee.queen.relay import Relay
+from rbee.queen.settings import QueenSettings
+from rbee.storage.artifacts import Artifact, ArtifactStore, ArtifactTooLarge
+
+logger = logging.getLogger(__name__)
+OPERATION = "video"
+# The SDK's default model and OpenAI's own names: mean the queen's video model, so code
+# written for OpenAI runs unchanged.
+OPENAI_MODELS = ("sora-2", "sora-2-pro")
+
+
+class VideoNotFound(NotFound):
+    code = "video_not_found"
+
+
+class VideoNotReady(Conflict):
+    code = "video_not_ready"
+
+
+@dataclass(frozen=True)
+class Plan:
+    ref: ModelRef
+    generation: VideoGeneration
+
+
+def plan(body: VideoCreateRequest, settings: QueenSettings) -> Plan:
+    """The worker's request for `body` within the queen's bounds; a 400 naming the field."""
+    name = body.model
+    if not name or name.startswith(OPENAI_MODELS):
+        if not settings.video_model:
+            raise InvalidRequest(f"no video model is set: name one (a diffusers video "
+                                 f"pipeline, file:/abs/folder or hf:org/repo) or set "
+                                 f"RBEE_QUEEN_VIDEO_MODEL for {name or 'requests naming none'}",
+                                 param="model")
+        name = settings.video_model
+    ref = require_kind(parse_ref(name), "video")
+    width, height = body.dimensions()
+    if width % 8 or height % 8:
+        raise InvalidRequest(f"size {body.size}: width and height must be multiples of 8 "
+                             "(the pipelines' latent scale)", param="size")
+    if width * height > settings.video_max_pixels:
+        raise InvalidRequest(f"size {body.size} is larger than this queen makes: at most "
+                             f"{settings.video_max_pixels} pixels a frame", param="size")
+    frames = int(body.seconds) * settings.video_fps
+    if frames > settings.video_max_frames:
+        most = settings.video_max_frames // settings.video_fps
+        raise InvalidRequest(f"seconds {body.seconds} at {settings.video_fps} fps is {frames} "
+                             f"frames; this queen makes at most {settings.video_max_frames} "
+                             f"({most} s)", param="seconds")
+    return Plan(ref, VideoGeneration(
+        prompt=body.prompt, width=width, height=height, frames=frames, fps=settings.video_fps,
+        steps=body.steps or settings.video_steps, seed=body.seed,
+        negative_prompt=body.negative_prompt))
+
+
+class VideoRunner:
+    """The `video` job operation."""
+
+    def __init__(self, registry: Registry, dispatcher: Dispatcher, relay: Relay,
+                 admission: Admission, artifacts: ArtifactStore,
+                 settings: QueenSettings) -> None:
+        self._registry = registry
+        self._dispatcher = dispatcher
+        self._relay = relay
+        self._admission = admission
+        self._artifacts = artifacts
+        self._settings = settings
+
+    async def run(self, ctx: JobContext, op: VideoOp) -> dict[str, Any]:
+        made = plan(op, self._settings)
+        ref, body = made.ref, made.generation.model_dump(exclude_none=True)
+        hints = Hints(hive_id=op.hive_id, device=op.device, worker_id=op.worker_id,
+                      mode=op.placement, job=JobFacts(tenant=op.tenant, priority=op.priority))
+        started = time.perf_counter()
+
+        async def attempt(worker: WorkerInfo) -> tuple[WorkerInfo, dict[str, Any]]:
+            ctx.narrate("video", f"{ref.name} on {worker.id} ({worker.hive_id} "
+                        f"{worker.device})")
+            stepped = False
+            try:
+                async with contextlib.aclosing(self._relay.stream_events(
+                        worker, body, path="/v1/videos/generations")) as frames:
+                    async for frame in frames:
+                        if frame.get("object") == "video.progress":
+                            stepped = True
+                            step, steps = int(frame["step"]), int(frame["steps"])
+                            ctx.progress("denoising", step / steps, step=step, steps=steps)
+                        elif frame.get("object") == "video.file":
+                            return worker, frame
+            except WorkerUnreachable as exc:
+                if stepped:  # work was under way on that worker: fail, don't start over
+                    raise WorkerUnavailable(f"{exc.message} (mid-video)") from exc
+                raise
+            raise WorkerUnavailable(f"worker {worker.id} ended without a video")
+
+        def position(at: int, length: int) -> None:
+            ctx.narrate("queue", f"queued for {ref.name}: position {at} of {length}")
+
+        ticket = await self._admission.enter(ref.name, op.priority, position)
+        try:
+            worker, done = await with_failover(self._dispatcher, self._registry, ref, hints,
+                                               ctx, attempt)
+            made_at = time.perf_counter()
+            artifact = await self._fetch(ctx, worker, done)
+        finally:
+            ticket.release()
+        end = time.perf_counter()
+        g = made.generation
+        return {"model": ref.name, "worker_id": worker.id, "artifact_id": artifact.id,
+                "url": artifact.url, "bytes": artifact.bytes, "media_type": artifact.media_type,
+                "width": g.width, "height": g.height, "frames": g.frames, "fps": g.fps,
+                "steps": g.steps, "seconds": op.seconds, "size": op.size,
+                "timings": {"make_ms": round((made_at - started) * 1000, 2),
+                            "fetch_ms": round((end - made_at) * 1000, 2),
+                            "total_ms": round((end - started) * 1000, 2)}}
+
+    async def _fetch(self, ctx: JobContext, worker: WorkerInfo,
+                     done: dict[str, Any]) -> Artifact:
+        ctx.narrate("video", f"fetching the MP4 ({done.get('bytes')} bytes) from {worker.id}")
+        chunks = self._relay.stream_bytes(worker, "/v1/videos/files", {"file": done["file"]})
+        try:
+            async with contextlib.aclosing(chunks):
+                artifact = await self._artifacts.put(
+                    chunks, media_type=MP4, owner=ctx.job_id, filename=f"{ctx.job_id}.mp4",
+                    max_bytes=self._settings.video_max_bytes)
+        except ArtifactTooLarge as exc:
+            raise WorkerUnavailable(f"the video is larger than this queen stores "
+                                    f"(RBEE_QUEEN_VIDEO_MAX_BYTES): {exc}") from exc
+        if artifact.bytes != done.get("bytes"):  # a transfer cut short must not look whole
+            self._artifacts.delete(artifact.id)
+            raise WorkerUnavailable(f"worker {worker.id} sent {artifact.bytes} of "
+                                    f"{done.get('bytes')} bytes of the video")
+        return artifact
+
+
+class Videos:
+    """The Videos API's view of `video` jobs."""
+
+    def __init__(self, jobs: JobManager, artifacts: ArtifactStore, settings: QueenSettings,
+                 clock: Clock) -> None:
+        self._jobs = jobs
+        self._artifacts = artifacts
+        self._settings = settings
+        self._clock = clock
+
+    def create(self, body: VideoCreateRequest, hints: dict[str, Any]) -> Video:
+        plan(body, self._settings)  # a bad request is a 400 now, not a failed video later
+        request = {"operation": OPERATION, **body.model_dump(exclude_none=True), **hints}
+        op = VideoOp.model_validate(request)
+        return self.get(self._jobs.submit(OPERATION, op, request))
+
+    def _summary(self, video_id: str) -> JobSummary:
+        found = None
+        with contextlib.suppress(NotFound):
+            found = self._jobs.summary(video_id)
+        if found is None or found.operation != OPERATION:
+            raise VideoNotFound(f"no video {video_id[:80]!r}", param="video_id")
+        return found
+
+    def get(self, video_id: str) -> Video:
+        return self._video(self._summary(video_id))
+
+    def _video(self, job: JobSummary) -> Video:
+        req, result = job.request, job.result or {}
+        status, progress, error = "queued", 0, None
+        if job.state == "running":
+            status = "in_progress"
+            last = self._jobs.last_event(job.job_id, "progress")
+            fraction = float(last.data.get("fraction", 0)) if last is not None else 0.0
+            progress = min(99, int(fraction * 100))  # 100 is for a finished video
+        elif job.state == "done":
+            status, progress = "completed", 100
+        elif job.state in ("error", "cancelled"):
+            status = "failed"
+            last = self._jobs.last_event(job.job_id)
+            code = str(last.data.get("code") or job.state) if last is not None else job.state
+            error = VideoError(code=code, message=job.error or job.state)
+        finished = int(job.finished_at) if job.finished_at is not None else None
+        expires = None
+        if status == "completed" and finished is not None and self._settings.artifact_retention:
+            expires = int(finished + self._settings.artifact_retention)
+        return Video(id=job.job_id, model=str(result.get("model") or req.get("model") or
+                                              self._settings.video_model),
+                     status=status, progress=progress,
+                     created_at=int(job.created_at), completed_at=finished,
+                     expires_at=expires, prompt=req.get("prompt"),
+                     seconds=str(req.get("seconds", "4")), size=str(req.get("size", "720x1280")),
+                     error=error)
+
+    def list(self, limit: int, after: str | None, order: str) -> VideoList:
+        if after is not None:
+            self._summary(after)  # an unknown cursor is a 404 naming it, not an empty page
+        jobs = self._jobs.of_operation(OPERATION, limit + 1, after, order == "desc")
+        page = [self._video(j) for j in jobs[:limit]]
+        return VideoList(data=page, first_id=page[0].id if page else None,
+                         last_id=page[-1].id if page else None, has_more=len(jobs) > limit)
+
+    async def delete(self, video_id: str) -> VideoDeleted:
+        self._summary(video_id)
+        await self._jobs.delete(video_id)  # cancels it first if it is being made
+        await asyncio.to_thread(self._artifacts.delete_owned, video_id)
+        return VideoDeleted(id=video_id)
+
+    def content(self, video_id: str) -> tuple[Artifact, Any]:
+        video = self.get(video_id)
+        if video.status != "completed":
+            raise VideoNotReady(f"video {video_id} is {video.status}: its content exists once "
+                                "it is completed", param="video_id")
+        artifact_id = (self._summary(video_id).result or {}).get("artifact_id", "")
+        try:
+            return self._artifacts.open(str(artifact_id))
+        except NotFound:
+            raise VideoNotFound(f"the content of video {video_id} has expired or was deleted",
+                                param="video_id") from None
+
+
+async def keep_retention(artifacts: ArtifactStore, retention: float, clock: Clock) -> None:
+    """Delete artifacts older than `retention` seconds, checking every tenth of it (at most
+    hourly); 0 keeps them until deleted."""
+    if retention <= 0:
+        return
+    while True:
+        try:
+            gone = await asyncio.to_thread(artifacts.purge, clock.time() - retention)
+            if gone:
+                logger.info("removed %d artifact(s) past their retention", gone)
+        except OSError as exc:
+            logger.warning("artifact purge failed: %s", exc)
+        await asyncio.sleep(min(retention / 10, 3600.0))
