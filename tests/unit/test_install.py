@@ -29,7 +29,8 @@ def test_every_declared_dependency_is_pinned() -> None:
     declared = [*project["dependencies"], *project["optional-dependencies"]["dev"],
                 *project["optional-dependencies"]["llama"],
                 *project["optional-dependencies"]["embeddings"],
-                *project["optional-dependencies"]["speech"]]
+                *project["optional-dependencies"]["speech"],
+                *project["optional-dependencies"]["diffusion"]]
     pins = _pins()
     missing = [r for r in declared if canonicalize_name(Requirement(r).name) not in pins]
     assert missing == []
