@@ -6,6 +6,10 @@ cancellation within a step, the `video` job, and bad input as OpenAI envelopes."
 from __future__ import annotations
 
 import io
+import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.daemons import Daemon, rbee_env, running_queen
+from tests.support.daemons import Daemon, rbee_env, run_cli, running_queen
 
 # The SDK marks its Videos API deprecated (OpenAI retires Sora); the wire API is what we serve.
 pytestmark = [pytest.mark.e2e,
@@ -190,3 +194,74 @@ def test_a_video_not_yet_made_has_no_content(client: openai.OpenAI) -> None:
         client.videos.download_content(video.id)
     assert err.value.body["code"] == "video_not_ready"  # type: ignore[index]
     client.videos.delete(video.id)
+
+
+def test_models_say_video(queen: Daemon) -> None:
+    cards = {m["id"]: m for m in httpx.get(f"{queen.url}/v1/models").json()["data"]}
+    assert cards[MODEL]["kind"] == "video"
+
+
+def test_the_job_result_names_the_artifact_which_downloads(queen: Daemon) -> None:
+    body = {"operation": "video", "model": MODEL, "prompt": "job", "seconds": "1",
+            "size": "32x16"}
+    job = httpx.post(f"{queen.url}/v1/jobs", json=body, timeout=5).json()["job_id"]
+    events = httpx.get(f"{queen.url}/v1/jobs/{job}/stream", timeout=30).text
+    result = next(json.loads(line[6:]) for line in events.splitlines()
+                  if line.startswith("data: ") and '"artifact_id"' in line)
+    assert "base64" not in events and len(events) < 5000  # progress and a URL, no bytes
+    assert result["url"] == f"/v1/artifacts/{result['artifact_id']}"
+    got = httpx.get(f"{queen.url}{result['url']}", timeout=10)
+    assert got.headers["content-type"] == "video/mp4"
+    assert len(got.content) == result["bytes"] and decode(got.content) == (8, 32, 16)
+    missing = httpx.get(f"{queen.url}/v1/artifacts/art_{'0' * 32}", timeout=5)
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "artifact_id"
+
+
+def test_the_cli_writes_the_mp4_with_progress(queen: Daemon, tmp_path: Path) -> None:
+    out = tmp_path / "bee.mp4"
+    done = run_cli(queen.env, "video", "a bee", "-o", str(out), "--seconds", "1",
+                   "--size", "32x32", "-m", MODEL, "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["state"], summary["frames"], summary["output"]) == ("done", 8, str(out))
+    assert decode(out.read_bytes()) == (8, 32, 32)
+    assert [p.name for p in tmp_path.iterdir()] == ["bee.mp4"]  # nothing half-written
+    bad = run_cli(queen.env, "video", "x", "-o", str(tmp_path / "no.mp4"), "--size", "1x1",
+                  "-m", MODEL)
+    assert bad.returncode != 0 and "size" in bad.stderr
+    assert not (tmp_path / "no.mp4").exists()
+
+
+def test_ctrl_c_in_the_cli_cancels_the_video(queen: Daemon, tmp_path: Path) -> None:
+    out = tmp_path / "never.mp4"
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "rbee", "video", "slow", "-o", str(out), "--seconds", "1",
+         "--size", "16x16", "-m", MODEL, "--steps", "100", "--json"],
+        env=queen.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not any(j["state"] == "running" and j["request"].get("prompt") == "slow"
+                  for j in httpx.get(f"{queen.url}/v1/jobs", timeout=5).json()["data"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(3 * STEP_SECONDS)
+    cli.send_signal(signal.SIGINT)
+    stdout, _ = cli.communicate(timeout=30)
+    assert cli.returncode == 130 and json.loads(stdout)["state"] == "cancelled"
+    job = json.loads(stdout)["job_id"]
+    assert httpx.get(f"{queen.url}/v1/jobs/{job}", timeout=5).json()["state"] == "cancelled"
+    assert not out.exists()
+
+
+def test_downloads_need_the_api_token_like_every_route(tmp_path: Path) -> None:
+    env = rbee_env(tmp_path, RBEE_QUEEN_API_TOKEN="s3cret", RBEE_QUEEN_VIDEO_STEPS="2")
+    for queen in running_queen(env):
+        client = openai.OpenAI(base_url=f"{queen.url}/v1", api_key="s3cret", max_retries=0)
+        video = client.videos.create_and_poll(model=MODEL, prompt="mine", seconds="1",
+                                              size="16x16", poll_interval_ms=100)
+        artifact = httpx.get(f"{queen.url}/v1/jobs/{video.id}", timeout=5,
+                             headers={"Authorization": "Bearer s3cret"}).json()["result"]
+        for path in (artifact["url"], f"/v1/videos/{video.id}/content"):
+            assert httpx.get(f"{queen.url}{path}", timeout=5).status_code == 401
+            with_token = httpx.get(f"{queen.url}{path}", timeout=5,
+                                   headers={"Authorization": "Bearer s3cret"})
+            assert with_token.status_code == 200 and decode(with_token.content)[0] == 8

@@ -13,6 +13,7 @@ from rbee.cli.commands.embed import embed
 from rbee.cli.commands.infer import infer
 from rbee.cli.commands.scheduler import scheduler
 from rbee.cli.commands.speak import speak
+from rbee.cli.commands.video import video
 from rbee.cli.context import Context, default_queen_url
 
 
@@ -46,6 +47,8 @@ def build() -> typer.Typer:
     app.command(help="Embed texts: dimensions and first values (--json: whole vectors).")(
         embed)
     app.command(help="Speak text into an audio file (streamed as it is made).")(speak)
+    app.command(help="Make a video from a prompt into an MP4 file (progress per step).")(
+        video)
     app.add_typer(queen.app, name="queen")
     app.add_typer(workers.app, name="worker")
     app.add_typer(hives.app, name="hive")

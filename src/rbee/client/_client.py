@@ -150,6 +150,17 @@ class QueenClient:
         except httpx.TransportError as exc:
             raise QueenUnreachable(f"lost the queen at {self.base_url}: {exc}") from exc
 
+    def download(self, path: str) -> Iterator[bytes]:
+        """GET a binary result (an artifact's URL) as it streams in (an error raised)."""
+        try:
+            with self._http.stream("GET", path, timeout=self._stream_timeout) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise from_envelope(r.status_code, r.json() if r.content else None)
+                yield from r.iter_bytes()
+        except httpx.TransportError as exc:
+            raise QueenUnreachable(f"lost the queen at {self.base_url}: {exc}") from exc
+
     def follow(self, job_id: str, after: int = -1) -> Iterator[StreamEvent]:
         """Events until the terminal one; reconnects with Last-Event-ID if the link drops."""
         last = after
