@@ -209,10 +209,12 @@ class Videos:
         req, result = job.request, job.result or {}
         status, progress, error = "queued", 0, None
         if job.state == "running":
-            status = "in_progress"
+            # queued (admission, a worker being placed or loaded) until its first step
             last = self._jobs.last_event(job.job_id, "progress")
-            fraction = float(last.data.get("fraction", 0)) if last is not None else 0.0
-            progress = min(99, int(fraction * 100))  # 100 is for a finished video
+            if last is not None:
+                status = "in_progress"
+                fraction = float(last.data.get("fraction", 0))
+                progress = min(99, int(fraction * 100))  # 100 is for a finished video
         elif job.state == "done":
             status, progress = "completed", 100
         elif job.state in ("error", "cancelled"):
