@@ -28,7 +28,8 @@ def test_hf_reference() -> None:
                                                   "hf:org/repo:sub/model.Q4.gguf")
 
 
-@pytest.mark.parametrize("text", ["file:rel.gguf", "hf:org/repo", "hf:bad:x.gguf",
+# (hf:org/repo, a whole repository, is a diffusers pipeline: tests/unit/queen/test_video_workers)
+@pytest.mark.parametrize("text", ["file:rel.gguf", "hf:bad:x.gguf",
                                   "hf:org/repo:../x.gguf", "hf:org/repo:x.safetensors",
                                   "file:/x.bin"])
 def test_malformed_references_are_invalid(text: str) -> None:

@@ -32,6 +32,8 @@ CPU_ONLY_ENGINES = frozenset({"onnx", "piper"})
 # Diffusers pipelines are folders (model_index.json), not files: on this branch every one is
 # a video pipeline (the images work tells image from video pipelines by their class).
 DIFFUSERS_VIDEO = "diffusers_video"
+# Single weight files: GGUF is served, the others are a 400 (never taken for a folder).
+WEIGHT_FILES = (".gguf", ".bin", ".safetensors", ".onnx", ".pt", ".pth", ".ckpt")
 _HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HF_FILE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_./-]*$")
 
@@ -114,7 +116,7 @@ def parse_ref(text: str) -> ModelRef:
         if not path.startswith("/"):
             raise InvalidRequest(f"file: model references need an absolute path, got {path!r}",
                                  param="model")
-        if not path.lower().endswith(".gguf"):  # a folder: a diffusers pipeline
+        if not path.lower().endswith(WEIGHT_FILES):  # a folder: a diffusers pipeline
             return ModelRef("file", ref, DIFFUSERS_VIDEO, "video", path=path)
         return ModelRef("file", ref, engine_for_file(path), path=path)
     if ref.startswith("hf:"):
@@ -147,7 +149,8 @@ def _parse_hf(ref: str) -> ModelRef:
 def engine_for_file(path: str) -> str:
     if path.lower().endswith(".gguf"):
         return "llama_cpp"
-    raise InvalidRequest(f"no engine serves {Path(path).name!r} yet (GGUF files are supported)",
+    raise InvalidRequest(f"no engine serves {Path(path).name!r} yet (GGUF files and "
+                         "diffusers pipeline folders are supported)",
                          param="model")
 
 
