@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -126,10 +127,10 @@ def test_deleting_a_video_being_made_cancels_it(client: openai.OpenAI, queen: Da
         time.sleep(0.02)
 
 
-def test_cancelling_the_video_job_stops_it_within_a_step(queen: Daemon,
+def test_cancelling_the_video_job_stops_it_within_a_step(queen: Daemon, root: Path,
                                                          client: openai.OpenAI) -> None:
     body = {"operation": "video", "model": MODEL, "prompt": "job", "seconds": "1",
-            "size": "16x16", "steps": 50}
+            "size": "16x16", "steps": 60}  # a count no other test uses: its log line is ours
     job = httpx.post(f"{queen.url}/v1/jobs", json=body, timeout=5).json()["job_id"]
     video = client.videos.retrieve(job)  # the job is the video
     assert video.status in ("queued", "in_progress")
@@ -141,6 +142,17 @@ def test_cancelling_the_video_job_stops_it_within_a_step(queen: Daemon,
     assert failed.error.code == "cancelled"
     events = httpx.get(f"{queen.url}/v1/jobs/{job}/stream", timeout=10).text
     assert "event: progress" in events and "event: cancelled" in events
+    seen = max(json.loads(line[6:]).get("step", 0) for line in events.splitlines()
+               if line.startswith("data: ") and '"step"' in line)
+    # the engine's own word (its worker's log): it stopped within a step of the last one
+    # the queen heard of
+    deadline = time.monotonic() + 10
+    while not (stopped := re.findall(r"video cancelled after step (\d+) of 60",
+                                     "".join(p.read_text() for p in
+                                             (root / "hive").rglob("*.log")))):
+        assert time.monotonic() < deadline, "the engine never stopped"
+        time.sleep(0.05)
+    assert seen <= int(stopped[-1]) <= seen + 1, (seen, stopped)
 
 
 @pytest.mark.parametrize(("fields", "param"), [

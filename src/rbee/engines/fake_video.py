@@ -8,6 +8,7 @@ tell the frames apart and check the prompt reached the engine. `step_seconds` is
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ import numpy as np
 
 from rbee.engines.base import ProgressFn, VideoSpec, VideoStep
 from rbee.engines.mp4 import write_mp4
+
+logger = logging.getLogger(__name__)
 
 
 def colour(prompt: str) -> tuple[int, int, int]:
@@ -43,6 +46,8 @@ class FakeVideoMaker:
     def make(self, spec: VideoSpec, cancel: threading.Event) -> Iterator[VideoStep]:
         for step in range(1, spec.steps + 1):
             if cancel.wait(self._step_seconds) or cancel.is_set():
+                # the same line as the real engine's: tests measure the steps after a cancel
+                logger.info("video cancelled after step %d of %d", step - 1, spec.steps)
                 return
             self.stopped_at = step
             yield VideoStep(step, spec.steps)
