@@ -135,7 +135,7 @@ def test_a_diffusers_repository_downloads_whole(hub: StandInHub, hub_root: Path,
 
 
 def test_a_pipeline_folder_needs_its_model_index(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFound, match="model_index.json"):
+    with pytest.raises(ModelNotFound, match=r"model_index\.json"):
         resolve(parse_ref(f"file:{tmp_path}"), cache=tmp_path, hf_endpoint=None)
     (tmp_path / "model_index.json").write_text("{}")
     assert resolve(parse_ref(f"file:{tmp_path}"), cache=tmp_path, hf_endpoint=None) == str(
