@@ -199,6 +199,15 @@ def test_unknown_ids_variants_remix_and_references(client: openai.OpenAI) -> Non
         client.videos.list(after="job-nope")
 
 
+def test_bad_placement_hints_are_a_400_naming_them(client: openai.OpenAI) -> None:
+    for hint, param in (({"placement": "nowhere"}, "placement"),
+                        ({"priority": "urgent"}, "priority"), ({"steps": 0}, "steps")):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.videos.create(model=MODEL, prompt="x", seconds="1", size="16x16",
+                                 extra_body=hint)
+        assert err.value.body["param"] == param  # type: ignore[index]
+
+
 def test_a_video_not_yet_made_has_no_content(client: openai.OpenAI) -> None:
     video = client.videos.create(model=MODEL, prompt="soon", seconds="1", size="16x16",
                                  extra_body={"steps": 20})

@@ -199,16 +199,17 @@ class VideoSpec:
 
 @dataclass(frozen=True)
 class VideoStep:
-    """Denoising step `step` (1-based) of `steps` is done."""
+    """Denoising step `step` (1-based) of `steps` is done; step 0: the video was started."""
 
     step: int
     steps: int
 
 
 class VideoMaker(Protocol):
-    """A text-to-video model. `make` yields a VideoStep after each denoising step and returns
-    once the MP4 is whole at `spec.out`; once `cancel` is set it stops at the end of the
-    current step and returns without writing the file."""
+    """A text-to-video model. `make` yields VideoStep(0, steps) as it starts (the worker's
+    answer begins then: a long first step is not a silent one), one after each denoising step,
+    and returns once the MP4 is whole at `spec.out`; once `cancel` is set it stops at the end
+    of the current step and returns without writing the file."""
 
     name: str
     kind: Literal["video"]

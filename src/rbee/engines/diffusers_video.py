@@ -64,6 +64,7 @@ class DiffusersVideoMaker:
     def make(self, spec: VideoSpec, cancel: threading.Event) -> Iterator[VideoStep]:
         if self._pipe is None:
             raise EngineError("the pipeline is not loaded")
+        yield VideoStep(0, spec.steps)
         yield from _as_they_come(lambda emit: self._run(spec, cancel, emit))
 
     def _run(self, spec: VideoSpec, cancel: threading.Event,

@@ -44,6 +44,7 @@ class FakeVideoMaker:
         progress(1.0, "ready")
 
     def make(self, spec: VideoSpec, cancel: threading.Event) -> Iterator[VideoStep]:
+        yield VideoStep(0, spec.steps)
         for step in range(1, spec.steps + 1):
             if cancel.wait(self._step_seconds) or cancel.is_set():
                 # the same line as the real engine's: tests measure the steps after a cancel

@@ -252,10 +252,14 @@ class JobManager:
                      newest_first: bool = True) -> list[JobSummary]:
         return self._store.of_operation(operation, limit, after, newest_first)
 
-    async def delete(self, job_id: str) -> None:
-        """Cancel the job if it runs, then forget it (its events too)."""
+    async def delete(self, job_id: str) -> bool:
+        """Cancel the job if it runs, then forget it (its events too). False, and nothing
+        deleted, while it is still ending: its last events are yet to be written."""
         await self.cancel(job_id)
+        if job_id in self._live:
+            return False
         await asyncio.to_thread(self._store.delete, job_id)
+        return True
 
     def exists_live(self, job_id: str) -> bool:
         return job_id in self._live

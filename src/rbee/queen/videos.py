@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from rbee.api.cluster import WorkerInfo
 from rbee.api.jobs import JobSummary, VideoOp
 from rbee.api.videos import (
@@ -46,6 +48,7 @@ from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
 from rbee.queen.settings import QueenSettings
 from rbee.storage.artifacts import Artifact, ArtifactStore, ArtifactTooLarge
+from rbee.web.body import describe_errors
 
 logger = logging.getLogger(__name__)
 OPERATION = "video"
@@ -127,8 +130,8 @@ class VideoRunner:
                         worker, body, path="/v1/videos/generations")) as frames:
                     async for frame in frames:
                         if frame.get("object") == "video.progress":
-                            stepped = True
                             step, steps = int(frame["step"]), int(frame["steps"])
+                            stepped = stepped or step > 0
                             ctx.progress("denoising", step / steps, step=step, steps=steps)
                         elif frame.get("object") == "video.file":
                             return worker, frame
@@ -191,7 +194,11 @@ class Videos:
     def create(self, body: VideoCreateRequest, hints: dict[str, Any]) -> Video:
         plan(body, self._settings)  # a bad request is a 400 now, not a failed video later
         request = {"operation": OPERATION, **body.model_dump(exclude_none=True), **hints}
-        op = VideoOp.model_validate(request)
+        try:
+            op = VideoOp.model_validate(request)
+        except ValidationError as exc:  # rbee's hints: placement, priority…
+            message, param = describe_errors(exc.errors(include_url=False))
+            raise InvalidRequest(message, param=param) from None
         return self.get(self._jobs.submit(OPERATION, op, request))
 
     def _summary(self, video_id: str) -> JobSummary:
@@ -244,7 +251,9 @@ class Videos:
 
     async def delete(self, video_id: str) -> VideoDeleted:
         self._summary(video_id)
-        await self._jobs.delete(video_id)  # cancels it first if it is being made
+        if not await self._jobs.delete(video_id):  # cancels it first if it is being made
+            raise Conflict(f"video {video_id} is still stopping; delete it again in a moment",
+                           param="video_id")
         await asyncio.to_thread(self._artifacts.delete_owned, video_id)
         return VideoDeleted(id=video_id)
 

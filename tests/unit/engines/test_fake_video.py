@@ -20,7 +20,7 @@ def _spec(out: Path, steps: int = 3) -> VideoSpec:
 def test_steps_then_a_decodable_mp4(tmp_path: Path) -> None:
     out = tmp_path / "v.mp4"
     steps = [(s.step, s.steps) for s in FakeVideoMaker().make(_spec(out), threading.Event())]
-    assert steps == [(1, 3), (2, 3), (3, 3)]
+    assert steps == [(0, 3), (1, 3), (2, 3), (3, 3)]  # 0: started
     with av.open(str(out)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert (len(frames), frames[0].shape) == (5, (16, 32, 3))

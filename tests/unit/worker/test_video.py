@@ -36,7 +36,8 @@ async def test_progress_per_step_then_the_file_once() -> None:
         r = await client.post("/v1/videos/generations", json=BODY)
         assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n")
         frames = _frames(r.text)
-        assert [(f["step"], f["steps"]) for f in frames[:-1]] == [(1, 3), (2, 3), (3, 3)]
+        assert [(f["step"], f["steps"]) for f in frames[:-1]] == [(0, 3), (1, 3), (2, 3),
+                                                                  (3, 3)]
         done = frames[-1]
         assert done["object"] == "video.file" and done["media_type"] == "video/mp4"
         got = await client.post("/v1/videos/files", json={"file": done["file"]})
