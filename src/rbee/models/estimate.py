@@ -102,9 +102,12 @@ FAKE = MemoryEstimate(0, 0, 0, WORKER_CONTEXT, "default")
 # A Piper worker (piper-joe, 60 MiB file) measured 296 MiB RSS after speaking three
 # sentences: its estimate the same way (file + 320 MiB = 380 MiB) holds it.
 ONNX_RUNTIME_BYTES = 320 * MiB
-# A diffusers video worker: torch + diffusers + transformers imported take ~600 MiB of RSS
-# before any weights (TOOLING-FACTS 3b/3e); denoising a video holds latents and attention
-# over every frame at once, for which the weights' size again is the working allowance.
+# A diffusers video worker, measured with the tests' tiny AnimateDiff pipeline (0.8 MB of
+# weights), torch 2.13 CPU: 524 MiB RSS when ready (torch, diffusers, transformers), 587 MiB
+# after 8 frames of 64x64, 735 MiB after 16 frames of 128x128. Real pipelines hold their
+# weights once more as working memory (latents and attention over every frame at once), so
+# the estimate is weights x 2 + 768 MiB; activations grow with frames x pixels, which this
+# per-model estimate does not see (bounded by RBEE_QUEEN_VIDEO_MAX_PIXELS/MAX_FRAMES).
 DIFFUSERS_RUNTIME_BYTES = 768 * MiB
 
 
