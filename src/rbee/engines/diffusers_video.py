@@ -34,8 +34,7 @@ class DiffusersVideoMaker:
     def __init__(self, model_path: str, *, device: str = "cpu", threads: int | None = None,
                  slots: int = 1) -> None:
         self._path = model_path
-        self._device = "cuda:" + device.split(":", 1)[1] if device.startswith("cuda") else (
-            "mps" if device.startswith("metal") else "cpu")
+        self._device = torch_device(device)
         self._threads = threads
         self.slots = slots
         self._pipe: Any = None
@@ -98,6 +97,14 @@ class DiffusersVideoMaker:
 
     def close(self) -> None:
         self._pipe = None
+
+
+def torch_device(device: str) -> str:
+    """torch's name for rbee's device. The hive shows a worker only its own GPU
+    (CUDA_VISIBLE_DEVICES=N), so "cuda:N" is torch's one visible "cuda" device."""
+    if device.startswith("cuda"):
+        return "cuda"
+    return "mps" if device.startswith("metal") else "cpu"
 
 
 def _parameters(pipe: Any) -> set[str]:
