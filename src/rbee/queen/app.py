@@ -12,10 +12,10 @@ from starlette.types import ASGIApp
 
 from rbee import __version__
 from rbee.queen.local_hive import LocalHive
+from rbee.queen.retention import keep_retention
 from rbee.queen.routes import cluster, jobs, openai, responses, scheduler, videos
 from rbee.queen.services import QueenServices, build_services
 from rbee.queen.settings import QueenSettings
-from rbee.queen.videos import keep_retention
 from rbee.web.auth import BearerAuth
 from rbee.web.errors import install_error_handlers
 from rbee.web.limits import BodyLimit

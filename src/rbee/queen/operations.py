@@ -56,7 +56,7 @@ from rbee.queen.policy import JobFacts
 from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
 from rbee.queen.scripts import Scripts, compile_script, explain
-from rbee.queen.videos import VideoRunner
+from rbee.queen.video_job import VideoRunner
 
 Result = dict[str, Any] | None
 

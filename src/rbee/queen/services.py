@@ -25,7 +25,8 @@ from rbee.queen.settings import QueenSettings
 from rbee.queen.supervision import HiveSupervisor
 from rbee.queen.transport import AiohttpTransport, Deadlines, WorkerTransport
 from rbee.queen.transport_httptools import HttptoolsTransport
-from rbee.queen.videos import VideoRunner, Videos
+from rbee.queen.video_job import VideoRunner
+from rbee.queen.videos import Videos
 from rbee.queen.watchdog import IdleTTL, Watchdog
 from rbee.storage.artifacts import ArtifactStore
 from rbee.storage.db import Database, connect

@@ -1,28 +1,21 @@
 """Videos: OpenAI's Videos API over the job API. A video *is* a `video` job: its id is the
 job's, its status and progress are the job's state and last `progress` event, cancelling or
 deleting it is the job's, and its MP4 is an artifact the job owns (`storage/artifacts.py`).
-
-The job runs `VideoRunner.run`: admission → a video worker (failover while nothing was
-made) → the worker's SSE progress, one `progress` event per denoising step → the finished MP4
-fetched once from the worker, streamed into the artifact store → the result names the
-artifact (id, URL, size), never the bytes.
+The job itself is `queen/video_job.py`; `plan` (here) turns a request into the worker's,
+within the queen's bounds, for both.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from rbee.api.cluster import WorkerInfo
 from rbee.api.jobs import JobSummary, VideoOp
 from rbee.api.videos import (
-    MP4,
     Video,
     VideoCreateRequest,
     VideoDeleted,
@@ -31,26 +24,13 @@ from rbee.api.videos import (
     VideoList,
 )
 from rbee.core.clock import Clock
-from rbee.core.errors import (
-    Conflict,
-    InvalidRequest,
-    NotFound,
-    WorkerUnavailable,
-    WorkerUnreachable,
-)
+from rbee.core.errors import Conflict, InvalidRequest, NotFound
 from rbee.models.catalog import ModelRef, parse_ref, require_kind
-from rbee.queen.admission import Admission
-from rbee.queen.dispatch import Dispatcher, Hints
-from rbee.queen.failover import with_failover
-from rbee.queen.jobs import JobContext, JobManager
-from rbee.queen.policy import JobFacts
-from rbee.queen.registry import Registry
-from rbee.queen.relay import Relay
+from rbee.queen.jobs import JobManager
 from rbee.queen.settings import QueenSettings
-from rbee.storage.artifacts import Artifact, ArtifactStore, ArtifactTooLarge
+from rbee.storage.artifacts import Artifact, ArtifactStore
 from rbee.web.body import describe_errors
 
-logger = logging.getLogger(__name__)
 OPERATION = "video"
 # The SDK's default model and OpenAI's own names: mean the queen's video model, so code
 # written for OpenAI runs unchanged.
@@ -99,86 +79,6 @@ def plan(body: VideoCreateRequest, settings: QueenSettings) -> Plan:
         prompt=body.prompt, width=width, height=height, frames=frames, fps=settings.video_fps,
         steps=body.steps or settings.video_steps, seed=body.seed,
         negative_prompt=body.negative_prompt))
-
-
-class VideoRunner:
-    """The `video` job operation."""
-
-    def __init__(self, registry: Registry, dispatcher: Dispatcher, relay: Relay,
-                 admission: Admission, artifacts: ArtifactStore,
-                 settings: QueenSettings) -> None:
-        self._registry = registry
-        self._dispatcher = dispatcher
-        self._relay = relay
-        self._admission = admission
-        self._artifacts = artifacts
-        self._settings = settings
-
-    async def run(self, ctx: JobContext, op: VideoOp) -> dict[str, Any]:
-        made = plan(op, self._settings)
-        ref, body = made.ref, made.generation.model_dump(exclude_none=True)
-        hints = Hints(hive_id=op.hive_id, device=op.device, worker_id=op.worker_id,
-                      mode=op.placement, job=JobFacts(tenant=op.tenant, priority=op.priority))
-        started = time.perf_counter()
-
-        async def attempt(worker: WorkerInfo) -> tuple[WorkerInfo, dict[str, Any]]:
-            ctx.narrate("video", f"{ref.name} on {worker.id} ({worker.hive_id} "
-                        f"{worker.device})")
-            stepped = False
-            try:
-                async with contextlib.aclosing(self._relay.stream_events(
-                        worker, body, path="/v1/videos/generations")) as frames:
-                    async for frame in frames:
-                        if frame.get("object") == "video.progress":
-                            step, steps = int(frame["step"]), int(frame["steps"])
-                            stepped = stepped or step > 0
-                            ctx.progress("denoising", step / steps, step=step, steps=steps)
-                        elif frame.get("object") == "video.file":
-                            return worker, frame
-            except WorkerUnreachable as exc:
-                if stepped:  # work was under way on that worker: fail, don't start over
-                    raise WorkerUnavailable(f"{exc.message} (mid-video)") from exc
-                raise
-            raise WorkerUnavailable(f"worker {worker.id} ended without a video")
-
-        def position(at: int, length: int) -> None:
-            ctx.narrate("queue", f"queued for {ref.name}: position {at} of {length}")
-
-        ticket = await self._admission.enter(ref.name, op.priority, position)
-        try:
-            worker, done = await with_failover(self._dispatcher, self._registry, ref, hints,
-                                               ctx, attempt)
-            made_at = time.perf_counter()
-            artifact = await self._fetch(ctx, worker, done)
-        finally:
-            ticket.release()
-        end = time.perf_counter()
-        g = made.generation
-        return {"model": ref.name, "worker_id": worker.id, "artifact_id": artifact.id,
-                "url": artifact.url, "bytes": artifact.bytes, "media_type": artifact.media_type,
-                "width": g.width, "height": g.height, "frames": g.frames, "fps": g.fps,
-                "steps": g.steps, "seconds": op.seconds, "size": op.size,
-                "timings": {"make_ms": round((made_at - started) * 1000, 2),
-                            "fetch_ms": round((end - made_at) * 1000, 2),
-                            "total_ms": round((end - started) * 1000, 2)}}
-
-    async def _fetch(self, ctx: JobContext, worker: WorkerInfo,
-                     done: dict[str, Any]) -> Artifact:
-        ctx.narrate("video", f"fetching the MP4 ({done.get('bytes')} bytes) from {worker.id}")
-        chunks = self._relay.stream_bytes(worker, "/v1/videos/files", {"file": done["file"]})
-        try:
-            async with contextlib.aclosing(chunks):
-                artifact = await self._artifacts.put(
-                    chunks, media_type=MP4, owner=ctx.job_id, filename=f"{ctx.job_id}.mp4",
-                    max_bytes=self._settings.video_max_bytes)
-        except ArtifactTooLarge as exc:
-            raise WorkerUnavailable(f"the video is larger than this queen stores "
-                                    f"(RBEE_QUEEN_VIDEO_MAX_BYTES): {exc}") from exc
-        if artifact.bytes != done.get("bytes"):  # a transfer cut short must not look whole
-            self._artifacts.delete(artifact.id)
-            raise WorkerUnavailable(f"worker {worker.id} sent {artifact.bytes} of "
-                                    f"{done.get('bytes')} bytes of the video")
-        return artifact
 
 
 class Videos:
@@ -268,18 +168,3 @@ class Videos:
         except NotFound:
             raise VideoNotFound(f"the content of video {video_id} has expired or was deleted",
                                 param="video_id") from None
-
-
-async def keep_retention(artifacts: ArtifactStore, retention: float, clock: Clock) -> None:
-    """Delete artifacts older than `retention` seconds, checking every tenth of it (at most
-    hourly); 0 keeps them until deleted."""
-    if retention <= 0:
-        return
-    while True:
-        try:
-            gone = await asyncio.to_thread(artifacts.purge, clock.time() - retention)
-            if gone:
-                logger.info("removed %d artifact(s) past their retention", gone)
-        except OSError as exc:
-            logger.warning("artifact purge failed: %s", exc)
-        await asyncio.sleep(min(retention / 10, 3600.0))
