@@ -197,6 +197,10 @@ def test_unknown_ids_variants_remix_and_references(client: openai.OpenAI) -> Non
     assert bad.value.body["param"] == "input_reference"  # type: ignore[index]
     with pytest.raises(openai.NotFoundError):
         client.videos.list(after="job-nope")
+    for bad, param in (({"limit": 0}, "limit"), ({"order": "sideways"}, "order")):
+        with pytest.raises(openai.BadRequestError) as bad_list:
+            client.videos.list(**bad)  # type: ignore[arg-type]
+        assert bad_list.value.body["param"] == param  # type: ignore[index]
 
 
 def test_bad_placement_hints_are_a_400_naming_them(client: openai.OpenAI) -> None:

@@ -133,7 +133,8 @@ class Videos:
         expires = None
         if status == "completed" and finished is not None and self._settings.artifact_retention:
             expires = int(finished + self._settings.artifact_retention)
-        return Video(id=job.job_id, model=str(result.get("model") or req.get("model") or
+        # the model as the client named it (OpenAI echoes it), else the one that made it
+        return Video(id=job.job_id, model=str(req.get("model") or result.get("model") or
                                               self._settings.video_model),
                      status=status, progress=progress,
                      created_at=int(job.created_at), completed_at=finished,
