@@ -15,6 +15,7 @@ Readers get the path and stream it (`open`); nothing here reads a whole file int
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -23,6 +24,7 @@ import uuid
 from collections.abc import AsyncIterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from rbee.core.clock import Clock
 from rbee.core.errors import NotFound
@@ -77,19 +79,32 @@ class ArtifactStore:
                     size += len(chunk)
                     if max_bytes is not None and size > max_bytes:
                         raise ArtifactTooLarge(f"more than {max_bytes} bytes")
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            meta = Artifact(artifact_id, media_type, size, self._clock.time(), owner, filename)
-            os.replace(part, self.root / artifact_id)
-            side = self.root / f".{artifact_id}{_SIDE}{_PART}"
-            side.write_text(json.dumps(asdict(meta)))
-            os.replace(side, self.root / f"{artifact_id}{_SIDE}")
+                    out.write(chunk)  # into the page cache: no wait worth a thread
+                meta = Artifact(artifact_id, media_type, size, self._clock.time(), owner,
+                                filename)
+                # fsync can take a while on a big file: not on the event loop. A cancel
+                # meanwhile waits for the thread, so the cleanup below runs after it.
+                sealing = asyncio.ensure_future(asyncio.to_thread(self._seal, out, part, meta))
+                try:
+                    await asyncio.shield(sealing)
+                finally:
+                    if not sealing.done():
+                        await asyncio.wait({sealing})
         except BaseException:  # cancelled, failed, too large: leave nothing behind
-            part.unlink(missing_ok=True)
-            (self.root / artifact_id).unlink(missing_ok=True)
+            for path in (part, self.root / artifact_id, self.root / f"{artifact_id}{_SIDE}"):
+                path.unlink(missing_ok=True)
             raise
         return meta
+
+    def _seal(self, out: BinaryIO, part: Path, meta: Artifact) -> None:
+        """Make the bytes durable, rename them into place, then write the sidecar (from then
+        on the artifact exists)."""
+        out.flush()
+        os.fsync(out.fileno())
+        os.replace(part, self.root / meta.id)
+        side = self.root / f".{meta.id}{_SIDE}{_PART}"
+        side.write_text(json.dumps(asdict(meta)))
+        os.replace(side, self.root / f"{meta.id}{_SIDE}")
 
     def get(self, artifact_id: str) -> Artifact:
         side = self._path(artifact_id).with_name(f"{artifact_id}{_SIDE}")

@@ -3,6 +3,7 @@ its folder."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -62,3 +63,22 @@ def test_hostile_ids_are_not_found(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ArtifactNotFound) as err:
         store.open(bad)
     assert err.value.param == "artifact_id"
+
+
+async def test_a_cancelled_put_leaves_nothing(tmp_path: Path) -> None:
+    store, _ = _store(tmp_path)
+    arrived = asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield b"first"
+        arrived.set()
+        await asyncio.Event().wait()  # the rest never comes: the job is cancelled
+        yield b"never"
+
+    put = asyncio.create_task(store.put(slow(), media_type="video/mp4", owner="job",
+                                        filename="f"))
+    await arrived.wait()
+    put.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await put
+    assert list((tmp_path / "artifacts").iterdir()) == []
