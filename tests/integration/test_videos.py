@@ -226,6 +226,16 @@ def test_models_say_video(queen: Daemon) -> None:
     assert cards[MODEL]["kind"] == "video"
 
 
+def test_a_video_job_out_of_bounds_is_a_400_not_a_job(queen: Daemon) -> None:
+    body = {"operation": "video", "model": MODEL, "prompt": "x", "seconds": "1",
+            "size": "4096x4096"}
+    r = httpx.post(f"{queen.url}/v1/jobs", json=body, timeout=5)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "size"
+    r = httpx.post(f"{queen.url}/v1/jobs", json={**body, "size": "16x16", "model": "rbee-fake"},
+                   timeout=5)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "wrong_model_kind"
+
+
 def test_the_job_result_names_the_artifact_which_downloads(queen: Daemon) -> None:
     body = {"operation": "video", "model": MODEL, "prompt": "job", "seconds": "1",
             "size": "32x16"}

@@ -8,10 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 
 from rbee.api import sse
-from rbee.api.jobs import OPERATIONS, JobCreated, JobList, JobSummary
+from rbee.api.jobs import OPERATIONS, JobCreated, JobList, JobSummary, VideoOp
 from rbee.core.errors import InvalidRequest, UnknownOperation
 from rbee.queen.deps import ServicesDep
 from rbee.queen.jobs import RESTART_SEQ
+from rbee.queen.videos import plan
 from rbee.web.body import parse_model, parse_object
 from rbee.web.streaming import DisconnectAwareStream
 
@@ -29,6 +30,8 @@ async def submit(request: Request, svc: ServicesDep) -> JobCreated:
         raise UnknownOperation(f"unknown operation {name!r}; known: {', '.join(OPERATIONS)}",
                                param="operation")
     op = parse_model(raw, OPERATIONS[name], content_type)
+    if isinstance(op, VideoOp):  # its bounds are the queen's settings: a 400 now, not a job
+        plan(op, svc.settings)
     job_id = svc.jobs.submit(name, op, body)
     return JobCreated(job_id=job_id, sse_url=f"/v1/jobs/{job_id}/stream")
 
