@@ -3,8 +3,8 @@
 Enough of the hub for `huggingface_hub.hf_hub_download(..., endpoint=hub.url)`:
 
     HEAD|GET /{org}/{repo}/resolve/{revision}/{path}
-    GET /api/models/{org}/{repo}/revision/{revision}, .../tree/{revision}
-                                     (the file lists snapshot_download reads)
+    GET /api/models/{org}/{repo}/revision/{revision}, …/tree/{revision}   (what
+        snapshot_download reads to list a whole repository)
 
 `root/org/repo/path` is the file. Answers carry what the client reads (`X-Repo-Commit`,
 `ETag`, `Content-Length`, `X-Linked-Etag`, `X-Linked-Size` as the hub sends for LFS files),
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import re
 import socket
 import threading
@@ -33,7 +32,7 @@ from types import TracebackType
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 # Where tests/conftest.py's `hub_root` puts the tiny GGUF.
 TINY_REPO, TINY_FILE = "tiny-org/tiny-llama", "tiny.gguf"
@@ -132,28 +131,34 @@ class StandInHub:
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
         app.add_api_route("/{org}/{name}/resolve/{revision}/{filename:path}", self._resolve,
                           methods=["GET", "HEAD"])
-        app.add_api_route("/api/models/{org}/{name}/revision/{revision}", self._info)
-        app.add_api_route("/api/models/{org}/{name}/tree/{revision}", self._tree)
+        app.add_api_route("/api/models/{org}/{name}/revision/{revision}", self._info,
+                          methods=["GET"])
+        app.add_api_route("/api/models/{org}/{name}/tree/{revision}", self._tree,
+                          methods=["GET"])
         return app
 
     async def _tree(self, org: str, name: str, revision: str) -> Response:
-        """Every file of a repository (recursive), as the hub's tree API lists them."""
+        """Every file of a repository (`recursive=true`), as `snapshot_download` lists it."""
         repo_dir = self.root / org / name
         if not repo_dir.is_dir():
             return _error(404, "RepoNotFound", "Repository not found")
-        body = [{"type": "file", "path": str(p.relative_to(repo_dir)), "size": p.stat().st_size,
-                 "oid": self._etag(p)} for p in sorted(repo_dir.rglob("*")) if p.is_file()]
-        return Response(json.dumps(body), media_type="application/json")
+        if revision not in ("main", commit_of(f"{org}/{name}")):
+            return _error(404, "RevisionNotFound", "Invalid rev id: " + revision)
+        files = sorted(p for p in repo_dir.rglob("*") if p.is_file())
+        return JSONResponse([{"type": "file", "path": str(p.relative_to(repo_dir)),
+                              "size": p.stat().st_size, "oid": self._etag(p)} for p in files])
 
     async def _info(self, org: str, name: str, revision: str) -> Response:
-        """A repository's file list, what `snapshot_download` asks for first."""
+        """A repository's file list, as `snapshot_download` asks for it (a whole diffusers
+        pipeline is a repository, not one file)."""
         repo_dir = self.root / org / name
         if not repo_dir.is_dir():
             return _error(404, "RepoNotFound", "Repository not found")
+        if revision not in ("main", commit_of(f"{org}/{name}")):
+            return _error(404, "RevisionNotFound", "Invalid rev id: " + revision)
         files = sorted(str(p.relative_to(repo_dir)) for p in repo_dir.rglob("*") if p.is_file())
-        body = {"id": f"{org}/{name}", "sha": commit_of(f"{org}/{name}"),
-                "siblings": [{"rfilename": f} for f in files]}
-        return Response(json.dumps(body), media_type="application/json")
+        return JSONResponse({"id": f"{org}/{name}", "sha": commit_of(f"{org}/{name}"),
+                             "siblings": [{"rfilename": f} for f in files]})
 
     def _etag(self, path: Path) -> str:
         stat = path.stat()

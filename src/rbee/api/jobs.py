@@ -16,6 +16,7 @@ from rbee.api.openai import (
     SamplingFields,
     Tool,
 )
+from rbee.api.videos import VideoCreateRequest
 from rbee.core.errors import InvalidRequest
 
 
@@ -255,10 +256,20 @@ class EmbedOp(_Op, Placement):
         return normalize_input(value)
 
 
+class VideoOp(VideoCreateRequest, Placement):
+    """`video`: a video from a prompt, as POST /v1/videos makes it (a video *is* this job);
+    its stream carries a `progress` event per denoising step, and its result the artifact
+    (id, download URL, size, media type), never the bytes."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    operation: Literal["video"]
+
+
 OPERATIONS: dict[str, type[BaseModel]] = {
     "infer": InferOp,
     "embed": EmbedOp,
     "image": ImageOp,
+    "video": VideoOp,
     "status": StatusOp,
     "worker_spawn": WorkerSpawnOp,
     "worker_list": WorkerListOp,

@@ -15,6 +15,7 @@ from rbee.cli.commands.infer import infer
 from rbee.cli.commands.scheduler import scheduler
 from rbee.cli.commands.speak import speak
 from rbee.cli.commands.transcribe import transcribe
+from rbee.cli.commands.video import video
 from rbee.cli.context import Context, default_queen_url
 
 
@@ -52,6 +53,8 @@ def build() -> typer.Typer:
     app.command(help="Speak text into an audio file (streamed as it is made).")(speak)
     app.command(help="Transcribe an audio file to text (uploaded with progress).")(transcribe)
     app.command(help="Paint a picture into a file, showing each denoising step.")(image)
+    app.command(help="Make a video from a prompt into an MP4 file (progress per step).")(
+        video)
     app.add_typer(queen.app, name="queen")
     app.add_typer(workers.app, name="worker")
     app.add_typer(hives.app, name="hive")

@@ -67,7 +67,11 @@ class JobPrinter:
             self.err.print(f"[dim]{data['actor']}: {data['message']}[/dim]")
 
     def _progress(self, data: dict[str, Any]) -> None:
-        self.status.update(f"{data['stage']} ({data['fraction']:.0%})")
+        if "step" in data:  # a video's denoising steps
+            self.status.update(f"{data['stage']}: step {data['step']} of {data['steps']} "
+                               f"({data['fraction']:.0%})")
+        else:
+            self.status.update(f"{data['stage']} ({data['fraction']:.0%})")
 
     def _result(self, data: dict[str, Any]) -> None:
         self.result = data

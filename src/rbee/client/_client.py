@@ -177,6 +177,7 @@ class QueenClient:
                 body = None
             raise from_envelope(r.status_code, body)
         return r
+
     def images(self, **fields: Any) -> Iterator[dict[str, Any]]:
         """POST /v1/images/generations as a stream: its events (per-step progress, then each
         image) as they come; an error answer or error event raised."""
@@ -194,6 +195,17 @@ class QueenClient:
                     if "error" in event:
                         raise from_envelope(500, event)
                     yield event
+        except httpx.TransportError as exc:
+            raise QueenUnreachable(f"lost the queen at {self.base_url}: {exc}") from exc
+
+    def download(self, path: str) -> Iterator[bytes]:
+        """GET a binary result (an artifact's URL) as it streams in (an error raised)."""
+        try:
+            with self._http.stream("GET", path, timeout=self._stream_timeout) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise from_envelope(r.status_code, r.json() if r.content else None)
+                yield from r.iter_bytes()
         except httpx.TransportError as exc:
             raise QueenUnreachable(f"lost the queen at {self.base_url}: {exc}") from exc
 

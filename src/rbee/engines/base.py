@@ -298,7 +298,48 @@ class ImageMaker(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class VideoSpec:
+    """One video to make: `frames` RGB frames of `width`×`height`, written as an MP4 at `fps`
+    to `out` (the worker's name for it; the engine writes only there)."""
+
+    prompt: str
+    width: int
+    height: int
+    frames: int
+    fps: int
+    steps: int
+    out: str
+    seed: int | None = None
+    negative_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class VideoStep:
+    """Denoising step `step` (1-based) of `steps` is done; step 0: the video was started."""
+
+    step: int
+    steps: int
+
+
+class VideoMaker(Protocol):
+    """A text-to-video model. `make` yields VideoStep(0, steps) as it starts (the worker's
+    answer begins then: a long first step is not a silent one), one after each denoising step,
+    and returns once the MP4 is whole at `spec.out`; once `cancel` is set it stops at the end
+    of the current step and returns without writing the file."""
+
+    name: str
+    kind: Literal["video"]
+    slots: int
+
+    def load(self, progress: ProgressFn) -> None: ...
+
+    def make(self, spec: VideoSpec, cancel: threading.Event) -> Iterator[VideoStep]: ...
+
+    def close(self) -> None: ...
+
+
 TRANSCRIPTION_RATE = 16_000  # Hz of the samples a Transcriber takes
-AnyEngine = Engine | Embedder | Speaker | Transcriber | ImageMaker
+AnyEngine = Engine | Embedder | Speaker | Transcriber | ImageMaker | VideoMaker
 DEFAULT_MAX_TOKENS = 256
 MAX_SLOTS = 1024  # a bound on what any worker may advertise (and a user may ask for)

@@ -6,7 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rbee.core.errors import InvalidRequest
-from rbee.engines.base import MAX_SLOTS, AnyEngine, Engine, ModelKind, SamplingDefaults
+from rbee.engines.base import (
+    MAX_SLOTS,
+    MODEL_KINDS,
+    AnyEngine,
+    Engine,
+    ModelKind,
+    SamplingDefaults,
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,11 @@ def _fake(o: EngineOptions) -> AnyEngine:
         return FakeImageMaker(load_seconds=o.fake_load_seconds,
                               step_seconds=o.fake_step_seconds, slots=o.slots or 1)
 
+    if o.kind == "video":
+        from rbee.engines.fake_video import FakeVideoMaker
+
+        return FakeVideoMaker(load_seconds=o.fake_load_seconds,
+                              step_seconds=o.fake_step_seconds, slots=o.slots or 1)
     if o.kind == "transcription":
         from rbee.engines.fake_transcription import FakeTranscriber
 
@@ -95,14 +107,20 @@ def _diffusers(o: EngineOptions) -> AnyEngine:
                                slots=o.slots or 1)
 
 
+def _diffusers_video(o: EngineOptions) -> AnyEngine:
+    from rbee.engines.diffusers_video import DiffusersVideoMaker
+
+    return DiffusersVideoMaker(o.model_path, device=o.device, threads=o.threads,
+                               slots=o.slots or 1)
+
+
 ENGINES: dict[str, Callable[[EngineOptions], AnyEngine]] = {
     "llama_cpp": _llama, "fake": _fake, "onnx": _onnx, "piper": _piper, "whisper": _whisper,
-    "diffusers": _diffusers}
+    "diffusers": _diffusers, "diffusers_video": _diffusers_video}
 # What each engine's workers do (the fake engine does each, as its model says).
 ENGINE_KINDS: dict[str, tuple[ModelKind, ...]] = {
-    "llama_cpp": ("chat",), "fake": ("chat", "embedding", "speech", "transcription", "image"),
-    "onnx": ("embedding",), "piper": ("speech",), "whisper": ("transcription",),
-    "diffusers": ("image",)}
+    "llama_cpp": ("chat",), "fake": MODEL_KINDS, "onnx": ("embedding",), "piper": ("speech",),
+    "whisper": ("transcription",), "diffusers": ("image",), "diffusers_video": ("video",)}
 # The most requests each engine can serve at once (its class's `slots` where that is fixed:
 # llama-cpp-python's Llama is not thread-safe). Here, not on the classes, so a hive can
 # refuse a spawn at once without importing engines.
@@ -111,7 +129,7 @@ ENGINE_KINDS: dict[str, tuple[ModelKind, ...]] = {
 # CTranslate2 runs one transcription per worker thread (faster-whisper's num_workers).
 # A diffusers pipeline is one call at a time: its scheduler keeps the denoising state.
 SLOT_LIMITS: dict[str, int] = {"llama_cpp": 1, "fake": MAX_SLOTS, "onnx": 64, "piper": 8,
-                               "whisper": 8, "diffusers": 1}
+                               "whisper": 8, "diffusers": 1, "diffusers_video": 1}
 
 
 def check_slots(engine: str, slots: int | None) -> None:

@@ -10,6 +10,7 @@ from rbee.core.errors import InvalidRequest, ModelNotFound, UpstreamError
 from rbee.core.private import private_dir
 from rbee.models.catalog import (
     BUILTINS,
+    DIFFUSERS_VIDEO,
     ModelRef,
     builtin_path,
     builtin_tokenizer_path,
@@ -25,7 +26,7 @@ def resolve(ref: ModelRef, *, cache: Path, hf_endpoint: str | None,
     """The local path of `ref`'s weights ("" for engines that need none)."""
     if ref.source == "builtin":
         return _builtin(ref)
-    if ref.engine == "diffusers":
+    if ref.engine in ("diffusers", DIFFUSERS_VIDEO):
         return _pipeline(ref, cache=cache, endpoint=hf_endpoint)
     if ref.source == "file":
         assert ref.path is not None
@@ -119,7 +120,7 @@ class _Null:
 
 
 def _hf(ref: ModelRef, *, cache: Path, endpoint: str | None, progress: ProgressFn | None) -> str:
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HfHubHTTPError,
@@ -127,13 +128,16 @@ def _hf(ref: ModelRef, *, cache: Path, endpoint: str | None, progress: ProgressF
         RepositoryNotFoundError,
     )
 
-    assert ref.repo is not None and ref.filename is not None
+    assert ref.repo is not None
     # The cache's metadata names what this hive's users run: private (files: the umask).
     hf_cache = private_dir(cache / "hf")
+    tqdm_class = _progress_class(progress) if progress else None
     try:
-        return str(hf_hub_download(
-            ref.repo, ref.filename, cache_dir=hf_cache, endpoint=endpoint,
-            tqdm_class=_progress_class(progress) if progress else None))
+        if ref.filename is None:  # a diffusers pipeline: the whole repository (a folder)
+            return str(snapshot_download(ref.repo, cache_dir=hf_cache, endpoint=endpoint,
+                                         tqdm_class=tqdm_class))
+        return str(hf_hub_download(ref.repo, ref.filename, cache_dir=hf_cache,
+                                   endpoint=endpoint, tqdm_class=tqdm_class))
     except LocalEntryNotFoundError as exc:
         # Not a miss on the hub: the hub could not be asked (down, unreachable, or the
         # endpoint is not a hub) and the file is not cached. An EntryNotFoundError subclass.

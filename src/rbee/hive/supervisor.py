@@ -30,7 +30,13 @@ from rbee.core.states import WorkerState, can_transition
 from rbee.engines.registry import check_kind, check_slots
 from rbee.hive.downloads import resolve
 from rbee.hive.launcher import Launcher, ProcessHandle, kill, terminate
-from rbee.models.catalog import BUILTINS, ModelRef, builtin_tokenizer_path, parse_ref
+from rbee.models.catalog import (
+    BUILTINS,
+    ModelRef,
+    builtin_tokenizer_path,
+    for_engine,
+    parse_ref,
+)
 from rbee.web.serve import bind_socket
 
 logger = logging.getLogger(__name__)
@@ -145,7 +151,7 @@ class Supervisor:
         if spec.device not in self._devices:
             raise InvalidRequest(f"hive {self.config.hive_id} has no device {spec.device!r}; "
                                  f"it has {sorted(self._devices)}", param="device")
-        ref = parse_ref(spec.model)
+        ref = for_engine(parse_ref(spec.model), spec.engine)
         if ref.source != "hf":  # cheap local checks answer at once; downloads run later
             resolve(ref, cache=self.config.home / "models", hf_endpoint=None)
         engine = spec.engine or ref.engine

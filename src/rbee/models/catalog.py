@@ -19,6 +19,7 @@ folder with `diffusers_kind` when it resolves it.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import re
@@ -39,9 +40,10 @@ KIND_DOES: dict[Kind, str] = {
     "transcription": "is a transcription model: it writes down speech "
                      "(/v1/audio/transcriptions, /v1/audio/translations)",
     "image": "is an image model: it makes and edits pictures (/v1/images/generations, "
-             "/v1/images/edits)"}
+             "/v1/images/edits)",
+    "video": "is a video model: it makes videos from text (/v1/videos)"}
 _A = {"chat": "a chat", "embedding": "an embedding", "speech": "a speech",
-      "transcription": "a transcription", "image": "an image"}
+      "transcription": "a transcription", "image": "an image", "video": "a video"}
 # Pipeline classes that make video (diffusers names them so, or by their family).
 _VIDEO_PIPELINES = ("Video", "AnimateDiff", "I2VGen", "LTX", "Wan", "Mochi", "Latte",
                     "Allegro", "SkyReels")
@@ -50,6 +52,10 @@ CPU_ONLY_ENGINES = frozenset({"onnx", "piper"})
 # The kind of model each file engine runs (engines.registry.ENGINE_KINDS, without importing
 # it); llama_cpp files are chat models.
 FILE_KINDS: dict[str, Kind] = {"whisper": "transcription"}
+# A diffusers pipeline (a folder or a whole hub repository) is an image model by its form;
+# a request for a video (/v1/videos) takes it as a video pipeline, run by this engine. The
+# hive reads its model_index.json and refuses a pipeline of the other kind.
+DIFFUSERS_VIDEO = "diffusers_video"
 _HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HF_FILE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_./-]*$")
 
@@ -102,6 +108,8 @@ BUILTINS: dict[str, Builtin] = {
                 kind="transcription"),
         Builtin("rbee-fake-image", "deterministic test images: a flat colour per prompt (no "
                 "weights)", engine="fake", kind="image"),
+        Builtin("rbee-fake-video", "deterministic test video: solid-colour frames (no "
+                "weights)", engine="fake", kind="video"),
     )
 }
 ALIASES = {"default": "smollm2-135m-instruct", "smollm2": "smollm2-135m-instruct",
@@ -153,15 +161,25 @@ def parse_ref(text: str) -> ModelRef:
         return _parse_hf(ref)
     raise ModelNotFound(
         f"model {text!r} not found; use a built-in name ({', '.join(sorted(BUILTINS))}), "
-        "file:/abs/path.gguf or hf:org/repo:file.gguf", param="model")
+        "file:/abs/path.gguf, hf:org/repo:file.gguf, or a diffusers video pipeline: "
+        "file:/abs/folder or hf:org/repo", param="model")
 
 
 def require_kind(ref: ModelRef, kind: Kind) -> ModelRef:
-    """`ref` when its model does `kind`; otherwise a 400 that says what the model does."""
+    """`ref` when its model does `kind`; otherwise a 400 that says what the model does. A
+    diffusers pipeline asked for a video is taken as a video pipeline (see DIFFUSERS_VIDEO)."""
+    if kind == "video" and ref.engine == "diffusers":
+        return dataclasses.replace(ref, engine=DIFFUSERS_VIDEO, kind="video")
     if ref.kind != kind:
         raise WrongModelKind(f"model {ref.name!r} {KIND_DOES[ref.kind]}; this request needs "
                              f"{_A[kind]} model", param="model")
     return ref
+
+
+def for_engine(ref: ModelRef, engine: str | None) -> ModelRef:
+    """`ref` as `engine` runs it: a diffusers pipeline spawned for the video engine is a
+    video model (the hive gets the model's name and the engine, and parses the name)."""
+    return require_kind(ref, "video") if engine == DIFFUSERS_VIDEO else ref
 
 
 def _parse_hf(ref: str) -> ModelRef:

@@ -111,10 +111,14 @@ CTRANSLATE2_BYTES = 320 * MiB
 # A diffusers worker: torch, diffusers and transformers imported and a pipeline's buffers,
 # plus its weights times DIFFUSERS_FACTOR. The safetensors of real pipelines are mostly
 # fp16, which the CPU runs as fp32 (twice the bytes); on a GPU they stay fp16, and the other
-# half covers the activations of one 512-1024 px picture (VAE decode is the peak).
-# Measured: a worker with the tiny test pipeline (6 MB) had 594 MiB RSS after painting
-# (tests/e2e/test_real_images.py prints it).
-DIFFUSERS_RUNTIME_BYTES = 700 * MiB
+# half covers the activations of one 512-1024 px picture (VAE decode is the peak), or the
+# latents and attention over every frame of a video at once.
+# Measured: a worker with the tiny test image pipeline (6 MB) had 594 MiB RSS after painting
+# (tests/e2e/test_real_images.py prints it); one with the tests' tiny AnimateDiff pipeline
+# (0.8 MB, torch 2.13 CPU) 524 MiB when ready, 587 MiB after 8 frames of 64x64 and 735 MiB
+# after 16 frames of 128x128. A video's activations grow with frames x pixels, which a
+# per-model estimate does not see (bounded by RBEE_QUEEN_VIDEO_MAX_PIXELS/MAX_FRAMES).
+DIFFUSERS_RUNTIME_BYTES = 768 * MiB
 DIFFUSERS_FACTOR = 2.0
 
 
@@ -147,7 +151,7 @@ def estimate_ref(ref: ModelRef, context_length: int | None = None, *,
     _check_context(context_length)
     if ref.engine == "fake":
         return _fixed(FAKE, context_length)
-    if ref.engine == "diffusers":
+    if ref.engine in ("diffusers", "diffusers_video"):
         return _diffusers(_pipeline_folder(ref, hf_cache), context_length)
     path = _local_weights(ref, hf_cache)
     if path is None:

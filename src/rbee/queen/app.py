@@ -14,7 +14,8 @@ from rbee import __version__
 from rbee.queen import transcription
 from rbee.queen.auth import KeyAuth
 from rbee.queen.local_hive import LocalHive
-from rbee.queen.routes import admin, cluster, jobs, openai, responses, scheduler
+from rbee.queen.retention import keep_retention
+from rbee.queen.routes import admin, cluster, jobs, openai, responses, scheduler, videos
 from rbee.queen.services import QueenServices, build_services
 from rbee.queen.settings import QueenSettings
 from rbee.web.errors import install_error_handlers
@@ -45,11 +46,15 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
             svc.hive_supervisor.start()  # starts the local hive unless the server did
         watchdog = asyncio.create_task(svc.watchdog.run(), name="watchdog")
         liveness = asyncio.create_task(svc.liveness.run(), name="liveness")
+        retention = asyncio.create_task(keep_retention(
+            svc.artifacts, svc.settings.artifact_retention, svc.clock),
+            name="artifact-retention")
         try:
             yield
         finally:
             watchdog.cancel()
             liveness.cancel()
+            retention.cancel()
             await svc.watchdog.stop()
             await svc.jobs.stop()
             if svc.hive_supervisor is not None:
@@ -75,6 +80,7 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     app.include_router(jobs.router)
     app.include_router(scheduler.router)
     app.include_router(admin.router)
+    app.include_router(videos.router)
     # Outermost first: the key is checked before a body is read. /health stays open, and
     # hives present their own secret with telemetry.
     # Uploads are bounded as they stream to disk (max_upload_bytes), never read whole first.

@@ -20,7 +20,7 @@ from rbee.core.errors import (
     from_envelope,
 )
 from rbee.core.states import WorkerState
-from rbee.models.catalog import CPU_ONLY_ENGINES, ModelRef
+from rbee.models.catalog import CPU_ONLY_ENGINES, DIFFUSERS_VIDEO, ModelRef
 from rbee.queen.decision import PlacementPlan, decide_placement
 from rbee.queen.hive_client import HiveClient
 from rbee.queen.policy import JobFacts, SchedulingPolicy
@@ -239,7 +239,8 @@ class Dispatcher:
             break
         narrator.narrate("place", f"placing {ref.name} on {decision.hive_id} {decision.device}"
                          f" (reserving {_gib(need)}; {report.policy})")
-        spec = SpawnWorker(model=ref.name, device=decision.device, engine=engine,
+        spec = SpawnWorker(model=ref.name, device=decision.device,
+                           engine=_engine_for(ref, engine),
                            threads=hints.threads or self._threads, worker_id=worker_id,
                            slots=hints.slots)
         try:
@@ -327,6 +328,14 @@ class Dispatcher:
 
 def _kind(device: str) -> str:
     return device.split(":", 1)[0]
+
+
+def _engine_for(ref: ModelRef, engine: str | None) -> str | None:
+    """The engine a spawn names: the one asked for, or (the hive parsing the model's name
+    alone would take a video pipeline for an image model) the video engine."""
+    if engine is None and ref.engine == DIFFUSERS_VIDEO:
+        return ref.engine
+    return engine
 
 
 def _no_room(ref: ModelRef, need: int, report: Report,

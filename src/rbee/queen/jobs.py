@@ -248,5 +248,28 @@ class JobManager:
         # past it, which this job never sent (send the end rather than an empty stream).
         return [last] if last.event in TERMINAL_EVENTS and after > last.seq else []
 
+    def last_event(self, job_id: str, event: str | None = None) -> JobEvent | None:
+        """The job's latest event (of type `event`, if given): from memory while it runs
+        (the store only has what was flushed), from the store once it ended."""
+        job = self._live.get(job_id)
+        if job is None:
+            last = self._store.last_event(job_id)
+            return last if last is not None and event in (None, last.event) else None
+        return next((e for e in reversed(job.events) if event in (None, e.event)), None)
+
+    def of_operation(self, operation: str, limit: int, after: str | None = None,
+                     newest_first: bool = True, tenant_id: str | None = None
+                     ) -> list[JobSummary]:
+        return self._store.of_operation(operation, limit, after, newest_first, tenant_id)
+
+    async def delete(self, job_id: str) -> bool:
+        """Cancel the job if it runs, then forget it (its events too). False, and nothing
+        deleted, while it is still ending: its last events are yet to be written."""
+        await self.cancel(job_id)
+        if job_id in self._live:
+            return False
+        await asyncio.to_thread(self._store.delete, job_id)
+        return True
+
     def exists_live(self, job_id: str) -> bool:
         return job_id in self._live

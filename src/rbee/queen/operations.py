@@ -34,6 +34,7 @@ from rbee.api.jobs import (
     ScriptTestOp,
     SshTestOp,
     StatusOp,
+    VideoOp,
     WorkerListOp,
     WorkerSpawnOp,
     WorkerStopOp,
@@ -56,13 +57,15 @@ from rbee.queen.policy import JobFacts
 from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
 from rbee.queen.scripts import Scripts, compile_script, explain
+from rbee.queen.video_job import VideoRunner
 
 Result = dict[str, Any] | None
 
 
 class Operations:
     def __init__(self, registry: Registry, dispatcher: Dispatcher, relay: Relay, fleet: Fleet,
-                 admission: Admission, scripts: Scripts, default_model: str) -> None:
+                 admission: Admission, scripts: Scripts, default_model: str,
+                 video: VideoRunner | None = None) -> None:
         self._admission = admission
         self._registry = registry
         self._dispatcher = dispatcher
@@ -91,6 +94,8 @@ class Operations:
             ScriptActivateOp: lambda ctx, op: scripts.activate(op.name),
             ScriptTestOp: lambda ctx, op: self.explain(op),
         }
+        if video is not None:
+            self._table[VideoOp] = video.run
 
     async def run(self, ctx: JobContext, op: BaseModel) -> Result:
         result = self._table[type(op)](ctx, op)

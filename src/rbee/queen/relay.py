@@ -234,8 +234,8 @@ class Relay:
                             on_cut: Callable[[], None] | None = None,
                             path: str = "/v1/chat/completions"
                             ) -> AsyncGenerator[dict[str, Any], None]:
-        """Stream a chat completion (or, by `path`, another SSE answer: images) from a worker
-        as parsed chunks (the job API, Responses).
+        """Stream a worker's SSE answer (a chat completion unless `path` says otherwise) as
+        parsed chunks (the job API, Responses, videos).
 
         `on_cut` runs when the stream is cut (a stall, the client's deadline, liveness), for a
         caller whose own client may have stopped reading: see `forward`'s `cut`."""
@@ -259,6 +259,24 @@ class Relay:
             raise _unreachable(self._stream_error(worker, call, "the stream ended early"))
         except TransportError as exc:
             raise _unreachable(self._stream_error(worker, call, str(exc))) from exc
+        finally:
+            self._end(call, upstream, watch, None)
+
+    async def stream_bytes(self, worker: WorkerInfo, path: str, body: dict[str, Any],
+                           deadline: ClientDeadline = NO_DEADLINE
+                           ) -> AsyncGenerator[bytes, None]:
+        """A worker's binary answer as it arrives (a finished video), under the stream
+        deadlines; a cut or broken transfer raises WorkerUnavailable, never a short end."""
+        raw = json.dumps(body).encode()
+        call, upstream, watch = await self._open_stream(worker, path, raw, deadline)
+        try:
+            async for chunk in upstream.chunks():
+                watch.progress()
+                yield chunk
+            if call.reason is not None:
+                raise self._stream_error(worker, call, "the transfer was cut")
+        except TransportError as exc:
+            raise self._stream_error(worker, call, str(exc)) from exc
         finally:
             self._end(call, upstream, watch, None)
 

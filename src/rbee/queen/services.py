@@ -26,7 +26,10 @@ from rbee.queen.settings import QueenSettings
 from rbee.queen.supervision import HiveSupervisor
 from rbee.queen.transport import AiohttpTransport, Deadlines, WorkerTransport
 from rbee.queen.transport_httptools import HttptoolsTransport
+from rbee.queen.video_job import VideoRunner
+from rbee.queen.videos import Videos
 from rbee.queen.watchdog import IdleTTL, Watchdog
+from rbee.storage.artifacts import ArtifactStore
 from rbee.storage.db import Database, connect
 from rbee.storage.hives import HiveStore
 from rbee.storage.identity import IdentityStore
@@ -53,6 +56,8 @@ class QueenServices:
     liveness: Liveness
     responses: ResponseStore
     keys: KeyRing
+    artifacts: ArtifactStore
+    videos: Videos
     credentials: Credentials = field(default_factory=Credentials)
     local_hive: LocalHive | None = None
     hive_supervisor: HiveSupervisor | None = None  # restarts local_hive when it dies
@@ -93,8 +98,12 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                         interval=settings.liveness_interval, timeout=settings.liveness_timeout)
     fleet = Fleet(settings, registry, credentials, HiveStore(db), hives, clock)
     scripts = Scripts(ScriptStore(db), policy, clock)
+    # Binary results (videos) live beside the database, under the same retention rules.
+    artifacts = ArtifactStore(settings.state_dir / "artifacts", clock)
     operations = Operations(registry, dispatcher, relay, fleet, admission, scripts,
-                            settings.default_model)
+                            settings.default_model,
+                            video=VideoRunner(registry, dispatcher, relay, admission, artifacts,
+                                              settings))
     jobs = JobManager(JobStore(db), clock, operations.run)
     local = local_hive
     if local is None and settings.local_hive:
@@ -111,6 +120,8 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                          admission=admission, scripts=scripts, operations=operations,
                          liveness=liveness, responses=ResponseStore(db),
                          keys=keys,
+                         artifacts=artifacts,
+                         videos=Videos(jobs, artifacts, settings, clock),
                          credentials=credentials, local_hive=local,
                          hive_supervisor=supervisor)
 

@@ -113,3 +113,20 @@ class QueenSettings(ListenerSettings):
                                     "and its requests are ended")
     max_request_timeout: float = Field(default=3600.0, gt=0, description="Cap on a client's "
                                        "own deadline (X-Stainless-Timeout / X-Request-Timeout)")
+    # Videos (OpenAI's Videos API) and the artifacts they leave.
+    video_model: str = Field(default="", description="Model for video requests naming none "
+                             "or OpenAI's (sora-2…): a diffusers video pipeline, file:/folder "
+                             "or hf:org/repo (empty: such requests are a 400)")
+    video_fps: int = Field(default=8, ge=1, le=60, description="Frames per second of made "
+                           "videos: frames = seconds x this")
+    video_max_frames: int = Field(default=96, ge=1, le=10_000, description="Most frames a "
+                                  "video may have (seconds x fps)")
+    video_max_pixels: int = Field(default=1792 * 1024, ge=64, description="Largest width x "
+                                  "height (OpenAI's sizes are at most 1792x1024)")
+    video_steps: int = Field(default=25, ge=1, le=500, description="Denoising steps of a "
+                             "video that names none (rbee's `steps` field)")
+    video_max_bytes: int = Field(default=2 * 1024**3, ge=1024, description="Largest MP4 the "
+                                 "queen stores")
+    artifact_retention: float = Field(default=7 * 86_400.0, ge=0, description="Seconds "
+                                      "binary results (videos) are kept after they are made "
+                                      "(0: until deleted, like job history)")

@@ -68,6 +68,21 @@ class JobStore:
                               (*args, limit))
         return [_summary(r) for r in rows]
 
+    def of_operation(self, operation: str, limit: int, after: str | None = None,
+                     newest_first: bool = True, tenant_id: str | None = None
+                     ) -> list[JobSummary]:
+        """Jobs of one operation (the videos), of one tenant or all (None), a page at a time:
+        those after the job `after` in the order asked for."""
+        query = _PAGES[(newest_first, after is not None)]
+        head = (operation, tenant_id, tenant_id)
+        args = (*head, after, limit) if after is not None else (*head, limit)
+        rows = self._db.query(query, args)
+        return [_summary(r) for r in rows]
+
+    def delete(self, job_id: str) -> bool:
+        """Remove a finished job and its events (ON DELETE CASCADE); False if there was none."""
+        return self._db.execute("DELETE FROM jobs WHERE id=?", (job_id,)) > 0
+
     def events(self, job_id: str, after: int = -1) -> list[JobEvent]:
         rows = self._db.query(
             "SELECT seq, event, data FROM job_events WHERE job_id=? AND seq>? ORDER BY seq",
@@ -83,6 +98,17 @@ class JobStore:
     def unfinished(self) -> list[str]:
         rows = self._db.query("SELECT id FROM jobs WHERE state IN ('queued', 'running')")
         return [r[0] for r in rows]
+
+
+_AFTER = " AND (created_at, rowid) {} (SELECT created_at, rowid FROM jobs WHERE id=?)"
+_ORDER = " ORDER BY created_at {0}, rowid {0} LIMIT ?"
+# (newest first, after a cursor) -> the page's query: four fixed statements, no SQL built
+# from input.
+_PAGES = {(newest, cursor): _SUMMARY_COLUMNS
+          + " WHERE operation=? AND (? IS NULL OR tenant_id=?)"
+          + (_AFTER.format("<" if newest else ">") if cursor else "")
+          + _ORDER.format("DESC" if newest else "ASC")
+          for newest in (True, False) for cursor in (True, False)}
 
 
 def _rows(job_id: str, events: Iterable[JobEvent]) -> list[tuple[str, int, str, str]]:

@@ -31,7 +31,7 @@ from rbee.web.body import parse_body
 from rbee.web.errors import exception_handlers
 from rbee.web.limits import BodyLimit
 from rbee.web.streaming import DisconnectAwareStream, unless_disconnected
-from rbee.worker import embeddings, images, speech, transcription
+from rbee.worker import embeddings, images, speech, transcription, video
 from rbee.worker.requests import DEFAULT_MAX_N, generation_requests
 from rbee.worker.responses import Formatter, Indexed, Kind, collect, sse_stream
 from rbee.worker.runtime import Runtime
@@ -165,6 +165,7 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None,
                max_n: int = DEFAULT_MAX_N, uploads: transcription.Limits | None = None
                ) -> Starlette:
     """Plain Starlette, not FastAPI: the worker's import time is on the cold-start path."""
+    videos = video.VideoFiles()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -172,6 +173,7 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None,
         yield
         loader.cancel()
         runtime.close()
+        videos.close()
 
     def auth(request: Request) -> None:
         check_bearer(request.headers.get("authorization"), token)
@@ -221,6 +223,7 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None,
               functools.partial(_images, runtime, model, token, False), methods=["POST"]),
         Route("/v1/images/edits", functools.partial(_images, runtime, model, token, True),
               methods=["POST"]),
+        *video.routes(runtime, videos, auth, _deadline),
     ]
     routes += _upload_routes(runtime, model, token, uploads or transcription.Limits(
         Path(tempfile.gettempdir()), 64 * 1024 * 1024))

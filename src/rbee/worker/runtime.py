@@ -27,6 +27,9 @@ from rbee.engines.base import (
     Speaker,
     Transcriber,
     TranscriptionOptions,
+    VideoMaker,
+    VideoSpec,
+    VideoStep,
 )
 from rbee.worker.batcher import Batcher
 
@@ -120,6 +123,12 @@ class Runtime:
             raise _wrong_kind(self.engine.kind, "does not transcribe or translate audio")
         return self.engine
 
+    def video_maker(self) -> VideoMaker:
+        """The engine, when it makes videos (a 400 for another kind of model)."""
+        if self.engine.kind != "video":
+            raise _wrong_kind(self.engine.kind, "makes no videos")
+        return self.engine
+
     async def embed(self, sequences: list[list[int]]) -> list[list[float]]:
         """The request's vectors; requests that come together share one engine call."""
         self.embedder()
@@ -195,6 +204,16 @@ class Runtime:
 
         return self._on_thread("transcribe", start)
 
+    def make_video(self, spec: VideoSpec) -> AsyncIterator[VideoStep]:
+        """Each denoising step as it ends; the MP4 is whole at `spec.out` when this ends.
+        Closing this iterator stops the engine at the end of its current step."""
+        def start() -> Callable[[threading.Event], Iterable[VideoStep]]:
+            maker = self.video_maker()
+            self.require_ready()
+            return lambda cancel: maker.make(spec, cancel)
+
+        return self._on_thread("video", start)
+
     async def _on_thread(self, name: str,
                          start: Callable[[], Callable[[threading.Event], Iterable[T]]]
                          ) -> AsyncIterator[T]:
@@ -249,7 +268,8 @@ _ENDPOINTS = {"chat": ("a chat model", "/v1/chat/completions"),
               "embedding": ("an embedding model", "/v1/embeddings"),
               "speech": ("a speech model", "/v1/audio/speech"),
               "transcription": ("a transcription model", "/v1/audio/transcriptions"),
-              "image": ("an image model", "/v1/images/generations")}
+              "image": ("an image model", "/v1/images/generations"),
+              "video": ("a video model", "/v1/videos")}
 
 
 def _wrong_kind(kind: str, refusal: str) -> WrongModelKind:

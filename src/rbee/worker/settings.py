@@ -19,7 +19,7 @@ class WorkerSettings(ListenerSettings):
     model: str = Field(default="model", description="Public model name clients ask for")
     model_path: str = Field(default="", description="Weights file (GGUF for llama_cpp)")
     engine: str = Field(default="llama_cpp", description="Engine adapter: llama_cpp, onnx, "
-                        "piper, whisper, diffusers or fake")
+                        "piper, whisper, diffusers, diffusers_video or fake")
     kind: ModelKind = Field(default="chat", description=KIND_HELP)
     tokenizer_path: str = Field(default="", description="tokenizer.json, for engines whose "
                                 "tokenizer is a file apart from the weights (onnx)")
@@ -61,5 +61,5 @@ class WorkerSettings(ListenerSettings):
                             "decoded (default: the system's temp dir)")
     fake_speech_gate: str = Field(default="", description="Fake speech engine: its last "
                                   "sentence waits until this file exists (tests)")
-    fake_step_seconds: float = Field(default=0.0, ge=0, description="Fake image engine: "
-                                     "seconds per denoising step")
+    fake_step_seconds: float = Field(default=0.0, ge=0, description="Fake image and video "
+                                     "engines: seconds per denoising step")

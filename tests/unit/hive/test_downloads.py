@@ -10,7 +10,7 @@ import pytest
 
 from rbee.core.errors import ModelNotFound, UpstreamError
 from rbee.hive.downloads import resolve
-from rbee.models.catalog import parse_ref
+from rbee.models.catalog import parse_ref, require_kind
 from tests.support.hub import TINY_FILE, TINY_REPO, StandInHub, commit_of, sha256_of
 
 REPO, FILE = TINY_REPO, TINY_FILE
@@ -114,3 +114,29 @@ def test_stand_in_hub_answers_like_the_hub(hub: StandInHub, hub_root: Path) -> N
     assert ranged.headers["Content-Range"] == f"bytes 100-{len(source) - 1}/{len(source)}"
     assert missing.status_code == 404
     assert missing.headers["X-Error-Code"] == "EntryNotFound"
+
+
+def test_a_diffusers_repository_downloads_whole(hub: StandInHub, hub_root: Path,
+                                                tmp_path: Path) -> None:
+    """`hf:org/repo` (no file) is a pipeline: every file of the repository, as one folder."""
+    repo = hub_root / "tiny-org" / "tiny-video"
+    (repo / "unet").mkdir(parents=True)
+    (repo / "model_index.json").write_text('{"_class_name": "AnimateDiffPipeline"}')
+    (repo / "unet" / "config.json").write_text("{}")
+    (repo / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"w" * 1000)
+    ref = require_kind(parse_ref("hf:tiny-org/tiny-video"), "video")
+    folder = Path(resolve(ref, cache=tmp_path, hf_endpoint=hub.url))
+    assert (folder / "model_index.json").read_text() == (repo / "model_index.json").read_text()
+    assert (folder / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size == 1000
+    assert commit_of("tiny-org/tiny-video") in folder.parts
+    with pytest.raises(ModelNotFound):
+        resolve(parse_ref("hf:tiny-org/no-such-pipeline"), cache=tmp_path,
+                hf_endpoint=hub.url)
+
+
+def test_a_pipeline_folder_needs_its_model_index(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFound, match=r"model_index\.json"):
+        resolve(parse_ref(f"file:{tmp_path}"), cache=tmp_path, hf_endpoint=None)
+    (tmp_path / "model_index.json").write_text('{"_class_name": "AnimateDiffPipeline"}')
+    video = require_kind(parse_ref(f"file:{tmp_path}"), "video")
+    assert resolve(video, cache=tmp_path, hf_endpoint=None) == str(tmp_path)

@@ -220,3 +220,25 @@ async def test_without_a_bootstrap_token_no_key_can_be_made(tmp_path: Path) -> N
         r = await q.http.post("/v1/admin/tenants", json={"name": "acme"})
         assert r.status_code == 400 and "RBEE_QUEEN_API_TOKEN" in r.json()["error"]["message"]
         assert (await q.http.get("/v1/models")).status_code == 200  # the local admin
+
+
+async def test_videos_belong_to_their_tenant(queen: Queen) -> None:
+    ann = (await queen.key("acme"))["key"]
+    bob = (await queen.key("globex"))["key"]
+    r = await queen.as_(ann, "POST", "/v1/videos", json={"model": "rbee-fake-video",
+                                                          "prompt": "bees", "size": "64x64",
+                                                          "seconds": "1"})
+    assert r.status_code == 200, r.text
+    video = r.json()["id"]
+    for key, visible in ((ann, True), (bob, False), (BOOT, True)):
+        got = await queen.as_(key, "GET", f"/v1/videos/{video}")
+        assert got.status_code == (200 if visible else 404), key
+        listed = (await queen.as_(key, "GET", "/v1/videos")).json()["data"]
+        assert (video in {v["id"] for v in listed}) is visible
+    for method, path in (("DELETE", f"/v1/videos/{video}"),
+                         ("GET", f"/v1/videos/{video}/content")):
+        assert (await queen.as_(bob, method, path)).status_code == 404
+    scoped = (await queen.key("acme", models=["rbee-fake"]))["key"]
+    r = await queen.as_(scoped, "POST", "/v1/videos", json={"model": "rbee-fake-video",
+                                                             "prompt": "bees"})
+    assert r.status_code == 403 and r.json()["error"]["param"] == "model"

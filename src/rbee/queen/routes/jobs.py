@@ -9,13 +9,14 @@ from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel
 
 from rbee.api import sse
-from rbee.api.jobs import OPERATIONS, JobCreated, JobList, JobSummary, Placement
+from rbee.api.jobs import OPERATIONS, JobCreated, JobList, JobSummary, Placement, VideoOp
 from rbee.core.errors import InvalidRequest, UnknownOperation
 from rbee.models.catalog import DEFAULT_EMBEDDING_MODEL, parse_ref
 from rbee.queen.auth import principal_of
 from rbee.queen.deps import ServicesDep
 from rbee.queen.identity import Principal, operation_role
 from rbee.queen.jobs import RESTART_SEQ
+from rbee.queen.videos import plan
 from rbee.web.body import parse_model, parse_object
 from rbee.web.streaming import DisconnectAwareStream
 
@@ -38,6 +39,8 @@ async def submit(request: Request, svc: ServicesDep) -> JobCreated:
     principal.require(operation_role(name), f"operation {name}")
     op = _scoped(principal, name, parse_model(raw, OPERATIONS[name], content_type),
                  svc.settings.default_model)
+    if isinstance(op, VideoOp):  # its bounds are the queen's settings: a 400 now, not a job
+        plan(op, svc.settings)
     job_id = svc.jobs.submit(name, op, body, principal.tenant_id)
     return JobCreated(job_id=job_id, sse_url=f"/v1/jobs/{job_id}/stream")
 
