@@ -14,10 +14,11 @@ from rbee import __version__
 from rbee.queen import transcription
 from rbee.queen.auth import KeyAuth
 from rbee.queen.local_hive import LocalHive
-from rbee.queen.retention import keep_retention
+from rbee.queen.retention import Retention
 from rbee.queen.routes import admin, cluster, jobs, openai, responses, scheduler, videos
 from rbee.queen.services import QueenServices, build_services
 from rbee.queen.settings import QueenSettings
+from rbee.storage.jobs import JobStore
 from rbee.web.errors import install_error_handlers
 from rbee.web.limits import BodyLimit
 from rbee.web.origin import BrowserGuard, trusted_hosts
@@ -46,9 +47,10 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
             svc.hive_supervisor.start()  # starts the local hive unless the server did
         watchdog = asyncio.create_task(svc.watchdog.run(), name="watchdog")
         liveness = asyncio.create_task(svc.liveness.run(), name="liveness")
-        retention = asyncio.create_task(keep_retention(
-            svc.artifacts, svc.settings.artifact_retention, svc.clock),
-            name="artifact-retention")
+        retention = asyncio.create_task(Retention(
+            JobStore(svc.db), svc.responses, svc.artifacts, svc.clock,
+            history=svc.settings.history_retention,
+            artifacts_for=svc.settings.artifact_retention).run(), name="retention")
         try:
             yield
         finally:

@@ -129,4 +129,7 @@ class QueenSettings(ListenerSettings):
                                  "queen stores")
     artifact_retention: float = Field(default=7 * 86_400.0, ge=0, description="Seconds "
                                       "binary results (videos) are kept after they are made "
-                                      "(0: until deleted, like job history)")
+                                      "(0: as long as their job); never longer than the job")
+    history_retention: float = Field(default=30 * 86_400.0, ge=0, description="Seconds "
+                                     "finished jobs (their events, results and artifacts) and "
+                                     "stored Responses are kept (0: until deleted)")

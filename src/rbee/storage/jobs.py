@@ -79,6 +79,16 @@ class JobStore:
         rows = self._db.query(query, args)
         return [_summary(r) for r in rows]
 
+    def purge(self, before: float) -> list[str]:
+        """Delete the jobs that finished before `before` (with their events); their ids."""
+        with self._db.transaction() as tx:
+            gone = [r[0] for r in tx.execute(
+                "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?",
+                (before,)).fetchall()]
+            tx.execute("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?",
+                       (before,))
+        return gone
+
     def delete(self, job_id: str) -> bool:
         """Remove a finished job and its events (ON DELETE CASCADE); False if there was none."""
         return self._db.execute("DELETE FROM jobs WHERE id=?", (job_id,)) > 0

@@ -38,5 +38,9 @@ class ResponseStore:
         return StoredResponse(response=json.loads(row[0]), conversation=json.loads(row[1]),
                               tenant_id=row[2])
 
+    def purge(self, before: float) -> int:
+        """Delete the responses made before `before`; how many."""
+        return self._db.execute("DELETE FROM responses WHERE created_at < ?", (before,))
+
     def delete(self, response_id: str) -> bool:
         return self._db.execute("DELETE FROM responses WHERE id=?", (response_id,)) > 0
