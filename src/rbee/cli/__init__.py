@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from rbee import __version__
-from rbee.cli.commands import hives, jobs, models, queen, scripts, workers
+from rbee.cli.commands import audit, hives, jobs, models, queen, scripts, workers
 from rbee.cli.commands.embed import embed
 from rbee.cli.commands.infer import infer
 from rbee.cli.commands.scheduler import scheduler
@@ -53,6 +53,7 @@ def build() -> typer.Typer:
     app.command(help="What the scheduler is doing: policies, memory, queues.")(scheduler)
     app.add_typer(models.app, name="model")
     app.add_typer(jobs.app, name="jobs")
+    app.add_typer(audit.app, name="audit")
     return app
 
 

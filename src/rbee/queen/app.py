@@ -12,7 +12,7 @@ from starlette.types import ASGIApp
 
 from rbee import __version__
 from rbee.queen.local_hive import LocalHive
-from rbee.queen.routes import cluster, jobs, openai, responses, scheduler
+from rbee.queen.routes import audit, cluster, jobs, openai, responses, scheduler
 from rbee.queen.services import QueenServices, build_services
 from rbee.queen.settings import QueenSettings
 from rbee.web.auth import BearerAuth
@@ -37,6 +37,8 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
         svc = services or build_services(settings, hive_token=hive_token,
                                          worker_token=worker_token, local_hive=local_hive)
         app.state.services = svc
+        audit_writer = asyncio.create_task(svc.audit.run(), name="audit-writer")
+        archival = asyncio.create_task(svc.audit.archive_loop(), name="audit-archival")
         await svc.scripts.load_active()
         await svc.jobs.start()
         if svc.hive_supervisor is not None:
@@ -54,6 +56,9 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
                 await svc.hive_supervisor.stop()  # no restarts; cascades to its workers
             await svc.relay.close()
             await svc.http.aclose()
+            archival.cancel()
+            # After everything that records (jobs, streams): what is pending is written.
+            await svc.audit.close(audit_writer)
             svc.db.close()
 
     # FastAPI's native OpenTelemetry looks up its providers on every request (~13 µs of a
@@ -72,6 +77,7 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     app.include_router(responses.router)
     app.include_router(jobs.router)
     app.include_router(scheduler.router)
+    app.include_router(audit.router)
     # Outermost first: the token is checked before a body is read. /health stays open, and
     # hives present their own secret with telemetry.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

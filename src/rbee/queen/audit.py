@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from rbee.api.cluster import WorkerInfo
 from rbee.core.clock import Clock
+from rbee.core.errors import RbeeError
+from rbee.queen.jobs import FinishedJob
 from rbee.storage.audit import ArchiveMark, AuditStore, Filters, Pending
 from rbee.storage.audit_chain import (
     GENESIS,
@@ -67,6 +71,16 @@ class Actor:
             (personal if self.person() else plain)["key_fingerprint"] = self.key_fingerprint
         return personal, plain
 
+
+# Job operations that change the cluster or its policy: audited as admin changes.
+ADMIN_OPERATIONS = {
+    "hive_install": "hive.install", "hive_uninstall": "hive.uninstall",
+    "hive_start": "hive.start", "hive_stop": "hive.stop",
+    "hive_refresh_capabilities": "hive.refresh", "script_save": "script.save",
+    "script_delete": "script.delete", "script_activate": "script.activate",
+    "worker_spawn": "worker.spawn", "worker_stop": "worker.stop",
+}
+_OUTCOMES: dict[str, Outcome] = {"done": "ok", "error": "error", "cancelled": "cancelled"}
 
 ANONYMOUS = Actor()
 QUEEN = Actor(role="system")  # the queen itself (archival)
@@ -134,10 +148,27 @@ class AuditLog:
         self.record("inference", actor=actor, subject=facts.model, outcome=facts.outcome,
                     details=facts.details())
 
+    def job(self, job: FinishedJob, *, actor: Actor = ANONYMOUS) -> None:
+        """A job at its end; admin operations (hives, scripts, workers) as admin changes."""
+        details = {"job_id": job.id, "operation": job.operation, "code": job.code,
+                   "duration_ms": round(job.seconds * 1000, 3)}
+        outcome = _OUTCOMES.get(job.state, "error")
+        admin = ADMIN_OPERATIONS.get(job.operation)
+        if admin is not None:
+            self.admin_change(admin, actor=actor, subject=job.subject, outcome=outcome,
+                              details=details)
+        else:
+            self.record(f"job.{job.operation}", actor=actor, subject=job.subject,
+                        outcome=outcome, details=details)
+
     def gdpr(self, what: str, *, actor: Actor = ANONYMOUS, outcome: Outcome = "ok",
              details: Mapping[str, Any] | None = None) -> None:
         """A GDPR action (export, erasure, consent). Never names the person in clear."""
         self.record(f"gdpr.{what}", actor=actor, outcome=outcome, details=details)
+
+    def trail(self, path: str, model: str, stream: bool,
+              region_of: Callable[[str], str | None], actor: Actor = ANONYMOUS) -> Trail:
+        return Trail(self, self._clock, path, model, stream, region_of, actor)
 
     # -- writing -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -311,6 +342,57 @@ class Inference:
                 "code": self.code, "worker": self.worker_id, "hive": self.hive_id,
                 "region": self.region, "usage": dict(self.usage) if self.usage else None,
                 "duration_ms": round((self.ended - self.started) * 1000, 3)}
+
+
+class Trail:
+    """One inference request's facts, gathered as it runs; recorded once, at its end."""
+
+    def __init__(self, log: AuditLog, clock: Clock, path: str, model: str, stream: bool,
+                 region_of: Callable[[str], str | None], actor: Actor = ANONYMOUS) -> None:
+        self._log, self._clock, self._region_of = log, clock, region_of
+        self._path, self._model, self._stream, self._actor = path, model, stream, actor
+        self._started = clock.monotonic()
+        self._worker: WorkerInfo | None = None
+        self._ended = False
+
+    def served(self, worker: WorkerInfo) -> None:
+        """The worker now answering (the last one, after failovers)."""
+        self._worker = worker
+
+    def end(self, outcome: Outcome, *, status: int | None = None, code: str | None = None,
+            body: bytes | None = None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        w = self._worker
+        self._log.inference(Inference(
+            path=self._path, model=self._model, outcome=outcome, started=self._started,
+            ended=self._clock.monotonic(), stream=self._stream, status=status, code=code,
+            worker_id=w.id if w else None, hive_id=w.hive_id if w else None,
+            region=self._region_of(w.hive_id) if w else None,
+            usage=usage_of(body) if body else None), actor=self._actor)
+
+    def failed(self, exc: BaseException) -> None:
+        if isinstance(exc, RbeeError):
+            self.end("error", status=exc.http_status, code=exc.code)
+        else:  # the client hung up, or the queen is stopping
+            self.end("cancelled")
+
+
+def usage_of(body: bytes) -> dict[str, int] | None:
+    """The `usage` object of an OpenAI JSON answer, without parsing the rest (an embeddings
+    answer is megabytes of numbers; usage comes last)."""
+    at = body.rfind(b'"usage"')
+    start = body.find(b"{", at) if at >= 0 else -1
+    if start < 0:
+        return None
+    try:
+        found, _ = json.JSONDecoder().raw_decode(body[start:start + 4096].decode())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(found, dict):
+        return None
+    return {k: v for k, v in found.items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
 def _walk_archive(path: Path, mark: ArchiveMark, walk: Walk) -> bool:

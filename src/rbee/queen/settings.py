@@ -99,3 +99,11 @@ class QueenSettings(ListenerSettings):
                                     "and its requests are ended")
     max_request_timeout: float = Field(default=3600.0, gt=0, description="Cap on a client's "
                                        "own deadline (X-Stainless-Timeout / X-Request-Timeout)")
+    audit_retention_days: float = Field(default=2557.0, gt=0, description="Days audit "
+                                        "entries stay in the database (7 years); older ones "
+                                        "are archived to files whose chain continues")
+    audit_archive_dir: Path | None = Field(default=None, description="Where audit archives "
+                                           "go (default: STATE_DIR/audit-archive)")
+
+    def audit_archives(self) -> Path:
+        return self.audit_archive_dir or self.state_dir / "audit-archive"

@@ -128,24 +128,34 @@ async def _admitted(svc: QueenServices, stream: bool | None, ref: ModelRef, hint
     """`audio`: the media type of an audio stream (not SSE) to pipe through."""
     ticket = await svc.admission.enter(ref.name, hints.job.priority if hints.job else
                                        "interactive")
+    # The audit entry of this request: recorded once, when it ends (stream: when it closes).
+    trail = svc.audit.trail(path, ref.name, bool(stream or audio), svc.registry.region)
+
+    def closed() -> None:
+        ticket.release()
+        trail.end("ok", status=200)
 
     async def attempt(worker: WorkerInfo) -> Response:
+        trail.served(worker)
         if audio is not None:
             return await forward_audio(svc.relay, worker, path, raw, media_type=audio,
-                                       on_close=ticket.release, deadline=deadline)
+                                       on_close=closed, deadline=deadline)
         if stream:  # the stream itself watches for a hang-up, and frees the slot
             return await svc.relay.forward(worker, path, raw, stream=True,
-                                           on_close=ticket.release, deadline=deadline)
+                                           on_close=closed, deadline=deadline)
         return await svc.relay.forward(worker, path, raw, stream=False, deadline=deadline)
 
     try:
         response = await with_failover(svc.dispatcher, svc.registry, ref, hints, Silent(),
                                        attempt)
-    except BaseException:
+    except BaseException as exc:
         ticket.release()
+        trail.failed(exc)
         raise
-    if not stream:
+    if not (stream or audio):
         ticket.release()
+        trail.end("ok" if response.status_code < 400 else "error",
+                  status=response.status_code, body=bytes(response.body))
     return response
 
 
