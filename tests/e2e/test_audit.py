@@ -13,7 +13,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from rbee.storage.audit_chain import read_lines, verify_export
+from rbee.core.audit_chain import read_lines, verify_export
 from tests.support.daemons import Daemon, rbee_env, run_cli, running_queen, start_queen
 
 pytestmark = pytest.mark.e2e

@@ -24,11 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rbee.api.cluster import WorkerInfo
-from rbee.core.clock import Clock
-from rbee.core.errors import RbeeError
-from rbee.queen.jobs import FinishedJob
-from rbee.storage.audit import ArchiveMark, AuditStore, Filters, Pending
-from rbee.storage.audit_chain import (
+from rbee.core.audit_chain import (
     GENESIS,
     Entry,
     Problem,
@@ -39,6 +35,10 @@ from rbee.storage.audit_chain import (
     read_lines,
     verify_export,
 )
+from rbee.core.clock import Clock
+from rbee.core.errors import RbeeError
+from rbee.queen.jobs import FinishedJob
+from rbee.storage.audit import ArchiveMark, AuditStore, Filters, Pending
 
 logger = logging.getLogger(__name__)
 Outcome = Literal["ok", "error", "denied", "cancelled"]

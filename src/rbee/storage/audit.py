@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rbee.storage.audit_chain import GENESIS, Entry, encode, header, sealed
+from rbee.core.audit_chain import GENESIS, Entry, encode, header, sealed
 from rbee.storage.db import Database
 
 _SELECT = ("SELECT seq, at, action, outcome, tenant, actor_ref, actor, subject, details, prev, "

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from rbee.core.audit_chain import GENESIS, main, read_lines, verify_export
 from rbee.core.clock import FakeClock
 from rbee.queen.audit import ANONYMOUS, Actor, AuditLog, Person
 from rbee.storage.audit import AuditStore, Filters
-from rbee.storage.audit_chain import GENESIS, main, read_lines, verify_export
 from rbee.storage.db import connect
 
 ALICE = Actor(tenant_id="acme", user_id="alice@example.com", key_fingerprint="sha256:abc123",

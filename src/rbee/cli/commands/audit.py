@@ -13,7 +13,7 @@ from rich.markup import escape
 from rbee.cli.context import Context
 from rbee.cli.errors import guarded
 from rbee.cli.render import consoles, print_json, table
-from rbee.storage.audit_chain import read_lines, verify_export
+from rbee.core.audit_chain import read_lines, verify_export
 
 app = typer.Typer(help="The audit log: verify its hash chain, export it, list entries.",
                   no_args_is_help=True)
@@ -77,7 +77,7 @@ def export(ctx: typer.Context,
         else:
             _show(verdict)
             consoles()[0].print(f"wrote {output} (verify it anywhere: python -m "
-                                "rbee.storage.audit_chain FILE)")
+                                "rbee.core.audit_chain FILE)")
         return 0 if verdict["ok"] else EXIT_BROKEN
 
     guarded(run)

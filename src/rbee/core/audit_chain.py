@@ -2,7 +2,7 @@
 offline verifier for exported (and archived) files.
 
 Standard library only, on purpose: an auditor can check an export with this one file and
-Python, without rbee, the queen or its database (`python -m rbee.storage.audit_chain FILE`).
+Python, without rbee, the queen or its database (`python -m rbee.core.audit_chain FILE`).
 
 An entry's hash is SHA-256 over the canonical JSON (sorted keys, no spaces, UTF-8) of every
 field but `hash` itself, `prev` included: changing, removing or reordering an entry breaks
@@ -201,7 +201,7 @@ def verify_export(lines: Iterable[str], walk: Walk | None = None) -> Verdict:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m rbee.storage.audit_chain FILE…`: exit 0 when every file verifies."""
+    """`python -m rbee.core.audit_chain FILE…`: exit 0 when every file verifies."""
     walk: Walk | None = None
     for name in argv:
         verdict = verify_export(read_lines(Path(name)), walk)
