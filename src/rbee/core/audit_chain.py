@@ -19,7 +19,7 @@ import hashlib
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,12 +46,14 @@ class Entry:
     hash: str = ""
 
     def body(self) -> dict[str, Any]:
-        found = asdict(self)
-        del found["hash"]
-        return found
+        """Every field but the hash (shallow: canonical() serialises it right away)."""
+        return {"seq": self.seq, "at": self.at, "action": self.action,
+                "outcome": self.outcome, "tenant": self.tenant, "actor_ref": self.actor_ref,
+                "actor": self.actor, "subject": self.subject, "details": self.details,
+                "prev": self.prev}
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**self.body(), "hash": self.hash}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Entry:
@@ -69,7 +71,7 @@ def entry_hash(entry: Entry) -> str:
 
 def sealed(entry: Entry) -> Entry:
     """`entry` with its hash filled in."""
-    return Entry(**{**entry.body(), "hash": entry_hash(entry)})
+    return replace(entry, hash=entry_hash(entry))
 
 
 @dataclass(frozen=True)

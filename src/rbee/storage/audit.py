@@ -52,7 +52,7 @@ _PAGE = _SELECT + (
 CHUNK = 1000  # rows read per lock hold while walking the chain: other stores keep moving
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Pending:
     """An entry as recorded, before it is pseudonymised and chained.
 
@@ -104,7 +104,7 @@ class Filters:
 
 
 def pseudonym(secret: bytes, label: str, value: str) -> str:
-    return "pn:" + hmac.new(secret, f"{label}\0{value}".encode(), hashlib.sha256).hexdigest()[:32]
+    return "pn:" + hmac.digest(secret, f"{label}\0{value}".encode(), "sha256").hex()[:32]
 
 
 class AuditStore:
@@ -115,9 +115,10 @@ class AuditStore:
         """Chain and insert `batch` in one transaction; the new head (seq, hash)."""
         with self._db.transaction() as tx:
             seq, prev = _head(tx)
+            secrets_: dict[str, bytes] = {}  # per batch: one lookup per person
             for item in batch:
                 seq += 1
-                entry, clear = _chained(tx, item, seq, prev)
+                entry, clear = _chained(tx, item, seq, prev, secrets_)
                 tx.execute(_INSERT, _row(entry))
                 tx.executemany("INSERT INTO audit_personal(seq, person, role, data) "
                                "VALUES (?,?,?,?)", clear)
@@ -240,7 +241,14 @@ def _head(tx: Any) -> tuple[int, str]:
     return (int(row[0]), str(row[1])) if row else (0, GENESIS)
 
 
-def _secret(tx: Any, person: str) -> bytes:
+def _secret(tx: Any, person: str, known: dict[str, bytes]) -> bytes:
+    if person in known:
+        return known[person]
+    known[person] = _stored_secret(tx, person)
+    return known[person]
+
+
+def _stored_secret(tx: Any, person: str) -> bytes:
     row = tx.execute("SELECT secret FROM audit_secrets WHERE person = ?", (person,)).fetchone()
     if row is not None:
         return bytes(row[0])
@@ -249,19 +257,19 @@ def _secret(tx: Any, person: str) -> bytes:
     return secret
 
 
-def _chained(tx: Any, item: Pending, seq: int, prev: str
+def _chained(tx: Any, item: Pending, seq: int, prev: str, known: dict[str, bytes]
              ) -> tuple[Entry, list[tuple[int, str, str, str]]]:
     actor: dict[str, Any] = dict(item.plain)
     clear: list[tuple[int, str, str, str]] = []
     actor_ref = subject = None
     if item.person is not None:
-        secret = _secret(tx, item.person)
+        secret = _secret(tx, item.person, known)
         actor_ref = pseudonym(secret, "person", item.person)
         actor.update({k: pseudonym(secret, k, v) for k, v in item.personal.items()})
         clear.append((seq, item.person, "actor", json.dumps(item.personal)))
     subject = item.subject
     if item.subject_person is not None:
-        subject = pseudonym(_secret(tx, item.subject_person), "person", item.subject_person)
+        subject = pseudonym(_secret(tx, item.subject_person, known), "person", item.subject_person)
         clear.append((seq, item.subject_person, "subject",
                       json.dumps({"subject": item.subject_person})))
     entry = sealed(Entry(seq=seq, at=item.at, action=item.action, outcome=item.outcome,
