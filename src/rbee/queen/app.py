@@ -8,9 +8,10 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Scope
 
 from rbee import __version__
+from rbee.queen.audit import Actor
 from rbee.queen.local_hive import LocalHive
 from rbee.queen.routes import audit, cluster, jobs, openai, responses, scheduler
 from rbee.queen.services import QueenServices, build_services
@@ -81,9 +82,20 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     # Outermost first: the token is checked before a body is read. /health stays open, and
     # hives present their own secret with telemetry.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(BearerAuth, token=settings.api_token, open_paths=OPEN_PATHS)
+    app.add_middleware(BearerAuth, token=settings.api_token, open_paths=OPEN_PATHS,
+                       on_refused=audit_refusal)
     # Outermost: web pages (rebound Host, foreign Origin) are refused before anything else.
     app.add_middleware(BrowserGuard, allowed_origins=settings.allowed_origins,
                        allowed_hosts=trusted_hosts(settings.host, settings.api_token,
                                                    settings.public_url, settings.allowed_hosts))
     return app
+
+
+def audit_refusal(scope: Scope, reason: str) -> None:
+    """A refused credential goes to the audit log with the client's address (a pseudonym in
+    the chain); before start-up completes there is no log yet to write to."""
+    services: QueenServices | None = getattr(scope["app"].state, "services", None)
+    if services is not None:
+        client = scope.get("client")
+        services.audit.auth_failure(reason, actor=Actor(client_ip=client[0] if client
+                                                        else None), path=scope["path"])

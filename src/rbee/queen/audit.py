@@ -135,7 +135,7 @@ class AuditLog:
                      ) -> None:
         """A credential was refused (for the key-checking middleware to call)."""
         self.record("auth.failure", actor=actor, outcome="denied",
-                    details={"reason": reason, "path": path})
+                    details={"reason": reason[:200], "path": path[:200] if path else None})
 
     def admin_change(self, what: str, *, actor: Actor = ANONYMOUS, subject: str | None,
                      outcome: Outcome, details: Mapping[str, Any] | None = None) -> None:

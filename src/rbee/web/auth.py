@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -47,12 +48,15 @@ def refuse_open_listener(host: str, token: str | None, what: str) -> None:
 
 class BearerAuth:
     """ASGI middleware: the one API-token check in front of every route but `open_paths`
-    (no check at all when `token` is None). Runs before the body is read."""
+    (no check at all when `token` is None). Runs before the body is read. `on_refused`
+    hears of each refusal (the audit log), never of the credential presented."""
 
-    def __init__(self, app: ASGIApp, token: str | None, open_paths: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, open_paths: frozenset[str],
+                 on_refused: Callable[[Scope, str], None] | None = None) -> None:
         self.app = app
         self._token = token
         self._open = open_paths
+        self._on_refused = on_refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._token is not None and scope["type"] == "http" and scope["path"] not in self._open:
@@ -60,6 +64,8 @@ class BearerAuth:
             try:
                 check_bearer(header.decode("latin-1") if header else None, self._token)
             except Unauthorized as exc:
+                if self._on_refused is not None:
+                    self._on_refused(scope, exc.message)
                 await error_response(exc)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -8,13 +8,17 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
 import pytest
 
 from rbee.api.cluster import WorkerInfo
 from rbee.core.clock import FakeClock
 from rbee.core.errors import WorkerUnavailable
+from rbee.queen.app import create_app
 from rbee.queen.audit import Actor, AuditLog, usage_of
 from rbee.queen.jobs import FinishedJob
+from rbee.queen.services import build_services
+from rbee.queen.settings import QueenSettings
 from rbee.storage.audit import AuditStore, Filters, Pending
 from rbee.storage.db import connect
 
@@ -138,3 +142,21 @@ def test_usage_is_read_from_the_end_without_parsing_the_rest() -> None:
     for hostile in (b"", b'{"usage": null}', b'{"usage": {', b'"usage"', b'\xff"usage":{}',
                     b'{"usage": {"prompt_tokens": "3", "x": true}}'):
         assert usage_of(hostile) in (None, {})
+
+
+async def test_a_refused_token_is_audited_without_the_token(tmp_path: Path) -> None:
+    settings = QueenSettings(api_token="right-token", state_dir=tmp_path, local_hive=False)
+    services = build_services(settings)
+    app = create_app(settings, services)
+    app.state.services = services  # type: ignore[attr-defined]  # what the lifespan does
+    transport = httpx.ASGITransport(app=app, client=("198.51.100.9", 4000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        r = await client.get("/v1/models", headers={"Authorization": "Bearer wrong-token"})
+    assert r.status_code == 401
+    [(entry, clear)] = await services.audit.page(Filters(action="auth."))
+    assert entry.outcome == "denied" and entry.details["path"] == "/v1/models"
+    assert entry.actor_ref is not None and entry.actor["client_ip"].startswith("pn:")
+    assert clear == [{"role": "actor", "client_ip": "198.51.100.9"}]
+    for stored in tmp_path.glob("queen.db*"):  # the database and its WAL
+        assert b"wrong-token" not in stored.read_bytes()
+    services.db.close()
