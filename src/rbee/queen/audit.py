@@ -1,6 +1,6 @@
 """The audit log: who did what, when, with what outcome — recorded off the hot path.
 
-`record` only appends to a list (a lock, a small object: about a microsecond); a writer task
+`record` only appends to a list (a lock, a small object: a few microseconds); a writer task
 chains and inserts what gathered, in one transaction per batch, on a thread. One batch at a
 time, and the chain's head read inside that transaction, keep the chain consistent however
 many callers record at once. A clean shutdown (`close`) writes everything still pending;
