@@ -33,6 +33,16 @@ def ask(queen: Daemon, stream: bool = False) -> None:
             assert answer.usage is not None
 
 
+def every_other_kind(queen: Daemon) -> None:
+    """Speech, responses and embeddings: each path records its own entry."""
+    with OpenAI(base_url=f"{queen.url}/v1", api_key="unused", max_retries=0) as client:
+        assert client.audio.speech.create(model="rbee-fake-speech", voice="alloy",
+                                          input=SECRET).content
+        assert client.responses.create(model="rbee-fake", input=SECRET,
+                                       max_output_tokens=3).output_text
+        assert client.embeddings.create(model="rbee-fake-embedding", input=[SECRET]).data
+
+
 def tamper(db: Path, sql: str) -> None:
     """An attacker with the file: plain sqlite3, triggers dropped first."""
     conn = sqlite3.connect(db, isolation_level=None)
@@ -54,14 +64,22 @@ def test_requests_are_audited_and_tampering_is_named(tmp_path: Path) -> None:
     env = rbee_env(tmp_path)
     db = tmp_path / "state" / "queen.db"
     for queen in running_queen(env):
-        ask(queen)
+        # Streams are recorded when they close, just after their last byte: they go first,
+        # and non-streamed answers (recorded before they are sent) last.
         ask(queen, stream=True)
+        every_other_kind(queen)
+        ask(queen)
         page = httpx.get(f"{queen.url}/v1/admin/audit", params={"action": "inference"}).json()
-        plain, streamed = page["data"]
-        assert plain["subject"] == "rbee-fake" and plain["outcome"] == "ok"
+        kinds = {(e["details"]["path"], e["subject"], e["details"]["stream"], e["outcome"])
+                 for e in page["data"]}
+        assert kinds == {("/v1/chat/completions", "rbee-fake", True, "ok"),
+                         ("/v1/audio/speech", "rbee-fake-speech", True, "ok"),
+                         ("/v1/responses", "rbee-fake", False, "ok"),
+                         ("/v1/embeddings", "rbee-fake-embedding", False, "ok"),
+                         ("/v1/chat/completions", "rbee-fake", False, "ok")}, kinds
+        plain = page["data"][-1]
         assert plain["details"]["usage"]["completion_tokens"] == 3
         assert plain["details"]["hive"] == "localhost" and plain["details"]["worker"]
-        assert streamed["details"]["stream"] is True
         assert SECRET not in json.dumps(page)
 
         code, verdict, shown = verify_cli(env)
@@ -85,10 +103,11 @@ def test_requests_are_audited_and_tampering_is_named(tmp_path: Path) -> None:
         offline = verify_export(read_lines(broken))  # the auditor's verdict, the same entry
         assert offline.problem is not None and offline.problem.seq == plain["seq"]
 
-        tamper(db, f"DELETE FROM audit_log WHERE seq <= {plain['seq']}")
-        code, verdict, _ = verify_cli(env)
+        tamper(db, "DELETE FROM audit_log WHERE seq = 2")  # before the edited one
+        code, verdict, shown = verify_cli(env)
         assert code == 2 and verdict["problem"]["kind"] == "missing"  # type: ignore[index]
-        assert verdict["problem"]["seq"] == 1  # type: ignore[index]
+        assert verdict["problem"]["seq"] == 2  # type: ignore[index]
+        assert "entry 2 missing after entry 1" in shown
 
 
 def test_bad_audit_queries_get_envelopes_naming_the_param(tmp_path: Path) -> None:
@@ -121,3 +140,7 @@ def test_a_restarted_queen_continues_the_chain(tmp_path: Path) -> None:
         assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
         actions = [e["action"] for e in entries]
         assert actions.count("inference") == 2 and "job.infer" in actions
+        listed = run_cli(env, "--json", "audit", "list", "--action", "job.")
+        assert [e["action"] for e in json.loads(listed.stdout)["data"]] == ["job.infer"]
+        shown = run_cli(env, "audit", "list", "--outcome", "ok", "--limit", "1")
+        assert shown.returncode == 0 and "inference" in shown.stdout

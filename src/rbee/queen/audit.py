@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from rbee.api.cluster import WorkerInfo
 from rbee.core.audit_chain import (
     GENESIS,
     Entry,
@@ -36,7 +34,6 @@ from rbee.core.audit_chain import (
     verify_export,
 )
 from rbee.core.clock import Clock
-from rbee.core.errors import RbeeError
 from rbee.queen.jobs import FinishedJob
 from rbee.storage.audit import ArchiveMark, AuditStore, Filters, Pending
 
@@ -111,6 +108,10 @@ class AuditLog:
         self._head: tuple[int, str] | None = None  # the last entry this process wrote
         self._closed = False
 
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
     # -- recording (any thread; cheap) ------------------------------------------------------
     def record(self, action: str, *, actor: Actor = ANONYMOUS, subject: str | Person | None
                = None, outcome: Outcome, details: Mapping[str, Any] | None = None) -> None:
@@ -165,10 +166,6 @@ class AuditLog:
              details: Mapping[str, Any] | None = None) -> None:
         """A GDPR action (export, erasure, consent). Never names the person in clear."""
         self.record(f"gdpr.{what}", actor=actor, outcome=outcome, details=details)
-
-    def trail(self, path: str, model: str, stream: bool,
-              region_of: Callable[[str], str | None], actor: Actor = ANONYMOUS) -> Trail:
-        return Trail(self, self._clock, path, model, stream, region_of, actor)
 
     # -- writing -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -342,57 +339,6 @@ class Inference:
                 "code": self.code, "worker": self.worker_id, "hive": self.hive_id,
                 "region": self.region, "usage": dict(self.usage) if self.usage else None,
                 "duration_ms": round((self.ended - self.started) * 1000, 3)}
-
-
-class Trail:
-    """One inference request's facts, gathered as it runs; recorded once, at its end."""
-
-    def __init__(self, log: AuditLog, clock: Clock, path: str, model: str, stream: bool,
-                 region_of: Callable[[str], str | None], actor: Actor = ANONYMOUS) -> None:
-        self._log, self._clock, self._region_of = log, clock, region_of
-        self._path, self._model, self._stream, self._actor = path, model, stream, actor
-        self._started = clock.monotonic()
-        self._worker: WorkerInfo | None = None
-        self._ended = False
-
-    def served(self, worker: WorkerInfo) -> None:
-        """The worker now answering (the last one, after failovers)."""
-        self._worker = worker
-
-    def end(self, outcome: Outcome, *, status: int | None = None, code: str | None = None,
-            body: bytes | None = None) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        w = self._worker
-        self._log.inference(Inference(
-            path=self._path, model=self._model, outcome=outcome, started=self._started,
-            ended=self._clock.monotonic(), stream=self._stream, status=status, code=code,
-            worker_id=w.id if w else None, hive_id=w.hive_id if w else None,
-            region=self._region_of(w.hive_id) if w else None,
-            usage=usage_of(body) if body else None), actor=self._actor)
-
-    def failed(self, exc: BaseException) -> None:
-        if isinstance(exc, RbeeError):
-            self.end("error", status=exc.http_status, code=exc.code)
-        else:  # the client hung up, or the queen is stopping
-            self.end("cancelled")
-
-
-def usage_of(body: bytes) -> dict[str, int] | None:
-    """The `usage` object of an OpenAI JSON answer, without parsing the rest (an embeddings
-    answer is megabytes of numbers; usage comes last)."""
-    at = body.rfind(b'"usage"')
-    start = body.find(b"{", at) if at >= 0 else -1
-    if start < 0:
-        return None
-    try:
-        found, _ = json.JSONDecoder().raw_decode(body[start:start + 4096].decode())
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(found, dict):
-        return None
-    return {k: v for k, v in found.items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
 def _walk_archive(path: Path, mark: ArchiveMark, walk: Walk) -> bool:

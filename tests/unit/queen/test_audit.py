@@ -15,7 +15,8 @@ from rbee.api.cluster import WorkerInfo
 from rbee.core.clock import FakeClock
 from rbee.core.errors import WorkerUnavailable
 from rbee.queen.app import create_app
-from rbee.queen.audit import Actor, AuditLog, usage_of
+from rbee.queen.audit import Actor, AuditLog
+from rbee.queen.audit_trail import Trail, usage_of
 from rbee.queen.jobs import FinishedJob
 from rbee.queen.services import build_services
 from rbee.queen.settings import QueenSettings
@@ -110,7 +111,7 @@ async def test_jobs_are_recorded_and_admin_operations_as_admin_changes(
 async def test_an_inference_trail_records_once_with_facts_only(tmp_path: Path) -> None:
     clock = FakeClock()
     log = audit_log(tmp_path / "q.db", clock)
-    trail = log.trail("/v1/chat/completions", "smollm2", False, lambda hive: "eu-west")
+    trail = Trail(log, "/v1/chat/completions", "smollm2", False, lambda hive: "eu-west")
     trail.served(WorkerInfo(id="w1", hive_id="h1", model="smollm2", model_path="/m",
                             device="cpu", engine="fake", url="http://w", state="ready"))
     clock.advance(0.5)
@@ -128,9 +129,9 @@ async def test_an_inference_trail_records_once_with_facts_only(tmp_path: Path) -
 
 async def test_a_failed_request_records_its_error_code(tmp_path: Path) -> None:
     log = audit_log(tmp_path / "q.db")
-    log.trail("/v1/embeddings", "minilm", False, lambda hive: None).failed(
+    Trail(log, "/v1/embeddings", "minilm", False, lambda hive: None).failed(
         WorkerUnavailable("gone"))
-    log.trail("/v1/embeddings", "minilm", True, lambda hive: None).failed(
+    Trail(log, "/v1/embeddings", "minilm", True, lambda hive: None).failed(
         asyncio.CancelledError())
     found = [(e.outcome, e.details["code"]) for e, _ in await log.page(Filters())]
     assert found == [("error", "worker_unavailable"), ("cancelled", None)]

@@ -235,3 +235,20 @@ def test_values_json_cannot_hold_are_named_not_lost(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "q.db")
     [details] = conn.execute("SELECT details FROM audit_log").fetchone()
     assert "unrecorded_details" in details
+
+
+HOSTILE = ["'; DROP TABLE audit_log; --", "%", "_", "\x00", "ü" * 5000, "pn:" + "0" * 32]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+async def test_hostile_names_are_data_never_sql(tmp_path: Path, name: str) -> None:
+    log = audit_log(tmp_path / "q.db")
+    log.record("admin.script.save", actor=Actor(user_id=name), subject=Person(name),
+               outcome="ok", details={name: name})
+    fill(log, 1)
+    assert len(await log.page(Filters(subject=name))) == 1
+    assert len(await log.page(Filters(action=name, outcome=name, tenant=name))) == 0
+    assert len(await log.entries_about(name)) == 1
+    receipt = await log.erase_subject(name)
+    assert receipt["entries_unlinked"] == 1
+    assert (await log.verify()).ok

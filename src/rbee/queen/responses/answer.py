@@ -21,7 +21,7 @@ from rbee.api.responses import ResponseObject, ResponsesRequest
 from rbee.core.errors import InvalidRequest, NotFound, RbeeError, UpstreamError, from_envelope
 from rbee.models.catalog import parse_ref, require_kind
 from rbee.queen.admission import Ticket
-from rbee.queen.audit import Trail
+from rbee.queen.audit_trail import Trail
 from rbee.queen.calls import ClientDeadline
 from rbee.queen.dispatch import Hints, Silent
 from rbee.queen.failover import with_failover
@@ -96,7 +96,7 @@ async def _admitted(svc: QueenServices, req: ResponsesRequest, hints: Hints,
     ref = require_kind(parse_ref(req.model), "chat")
     ticket = await svc.admission.enter(ref.name, hints.job.priority if hints.job
                                        else "interactive")
-    trail = svc.audit.trail("/v1/responses", ref.name, keep, svc.registry.region)
+    trail = Trail(svc.audit, "/v1/responses", ref.name, keep, svc.registry.region)
 
     async def served(worker: WorkerInfo) -> T:
         trail.served(worker)

@@ -17,6 +17,7 @@ from rbee.core.errors import DeadlineExceeded, InvalidRequest, ModelNotFound
 from rbee.models.catalog import ModelRef, parse_ref, require_kind
 from rbee.queen.admission import PRIORITIES
 from rbee.queen.audio import forward_audio
+from rbee.queen.audit_trail import Trail
 from rbee.queen.calls import ClientDeadline, client_deadline
 from rbee.queen.deps import ServicesDep
 from rbee.queen.dispatch import Hints, Silent
@@ -129,7 +130,7 @@ async def _admitted(svc: QueenServices, stream: bool | None, ref: ModelRef, hint
     ticket = await svc.admission.enter(ref.name, hints.job.priority if hints.job else
                                        "interactive")
     # The audit entry of this request: recorded once, when it ends (stream: when it closes).
-    trail = svc.audit.trail(path, ref.name, bool(stream or audio), svc.registry.region)
+    trail = Trail(svc.audit, path, ref.name, bool(stream or audio), svc.registry.region)
 
     def closed() -> None:
         ticket.release()
