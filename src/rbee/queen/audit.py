@@ -40,6 +40,8 @@ from rbee.storage.audit import ArchiveMark, AuditStore, Filters, Pending
 logger = logging.getLogger(__name__)
 Outcome = Literal["ok", "error", "denied", "cancelled"]
 YEAR = 365.25 * 86400
+# A subject comes from a request (a hive or script name): bounded, a body can be 8 MiB.
+MAX_SUBJECT = 200
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,8 @@ class AuditLog:
         personal, plain = actor.split()
         item = Pending(at=self._clock.time(), action=action, outcome=outcome,
                        tenant=actor.tenant_id, person=actor.person(), personal=personal,
-                       plain=plain, subject=subject if isinstance(subject, str) else None,
+                       plain=plain,
+                       subject=subject[:MAX_SUBJECT] if isinstance(subject, str) else None,
                        subject_person=subject.id if isinstance(subject, Person) else None,
                        details=dict(details or {}))
         with self._lock:

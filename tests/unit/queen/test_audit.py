@@ -102,10 +102,12 @@ async def test_jobs_are_recorded_and_admin_operations_as_admin_changes(
     log.job(FinishedJob("job-1", "script_save", "done", "fair", None, 0.25))
     log.job(FinishedJob("job-2", "hive_install", "error", "gpu-box", "ssh_failed", 3.0))
     log.job(FinishedJob("job-3", "infer", "cancelled", "rbee-fake", None, 1.0))
+    log.job(FinishedJob("job-4", "hive_start", "error", "h" * 5_000_000, "not_found", 0.0))
     found = [(e.action, e.subject, e.outcome) for e, _ in await log.page(Filters())]
     assert found == [("admin.script.save", "fair", "ok"),
                      ("admin.hive.install", "gpu-box", "error"),
-                     ("job.infer", "rbee-fake", "cancelled")]
+                     ("job.infer", "rbee-fake", "cancelled"),
+                     ("admin.hive.start", "h" * 200, "error")]  # a hostile name, bounded
 
 
 async def test_an_inference_trail_records_once_with_facts_only(tmp_path: Path) -> None:
