@@ -226,16 +226,17 @@ class AuditLog:
 
     def _verify(self, archives: bool) -> Verdict:
         self.flush_now()
+        # Up to the head this process wrote (committed before it is set): batches written
+        # while the walk runs are not half-seen, nor mistaken for a truncated tail.
+        head = self._head
         first, prev = self._store.start()
         walk = Walk(first, prev)
         if archives and not self._walk_archives(walk):
             return walk.verdict
-        for entry in self._store.walk(walk.verdict.head_seq):
+        for entry in self._store.walk(walk.verdict.head_seq, head[0] if head else None):
             if not walk.feed(entry):
                 return walk.verdict
-        if self._head is not None:
-            return walk.expect_head(*self._head)
-        return walk.verdict
+        return walk.expect_head(*head) if head is not None else walk.verdict
 
     def _walk_archives(self, walk: Walk) -> bool:
         marks = self._store.marks()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from rbee.api.cluster import WorkerInfo
+from rbee.core.audit_chain import Entry
 from rbee.core.clock import FakeClock
 from rbee.core.errors import WorkerUnavailable
 from rbee.queen.app import create_app
@@ -167,3 +169,36 @@ async def test_a_refused_token_is_audited_without_the_token(tmp_path: Path) -> N
 def stored_anywhere(state: Path, secret: bytes) -> bool:
     """In the database or its WAL."""
     return any(secret in f.read_bytes() for f in state.glob("queen.db*"))
+
+
+class SlowReads(AuditStore):
+    """Reads that take a while: batches land while a walk is under way."""
+
+    def chunk(self, after: int, through: int | None = None) -> list[Entry]:
+        found = super().chunk(after, through)
+        time.sleep(0.02)
+        return found
+
+
+async def test_verify_while_entries_keep_coming_reports_no_false_break(
+        tmp_path: Path) -> None:
+    log = AuditLog(SlowReads(connect(tmp_path / "q.db")), FakeClock(), archive_dir=tmp_path,
+                   flush_interval=0.005)
+    writer = asyncio.create_task(log.run())
+    stop = threading.Event()
+
+    def keep_recording() -> None:
+        while not stop.wait(0.0005):  # a busy queen's rate, not faster than SQLite writes
+            log.record("inference", outcome="ok")
+
+    recorder = threading.Thread(target=keep_recording)
+    recorder.start()
+    try:
+        for _ in range(10):
+            verdict = await log.verify()
+            assert verdict.ok, verdict.problem
+    finally:
+        stop.set()
+        recorder.join()
+    await log.close(writer)
+    assert (await log.verify()).ok
