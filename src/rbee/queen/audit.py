@@ -103,6 +103,7 @@ class AuditLog:
         self._pending: list[Pending] = []
         self._lock = threading.Lock()  # guards _pending and _woken
         self._flushing = threading.Lock()  # one batch at a time, in order
+        self._moving = threading.Lock()  # archival and a walk: never at once
         self._woken = False
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -225,6 +226,10 @@ class AuditLog:
         return await asyncio.to_thread(self._verify, archives)
 
     def _verify(self, archives: bool) -> Verdict:
+        with self._moving:  # archival would delete rows under the walk: a false gap
+            return self._walk(archives)
+
+    def _walk(self, archives: bool) -> Verdict:
         self.flush_now()
         # Up to the head this process wrote (committed before it is set): batches written
         # while the walk runs are not half-seen, nor mistaken for a truncated tail.
@@ -304,13 +309,16 @@ class AuditLog:
         """Move entries older than the retention period to archive files (chain intact)."""
         marks: list[ArchiveMark] = []
         cutoff = self._clock.time() - self._retention
-        while mark := await asyncio.to_thread(self._store.archive, cutoff, self._archive_dir,
-                                              self._clock.time()):
+        while mark := await asyncio.to_thread(self._archive_one, cutoff):
             marks.append(mark)
             self.record("audit.archive", actor=QUEEN, subject=mark.file, outcome="ok",
                         details={"first_seq": mark.first_seq, "through_seq": mark.through_seq,
                                  "sha256": mark.sha256})
         return marks
+
+    def _archive_one(self, cutoff: float) -> ArchiveMark | None:
+        with self._moving:
+            return self._store.archive(cutoff, self._archive_dir, self._clock.time())
 
     async def archive_loop(self, every: float = 86400.0) -> None:
         while True:
