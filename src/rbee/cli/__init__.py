@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from rbee import __version__
-from rbee.cli.commands import hives, identity, jobs, models, queen, scripts, workers
+from rbee.cli.commands import audit, hives, identity, jobs, models, queen, scripts, workers
 from rbee.cli.commands.embed import embed
 from rbee.cli.commands.image import image
 from rbee.cli.commands.infer import infer
@@ -65,6 +65,7 @@ def build() -> typer.Typer:
     app.add_typer(identity.tenants, name="tenant")
     app.add_typer(identity.users, name="user")
     app.add_typer(identity.keys, name="key")
+    app.add_typer(audit.app, name="audit")
     return app
 
 

@@ -262,6 +262,35 @@ class QueenClient:
         found: list[dict[str, Any]] = self._request("GET", "/v1/jobs", params=params)["data"]
         return found
 
+    def audit_entries(self, **filters: Any) -> dict[str, Any]:
+        """A page of audit entries (filters: after, limit, action, outcome, tenant…)."""
+        params = {k: v for k, v in filters.items() if v is not None}
+        found: dict[str, Any] = self._request("GET", "/v1/admin/audit", params=params)
+        return found
+
+    def audit_verify(self, archives: bool = False) -> dict[str, Any]:
+        """The queen's walk of its audit chain: `ok`, and the first entry that does not
+        match."""
+        found: dict[str, Any] = self._request("GET", "/v1/admin/audit/verify",
+                                              params={"archives": archives})
+        return found
+
+    def audit_export(self, out: BinaryIO) -> int:
+        """Stream the audit export (JSON lines, chain head first) into `out`; bytes written."""
+        written = 0
+        try:
+            with self._http.stream("GET", "/v1/admin/audit/export",
+                                   timeout=self._stream_timeout) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise from_envelope(r.status_code, r.json() if r.content else None)
+                for chunk in r.iter_bytes():
+                    out.write(chunk)
+                    written += len(chunk)
+        except httpx.TransportError as exc:
+            raise QueenUnreachable(f"lost the queen at {self.base_url}: {exc}") from exc
+        return written
+
 
 class _Counted:
     """A file httpx reads in chunks for a multipart upload, counting what it has read."""

@@ -8,14 +8,15 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Scope
 
 from rbee import __version__
 from rbee.queen import transcription
+from rbee.queen.actor import Actor
 from rbee.queen.auth import KeyAuth
 from rbee.queen.local_hive import LocalHive
 from rbee.queen.retention import Retention
-from rbee.queen.routes import admin, cluster, jobs, openai, responses, scheduler, videos
+from rbee.queen.routes import admin, audit, cluster, jobs, openai, responses, scheduler, videos
 from rbee.queen.services import QueenServices, build_services
 from rbee.queen.settings import QueenSettings
 from rbee.storage.jobs import JobStore
@@ -41,6 +42,8 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
                                          worker_token=worker_token, local_hive=local_hive)
         app.state.services = svc
         transcription.clear_stale_uploads(settings)
+        audit_writer = asyncio.create_task(svc.audit.run(), name="audit-writer")
+        archival = asyncio.create_task(svc.audit.archive_loop(), name="audit-archival")
         await svc.scripts.load_active()
         await svc.jobs.start()
         if svc.hive_supervisor is not None:
@@ -63,6 +66,9 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
                 await svc.hive_supervisor.stop()  # no restarts; cascades to its workers
             await svc.relay.close()
             await svc.http.aclose()
+            archival.cancel()
+            # After everything that records (jobs, streams): what is pending is written.
+            await svc.audit.close(audit_writer)
             svc.db.close()
 
     # FastAPI's native OpenTelemetry looks up its providers on every request (~13 µs of a
@@ -83,14 +89,26 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     app.include_router(scheduler.router)
     app.include_router(admin.router)
     app.include_router(videos.router)
+    app.include_router(audit.router)
     # Outermost first: the key is checked before a body is read. /health stays open, and
     # hives present their own secret with telemetry.
     # Uploads are bounded as they stream to disk (max_upload_bytes), never read whole first.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
                        skip_paths=frozenset(transcription.UPLOAD_ROUTES))
-    app.add_middleware(KeyAuth, open_paths=OPEN_PATHS, enabled=settings.api_token is not None)
+    app.add_middleware(KeyAuth, open_paths=OPEN_PATHS, enabled=settings.api_token is not None,
+                       on_refused=audit_refusal)
     # Outermost: web pages (rebound Host, foreign Origin) are refused before anything else.
     app.add_middleware(BrowserGuard, allowed_origins=settings.allowed_origins,
                        allowed_hosts=trusted_hosts(settings.host, settings.api_token,
                                                    settings.public_url, settings.allowed_hosts))
     return app
+
+
+def audit_refusal(scope: Scope, reason: str) -> None:
+    """A refused credential goes to the audit log with the client's address (a pseudonym in
+    the chain); before start-up completes there is no log yet to write to."""
+    services: QueenServices | None = getattr(scope["app"].state, "services", None)
+    if services is not None:
+        client = scope.get("client")
+        services.audit.auth_failure(reason, actor=Actor(client_ip=client[0] if client
+                                                        else None), path=scope["path"])

@@ -7,6 +7,8 @@ only they can see (the model, the priority, the job operation, whose job it is).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -21,10 +23,12 @@ class KeyAuth:
     """`enabled`: the queen has a bootstrap token, so every request needs a key; without one
     every request is the local admin (a loopback-only queen: see queen.identity)."""
 
-    def __init__(self, app: ASGIApp, open_paths: frozenset[str], enabled: bool) -> None:
+    def __init__(self, app: ASGIApp, open_paths: frozenset[str], enabled: bool,
+                 on_refused: Callable[[Scope, str], None] | None = None) -> None:
         self.app = app
         self._open = open_paths
         self._enabled = enabled
+        self._on_refused = on_refused  # hears of each refused key (the audit log), never it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in self._open:
@@ -32,6 +36,8 @@ class KeyAuth:
                 principal = self._principal(scope)
                 principal.require(path_role(scope["path"]), scope["path"])
             except RbeeError as exc:
+                if self._on_refused is not None and isinstance(exc, Unauthorized):
+                    self._on_refused(scope, exc.message)
                 await error_response(exc)(scope, receive, send)
                 return
             scope[SCOPE_KEY] = principal

@@ -21,6 +21,7 @@ from rbee.core.errors import (
 )
 from rbee.core.states import WorkerState
 from rbee.models.catalog import CPU_ONLY_ENGINES, DIFFUSERS_VIDEO, ModelRef
+from rbee.queen.actor import Actor
 from rbee.queen.decision import PlacementPlan, decide_placement
 from rbee.queen.hive_client import HiveClient
 from rbee.queen.policy import JobFacts, SchedulingPolicy
@@ -61,6 +62,7 @@ class Hints:
     mode: PlaceMode = "pin"  # how hive_id/device bind a new worker's placement
     keep_warm: bool = False
     job: JobFacts | None = None
+    actor: Actor | None = None  # who asked, for the audit log (queen.routes.openai.hints_for)
 
 
 Estimator = Callable[[ModelRef], int]  # bytes a model needs on a device

@@ -35,6 +35,7 @@ from rbee.api.identity import (
 from rbee.core.clock import Clock
 from rbee.core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from rbee.models.catalog import parse_ref
+from rbee.queen.actor import Actor
 from rbee.queen.admission import PRIORITIES
 from rbee.storage.identity import IdentityStore
 
@@ -56,6 +57,11 @@ class Principal:
     models: frozenset[str] | None = None  # None: every model
     max_priority: Priority = "interactive"
     expires_at: float | None = None
+
+    def actor(self, client_ip: str | None) -> Actor:
+        """Who this is, for the audit log: the key's id, never the key."""
+        return Actor(tenant_id=self.tenant_id, user_id=self.user_id, key_fingerprint=self.key_id,
+                     role=self.role, client_ip=client_ip)
 
     def can(self, role: Role) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from rbee.api.jobs import TERMINAL_EVENTS, EventType, JobEvent, JobSummary
 from rbee.core.clock import Clock
 from rbee.core.errors import JobNotFound, RbeeError
+from rbee.queen.actor import ANONYMOUS, Actor
 from rbee.storage.jobs import JobStore
 
 logger = logging.getLogger(__name__)
@@ -43,10 +44,26 @@ class JobTooLong(RbeeError):
     code = "job_too_long"
 
 
+@dataclass(frozen=True)
+class FinishedJob:
+    """How a job ended (for the audit log): no request content, only what it touched."""
+
+    id: str
+    operation: str
+    state: str
+    subject: str | None
+    code: str | None
+    seconds: float
+    actor: Actor = ANONYMOUS  # who submitted it
+
+
 @dataclass
 class LiveJob:
     id: str
     operation: str
+    subject: str | None = None
+    started: float = 0.0
+    actor: Actor = ANONYMOUS
     events: list[JobEvent] = field(default_factory=list)
     flushed: int = 0
     updated: asyncio.Event = field(default_factory=asyncio.Event)
@@ -87,9 +104,20 @@ class JobContext:
 Runner = Callable[[JobContext, BaseModel], Awaitable[dict[str, Any] | None]]
 
 
+def _subject(request: dict[str, Any]) -> str | None:
+    """What a job acts on: a hive, a script, a worker or a model (never a prompt)."""
+    for key in ("hive_id", "name", "worker_id", "model"):
+        value = request.get(key)
+        if isinstance(value, str):
+            return value
+    return None
+
+
 class JobManager:
-    def __init__(self, store: JobStore, clock: Clock, runner: Runner) -> None:
+    def __init__(self, store: JobStore, clock: Clock, runner: Runner, *,
+                 on_finish: Callable[[FinishedJob], None] | None = None) -> None:
         self._store = store
+        self._on_finish = on_finish
         self._clock = clock
         self._runner = runner
         self._live: dict[str, LiveJob] = {}
@@ -119,10 +147,11 @@ class JobManager:
         await asyncio.to_thread(self._flush_all)
 
     def submit(self, operation: str, op: BaseModel, request: dict[str, Any],
-               tenant_id: str | None = None) -> str:
+               tenant_id: str | None = None, actor: Actor = ANONYMOUS) -> str:
         job_id = f"job-{uuid.uuid4()}"
         self._store.create(job_id, operation, request, self._clock.time(), tenant_id)
-        job = LiveJob(id=job_id, operation=operation)
+        job = LiveJob(id=job_id, operation=operation, subject=_subject(request),
+                      started=self._clock.monotonic(), actor=actor)
         self._live[job_id] = job
         job.task = asyncio.create_task(self._run(job, op), name=job_id)
         return job_id
@@ -164,6 +193,9 @@ class JobManager:
             self._store.finish, job.id, state, self._clock.time(), result, error, pending))
         job.publish(terminal)
         self._live.pop(job.id, None)
+        if self._on_finish is not None:
+            self._on_finish(FinishedJob(job.id, job.operation, state, job.subject, code,
+                                        self._clock.monotonic() - job.started, job.actor))
 
     async def _flush_loop(self) -> None:
         while True:

@@ -183,6 +183,11 @@ class Registry:
         record = self._hives.get(hive_id)
         return record.telemetry if record else None
 
+    def region(self, hive_id: str) -> str | None:
+        """The region a hive reported (hives.conf `Region`), if any."""
+        found = self.telemetry(hive_id)
+        return found.region if found else None
+
     def seen_ago(self, hive_id: str) -> float | None:
         record = self._hives.get(hive_id)
         return self._clock.monotonic() - record.last_seen if record else None

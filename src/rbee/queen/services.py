@@ -9,6 +9,7 @@ import httpx
 from rbee.core.clock import Clock, SystemClock
 from rbee.models.catalog import ModelRef, parse_ref
 from rbee.queen.admission import Admission
+from rbee.queen.audit import AuditLog
 from rbee.queen.credentials import Credentials, HiveCredentials
 from rbee.queen.dispatch import Dispatcher
 from rbee.queen.fleet import Fleet
@@ -30,6 +31,7 @@ from rbee.queen.video_job import VideoRunner
 from rbee.queen.videos import Videos
 from rbee.queen.watchdog import IdleTTL, Watchdog
 from rbee.storage.artifacts import ArtifactStore
+from rbee.storage.audit import AuditStore
 from rbee.storage.db import Database, connect
 from rbee.storage.hives import HiveStore
 from rbee.storage.identity import IdentityStore
@@ -58,6 +60,7 @@ class QueenServices:
     keys: KeyRing
     artifacts: ArtifactStore
     videos: Videos
+    audit: AuditLog
     credentials: Credentials = field(default_factory=Credentials)
     local_hive: LocalHive | None = None
     hive_supervisor: HiveSupervisor | None = None  # restarts local_hive when it dies
@@ -76,6 +79,8 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
     credentials = Credentials()
     credentials.set(HIVE_ID, local_creds)
     db = connect(settings.state_dir / "queen.db")
+    audit = AuditLog(AuditStore(db), clock, archive_dir=settings.audit_archives(),
+                     retention=settings.audit_retention_days * 86400.0)
     registry = Registry(clock, settings.telemetry_interval,
                         memory_budget=int(settings.memory_budget) if settings.memory_budget
                         else None, unconfirmed_ttl=settings.spawn_timeout)
@@ -104,7 +109,7 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                             settings.default_model,
                             video=VideoRunner(registry, dispatcher, relay, admission, artifacts,
                                               settings))
-    jobs = JobManager(JobStore(db), clock, operations.run)
+    jobs = JobManager(JobStore(db), clock, operations.run, on_finish=audit.job)
     local = local_hive
     if local is None and settings.local_hive:
         local = local_hive_for(settings, local_creds.token, local_creds.worker_token)
@@ -118,7 +123,7 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                                            idle_ttl=IdleTTL(settings.idle_ttl,
                                                             settings.model_ttl)),
                          admission=admission, scripts=scripts, operations=operations,
-                         liveness=liveness, responses=ResponseStore(db),
+                         liveness=liveness, responses=ResponseStore(db), audit=audit,
                          keys=keys,
                          artifacts=artifacts,
                          videos=Videos(jobs, artifacts, settings, clock),

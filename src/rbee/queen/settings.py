@@ -133,3 +133,11 @@ class QueenSettings(ListenerSettings):
     history_retention: float = Field(default=30 * 86_400.0, ge=0, description="Seconds "
                                      "finished jobs (their events, results and artifacts) and "
                                      "stored Responses are kept (0: until deleted)")
+    audit_retention_days: float = Field(default=2557.0, gt=0, description="Days audit "
+                                        "entries stay in the database (7 years); older ones "
+                                        "are archived to files whose chain continues")
+    audit_archive_dir: Path | None = Field(default=None, description="Where audit archives "
+                                           "go (default: STATE_DIR/audit-archive)")
+
+    def audit_archives(self) -> Path:
+        return self.audit_archive_dir or self.state_dir / "audit-archive"

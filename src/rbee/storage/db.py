@@ -98,6 +98,52 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN tenant_id TEXT;
     ALTER TABLE responses ADD COLUMN tenant_id TEXT;
     """,
+    # The audit log (storage/audit.py says why it is shaped so): a hash chain no UPDATE or
+    # DELETE may touch except archival, its archive marks, and erasable personal data.
+    """
+    CREATE TABLE audit_log (
+        seq INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        action TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        tenant TEXT,
+        actor_ref TEXT,
+        actor TEXT NOT NULL,
+        subject TEXT,
+        details TEXT NOT NULL,
+        prev TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX audit_log_at ON audit_log(at);
+    CREATE INDEX audit_log_actor_ref ON audit_log(actor_ref);
+    CREATE INDEX audit_log_subject ON audit_log(subject);
+    CREATE TABLE audit_archives (
+        through_seq INTEGER PRIMARY KEY,
+        first_seq INTEGER NOT NULL,
+        last_hash TEXT NOT NULL,
+        file TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        archived_at REAL NOT NULL
+    );
+    CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'audit log entries cannot be changed'); END;
+    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+    WHEN OLD.seq > (SELECT COALESCE(MAX(through_seq), 0) FROM audit_archives)
+    BEGIN SELECT RAISE(ABORT, 'audit log entries leave only through archival'); END;
+    CREATE TRIGGER audit_archives_no_update BEFORE UPDATE ON audit_archives
+    BEGIN SELECT RAISE(ABORT, 'audit archive marks cannot be changed'); END;
+    CREATE TRIGGER audit_archives_no_delete BEFORE DELETE ON audit_archives
+    BEGIN SELECT RAISE(ABORT, 'audit archive marks cannot be deleted'); END;
+    CREATE TABLE audit_secrets (person TEXT PRIMARY KEY, secret BLOB NOT NULL);
+    CREATE TABLE audit_personal (
+        seq INTEGER NOT NULL,
+        person TEXT NOT NULL,
+        role TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX audit_personal_person ON audit_personal(person);
+    CREATE INDEX audit_personal_seq ON audit_personal(seq);
+    """,
 )
 # SQLite's own names for "this is not a (healthy) database file": damage, not an access problem.
 _DAMAGE_ERRORS = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})

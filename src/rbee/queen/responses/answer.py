@@ -21,7 +21,9 @@ from rbee.api.cluster import WorkerInfo
 from rbee.api.responses import ResponseObject, ResponsesRequest
 from rbee.core.errors import InvalidRequest, NotFound, RbeeError, UpstreamError, from_envelope
 from rbee.models.catalog import parse_ref, require_kind
+from rbee.queen.actor import ANONYMOUS
 from rbee.queen.admission import Ticket
+from rbee.queen.audit_trail import Trail
 from rbee.queen.calls import ClientDeadline
 from rbee.queen.dispatch import Hints, Silent
 from rbee.queen.failover import with_failover
@@ -86,7 +88,9 @@ async def _whole(svc: QueenServices, req: ResponsesRequest, hints: Hints, work: 
     async def attempt(worker: WorkerInfo) -> Response:
         return await svc.relay.forward(worker, CHAT_PATH, raw, stream=False, deadline=deadline)
 
-    reply, _ = await _admitted(svc, req, hints, attempt)
+    reply, _, trail = await _admitted(svc, req, hints, attempt)
+    trail.end("ok" if reply.status_code == 200 else "error", status=reply.status_code,
+              body=bytes(reply.body))
     if reply.status_code != 200:  # the worker refused (a bad field, a context too long)
         raise from_envelope(reply.status_code, _json(bytes(reply.body)))
     answer = parse_answer(bytes(reply.body))
@@ -98,21 +102,30 @@ async def _whole(svc: QueenServices, req: ResponsesRequest, hints: Hints, work: 
 
 async def _admitted(svc: QueenServices, req: ResponsesRequest, hints: Hints,
                     attempt: Callable[[WorkerInfo], Awaitable[T]], *, keep: bool = False
-                    ) -> tuple[T, Ticket]:
-    """The attempt's result on some worker, and the admission ticket: released here unless
-    `keep` (a stream releases it when it ends) or the attempt failed everywhere."""
+                    ) -> tuple[T, Ticket, Trail]:
+    """The attempt's result on some worker, the admission ticket (released here unless
+    `keep`: a stream releases it when it ends) and the request's audit trail, which the
+    caller ends (here only when the attempt failed everywhere)."""
     ref = require_kind(parse_ref(req.model), "chat")
     ticket = await svc.admission.enter(ref.name, hints.job.priority if hints.job
                                        else "interactive")
+    trail = Trail(svc.audit, "/v1/responses", ref.name, keep, svc.registry.region,
+                  hints.actor or ANONYMOUS)
+
+    async def served(worker: WorkerInfo) -> T:
+        trail.served(worker)
+        return await attempt(worker)
+
     try:
         result = await with_failover(svc.dispatcher, svc.registry, ref, hints, Silent(),
-                                     attempt)
-    except BaseException:
+                                     served)
+    except BaseException as exc:
         ticket.release()
+        trail.failed(exc)
         raise
     if not keep:
         ticket.release()
-    return result, ticket
+    return result, ticket, trail
 
 
 async def _streamed(svc: QueenServices, req: ResponsesRequest, hints: Hints, work: Plan,
@@ -133,9 +146,15 @@ async def _streamed(svc: QueenServices, req: ResponsesRequest, hints: Hints, wor
             await chunks.aclose()
             raise
 
-    (chunks, first, ending), ticket = await _admitted(svc, req, hints, attempt, keep=True)
+    (chunks, first, ending), ticket, trail = await _admitted(svc, req, hints, attempt,
+                                                             keep=True)
     frames = _frames(svc, req, work, EventStream(start), chunks, first, owner)
-    ending.response = DisconnectAwareStream(_Owned(frames, chunks), on_close=ticket.release)
+
+    def closed() -> None:
+        ticket.release()
+        trail.end("ok", status=200)
+
+    ending.response = DisconnectAwareStream(_Owned(frames, chunks), on_close=closed)
     return ending.response
 
 

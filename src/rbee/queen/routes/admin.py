@@ -6,7 +6,7 @@ Created keys are in the answer once; the database holds only their hash.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
@@ -20,16 +20,30 @@ from rbee.api.identity import (
     User,
     UserCreate,
 )
+from rbee.queen.audit import Person
+from rbee.queen.auth import principal_of
 from rbee.queen.deps import ServicesDep
+from rbee.queen.routes.openai import client_ip
+from rbee.queen.services import QueenServices
 from rbee.web.body import parse_model
 
 router = APIRouter(prefix="/v1/admin")
 
 
+def _audit(request: Request, svc: QueenServices, what: str, subject: str | Person,
+           details: dict[str, Any]) -> None:
+    """An admin change, in the audit log with who made it (a key's id, never the key)."""
+    actor = principal_of(request).actor(client_ip(request))
+    svc.audit.admin_change(what, actor=actor, subject=subject, outcome="ok", details=details)
+
+
 @router.post("/tenants")
 async def create_tenant(request: Request, svc: ServicesDep) -> Tenant:
     body = parse_model(await request.body(), TenantCreate, request.headers.get("content-type"))
-    return await asyncio.to_thread(svc.keys.create_tenant, body)
+    tenant = await asyncio.to_thread(svc.keys.create_tenant, body)
+    _audit(request, svc, "tenant.create", tenant.name,
+           {"tenant_id": tenant.id, "regions": tenant.regions})
+    return tenant
 
 
 @router.get("/tenants")
@@ -40,7 +54,9 @@ async def list_tenants(svc: ServicesDep) -> Listed[Tenant]:
 @router.post("/users")
 async def create_user(request: Request, svc: ServicesDep) -> User:
     body = parse_model(await request.body(), UserCreate, request.headers.get("content-type"))
-    return await asyncio.to_thread(svc.keys.create_user, body)
+    user = await asyncio.to_thread(svc.keys.create_user, body)
+    _audit(request, svc, "user.create", Person(user.id), {"tenant_id": user.tenant_id})
+    return user
 
 
 @router.get("/users")
@@ -53,7 +69,10 @@ async def list_users(svc: ServicesDep,
 @router.post("/keys")
 async def create_key(request: Request, svc: ServicesDep) -> KeyCreated:
     body = parse_model(await request.body(), KeyCreate, request.headers.get("content-type"))
-    return await asyncio.to_thread(svc.keys.create_key, body)
+    made = await asyncio.to_thread(svc.keys.create_key, body)
+    _audit(request, svc, "key.create", made.id, {"tenant_id": made.tenant_id,
+                                                 "role": made.role, "models": made.models})
+    return made
 
 
 @router.get("/keys")
@@ -64,5 +83,7 @@ async def list_keys(svc: ServicesDep,
 
 
 @router.delete("/keys/{key_id}")
-async def revoke_key(key_id: str, svc: ServicesDep) -> KeyInfo:
-    return await asyncio.to_thread(svc.keys.revoke, key_id)
+async def revoke_key(key_id: str, request: Request, svc: ServicesDep) -> KeyInfo:
+    info = await asyncio.to_thread(svc.keys.revoke, key_id)
+    _audit(request, svc, "key.revoke", info.id, {"tenant_id": info.tenant_id})
+    return info

@@ -16,6 +16,7 @@ from rbee.queen.auth import principal_of
 from rbee.queen.deps import ServicesDep
 from rbee.queen.identity import Principal, operation_role
 from rbee.queen.jobs import RESTART_SEQ
+from rbee.queen.routes.openai import client_ip
 from rbee.queen.videos import plan
 from rbee.web.body import parse_model, parse_object
 from rbee.web.streaming import DisconnectAwareStream
@@ -41,7 +42,8 @@ async def submit(request: Request, svc: ServicesDep) -> JobCreated:
                  svc.settings.default_model)
     if isinstance(op, VideoOp):  # its bounds are the queen's settings: a 400 now, not a job
         plan(op, svc.settings)
-    job_id = svc.jobs.submit(name, op, body, principal.tenant_id)
+    job_id = svc.jobs.submit(name, op, body, principal.tenant_id,
+                             principal.actor(client_ip(request)))
     return JobCreated(job_id=job_id, sse_url=f"/v1/jobs/{job_id}/stream")
 
 

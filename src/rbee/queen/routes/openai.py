@@ -5,6 +5,7 @@ queen.transcription)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import cast
@@ -18,8 +19,10 @@ from rbee.api.openai import ChatCompletionRequest, CompletionRequest, ModelCard,
 from rbee.api.speech import MEDIA_TYPES, SpeechRequest
 from rbee.core.errors import DeadlineExceeded, InvalidRequest, ModelNotFound
 from rbee.models.catalog import ModelRef, parse_ref, require_kind
+from rbee.queen.actor import ANONYMOUS
 from rbee.queen.admission import PRIORITIES
 from rbee.queen.audio import forward_audio
+from rbee.queen.audit_trail import Trail
 from rbee.queen.auth import principal_of
 from rbee.queen.calls import ClientDeadline, client_deadline
 from rbee.queen.deps import ServicesDep
@@ -128,7 +131,11 @@ def hints_for(request: Request, ref: ModelRef, extra: Mapping[str, object]) -> H
     principal.check_model(ref.name)
     hints = request_hints(extra, tenant=principal.tenant)
     principal.check_priority(hints.job.priority if hints.job else "interactive")
-    return hints
+    return dataclasses.replace(hints, actor=principal.actor(client_ip(request)))
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
 def request_hints(extra: Mapping[str, object], tenant: str | None = None) -> Hints:
@@ -173,25 +180,36 @@ async def admitted(svc: QueenServices, stream: bool | None, ref: ModelRef, hints
     a whole answer's."""
     ticket = await svc.admission.enter(ref.name, hints.job.priority if hints.job else
                                        "interactive")
+    # The audit entry of this request: recorded once, when it ends (stream: when it closes).
+    trail = Trail(svc.audit, path, ref.name, bool(stream or audio), svc.registry.region,
+                  hints.actor or ANONYMOUS)
+
+    def closed() -> None:
+        ticket.release()
+        trail.end("ok", status=200)
 
     async def attempt(worker: WorkerInfo) -> Response:
+        trail.served(worker)
         if audio is not None:
             return await forward_audio(svc.relay, worker, path, raw, media_type=audio,
-                                       on_close=ticket.release, deadline=deadline)
+                                       on_close=closed, deadline=deadline)
         if stream:  # the stream itself watches for a hang-up, and frees the slot
             return await svc.relay.forward(worker, path, raw, stream=True,
-                                           on_close=ticket.release, deadline=deadline)
+                                           on_close=closed, deadline=deadline)
         return await svc.relay.forward(worker, path, raw, stream=False, deadline=deadline,
                                        media_type=media_type)
 
     try:
         response = await with_failover(svc.dispatcher, svc.registry, ref, hints, Silent(),
                                        attempt)
-    except BaseException:
+    except BaseException as exc:
         ticket.release()
+        trail.failed(exc)
         raise
-    if not stream:
+    if not (stream or audio):
         ticket.release()
+        trail.end("ok" if response.status_code < 400 else "error",
+                  status=response.status_code, body=bytes(response.body))
     return response
 
 

@@ -20,6 +20,7 @@ from rbee.api.videos import Video, VideoCreateRequest, VideoDeleted, VideoList
 from rbee.core.errors import InvalidRequest, NotFound
 from rbee.queen.auth import principal_of
 from rbee.queen.deps import ServicesDep
+from rbee.queen.routes.openai import client_ip
 from rbee.web.body import describe_errors, parse_object
 
 router = APIRouter(prefix="/v1")
@@ -66,7 +67,8 @@ def _body(raw: bytes, content_type: str | None) -> tuple[VideoCreateRequest, dic
 @router.post("/videos", response_model=Video)
 async def create_video(request: Request, svc: ServicesDep) -> Video:
     body, hints = _body(await request.body(), request.headers.get("content-type"))
-    return svc.videos.create(body, hints, principal_of(request))
+    principal = principal_of(request)
+    return svc.videos.create(body, hints, principal, principal.actor(client_ip(request)))
 
 
 @router.get("/videos", response_model=VideoList)
