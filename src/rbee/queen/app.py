@@ -14,7 +14,7 @@ from rbee import __version__
 from rbee.queen import transcription
 from rbee.queen.auth import KeyAuth
 from rbee.queen.local_hive import LocalHive
-from rbee.queen.routes import admin, cluster, jobs, openai, responses, scheduler
+from rbee.queen.routes import admin, cluster, jobs, openai, quotas, responses, scheduler
 from rbee.queen.services import QueenServices, build_services
 from rbee.queen.settings import QueenSettings
 from rbee.web.errors import install_error_handlers
@@ -41,6 +41,7 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
         transcription.clear_stale_uploads(settings)
         await svc.scripts.load_active()
         await svc.jobs.start()
+        svc.usage.start()
         if svc.hive_supervisor is not None:
             svc.hive_supervisor.start()  # starts the local hive unless the server did
         watchdog = asyncio.create_task(svc.watchdog.run(), name="watchdog")
@@ -52,6 +53,7 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
             liveness.cancel()
             await svc.watchdog.stop()
             await svc.jobs.stop()
+            await svc.usage.stop()
             if svc.hive_supervisor is not None:
                 await svc.hive_supervisor.stop()  # no restarts; cascades to its workers
             await svc.relay.close()
@@ -75,6 +77,8 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     app.include_router(jobs.router)
     app.include_router(scheduler.router)
     app.include_router(admin.router)
+    app.include_router(quotas.admin)
+    app.include_router(quotas.usage)
     # Outermost first: the key is checked before a body is read. /health stays open, and
     # hives present their own secret with telemetry.
     # Uploads are bounded as they stream to disk (max_upload_bytes), never read whole first.

@@ -23,6 +23,7 @@ from rbee.models.catalog import CPU_ONLY_ENGINES, ModelRef
 from rbee.queen.decision import PlacementPlan, decide_placement
 from rbee.queen.hive_client import HiveClient
 from rbee.queen.policy import JobFacts, SchedulingPolicy
+from rbee.queen.quotas import Account
 from rbee.queen.registry import Registry
 from rbee.scheduler.eviction import Eviction
 from rbee.scheduler.placement import Placement, PlaceMode, PlaceRequest
@@ -59,6 +60,7 @@ class Hints:
     mode: PlaceMode = "pin"  # how hive_id/device bind a new worker's placement
     keep_warm: bool = False
     job: JobFacts | None = None
+    account: Account | None = None  # whose quotas the request books on (None: nobody's)
 
 
 Estimator = Callable[[ModelRef], int]  # bytes a model needs on a device

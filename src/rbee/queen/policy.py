@@ -58,7 +58,8 @@ class JobFacts:
 
     tenant: str | None = None
     priority: str = "interactive"
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # the tenant's
+    usage: Mapping[str, float | int | None] | None = None  # the tenant's (Quotas.usage_of)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from rbee.queen.liveness import Liveness
 from rbee.queen.local_hive import HIVE_ID, LocalHive, local_hive_for
 from rbee.queen.operations import Operations
 from rbee.queen.policy import SchedulingPolicy
+from rbee.queen.quotas import Quotas
 from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
 from rbee.queen.scripts import Scripts
@@ -26,11 +27,13 @@ from rbee.queen.settings import QueenSettings
 from rbee.queen.supervision import HiveSupervisor
 from rbee.queen.transport import AiohttpTransport, Deadlines, WorkerTransport
 from rbee.queen.transport_httptools import HttptoolsTransport
+from rbee.queen.usage import UsageLog, day_of
 from rbee.queen.watchdog import IdleTTL, Watchdog
 from rbee.storage.db import Database, connect
 from rbee.storage.hives import HiveStore
 from rbee.storage.identity import IdentityStore
 from rbee.storage.jobs import JobStore
+from rbee.storage.quotas import QuotaStore
 from rbee.storage.responses import ResponseStore
 from rbee.storage.scripts import ScriptStore
 
@@ -53,6 +56,8 @@ class QueenServices:
     liveness: Liveness
     responses: ResponseStore
     keys: KeyRing
+    quotas: Quotas
+    usage: UsageLog
     credentials: Credentials = field(default_factory=Credentials)
     local_hive: LocalHive | None = None
     hive_supervisor: HiveSupervisor | None = None  # restarts local_hive when it dies
@@ -98,6 +103,8 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
     local = local_hive
     if local is None and settings.local_hive:
         local = local_hive_for(settings, local_creds.token, local_creds.worker_token)
+    usage = UsageLog(QuotaStore(db))
+    quotas = quotas_for(usage, clock)
     supervisor = None
     if local is not None:
         supervisor = HiveSupervisor(local, clock, on_exit=lambda: registry.suspect(HIVE_ID))
@@ -110,8 +117,19 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                          admission=admission, scripts=scripts, operations=operations,
                          liveness=liveness, responses=ResponseStore(db),
                          keys=KeyRing(IdentityStore(db), clock, settings.api_token),
+                         quotas=quotas, usage=usage,
                          credentials=credentials, local_hive=local,
                          hive_supervisor=supervisor)
+
+
+def quotas_for(usage: UsageLog, clock: Clock) -> Quotas:
+    """Quotas from the stored limits and prices, today's and this month's use."""
+    quotas = Quotas(clock, usage.record)
+    now = clock.time()
+    today = day_of(now)
+    quotas.load(usage.store.all_limits(), usage.store.all_prices(),
+                usage.store.totals_since(today, today[:8] + "01"), now)
+    return quotas
 
 
 def deadlines_for(settings: QueenSettings) -> Deadlines:

@@ -1,0 +1,66 @@
+"""The usage table's writer: rows add up in memory and go to SQLite in one transaction a
+second (and at shutdown), so a request pays a dictionary update, not a disk write."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+
+from rbee.api.quotas import UsageRow
+from rbee.queen.quotas import Account, Used
+from rbee.storage.quotas import QuotaStore
+
+logger = logging.getLogger(__name__)
+FLUSH_SECONDS = 1.0
+
+
+def day_of(now: float) -> str:
+    return dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d")
+
+
+class UsageLog:
+    def __init__(self, store: QuotaStore) -> None:
+        self.store = store
+        self._pending: dict[tuple[str, str, str, str], UsageRow] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, account: Account, model: str, used: Used | None, cost: float,
+               now: float) -> None:
+        key = (day_of(now), account.tenant_id, account.key_id, model)
+        row = self._pending.get(key)
+        if row is None:
+            row = self._pending[key] = UsageRow(day=key[0], tenant_id=key[1], key_id=key[2],
+                                                model=model)
+        row.requests += 1
+        if used is not None:
+            row.prompt_tokens += used.prompt_tokens
+            row.completion_tokens += used.completion_tokens
+            row.audio_seconds += used.audio_seconds
+            row.images += used.images
+            row.video_seconds += used.video_seconds
+            row.cost += cost
+
+    async def flush(self) -> None:
+        rows, self._pending = list(self._pending.values()), {}
+        if rows:
+            await asyncio.to_thread(self.store.add_usage, rows)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="usage-log")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            try:
+                await self.flush()
+            except Exception:  # a locked or full disk: logged, the queen keeps serving
+                logger.exception("writing usage failed")
