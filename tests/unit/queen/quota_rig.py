@@ -116,7 +116,7 @@ class Rig:
 
 @asynccontextmanager
 async def rig(tmp_path: Path, slots: int = 200, tokens_per_second: float = 0.0,
-              state: Path | None = None) -> AsyncIterator[Rig]:
+              state: Path | None = None, **settings: Any) -> AsyncIterator[Rig]:
     engine = GatedEngine(slots=slots, tokens_per_second=tokens_per_second)
     runtime = Runtime(engine)
     port = _free_port()
@@ -130,11 +130,11 @@ async def rig(tmp_path: Path, slots: int = 200, tokens_per_second: float = 0.0,
         worker = WorkerInfo(id="w1", hive_id="h1", model=MODEL, model_path="", device="cpu",
                             engine="fake", url=f"http://127.0.0.1:{port}",
                             state=WorkerState.READY, slots=slots)
-        settings = QueenSettings(api_token=BOOT, state_dir=state or tmp_path,
-                                 local_hive=False)
+        config = QueenSettings(api_token=BOOT, state_dir=state or tmp_path, local_hive=False,
+                               **settings)
         clock = FakeClock(start=START)
-        svc = build_services(settings, clock=clock)
-        app = create_app(settings, services=svc)
+        svc = build_services(config, clock=clock)
+        app = create_app(config, services=svc)
         async with (app.router.lifespan_context(app),  # type: ignore[attr-defined]
                     httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                       base_url="http://queen", timeout=30) as http):

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from rbee.api.identity import Listed
 from rbee.api.quotas import USAGE_COLUMNS, Limits, LimitsInfo, ModelPrices, Prices, UsageRow
-from rbee.core.errors import Forbidden, InvalidRequest, NotFound
+from rbee.core.errors import Forbidden, InvalidRequest, NotFound, RbeeError
 from rbee.models.catalog import parse_ref
 from rbee.queen.auth import principal_of
 from rbee.queen.deps import ServicesDep
@@ -105,7 +105,7 @@ async def get_usage(request: Request, svc: ServicesDep, tenant: Name = None, key
     await svc.usage.flush()  # what the engines reported up to now, not a second ago
     rows = await asyncio.to_thread(
         svc.usage.store.usage, tenant_id=tenant_id, key_id=key,
-        model=parse_ref(model).name if model else None, since=since, until=until)
+        model=_model_name(model), since=since, until=until)
     wants_csv = format == "csv" or (format is None and "text/csv" in
                                     request.headers.get("accept", ""))
     if wants_csv:
@@ -125,6 +125,17 @@ async def _tenant_filter(svc: QueenServices, sees_all: bool, own: str | None,
     if asked is None:
         return None
     return (await asyncio.to_thread(svc.keys.tenant, asked)).id
+
+
+def _model_name(model: str | None) -> str | None:
+    """As requests name it (an alias is its model); a model no longer known by its own name:
+    its usage stays."""
+    if model is None:
+        return None
+    try:
+        return parse_ref(model).name
+    except RbeeError:
+        return model
 
 
 def _check_day(name: str, day: str) -> None:
