@@ -190,6 +190,7 @@ class Quotas:
         self._meters: dict[tuple[Scope, str], Meter] = {}
         self._prices: dict[str, Prices] = {}
         self._seed: dict[tuple[Scope, str], tuple[int, int, int, float]] = {}
+        self._held: dict[str, Charge] = {}  # job id -> its charge, until the job runs
 
     # -- set-up and admin (on the loop)
     def load(self, limits: Iterable[tuple[Scope, str, Limits]], prices: Iterable[ModelPrices],
@@ -261,6 +262,13 @@ class Quotas:
         charge.book(used.tokens - charge.demand.tokens, cost - charge.demand.cost)
         if record:
             self._record(charge.account, charge.model, used, cost, now)
+
+    def hold(self, job_id: str, charge: Charge) -> None:
+        """A job's charge, booked when it was submitted, for the job to settle."""
+        self._held[job_id] = charge
+
+    def take(self, job_id: str) -> Charge | None:
+        return self._held.pop(job_id, None)
 
     def usage_of(self, account: Account) -> dict[str, float | int | None]:
         """The tenant's use in the current windows, for scheduling scripts."""

@@ -97,14 +97,14 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                         interval=settings.liveness_interval, timeout=settings.liveness_timeout)
     fleet = Fleet(settings, registry, credentials, HiveStore(db), hives, clock)
     scripts = Scripts(ScriptStore(db), policy, clock)
+    usage = UsageLog(QuotaStore(db))
+    quotas = quotas_for(usage, clock)
     operations = Operations(registry, dispatcher, relay, fleet, admission, scripts,
-                            settings.default_model)
+                            settings.default_model, quotas)
     jobs = JobManager(JobStore(db), clock, operations.run)
     local = local_hive
     if local is None and settings.local_hive:
         local = local_hive_for(settings, local_creds.token, local_creds.worker_token)
-    usage = UsageLog(QuotaStore(db))
-    quotas = quotas_for(usage, clock)
     supervisor = None
     if local is not None:
         supervisor = HiveSupervisor(local, clock, on_exit=lambda: registry.suspect(HIVE_ID))

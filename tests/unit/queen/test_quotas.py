@@ -263,3 +263,46 @@ async def test_a_request_the_worker_refuses_books_nothing(queen: Rig) -> None:
     assert r.status_code == 400 and r.json()["error"]["param"] == "n", r.text
     meter = queen.svc.quotas.meter("key", made["id"])
     assert meter.tokens == 0 and meter.active == 0 and meter.requests == 1
+
+
+async def test_inference_jobs_book_and_settle_like_requests(queen: Rig) -> None:
+    made = await queen.key("acme")
+    await queen.admin("PUT", f"/keys/{made['id']}/limits",
+                      json={"requests_per_minute": 2, "tokens_per_day": 10_000})
+    job = await queen.as_(made["key"], "POST", "/v1/jobs", json={
+        "operation": "infer", "model": MODEL, "prompt": "one two three", "max_tokens": 4})
+    assert job.status_code == 200, job.text
+    job_id = job.json()["job_id"]
+    for _ in range(500):
+        summary = (await queen.as_(made["key"], "GET", f"/v1/jobs/{job_id}")).json()
+        if summary["state"] in ("done", "failed", "cancelled"):
+            break
+        await asyncio.sleep(0.01)
+    assert summary["state"] == "done", summary
+    meter = queen.svc.quotas.meter("key", made["id"])
+    assert meter.day_tokens == 3 + 4 and meter.active == 0  # the engine's counts
+    embed = await queen.as_(made["key"], "POST", "/v1/jobs", json={
+        "operation": "embed", "model": "rbee-fake-embedding", "input": "x"})
+    assert embed.status_code == 200  # the second request this minute
+    refused = await queen.as_(made["key"], "POST", "/v1/jobs", json={
+        "operation": "infer", "model": MODEL, "prompt": "again"})
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "60"
+    status = await queen.as_(made["key"], "POST", "/v1/jobs", json={"operation": "status"})
+    assert status.status_code == 200  # not inference: no quota
+
+
+async def test_responses_book_and_settle_like_chat(queen: Rig) -> None:
+    made = await queen.key("acme")
+    await queen.admin("PUT", f"/keys/{made['id']}/limits",
+                      json={"requests_per_minute": 2, "tokens_per_day": 10_000})
+    client = queen.sdk(made["key"])
+    whole = await client.responses.create(model=MODEL, input="one two", max_output_tokens=5)
+    events = [e async for e in await client.responses.create(
+        model=MODEL, input="three four five", max_output_tokens=6, stream=True)]
+    streamed = events[-1].response.usage  # type: ignore[union-attr]
+    assert whole.usage is not None and streamed is not None
+    meter = queen.svc.quotas.meter("key", made["id"])
+    assert meter.day_tokens == whole.usage.total_tokens + streamed.total_tokens
+    assert meter.active == 0
+    with pytest.raises(openai.RateLimitError):
+        await client.responses.create(model=MODEL, input="again", max_output_tokens=5)

@@ -9,13 +9,24 @@ from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel
 
 from rbee.api import sse
-from rbee.api.jobs import OPERATIONS, JobCreated, JobList, JobSummary, Placement
+from rbee.api.jobs import (
+    OPERATIONS,
+    EmbedOp,
+    InferOp,
+    JobCreated,
+    JobList,
+    JobSummary,
+    Placement,
+)
 from rbee.core.errors import InvalidRequest, UnknownOperation
 from rbee.models.catalog import DEFAULT_EMBEDDING_MODEL, parse_ref
 from rbee.queen.auth import principal_of
 from rbee.queen.deps import ServicesDep
 from rbee.queen.identity import Principal, operation_role
 from rbee.queen.jobs import RESTART_SEQ
+from rbee.queen.metering import text_demand
+from rbee.queen.quotas import Account, Charge
+from rbee.queen.services import QueenServices
 from rbee.web.body import parse_model, parse_object
 from rbee.web.streaming import DisconnectAwareStream
 
@@ -38,8 +49,28 @@ async def submit(request: Request, svc: ServicesDep) -> JobCreated:
     principal.require(operation_role(name), f"operation {name}")
     op = _scoped(principal, name, parse_model(raw, OPERATIONS[name], content_type),
                  svc.settings.default_model)
-    job_id = svc.jobs.submit(name, op, body, principal.tenant_id)
+    charge = _charge(svc, principal, name, op, len(raw))  # a 429 before the job exists
+    try:
+        job_id = svc.jobs.submit(name, op, body, principal.tenant_id)
+    except BaseException:
+        if charge is not None:
+            charge.refund()
+        raise
+    if charge is not None:
+        svc.quotas.hold(job_id, charge)  # the job settles it (queen.operations)
     return JobCreated(job_id=job_id, sse_url=f"/v1/jobs/{job_id}/stream")
+
+
+def _charge(svc: QueenServices, principal: Principal, name: str, op: BaseModel,
+            size: int) -> Charge | None:
+    """An inference job books its worst case on its tenant's quotas, as a request does."""
+    if principal.tenant_id is None or not isinstance(op, InferOp | EmbedOp):
+        return None
+    model = parse_ref(op.model or _DEFAULT_MODELS.get(name, svc.settings.default_model)).name
+    output = (op.max_tokens, op.n) if isinstance(op, InferOp) else (0, 1)
+    demand = text_demand(size, *output, svc.quotas.price_of(model))
+    account = Account(principal.tenant_id, principal.key_id, principal.tenant)
+    return svc.quotas.reserve(account, model, demand)
 
 
 def _scoped(principal: Principal, name: str, op: BaseModel, default_model: str) -> BaseModel:
