@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from rbee import __version__
-from rbee.cli.commands import hives, identity, jobs, models, queen, scripts, workers
+from rbee.cli.commands import hives, identity, jobs, models, queen, quota, scripts, workers
 from rbee.cli.commands.embed import embed
 from rbee.cli.commands.infer import infer
 from rbee.cli.commands.scheduler import scheduler
@@ -60,6 +60,9 @@ def build() -> typer.Typer:
     app.add_typer(identity.tenants, name="tenant")
     app.add_typer(identity.users, name="user")
     app.add_typer(identity.keys, name="key")
+    app.add_typer(quota.app, name="quota")
+    app.command(name="usage", help="Usage per tenant, key, model and day (JSON, CSV).")(
+        quota.usage)
     return app
 
 
