@@ -120,11 +120,15 @@ class Windows:
     month_end: float
 
     @classmethod
-    def at(cls, now: float) -> Windows:
+    def at(cls, now: float, last: Windows | None = None) -> Windows:
+        """The windows `now` falls in; within `last`'s minute, its calendar part is reused
+        (a datetime per minute, not per request)."""
+        minute = int(now // MINUTE)
+        if last is not None and last.minute == minute:
+            return cls(now, minute, last.day, last.month, last.month_end)
         d = dt.datetime.fromtimestamp(now, dt.UTC)
         nxt = dt.datetime(d.year + d.month // 12, d.month % 12 + 1, 1, tzinfo=dt.UTC)
-        return cls(now, int(now // MINUTE), int(now // DAY), d.year * 12 + d.month - 1,
-                   nxt.timestamp())
+        return cls(now, minute, int(now // DAY), d.year * 12 + d.month - 1, nxt.timestamp())
 
     def minute_left(self) -> float:
         return (self.minute + 1) * MINUTE - self.now
@@ -191,6 +195,11 @@ class Quotas:
         self._prices: dict[str, Prices] = {}
         self._seed: dict[tuple[Scope, str], tuple[int, int, int, float]] = {}
         self._held: dict[str, Charge] = {}  # job id -> its charge, until the job runs
+        self._windows: Windows | None = None  # the last request's
+
+    def _now(self) -> Windows:
+        self._windows = Windows.at(self._clock.time(), self._windows)
+        return self._windows
 
     # -- set-up and admin (on the loop)
     def load(self, limits: Iterable[tuple[Scope, str, Limits]], prices: Iterable[ModelPrices],
@@ -238,7 +247,7 @@ class Quotas:
     def reserve(self, account: Account, model: str, demand: Demand) -> Charge:
         """Book `demand` on the tenant's and the key's meters, or raise QuotaExceeded having
         booked nothing. No await in here: that is what makes it atomic."""
-        w = Windows.at(self._clock.time())
+        w = self._now()
         meters = (self.meter("tenant", account.tenant_id), self.meter("key", account.key_id))
         for m in meters:
             m.roll(w.minute, w.day, w.month)
@@ -272,7 +281,7 @@ class Quotas:
 
     def usage_of(self, account: Account) -> dict[str, float | int | None]:
         """The tenant's use in the current windows, for scheduling scripts."""
-        w = Windows.at(self._clock.time())
+        w = self._now()
         m = self.meter("tenant", account.tenant_id)
         m.roll(w.minute, w.day, w.month)
         budget = m.limits.budget

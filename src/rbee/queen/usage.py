@@ -20,15 +20,22 @@ def day_of(now: float) -> str:
     return dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d")
 
 
+DAY = 86_400
+
+
 class UsageLog:
     def __init__(self, store: QuotaStore) -> None:
         self.store = store
         self._pending: dict[tuple[str, str, str, str], UsageRow] = {}
         self._task: asyncio.Task[None] | None = None
+        self._day: tuple[int, str] = (-1, "")  # (UTC day number, its name): one strftime a day
 
     def record(self, account: Account, model: str, used: Used | None, cost: float,
                now: float) -> None:
-        key = (day_of(now), account.tenant_id, account.key_id, model)
+        number = int(now // DAY)
+        if number != self._day[0]:
+            self._day = (number, day_of(now))
+        key = (self._day[1], account.tenant_id, account.key_id, model)
         row = self._pending.get(key)
         if row is None:
             row = self._pending[key] = UsageRow(day=key[0], tenant_id=key[1], key_id=key[2],

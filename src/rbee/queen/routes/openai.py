@@ -121,8 +121,9 @@ def hints_for(request: Request, ref: ModelRef, extra: Mapping[str, object]) -> H
     account = Account(principal.tenant_id, principal.key_id, principal.tenant)
     job = hints.job or JobFacts()
     # Scripts see the tenant's labels and its use so far (queen.policy)
-    job = replace(job, labels=dict(principal.tenant_labels),
-                  usage=svc.quotas.usage_of(account))
+    if svc.dispatcher.policy.deciding is not None:  # only a script reads them
+        job = replace(job, labels=dict(principal.tenant_labels),
+                      usage=svc.quotas.usage_of(account))
     return replace(hints, job=job, account=account)
 
 
