@@ -10,7 +10,7 @@ import logging
 
 from rbee.api.quotas import UsageRow
 from rbee.queen.quotas import Account, Used
-from rbee.storage.quotas import QuotaStore
+from rbee.storage.quotas import SUMS, QuotaStore
 
 logger = logging.getLogger(__name__)
 FLUSH_SECONDS = 1.0
@@ -50,9 +50,19 @@ class UsageLog:
             row.cost += cost
 
     async def flush(self) -> None:
-        rows, self._pending = list(self._pending.values()), {}
-        if rows:
-            await asyncio.to_thread(self.store.add_usage, rows)
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        try:
+            await asyncio.to_thread(self.store.add_usage, list(pending.values()))
+        except BaseException:  # not written: kept for the next flush, added to what came since
+            for key, row in pending.items():
+                newer = self._pending.get(key)
+                if newer is not None:
+                    for column in SUMS:
+                        setattr(row, column, getattr(row, column) + getattr(newer, column))
+                self._pending[key] = row
+            raise
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="usage-log")

@@ -13,13 +13,13 @@ from typing import Any
 from rbee.api.quotas import USAGE_COLUMNS, Limits, ModelPrices, Prices, Scope, UsageRow
 from rbee.storage.db import Database
 
-_SUMS = ("requests", "prompt_tokens", "completion_tokens", "audio_seconds", "images",
+SUMS = ("requests", "prompt_tokens", "completion_tokens", "audio_seconds", "images",
          "video_seconds", "cost")
 # Column names below are this module's constants, never input.
 _UPSERT = (f"INSERT INTO usage({', '.join(USAGE_COLUMNS)}) "  # noqa: S608
            f"VALUES ({', '.join('?' * len(USAGE_COLUMNS))}) "
            "ON CONFLICT(day, tenant_id, key_id, model) DO UPDATE SET "
-           + ", ".join(f"{c}={c}+excluded.{c}" for c in _SUMS))
+           + ", ".join(f"{c}={c}+excluded.{c}" for c in SUMS))
 _TOTALS = ("SELECT {column}, SUM(CASE WHEN day=? THEN prompt_tokens+completion_tokens ELSE 0 "
            "END), SUM(cost) FROM usage WHERE day>=? GROUP BY {column}")
 

@@ -306,3 +306,24 @@ async def test_responses_book_and_settle_like_chat(queen: Rig) -> None:
     assert meter.active == 0
     with pytest.raises(openai.RateLimitError):
         await client.responses.create(model=MODEL, input="again", max_output_tokens=5)
+
+
+async def test_a_cancelled_job_gives_its_booking_back(queen: Rig) -> None:
+    made = await queen.key("acme")
+    await queen.admin("PUT", f"/keys/{made['id']}/limits",
+                      json={"tokens_per_minute": 10_000, "concurrent_requests": 1})
+    queen.engine.gate.clear()
+    job = await queen.as_(made["key"], "POST", "/v1/jobs", json={
+        "operation": "infer", "model": MODEL, "prompt": "one two", "max_tokens": 50})
+    job_id = job.json()["job_id"]
+    meter = queen.svc.quotas.meter("key", made["id"])
+    assert meter.active == 1 and meter.tokens > 50  # booked at submission
+    second = await queen.as_(made["key"], "POST", "/v1/jobs", json={
+        "operation": "infer", "model": MODEL, "prompt": "x"})
+    assert second.status_code == 429  # one at a time
+    while queen.engine.waiting == 0:
+        await asyncio.sleep(0.01)
+    cancelled = await queen.as_(made["key"], "DELETE", f"/v1/jobs/{job_id}")
+    queen.engine.gate.set()
+    assert cancelled.json()["state"] == "cancelled"
+    assert (meter.active, meter.tokens) == (0, 0)

@@ -81,3 +81,31 @@ async def test_the_day_and_budget_windows_survive_a_restart(tmp_path: Path) -> N
         # the minute window starts afresh, the day's tokens do not
         r = await queen.chat(made["key"], text="x", max_tokens=18)
         assert r.status_code == 200
+
+
+async def test_usage_not_written_is_kept_for_the_next_flush(tmp_path: Path) -> None:
+    from rbee.queen.quotas import Account, Used
+    from rbee.queen.usage import UsageLog
+    from rbee.storage.db import connect
+    from rbee.storage.quotas import QuotaStore
+
+    class Flaky(QuotaStore):
+        fail = True
+
+        def add_usage(self, rows):  # type: ignore[no-untyped-def]
+            if self.fail:
+                self.fail = False
+                raise OSError("disk full")
+            super().add_usage(rows)
+
+    db = connect(tmp_path / "q.db")
+    log = UsageLog(Flaky(db))
+    who = Account("ten_1", "key_1")
+    log.record(who, "m", Used(prompt_tokens=2, completion_tokens=3), 1.5, 1_800_000_000.0)
+    with pytest.raises(OSError):
+        await log.flush()
+    log.record(who, "m", Used(prompt_tokens=1, completion_tokens=1), 0.5, 1_800_000_001.0)
+    await log.flush()
+    [row] = log.store.usage()
+    assert (row.requests, row.prompt_tokens, row.completion_tokens, row.cost) == (2, 3, 4, 2.0)
+    db.close()

@@ -58,7 +58,15 @@ async def submit(request: Request, svc: ServicesDep) -> JobCreated:
         raise
     if charge is not None:
         svc.quotas.hold(job_id, charge)  # the job settles it (queen.operations)
+        # ...or, cancelled before it ever ran, gives it back
+        svc.jobs.on_done(job_id, lambda: _refund_unclaimed(svc, job_id))
     return JobCreated(job_id=job_id, sse_url=f"/v1/jobs/{job_id}/stream")
+
+
+def _refund_unclaimed(svc: QueenServices, job_id: str) -> None:
+    charge = svc.quotas.take(job_id)
+    if charge is not None:
+        charge.refund()
 
 
 def _charge(svc: QueenServices, principal: Principal, name: str, op: BaseModel,
