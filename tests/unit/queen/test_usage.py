@@ -109,3 +109,13 @@ async def test_usage_not_written_is_kept_for_the_next_flush(tmp_path: Path) -> N
     [row] = log.store.usage()
     assert (row.requests, row.prompt_tokens, row.completion_tokens, row.cost) == (2, 3, 4, 2.0)
     db.close()
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_neutralised() -> None:
+    from rbee.api.quotas import UsageRow
+    from rbee.queen.routes.quotas import _csv
+
+    text = _csv([UsageRow(day="2027-01-15", tenant_id="t", key_id="k",
+                          model='=HYPERLINK("http://x")', requests=1)])
+    row = next(csv.DictReader(io.StringIO(text)))
+    assert row["model"] == "'=HYPERLINK(\"http://x\")" and row["requests"] == "1"
