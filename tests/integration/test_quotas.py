@@ -12,6 +12,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.support.audio import tone_wav
 from tests.support.daemons import rbee_env, run_cli, start_queen
 
 pytestmark = pytest.mark.e2e
@@ -60,6 +61,24 @@ def test_an_admin_sets_limits_the_sdk_meets_them_and_usage_survives_a_restart(
             == [(2, 6, 9)]
         shown = run_cli(admin, "quota", "show", "--key", key_id)
         assert shown.returncode == 0 and "5000" in shown.stdout
+
+        # the other kinds, with a second key of the tenant (no limits of its own)
+        other = run_cli(admin, "key", "create", user_id).stdout.strip()
+        sdk = openai.OpenAI(base_url=f"{queen.url}/v1", api_key=other, max_retries=0,
+                            timeout=60)
+        vectors = sdk.embeddings.create(model="rbee-fake-embedding", input="a b c")
+        spoken = sdk.audio.speech.create(model="rbee-fake-speech", voice="alloy",
+                                         input="twenty characters!!!", response_format="wav")
+        assert spoken.content
+        heard = sdk.audio.transcriptions.create(model="rbee-fake-transcription",
+                                                file=("a.wav", tone_wav([0.5, 0.5, 0.0])))
+        assert heard.text
+        kinds = {r["model"]: r for r in json.loads(run_cli(
+            admin, "--json", "usage", "--key", other.split("-")[1]).stdout)}
+        assert kinds["rbee-fake-embedding"]["prompt_tokens"] == vectors.usage.prompt_tokens
+        assert kinds["rbee-fake-speech"]["audio_seconds"] == 2.0  # 20 characters at 10/s
+        assert kinds["rbee-fake-transcription"]["audio_seconds"] == 3.0  # the file's length
+        assert all(r["requests"] == 1 for r in kinds.values())
     finally:
         queen.stop()
     assert not queen.leftovers()
@@ -69,8 +88,9 @@ def test_an_admin_sets_limits_the_sdk_meets_them_and_usage_survives_a_restart(
         exported = run_cli(admin, "usage", "--csv", "--tenant", "acme")
         assert exported.returncode == 0, exported.stderr
         table = list(csv.DictReader(io.StringIO(exported.stdout)))
-        assert [(t["key_id"], t["requests"], t["completion_tokens"]) for t in table] == [
-            (key_id, "2", "9")]
+        assert len(table) == 4  # the chat key's row, and the other key's three models
+        assert [(t["requests"], t["completion_tokens"]) for t in table
+                if t["key_id"] == key_id] == [("2", "9")]
         shown = json.loads(run_cli(admin, "--json", "quota", "show").stdout)
         assert [(s["scope"], s["id"], s["tokens_per_day"]) for s in shown] == [
             ("key", key_id, 5000)]
