@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 
 from rbee import __version__
-from rbee.cli.commands import audit, hives, identity, jobs, models, queen, scripts, workers
+from rbee.cli.commands import (
+    audit,
+    hives,
+    identity,
+    jobs,
+    models,
+    queen,
+    quota,
+    scripts,
+    workers,
+)
 from rbee.cli.commands.embed import embed
 from rbee.cli.commands.image import image
 from rbee.cli.commands.infer import infer
@@ -66,6 +76,9 @@ def build() -> typer.Typer:
     app.add_typer(identity.users, name="user")
     app.add_typer(identity.keys, name="key")
     app.add_typer(audit.app, name="audit")
+    app.add_typer(quota.app, name="quota")
+    app.command(name="usage", help="Usage per tenant, key, model and day (JSON, CSV).")(
+        quota.usage)
     return app
 
 

@@ -119,6 +119,18 @@ class QueenClient:
         """The admin API (/v1/admin/...): tenants, users, keys."""
         return self._request(method, f"/v1/admin{path}", json=body, params=params)
 
+    def usage(self, params: dict[str, str], csv: bool = False) -> Any:
+        """Usage rows (GET /v1/usage): parsed JSON, or the CSV text when `csv`."""
+        if not csv:
+            return self._request("GET", "/v1/usage", params=params)
+        try:
+            r = self._http.get("/v1/usage", params={**params, "format": "csv"})
+        except httpx.TransportError as exc:
+            raise QueenUnreachable(f"queen not reachable at {self.base_url} ({exc})") from exc
+        if r.status_code >= 400:
+            raise from_envelope(r.status_code, r.json() if r.content else None)
+        return r.text
+
     def scheduler(self) -> dict[str, Any]:
         """Policies, the active script's counters, device memory, queues."""
         found: dict[str, Any] = self._request("GET", "/v1/scheduler")

@@ -8,6 +8,7 @@
     │   └── BodyTooLarge (413, code body_too_large)
     ├── Unauthorized (401 authentication_error, code invalid_api_key)
     ├── Forbidden (403 permission_error: a valid key outside its scope)
+    │   └── PolicyRefused (code policy_refused: the scheduling script's reason)
     ├── NotFound (404)
     │   ├── ModelNotFound (code model_not_found)
     │   ├── JobNotFound (code job_not_found)
@@ -92,6 +93,13 @@ class Forbidden(RbeeError):
     http_status = 403
     openai_type = "permission_error"
     code = "permission_denied"
+
+
+class PolicyRefused(Forbidden):
+    """The scheduling script refused this request for its tenant (`{refuse = "reason"}`):
+    the script's reason is the message; no fallback overrides it."""
+
+    code = "policy_refused"
 
 
 class NotFound(RbeeError):
@@ -226,7 +234,7 @@ class EngineError(RbeeError):
 _BY_CODE: dict[str, type[RbeeError]] = {
     cls.code: cls
     for cls in (InvalidRequest, UnknownOperation, ContextLengthExceeded, WrongModelKind,
-                BodyTooLarge, Unauthorized, ModelNotFound,
+                BodyTooLarge, Unauthorized, PolicyRefused, ModelNotFound,
                 JobNotFound, WorkerNotFound, HiveNotFound, Conflict, NoCapacity, WorkerUnavailable,
                 WorkerUnreachable, EngineError, VersionMismatch, DeadlineExceeded)
     if cls.code is not None

@@ -7,14 +7,17 @@ the sum over its ready workers. Requests beyond that wait here, in priority orde
 position on the job stream.
 When a model's queue is full the request is refused at once with 429 and a Retry-After
 estimated from recent service times — never left to time out.
+
+Fair share: within a priority, tenants take turns (round robin over each tenant's own
+first-come-first-served queue), so a tenant with 200 requests queued delays another tenant's
+request by at most one request per other waiting tenant, not by 200.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,13 +29,13 @@ PRIORITIES = {"interactive": 0, "batch": 1}
 Position = Callable[[int, int], None]  # (position, queue length) for the narration
 
 
-@dataclass(order=True)
+@dataclass(eq=False)
 class _Waiter:
     rank: int
     seq: int
-    future: asyncio.Future[None] = field(compare=False)
-    on_position: Position | None = field(compare=False, default=None)
-    told: int = field(compare=False, default=0)  # the last position announced
+    future: asyncio.Future[None]
+    on_position: Position | None = None
+    told: int = 0  # the last position announced
 
 
 @dataclass
@@ -50,14 +53,19 @@ class Ticket:
             self.admission._leave(self)
 
 
+Turns = OrderedDict[str | None, deque[_Waiter]]  # tenant -> its waiters; next turn first
+
+
 @dataclass
 class _Lane:
-    """`waiting` is a heap that may hold abandoned waiters (their future cancelled): they
-    are dropped when they surface, so leaving the queue costs O(1) and joining O(log n).
-    `queued` counts the live ones; `watchers` how many of them want their position."""
+    """`waiting`: per priority rank, each tenant's queue, in the order tenants take turns.
+    The queues may hold abandoned waiters (their future cancelled): they are dropped when
+    they surface, so leaving the queue costs O(1) and joining O(1). `held` counts every
+    waiter held, `queued` the live ones; `watchers` how many of them want their position."""
 
     active: int = 0
-    waiting: list[_Waiter] = field(default_factory=list)
+    waiting: dict[int, Turns] = field(default_factory=dict)
+    held: int = 0
     queued: int = 0
     watchers: int = 0
     durations: deque[float] = field(default_factory=lambda: deque(maxlen=32))
@@ -85,12 +93,14 @@ class Admission:
         return lane.active if lane else 0
 
     async def enter(self, model: str, priority: str = "interactive",
-                    on_position: Position | None = None) -> Ticket:
-        """Wait for a slot (or raise QueueFull); release the ticket when the request ends."""
+                    on_position: Position | None = None, *, tenant: str | None = None
+                    ) -> Ticket:
+        """Wait for a slot (or raise QueueFull); release the ticket when the request ends.
+        `tenant` (an id): whose turn it is in the queue (fair share); None is one more."""
         lane = self._lanes.setdefault(model, _Lane())
         # The limit is at least 1: an idle lane admits without counting workers (hot path).
         if lane.queued or (lane.active and lane.active >= self._limit(model)):
-            await self._wait(model, lane, priority, on_position)
+            await self._wait(model, lane, priority, on_position, tenant)
         else:
             lane.active += 1
         return Ticket(self, model, self._clock.monotonic())
@@ -111,14 +121,22 @@ class Admission:
             ticket.release()
 
     async def _wait(self, model: str, lane: _Lane, priority: str,
-                    on_position: Position | None) -> None:
+                    on_position: Position | None, tenant: str | None) -> None:
         if lane.queued >= self._max_queue:
             raise QueueFull(f"{model}: {lane.queued} requests already queued "
                             f"(limit {self._max_queue}); retry later",
                             retry_after=self.retry_after(model))
         waiter = _Waiter(PRIORITIES.get(priority, 0), next(self._seq),
                          asyncio.get_running_loop().create_future(), on_position)
-        heapq.heappush(lane.waiting, waiter)
+        turns = lane.waiting.get(waiter.rank)
+        if turns is None:
+            turns = lane.waiting[waiter.rank] = OrderedDict()
+            lane.waiting = dict(sorted(lane.waiting.items()))  # ranks in order (two of them)
+        queue = turns.get(tenant)
+        if queue is None:
+            queue = turns[tenant] = deque()  # a tenant new to the queue: its turn comes last
+        queue.append(waiter)
+        lane.held += 1
         lane.queued += 1
         lane.watchers += on_position is not None
         self._announce(lane)
@@ -129,11 +147,10 @@ class Admission:
                 lane.active -= 1  # admitted just as we were cancelled: give the slot back
                 self.wake(model)
             else:  # gone while queued (client hung up, deadline): its place goes at once
-                waiter.future.cancel()  # and the heap drops it when it surfaces
+                waiter.future.cancel()  # and its queue drops it when it surfaces
                 self._left(lane, waiter)
-                if len(lane.waiting) > 2 * lane.queued + 64:  # mostly abandoned: compact
-                    lane.waiting = [w for w in lane.waiting if not w.future.done()]
-                    heapq.heapify(lane.waiting)
+                if lane.held > 2 * lane.queued + 64:  # mostly abandoned: compact
+                    self._compact(lane)
                 self._announce(lane)
             raise
 
@@ -143,16 +160,59 @@ class Admission:
         if lane is None:
             return
         admitted = False
-        while lane.waiting and lane.active < self._limit(model):
-            waiter = heapq.heappop(lane.waiting)
-            if waiter.future.done():
-                continue  # abandoned: already not counted
+        while lane.queued and lane.active < self._limit(model):
+            waiter = self._next(lane)
+            if waiter is None:
+                break
             self._left(lane, waiter)
             lane.active += 1
             waiter.future.set_result(None)
             admitted = True
         if admitted:
             self._announce(lane)
+
+    @staticmethod
+    def _next(lane: _Lane) -> _Waiter | None:
+        """The live waiter whose turn it is (abandoned ones are dropped on the way): the most
+        urgent rank, the tenant at the head of its turns; that tenant goes to the back."""
+        for turns in lane.waiting.values():
+            while turns:
+                tenant, queue = next(iter(turns.items()))
+                while queue and queue[0].future.done():
+                    queue.popleft()  # abandoned: already not counted
+                    lane.held -= 1
+                if not queue:
+                    del turns[tenant]
+                    continue
+                waiter = queue.popleft()
+                lane.held -= 1
+                if queue:
+                    turns.move_to_end(tenant)
+                else:
+                    del turns[tenant]
+                return waiter
+        return None
+
+    @staticmethod
+    def _compact(lane: _Lane) -> None:
+        for turns in lane.waiting.values():
+            for tenant in list(turns):
+                live = deque(w for w in turns[tenant] if not w.future.done())
+                if live:
+                    turns[tenant] = live
+                else:
+                    del turns[tenant]
+        lane.held = lane.queued
+
+    @staticmethod
+    def _order(lane: _Lane) -> list[_Waiter]:
+        """The live waiters in the order they will be admitted (tenants taking turns)."""
+        order: list[_Waiter] = []
+        for turns in lane.waiting.values():
+            queues = [[w for w in q if not w.future.done()] for q in turns.values()]
+            for round_ in itertools.zip_longest(*queues):
+                order.extend(w for w in round_ if w is not None)
+        return order
 
     @staticmethod
     def _left(lane: _Lane, waiter: _Waiter) -> None:
@@ -177,7 +237,7 @@ class Admission:
         for none: then this costs nothing, however long the queue."""
         if not lane.watchers:
             return
-        live = sorted(w for w in lane.waiting if not w.future.done())
+        live = Admission._order(lane)
         for position, waiter in enumerate(live, 1):
             if waiter.on_position is not None and waiter.told != position:
                 waiter.told = position

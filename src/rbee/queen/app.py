@@ -16,7 +16,17 @@ from rbee.queen.actor import Actor
 from rbee.queen.auth import KeyAuth
 from rbee.queen.local_hive import LocalHive
 from rbee.queen.retention import Retention
-from rbee.queen.routes import admin, audit, cluster, jobs, openai, responses, scheduler, videos
+from rbee.queen.routes import (
+    admin,
+    audit,
+    cluster,
+    jobs,
+    openai,
+    quotas,
+    responses,
+    scheduler,
+    videos,
+)
 from rbee.queen.services import QueenServices, build_services
 from rbee.queen.settings import QueenSettings
 from rbee.storage.jobs import JobStore
@@ -46,6 +56,7 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
         archival = asyncio.create_task(svc.audit.archive_loop(), name="audit-archival")
         await svc.scripts.load_active()
         await svc.jobs.start()
+        svc.usage.start()
         if svc.hive_supervisor is not None:
             svc.hive_supervisor.start()  # starts the local hive unless the server did
         watchdog = asyncio.create_task(svc.watchdog.run(), name="watchdog")
@@ -62,6 +73,7 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
             retention.cancel()
             await svc.watchdog.stop()
             await svc.jobs.stop()
+            await svc.usage.stop()
             if svc.hive_supervisor is not None:
                 await svc.hive_supervisor.stop()  # no restarts; cascades to its workers
             await svc.relay.close()
@@ -90,6 +102,8 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     app.include_router(admin.router)
     app.include_router(videos.router)
     app.include_router(audit.router)
+    app.include_router(quotas.admin)
+    app.include_router(quotas.usage)
     # Outermost first: the key is checked before a body is read. /health stays open, and
     # hives present their own secret with telemetry.
     # Uploads are bounded as they stream to disk (max_upload_bytes), never read whole first.

@@ -25,6 +25,7 @@ from rbee.queen.actor import Actor
 from rbee.queen.decision import PlacementPlan, decide_placement
 from rbee.queen.hive_client import HiveClient
 from rbee.queen.policy import JobFacts, SchedulingPolicy
+from rbee.queen.quotas import Account
 from rbee.queen.registry import Registry
 from rbee.scheduler.eviction import Eviction
 from rbee.scheduler.placement import Placement, PlaceMode, PlaceRequest
@@ -63,6 +64,7 @@ class Hints:
     keep_warm: bool = False
     job: JobFacts | None = None
     actor: Actor | None = None  # who asked, for the audit log (queen.routes.openai.hints_for)
+    account: Account | None = None  # whose quotas the request books on (None: nobody's)
 
 
 Estimator = Callable[[ModelRef], int]  # bytes a model needs on a device

@@ -57,6 +57,7 @@ class Principal:
     models: frozenset[str] | None = None  # None: every model
     max_priority: Priority = "interactive"
     expires_at: float | None = None
+    tenant_labels: tuple[tuple[str, str], ...] = ()  # scheduling scripts see them
 
     def actor(self, client_ip: str | None) -> Actor:
         """Who this is, for the audit log: the key's id, never the key."""
@@ -113,7 +114,7 @@ class KeyRing:
         self._bootstrap = bootstrap_token
         self._lock = threading.Lock()  # admin calls run on threads; lookups on the loop
         self._live: dict[str, tuple[str, Principal]] = {}
-        self._tenants: dict[str, str] = {}  # id -> name
+        self._tenants: dict[str, Tenant] = {}
         self._regions: dict[str, frozenset[str]] = {}  # name -> its only regions
         self.reload()
 
@@ -123,9 +124,9 @@ class KeyRing:
         return self._bootstrap is not None
 
     def reload(self) -> None:
-        found = self._store.tenants()
-        tenants = {t.id: t.name for t in found}
-        regions = {t.name: frozenset(t.regions) for t in found if t.regions is not None}
+        tenants = {t.id: t for t in self._store.tenants()}
+        regions = {t.name: frozenset(t.regions) for t in tenants.values()
+                   if t.regions is not None}
         live = {info.id: (stored, self._principal(info, tenants))
                 for info, stored in self._store.all_keys() if info.revoked_at is None}
         with self._lock:
@@ -212,6 +213,19 @@ class KeyRing:
     def keys(self, tenant: str | None) -> list[KeyInfo]:
         return [info for info, _ in self._store.all_keys(self._tenant_id(tenant))]
 
+    def tenant(self, tenant: str) -> Tenant:
+        """A tenant by id or name; NotFound naming `tenant` otherwise."""
+        found = self._store.tenant(tenant)
+        if found is None:
+            raise NotFound(f"no tenant {tenant!r}", param="tenant")
+        return found
+
+    def key(self, key_id: str) -> KeyInfo:
+        found = next((info for info, _ in self._store.all_keys() if info.id == key_id), None)
+        if found is None:
+            raise NotFound(f"no API key {key_id!r}", param="key_id")
+        return found
+
     def _tenant_id(self, tenant: str | None) -> str | None:
         """The id of a tenant given by id or name (None: every tenant)."""
         if tenant is None:
@@ -226,9 +240,11 @@ class KeyRing:
             raise InvalidRequest("this queen has no bootstrap admin token, so nobody would be "
                                  "asked for a key: set RBEE_QUEEN_API_TOKEN first")
 
-    def _principal(self, info: KeyInfo, tenants: dict[str, str]) -> Principal:
+    def _principal(self, info: KeyInfo, tenants: dict[str, Tenant]) -> Principal:
+        tenant = tenants.get(info.tenant_id)
         return Principal(role=info.role, key_id=info.id, tenant_id=info.tenant_id,
-                         tenant=tenants.get(info.tenant_id), user_id=info.user_id,
+                         tenant=tenant.name if tenant else None, user_id=info.user_id,
+                         tenant_labels=tuple(sorted(tenant.labels.items())) if tenant else (),
                          models=None if info.models is None else frozenset(info.models),
                          max_priority=info.max_priority, expires_at=info.expires_at)
 

@@ -156,6 +156,12 @@ class JobManager:
         job.task = asyncio.create_task(self._run(job, op), name=job_id)
         return job_id
 
+    def on_done(self, job_id: str, fn: Callable[[], None]) -> None:
+        """Run `fn` once the job's task has ended, however (even cancelled before it ran)."""
+        job = self._live.get(job_id)
+        if job is not None and job.task is not None:
+            job.task.add_done_callback(lambda _: fn())
+
     async def _run(self, job: LiveJob, op: BaseModel) -> None:
         await asyncio.to_thread(self._store.set_state, job.id, "running")
         try:

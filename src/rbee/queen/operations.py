@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -48,12 +48,13 @@ from rbee.models.catalog import (
     parse_ref,
     require_kind,
 )
-from rbee.queen.admission import Admission
+from rbee.queen.admission import Admission, Position, Ticket
 from rbee.queen.dispatch import Dispatcher, Hints
 from rbee.queen.failover import with_failover
 from rbee.queen.fleet import Fleet
 from rbee.queen.jobs import JobContext
 from rbee.queen.policy import JobFacts
+from rbee.queen.quotas import Charge, Quotas, Used
 from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
 from rbee.queen.scripts import Scripts, compile_script, explain
@@ -65,8 +66,9 @@ Result = dict[str, Any] | None
 class Operations:
     def __init__(self, registry: Registry, dispatcher: Dispatcher, relay: Relay, fleet: Fleet,
                  admission: Admission, scripts: Scripts, default_model: str,
-                 video: VideoRunner | None = None) -> None:
+                 video: VideoRunner | None = None, quotas: Quotas | None = None) -> None:
         self._admission = admission
+        self._quotas = quotas
         self._registry = registry
         self._dispatcher = dispatcher
         self._relay = relay
@@ -152,12 +154,14 @@ class Operations:
         def position(at: int, length: int) -> None:
             ctx.narrate("queue", f"queued for {ref.name}: position {at} of {length}")
 
-        ticket = await self._admission.enter(ref.name, op.priority, position)
-        try:
-            worker = await with_failover(self._dispatcher, self._registry, ref, hints, ctx,
-                                         attempt)
-        finally:
-            ticket.release()
+        charge = self._quotas.take(ctx.job_id) if self._quotas else None
+        async with self._settled(charge, lambda: _used(usage)):
+            ticket = await self._enter(ref.name, op.priority, position, charge)
+            try:
+                worker = await with_failover(self._dispatcher, self._registry, ref, hints,
+                                             ctx, attempt)
+            finally:
+                ticket.release()
         end = time.perf_counter()
         decode = end - (first or end)
         n = usage.get("completion_tokens", len(parts))
@@ -196,12 +200,15 @@ class Operations:
         def position(at: int, length: int) -> None:
             ctx.narrate("queue", f"queued for {ref.name}: position {at} of {length}")
 
-        ticket = await self._admission.enter(ref.name, op.priority, position)
-        try:
-            worker, answer = await with_failover(self._dispatcher, self._registry, ref, hints,
-                                                 ctx, attempt)
-        finally:
-            ticket.release()
+        charge = self._quotas.take(ctx.job_id) if self._quotas else None
+        answer: dict[str, Any] = {}
+        async with self._settled(charge, lambda: _used(answer.get("usage") or {})):
+            ticket = await self._enter(ref.name, op.priority, position, charge)
+            try:
+                worker, answer = await with_failover(self._dispatcher, self._registry, ref,
+                                                     hints, ctx, attempt)
+            finally:
+                ticket.release()
         end = time.perf_counter()
         data = answer.get("data") or []
         return {"model": ref.name, "worker_id": worker.id,
@@ -251,6 +258,24 @@ class Operations:
                 "timings": {"queue_ms": round((sent - started) * 1000, 2),
                             "paint_ms": round((end - sent) * 1000, 2),
                             "total_ms": round((end - started) * 1000, 2)}}
+    async def _enter(self, model: str, priority: str, position: Position,
+                     charge: Charge | None) -> Ticket:
+        return await self._admission.enter(
+            model, priority, position, tenant=charge.account.tenant_id if charge else None)
+
+    @staticmethod
+    @contextlib.asynccontextmanager
+    async def _settled(charge: Charge | None, used: Callable[[], Used]) -> AsyncIterator[None]:
+        """A job's quota charge (booked at submission) settled with the engine's counts, or
+        given back when the job failed or was cancelled."""
+        try:
+            yield
+        except BaseException:
+            if charge is not None:
+                charge.refund()
+            raise
+        if charge is not None:
+            charge.settle(used())
 
     async def status(self, ctx: JobContext, op: StatusOp) -> Result:
         snap = self._registry.snapshot()
@@ -354,3 +379,8 @@ class ToolCalls:
 
     def done(self) -> list[dict[str, Any]]:
         return [self._calls[i] for i in sorted(self._calls)]
+
+
+def _used(usage: Mapping[str, Any]) -> Used:
+    return Used(prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0))

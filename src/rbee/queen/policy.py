@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rbee.api.cluster import Device, WorkerInfo
-from rbee.core.errors import NoCapacity, RbeeError
+from rbee.core.errors import NoCapacity, PolicyRefused, RbeeError
 from rbee.models.catalog import parse_ref
 from rbee.queen.script_runner import WALL_SECONDS, ScriptBusy, ScriptRunner
 from rbee.scheduler.placement import Placement, PlaceRequest, place
@@ -58,7 +58,8 @@ class JobFacts:
 
     tenant: str | None = None
     priority: str = "interactive"
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # the tenant's
+    usage: Mapping[str, float | int | None] | None = None  # the tenant's (Quotas.usage_of)
 
 
 @dataclass
@@ -206,7 +207,7 @@ class SchedulingPolicy:
             return None
         report.notes.extend(f"script log: {line}" for line in answer.log)
         error = answer.error
-        if isinstance(error, NoCapacity):  # refused every candidate (`return false`): final
+        if isinstance(error, (NoCapacity, PolicyRefused)):  # `false` or {refuse=...}: final
             stats.in_a_row = 0
             raise error
         if isinstance(error, RbeeError):
@@ -241,7 +242,8 @@ def _job_table(model: str, hive_id: str | None, device: str | None,
                job: JobFacts | None) -> dict[str, Any]:
     facts = job or JobFacts()
     return {"model": model, "tenant": facts.tenant, "priority": facts.priority,
-            "hive_id": hive_id, "device": device, "labels": facts.labels}
+            "hive_id": hive_id, "device": device, "labels": facts.labels,
+            **(facts.usage or {})}
 
 
 class _Statics:
@@ -295,7 +297,8 @@ class _Statics:
 def _model_table(req: PlaceRequest, job: JobFacts | None) -> dict[str, Any]:
     facts = job or JobFacts()
     return {"name": req.model, "kind": _kind(req.model), "size_bytes": req.need,
-            "tenant": facts.tenant, "priority": facts.priority, "labels": facts.labels}
+            "tenant": facts.tenant, "priority": facts.priority, "labels": facts.labels,
+            **(facts.usage or {})}
 
 
 def _kind(model: str) -> str:

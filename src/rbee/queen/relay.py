@@ -209,6 +209,8 @@ class Relay:
         finally:
             finish()
 
+    sse_pipe = _pipe  # what `forward` streams with: wrapped by queen.metering
+
     def _end(self, call: Call, upstream: Upstream, watch: Watch,
              on_close: Callable[[], None] | None) -> None:
         watch.cancel()

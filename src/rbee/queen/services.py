@@ -20,6 +20,7 @@ from rbee.queen.liveness import Liveness
 from rbee.queen.local_hive import HIVE_ID, LocalHive, local_hive_for
 from rbee.queen.operations import Operations
 from rbee.queen.policy import SchedulingPolicy
+from rbee.queen.quotas import Quotas
 from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
 from rbee.queen.scripts import Scripts
@@ -27,6 +28,7 @@ from rbee.queen.settings import QueenSettings
 from rbee.queen.supervision import HiveSupervisor
 from rbee.queen.transport import AiohttpTransport, Deadlines, WorkerTransport
 from rbee.queen.transport_httptools import HttptoolsTransport
+from rbee.queen.usage import UsageLog, day_of
 from rbee.queen.video_job import VideoRunner
 from rbee.queen.videos import Videos
 from rbee.queen.watchdog import IdleTTL, Watchdog
@@ -36,6 +38,7 @@ from rbee.storage.db import Database, connect
 from rbee.storage.hives import HiveStore
 from rbee.storage.identity import IdentityStore
 from rbee.storage.jobs import JobStore
+from rbee.storage.quotas import QuotaStore
 from rbee.storage.responses import ResponseStore
 from rbee.storage.scripts import ScriptStore
 
@@ -61,6 +64,8 @@ class QueenServices:
     artifacts: ArtifactStore
     videos: Videos
     audit: AuditLog
+    quotas: Quotas
+    usage: UsageLog
     credentials: Credentials = field(default_factory=Credentials)
     local_hive: LocalHive | None = None
     hive_supervisor: HiveSupervisor | None = None  # restarts local_hive when it dies
@@ -103,12 +108,15 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                         interval=settings.liveness_interval, timeout=settings.liveness_timeout)
     fleet = Fleet(settings, registry, credentials, HiveStore(db), hives, clock)
     scripts = Scripts(ScriptStore(db), policy, clock)
+    usage = UsageLog(QuotaStore(db))
+    quotas = quotas_for(usage, clock)
     # Binary results (videos) live beside the database, under the same retention rules.
     artifacts = ArtifactStore(settings.state_dir / "artifacts", clock)
     operations = Operations(registry, dispatcher, relay, fleet, admission, scripts,
                             settings.default_model,
                             video=VideoRunner(registry, dispatcher, relay, admission, artifacts,
-                                              settings))
+                                              settings),
+                            quotas=quotas)
     jobs = JobManager(JobStore(db), clock, operations.run, on_finish=audit.job)
     local = local_hive
     if local is None and settings.local_hive:
@@ -127,8 +135,19 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                          keys=keys,
                          artifacts=artifacts,
                          videos=Videos(jobs, artifacts, settings, clock),
+                         quotas=quotas, usage=usage,
                          credentials=credentials, local_hive=local,
                          hive_supervisor=supervisor)
+
+
+def quotas_for(usage: UsageLog, clock: Clock) -> Quotas:
+    """Quotas from the stored limits and prices, today's and this month's use."""
+    quotas = Quotas(clock, usage.record)
+    now = clock.time()
+    today = day_of(now)
+    quotas.load(usage.store.all_limits(), usage.store.all_prices(),
+                usage.store.totals_since(today, today[:8] + "01"), now)
+    return quotas
 
 
 def deadlines_for(settings: QueenSettings) -> Deadlines:

@@ -34,12 +34,15 @@ from typing import Any, Literal
 
 import lupa.lua54 as lupa
 
-from rbee.core.errors import InvalidRequest, NoCapacity, RbeeError
+from rbee.core.errors import InvalidRequest, NoCapacity, PolicyRefused, RbeeError
 
 Hook = Literal["route", "place"]
 
-JOB_FIELDS = ("model", "tenant", "priority", "hive_id", "device")
-MODEL_FIELDS = ("name", "kind", "size_bytes", "tenant", "priority")
+# The tenant's use in the current windows (queen.quotas.Quotas.usage_of): nil for a request
+# that is nobody's (the queen's own admin).
+USAGE_FIELDS = ("requests_minute", "tokens_minute", "tokens_day", "cost_month", "budget_left")
+JOB_FIELDS = ("model", "tenant", "priority", "hive_id", "device", *USAGE_FIELDS)
+MODEL_FIELDS = ("name", "kind", "size_bytes", "tenant", "priority", *USAGE_FIELDS)
 # Candidates' fields in two halves: static ones, kept in the Lua runtime between calls, and live
 # ones, passed with every call (see "Inputs" in lua_helpers.lua).
 WORKER_STATIC = ("id", "hive_id", "model", "kind", "device", "region", "slots")
@@ -287,6 +290,8 @@ class LuaPolicy:
                 raise ScriptFailed(f"script '{self.name}': inputs not convertible: "
                                    f"{str(exc).splitlines()[0]}") from exc
         status, text, *self.last_log = self._run(self._decide)
+        if status == "deny":  # {refuse = "reason"}: this request, for its tenant
+            raise PolicyRefused(f"refused by scheduling script '{self.name}': {text}")
         if status == "refuse":
             raise ScriptRefused(f"script '{self.name}' refused all {len(rows)} candidate(s) "
                                 f"for this {hook}")

@@ -676,6 +676,14 @@ local function chosen(hook, n, result)
   local t, key = type(result), ITEM_KEY[hook]
   if t == "nil" then return "ok", nil end
   if result == false then return "refuse", nil end  -- none of these: no fallback either
+  if t == "table" and not is_view(result) and rawget(result, "refuse") ~= nil then
+    -- {refuse = "reason"}: this request is refused, the reason goes to its client
+    local reason = rawget(result, "refuse")
+    if type(reason) ~= "string" or reason == "" then
+      return "error", hook .. " returned {refuse = ...} without a reason string"
+    end
+    return "deny", clean(reason, 200)
+  end
   if t == "table" then
     if is_list(result) then
       return "error", hook .. " returned a list; pick one element (e.g. :least_loaded())"

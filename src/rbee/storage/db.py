@@ -144,6 +144,34 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX audit_personal_person ON audit_personal(person);
     CREATE INDEX audit_personal_seq ON audit_personal(seq);
     """,
+    # Quotas: limits per tenant or key, prices per model, and usage per tenant, key, model
+    # and UTC day from the engines' own counts (the day and month windows restart from it).
+    """
+    CREATE TABLE quota_limits (
+        scope TEXT NOT NULL,
+        id TEXT NOT NULL,
+        limits TEXT NOT NULL,
+        PRIMARY KEY (scope, id)
+    );
+    CREATE TABLE model_prices (
+        model TEXT PRIMARY KEY,
+        prices TEXT NOT NULL
+    );
+    CREATE TABLE usage (
+        day TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        requests INTEGER NOT NULL DEFAULT 0,
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        audio_seconds REAL NOT NULL DEFAULT 0,
+        images INTEGER NOT NULL DEFAULT 0,
+        video_seconds REAL NOT NULL DEFAULT 0,
+        cost REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (day, tenant_id, key_id, model)
+    );
+    """,
 )
 # SQLite's own names for "this is not a (healthy) database file": damage, not an access problem.
 _DAMAGE_ERRORS = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})

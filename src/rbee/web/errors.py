@@ -32,9 +32,11 @@ def envelope(status: int, message: str, type_: str, code: str | None, param: str
 
 
 def error_response(exc: RbeeError) -> JSONResponse:
-    headers = None
+    headers: dict[str, str] | None = None
     if exc.http_status in (429, 503):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after or 1)))}
+        # a quota's x-ratelimit-* headers (queen.quotas.QuotaExceeded)
+        headers.update(getattr(exc, "headers", None) or {})
     return envelope(exc.http_status, exc.message, exc.openai_type, exc.code, exc.param, headers)
 
 

@@ -27,6 +27,8 @@ from rbee.queen.audit_trail import Trail
 from rbee.queen.calls import ClientDeadline
 from rbee.queen.dispatch import Hints, Silent
 from rbee.queen.failover import with_failover
+from rbee.queen.metering import text_demand, used_in
+from rbee.queen.quotas import Charge, Used
 from rbee.queen.relay import CUT_GRACE
 from rbee.queen.responses.events import EventStream
 from rbee.queen.responses.inputs import Item, Plan, plan
@@ -88,44 +90,62 @@ async def _whole(svc: QueenServices, req: ResponsesRequest, hints: Hints, work: 
     async def attempt(worker: WorkerInfo) -> Response:
         return await svc.relay.forward(worker, CHAT_PATH, raw, stream=False, deadline=deadline)
 
-    reply, _, trail = await _admitted(svc, req, hints, attempt)
+    reply, _, charge, trail = await _admitted(svc, req, hints, attempt, len(raw))
     trail.end("ok" if reply.status_code == 200 else "error", status=reply.status_code,
               body=bytes(reply.body))
     if reply.status_code != 200:  # the worker refused (a bad field, a context too long)
+        if charge is not None:
+            charge.refund()
         raise from_envelope(reply.status_code, _json(bytes(reply.body)))
+    if charge is not None:
+        charge.settle(used_in(bytes(reply.body)))
     answer = parse_answer(bytes(reply.body))
     output, finish = answer_output(answer)
     done = finished(start, output, finish, usage(answer.usage), int(time.time()))
     await _store(svc, req, done, work, owner)
-    return JSONResponse(done.model_dump(mode="json"))
+    return JSONResponse(done.model_dump(mode="json"),
+                        headers=charge.headers if charge is not None else None)
 
 
 async def _admitted(svc: QueenServices, req: ResponsesRequest, hints: Hints,
-                    attempt: Callable[[WorkerInfo], Awaitable[T]], *, keep: bool = False
-                    ) -> tuple[T, Ticket, Trail]:
-    """The attempt's result on some worker, the admission ticket (released here unless
-    `keep`: a stream releases it when it ends) and the request's audit trail, which the
+                    attempt: Callable[[WorkerInfo], Awaitable[T]], size: int, *,
+                    keep: bool = False) -> tuple[T, Ticket, Charge | None, Trail]:
+    """The attempt's result on some worker; the admission ticket: released here unless
+    `keep` (a stream releases it when it ends) or the attempt failed everywhere; the quota
+    charge of the key's tenant (queen.quotas) for the caller to settle (`size`: the chat
+    request's bytes, its prompt's estimate); and the request's audit trail, which the
     caller ends (here only when the attempt failed everywhere)."""
     ref = require_kind(parse_ref(req.model), "chat")
-    ticket = await svc.admission.enter(ref.name, hints.job.priority if hints.job
-                                       else "interactive")
     trail = Trail(svc.audit, "/v1/responses", ref.name, keep, svc.registry.region,
                   hints.actor or ANONYMOUS)
+    charge = None
 
     async def served(worker: WorkerInfo) -> T:
         trail.served(worker)
         return await attempt(worker)
 
     try:
-        result = await with_failover(svc.dispatcher, svc.registry, ref, hints, Silent(),
-                                     served)
+        if hints.account is not None:  # 429 before anything else
+            demand = text_demand(size, req.max_output_tokens, 1,
+                                 svc.quotas.price_of(ref.name))
+            charge = svc.quotas.reserve(hints.account, ref.name, demand)
+        ticket = await svc.admission.enter(
+            ref.name, hints.job.priority if hints.job else "interactive",
+            tenant=hints.account.tenant_id if hints.account else None)
+        try:
+            result = await with_failover(svc.dispatcher, svc.registry, ref, hints, Silent(),
+                                         served)
+        except BaseException:
+            ticket.release()
+            raise
     except BaseException as exc:
-        ticket.release()
+        if charge is not None:
+            charge.refund()
         trail.failed(exc)
         raise
     if not keep:
         ticket.release()
-    return result, ticket, trail
+    return result, ticket, charge, trail
 
 
 async def _streamed(svc: QueenServices, req: ResponsesRequest, hints: Hints, work: Plan,
@@ -146,15 +166,22 @@ async def _streamed(svc: QueenServices, req: ResponsesRequest, hints: Hints, wor
             await chunks.aclose()
             raise
 
-    (chunks, first, ending), ticket, trail = await _admitted(svc, req, hints, attempt,
-                                                             keep=True)
-    frames = _frames(svc, req, work, EventStream(start), chunks, first, owner)
+    (chunks, first, ending), ticket, charge, trail = await _admitted(
+        svc, req, hints, attempt, len(json.dumps(work.chat)), keep=True)
+    events = EventStream(start)
+    frames = _frames(svc, req, work, events, chunks, first, owner)
 
     def closed() -> None:
         ticket.release()
         trail.end("ok", status=200)
+        if charge is not None:  # the worker's usage chunk, as the final event carries it
+            used = events.used
+            charge.settle(None if used is None else Used(used.input_tokens,
+                                                         used.output_tokens))
 
     ending.response = DisconnectAwareStream(_Owned(frames, chunks), on_close=closed)
+    if charge is not None:
+        ending.response.headers.update(charge.headers)
     return ending.response
 
 

@@ -9,14 +9,26 @@ from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel
 
 from rbee.api import sse
-from rbee.api.jobs import OPERATIONS, JobCreated, JobList, JobSummary, Placement, VideoOp
+from rbee.api.jobs import (
+    OPERATIONS,
+    EmbedOp,
+    InferOp,
+    JobCreated,
+    JobList,
+    JobSummary,
+    Placement,
+    VideoOp,
+)
 from rbee.core.errors import InvalidRequest, UnknownOperation
 from rbee.models.catalog import DEFAULT_EMBEDDING_MODEL, parse_ref
 from rbee.queen.auth import principal_of
 from rbee.queen.deps import ServicesDep
 from rbee.queen.identity import Principal, operation_role
 from rbee.queen.jobs import RESTART_SEQ
+from rbee.queen.metering import text_demand
+from rbee.queen.quotas import Account, Charge
 from rbee.queen.routes.openai import client_ip
+from rbee.queen.services import QueenServices
 from rbee.queen.videos import plan
 from rbee.web.body import parse_model, parse_object
 from rbee.web.streaming import DisconnectAwareStream
@@ -42,9 +54,37 @@ async def submit(request: Request, svc: ServicesDep) -> JobCreated:
                  svc.settings.default_model)
     if isinstance(op, VideoOp):  # its bounds are the queen's settings: a 400 now, not a job
         plan(op, svc.settings)
-    job_id = svc.jobs.submit(name, op, body, principal.tenant_id,
-                             principal.actor(client_ip(request)))
+    charge = _charge(svc, principal, name, op, len(raw))  # a 429 before the job exists
+    try:
+        job_id = svc.jobs.submit(name, op, body, principal.tenant_id,
+                                 principal.actor(client_ip(request)))
+    except BaseException:
+        if charge is not None:
+            charge.refund()
+        raise
+    if charge is not None:
+        svc.quotas.hold(job_id, charge)  # the job settles it (queen.operations)
+        # ...or, cancelled before it ever ran, gives it back
+        svc.jobs.on_done(job_id, lambda: _refund_unclaimed(svc, job_id))
     return JobCreated(job_id=job_id, sse_url=f"/v1/jobs/{job_id}/stream")
+
+
+def _refund_unclaimed(svc: QueenServices, job_id: str) -> None:
+    charge = svc.quotas.take(job_id)
+    if charge is not None:
+        charge.refund()
+
+
+def _charge(svc: QueenServices, principal: Principal, name: str, op: BaseModel,
+            size: int) -> Charge | None:
+    """An inference job books its worst case on its tenant's quotas, as a request does."""
+    if principal.tenant_id is None or not isinstance(op, InferOp | EmbedOp):
+        return None
+    model = parse_ref(op.model or _DEFAULT_MODELS.get(name, svc.settings.default_model)).name
+    output = (op.max_tokens, op.n) if isinstance(op, InferOp) else (0, 1)
+    demand = text_demand(size, *output, svc.quotas.price_of(model))
+    account = Account(principal.tenant_id, principal.key_id, principal.tenant)
+    return svc.quotas.reserve(account, model, demand)
 
 
 def _scoped(principal: Principal, name: str, op: BaseModel, default_model: str) -> BaseModel:

@@ -5,9 +5,9 @@ queen.transcription)."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import cast
 
 from fastapi import APIRouter, Request, Response
@@ -20,7 +20,7 @@ from rbee.api.speech import MEDIA_TYPES, SpeechRequest
 from rbee.core.errors import DeadlineExceeded, InvalidRequest, ModelNotFound
 from rbee.models.catalog import ModelRef, parse_ref, require_kind
 from rbee.queen.actor import ANONYMOUS
-from rbee.queen.admission import PRIORITIES
+from rbee.queen.admission import PRIORITIES, Ticket
 from rbee.queen.audio import forward_audio
 from rbee.queen.audit_trail import Trail
 from rbee.queen.auth import principal_of
@@ -29,8 +29,16 @@ from rbee.queen.deps import ServicesDep
 from rbee.queen.dispatch import Hints, Silent
 from rbee.queen.failover import with_failover
 from rbee.queen.images import edit_body
+from rbee.queen.metering import (
+    SPEECH_CHARS_PER_SECOND,
+    metered_pipe,
+    text_demand,
+    used_in,
+    with_usage,
+)
 from rbee.queen.operations import model_entries
 from rbee.queen.policy import JobFacts
+from rbee.queen.quotas import Account, Charge, Demand, Used
 from rbee.queen.services import QueenServices
 from rbee.queen.transport import Body
 from rbee.scheduler.placement import PlaceMode
@@ -62,9 +70,11 @@ async def _complete(request: Request,
     body = parse_model(raw, schema, request.headers.get("content-type"))
     ref = require_kind(parse_ref(body.model), "chat")
     hints = hints_for(request, ref, body.model_extra or {})
+    demand = text_demand(len(raw), body.token_limit(), body.n, svc.quotas.price_of(ref.name))
+    asked = bool(body.stream_options and body.stream_options.include_usage)
     return await within_deadline(
         request, svc, lambda deadline: admitted(svc, body.stream, ref, hints, path, raw,
-                                                 deadline))
+                                                 deadline, demand=demand, usage_asked=asked))
 
 
 async def embeddings(request: Request) -> Response:
@@ -80,9 +90,10 @@ async def embeddings(request: Request) -> Response:
     if body.user is not None:
         extra.setdefault("user", body.user)
     hints = hints_for(request, ref, extra)
+    demand = text_demand(len(raw), 0, 1, svc.quotas.price_of(ref.name))
     return await within_deadline(
         request, svc, lambda deadline: admitted(svc, False, ref, hints, "/v1/embeddings",
-                                                 raw, deadline))
+                                                 raw, deadline, demand=demand))
 
 
 async def audio_speech(request: Request) -> Response:
@@ -93,9 +104,14 @@ async def audio_speech(request: Request) -> Response:
     ref = require_kind(parse_ref(body.model), "speech")
     hints = hints_for(request, ref, body.model_extra or {})
     media_type = MEDIA_TYPES[body.audio_format()]
+    # Piper reports no length: speech is charged its worst case, the input read slowly.
+    spoken = Used(audio_seconds=round(len(body.input) / SPEECH_CHARS_PER_SECOND, 3))
+    price = svc.quotas.prices(ref.name)
+    demand = Demand(cost=spoken.cost(price))
     return await within_deadline(
         request, svc, lambda deadline: admitted(svc, True, ref, hints, "/v1/audio/speech",
-                                                 raw, deadline, audio=media_type))
+                                                 raw, deadline, audio=media_type,
+                                                 demand=demand, reported=spoken))
 
 
 async def images_generations(request: Request) -> Response:
@@ -131,7 +147,17 @@ def hints_for(request: Request, ref: ModelRef, extra: Mapping[str, object]) -> H
     principal.check_model(ref.name)
     hints = request_hints(extra, tenant=principal.tenant)
     principal.check_priority(hints.job.priority if hints.job else "interactive")
-    return dataclasses.replace(hints, actor=principal.actor(client_ip(request)))
+    hints = replace(hints, actor=principal.actor(client_ip(request)))
+    if principal.tenant_id is None:  # the queen's own admin: nobody's quota
+        return hints
+    svc: QueenServices = request.app.state.services
+    account = Account(principal.tenant_id, principal.key_id, principal.tenant)
+    job = hints.job or JobFacts()
+    # Scripts see the tenant's labels and its use so far (queen.policy)
+    if svc.dispatcher.policy.deciding is not None:  # only a script reads them
+        job = replace(job, labels=dict(principal.tenant_labels),
+                      usage=svc.quotas.usage_of(account))
+    return replace(hints, job=job, account=account)
 
 
 def client_ip(request: Request) -> str | None:
@@ -174,43 +200,107 @@ async def within_deadline(request: Request, svc: QueenServices,
 
 async def admitted(svc: QueenServices, stream: bool | None, ref: ModelRef, hints: Hints,
                    path: str, raw: Body, deadline: ClientDeadline,
-                   audio: str | None = None, media_type: str = "application/json"
-                   ) -> Response:
+                   audio: str | None = None, media_type: str = "application/json",
+                   demand: Demand | None = None, usage_asked: bool | None = None,
+                   reported: Used | None = None) -> Response:
     """`audio`: the media type of an audio stream (not SSE) to pipe through; `media_type`:
-    a whole answer's."""
-    ticket = await svc.admission.enter(ref.name, hints.job.priority if hints.job else
-                                       "interactive")
-    # The audit entry of this request: recorded once, when it ends (stream: when it closes).
+    a whole answer's. Quotas: `demand` is the worst case booked before the request queues
+    (queen.quotas), settled with the engine's `usage` when it ends; `usage_asked` whether a
+    streaming client asked for the usage frame (None: a stream that is not a chat or text
+    completion, passed through as it is); `reported`: what to settle when the engine
+    reports no usage (speech). The audit entry of the request is recorded once, when it
+    ends (a stream's when it closes)."""
     trail = Trail(svc.audit, path, ref.name, bool(stream or audio), svc.registry.region,
                   hints.actor or ANONYMOUS)
-
-    def closed() -> None:
-        ticket.release()
-        trail.end("ok", status=200)
-
-    async def attempt(worker: WorkerInfo) -> Response:
-        trail.served(worker)
-        if audio is not None:
-            return await forward_audio(svc.relay, worker, path, raw, media_type=audio,
-                                       on_close=closed, deadline=deadline)
-        if stream:  # the stream itself watches for a hang-up, and frees the slot
-            return await svc.relay.forward(worker, path, raw, stream=True,
-                                           on_close=closed, deadline=deadline)
-        return await svc.relay.forward(worker, path, raw, stream=False, deadline=deadline,
-                                       media_type=media_type)
-
+    charge = None
     try:
-        response = await with_failover(svc.dispatcher, svc.registry, ref, hints, Silent(),
-                                       attempt)
+        if hints.account is not None:  # raises QuotaExceeded (429) having booked nothing
+            charge = svc.quotas.reserve(hints.account, ref.name, demand or Demand())
+        ticket = await svc.admission.enter(
+            ref.name, hints.job.priority if hints.job else "interactive",
+            tenant=hints.account.tenant_id if hints.account else None)
+        sending = _Sending(svc, path, raw, deadline, ticket, charge, reported, trail)
+
+        async def attempt(worker: WorkerInfo) -> Response:
+            trail.served(worker)
+            if audio is not None:
+                return await sending.audio(worker, audio)
+            if stream:
+                return await sending.stream(worker, usage_asked)
+            return await svc.relay.forward(worker, path, raw, stream=False,
+                                           deadline=deadline, media_type=media_type)
+
+        try:
+            response = await with_failover(svc.dispatcher, svc.registry, ref, hints,
+                                           Silent(), attempt)
+        except BaseException:
+            ticket.release()
+            raise
     except BaseException as exc:
-        ticket.release()
+        if charge is not None:
+            charge.refund()
         trail.failed(exc)
         raise
-    if not (stream or audio):
+    if not stream:
         ticket.release()
         trail.end("ok" if response.status_code < 400 else "error",
                   status=response.status_code, body=bytes(response.body))
-    return response
+    return sending.answered(response, whole=not stream)
+
+
+@dataclass
+class _Sending:
+    """One admitted request's ways to a worker; each ends its ticket, its audit trail and
+    settles its charge (when it has one) once the answer is over."""
+
+    svc: QueenServices
+    path: str
+    raw: Body
+    deadline: ClientDeadline
+    ticket: Ticket
+    charge: Charge | None
+    reported: Used | None
+    trail: Trail
+
+    def ended(self) -> None:
+        self.ticket.release()
+        self.trail.end("ok", status=200)
+
+    def closed(self) -> None:
+        self.ended()
+        if self.charge is not None:
+            self.charge.settle(self.reported)
+
+    async def audio(self, worker: WorkerInfo, media_type: str) -> Response:
+        return await forward_audio(self.svc.relay, worker, self.path, self.raw,
+                                   media_type=media_type, on_close=self.closed,
+                                   deadline=self.deadline)
+
+    async def stream(self, worker: WorkerInfo, usage_asked: bool | None) -> Response:
+        relay = self.svc.relay
+        if self.charge is None:  # the stream itself watches for a hang-up, and frees the slot
+            return await relay.forward(worker, self.path, self.raw, stream=True,
+                                       on_close=self.ended, deadline=self.deadline)
+        sent = self.raw
+        if usage_asked is False and isinstance(sent, bytes):
+            sent = with_usage(sent)  # the engine's count, for the settlement
+        pipe = metered_pipe(relay.sse_pipe, self.charge,
+                            forward_usage=usage_asked is not False)
+        return await relay.stream_through(worker, self.path, sent, pipe,
+                                          on_close=self.ended, deadline=self.deadline)
+
+    def answered(self, response: Response, whole: bool) -> Response:
+        """A whole answer's charge settled; the x-ratelimit-* headers on any answer."""
+        charge = self.charge
+        if charge is None:
+            return response
+        if whole and response.status_code == 200:
+            charge.settle(used_in(bytes(response.body)) or self.reported)
+        elif whole:  # the worker refused it (bad input only it could see): nothing was used
+            charge.refund()
+        if charge.headers:
+            response.headers.update(charge.headers)
+        return response
 
 
 def _str(value: object) -> str | None:

@@ -1,0 +1,112 @@
+"""What a request may use (before) and what it used (after), read cheaply on the queen.
+
+Before: the prompt's tokens are estimated as the request body's bytes / 2, with no
+tokenizer (the queen never loads one). English averages about 4 bytes per token, so this is
+about twice the usual count, and the body's JSON (keys, quotes, roles) stands in for the chat
+template's tokens; the engine's own count replaces it at completion. Output is bounded by
+max_tokens (or max_completion_tokens) per choice, else by the engines' default.
+
+After: the engines' `usage`, found from the end of a whole answer (it is the last field, and
+an embedding answer's vectors are not parsed), or in a stream's last frame: the queen asks
+the worker for it (`stream_options.include_usage`) and drops that frame again when the
+client did not ask for it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+
+from rbee.api.cluster import WorkerInfo
+from rbee.queen.calls import Call, Watch
+from rbee.queen.quotas import Charge, Demand, Used
+from rbee.queen.relay import Pipe
+from rbee.queen.transport import Upstream
+
+DEFAULT_OUTPUT_TOKENS = 256  # = engines.base.DEFAULT_MAX_TOKENS (not imported: engine side)
+SPEECH_CHARS_PER_SECOND = 10.0  # slower than any voice speaks: speech's worst case length
+_COUNT = re.compile(rb'"(prompt_tokens|completion_tokens|seconds)"\s*:\s*([0-9.]+)')
+_USAGE_FRAME = re.compile(rb'"choices":\s*\[\],\s*"usage":\s*\{')
+
+
+def prompt_tokens(raw_len: int) -> int:
+    return raw_len // 2 + 1
+
+
+def text_demand(raw_len: int, max_tokens: int | None, choices: int | None,
+                price: Callable[[int, int, float], float]) -> Demand:
+    prompt = prompt_tokens(raw_len)
+    output = (max_tokens or DEFAULT_OUTPUT_TOKENS) * (choices or 1)
+    return Demand(tokens=prompt + output, cost=price(prompt, output, 0.0))
+
+
+def used_in(body: bytes) -> Used | None:
+    """The `usage` of a whole JSON answer (None when it has none)."""
+    at = body.rfind(b'"usage"')
+    if at < 0:
+        return None
+    counts = {k.decode(): float(v) for k, v in _COUNT.findall(body, at)}
+    if not counts:
+        return None
+    return Used(prompt_tokens=int(counts.get("prompt_tokens", 0)),
+                completion_tokens=int(counts.get("completion_tokens", 0)),
+                audio_seconds=counts.get("seconds", 0.0))
+
+
+def with_usage(raw: bytes) -> bytes:
+    """A streamed chat/completion request that also asks the worker for its usage."""
+    body = json.loads(raw)
+    options = body.get("stream_options")
+    body["stream_options"] = {**(options if isinstance(options, dict) else {}),
+                              "include_usage": True}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def metered_pipe(inner: Pipe, charge: Charge, forward_usage: bool) -> Pipe:
+    """`inner`'s stream with its usage frame read (and dropped unless `forward_usage`); the
+    charge is settled when the stream ends, however it ends."""
+
+    async def pipe(worker: WorkerInfo, call: Call, upstream: Upstream, watch: Watch,
+                   finish: Callable[[], None]) -> AsyncIterator[bytes]:
+        reader = _UsageReader(forward_usage)
+
+        def done() -> None:
+            charge.settle(reader.used)
+            finish()
+
+        try:
+            async for chunk in inner(worker, call, upstream, watch, done):
+                out = reader.feed(chunk)
+                if out:
+                    yield out
+            if reader.buffer:
+                yield reader.buffer
+        finally:
+            done()
+
+    return pipe
+
+
+class _UsageReader:
+    """Whole SSE frames out of a byte stream, the usage frame noted (and dropped unless
+    forwarded)."""
+
+    def __init__(self, forward_usage: bool) -> None:
+        self.forward_usage = forward_usage
+        self.used: Used | None = None
+        self.buffer = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        frames, sep, self.buffer = (self.buffer + chunk).rpartition(b"\n\n")
+        if not sep:
+            self.buffer = frames + self.buffer
+            return b""
+        out = []
+        for frame in frames.split(b"\n\n"):
+            if _USAGE_FRAME.search(frame):
+                self.used = used_in(frame) or self.used
+                if not self.forward_usage:
+                    continue
+            out.append(frame + b"\n\n")
+        return b"".join(out)
