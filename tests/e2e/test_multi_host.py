@@ -193,6 +193,12 @@ def home_entries(m: Machine) -> list[str]:
 
 
 QUESTION = "What is the capital of France?"
+# Piper then Whisper tiny.en give it back word for word (TOOLING-FACTS 3c).
+SENTENCE = "Hello world, the orchestrator is running three workers."
+
+
+def _words(text: str) -> list[str]:
+    return "".join(c for c in text.lower() if c.isalnum() or c.isspace()).split()
 
 
 @pytest.mark.model
@@ -219,12 +225,16 @@ def test_a_remote_hive_runs_the_built_in_model(
     # ... and the speech engine with its voice (Piper's own espeak-ng, PyAV for mp3).
     assert "engine piper" in done.stderr and "engine av" in done.stderr, done.stderr
     out = tmp_path / "remote.mp3"
-    spoken = cli(env, "speak", "--hive", "m1", "The remote hive speaks.", "-o", str(out))
+    spoken = cli(env, "speak", "--hive", "m1", SENTENCE, "-o", str(out))
     with av.open(str(out)) as audio:  # encoded there by PyAV: it decodes here
         seconds = sum(f.samples / f.sample_rate for f in audio.decode(audio=0))
     assert spoken["bytes"] == out.stat().st_size and 0.8 < seconds < 5, (spoken, seconds)
+    # ... and Whisper writes it back there (the transcription extra came too)
+    assert "engine faster_whisper" in done.stderr, done.stderr
+    heard = cli(env, "transcribe", str(out), "--hive", "m1")
+    assert _words(heard["text"]) == _words(SENTENCE), heard
     kinds = {(w["hive_id"], w["kind"]) for w in cli(env, "worker", "list")}
-    assert ("m1", "speech") in kinds, kinds
+    assert {("m1", "speech"), ("m1", "transcription")} <= kinds, kinds
     cli(env, "hive", "uninstall", "m1")
     assert not ms[0].user_pids() or wait_gone(ms[0])
     assert home_entries(ms[0]) == []

@@ -33,6 +33,8 @@ def transcribe(
     language: Annotated[str | None, typer.Option("--language", "-l", help="ISO-639-1 code "
                                                  "of the speech, e.g. en")] = None,
     prompt: Annotated[str | None, typer.Option(help="Text the speech continues")] = None,
+    hive: Annotated[str | None, typer.Option(help="Run on this hive")] = None,
+    device: Annotated[str | None, typer.Option(help="Run on this device of the hive")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="A JSON summary on stdout")] = False,
 ) -> None:
     c: Context = ctx.obj
@@ -42,6 +44,8 @@ def transcribe(
         fields["language"] = language
     if prompt:
         fields["prompt"] = prompt
+    # rbee's own placement fields, as the API takes them (left out when not given)
+    fields.update({k: v for k, v in (("hive_id", hive), ("device", device)) if v is not None})
     guarded(lambda: _run(c, file, fields))
 
 
