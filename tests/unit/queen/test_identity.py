@@ -17,6 +17,7 @@ from rbee.queen.app import create_app
 from rbee.queen.identity import KEY_PREFIX, key_id_of
 from rbee.queen.services import QueenServices, build_services
 from rbee.queen.settings import QueenSettings
+from rbee.storage.audit import Filters
 
 BOOT = "bootstrap-admin-token-for-tests"
 
@@ -242,3 +243,18 @@ async def test_videos_belong_to_their_tenant(queen: Queen) -> None:
     r = await queen.as_(scoped, "POST", "/v1/videos", json={"model": "rbee-fake-video",
                                                              "prompt": "bees"})
     assert r.status_code == 403 and r.json()["error"]["param"] == "model"
+
+
+async def test_admin_changes_are_audited_with_who_made_them(queen: Queen) -> None:
+    admin = await queen.key("ops", role="admin")
+    made = await queen.admin("POST", "/tenants", json={"name": "acme"})
+    r = await queen.as_(admin["key"], "PUT", "/v1/admin/tenants/acme/limits",
+                        json={"requests_per_minute": 5})
+    assert r.status_code == 200, r.text
+    await queen.svc.audit.flush()
+    entries = [e for e, _ in await queen.svc.audit.page(Filters(limit=100))]
+    actions = [(e.action, e.subject) for e in entries]
+    assert ("admin.tenant.create", "acme") in actions and ("admin.quota.set", "acme") in actions
+    quota = next(e for e in entries if e.action == "admin.quota.set")
+    assert quota.tenant == admin["tenant_id"]  # the admin key's tenant made the change
+    assert admin["key"] not in repr(entries) and made["id"]

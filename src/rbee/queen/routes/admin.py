@@ -30,7 +30,7 @@ from rbee.web.body import parse_model
 router = APIRouter(prefix="/v1/admin")
 
 
-def _audit(request: Request, svc: QueenServices, what: str, subject: str | Person,
+def audit_change(request: Request, svc: QueenServices, what: str, subject: str | Person,
            details: dict[str, Any]) -> None:
     """An admin change, in the audit log with who made it (a key's id, never the key)."""
     actor = principal_of(request).actor(client_ip(request))
@@ -41,7 +41,7 @@ def _audit(request: Request, svc: QueenServices, what: str, subject: str | Perso
 async def create_tenant(request: Request, svc: ServicesDep) -> Tenant:
     body = parse_model(await request.body(), TenantCreate, request.headers.get("content-type"))
     tenant = await asyncio.to_thread(svc.keys.create_tenant, body)
-    _audit(request, svc, "tenant.create", tenant.name,
+    audit_change(request, svc, "tenant.create", tenant.name,
            {"tenant_id": tenant.id, "regions": tenant.regions})
     return tenant
 
@@ -55,7 +55,7 @@ async def list_tenants(svc: ServicesDep) -> Listed[Tenant]:
 async def create_user(request: Request, svc: ServicesDep) -> User:
     body = parse_model(await request.body(), UserCreate, request.headers.get("content-type"))
     user = await asyncio.to_thread(svc.keys.create_user, body)
-    _audit(request, svc, "user.create", Person(user.id), {"tenant_id": user.tenant_id})
+    audit_change(request, svc, "user.create", Person(user.id), {"tenant_id": user.tenant_id})
     return user
 
 
@@ -70,7 +70,7 @@ async def list_users(svc: ServicesDep,
 async def create_key(request: Request, svc: ServicesDep) -> KeyCreated:
     body = parse_model(await request.body(), KeyCreate, request.headers.get("content-type"))
     made = await asyncio.to_thread(svc.keys.create_key, body)
-    _audit(request, svc, "key.create", made.id, {"tenant_id": made.tenant_id,
+    audit_change(request, svc, "key.create", made.id, {"tenant_id": made.tenant_id,
                                                  "role": made.role, "models": made.models})
     return made
 
@@ -85,5 +85,5 @@ async def list_keys(svc: ServicesDep,
 @router.delete("/keys/{key_id}")
 async def revoke_key(key_id: str, request: Request, svc: ServicesDep) -> KeyInfo:
     info = await asyncio.to_thread(svc.keys.revoke, key_id)
-    _audit(request, svc, "key.revoke", info.id, {"tenant_id": info.tenant_id})
+    audit_change(request, svc, "key.revoke", info.id, {"tenant_id": info.tenant_id})
     return info

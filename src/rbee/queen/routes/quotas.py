@@ -21,6 +21,7 @@ from rbee.core.errors import Forbidden, InvalidRequest, NotFound, RbeeError
 from rbee.models.catalog import parse_ref
 from rbee.queen.auth import principal_of
 from rbee.queen.deps import ServicesDep
+from rbee.queen.routes.admin import audit_change
 from rbee.queen.services import QueenServices
 from rbee.web.body import parse_model
 
@@ -42,6 +43,8 @@ async def set_tenant_limits(tenant: str, request: Request, svc: ServicesDep) -> 
     found = await asyncio.to_thread(svc.keys.tenant, tenant)
     await asyncio.to_thread(svc.usage.store.set_limits, "tenant", found.id, limits)
     svc.quotas.set_limits("tenant", found.id, limits)
+    audit_change(request, svc, "quota.set", found.name,
+                 {"tenant_id": found.id, **limits.model_dump(exclude_none=True)})
     return LimitsInfo(scope="tenant", id=found.id, **limits.model_dump())
 
 
@@ -58,6 +61,8 @@ async def set_key_limits(key_id: str, request: Request, svc: ServicesDep) -> Lim
     await asyncio.to_thread(svc.keys.key, key_id)
     await asyncio.to_thread(svc.usage.store.set_limits, "key", key_id, limits)
     svc.quotas.set_limits("key", key_id, limits)
+    audit_change(request, svc, "quota.set", key_id, {"key": key_id,
+                                                     **limits.model_dump(exclude_none=True)})
     return LimitsInfo(scope="key", id=key_id, **limits.model_dump())
 
 
@@ -78,15 +83,17 @@ async def set_prices(model: str, request: Request, svc: ServicesDep) -> ModelPri
     name = parse_ref(model).name  # as requests name it: an alias is its model
     await asyncio.to_thread(svc.usage.store.set_prices, name, prices)
     svc.quotas.set_prices(name, prices)
+    audit_change(request, svc, "price.set", name, prices.model_dump(exclude_none=True))
     return ModelPrices(model=name, **prices.model_dump())
 
 
 @admin.delete("/prices/{model:path}")
-async def delete_prices(model: str, svc: ServicesDep) -> ModelPrices:
+async def delete_prices(model: str, request: Request, svc: ServicesDep) -> ModelPrices:
     name = parse_ref(model).name
     if not await asyncio.to_thread(svc.usage.store.delete_prices, name):
         raise NotFound(f"model {name!r} has no prices", param="model")
     svc.quotas.set_prices(name, None)
+    audit_change(request, svc, "price.delete", name, {})
     return ModelPrices(model=name)
 
 
