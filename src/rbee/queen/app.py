@@ -85,7 +85,8 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     # hives present their own secret with telemetry.
     # Uploads are bounded as they stream to disk (max_upload_bytes), never read whole first.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
-                       skip_paths=frozenset(transcription.UPLOAD_ROUTES))
+                       skip_paths=frozenset({*transcription.UPLOAD_ROUTES,
+                                             "/v1/images/edits"}))
     app.add_middleware(KeyAuth, open_paths=OPEN_PATHS, enabled=settings.api_token is not None)
     # Outermost: web pages (rebound Host, foreign Origin) are refused before anything else.
     app.add_middleware(BrowserGuard, allowed_origins=settings.allowed_origins,

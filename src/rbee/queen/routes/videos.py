@@ -112,8 +112,12 @@ async def remix_video(video_id: str) -> Response:
 async def download_artifact(artifact_id: str, request: Request,
                             svc: ServicesDep) -> FileResponse:
     artifact, path = svc.artifacts.open(artifact_id)
-    try:  # an artifact is its job's: another tenant's is one that does not exist
-        svc.jobs.check_owner(artifact.owner, principal_of(request).owns)
-    except NotFound:
+    principal = principal_of(request)
+    try:  # a job's artifact is its job's; a request's its tenant's (storage.artifacts)
+        if artifact.of_job:
+            svc.jobs.check_owner(artifact.owner, principal.owns)
+        elif not principal.owns(artifact.tenant):
+            raise NotFound("another tenant's")
+    except NotFound:  # another tenant's is one that does not exist
         raise NotFound(f"no artifact {artifact_id[:80]!r}", param="artifact_id") from None
     return FileResponse(path, media_type=artifact.media_type, filename=artifact.filename)
