@@ -79,8 +79,8 @@ CHAT_FIELDS = {"max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
 
 class ImageOp(_Op, Placement):
     """`image`: pictures from a prompt, as /v1/images/generations makes them, with a
-    `progress` event after every denoising step. The result carries them base64 until jobs
-    store binary artifacts (then a download URL each)."""
+    `progress` event after every denoising step. The pictures are stored as artifacts: the
+    result names each (`artifact_id`, `url`, `bytes`), never carries it base64."""
 
     operation: Literal["image"]
     model: ModelName = Field(min_length=1, max_length=512, description="an image model")

@@ -103,7 +103,7 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
     operations = Operations(registry, dispatcher, relay, fleet, admission, scripts,
                             settings.default_model,
                             video=VideoRunner(registry, dispatcher, relay, admission, artifacts,
-                                              settings))
+                                              settings), artifacts=artifacts)
     jobs = JobManager(JobStore(db), clock, operations.run)
     local = local_hive
     if local is None and settings.local_hive:
