@@ -16,6 +16,7 @@ from rbee.api.openai import (
     SamplingFields,
     Tool,
 )
+from rbee.api.speech import SpeechRequest
 from rbee.api.videos import VideoCreateRequest
 from rbee.core.errors import InvalidRequest
 
@@ -265,11 +266,25 @@ class VideoOp(VideoCreateRequest, Placement):
     operation: Literal["video"]
 
 
+class SpeakOp(SpeechRequest, Placement):
+    """`speak`: speech from text, as POST /v1/audio/speech makes it; the audio is stored as an
+    artifact and the result names it (id, download URL, size, media type), never the bytes.
+    Its stream narrates the worker, the first audio and the stored file."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    operation: Literal["speak"]
+
+    def fields(self) -> dict[str, Any]:
+        """What the worker's /v1/audio/speech takes from this job."""
+        return self.model_dump(include=set(SpeechRequest.model_fields), exclude_none=True)
+
+
 OPERATIONS: dict[str, type[BaseModel]] = {
     "infer": InferOp,
     "embed": EmbedOp,
     "image": ImageOp,
     "video": VideoOp,
+    "speak": SpeakOp,
     "status": StatusOp,
     "worker_spawn": WorkerSpawnOp,
     "worker_list": WorkerListOp,

@@ -35,6 +35,7 @@ from rbee.api.jobs import (
     ScriptListOp,
     ScriptSaveOp,
     ScriptTestOp,
+    SpeakOp,
     SshTestOp,
     StatusOp,
     VideoOp,
@@ -60,6 +61,7 @@ from rbee.queen.policy import JobFacts
 from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
 from rbee.queen.scripts import Scripts, compile_script, explain
+from rbee.queen.speak_job import SpeakRunner
 from rbee.queen.video_job import VideoRunner
 from rbee.storage.artifacts import ArtifactStore
 
@@ -70,7 +72,8 @@ class Operations:
     def __init__(self, registry: Registry, dispatcher: Dispatcher, relay: Relay, fleet: Fleet,
                  admission: Admission, scripts: Scripts, default_model: str,
                  video: VideoRunner | None = None,
-                 artifacts: ArtifactStore | None = None) -> None:
+                 artifacts: ArtifactStore | None = None,
+                 speak: SpeakRunner | None = None) -> None:
         self._admission = admission
         self._artifacts = artifacts
         self._registry = registry
@@ -102,6 +105,8 @@ class Operations:
         }
         if video is not None:
             self._table[VideoOp] = video.run
+        if speak is not None:
+            self._table[SpeakOp] = speak.run
 
     async def run(self, ctx: JobContext, op: BaseModel) -> Result:
         result = self._table[type(op)](ctx, op)

@@ -23,6 +23,7 @@ from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
 from rbee.queen.scripts import Scripts
 from rbee.queen.settings import QueenSettings
+from rbee.queen.speak_job import SpeakRunner
 from rbee.queen.supervision import HiveSupervisor
 from rbee.queen.transport import AiohttpTransport, Deadlines, WorkerTransport
 from rbee.queen.transport_httptools import HttptoolsTransport
@@ -103,7 +104,9 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
     operations = Operations(registry, dispatcher, relay, fleet, admission, scripts,
                             settings.default_model,
                             video=VideoRunner(registry, dispatcher, relay, admission, artifacts,
-                                              settings), artifacts=artifacts)
+                                              settings), artifacts=artifacts,
+                            speak=SpeakRunner(registry, dispatcher, relay, admission,
+                                              artifacts))
     jobs = JobManager(JobStore(db), clock, operations.run)
     local = local_hive
     if local is None and settings.local_hive:
