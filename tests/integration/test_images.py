@@ -327,6 +327,7 @@ def test_url_pictures_are_their_tenants_and_go_with_retention(tmp_path: Path) ->
             assert picture.size == (64, 64)
         other = get(keys[1])  # another tenant's picture is one that does not exist
         assert other.status_code == 404 and other.json()["error"]["param"] == "artifact_id"
+        assert other.json()["error"]["code"] == "artifact_not_found"  # as if there were none
         assert get(boot).status_code == 200  # the admin sees every tenant's
         deadline = time.monotonic() + 10
         while get(keys[0]).status_code == 200 and time.monotonic() < deadline:

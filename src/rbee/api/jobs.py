@@ -17,6 +17,7 @@ from rbee.api.openai import (
     Tool,
 )
 from rbee.api.speech import SpeechRequest
+from rbee.api.transcription import TranscriptionRequest
 from rbee.api.videos import VideoCreateRequest
 from rbee.core.errors import InvalidRequest
 
@@ -279,12 +280,35 @@ class SpeakOp(SpeechRequest, Placement):
         return self.model_dump(include=set(SpeechRequest.model_fields), exclude_none=True)
 
 
+class TranscribeOp(TranscriptionRequest, Placement):
+    """`transcribe`: the text of an uploaded audio file (POST /v1/files, then its `file_id`),
+    as /v1/audio/transcriptions (`task` transcribe) or /v1/audio/translations (translate)
+    make it; the result carries the transcript (text, small), the audio stays a file."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    operation: Literal["transcribe"]
+    file_id: str = Field(min_length=1, max_length=64, description="an uploaded file's id")
+    task: Literal["transcribe", "translate"] = "transcribe"
+
+    @model_validator(mode="after")
+    def _whole(self) -> TranscribeOp:
+        # InvalidRequest, not ValueError: pydantic would drop the field's name (a model check)
+        if self.stream:
+            raise InvalidRequest("a job's transcript is its result (follow the job's own "
+                                 "stream): leave stream out", param="stream")
+        if self.task == "translate" and self.language is not None:
+            raise InvalidRequest("a translation is to English: leave language out",
+                                 param="language")
+        return self
+
+
 OPERATIONS: dict[str, type[BaseModel]] = {
     "infer": InferOp,
     "embed": EmbedOp,
     "image": ImageOp,
     "video": VideoOp,
     "speak": SpeakOp,
+    "transcribe": TranscribeOp,
     "status": StatusOp,
     "worker_spawn": WorkerSpawnOp,
     "worker_list": WorkerListOp,

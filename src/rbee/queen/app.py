@@ -15,7 +15,16 @@ from rbee.queen import transcription
 from rbee.queen.auth import KeyAuth
 from rbee.queen.local_hive import LocalHive
 from rbee.queen.retention import keep_retention
-from rbee.queen.routes import admin, cluster, jobs, openai, responses, scheduler, videos
+from rbee.queen.routes import (
+    admin,
+    cluster,
+    files,
+    jobs,
+    openai,
+    responses,
+    scheduler,
+    videos,
+)
 from rbee.queen.services import QueenServices, build_services
 from rbee.queen.settings import QueenSettings
 from rbee.web.errors import install_error_handlers
@@ -81,12 +90,13 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     app.include_router(scheduler.router)
     app.include_router(admin.router)
     app.include_router(videos.router)
+    app.include_router(files.router)
     # Outermost first: the key is checked before a body is read. /health stays open, and
     # hives present their own secret with telemetry.
     # Uploads are bounded as they stream to disk (max_upload_bytes), never read whole first.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
                        skip_paths=frozenset({*transcription.UPLOAD_ROUTES,
-                                             "/v1/images/edits"}))
+                                             "/v1/images/edits", files.ROUTE}))
     app.add_middleware(KeyAuth, open_paths=OPEN_PATHS, enabled=settings.api_token is not None)
     # Outermost: web pages (rebound Host, foreign Origin) are refused before anything else.
     app.add_middleware(BrowserGuard, allowed_origins=settings.allowed_origins,

@@ -38,6 +38,7 @@ from rbee.api.jobs import (
     SpeakOp,
     SshTestOp,
     StatusOp,
+    TranscribeOp,
     VideoOp,
     WorkerListOp,
     WorkerSpawnOp,
@@ -62,6 +63,7 @@ from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
 from rbee.queen.scripts import Scripts, compile_script, explain
 from rbee.queen.speak_job import SpeakRunner
+from rbee.queen.transcribe_job import TranscribeRunner
 from rbee.queen.video_job import VideoRunner
 from rbee.storage.artifacts import ArtifactStore
 
@@ -73,7 +75,8 @@ class Operations:
                  admission: Admission, scripts: Scripts, default_model: str,
                  video: VideoRunner | None = None,
                  artifacts: ArtifactStore | None = None,
-                 speak: SpeakRunner | None = None) -> None:
+                 speak: SpeakRunner | None = None,
+                 transcribe: TranscribeRunner | None = None) -> None:
         self._admission = admission
         self._artifacts = artifacts
         self._registry = registry
@@ -107,6 +110,8 @@ class Operations:
             self._table[VideoOp] = video.run
         if speak is not None:
             self._table[SpeakOp] = speak.run
+        if transcribe is not None:
+            self._table[TranscribeOp] = transcribe.run
 
     async def run(self, ctx: JobContext, op: BaseModel) -> Result:
         result = self._table[type(op)](ctx, op)

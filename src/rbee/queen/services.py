@@ -25,6 +25,7 @@ from rbee.queen.scripts import Scripts
 from rbee.queen.settings import QueenSettings
 from rbee.queen.speak_job import SpeakRunner
 from rbee.queen.supervision import HiveSupervisor
+from rbee.queen.transcribe_job import TranscribeRunner
 from rbee.queen.transport import AiohttpTransport, Deadlines, WorkerTransport
 from rbee.queen.transport_httptools import HttptoolsTransport
 from rbee.queen.video_job import VideoRunner
@@ -106,7 +107,9 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                             video=VideoRunner(registry, dispatcher, relay, admission, artifacts,
                                               settings), artifacts=artifacts,
                             speak=SpeakRunner(registry, dispatcher, relay, admission,
-                                              artifacts))
+                                              artifacts),
+                            transcribe=TranscribeRunner(registry, dispatcher, relay, admission,
+                                                        artifacts, settings))
     jobs = JobManager(JobStore(db), clock, operations.run)
     local = local_hive
     if local is None and settings.local_hive:

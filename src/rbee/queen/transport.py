@@ -68,12 +68,13 @@ class FileBody:
     async def chunks(self) -> AsyncIterator[bytes]:
         yield self.head
         for part in (FilePart(self.path, self.size, self.tail), *self.more):
-            async for chunk in _file_chunks(part.path, part.size):
+            async for chunk in file_chunks(part.path, part.size):
                 yield chunk
             yield part.tail
 
 
-async def _file_chunks(path: Path, size: int) -> AsyncIterator[bytes]:
+async def file_chunks(path: Path, size: int) -> AsyncIterator[bytes]:
+    """The first `size` bytes of a file, a chunk at a time; TransportError if it is shorter."""
     left = size
     # Reads on a thread: a disk under load must not stall the event loop.
     with await asyncio.to_thread(path.open, "rb") as f:

@@ -9,9 +9,18 @@ from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel
 
 from rbee.api import sse
-from rbee.api.jobs import OPERATIONS, JobCreated, JobList, JobSummary, Placement, VideoOp
+from rbee.api.jobs import (
+    OPERATIONS,
+    JobCreated,
+    JobList,
+    JobSummary,
+    Placement,
+    TranscribeOp,
+    VideoOp,
+)
 from rbee.core.errors import InvalidRequest, UnknownOperation
 from rbee.models.catalog import DEFAULT_EMBEDDING_MODEL, parse_ref
+from rbee.queen.artifact_access import open_owned
 from rbee.queen.auth import principal_of
 from rbee.queen.deps import ServicesDep
 from rbee.queen.identity import Principal, operation_role
@@ -41,6 +50,8 @@ async def submit(request: Request, svc: ServicesDep) -> JobCreated:
                  svc.settings.default_model)
     if isinstance(op, VideoOp):  # its bounds are the queen's settings: a 400 now, not a job
         plan(op, svc.settings)
+    if isinstance(op, TranscribeOp):  # the file must be the caller's: a 404 now, not a job
+        open_owned(svc.artifacts, svc.jobs, principal, op.file_id, param="file_id")
     job_id = svc.jobs.submit(name, op, body, principal.tenant_id)
     return JobCreated(job_id=job_id, sse_url=f"/v1/jobs/{job_id}/stream")
 
