@@ -61,8 +61,8 @@ def parse_size(size: str, max_side: int = MAX_SIDE) -> tuple[int, int] | None:
 
 
 class ImageRequest(BaseModel):
-    """The fields generations and edits share (edits arrive as a form, and the queen sends
-    them on to the worker as this JSON, the pictures as base64)."""
+    """The fields generations and edits share (an edit's come as a form's text fields:
+    `edit_request`; its pictures are the form's files, streamed to disk at each hop)."""
 
     model_config = ConfigDict(extra="allow", strict=True)
 
@@ -201,7 +201,8 @@ def edit_request(fields: Mapping[str, Sequence[str]]) -> ImageRequest:
 
 def edit_form(body: ImageRequest) -> list[tuple[str, str]]:
     """The checked request as form fields again (the queen's form to a worker): what was set,
-    rbee's hints included (a worker ignores them); the pictures always base64 from a worker."""
+    rbee's hints included (a worker ignores them); `response_format` always b64_json: a
+    worker stores nothing, the queen turns its answer into URLs."""
     values = {**body.model_dump(exclude_unset=True), "response_format": "b64_json"}
     return [(name, _text(value)) for name, value in values.items() if value is not None]
 
