@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import psutil
 import pytest
@@ -101,6 +102,20 @@ def test_an_edit_repaints_only_the_transparent_part(client: openai.OpenAI, model
     assert out.size == (64, 64)
     assert out.crop((32, 0, 64, 64)).tobytes() == original.crop((32, 0, 64, 64)).tobytes()
     assert out.crop((0, 0, 32, 64)).tobytes() != original.crop((0, 0, 32, 64)).tobytes()
+
+
+def test_an_edit_by_url_downloads_the_repainted_picture(client: openai.OpenAI,
+                                                       model: str) -> None:
+    original = Image.effect_noise((64, 64), 60).convert("RGB")
+    mask = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (0, 0, 32, 64))
+    result = client.images.edit(model=model, image=("in.png", _png(original), "image/png"),
+                                mask=("mask.png", _png(mask), "image/png"), prompt="a hive",
+                                response_format="url", extra_body={"steps": 2})
+    assert result.data is not None and result.data[0].url is not None
+    with Image.open(io.BytesIO(httpx.get(result.data[0].url, timeout=10).content)) as out:
+        kept = out.convert("RGB").crop((32, 0, 64, 64)).tobytes()
+    assert kept == original.crop((32, 0, 64, 64)).tobytes()
 
 
 def test_the_worker_refuses_a_bad_edit(client: openai.OpenAI, model: str) -> None:

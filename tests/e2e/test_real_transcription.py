@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from rbee.client import QueenClient
 from rbee.models.catalog import builtin_path
 from tests.support.audio import reencode
 from tests.support.daemons import Daemon, rbee_env, running_queen
@@ -119,3 +120,22 @@ def test_a_ctranslate2_whisper_folder_by_file_ref(client: openai.OpenAI, spoken:
         client.audio.transcriptions.create(model=f"file:{tmp_path}/whisper-none",
                                            file=("s.wav", spoken))
     assert err.value.body["param"] == "model"  # type: ignore[index]
+
+
+def test_round_trip_as_jobs_speak_then_transcribe_the_stored_file(
+        client: openai.OpenAI, queen: Daemon) -> None:
+    """Piper's audio stored by a `speak` job, uploaded as a file, transcribed by a
+    `transcribe` job: the job API's binary results, with the built-in models."""
+    with QueenClient(queen.url, timeout=180) as jobs:
+        spoke = [e.data for e in jobs.follow(jobs.submit(
+            "speak", model="piper-joe", voice="joe", input=SENTENCE, response_format="wav"))
+            if e.event == "result"]
+        wav = b"".join(jobs.download(spoke[0]["url"]))
+        uploaded = client.files.create(file=("spoken.wav", wav, "audio/wav"),
+                                       purpose="user_data")
+        written = [e.data for e in jobs.follow(jobs.submit(
+            "transcribe", model="whisper-tiny-en", file_id=uploaded.id,
+            response_format="text")) if e.event == "result"]
+    assert len(wav) == spoke[0]["bytes"] and wav.startswith(b"RIFF")
+    assert _words(written[0]["transcript"]) == _words(SENTENCE)
+    assert client.files.delete(uploaded.id).deleted

@@ -121,7 +121,8 @@ def test_an_edit_without_a_mask_paints_the_transparent_pixels(client: openai.Ope
     ({"size": "big"}, "size"),
     ({"size": "8192x8192"}, "size"),  # over images_max_side
     ({"output_format": "gif"}, "output_format"),
-    ({"response_format": "url"}, "response_format"),
+    ({"response_format": "url", "stream": True}, "response_format"),  # url is not streamed
+    ({"response_format": "base64"}, "response_format"),
     ({"prompt": "  "}, "prompt"),
     ({"quality": "hd"}, "quality"),
     ({"extra_body": {"steps": 0}}, "steps"),
@@ -134,10 +135,24 @@ def test_bad_generation_fields_name_their_param(client: openai.OpenAI, fields: d
     assert _error(exc)["param"] == param
 
 
-def test_url_is_not_yet(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError) as exc:
-        client.images.generate(model=MODEL, prompt="a bee", response_format="url")
-    assert "not served yet" in _error(exc)["message"]
+def test_url_pictures_download_from_the_queen(client: openai.OpenAI, queen: Daemon) -> None:
+    result = client.images.generate(model=MODEL, prompt="a bee", size="24x16", n=2,
+                                    response_format="url", output_format="webp")
+    assert result.data is not None and all(d.b64_json is None for d in result.data)
+    urls = [d.url for d in result.data]
+    assert all(u is not None and u.startswith(f"{queen.url}/v1/artifacts/art_") for u in urls)
+    for url in urls:
+        assert url is not None
+        reply = httpx.get(url, timeout=5)
+        assert reply.headers["content-type"] == "image/webp"
+        with Image.open(io.BytesIO(reply.content)) as picture:
+            assert (picture.format, picture.size) == ("WEBP", (24, 16))
+    edited = client.images.edit(model=MODEL, image=("in.png", _png(Image.new("RGBA", (16, 16))),
+                                                    "image/png"), prompt="x",
+                                response_format="url")
+    assert edited.data is not None and edited.data[0].url is not None
+    with Image.open(io.BytesIO(httpx.get(edited.data[0].url, timeout=5).content)) as picture:
+        assert picture.size == (16, 16)
 
 
 def test_kinds_are_kept_apart(client: openai.OpenAI) -> None:
@@ -221,7 +236,16 @@ def test_an_image_job_shows_every_denoising_step(queen: Daemon) -> None:
     assert steps == [(0, 1, 0.1667), (0, 2, 0.3333), (0, 3, 0.5),
                      (1, 1, 0.6667), (1, 2, 0.8333), (1, 3, 1.0)]
     [result] = [e.data for e in events if e.event == "result"]
-    assert [_picture(i["b64_json"]).size for i in result["images"]] == [(16, 16)] * 2
+    assert result["steps"] == 6
+    # The pictures are artifacts the job names: nothing base64 on its stream.
+    assert all("b64_json" not in e.data for e in events)
+    for image in result["images"]:
+        assert image["url"] == f"/v1/artifacts/{image['artifact_id']}"
+        reply = httpx.get(f"{queen.url}{image['url']}", timeout=5)
+        assert reply.headers["content-type"] == "image/png"
+        with Image.open(io.BytesIO(reply.content)) as picture:
+            assert picture.size == (16, 16) and len(reply.content) == image["bytes"]
+
 
 
 def _form(queen: Daemon, files: dict[str, Any], data: dict[str, str]) -> httpx.Response:
@@ -244,8 +268,29 @@ def test_hostile_edit_forms_name_their_param(queen: Daemon) -> None:
         assert reply.status_code == 400, (param, reply.text)
         assert reply.json()["error"]["param"] == param, reply.text
     # a field over the parser's bound (a prompt is at most 32,000 characters)
-    long = _form(queen, {"image": ("a.png", png)}, {"prompt": "x" * 300_000})
-    assert long.status_code == 400 and "exceeded maximum size" in long.json()["error"]["message"]
+    long = _form(queen, {"image": ("a.png", png)}, {"prompt": "x" * 100_000})
+    assert long.status_code == 400 and long.json()["error"]["param"] == "prompt"
+    assert "longer than" in long.json()["error"]["message"]
+
+
+def test_a_huge_edit_upload_is_a_413_and_leaves_nothing_on_disk(queen: Daemon) -> None:
+    uploads = Path(queen.env["RBEE_QUEEN_STATE_DIR"]) / "uploads"
+
+    def huge() -> Iterator[bytes]:  # 10 MiB streamed with no length: refused as it comes
+        boundary = b"--b\r\n"
+        yield boundary + b'Content-Disposition: form-data; name="model"\r\n\r\n'
+        yield MODEL.encode() + b"\r\n" + boundary
+        yield b'Content-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+        for _ in range(160):
+            yield b"\0" * 65536
+
+    reply = httpx.post(f"{queen.url}/v1/images/edits", content=huge(), timeout=30,
+                       headers={"content-type": "multipart/form-data; boundary=b"})
+    assert reply.status_code == 413 and reply.json()["error"]["param"] == "image"
+    mask = _form(queen, {"image": ("a.png", _png(Image.new("RGBA", (8, 8)))),
+                         "mask": ("m.png", b"\0" * (64 * 1024 + 1))}, {})
+    assert mask.status_code == 413 and mask.json()["error"]["param"] == "mask"
+    assert not uploads.exists() or list(uploads.iterdir()) == []
 
 
 def test_the_clients_deadline_stops_the_worker(client: openai.OpenAI, queen: Daemon) -> None:
@@ -257,3 +302,35 @@ def test_the_clients_deadline_stops_the_worker(client: openai.OpenAI, queen: Dae
     assert time.perf_counter() - started < 5
     result = client.images.generate(model=MODEL, prompt="next", extra_body={"steps": 1})
     assert result.data is not None and time.perf_counter() - started < 8
+
+
+def test_url_pictures_are_their_tenants_and_go_with_retention(tmp_path: Path) -> None:
+    boot = "bootstrap-s3cret-for-the-image-url-test"
+    env = rbee_env(tmp_path, RBEE_QUEEN_API_TOKEN=boot, RBEE_QUEEN_ARTIFACT_RETENTION="3")
+    admin = {**env, "RBEE_API_TOKEN": boot}
+    for queen in running_queen(env):
+        keys = []
+        for tenant in ("acme", "globex"):
+            assert run_cli(admin, "tenant", "create", tenant).returncode == 0
+            made = run_cli(admin, "--json", "user", "create", tenant, "ann")
+            user_id = json.loads(made.stdout)[0]["id"]
+            keys.append(run_cli(admin, "key", "create", user_id).stdout.strip())
+        acme = openai.OpenAI(base_url=f"{queen.url}/v1", api_key=keys[0], max_retries=0)
+        result = acme.images.generate(model=MODEL, prompt="a bee", response_format="url")
+        assert result.data is not None and result.data[0].url is not None
+        url = result.data[0].url
+
+        def get(key: str, url: str = url) -> httpx.Response:
+            return httpx.get(url, timeout=5, headers={"Authorization": f"Bearer {key}"})
+
+        with Image.open(io.BytesIO(get(keys[0]).content)) as picture:
+            assert picture.size == (64, 64)
+        other = get(keys[1])  # another tenant's picture is one that does not exist
+        assert other.status_code == 404 and other.json()["error"]["param"] == "artifact_id"
+        assert other.json()["error"]["code"] == "artifact_not_found"  # as if there were none
+        assert get(boot).status_code == 200  # the admin sees every tenant's
+        deadline = time.monotonic() + 10
+        while get(keys[0]).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        gone = get(keys[0])  # past its retention: purged
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "artifact_not_found"

@@ -14,6 +14,8 @@ import httpx
 import openai
 import pytest
 
+from rbee.client import QueenClient
+from rbee.core.errors import InvalidRequest
 from tests.support.daemons import Daemon, rbee_env, run_cli, running_queen
 
 pytestmark = pytest.mark.e2e
@@ -142,3 +144,30 @@ def test_the_cli_streams_speech_into_a_file(queen: Daemon, tmp_path: Path) -> No
     wrong = run_cli(env, "speak", "Hi.", "-o", str(tmp_path / "no.wav"), "-m", "rbee-fake")
     assert wrong.returncode != 0 and "chat model" in wrong.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hello.wav", "hi.pcm"]
+
+
+def test_a_speak_job_stores_its_audio_as_an_artifact(queen: Daemon,
+                                                      client: openai.OpenAI) -> None:
+    with QueenClient(queen.url) as jobs:
+        job = jobs.submit("speak", model=MODEL, voice="alloy", input=TEXT,
+                          response_format="wav")
+        events = list(jobs.follow(job))
+        for fields, param in (({"input": " "}, "input"), ({"response_format": "ogg"},
+                                                          "response_format"),
+                              ({"speed": 9.0}, "speed"), ({"stream_format": "sse"},
+                                                          "stream_format")):
+            with pytest.raises(InvalidRequest) as bad:
+                jobs.submit("speak", **{"model": MODEL, "voice": "alloy", "input": TEXT,
+                                        **fields})
+            assert bad.value.param == param
+    assert any(e.event == "narration" and "first audio" in e.data["message"] for e in events)
+    assert all("b64" not in json.dumps(e.data) for e in events)
+    [result] = [e.data for e in events if e.event == "result"]
+    assert result["url"] == f"/v1/artifacts/{result['artifact_id']}"
+    assert result["media_type"] == "audio/wav" and result["timings"]["first_audio_ms"] > 0
+    stored = httpx.get(f"{queen.url}{result['url']}", timeout=5)
+    direct = client.audio.speech.create(model=MODEL, voice="alloy", input=TEXT,
+                                        response_format="wav").content
+    assert len(stored.content) == result["bytes"]
+    with wave.open(io.BytesIO(stored.content)) as w, wave.open(io.BytesIO(direct)) as d:
+        assert w.readframes(len(direct)) == d.readframes(len(direct))  # the endpoint's audio

@@ -15,6 +15,8 @@ import httpx
 import openai
 import pytest
 
+from rbee.client import QueenClient
+from rbee.core.errors import RbeeError
 from tests.support.audio import reencode, tone_wav
 from tests.support.daemons import Daemon, rbee_env, run_cli, running_queen
 
@@ -229,3 +231,74 @@ def test_an_upload_past_its_deadline_is_a_504_and_leaves_nothing(
     assert answer.startswith("HTTP/1.1 504"), answer[:200]
     assert '"code":"deadline_exceeded"' in answer.replace(" ", "")
     assert _until_empty(spools) == [[], []]
+
+
+def test_a_transcribe_job_reads_an_uploaded_file(client: openai.OpenAI, queen: Daemon) -> None:
+    uploaded = client.files.create(file=_file(), purpose="user_data")
+    assert uploaded.bytes == len(AUDIO) and uploaded.filename == "a.wav"
+    assert client.files.retrieve(uploaded.id).bytes == len(AUDIO)
+    assert client.files.content(uploaded.id).content == AUDIO
+    with QueenClient(queen.url) as jobs:
+        job = jobs.submit("transcribe", model=MODEL, file_id=uploaded.id)
+        events = list(jobs.follow(job))
+        srt_job = jobs.submit("transcribe", model=MODEL, file_id=uploaded.id,
+                              response_format="srt")
+        [srt] = [e.data for e in jobs.follow(srt_job) if e.event == "result"]
+        refused = []
+        for fields in ({"file_id": "art_" + "0" * 32}, {"file_id": "../../etc/passwd"},
+                       {"stream": True}, {"task": "translate", "language": "en"},
+                       {"response_format": "docx"}):
+            with pytest.raises(RbeeError) as bad:
+                jobs.submit("transcribe", **{"model": MODEL, "file_id": uploaded.id, **fields})
+            refused.append(bad.value.param)
+    [result] = [e.data for e in events if e.event == "result"]
+    assert result["transcript"]["text"] == TEXT and result["file_id"] == uploaded.id
+    assert srt["transcript"].startswith("1\n00:00:00,000 --> 00:00:01,000\nSecond 1 is loud.")
+    assert refused == ["file_id", "file_id", "stream", "language", "response_format"]
+    assert client.files.delete(uploaded.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(uploaded.id)
+
+
+def test_bad_file_uploads_name_their_param(client: openai.OpenAI, queen: Daemon) -> None:
+    with pytest.raises(openai.BadRequestError) as purpose:
+        client.files.create(file=_file(), purpose="fine-tune")
+    with pytest.raises(openai.BadRequestError) as empty:
+        client.files.create(file=_file(b""), purpose="user_data")
+    with pytest.raises(openai.APIStatusError) as huge:
+        client.files.create(file=_file(b"\0" * (MAX_UPLOAD + 1)), purpose="user_data")
+    assert [e.value.body["param"] for e in (purpose, empty, huge)  # type: ignore[index]
+            ] == ["purpose", "file", "file"]
+    assert huge.value.status_code == 413
+    html = client.files.create(file=("x.html", b"<script>", "text/html"), purpose="user_data")
+    served = httpx.get(f"{queen.url}/v1/files/{html.id}/content", timeout=5)
+    assert served.headers["content-type"] == "application/octet-stream"  # never rendered
+    client.files.delete(html.id)
+
+
+def test_a_file_is_its_tenants(tmp_path: Path) -> None:
+    boot = "bootstrap-s3cret-for-the-files-test"
+    env = rbee_env(tmp_path, RBEE_QUEEN_API_TOKEN=boot)
+    admin = {**env, "RBEE_API_TOKEN": boot}
+    for queen in running_queen(env):
+        keys = []
+        for tenant in ("acme", "globex"):
+            assert run_cli(admin, "tenant", "create", tenant).returncode == 0
+            made = run_cli(admin, "--json", "user", "create", tenant, "ann")
+            keys.append(run_cli(admin, "key", "create", json.loads(made.stdout)[0]["id"]
+                                ).stdout.strip())
+        acme, globex = (openai.OpenAI(base_url=f"{queen.url}/v1", api_key=k, max_retries=0)
+                        for k in keys)
+        uploaded = acme.files.create(file=_file(), purpose="user_data")
+        for call in (globex.files.retrieve, globex.files.content, globex.files.delete):
+            with pytest.raises(openai.NotFoundError) as other:
+                call(uploaded.id)
+            assert other.value.body["param"] == "file_id"  # type: ignore[index]
+        with QueenClient(queen.url, token=keys[1]) as jobs, pytest.raises(RbeeError) as job:
+            jobs.submit("transcribe", model=MODEL, file_id=uploaded.id)
+        assert job.value.param == "file_id"
+        with QueenClient(queen.url, token=keys[0]) as jobs:
+            done = list(jobs.follow(jobs.submit("transcribe", model=MODEL,
+                                                file_id=uploaded.id)))
+        [result] = [e.data for e in done if e.event == "result"]
+        assert result["transcript"]["text"] == TEXT

@@ -2,9 +2,10 @@
 
 Every check is a 400 naming its field: `prompt` (empty or too long), `n` (1 to the queen's
 `images_max_n`), `size` ("auto" or WIDTHxHEIGHT, multiples of 8, each side at most the queen's
-`images_max_side`), `output_format` (png, jpeg, webp), `response_format` (b64_json; "url"
-waits for the artifact store), and OpenAI fields no diffusers pipeline honours (`quality`
-other than auto/standard, `background` transparent, `style`, `partial_images`).
+`images_max_side`), `output_format` (png, jpeg, webp), `response_format` (b64_json, or url
+on the queen: the pictures stored as artifacts; url is not streamed), and OpenAI fields no
+diffusers pipeline honours (`quality` other than auto/standard, `background` transparent,
+`style`, `partial_images`).
 
 rbee's own fields (extra body): `steps` (denoising steps; the pipeline's default otherwise),
 `seed` (the same seed and prompt give the same image), `negative_prompt`, `guidance_scale`.
@@ -13,12 +14,14 @@ rbee's own fields (extra body): `steps` (denoising steps; the pipeline's default
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rbee.api.openai import ModelName
 from rbee.core.errors import InvalidRequest
+from rbee.web.body import describe_errors
 
 MAX_PROMPT_CHARS = 32_000  # OpenAI's limit for gpt-image-1
 MAX_N = 10  # OpenAI's bound; the queen's setting (images_max_n) is usually lower
@@ -32,6 +35,11 @@ _SIZE = re.compile(r"^([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
 # The rbee event on an image stream before each denoising step's end (not OpenAI's: its
 # SDK passes an unknown event type through as it came).
 PROGRESS_EVENT = "image_generation.progress"
+EDIT_FILES = ("image", "mask")  # an edit form's file fields
+# Numbers and flags a form sends as text, typed as the JSON endpoint takes them.
+_INTS = ("n", "output_compression", "partial_images", "steps", "seed")
+_FLOATS = ("guidance_scale",)
+_BOOLS = ("stream",)
 
 
 def parse_size(size: str, max_side: int = MAX_SIDE) -> tuple[int, int] | None:
@@ -53,8 +61,8 @@ def parse_size(size: str, max_side: int = MAX_SIDE) -> tuple[int, int] | None:
 
 
 class ImageRequest(BaseModel):
-    """The fields generations and edits share (edits arrive as a form, and the queen sends
-    them on to the worker as this JSON, the pictures as base64)."""
+    """The fields generations and edits share (an edit's come as a form's text fields:
+    `edit_request`; its pictures are the form's files, streamed to disk at each hop)."""
 
     model_config = ConfigDict(extra="allow", strict=True)
 
@@ -64,8 +72,8 @@ class ImageRequest(BaseModel):
                    "images_max_n may be lower)")
     size: str = Field(default="auto", max_length=32, description="'auto' (the pipeline's "
                       "default) or WIDTHxHEIGHT, multiples of 8")
-    response_format: str = Field(default="b64_json", description="b64_json ('url' is not "
-                                 "served yet)")
+    response_format: str = Field(default="b64_json", description="b64_json, or url (the "
+                                 "queen stores the pictures as artifacts)")
     output_format: str = Field(default="png", description="png, jpeg or webp")
     output_compression: int | None = Field(default=None, description="0-100: jpeg/webp "
                                            "quality (100 best)")
@@ -107,11 +115,8 @@ class ImageRequest(BaseModel):
     @field_validator("response_format")
     @classmethod
     def _response_format(cls, value: str) -> str:
-        if value == "url":
-            raise ValueError("'url' is not served yet (images are not stored by rbee): "
-                             "use b64_json")
-        if value != "b64_json":
-            raise ValueError(f"{value[:32]!r} is not b64_json")
+        if value not in ("b64_json", "url"):
+            raise ValueError(f"{value[:32]!r} is not b64_json or url")
         return value
 
     @field_validator("output_format")
@@ -178,20 +183,53 @@ class ImageRequest(BaseModel):
             raise InvalidRequest(f"n is {self.n}; this server makes at most {max_n} images "
                                  "per request", param="n")
         parse_size(self.size, max_side)
+        if self.stream and self.response_format == "url":
+            raise InvalidRequest("response_format url is not streamed: a stream's pictures "
+                                 "come base64 in its events", param="response_format")
 
 
-class ImageEditRequest(ImageRequest):
-    """An edit as the worker takes it: the queen has read the form's files into base64."""
+def edit_request(fields: Mapping[str, Sequence[str]]) -> ImageRequest:
+    """An edit form's text fields (each one's last value) as the request, numbers and flags
+    typed; a 400 naming what is wrong. The pictures are the form's files (EDIT_FILES)."""
+    values = {name: _typed(name, items[-1]) for name, items in fields.items()}
+    try:
+        return ImageRequest.model_validate(values)
+    except ValidationError as exc:
+        message, param = describe_errors(exc.errors(include_url=False))
+        raise InvalidRequest(message, param=param) from None
 
-    image: str = Field(min_length=1, description="the picture to edit (PNG, JPEG or WebP), "
-                       "base64")
-    mask: str | None = Field(default=None, description="a PNG as big as the image whose "
-                             "transparent pixels are where to paint; none: the image's own "
-                             "transparency")
+
+def edit_form(body: ImageRequest) -> list[tuple[str, str]]:
+    """The checked request as form fields again (the queen's form to a worker): what was set,
+    rbee's hints included (a worker ignores them); `response_format` always b64_json: a
+    worker stores nothing, the queen turns its answer into URLs."""
+    values = {**body.model_dump(exclude_unset=True), "response_format": "b64_json"}
+    return [(name, _text(value)) for name, value in values.items() if value is not None]
+
+
+def _text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _typed(name: str, value: str) -> Any:
+    try:
+        if name in _INTS:
+            return int(value)
+        if name in _FLOATS:
+            return float(value)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be a number, got {value[:32]!r}",
+                             param=name) from None
+    if name in _BOOLS:
+        if value not in ("true", "false"):
+            raise InvalidRequest(f"{name} must be true or false", param=name)
+        return value == "true"
+    return value
 
 
 class ImageData(BaseModel):
-    b64_json: str
+    b64_json: str | None = None
+    url: str | None = None  # the queen's download URL, for response_format url
     revised_prompt: str | None = None
 
 

@@ -16,6 +16,8 @@ from rbee.api.openai import (
     SamplingFields,
     Tool,
 )
+from rbee.api.speech import SpeechRequest
+from rbee.api.transcription import TranscriptionRequest
 from rbee.api.videos import VideoCreateRequest
 from rbee.core.errors import InvalidRequest
 
@@ -79,8 +81,8 @@ CHAT_FIELDS = {"max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
 
 class ImageOp(_Op, Placement):
     """`image`: pictures from a prompt, as /v1/images/generations makes them, with a
-    `progress` event after every denoising step. The result carries them base64 until jobs
-    store binary artifacts (then a download URL each)."""
+    `progress` event after every denoising step. The pictures are stored as artifacts: the
+    result names each (`artifact_id`, `url`, `bytes`), never carries it base64."""
 
     operation: Literal["image"]
     model: ModelName = Field(min_length=1, max_length=512, description="an image model")
@@ -265,11 +267,48 @@ class VideoOp(VideoCreateRequest, Placement):
     operation: Literal["video"]
 
 
+class SpeakOp(SpeechRequest, Placement):
+    """`speak`: speech from text, as POST /v1/audio/speech makes it; the audio is stored as an
+    artifact and the result names it (id, download URL, size, media type), never the bytes.
+    Its stream narrates the worker, the first audio and the stored file."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    operation: Literal["speak"]
+
+    def fields(self) -> dict[str, Any]:
+        """What the worker's /v1/audio/speech takes from this job."""
+        return self.model_dump(include=set(SpeechRequest.model_fields), exclude_none=True)
+
+
+class TranscribeOp(TranscriptionRequest, Placement):
+    """`transcribe`: the text of an uploaded audio file (POST /v1/files, then its `file_id`),
+    as /v1/audio/transcriptions (`task` transcribe) or /v1/audio/translations (translate)
+    make it; the result carries the transcript (text, small), the audio stays a file."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    operation: Literal["transcribe"]
+    file_id: str = Field(min_length=1, max_length=64, description="an uploaded file's id")
+    task: Literal["transcribe", "translate"] = "transcribe"
+
+    @model_validator(mode="after")
+    def _whole(self) -> TranscribeOp:
+        # InvalidRequest, not ValueError: pydantic would drop the field's name (a model check)
+        if self.stream:
+            raise InvalidRequest("a job's transcript is its result (follow the job's own "
+                                 "stream): leave stream out", param="stream")
+        if self.task == "translate" and self.language is not None:
+            raise InvalidRequest("a translation is to English: leave language out",
+                                 param="language")
+        return self
+
+
 OPERATIONS: dict[str, type[BaseModel]] = {
     "infer": InferOp,
     "embed": EmbedOp,
     "image": ImageOp,
     "video": VideoOp,
+    "speak": SpeakOp,
+    "transcribe": TranscribeOp,
     "status": StatusOp,
     "worker_spawn": WorkerSpawnOp,
     "worker_list": WorkerListOp,

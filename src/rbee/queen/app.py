@@ -20,6 +20,7 @@ from rbee.queen.routes import (
     admin,
     audit,
     cluster,
+    files,
     jobs,
     openai,
     quotas,
@@ -104,11 +105,13 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     app.include_router(audit.router)
     app.include_router(quotas.admin)
     app.include_router(quotas.usage)
+    app.include_router(files.router)
     # Outermost first: the key is checked before a body is read. /health stays open, and
     # hives present their own secret with telemetry.
     # Uploads are bounded as they stream to disk (max_upload_bytes), never read whole first.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
-                       skip_paths=frozenset(transcription.UPLOAD_ROUTES))
+                       skip_paths=frozenset({*transcription.UPLOAD_ROUTES,
+                                             "/v1/images/edits", files.ROUTE}))
     app.add_middleware(KeyAuth, open_paths=OPEN_PATHS, enabled=settings.api_token is not None,
                        on_refused=audit_refusal)
     # Outermost: web pages (rebound Host, foreign Origin) are refused before anything else.

@@ -255,7 +255,8 @@ _PATH_ROLES: tuple[tuple[str, Role], ...] = (
     ("/v1/admin", "admin"), ("/v1/workers", "operator"), ("/v1/scheduler", "operator"),
     ("/v1/hives", "operator"))
 OPERATION_ROLES: dict[str, Role] = {
-    "infer": "user", "embed": "user", "image": "user", "video": "user", "status": "user",
+    "infer": "user", "embed": "user", "image": "user", "video": "user", "speak": "user",
+    "transcribe": "user", "status": "user",
     "model_list": "user", "model_get": "user",
     "worker_spawn": "operator", "worker_list": "operator", "worker_stop": "operator",
     "hive_list": "operator", "hive_get": "operator", "hive_status": "operator",

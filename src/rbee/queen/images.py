@@ -1,86 +1,90 @@
-"""The image edit form (multipart, as OpenAI's SDK sends it) read into the worker's JSON.
+"""Image requests on the queen, beyond what every inference route does.
 
-Starlette's form parser bounds each plain field (`max_part_size`) and spools files to disk past
-1 MiB; each file is then bounded by the queen's `images_max_upload_bytes` (a 413 naming it).
-The worker gets the pictures base64 in JSON, decoded and checked there (where PIL is).
+Edits: the client's multipart form streams to temp files (`web.uploads`, each picture bounded
+by `images_max_upload_bytes`: a 413 naming it), its text fields are checked (a 400 naming
+each), and the worker gets a multipart form again whose pictures stream from that disk
+(`forms.form_body`), re-read for each worker tried: no base64, nothing held whole in memory.
+The temp files are removed however the request ends.
 
-At the merge with the streamed uploads (transcription's branch), this is what changes: the
-form is read by that helper (parts streamed to disk, never whole in memory) and the pictures
-go to the worker as a file body instead of base64 in JSON.
+`response_format` url: the worker is asked for b64_json (a worker stores nothing); its
+pictures are decoded here, stored as artifacts (one each, under the queen's retention) and
+answered as absolute download URLs. A synchronous request has no job: its artifacts are
+owned by the request (`request_owner`) and carry the caller's tenant, which the download
+route checks.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Any
+import binascii
+import json
+import uuid
+from collections.abc import AsyncIterator
 
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
-from rbee.core.errors import BodyTooLarge, InvalidRequest
-
-# Plain fields are short (a prompt is at most 32,000 characters: 128 KB of UTF-8).
-MAX_FIELD_BYTES = 256 * 1024
-_FILES = ("image", "mask")
-# Numbers and flags a form sends as text, typed as the JSON endpoint takes them.
-_INTS = ("n", "output_compression", "partial_images", "steps", "seed")
-_FLOATS = ("guidance_scale",)
-_BOOLS = ("stream",)
+from rbee.api.images import EDIT_FILES, MEDIA_TYPES, ImageFormat, ImageRequest, edit_form
+from rbee.core.errors import InvalidRequest, WorkerUnavailable
+from rbee.queen import forms
+from rbee.queen.services import QueenServices
+from rbee.queen.transport import FileBody
+from rbee.storage.artifacts import ArtifactStore, request_owner
+from rbee.web.uploads import Form
 
 
-async def edit_body(request: Request, max_upload: int) -> dict[str, Any]:
-    """The edit request as JSON fields (pictures base64); a 400/413 naming what is wrong."""
+async def receive_edit(request: Request, svc: QueenServices) -> Form:
+    """The edit's form, its pictures on disk (the caller removes them: `Form.remove`)."""
     media = (request.headers.get("content-type") or "").partition(";")[0].strip().lower()
     if media != "multipart/form-data":
         raise InvalidRequest("an image edit is a multipart/form-data upload (image, mask, "
                              "prompt, ...)", param="Content-Type")
+    return await forms.receive(request, svc.settings, file_fields=EDIT_FILES,
+                               max_file_bytes=svc.settings.images_max_upload_bytes)
+
+
+def edit_body(body: ImageRequest, form: Form) -> FileBody:
+    """The worker's form: the checked fields, then the pictures, streamed from disk."""
+    if "image" not in form.files:
+        raise InvalidRequest("an edit needs an image (a file field)", param="image")
+    for name, upload in form.files.items():
+        if upload.size == 0:
+            raise InvalidRequest(f"{name} is empty", param=name)
+    return forms.form_body(edit_form(body), [(n, form.files[n]) for n in EDIT_FILES
+                                             if n in form.files])
+
+
+def base_url(request: Request, public_url: str | None) -> str:
+    """Where clients reach this queen: its `public_url`, else the address they used."""
+    return (public_url or str(request.base_url)).rstrip("/")
+
+
+async def as_urls(artifacts: ArtifactStore, response: Response, fmt: ImageFormat, base: str,
+                  tenant_id: str | None) -> Response:
+    """The worker's whole answer with each picture stored, its b64_json a download URL; an
+    error answer as it came."""
+    if response.status_code != 200:
+        return response
     try:
-        form = await request.form(max_files=4, max_fields=64, max_part_size=MAX_FIELD_BYTES)
-    except HTTPException as exc:  # the parser's own refusals: a field too big, too many
-        raise InvalidRequest(f"the form could not be read: {exc.detail}") from None
+        answer = json.loads(bytes(response.body))
+        pictures = [base64.b64decode(d.pop("b64_json"), validate=True)
+                    for d in answer["data"]]
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise WorkerUnavailable(f"the worker's images could not be read: {exc}") from exc
+    owner = request_owner()
+    stored = []
     try:
-        body: dict[str, Any] = {}
-        for key, value in form.multi_items():
-            name = key.removesuffix("[]")  # the SDK sends image[] for a list of images
-            if isinstance(value, UploadFile):
-                if name not in _FILES:
-                    raise InvalidRequest(f"unexpected file field {key[:40]!r}", param=key[:40])
-                if name in body:
-                    raise InvalidRequest(f"one {name} per edit", param=name)
-                body[name] = await _read_file(value, name, max_upload)
-            else:
-                body[name] = _typed(name, value)
-        if "image" not in body:
-            raise InvalidRequest("an edit needs an image (a file field)", param="image")
-        return body
-    finally:
-        await form.close()
+        for index, data in enumerate(pictures):
+            stored.append(await artifacts.put(
+                _once(data), media_type=MEDIA_TYPES[fmt], owner=owner, tenant=tenant_id,
+                filename=f"image-{uuid.uuid4().hex[:8]}-{index + 1}.{fmt}"))
+    except BaseException:  # all or none: no picture left that nobody was told of
+        artifacts.delete_owned(owner)
+        raise
+    for item, artifact in zip(answer["data"], stored, strict=True):
+        item["url"] = base + artifact.url
+    return JSONResponse(answer)
 
 
-async def _read_file(upload: UploadFile, name: str, max_upload: int) -> str:
-    if upload.size is not None and upload.size > max_upload:
-        raise BodyTooLarge(f"{name} is {upload.size} bytes; at most {max_upload} are allowed",
-                           param=name)
-    data = await upload.read(max_upload + 1)
-    if len(data) > max_upload:
-        raise BodyTooLarge(f"{name} is over {max_upload} bytes", param=name)
-    if not data:
-        raise InvalidRequest(f"{name} is empty", param=name)
-    return base64.b64encode(data).decode()
-
-
-def _typed(name: str, value: str) -> Any:
-    try:
-        if name in _INTS:
-            return int(value)
-        if name in _FLOATS:
-            return float(value)
-    except ValueError:
-        raise InvalidRequest(f"{name} must be a number, got {value[:32]!r}",
-                             param=name) from None
-    if name in _BOOLS:
-        if value not in ("true", "false"):
-            raise InvalidRequest(f"{name} must be true or false", param=name)
-        return value == "true"
-    return value
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data

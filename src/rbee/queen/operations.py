@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import inspect
 import time
@@ -11,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from rbee.api.cluster import WorkerInfo
+from rbee.api.images import MEDIA_TYPES
 from rbee.api.jobs import (
     EmbedOp,
     ExplainRequest,
@@ -32,8 +35,10 @@ from rbee.api.jobs import (
     ScriptListOp,
     ScriptSaveOp,
     ScriptTestOp,
+    SpeakOp,
     SshTestOp,
     StatusOp,
+    TranscribeOp,
     VideoOp,
     WorkerListOp,
     WorkerSpawnOp,
@@ -58,7 +63,10 @@ from rbee.queen.quotas import Charge, Quotas, Used
 from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
 from rbee.queen.scripts import Scripts, compile_script, explain
+from rbee.queen.speak_job import SpeakRunner
+from rbee.queen.transcribe_job import TranscribeRunner
 from rbee.queen.video_job import VideoRunner
+from rbee.storage.artifacts import ArtifactStore
 
 Result = dict[str, Any] | None
 
@@ -66,8 +74,13 @@ Result = dict[str, Any] | None
 class Operations:
     def __init__(self, registry: Registry, dispatcher: Dispatcher, relay: Relay, fleet: Fleet,
                  admission: Admission, scripts: Scripts, default_model: str,
-                 video: VideoRunner | None = None, quotas: Quotas | None = None) -> None:
+                 video: VideoRunner | None = None,
+                 artifacts: ArtifactStore | None = None,
+                 speak: SpeakRunner | None = None,
+                 transcribe: TranscribeRunner | None = None,
+                 quotas: Quotas | None = None) -> None:
         self._admission = admission
+        self._artifacts = artifacts
         self._quotas = quotas
         self._registry = registry
         self._dispatcher = dispatcher
@@ -98,6 +111,10 @@ class Operations:
         }
         if video is not None:
             self._table[VideoOp] = video.run
+        if speak is not None:
+            self._table[SpeakOp] = speak.run
+        if transcribe is not None:
+            self._table[TranscribeOp] = transcribe.run
 
     async def run(self, ctx: JobContext, op: BaseModel) -> Result:
         result = self._table[type(op)](ctx, op)
@@ -228,16 +245,20 @@ class Operations:
         started = time.perf_counter()
         sent = started
         images: list[dict[str, Any]] = []
+        steps = 0
 
         async def attempt(worker: WorkerInfo) -> WorkerInfo:
-            nonlocal sent
+            nonlocal sent, steps
             ctx.narrate("image", f"{ref.name} on {worker.id} ({worker.hive_id} {worker.device})")
             sent = time.perf_counter()
             events = self._relay.stream_events(worker, body, path="/v1/images/generations")
             try:
                 async with contextlib.aclosing(events) as stream:
                     async for event in stream:
-                        _image_event(ctx, event, images, op.n)
+                        if event.get("type") == "image_generation.completed":
+                            images.append(await self._store_image(ctx, event, len(images)))
+                        else:
+                            steps += _image_progress(ctx, event, op.n)
             except WorkerUnreachable as exc:
                 if images:  # pictures were made: not painted all over again elsewhere
                     raise WorkerUnavailable(f"{exc.message} (mid-stream)") from exc
@@ -254,7 +275,7 @@ class Operations:
         finally:
             ticket.release()
         end = time.perf_counter()
-        return {"model": ref.name, "worker_id": worker.id, "images": images,
+        return {"model": ref.name, "worker_id": worker.id, "images": images, "steps": steps,
                 "timings": {"queue_ms": round((sent - started) * 1000, 2),
                             "paint_ms": round((end - sent) * 1000, 2),
                             "total_ms": round((end - started) * 1000, 2)}}
@@ -276,6 +297,31 @@ class Operations:
             raise
         if charge is not None:
             charge.settle(used())
+
+    async def _store_image(self, ctx: JobContext, event: dict[str, Any], index: int
+                           ) -> dict[str, Any]:
+        """A finished picture into the artifact store, owned by the job (deleted with it,
+        under the same retention): the result and the job's stream name it, never carry it."""
+        if self._artifacts is None:
+            raise WorkerUnavailable("this queen has no artifact store for the pictures")
+        fmt = event.get("output_format")
+        if fmt not in MEDIA_TYPES:
+            raise WorkerUnavailable(f"the worker sent a picture of format {fmt!r}")
+        try:
+            data = base64.b64decode(event.get("b64_json") or "", validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise WorkerUnavailable(f"the worker's picture is not base64: {exc}") from exc
+
+        async def once() -> AsyncIterator[bytes]:
+            yield data
+
+        artifact = await self._artifacts.put(
+            once(), media_type=MEDIA_TYPES[fmt], owner=ctx.job_id,
+            filename=f"{ctx.job_id}-{index + 1}.{fmt}")
+        ctx.narrate("image", f"picture {index + 1} stored: {artifact.url}")
+        return {"index": index, "size": event.get("size"), "output_format": fmt,
+                "artifact_id": artifact.id, "url": artifact.url, "bytes": artifact.bytes,
+                "media_type": artifact.media_type}
 
     async def status(self, ctx: JobContext, op: StatusOp) -> Result:
         snap = self._registry.snapshot()
@@ -345,17 +391,14 @@ def model_entries(registry: Registry) -> list[dict[str, Any]]:
     return list(entries.values())
 
 
-def _image_event(ctx: JobContext, event: dict[str, Any], images: list[dict[str, Any]],
-                 n: int) -> None:
-    """A worker's image stream event: a picture kept, or a step's progress published."""
-    if event.get("type") == "image_generation.completed":
-        images.append({"index": len(images), "size": event.get("size"),
-                       "output_format": event.get("output_format"),
-                       "b64_json": event.get("b64_json")})
-    elif isinstance(event.get("step"), int) and isinstance(event.get("steps"), int):
+def _image_progress(ctx: JobContext, event: dict[str, Any], n: int) -> int:
+    """A worker's step event published as the job's progress; 1 if it was one."""
+    if isinstance(event.get("step"), int) and isinstance(event.get("steps"), int):
         index = int(event.get("image_index", 0))
         ctx.progress("denoising", (index * event["steps"] + event["step"]) / (n * event["steps"]),
                      image=index, step=event["step"], steps=event["steps"])
+        return 1
+    return 0
 
 
 class ToolCalls:

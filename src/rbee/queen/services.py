@@ -25,7 +25,9 @@ from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
 from rbee.queen.scripts import Scripts
 from rbee.queen.settings import QueenSettings
+from rbee.queen.speak_job import SpeakRunner
 from rbee.queen.supervision import HiveSupervisor
+from rbee.queen.transcribe_job import TranscribeRunner
 from rbee.queen.transport import AiohttpTransport, Deadlines, WorkerTransport
 from rbee.queen.transport_httptools import HttptoolsTransport
 from rbee.queen.usage import UsageLog, day_of
@@ -115,7 +117,11 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
     operations = Operations(registry, dispatcher, relay, fleet, admission, scripts,
                             settings.default_model,
                             video=VideoRunner(registry, dispatcher, relay, admission, artifacts,
-                                              settings),
+                                              settings), artifacts=artifacts,
+                            speak=SpeakRunner(registry, dispatcher, relay, admission,
+                                              artifacts),
+                            transcribe=TranscribeRunner(registry, dispatcher, relay, admission,
+                                                        artifacts, settings),
                             quotas=quotas)
     jobs = JobManager(JobStore(db), clock, operations.run, on_finish=audit.job)
     local = local_hive

@@ -12,11 +12,6 @@ answered, refused, failed, the client gone, the deadline passed.
 
 from __future__ import annotations
 
-import asyncio
-import re
-import secrets
-from pathlib import Path
-
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -27,24 +22,17 @@ from rbee.api.transcription import (
     from_form,
     to_form,
 )
-from rbee.core.errors import DeadlineExceeded, InvalidRequest
-from rbee.core.private import private_dir
+from rbee.core.errors import InvalidRequest
 from rbee.models.catalog import parse_ref, require_kind
-from rbee.queen.calls import client_deadline
+from rbee.queen import forms
 from rbee.queen.routes.openai import admitted, hints_for, within_deadline
 from rbee.queen.services import QueenServices
 from rbee.queen.settings import QueenSettings
 from rbee.queen.transport import FileBody
-from rbee.web.uploads import UPLOAD_PREFIX, Upload, receive_form
+from rbee.web.uploads import UPLOAD_PREFIX, Upload
 
 UPLOAD_ROUTES: dict[str, Task] = {"/v1/audio/transcriptions": "transcribe",
                                   "/v1/audio/translations": "translate"}
-# What may stand in a multipart header's quoted value: no quotes, no line breaks.
-_UNSAFE = re.compile(r'[^A-Za-z0-9 ._+()\[\]-]')
-
-
-def upload_dir(settings: QueenSettings) -> Path:
-    return private_dir(settings.upload_dir or settings.state_dir / "uploads")
 
 
 def clear_stale_uploads(settings: QueenSettings) -> int:
@@ -58,29 +46,12 @@ def clear_stale_uploads(settings: QueenSettings) -> int:
 
 def form_body(fields: list[tuple[str, str]], upload: Upload) -> FileBody:
     """A multipart form of `fields` and the uploaded file, the file's bytes left on disk."""
-    boundary = f"rbee-{secrets.token_hex(16)}"
-    head = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
-                   f"{value}\r\n" for name, value in fields)
-    filename = _UNSAFE.sub("_", upload.filename)[:128] or "audio"
-    media = _UNSAFE.sub("_", upload.content_type.replace("/", "+"))[:128].replace("+", "/", 1)
-    head += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-             f'filename="{filename}"\r\nContent-Type: {media or "application/octet-stream"}'
-             "\r\n\r\n")
-    return FileBody(upload.path, upload.size, f"multipart/form-data; boundary={boundary}",
-                    head=head.encode(), tail=f"\r\n--{boundary}--\r\n".encode())
+    return forms.form_body(fields, [("file", upload)])
 
 
 async def _receive(request: Request, settings: QueenSettings) -> tuple[Upload | None,
                                                                         dict[str, list[str]]]:
-    """The upload on disk, under the client's deadline (a trickled upload ends there)."""
-    loop = asyncio.get_running_loop()
-    deadline = client_deadline(request.headers, loop.time(), settings.max_request_timeout)
-    try:
-        async with asyncio.timeout_at(deadline.by(loop.time())):
-            form = await receive_form(request, directory=upload_dir(settings),
-                                      max_file_bytes=settings.max_upload_bytes)
-    except TimeoutError:
-        raise DeadlineExceeded("the request's deadline passed during the upload") from None
+    form = await forms.receive(request, settings, max_file_bytes=settings.max_upload_bytes)
     return form.file, form.fields
 
 

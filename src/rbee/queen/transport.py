@@ -40,32 +40,50 @@ FILE_CHUNK = 256 * 1024  # bytes read from an uploaded file at a time
 
 
 @dataclass(frozen=True)
+class FilePart:
+    """A further file of a FileBody, and the bytes sent after it."""
+
+    path: Path
+    size: int
+    tail: bytes = b""
+
+
+@dataclass(frozen=True)
 class FileBody:
-    """A request body sent from a file on disk, never held whole in memory: `head`, the
-    file's `size` bytes, then `tail` (a multipart form around an upload). Each send reads
-    the file from its start, so a failover re-sends the body whole."""
+    """A request body sent from files on disk, never held whole in memory: `head`, the
+    file's `size` bytes, `tail`, then each of `more` (a multipart form around its uploads).
+    Each send reads the files from their start, so a failover re-sends the body whole."""
 
     path: Path
     size: int
     content_type: str
     head: bytes = b""
     tail: bytes = b""
+    more: tuple[FilePart, ...] = ()
 
     def __len__(self) -> int:
-        return len(self.head) + self.size + len(self.tail)
+        return (len(self.head) + self.size + len(self.tail)
+                + sum(part.size + len(part.tail) for part in self.more))
 
     async def chunks(self) -> AsyncIterator[bytes]:
         yield self.head
-        left = self.size
-        # Reads on a thread: a disk under load must not stall the event loop.
-        with await asyncio.to_thread(self.path.open, "rb") as f:
-            while left > 0:
-                chunk = await asyncio.to_thread(f.read, min(FILE_CHUNK, left))
-                if not chunk:
-                    raise TransportError(f"{self.path.name} is shorter than {self.size} bytes")
-                left -= len(chunk)
+        for part in (FilePart(self.path, self.size, self.tail), *self.more):
+            async for chunk in file_chunks(part.path, part.size):
                 yield chunk
-        yield self.tail
+            yield part.tail
+
+
+async def file_chunks(path: Path, size: int) -> AsyncIterator[bytes]:
+    """The first `size` bytes of a file, a chunk at a time; TransportError if it is shorter."""
+    left = size
+    # Reads on a thread: a disk under load must not stall the event loop.
+    with await asyncio.to_thread(path.open, "rb") as f:
+        while left > 0:
+            chunk = await asyncio.to_thread(f.read, min(FILE_CHUNK, left))
+            if not chunk:
+                raise TransportError(f"{path.name} is shorter than {size} bytes")
+            left -= len(chunk)
+            yield chunk
 
 
 Body = bytes | FileBody  # what a request to a worker sends

@@ -1,4 +1,4 @@
-"""Binary results (videos, later images and speech) kept on the queen's disk.
+"""Binary results (videos, images, speech) kept on the queen's disk.
 
 One folder, `<state_dir>/artifacts/`: each artifact is its bytes (`<id>`) and a small JSON
 sidecar (`<id>.json`: media type, size, owner, creation time). No database table: the files
@@ -11,6 +11,11 @@ does); a failed or cancelled write removes its temp file. `purge` also sweeps te
 crashed queen left behind.
 
 Readers get the path and stream it (`open`); nothing here reads a whole file into memory.
+
+Owners: a job's artifacts are owned by its job id (deleting the job deletes them, and the job
+says whose they are). A synchronous request (an image with response_format url) has no job:
+its artifacts are owned by `request:<id>` and the sidecar keeps the caller's tenant, which is
+what the download checks for them.
 """
 
 from __future__ import annotations
@@ -32,6 +37,12 @@ from rbee.core.errors import NotFound
 _ID = re.compile(r"^art_[0-9a-f]{32}$")
 _SIDE = ".json"
 _PART = ".part"
+_REQUEST = "request:"
+
+
+def request_owner() -> str:
+    """A new owner for a synchronous request's artifacts (no job: the tenant decides)."""
+    return f"{_REQUEST}{uuid.uuid4().hex}"
 
 
 class ArtifactNotFound(NotFound):
@@ -50,6 +61,12 @@ class Artifact:
     created_at: float
     owner: str  # who it belongs to (a job id): deleting the owner deletes its artifacts
     filename: str  # a name for downloads (Content-Disposition)
+    tenant: str | None = None  # a request's artifact: the tenant id it belongs to
+
+    @property
+    def of_job(self) -> bool:
+        """Whether a job owns it (the job's tenant decides who sees it), not a request."""
+        return not self.owner.startswith(_REQUEST)
 
     @property
     def url(self) -> str:
@@ -67,7 +84,8 @@ class ArtifactStore:
         return self.root / artifact_id
 
     async def put(self, chunks: AsyncIterable[bytes], *, media_type: str, owner: str,
-                  filename: str, max_bytes: int | None = None) -> Artifact:
+                  filename: str, max_bytes: int | None = None,
+                  tenant: str | None = None) -> Artifact:
         """Store the bytes as they come; the artifact exists only once they all arrived."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         artifact_id = f"art_{uuid.uuid4().hex}"
@@ -81,7 +99,7 @@ class ArtifactStore:
                         raise ArtifactTooLarge(f"more than {max_bytes} bytes")
                     out.write(chunk)  # into the page cache: no wait worth a thread
                 meta = Artifact(artifact_id, media_type, size, self._clock.time(), owner,
-                                filename)
+                                filename, tenant)
                 # fsync can take a while on a big file: not on the event loop. A cancel
                 # meanwhile waits for the thread, so the cleanup below runs after it.
                 sealing = asyncio.ensure_future(asyncio.to_thread(self._seal, out, part, meta))

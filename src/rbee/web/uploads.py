@@ -51,7 +51,16 @@ class Upload:
 @dataclass
 class Form:
     fields: dict[str, list[str]] = field(default_factory=dict)
-    file: Upload | None = None
+    files: dict[str, Upload] = field(default_factory=dict)  # by file field, in form order
+
+    @property
+    def file(self) -> Upload | None:
+        """The first (for a one-file form, the only) file."""
+        return next(iter(self.files.values()), None)
+
+    def remove(self) -> None:
+        for upload in self.files.values():
+            upload.remove()
 
 
 def boundary_of(content_type: str | None) -> bytes:
@@ -70,10 +79,11 @@ def boundary_of(content_type: str | None) -> bytes:
 class _Receiver:
     """python-multipart's callbacks: each part's name, its data to a field or the file."""
 
-    def __init__(self, directory: Path, file_field: str, max_file_bytes: int) -> None:
+    def __init__(self, directory: Path, file_fields: tuple[str, ...],
+                 max_file_bytes: int) -> None:
         self.form = Form()
         self._directory = directory
-        self._file_field = file_field
+        self._file_fields = file_fields
         self._max_file_bytes = max_file_bytes
         self._header_name = bytearray()
         self._header_value = bytearray()
@@ -82,6 +92,7 @@ class _Receiver:
         self._name = ""  # the current part's field name
         self._value: bytearray | None = None  # the current text field's
         self._out: BinaryIO | None = None  # the current file part's
+        self._upload: Upload | None = None
         self.ended = False
 
     def callbacks(self) -> dict[str, object]:
@@ -111,30 +122,32 @@ class _Receiver:
     def _headers_finished(self) -> None:
         _, options = parse_options_header(self._disposition)
         name = self._name = options.get(b"name", b"").decode("utf-8", "replace")
-        if name == self._file_field:
-            if self.form.file is not None:
-                raise InvalidRequest("the form has more than one file", param=name)
+        # OpenAI's SDKs send a list of files as `image[]`: one file, under its plain name.
+        if name.removesuffix("[]") in self._file_fields:
+            name = self._name = name.removesuffix("[]")
+            if name in self.form.files:
+                raise InvalidRequest(f"the form has more than one {name!r} file", param=name)
             fd, path = tempfile.mkstemp(prefix=UPLOAD_PREFIX, dir=self._directory)
             filename = options.get(b"filename", b"").decode("utf-8", "replace")
-            self.form.file = Upload(Path(path), filename[:255],
-                                    self._content_type.decode("latin-1")[:255], 0)
+            self._upload = self.form.files[name] = Upload(
+                Path(path), filename[:255], self._content_type.decode("latin-1")[:255], 0)
             self._out = os.fdopen(fd, "wb")
             return
         if sum(map(len, self.form.fields.values())) >= MAX_FIELDS:
             raise InvalidRequest(f"the form has more than {MAX_FIELDS} fields", param=name)
         if b"filename" in options:
-            raise InvalidRequest(f"{name!r} is not a file field: send the audio as "
-                                 f"{self._file_field!r}", param=name)
+            raise InvalidRequest(f"{name[:40]!r} is not a file field: the files are "
+                                 f"{', '.join(self._file_fields)}", param=name[:40])
         self._value = bytearray()
 
     def _data(self, data: bytes, start: int, end: int) -> None:
         if self._out is not None:
-            upload = self.form.file
+            upload = self._upload
             assert upload is not None
             upload.size += end - start
             if upload.size > self._max_file_bytes:
-                raise BodyTooLarge(f"the file is larger than {self._max_file_bytes} bytes",
-                                   param=self._file_field)
+                raise BodyTooLarge(f"{self._name} is larger than {self._max_file_bytes} "
+                                   "bytes", param=self._name)
             # A network chunk (tens of KiB) written to a local file goes to the page
             # cache: cheaper than a hop to a thread for each one.
             self._out.write(data[start:end])
@@ -166,16 +179,18 @@ class _Receiver:
 
 
 async def receive_form(request: Request, *, directory: Path, max_file_bytes: int,
-                       file_field: str = "file") -> Form:
-    """The request's form, its file on disk in `directory` (the caller removes it: see
-    `Upload.remove`); nothing is left on disk when this raises."""
+                       file_fields: tuple[str, ...] = ("file",)) -> Form:
+    """The request's form, its files (at most one per name in `file_fields`, each at most
+    `max_file_bytes`) on disk in `directory` (the caller removes them: `Form.remove`);
+    nothing is left on disk when this raises."""
     boundary = boundary_of(request.headers.get("content-type"))
-    limit = max_file_bytes + FORM_OVERHEAD
+    file_field = file_fields[0]
+    limit = max_file_bytes * len(file_fields) + FORM_OVERHEAD
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:  # refused before a byte is read
         raise BodyTooLarge(f"the upload is larger than {max_file_bytes} bytes",
                            param=file_field)
-    receiver = _Receiver(directory, file_field, max_file_bytes)
+    receiver = _Receiver(directory, file_fields, max_file_bytes)
     try:
         try:
             parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
@@ -198,8 +213,7 @@ async def receive_form(request: Request, *, directory: Path, max_file_bytes: int
                                  param=file_field)
     except BaseException:
         receiver.close()
-        if receiver.form.file is not None:
-            receiver.form.file.remove()
+        receiver.form.remove()
         raise
     return receiver.form
 

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from rbee.api.cluster import DEADLINE_HEADER, ReadyStatus
 from rbee.api.embeddings import EmbeddingRequest
-from rbee.api.images import ImageEditRequest, ImageRequest
+from rbee.api.images import EDIT_FILES, ImageRequest, edit_request
 from rbee.api.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from rbee.api.speech import SpeechRequest
 from rbee.api.transcription import Task
@@ -31,6 +31,7 @@ from rbee.web.body import parse_body
 from rbee.web.errors import exception_handlers
 from rbee.web.limits import BodyLimit
 from rbee.web.streaming import DisconnectAwareStream, unless_disconnected
+from rbee.web.uploads import receive_form
 from rbee.worker import embeddings, images, speech, transcription, video
 from rbee.worker.requests import DEFAULT_MAX_N, generation_requests
 from rbee.worker.responses import Formatter, Indexed, Kind, collect, sse_stream
@@ -39,9 +40,7 @@ from rbee.worker.runtime import Runtime
 # The upload endpoints and the task each does (multipart forms, not JSON bodies).
 UPLOAD_ROUTES: dict[str, Task] = {"/v1/audio/transcriptions": "transcribe",
                                   "/v1/audio/translations": "translate"}
-# An image edit arrives from the queen with its picture and mask base64 in JSON: two uploads
-# of the queen's images_max_upload_bytes (4 MiB) are 10.7 MB that way.
-WORKER_MAX_BODY = 16 * 1024 * 1024
+EDIT_ROUTE = "/v1/images/edits"  # a multipart upload, bounded as it streams to disk
 
 
 async def _as_json(work: Awaitable[dict[str, Any]]) -> Response:
@@ -148,16 +147,33 @@ def _upload_routes(runtime: Runtime, model: str, token: str | None,
                    limits: transcription.Limits) -> list[Route]:
     return [Route(path, functools.partial(_transcription, runtime, model, token, limits, task),
                   methods=["POST"]) for path, task in UPLOAD_ROUTES.items()]
-async def _images(runtime: Runtime, model: str, token: str | None, edit: bool,
-                  request: Request) -> Response:
+async def _images(runtime: Runtime, model: str, token: str | None, request: Request
+                  ) -> Response:
     check_bearer(request.headers.get("authorization"), token)
-    body = await parse_body(request, ImageEditRequest if edit else ImageRequest)
+    body = await parse_body(request, ImageRequest)
+    images.check_stored_nowhere(body)
     runtime.image_maker()  # another kind of model: a 400 saying so
-    runtime.require_ready()  # a 503 the queen can fail over, before an edit's checks
-    if isinstance(body, ImageEditRequest):
-        job = images.edit_job(runtime, body, model)
-    else:
-        job = images.job_of(body, body.dimensions())
+    runtime.require_ready()  # a 503 the queen can fail over
+    return await images.answer(runtime, body, images.job_of(body, body.dimensions()),
+                               _deadline(request))
+
+
+async def _edit(runtime: Runtime, model: str, token: str | None,
+                limits: transcription.Limits, request: Request) -> Response:
+    """The form's pictures to disk (bounded as they stream), decoded, then removed."""
+    check_bearer(request.headers.get("authorization"), token)
+    form = await receive_form(request, directory=limits.upload_dir,
+                              max_file_bytes=limits.max_upload_bytes, file_fields=EDIT_FILES)
+    try:
+        body = edit_request(form.fields)
+        images.check_stored_nowhere(body)
+        runtime.image_maker()  # another kind of model: a 400 saying so
+        runtime.require_ready()  # a 503 the queen can fail over, before an edit's checks
+        files = form.files
+        job = images.edit_job(runtime, body, files["image"].path if "image" in files else None,
+                              files["mask"].path if "mask" in files else None, model)
+    finally:  # decoded (or refused): the files are not needed any more
+        form.remove()
     return await images.answer(runtime, body, job, _deadline(request))
 
 
@@ -219,16 +235,16 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None,
         Route("/v1/embeddings", embed, methods=["POST"]),
         Route("/v1/audio/speech", functools.partial(_speech, runtime, model, token),
               methods=["POST"]),
-        Route("/v1/images/generations",
-              functools.partial(_images, runtime, model, token, False), methods=["POST"]),
-        Route("/v1/images/edits", functools.partial(_images, runtime, model, token, True),
+        Route("/v1/images/generations", functools.partial(_images, runtime, model, token),
               methods=["POST"]),
         *video.routes(runtime, videos, auth, _deadline),
     ]
-    routes += _upload_routes(runtime, model, token, uploads or transcription.Limits(
-        Path(tempfile.gettempdir()), 64 * 1024 * 1024))
+    limits = uploads or transcription.Limits(Path(tempfile.gettempdir()), 64 * 1024 * 1024)
+    routes += _upload_routes(runtime, model, token, limits)
+    routes.append(Route(EDIT_ROUTE, functools.partial(_edit, runtime, model, token, limits),
+                        methods=["POST"]))
     # Uploads bound themselves as they stream to disk (web.uploads); BodyLimit would hold
     # them whole in memory first.
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers(),
-                     middleware=[Middleware(BodyLimit, max_bytes=WORKER_MAX_BODY,
-                                            skip_paths=frozenset(UPLOAD_ROUTES))])
+                     middleware=[Middleware(BodyLimit,
+                                            skip_paths=frozenset({*UPLOAD_ROUTES, EDIT_ROUTE}))])

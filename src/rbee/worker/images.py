@@ -6,20 +6,22 @@ rbee's `image_generation.progress` after every denoising step, OpenAI's
 for per-step progress). The first step is awaited before a stream's headers, so a worker that
 cannot paint still answers with a status the queen can act on.
 
-Edits arrive as JSON from the queen, the pictures base64 (the queen has read the form); they
+Edits arrive as a multipart form (the queen's, re-sent from its disk, or a direct client's),
+the pictures streamed to temp files (`web.uploads`), removed however the request ends; they
 are checked here, where PIL is: a picture PIL cannot read or of an odd mode is a 400 naming
-`image`, a mask without transparency or of another size one naming `mask`.
+`image`, a mask without transparency or of another size one naming `mask`. A worker stores
+nothing: `response_format` url is the queen's (it asks the worker for b64_json).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import io
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from starlette.responses import Response
@@ -29,7 +31,6 @@ from rbee.api.images import (
     MAX_SIDE,
     PROGRESS_EVENT,
     ImageData,
-    ImageEditRequest,
     ImageFormat,
     ImageRequest,
     ImagesResponse,
@@ -62,21 +63,30 @@ def job_of(body: ImageRequest, size: tuple[int, int] | None) -> ImageJob:
                     negative_prompt=body.negative_prompt, guidance_scale=body.guidance_scale)
 
 
-def edit_job(runtime: Runtime, body: ImageEditRequest, model: str) -> ImageJob:
+def check_stored_nowhere(body: ImageRequest) -> None:
+    if body.response_format == "url":
+        raise InvalidRequest("a worker stores no pictures: ask the queen for response_format "
+                             "url, or ask here for b64_json", param="response_format")
+
+
+def edit_job(runtime: Runtime, body: ImageRequest, image_path: Path | None,
+             mask_path: Path | None, model: str) -> ImageJob:
     """The edit's pictures decoded and checked; a 400 naming what is wrong."""
     if not runtime.image_maker().can_edit:
         raise InvalidRequest(f"model {model} cannot edit images: diffusers has no inpainting "
                              "pipeline for it (use an inpainting-capable pipeline, e.g. "
                              "Stable Diffusion)", param="model")
-    image = _decode(body.image, "image")
+    if image_path is None:
+        raise InvalidRequest("an edit needs an image (a file field)", param="image")
+    image = _decode(image_path, "image")
     if image.mode not in EDIT_MODES:
         raise InvalidRequest(f"image mode {image.mode} is not supported: send 8-bit RGB, RGBA "
                              "or greyscale", param="image")
     if image.width % 8 or image.height % 8:
         raise InvalidRequest(f"image is {image.width}x{image.height}: width and height must "
                              "be multiples of 8", param="image")
-    if body.mask is not None:
-        mask_image = _decode(body.mask, "mask")
+    if mask_path is not None:
+        mask_image = _decode(mask_path, "mask")
         if mask_image.size != image.size:
             raise InvalidRequest(f"mask is {mask_image.width}x{mask_image.height}, the image "
                                  f"{image.width}x{image.height}: they must be the same size",
@@ -98,22 +108,21 @@ def edit_job(runtime: Runtime, body: ImageEditRequest, model: str) -> ImageJob:
                     mask=Picture(mask.width, mask.height, mask.tobytes(), "L"))
 
 
-def _decode(b64: str, param: str) -> Any:
+def _decode(path: Path, param: str) -> Any:
     from PIL import Image, UnidentifiedImageError
 
+    if path.stat().st_size == 0:
+        raise InvalidRequest(f"{param} is empty", param=param)
     try:
-        raw = base64.b64decode(b64, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequest(f"{param} is not valid base64", param=param) from None
-    try:
-        image = Image.open(io.BytesIO(raw))
-        if image.format not in ("PNG", "JPEG", "WEBP"):
-            raise InvalidRequest(f"{param} is {image.format}: send a PNG, JPEG or WebP",
-                                 param=param)
-        if max(image.size) > MAX_SIDE:  # from its header: a small file can unpack huge
-            raise InvalidRequest(f"{param} is {image.width}x{image.height}; each side must "
-                                 f"be at most {MAX_SIDE} pixels", param=param)
-        image.load()  # decode now: a truncated file is a 400 here, not an engine error
+        with path.open("rb") as file:  # closed however the checks end
+            image = Image.open(file)
+            if image.format not in ("PNG", "JPEG", "WEBP"):
+                raise InvalidRequest(f"{param} is {image.format}: send a PNG, JPEG or WebP",
+                                     param=param)
+            if max(image.size) > MAX_SIDE:  # from its header: a small file can unpack huge
+                raise InvalidRequest(f"{param} is {image.width}x{image.height}; each side "
+                                     f"must be at most {MAX_SIDE} pixels", param=param)
+            image.load()  # decode now: a truncated file is a 400 here, not an engine error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             Image.DecompressionBombError) as exc:
         raise InvalidRequest(f"{param} is not a picture PIL can read ({type(exc).__name__})",

@@ -4,13 +4,19 @@ its folder."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from rbee.core.clock import FakeClock
-from rbee.storage.artifacts import ArtifactNotFound, ArtifactStore, ArtifactTooLarge
+from rbee.storage.artifacts import (
+    ArtifactNotFound,
+    ArtifactStore,
+    ArtifactTooLarge,
+    request_owner,
+)
 
 
 async def _chunks(*parts: bytes, fail: bool = False) -> AsyncIterator[bytes]:
@@ -82,3 +88,22 @@ async def test_a_cancelled_put_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(asyncio.CancelledError):
         await put
     assert list((tmp_path / "artifacts").iterdir()) == []
+
+
+async def test_a_requests_artifact_keeps_its_tenant_and_an_old_sidecar_still_reads(
+        tmp_path: Path) -> None:
+    store, _ = _store(tmp_path)
+    owner = request_owner()
+    art = await store.put(_chunks(b"png"), media_type="image/png", owner=owner,
+                          filename="a.png", tenant="ten-1")
+    job = await store.put(_chunks(b"mp4"), media_type="video/mp4", owner="job-1",
+                          filename="job-1.mp4")
+    assert (store.get(art.id).tenant, store.get(art.id).of_job) == ("ten-1", False)
+    assert (store.get(job.id).tenant, store.get(job.id).of_job) == (None, True)
+    assert owner != request_owner()  # each request owns its own
+    side = store.root / f"{job.id}.json"  # written before tenants were recorded
+    data = json.loads(side.read_text())
+    del data["tenant"]
+    side.write_text(json.dumps(data))
+    assert store.get(job.id) == job
+    assert store.delete_owned(owner) == 1 and [a.id for a in store.list()] == [job.id]

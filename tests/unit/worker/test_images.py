@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from rbee.engines.fake import FakeEngine
 from rbee.engines.fake_image import FakeImageMaker, colour
 from rbee.worker.app import create_app
 from rbee.worker.runtime import Runtime
+from rbee.worker.transcription import Limits
 
 
 async def _client(engine: FakeImageMaker | FakeEngine) -> httpx.AsyncClient:
@@ -24,17 +26,19 @@ async def _client(engine: FakeImageMaker | FakeEngine) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w")
 
 
-def _b64(image: Image.Image, fmt: str = "PNG") -> str:
+def _bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
     out = io.BytesIO()
     image.save(out, fmt)
-    return base64.b64encode(out.getvalue()).decode()
+    return out.getvalue()
 
 
-def _edit(image: Image.Image, mask: Image.Image | None = None, **extra: Any) -> dict[str, Any]:
-    body = {"model": "painter", "prompt": "x", "image": _b64(image), **extra}
+def _edit(image: Image.Image | bytes, mask: Image.Image | None = None,
+          **extra: str) -> dict[str, Any]:
+    """An edit as the queen sends it: a multipart form, the pictures as files."""
+    files = {"image": ("i.png", image if isinstance(image, bytes) else _bytes(image))}
     if mask is not None:
-        body["mask"] = _b64(mask)
-    return body
+        files["mask"] = ("m.png", _bytes(mask))
+    return {"files": files, "data": {"model": "painter", "prompt": "x", **extra}}
 
 
 def _decoded(reply: httpx.Response) -> Image.Image:
@@ -61,7 +65,7 @@ async def test_masks_as_palette_or_grey_alpha_pictures() -> None:
     palette.info["transparency"] = 0
     async with await _client(FakeImageMaker()) as client:
         for mask in (grey, palette):
-            out = _decoded(await client.post("/v1/images/edits", json=_edit(original, mask)))
+            out = _decoded(await client.post("/v1/images/edits", **_edit(original, mask)))
             assert out.convert("RGB").getpixel((0, 0)) == tuple(colour("x", None, 0))
             assert out.convert("RGB").getpixel((1, 1)) == (1, 2, 3)
 
@@ -69,18 +73,18 @@ async def test_masks_as_palette_or_grey_alpha_pictures() -> None:
 async def test_edits_refused_with_their_param() -> None:
     rgba = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
     async with await _client(FakeImageMaker()) as client:
-        odd = await client.post("/v1/images/edits", json=_edit(Image.new("RGBA", (12, 12))))
-        cmyk = await client.post("/v1/images/edits", json={
-            **_edit(rgba, rgba), "image": _b64(Image.new("CMYK", (16, 16)), "JPEG")})
-        gif = await client.post("/v1/images/edits", json={
-            **_edit(rgba), "image": _b64(rgba.convert("RGB"), "GIF")})
-        opaque = await client.post("/v1/images/edits", json=_edit(
+        odd = await client.post("/v1/images/edits", **_edit(Image.new("RGBA", (12, 12))))
+        cmyk = await client.post("/v1/images/edits", **_edit(
+            _bytes(Image.new("CMYK", (16, 16)), "JPEG"), rgba))
+        gif = await client.post("/v1/images/edits", **_edit(_bytes(rgba.convert("RGB"), "GIF")))
+        opaque = await client.post("/v1/images/edits", **_edit(
             rgba, Image.new("RGBA", (16, 16), (0, 0, 0, 255))))
-        not_b64 = await client.post("/v1/images/edits", json={**_edit(rgba), "image": "%%"})
+        garbage = await client.post("/v1/images/edits", **_edit(b"%%"))
         # a few kB of PNG that would unpack to 8192 x 8192 pixels
-        huge = await client.post("/v1/images/edits", json=_edit(Image.new("L", (8192, 8192))))
-    assert [r.json()["error"]["param"] for r in (odd, cmyk, gif, opaque, not_b64, huge)] == [
-        "image", "image", "image", "mask", "image", "image"]
+        huge = await client.post("/v1/images/edits", **_edit(Image.new("L", (8192, 8192))))
+        url = await client.post("/v1/images/edits", **_edit(rgba, response_format="url"))
+    assert [r.json()["error"]["param"] for r in (odd, cmyk, gif, opaque, garbage, huge, url)
+            ] == ["image", "image", "image", "mask", "image", "image", "response_format"]
     assert "at most 4096 pixels" in huge.text
     assert "mode CMYK" in cmyk.text and "GIF" in gif.text
     assert "no fully transparent pixel" in opaque.text
@@ -90,7 +94,7 @@ async def test_a_model_that_cannot_edit_says_so() -> None:
     engine = FakeImageMaker()
     engine.can_edit = False
     async with await _client(engine) as client:
-        reply = await client.post("/v1/images/edits", json=_edit(Image.new("RGBA", (8, 8))))
+        reply = await client.post("/v1/images/edits", **_edit(Image.new("RGBA", (8, 8))))
     assert reply.status_code == 400 and reply.json()["error"]["param"] == "model"
     assert "cannot edit" in reply.text
 
@@ -103,11 +107,20 @@ async def test_a_chat_worker_paints_nothing() -> None:
     assert "chat model; it makes no images" in reply.json()["error"]["message"]
 
 
-async def test_an_edit_body_of_two_big_pictures_is_not_too_large() -> None:
-    """The queen sends two uploads of 4 MiB base64 (10.7 MB): under the worker's limit."""
-    body = {**_edit(Image.new("RGBA", (8, 8))), "image": "A" * 11_000_000}
-    async with await _client(FakeImageMaker()) as client:
-        reply = await client.post("/v1/images/edits", json=body)
-        over = await client.post("/v1/images/edits", json={**body, "image": "A" * 17_000_000})
-    assert reply.status_code == 400 and reply.json()["error"]["param"] == "image"
-    assert over.status_code == 413
+async def test_an_edit_upload_is_bounded_and_leaves_no_file(tmp_path: Path) -> None:
+    """Edits stream to disk under the worker's upload bound (no 16 MiB JSON body any more);
+    the JSON routes keep the normal body limit."""
+    runtime = Runtime(FakeImageMaker())
+    await runtime.load_engine()
+    app = create_app(runtime, model="painter", uploads=Limits(tmp_path, 1024 * 1024))
+    rgba = Image.new("RGBA", (8, 8))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://w") as client:
+        ok = await client.post("/v1/images/edits", **_edit(rgba))
+        over = await client.post("/v1/images/edits", **_edit(b"\0" * (1024 * 1024 + 1)))
+        json_over = await client.post("/v1/images/generations", json={
+            "model": "painter", "prompt": "x" * (9 * 1024 * 1024)})
+    assert ok.status_code == 200, ok.text
+    assert over.status_code == 413 and over.json()["error"]["param"] == "image"
+    assert json_over.status_code == 413
+    assert not any(tmp_path.iterdir())  # noqa: ASYNC240 (a test's own temp folder)

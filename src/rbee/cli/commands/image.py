@@ -1,27 +1,26 @@
 """`rbee image PROMPT -o FILE`: pictures into files (starting a queen if needed).
 
-Not a job: a job's result goes through its SSE stream, and pictures there would be base64 held
-whole. Until jobs store binary artifacts, the CLI asks /v1/images/generations for a stream:
-rbee's per-step progress events show as they come, and each picture is written beside its
-file and renamed when whole, so a failure leaves nothing half-written. With --n above 1 the
-second picture goes to NAME-2.EXT, and so on.
+An `image` job: its per-step progress shows as it comes (the job's stream), the pictures are
+artifacts on the queen, each downloaded (streamed) beside its file and renamed when whole, so
+a failure leaves nothing half-written; Ctrl-C cancels the job. With --n above 1 the second
+picture goes to NAME-2.EXT, and so on.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from rbee.api.images import IMAGE_FORMATS, PROGRESS_EVENT
+from rbee.api.images import IMAGE_FORMATS
+from rbee.cli.commands.video import download
 from rbee.cli.context import Context
 from rbee.cli.errors import guarded
+from rbee.cli.jobrun import JobPrinter, cancelled, submit
 from rbee.cli.render import consoles, print_json
+from rbee.client import QueenClient
 from rbee.core.errors import InvalidRequest
 
 
@@ -71,51 +70,33 @@ def outputs(output: Path, n: int) -> list[Path]:
 
 def _run(c: Context, fields: dict[str, Any], output: Path) -> int:
     client = c.client()
-    err = consoles()[1]
-    if c.json:
-        c.ensure_queen(client, preload=fields["model"])
-    else:
-        with err.status("checking the queen…"):
-            if c.ensure_queen(client, preload=fields["model"]):
-                err.print(f"[dim]started queen at {c.queen_url}[/dim]")
-    started = time.perf_counter()
-    files = outputs(output, fields["n"])
-    written: list[dict[str, Any]] = []
-    steps = 0
-    status = err.status("painting…")
-    if not c.json:
-        status.start()
+    job_id = submit(c, client, "image", fields, fields["model"])
     try:
-        for event in client.images(**fields):
-            if event.get("type") == PROGRESS_EVENT:
-                steps += 1
-                status.update(f"painting {event['image_index'] + 1}/{fields['n']}: step "
-                              f"{event['step']}/{event['steps']}")
-            elif event.get("type") == "image_generation.completed":
-                path = files[len(written)]
-                size = _write(path, base64.b64decode(event["b64_json"]))
-                written.append({"output": str(path), "bytes": size, "size": event["size"]})
-    finally:
-        status.stop()
+        return _follow(c, client, job_id, fields, output)
+    except KeyboardInterrupt:
+        return cancelled(c, client, job_id)
+
+
+def _follow(c: Context, client: QueenClient, job_id: str, fields: dict[str, Any],
+            output: Path) -> int:
+    started = time.perf_counter()
+    result = JobPrinter(c.json).follow(client, job_id)
+    if result is None:
+        return 1
+    written = [{"output": str(path), "bytes": download(client, image["url"], path),
+                "size": image["size"]}
+               for image, path in zip(result["images"], outputs(output, fields["n"]),
+                                      strict=False)]
     took = time.perf_counter() - started
-    summary = {"images": written, "format": fields["output_format"], "steps": steps,
-               "seconds": round(took, 3)}
+    summary = {"job_id": job_id, "images": written, "format": fields["output_format"],
+               "steps": result["steps"], "seconds": round(took, 3)}
     if c.json:
         print_json(summary)
-    else:
-        for w in written:
-            err.print(f"[green]wrote {w['output']}[/green] [dim]({w['size']}, {w['bytes']} "
-                      "bytes)[/dim]")
-        err.print(f"[dim]{steps} steps · {took:.2f} s[/dim]")
+        return 0
+    err = consoles()[1]
+    for w in written:
+        err.print(f"[green]wrote {w['output']}[/green] [dim]({w['size']}, {w['bytes']} "
+                  "bytes)[/dim]")
+    err.print(f"[dim]{result['steps']} steps · {took:.2f} s · worker "
+              f"{result['worker_id']}[/dim]")
     return 0
-
-
-def _write(path: Path, data: bytes) -> int:
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
-    return len(data)

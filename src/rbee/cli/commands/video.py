@@ -61,7 +61,7 @@ def _follow(c: Context, client: QueenClient, job_id: str, output: Path) -> int:
     result = JobPrinter(c.json).follow(client, job_id)
     if result is None:
         return 1
-    size = _download(client, result["url"], output)
+    size = download(client, result["url"], output)
     took = time.perf_counter() - started
     if c.json:
         print_json({"job_id": job_id, "state": "done", "output": str(output), **result})
@@ -73,7 +73,7 @@ def _follow(c: Context, client: QueenClient, job_id: str, output: Path) -> int:
     return 0
 
 
-def _download(client: QueenClient, url: str, output: Path) -> int:
+def download(client: QueenClient, url: str, output: Path) -> int:
     """Stream the artifact to a file beside `output`, renamed over it once whole."""
     partial = output.with_name(f".{output.name}.partial")
     size = 0

@@ -17,10 +17,12 @@ from rbee.api.jobs import (
     JobList,
     JobSummary,
     Placement,
+    TranscribeOp,
     VideoOp,
 )
 from rbee.core.errors import InvalidRequest, UnknownOperation
 from rbee.models.catalog import DEFAULT_EMBEDDING_MODEL, parse_ref
+from rbee.queen.artifact_access import open_owned
 from rbee.queen.auth import principal_of
 from rbee.queen.deps import ServicesDep
 from rbee.queen.identity import Principal, operation_role
@@ -54,6 +56,8 @@ async def submit(request: Request, svc: ServicesDep) -> JobCreated:
                  svc.settings.default_model)
     if isinstance(op, VideoOp):  # its bounds are the queen's settings: a 400 now, not a job
         plan(op, svc.settings)
+    if isinstance(op, TranscribeOp):  # the file must be the caller's: a 404 now, not a job
+        open_owned(svc.artifacts, svc.jobs, principal, op.file_id, param="file_id")
     charge = _charge(svc, principal, name, op, len(raw))  # a 429 before the job exists
     try:
         job_id = svc.jobs.submit(name, op, body, principal.tenant_id,

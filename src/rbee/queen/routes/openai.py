@@ -5,7 +5,6 @@ queen.transcription)."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import cast
@@ -14,11 +13,12 @@ from fastapi import APIRouter, Request, Response
 
 from rbee.api.cluster import WorkerInfo
 from rbee.api.embeddings import EmbeddingRequest
-from rbee.api.images import ImageEditRequest, ImageRequest
+from rbee.api.images import ImageRequest, edit_request
 from rbee.api.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from rbee.api.speech import MEDIA_TYPES, SpeechRequest
 from rbee.core.errors import DeadlineExceeded, InvalidRequest, ModelNotFound
 from rbee.models.catalog import ModelRef, parse_ref, require_kind
+from rbee.queen import images
 from rbee.queen.actor import ANONYMOUS
 from rbee.queen.admission import PRIORITIES, Ticket
 from rbee.queen.audio import forward_audio
@@ -28,7 +28,6 @@ from rbee.queen.calls import ClientDeadline, client_deadline
 from rbee.queen.deps import ServicesDep
 from rbee.queen.dispatch import Hints, Silent
 from rbee.queen.failover import with_failover
-from rbee.queen.images import edit_body
 from rbee.queen.metering import (
     SPEECH_CHARS_PER_SECOND,
     metered_pipe,
@@ -122,22 +121,40 @@ async def images_generations(request: Request) -> Response:
 
 
 async def images_edits(request: Request) -> Response:
-    """A multipart form, sent on to the worker as JSON (queen.images)."""
+    """A multipart form, its pictures streamed to disk and on to the worker (queen.images)."""
     svc: QueenServices = request.app.state.services
-    fields = await edit_body(request, svc.settings.images_max_upload_bytes)
-    raw = json.dumps(fields).encode()
-    body = parse_model(raw, ImageEditRequest, "application/json")
-    return await _images(request, svc, body, "/v1/images/edits", raw)
+    form = await images.receive_edit(request, svc)
+    try:
+        body = edit_request(form.fields)
+        body.check_limits(svc.settings.images_max_n, svc.settings.images_max_side)
+        return await _images(request, svc, body, "/v1/images/edits",
+                             images.edit_body(body, form))
+    finally:  # answered, refused, failed, hung up: the pictures are not needed any more
+        form.remove()
 
 
 async def _images(request: Request, svc: QueenServices, body: ImageRequest, path: str,
-                  raw: bytes) -> Response:
+                  raw: Body) -> Response:
     body.check_limits(svc.settings.images_max_n, svc.settings.images_max_side)
     ref = require_kind(parse_ref(body.model), "image")
+    principal = principal_of(request)
     hints = hints_for(request, ref, body.model_extra or {})
-    return await within_deadline(
+    if body.response_format == "url" and isinstance(raw, bytes):
+        # The worker answers base64 (it stores nothing); the queen stores the pictures.
+        raw = body.model_copy(update={"response_format": "b64_json"}).model_dump_json(
+            exclude_unset=True).encode()
+    # Pictures are charged by the count (pipelines report no usage): the worst case is the
+    # real use.
+    pictures = Used(images=body.n or 1)
+    demand = Demand(cost=pictures.cost(svc.quotas.prices(ref.name)))
+    response = await within_deadline(
         request, svc, lambda deadline: admitted(svc, body.stream, ref, hints, path, raw,
-                                                deadline))
+                                                deadline, demand=demand, reported=pictures))
+    if body.response_format != "url":
+        return response
+    return await images.as_urls(svc.artifacts, response, body.image_format(),
+                                images.base_url(request, svc.settings.public_url),
+                                principal.tenant_id)
 
 
 def hints_for(request: Request, ref: ModelRef, extra: Mapping[str, object]) -> Hints:

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from starlette.responses import FileResponse, Response
 
 from rbee.api.videos import Video, VideoCreateRequest, VideoDeleted, VideoList
-from rbee.core.errors import InvalidRequest, NotFound
+from rbee.core.errors import InvalidRequest
+from rbee.queen.artifact_access import open_owned
 from rbee.queen.auth import principal_of
 from rbee.queen.deps import ServicesDep
 from rbee.queen.routes.openai import client_ip
@@ -113,9 +114,5 @@ async def remix_video(video_id: str) -> Response:
 @router.get("/artifacts/{artifact_id}")
 async def download_artifact(artifact_id: str, request: Request,
                             svc: ServicesDep) -> FileResponse:
-    artifact, path = svc.artifacts.open(artifact_id)
-    try:  # an artifact is its job's: another tenant's is one that does not exist
-        svc.jobs.check_owner(artifact.owner, principal_of(request).owns)
-    except NotFound:
-        raise NotFound(f"no artifact {artifact_id[:80]!r}", param="artifact_id") from None
+    artifact, path = open_owned(svc.artifacts, svc.jobs, principal_of(request), artifact_id)
     return FileResponse(path, media_type=artifact.media_type, filename=artifact.filename)

@@ -1,0 +1,95 @@
+"""The `transcribe` job: an uploaded file (POST /v1/files) → admission → a transcription
+worker, sent a multipart form whose audio streams from the artifact store's disk (re-read for
+each worker tried, never whole in memory) → the transcript as the job's result.
+
+The file stays a file: the job names it (`file_id`), so a client uploads once and may
+transcribe and translate it, and a job's request (kept in the job history) holds no audio.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from rbee.api.cluster import WorkerInfo
+from rbee.api.jobs import TranscribeOp
+from rbee.api.transcription import MAX_AUDIO_FIELD, TRANSCRIPT_MEDIA_TYPES, to_form
+from rbee.core.errors import from_envelope
+from rbee.models.catalog import parse_ref, require_kind
+from rbee.queen import forms
+from rbee.queen.admission import Admission
+from rbee.queen.dispatch import Dispatcher, Hints
+from rbee.queen.failover import with_failover
+from rbee.queen.jobs import JobContext
+from rbee.queen.policy import JobFacts
+from rbee.queen.registry import Registry
+from rbee.queen.relay import Relay
+from rbee.queen.settings import QueenSettings
+from rbee.storage.artifacts import ArtifactNotFound, ArtifactStore
+from rbee.web.uploads import Upload
+
+ROUTES = {"transcribe": "/v1/audio/transcriptions", "translate": "/v1/audio/translations"}
+
+
+class TranscribeRunner:
+    """The `transcribe` job operation."""
+
+    def __init__(self, registry: Registry, dispatcher: Dispatcher, relay: Relay,
+                 admission: Admission, artifacts: ArtifactStore,
+                 settings: QueenSettings) -> None:
+        self._registry = registry
+        self._dispatcher = dispatcher
+        self._relay = relay
+        self._admission = admission
+        self._artifacts = artifacts
+        self._settings = settings
+
+    async def run(self, ctx: JobContext, op: TranscribeOp) -> dict[str, Any]:
+        ref = require_kind(parse_ref(op.model), "transcription")
+        try:
+            artifact, path = self._artifacts.open(op.file_id)
+        except ArtifactNotFound:  # removed (deleted, retention) since the job was submitted
+            raise ArtifactNotFound(f"no file {op.file_id[:80]!r}", param="file_id") from None
+        fields = [*to_form(op.model_copy(update={"model": ref.name}), op.task),
+                  (MAX_AUDIO_FIELD, f"{self._settings.max_audio_seconds:g}")]
+        body = forms.form_body(fields, [("file", Upload(path, artifact.filename,
+                                                        artifact.media_type, artifact.bytes))])
+        fmt = op.transcript_format()
+        hints = Hints(hive_id=op.hive_id, device=op.device, worker_id=op.worker_id,
+                      mode=op.placement, job=JobFacts(tenant=op.tenant, priority=op.priority))
+        started = time.perf_counter()
+        sent = started
+
+        async def attempt(worker: WorkerInfo) -> tuple[WorkerInfo, bytes]:
+            nonlocal sent
+            ctx.narrate(op.task, f"{ref.name} on {worker.id} ({worker.hive_id} "
+                        f"{worker.device}): {artifact.bytes} bytes of {artifact.filename}")
+            sent = time.perf_counter()
+            answer = await self._relay.forward(worker, ROUTES[op.task], body, stream=False,
+                                               media_type=TRANSCRIPT_MEDIA_TYPES[fmt])
+            raw = bytes(answer.body)
+            if answer.status_code != 200:
+                try:
+                    envelope = json.loads(raw)
+                except ValueError:
+                    envelope = None
+                raise from_envelope(answer.status_code, envelope)
+            return worker, raw
+
+        def position(at: int, length: int) -> None:
+            ctx.narrate("queue", f"queued for {ref.name}: position {at} of {length}")
+
+        ticket = await self._admission.enter(ref.name, op.priority, position)
+        try:
+            worker, raw = await with_failover(self._dispatcher, self._registry, ref, hints,
+                                              ctx, attempt)
+        finally:
+            ticket.release()
+        end = time.perf_counter()
+        transcript: Any = json.loads(raw) if fmt in ("json", "verbose_json") else raw.decode()
+        return {"model": ref.name, "worker_id": worker.id, "file_id": op.file_id,
+                "task": op.task, "response_format": fmt, "transcript": transcript,
+                "timings": {"queue_ms": round((sent - started) * 1000, 2),
+                            "transcribe_ms": round((end - sent) * 1000, 2),
+                            "total_ms": round((end - started) * 1000, 2)}}
