@@ -32,6 +32,16 @@ def cluster() -> ClusterSnapshot:
     return ClusterSnapshot((hive,), views)
 
 
+def rounds_for(cpu_seconds: float) -> int:
+    """HEAVY's rounds that take about `cpu_seconds` of CPU on this machine: a comparison is
+    memory-bound, and memory bandwidth differs by machine (and by what else runs) fivefold."""
+    probe = LuaPolicy(HEAVY.replace("ROUNDS", "50"), "probe")
+    started = time.process_time()
+    probe.route({"model": "m"}, [])
+    per_round = max((time.process_time() - started) / 50, 1e-6)
+    return max(1, int(cpu_seconds / per_round))
+
+
 def heavy(rounds: int, wall: float) -> SchedulingPolicy:
     policy = SchedulingPolicy(wall_seconds=wall)
     policy.use(LuaPolicy(HEAVY.replace("ROUNDS", str(rounds)), "heavy"))
@@ -48,7 +58,7 @@ async def ticks_while(work: asyncio.Future[object] | asyncio.Task[object]) -> in
 
 
 async def test_a_slow_script_decides_without_stalling_the_event_loop() -> None:
-    policy = heavy(rounds=1000, wall=30.0)  # ~0.15 s of CPU, within the script's limits
+    policy = heavy(rounds=rounds_for(0.15), wall=30.0)  # within the script's 0.5 s of CPU
     started = time.perf_counter()
     decision = asyncio.ensure_future(policy.route(cluster(), RouteRequest("m")))
     ticks = await ticks_while(decision)

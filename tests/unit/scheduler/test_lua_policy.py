@@ -414,4 +414,6 @@ def test_a_route_over_1000_workers_stays_cheap() -> None:
         chosen = policy.route(j, workers)
         timings.append(time.perf_counter() - start)
     assert chosen == "w0007"
-    assert statistics.median(timings) < 0.005
+    # A guard against a pathological cost (a copy per worker per call), generous for a
+    # loaded 2-core machine; the target itself (p99 <= 1 ms) is bench/scheduler.py's.
+    assert statistics.median(timings) < 0.02
