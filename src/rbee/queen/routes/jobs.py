@@ -52,6 +52,8 @@ async def submit(request: Request, svc: ServicesDep) -> JobCreated:
     principal.require(operation_role(name), f"operation {name}")
     op = _scoped(principal, name, parse_model(raw, OPERATIONS[name], content_type),
                  svc.settings.default_model)
+    if isinstance(op, Placement):  # inference jobs: the tenant's consent rule (GDPR)
+        svc.gdpr.consents.require(principal)
     if isinstance(op, VideoOp):  # its bounds are the queen's settings: a 400 now, not a job
         plan(op, svc.settings)
     charge = _charge(svc, principal, name, op, len(raw))  # a 429 before the job exists
