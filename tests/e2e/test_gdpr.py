@@ -76,6 +76,14 @@ def test_consent_export_erasure_and_receipt_through_the_cli(tmp_path: Path) -> N
         assert after.returncode == 1 and "no subject" in after.stderr
         verified = run_cli(admin, "audit", "verify")
         assert verified.returncode == 0 and "audit chain intact" in verified.stdout
+        # Bob never consented: refused until an admin lifts the tenant's rule.
+        bob = openai.OpenAI(base_url=f"{queen.url}/v1", api_key=bob_key, max_retries=0,
+                            timeout=60)
+        with pytest.raises(openai.PermissionDeniedError):
+            bob.embeddings.create(model="rbee-fake-embedding", input="x")
+        lifted = run_cli(admin, "tenant", "set", "clinic", "--no-requires-consent")
+        assert lifted.returncode == 0, lifted.stderr
+        assert bob.embeddings.create(model="rbee-fake-embedding", input="x").data
     finally:
         queen.stop()
     assert not queen.leftovers()

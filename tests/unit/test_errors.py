@@ -4,6 +4,7 @@ import pytest
 
 from rbee.core.errors import (
     BodyTooLarge,
+    ConsentRequired,
     JobNotFound,
     ModelNotFound,
     RbeeError,
@@ -15,7 +16,7 @@ from rbee.core.errors import (
 
 
 @pytest.mark.parametrize("cls", [ModelNotFound, JobNotFound, UnknownOperation, BodyTooLarge,
-                                 WorkerUnavailable])
+                                 WorkerUnavailable, ConsentRequired])
 def test_envelope_round_trip_keeps_class_status_and_param(cls: type[RbeeError]) -> None:
     err = cls("boom", param="model")
     back = from_envelope(err.http_status, err.to_envelope())

@@ -241,7 +241,7 @@ class EngineError(RbeeError):
 _BY_CODE: dict[str, type[RbeeError]] = {
     cls.code: cls
     for cls in (InvalidRequest, UnknownOperation, ContextLengthExceeded, WrongModelKind,
-                BodyTooLarge, Unauthorized, PolicyRefused, ModelNotFound,
+                BodyTooLarge, Unauthorized, PolicyRefused, ConsentRequired, ModelNotFound,
                 JobNotFound, WorkerNotFound, HiveNotFound, Conflict, NoCapacity, WorkerUnavailable,
                 WorkerUnreachable, EngineError, VersionMismatch, DeadlineExceeded)
     if cls.code is not None
