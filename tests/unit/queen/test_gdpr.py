@@ -188,6 +188,9 @@ async def test_consent_is_required_where_the_tenant_demands_it(queen: Rig) -> No
     embed = await queen.as_(ann_key, "POST", "/v1/embeddings", json={
         "model": "rbee-fake-embedding", "input": "x"})
     assert embed.json()["error"]["code"] == "consent_required"
+    video = await queen.as_(ann_key, "POST", "/v1/videos", json={
+        "model": "rbee-fake-video", "prompt": "x"})
+    assert video.status_code == 403 and video.json()["error"]["code"] == "consent_required"
     status = await queen.as_(ann_key, "POST", "/v1/jobs", json={"operation": "status"})
     assert status.status_code == 200  # not processing her data
     assert (await queen.chat(free_key)).status_code == 200  # a tenant without the rule
@@ -264,3 +267,25 @@ async def test_the_receipt_secret_is_private_and_stable(queen: Rig, tmp_path: Pa
     for receipt in (first, second):
         check = await _gdpr(queen, BOOT, "POST", "/receipts/verify", json=receipt)
         assert check.json() == {"valid": True}
+
+
+async def test_erasure_cancels_a_running_job_and_leaves_nothing_of_it(queen: Rig) -> None:
+    ann, ann_key = await _user(queen, "acme", "ann")
+    queen.engine.gate.clear()  # the job's generation waits: it is running when erased
+    r = await queen.as_(ann_key, "POST", "/v1/jobs", json={
+        "operation": "infer", "model": MODEL, "prompt": SECRET, "max_tokens": 3})
+    job_id = r.json()["job_id"]
+    for _ in range(500):
+        if queen.engine.waiting:
+            break
+        await asyncio.sleep(0.01)
+    assert queen.engine.waiting == 1
+    erased = await _gdpr(queen, BOOT, "POST", "/delete", json={"subject": ann})
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["deleted"]["jobs"] == 1
+    queen.engine.gate.set()
+    await asyncio.sleep(0.2)  # anything the cancelled job would still write, written
+    got = await queen.as_(BOOT, "GET", f"/v1/jobs/{job_id}")
+    assert got.status_code == 404
+    assert queen.svc.db.query("SELECT COUNT(*) FROM job_events WHERE job_id=?",
+                              (job_id,)) == [(0,)]
