@@ -25,6 +25,7 @@ def test_consent_export_erasure_and_receipt_through_the_cli(tmp_path: Path) -> N
     queen = start_queen(env)
     try:
         assert run_cli(admin, "tenant", "create", "clinic", "--requires-consent").returncode == 0
+        assert "required" in run_cli(admin, "tenant", "list").stdout
         made = run_cli(admin, "--json", "user", "create", "clinic", "ann",
                        "--email", "ann@clinic.example")
         assert made.returncode == 0, made.stderr
@@ -69,6 +70,9 @@ def test_consent_export_erasure_and_receipt_through_the_cli(tmp_path: Path) -> N
         kept.write_text(json.dumps({**receipt, "erased_at": receipt["erased_at"] + 1}))
         forged = run_cli(admin, "gdpr", "verify-receipt", str(kept))
         assert forged.returncode == 2 and "NOT valid" in forged.stderr
+        kept.write_text("{not a receipt")
+        garbage = run_cli(admin, "gdpr", "verify-receipt", str(kept))
+        assert garbage.returncode == 1 and "not a readable JSON receipt" in garbage.stderr
 
         with pytest.raises(openai.AuthenticationError):
             client.models.list()
