@@ -27,6 +27,7 @@ from rbee.queen.audit import AuditLog, Person
 from rbee.queen.consent import Consents
 from rbee.queen.identity import KeyRing, Principal
 from rbee.queen.jobs import JobManager
+from rbee.queen.quotas import Quotas
 from rbee.queen.receipts import ReceiptSigner
 from rbee.queen.usage import UsageLog
 from rbee.storage.artifacts import ArtifactStore
@@ -35,6 +36,7 @@ from rbee.storage.identity import IdentityStore
 from rbee.storage.jobs import JobStore
 
 EXPORT_FORMAT = "rbee-gdpr-export/1"
+DRAIN_SECONDS = 10.0  # how long an erasure waits for the person's requests in flight
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ class Holdings:
 
 class Gdpr:
     def __init__(self, held: Holdings, *, keys: KeyRing, jobs: JobManager, audit: AuditLog,
-                 consents: Consents, signer: ReceiptSigner, clock: Clock) -> None:
+                 consents: Consents, signer: ReceiptSigner, clock: Clock, quotas: Quotas,
+                 drain_seconds: float = DRAIN_SECONDS) -> None:
         self._held = held
         self._keys = keys
         self._jobs = jobs
@@ -58,6 +61,8 @@ class Gdpr:
         self.consents = consents
         self._signer = signer
         self._clock = clock
+        self._quotas = quotas
+        self._drain_seconds = drain_seconds
 
     def subject(self, principal: Principal, subject: str) -> User:
         """The user `subject` names, when `principal` may ask about them (blocking)."""
@@ -112,10 +117,12 @@ class Gdpr:
     async def erase(self, principal: Principal, subject: str, actor: Actor) -> Receipt:
         held = self._held
         user = await asyncio.to_thread(self.subject, principal, subject)
+        keys = await asyncio.to_thread(self._keys_of, user)
         self._keys.forget_user(user.id)  # refused from the next request on
         self.consents.forget(user.id)
         for job_id in await asyncio.to_thread(held.store.job_ids, user.id, True):
             await self._jobs.cancel(job_id)  # a running job would write events back
+        await self._drain(keys)
         await held.usage.flush()
         gone = await asyncio.to_thread(held.store.erase, user.id)
         artifacts = await asyncio.to_thread(self._delete_artifacts, set(gone.job_ids))
@@ -131,6 +138,15 @@ class Gdpr:
                      "usage_rows_aggregated": gone.usage_rows},
             audit={k: v for k, v in audit.items() if k != "subject"})
         return Receipt.model_validate(self._signer.sign(receipt.model_dump(mode="json")))
+
+    async def _drain(self, keys: list[KeyInfo]) -> None:
+        """Wait, a bounded time, for the requests their keys have in flight to end: each
+        ends by writing an audit entry (with their clear personal fields), its usage and
+        perhaps a stored Response in their name, which must come before the erasure."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self._drain_seconds
+        while any(self._quotas.in_flight("key", k.id) for k in keys) and loop.time() < until:
+            await asyncio.sleep(0.02)
 
     def _delete_artifacts(self, owners: set[str]) -> int:
         store = self._held.artifacts

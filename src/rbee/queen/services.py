@@ -127,7 +127,8 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
     gdpr_store = GdprStore(db)
     gdpr = Gdpr(Holdings(IdentityStore(db), job_store, gdpr_store, artifacts, usage),
                 keys=keys, jobs=jobs, audit=audit, consents=Consents(gdpr_store),
-                signer=ReceiptSigner(settings.state_dir / "gdpr-receipt.key"), clock=clock)
+                signer=ReceiptSigner(settings.state_dir / "gdpr-receipt.key"), clock=clock,
+                quotas=quotas)
     local = local_hive
     if local is None and settings.local_hive:
         local = local_hive_for(settings, local_creds.token, local_creds.worker_token)

@@ -289,3 +289,25 @@ async def test_erasure_cancels_a_running_job_and_leaves_nothing_of_it(queen: Rig
     assert got.status_code == 404
     assert queen.svc.db.query("SELECT COUNT(*) FROM job_events WHERE job_id=?",
                               (job_id,)) == [(0,)]
+
+
+async def test_erasure_waits_for_a_request_in_flight_so_it_leaves_nothing(
+        queen: Rig, tmp_path: Path) -> None:
+    ann, ann_key = await _user(queen, "acme", "ann-smith")
+    queen.engine.gate.clear()
+    asking = asyncio.create_task(queen.chat(ann_key, SECRET))
+    for _ in range(500):
+        if queen.engine.waiting:
+            break
+        await asyncio.sleep(0.01)
+    erasing = asyncio.create_task(_gdpr(queen, BOOT, "POST", "/delete",
+                                        json={"subject": ann}))
+    await asyncio.sleep(0.3)
+    assert not erasing.done()  # her request is still running: its entry is not written yet
+    queen.engine.gate.set()
+    assert (await asyncio.wait_for(asking, 10)).status_code == 200
+    assert (await asyncio.wait_for(erasing, 10)).status_code == 200
+    await queen.svc.audit.flush()
+    await queen.svc.usage.flush()
+    assert _on_disk(tmp_path, [ann, "ann-smith", SECRET]) == []
+    assert (await queen.as_(BOOT, "GET", "/v1/admin/audit/verify")).json()["ok"]
