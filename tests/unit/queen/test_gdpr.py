@@ -54,9 +54,9 @@ async def _job(queen: Rig, key: str, prompt: str) -> str:
     return job_id
 
 
-async def _artifact(queen: Rig, owner: str) -> Path:
+async def _artifact(queen: Rig, owner: str, content: str) -> Path:
     async def chunks() -> AsyncIterator[bytes]:
-        yield SECRET.encode()
+        yield content.encode()
 
     made = await queen.svc.artifacts.put(chunks(), media_type="video/mp4", owner=owner,
                                          filename="v.mp4")
@@ -84,8 +84,8 @@ async def test_export_holds_everything_then_erasure_leaves_nothing_personal(
     response_id = r.json()["id"]
     job_id = await _job(queen, ann_key, SECRET)
     bob_job = await _job(queen, bob_key, BOB_SECRET)
-    artifact = await _artifact(queen, job_id)
-    bob_artifact = await _artifact(queen, bob_job)
+    artifact = await _artifact(queen, job_id, SECRET)
+    bob_artifact = await _artifact(queen, bob_job, BOB_SECRET)
     consent = await _gdpr(queen, ann_key, "POST", "/consent", json={
         "subject": ann, "purpose": "marketing", "granted": True})
     assert consent.status_code == 200 and consent.json()["by_key"] == ann_key.split("-")[1]
@@ -134,6 +134,8 @@ async def test_export_holds_everything_then_erasure_leaves_nothing_personal(
     assert (await queen.chat(ann_key)).status_code == 401
     assert not artifact.exists() and not artifact.with_name(f"{artifact.name}.json").exists()
     assert bob_artifact.exists()
+    folder = b"".join(f.read_bytes() for f in artifact.parent.iterdir())
+    assert SECRET.encode() not in folder and BOB_SECRET.encode() in folder
     verdict = (await queen.as_(BOOT, "GET", "/v1/admin/audit/verify")).json()
     assert verdict["ok"], verdict
     await queen.svc.audit.flush()
