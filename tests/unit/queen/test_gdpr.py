@@ -254,7 +254,16 @@ async def test_bad_gdpr_input_is_a_clear_envelope(queen: Rig, tmp_path: Path) ->
     assert bad.json() == {"valid": False}
     assert (await queen.as_("rbee-nope-nope", "GET", "/gdpr/export",
                             params={"subject": ann})).status_code == 401
-    # Nothing was erased by any of that, and no receipt key was made without a receipt.
+    r = await queen.as_(BOOT, "PATCH", "/v1/admin/tenants/nowhere",
+                        json={"requires_consent": True})
+    assert r.status_code == 404 and r.json()["error"]["param"] == "tenant"
+    r = await queen.as_(BOOT, "PATCH", "/v1/admin/tenants/acme",
+                        json={"requires_consent": "yes"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "requires_consent"
+    r = await queen.as_(BOOT, "POST", "/v1/admin/tenants",
+                        json={"name": "x1", "requires_consent": 1})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "requires_consent"
+    # Nothing was erased by any of that.
     assert (await _gdpr(queen, BOOT, "GET", "/export", params={"subject": ann})).status_code \
         == 200
 
