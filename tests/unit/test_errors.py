@@ -4,6 +4,7 @@ import pytest
 
 from rbee.core.errors import (
     BodyTooLarge,
+    ConsentRequired,
     JobNotFound,
     ModelNotFound,
     RbeeError,
@@ -15,7 +16,7 @@ from rbee.core.errors import (
 
 
 @pytest.mark.parametrize("cls", [ModelNotFound, JobNotFound, UnknownOperation, BodyTooLarge,
-                                 WorkerUnavailable])
+                                 WorkerUnavailable, ConsentRequired])
 def test_envelope_round_trip_keeps_class_status_and_param(cls: type[RbeeError]) -> None:
     err = cls("boom", param="model")
     back = from_envelope(err.http_status, err.to_envelope())
@@ -38,3 +39,11 @@ def test_garbage_from_upstream_is_an_upstream_error(body: object) -> None:
 def test_unknown_code_is_an_upstream_error_with_its_message() -> None:
     err = from_envelope(418, {"error": {"message": "teapot", "code": "teapot"}})
     assert type(err) is UpstreamError and err.message == "teapot"
+
+
+def test_scope_and_residency_refusals_reach_the_client_unchanged() -> None:
+    from rbee.core.errors import Forbidden, NoRegionCapacity, from_envelope
+
+    for cls, status in ((Forbidden, 403), (NoRegionCapacity, 503)):
+        err = from_envelope(status, cls("no", param="model").to_envelope())
+        assert type(err) is cls and err.http_status == status and err.param == "model"

@@ -36,6 +36,8 @@ class TenantCreate(_Strict):
     regions: list[str] | None = Field(
         default=None, max_length=32, description="Data residency: the only regions (hives' "
         "Region) its requests may run in, e.g. [\"eu\"]; none: any")
+    requires_consent: bool = Field(default=False, description="GDPR: its users' inference "
+                                   "is refused until they consent to purpose 'processing'")
 
     _check_name = field_validator("name")(_name)
 
@@ -61,6 +63,12 @@ class Tenant(BaseModel):
     labels: dict[str, str]
     regions: list[str] | None = None
     created_at: float
+    requires_consent: bool = False
+
+
+class TenantUpdate(_Strict):
+    requires_consent: bool = Field(description="GDPR: refuse its users' inference until they "
+                                   "consent to purpose 'processing'")
 
 
 class UserCreate(_Strict):

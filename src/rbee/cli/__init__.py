@@ -10,6 +10,7 @@ import typer
 from rbee import __version__
 from rbee.cli.commands import (
     audit,
+    gdpr,
     hives,
     identity,
     jobs,
@@ -76,6 +77,7 @@ def build() -> typer.Typer:
     app.add_typer(identity.users, name="user")
     app.add_typer(identity.keys, name="key")
     app.add_typer(audit.app, name="audit")
+    app.add_typer(gdpr.app, name="gdpr")
     app.add_typer(quota.app, name="quota")
     app.command(name="usage", help="Usage per tenant, key, model and day (JSON, CSV).")(
         quota.usage)

@@ -119,6 +119,11 @@ class QueenClient:
         """The admin API (/v1/admin/...): tenants, users, keys."""
         return self._request(method, f"/v1/admin{path}", json=body, params=params)
 
+    def gdpr(self, method: str, path: str, body: dict[str, Any] | None = None,
+             params: dict[str, str] | None = None) -> Any:
+        """The GDPR API (/gdpr/...): export, delete, consent, receipts/verify."""
+        return self._request(method, f"/gdpr{path}", json=body, params=params)
+
     def usage(self, params: dict[str, str], csv: bool = False) -> Any:
         """Usage rows (GET /v1/usage): parsed JSON, or the CSV text when `csv`."""
         if not csv:

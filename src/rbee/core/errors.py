@@ -8,7 +8,8 @@
     │   └── BodyTooLarge (413, code body_too_large)
     ├── Unauthorized (401 authentication_error, code invalid_api_key)
     ├── Forbidden (403 permission_error: a valid key outside its scope)
-    │   └── PolicyRefused (code policy_refused: the scheduling script's reason)
+    │   ├── PolicyRefused (code policy_refused: the scheduling script's reason)
+    │   └── ConsentRequired (code consent_required: the tenant demands GDPR consent)
     ├── NotFound (404)
     │   ├── ModelNotFound (code model_not_found)
     │   ├── JobNotFound (code job_not_found)
@@ -93,6 +94,12 @@ class Forbidden(RbeeError):
     http_status = 403
     openai_type = "permission_error"
     code = "permission_denied"
+
+
+class ConsentRequired(Forbidden):
+    """The key's tenant demands its users' consent before processing, and there is none."""
+
+    code = "consent_required"
 
 
 class PolicyRefused(Forbidden):
@@ -234,7 +241,8 @@ class EngineError(RbeeError):
 _BY_CODE: dict[str, type[RbeeError]] = {
     cls.code: cls
     for cls in (InvalidRequest, UnknownOperation, ContextLengthExceeded, WrongModelKind,
-                BodyTooLarge, Unauthorized, PolicyRefused, ModelNotFound,
+                BodyTooLarge, Unauthorized, Forbidden, PolicyRefused, ConsentRequired,
+                ModelNotFound, NoRegionCapacity,
                 JobNotFound, WorkerNotFound, HiveNotFound, Conflict, NoCapacity, WorkerUnavailable,
                 WorkerUnreachable, EngineError, VersionMismatch, DeadlineExceeded)
     if cls.code is not None

@@ -21,6 +21,7 @@ from rbee.queen.routes import (
     audit,
     cluster,
     files,
+    gdpr,
     jobs,
     openai,
     quotas,
@@ -106,6 +107,7 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     app.include_router(quotas.admin)
     app.include_router(quotas.usage)
     app.include_router(files.router)
+    app.include_router(gdpr.router)
     # Outermost first: the key is checked before a body is read. /health stays open, and
     # hives present their own secret with telemetry.
     # Uploads are bounded as they stream to disk (max_upload_bytes), never read whole first.

@@ -29,6 +29,7 @@ from rbee.api.identity import (
     Role,
     Tenant,
     TenantCreate,
+    TenantUpdate,
     User,
     UserCreate,
 )
@@ -58,6 +59,7 @@ class Principal:
     max_priority: Priority = "interactive"
     expires_at: float | None = None
     tenant_labels: tuple[tuple[str, str], ...] = ()  # scheduling scripts see them
+    requires_consent: bool = False  # its tenant's users need consent first (queen.consent)
 
     def actor(self, client_ip: str | None) -> Actor:
         """Who this is, for the audit log: the key's id, never the key."""
@@ -163,7 +165,8 @@ class KeyRing:
     def create_tenant(self, body: TenantCreate) -> Tenant:
         self._require_enabled()
         tenant = Tenant(id=f"ten_{uuid.uuid4().hex[:16]}", name=body.name, labels=body.labels,
-                        regions=body.regions, created_at=self._clock.time())
+                        regions=body.regions, created_at=self._clock.time(),
+                        requires_consent=body.requires_consent)
         self._store.add_tenant(tenant)
         self.reload()
         return tenant
@@ -197,6 +200,18 @@ class KeyRing:
         self._store.add_key(info, digest(key))
         self.reload()
         return KeyCreated(**info.model_dump(), key=key)
+
+    def update_tenant(self, tenant: str, body: TenantUpdate) -> Tenant:
+        """Change a tenant's GDPR consent rule; its keys meet it on their next request."""
+        found = self.tenant(tenant)
+        self._store.set_requires_consent(found.id, body.requires_consent)
+        self.reload()
+        return found.model_copy(update={"requires_consent": body.requires_consent})
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop a user's keys from memory at once (a GDPR erasure deletes their rows)."""
+        with self._lock:
+            self._live = {k: v for k, v in self._live.items() if v[1].user_id != user_id}
 
     def revoke(self, key_id: str) -> KeyInfo:
         info = self._store.revoke(key_id, self._clock.time())
@@ -246,7 +261,8 @@ class KeyRing:
                          tenant=tenant.name if tenant else None, user_id=info.user_id,
                          tenant_labels=tuple(sorted(tenant.labels.items())) if tenant else (),
                          models=None if info.models is None else frozenset(info.models),
-                         max_priority=info.max_priority, expires_at=info.expires_at)
+                         max_priority=info.max_priority, expires_at=info.expires_at,
+                         requires_consent=bool(tenant and tenant.requires_consent))
 
 
 # Paths and what they need beyond a valid key. Job operations are checked one by one

@@ -149,7 +149,9 @@ class JobManager:
     def submit(self, operation: str, op: BaseModel, request: dict[str, Any],
                tenant_id: str | None = None, actor: Actor = ANONYMOUS) -> str:
         job_id = f"job-{uuid.uuid4()}"
-        self._store.create(job_id, operation, request, self._clock.time(), tenant_id)
+        # The actor's user owns it too, so a GDPR export or erasure finds it (queen.gdpr).
+        self._store.create(job_id, operation, request, self._clock.time(), tenant_id,
+                           actor.user_id)
         job = LiveJob(id=job_id, operation=operation, subject=_subject(request),
                       started=self._clock.monotonic(), actor=actor)
         self._live[job_id] = job

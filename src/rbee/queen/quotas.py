@@ -243,6 +243,11 @@ class Quotas:
                 found.day, found.day_tokens, found.month, found.month_cost = seed
         return found
 
+    def in_flight(self, scope: Scope, id_: str) -> int:
+        """Requests of a tenant or key still running (without making a meter for it)."""
+        found = self._meters.get((scope, id_))
+        return found.active if found is not None else 0
+
     # -- the hot path
     def reserve(self, account: Account, model: str, demand: Demand) -> Charge:
         """Book `demand` on the tenant's and the key's meters, or raise QuotaExceeded having

@@ -10,9 +10,11 @@ from rbee.core.clock import Clock, SystemClock
 from rbee.models.catalog import ModelRef, parse_ref
 from rbee.queen.admission import Admission
 from rbee.queen.audit import AuditLog
+from rbee.queen.consent import Consents
 from rbee.queen.credentials import Credentials, HiveCredentials
 from rbee.queen.dispatch import Dispatcher
 from rbee.queen.fleet import Fleet
+from rbee.queen.gdpr import Gdpr, Holdings
 from rbee.queen.hive_client import HiveClient
 from rbee.queen.identity import KeyRing
 from rbee.queen.jobs import JobManager
@@ -21,6 +23,7 @@ from rbee.queen.local_hive import HIVE_ID, LocalHive, local_hive_for
 from rbee.queen.operations import Operations
 from rbee.queen.policy import SchedulingPolicy
 from rbee.queen.quotas import Quotas
+from rbee.queen.receipts import ReceiptSigner
 from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
 from rbee.queen.scripts import Scripts
@@ -37,6 +40,7 @@ from rbee.queen.watchdog import IdleTTL, Watchdog
 from rbee.storage.artifacts import ArtifactStore
 from rbee.storage.audit import AuditStore
 from rbee.storage.db import Database, connect
+from rbee.storage.gdpr import GdprStore
 from rbee.storage.hives import HiveStore
 from rbee.storage.identity import IdentityStore
 from rbee.storage.jobs import JobStore
@@ -68,6 +72,7 @@ class QueenServices:
     audit: AuditLog
     quotas: Quotas
     usage: UsageLog
+    gdpr: Gdpr
     credentials: Credentials = field(default_factory=Credentials)
     local_hive: LocalHive | None = None
     hive_supervisor: HiveSupervisor | None = None  # restarts local_hive when it dies
@@ -123,7 +128,13 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                             transcribe=TranscribeRunner(registry, dispatcher, relay, admission,
                                                         artifacts, settings),
                             quotas=quotas)
-    jobs = JobManager(JobStore(db), clock, operations.run, on_finish=audit.job)
+    job_store = JobStore(db)
+    jobs = JobManager(job_store, clock, operations.run, on_finish=audit.job)
+    gdpr_store = GdprStore(db)
+    gdpr = Gdpr(Holdings(IdentityStore(db), job_store, gdpr_store, artifacts, usage),
+                keys=keys, jobs=jobs, audit=audit, consents=Consents(gdpr_store),
+                signer=ReceiptSigner(settings.state_dir / "gdpr-receipt.key"), clock=clock,
+                quotas=quotas)
     local = local_hive
     if local is None and settings.local_hive:
         local = local_hive_for(settings, local_creds.token, local_creds.worker_token)
@@ -141,7 +152,7 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                          keys=keys,
                          artifacts=artifacts,
                          videos=Videos(jobs, artifacts, settings, clock),
-                         quotas=quotas, usage=usage,
+                         quotas=quotas, usage=usage, gdpr=gdpr,
                          credentials=credentials, local_hive=local,
                          hive_supervisor=supervisor)
 

@@ -172,6 +172,25 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (day, tenant_id, key_id, model)
     );
     """,
+    # GDPR: whose (which user's) each job and stored response is, so a person's content can
+    # be found and erased; tenants that demand consent; consent decisions (history kept:
+    # one row per decision, the latest per purpose counts).
+    """
+    ALTER TABLE jobs ADD COLUMN user_id TEXT;
+    ALTER TABLE responses ADD COLUMN user_id TEXT;
+    CREATE INDEX jobs_user ON jobs(user_id);
+    CREATE INDEX responses_user ON responses(user_id);
+    ALTER TABLE tenants ADD COLUMN requires_consent INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE consents (
+        seq INTEGER PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        granted INTEGER NOT NULL,
+        at REAL NOT NULL,
+        by_key TEXT
+    );
+    CREATE INDEX consents_user ON consents(user_id, purpose, seq);
+    """,
 )
 # SQLite's own names for "this is not a (healthy) database file": damage, not an access problem.
 _DAMAGE_ERRORS = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})

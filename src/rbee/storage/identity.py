@@ -12,7 +12,8 @@ from rbee.api.identity import KeyInfo, Tenant, User
 from rbee.core.errors import Conflict, NotFound
 from rbee.storage.db import Database
 
-_TENANT_COLUMNS = "SELECT id, name, labels, regions, created_at FROM tenants"
+_TENANT_COLUMNS = ("SELECT id, name, labels, regions, created_at, requires_consent "
+                   "FROM tenants")
 _KEY_COLUMNS = ("SELECT k.id, k.user_id, u.tenant_id, k.name, k.role, k.models, "
                 "k.max_priority, k.created_at, k.expires_at, k.revoked_at, k.digest "
                 "FROM api_keys k JOIN users u ON u.id = k.user_id")
@@ -26,11 +27,15 @@ class IdentityStore:
     def add_tenant(self, tenant: Tenant) -> None:
         if self.tenant(tenant.name) is not None:
             raise Conflict(f"a tenant named {tenant.name!r} exists", param="name")
-        self._db.execute("INSERT INTO tenants(id, name, labels, regions, created_at) "
-                         "VALUES (?,?,?,?,?)",
+        self._db.execute("INSERT INTO tenants(id, name, labels, regions, created_at, "
+                         "requires_consent) VALUES (?,?,?,?,?,?)",
                          (tenant.id, tenant.name, json.dumps(tenant.labels),
                           None if tenant.regions is None else json.dumps(tenant.regions),
-                          tenant.created_at))
+                          tenant.created_at, int(tenant.requires_consent)))
+
+    def set_requires_consent(self, tenant_id: str, required: bool) -> None:
+        self._db.execute("UPDATE tenants SET requires_consent=? WHERE id=?",
+                         (int(required), tenant_id))
 
     def tenant(self, id_or_name: str) -> Tenant | None:
         row = self._db.query_one(f"{_TENANT_COLUMNS} WHERE id=? OR name=?",
@@ -96,7 +101,8 @@ class IdentityStore:
 
 def _tenant(row: tuple[Any, ...]) -> Tenant:
     return Tenant(id=row[0], name=row[1], labels=json.loads(row[2]),
-                  regions=None if row[3] is None else json.loads(row[3]), created_at=row[4])
+                  regions=None if row[3] is None else json.loads(row[3]), created_at=row[4],
+                  requires_consent=bool(row[5]))
 
 
 def _key(row: tuple[Any, ...]) -> KeyInfo:

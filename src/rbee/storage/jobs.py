@@ -19,11 +19,11 @@ class JobStore:
         self._db = db
 
     def create(self, job_id: str, operation: str, request: dict[str, Any], now: float,
-               tenant_id: str | None = None) -> None:
+               tenant_id: str | None = None, user_id: str | None = None) -> None:
         self._db.execute(
-            "INSERT INTO jobs(id, operation, state, created_at, request, tenant_id) "
-            "VALUES (?,?,?,?,?,?)",
-            (job_id, operation, "queued", now, json.dumps(request), tenant_id))
+            "INSERT INTO jobs(id, operation, state, created_at, request, tenant_id, user_id) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (job_id, operation, "queued", now, json.dumps(request), tenant_id, user_id))
 
     def owner(self, job_id: str) -> tuple[bool, str | None]:
         """(whether the job exists, the tenant it belongs to: None for the queen's own)."""

@@ -21,14 +21,15 @@ class ResponseStore:
         self._db = db
 
     def save(self, response_id: str, created_at: float, response: dict[str, Any],
-             conversation: list[dict[str, Any]], tenant_id: str | None = None) -> None:
+             conversation: list[dict[str, Any]], tenant_id: str | None = None,
+             user_id: str | None = None) -> None:
         """Whole conversations, not a chain of links: a turn reads one row, and deleting a
         response never breaks the ones that continued it."""
         self._db.execute(
             "INSERT OR REPLACE INTO responses(id, created_at, response, conversation, "
-            "tenant_id) VALUES (?,?,?,?,?)",
+            "tenant_id, user_id) VALUES (?,?,?,?,?,?)",
             (response_id, created_at, json.dumps(response), json.dumps(conversation),
-             tenant_id))
+             tenant_id, user_id))
 
     def get(self, response_id: str) -> StoredResponse | None:
         row = self._db.query_one("SELECT response, conversation, tenant_id FROM responses "

@@ -51,27 +51,45 @@ def tenant_create(ctx: typer.Context, name: Annotated[str, typer.Argument()],
                       help="key=value, repeatable")] = None,
                   region: Annotated[list[str] | None, typer.Option(
                       help="Data residency: run only on hives of this Region (repeatable); "
-                           "default: anywhere")] = None) -> None:
+                           "default: anywhere")] = None,
+                  requires_consent: Annotated[bool, typer.Option(
+                      help="GDPR: refuse its users' inference until they consent to "
+                           "'processing'")] = False) -> None:
     """Create a tenant."""
     def run() -> int:
         labels = dict(_pair(x) for x in label or ())
         made = _admin(ctx, "POST", "/tenants", {"name": name, "labels": labels,
-                                                "regions": region or None})
-        return _show(ctx, [made], "tenant created", ["id", "name", "labels", "regions"],
-                     _tenant_row)
+                                                "regions": region or None,
+                                                "requires_consent": requires_consent})
+        return _show(ctx, [made], "tenant created",
+                     ["id", "name", "labels", "regions", "consent"], _tenant_row)
     guarded(run)
 
 
 def _tenant_row(t: dict[str, Any]) -> list[str]:
     return [t["id"], t["name"], ", ".join(f"{k}={v}" for k, v in t["labels"].items()),
-            ", ".join(t["regions"] or ["any"])]
+            ", ".join(t["regions"] or ["any"]), "required" if t["requires_consent"] else ""]
+
+
+@tenants.command("set")
+def tenant_set(ctx: typer.Context, tenant: Annotated[str, typer.Argument(
+                   help="Tenant id or name")],
+               requires_consent: Annotated[bool, typer.Option(
+                   "--requires-consent/--no-requires-consent",
+                   help="GDPR: refuse its users' inference until they consent to "
+                        "'processing'")]) -> None:
+    """Change a tenant's GDPR consent rule (its keys meet it on their next request)."""
+    guarded(lambda: _show(ctx, [_admin(ctx, "PATCH", f"/tenants/{tenant}",
+                                       {"requires_consent": requires_consent})],
+                          "tenant changed", ["id", "name", "labels", "regions", "consent"],
+                          _tenant_row))
 
 
 @tenants.command("list")
 def tenant_list(ctx: typer.Context) -> None:
     """Every tenant."""
     guarded(lambda: _show(ctx, _admin(ctx, "GET", "/tenants")["data"], "tenants",
-                          ["id", "name", "labels", "regions", "created"],
+                          ["id", "name", "labels", "regions", "consent", "created"],
                           lambda t: [*_tenant_row(t), _when(t["created_at"])]))
 
 

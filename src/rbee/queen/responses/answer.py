@@ -54,6 +54,7 @@ class Owner:
 
     tenant_id: str | None
     may_read: Callable[[str | None], bool]
+    user_id: str | None = None  # the person, for a GDPR export or erasure
 Chunks = AsyncGenerator[dict[str, Any], None]
 T = TypeVar("T")
 
@@ -232,7 +233,7 @@ async def _store(svc: QueenServices, req: ResponsesRequest, response: ResponseOb
     if req.store is not False:
         await asyncio.to_thread(svc.responses.save, response.id, response.created_at,
                                 response.model_dump(mode="json"), work.conversation,
-                                owner.tenant_id)
+                                owner.tenant_id, owner.user_id)
 
 
 class _Owned:

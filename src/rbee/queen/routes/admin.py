@@ -17,6 +17,7 @@ from rbee.api.identity import (
     Listed,
     Tenant,
     TenantCreate,
+    TenantUpdate,
     User,
     UserCreate,
 )
@@ -49,6 +50,15 @@ async def create_tenant(request: Request, svc: ServicesDep) -> Tenant:
 @router.get("/tenants")
 async def list_tenants(svc: ServicesDep) -> Listed[Tenant]:
     return Listed(data=await asyncio.to_thread(svc.keys.tenants))
+
+
+@router.patch("/tenants/{tenant}")
+async def update_tenant(tenant: str, request: Request, svc: ServicesDep) -> Tenant:
+    body = parse_model(await request.body(), TenantUpdate, request.headers.get("content-type"))
+    changed = await asyncio.to_thread(svc.keys.update_tenant, tenant, body)
+    audit_change(request, svc, "tenant.update", changed.name,
+                 {"tenant_id": changed.id, "requires_consent": changed.requires_consent})
+    return changed
 
 
 @router.post("/users")

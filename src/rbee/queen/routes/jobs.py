@@ -54,6 +54,8 @@ async def submit(request: Request, svc: ServicesDep) -> JobCreated:
     principal.require(operation_role(name), f"operation {name}")
     op = _scoped(principal, name, parse_model(raw, OPERATIONS[name], content_type),
                  svc.settings.default_model)
+    if isinstance(op, Placement):  # inference jobs: the tenant's consent rule (GDPR)
+        svc.gdpr.consents.require(principal)
     if isinstance(op, VideoOp):  # its bounds are the queen's settings: a 400 now, not a job
         plan(op, svc.settings)
     if isinstance(op, TranscribeOp):  # the file must be the caller's: a 404 now, not a job

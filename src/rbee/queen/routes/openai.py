@@ -162,12 +162,13 @@ def hints_for(request: Request, ref: ModelRef, extra: Mapping[str, object]) -> H
     for the key's tenant: every inference route goes through here."""
     principal = principal_of(request)
     principal.check_model(ref.name)
+    svc: QueenServices = request.app.state.services
+    svc.gdpr.consents.require(principal)  # GDPR: before anything of theirs is processed
     hints = request_hints(extra, tenant=principal.tenant)
     principal.check_priority(hints.job.priority if hints.job else "interactive")
     hints = replace(hints, actor=principal.actor(client_ip(request)))
     if principal.tenant_id is None:  # the queen's own admin: nobody's quota
         return hints
-    svc: QueenServices = request.app.state.services
     account = Account(principal.tenant_id, principal.key_id, principal.tenant)
     job = hints.job or JobFacts()
     # Scripts see the tenant's labels and its use so far (queen.policy)

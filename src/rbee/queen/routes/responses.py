@@ -35,7 +35,7 @@ async def create_response(request: Request) -> Response:
                        request.headers.get("content-type"))
     hints = hints_for(request, parse_ref(body.model), body.model_extra or {})
     principal = principal_of(request)
-    owner = Owner(principal.tenant_id, principal.owns)
+    owner = Owner(principal.tenant_id, principal.owns, principal.user_id)
     return await within_deadline(request, svc,
                                  lambda deadline: respond(svc, body, hints, deadline, owner))
 

@@ -69,6 +69,7 @@ def _body(raw: bytes, content_type: str | None) -> tuple[VideoCreateRequest, dic
 async def create_video(request: Request, svc: ServicesDep) -> Video:
     body, hints = _body(await request.body(), request.headers.get("content-type"))
     principal = principal_of(request)
+    svc.gdpr.consents.require(principal)  # GDPR: the tenant's consent rule
     return svc.videos.create(body, hints, principal, principal.actor(client_ip(request)))
 
 
