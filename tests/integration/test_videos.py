@@ -214,7 +214,7 @@ def test_bad_placement_hints_are_a_400_naming_them(client: openai.OpenAI) -> Non
 
 def test_a_video_not_yet_made_has_no_content(client: openai.OpenAI) -> None:
     video = client.videos.create(model=MODEL, prompt="soon", seconds="1", size="16x16",
-                                 extra_body={"steps": 20})
+                                 extra_body={"steps": 200})  # 40 s: not done by the next call
     with pytest.raises(openai.ConflictError) as err:
         client.videos.download_content(video.id)
     assert err.value.body["code"] == "video_not_ready"  # type: ignore[index]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rbee.api.cluster import SpawnWorker, WorkerInfo
+from rbee.api.jobs import Placement as JobPlacement
 from rbee.core.errors import (
     EngineError,
     InvalidRequest,
@@ -65,6 +66,12 @@ class Hints:
     job: JobFacts | None = None
     actor: Actor | None = None  # who asked, for the audit log (queen.routes.openai.hints_for)
     account: Account | None = None  # whose quotas the request books on (None: nobody's)
+
+
+def placement_hints(op: JobPlacement) -> Hints:
+    """The hints of a job that reaches a worker (its placement fields, for its tenant)."""
+    return Hints(hive_id=op.hive_id, device=op.device, worker_id=op.worker_id,
+                 mode=op.placement, job=JobFacts(tenant=op.tenant, priority=op.priority))
 
 
 Estimator = Callable[[ModelRef], int]  # bytes a model needs on a device

@@ -54,7 +54,7 @@ from rbee.models.catalog import (
     require_kind,
 )
 from rbee.queen.admission import Admission, Position, Ticket
-from rbee.queen.dispatch import Dispatcher, Hints
+from rbee.queen.dispatch import Dispatcher, Hints, placement_hints
 from rbee.queen.failover import with_failover
 from rbee.queen.fleet import Fleet
 from rbee.queen.jobs import JobContext
@@ -129,8 +129,7 @@ class Operations:
 
     async def infer(self, ctx: JobContext, op: InferOp) -> Result:
         ref = require_kind(parse_ref(op.model or self._default_model), "chat")
-        hints = Hints(hive_id=op.hive_id, device=op.device, worker_id=op.worker_id,
-                      mode=op.placement, job=JobFacts(tenant=op.tenant, priority=op.priority))
+        hints = placement_hints(op)
         started = time.perf_counter()
         body: dict[str, Any] = {
             "model": ref.name, "messages": op.chat_messages(), "stream": True,
@@ -200,8 +199,7 @@ class Operations:
 
     async def embed(self, ctx: JobContext, op: EmbedOp) -> Result:
         ref = require_kind(parse_ref(op.model or DEFAULT_EMBEDDING_MODEL), "embedding")
-        hints = Hints(hive_id=op.hive_id, device=op.device, worker_id=op.worker_id,
-                      mode=op.placement, job=JobFacts(tenant=op.tenant, priority=op.priority))
+        hints = placement_hints(op)
         body: dict[str, Any] = {"model": ref.name, "input": op.input, "encoding_format": "float"}
         if op.dimensions is not None:
             body["dimensions"] = op.dimensions
@@ -239,8 +237,7 @@ class Operations:
     async def image(self, ctx: JobContext, op: ImageOp) -> Result:
         """Pictures, with a `progress` event after every denoising step of each."""
         ref = require_kind(parse_ref(op.model), "image")
-        hints = Hints(hive_id=op.hive_id, device=op.device, worker_id=op.worker_id,
-                      mode=op.placement, job=JobFacts(tenant=op.tenant, priority=op.priority))
+        hints = placement_hints(op)
         body = {**op.fields(), "model": ref.name, "stream": True}
         started = time.perf_counter()
         sent = started

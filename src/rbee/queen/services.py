@@ -124,7 +124,7 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                             video=VideoRunner(registry, dispatcher, relay, admission, artifacts,
                                               settings), artifacts=artifacts,
                             speak=SpeakRunner(registry, dispatcher, relay, admission,
-                                              artifacts),
+                                              artifacts, settings),
                             transcribe=TranscribeRunner(registry, dispatcher, relay, admission,
                                                         artifacts, settings),
                             quotas=quotas)

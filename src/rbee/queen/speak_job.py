@@ -19,35 +19,23 @@ from rbee.api.jobs import SpeakOp
 from rbee.api.speech import MEDIA_TYPES
 from rbee.core.errors import WorkerUnavailable
 from rbee.models.catalog import parse_ref, require_kind
-from rbee.queen.admission import Admission
-from rbee.queen.dispatch import Dispatcher, Hints
+from rbee.queen.dispatch import placement_hints
 from rbee.queen.failover import with_failover
+from rbee.queen.job_runner import JobRunner
 from rbee.queen.jobs import JobContext
-from rbee.queen.policy import JobFacts
-from rbee.queen.registry import Registry
-from rbee.queen.relay import Relay
-from rbee.storage.artifacts import Artifact, ArtifactStore, ArtifactTooLarge
+from rbee.storage.artifacts import Artifact, ArtifactTooLarge
 
 # 4096 characters (OpenAI's bound) are some five minutes of speech: 30 MB as 48 kHz WAV.
 MAX_SPEECH_BYTES = 64 * 1024 * 1024
 
 
-class SpeakRunner:
+class SpeakRunner(JobRunner):
     """The `speak` job operation."""
-
-    def __init__(self, registry: Registry, dispatcher: Dispatcher, relay: Relay,
-                 admission: Admission, artifacts: ArtifactStore) -> None:
-        self._registry = registry
-        self._dispatcher = dispatcher
-        self._relay = relay
-        self._admission = admission
-        self._artifacts = artifacts
 
     async def run(self, ctx: JobContext, op: SpeakOp) -> dict[str, Any]:
         ref = require_kind(parse_ref(op.model), "speech")
         body = {**op.fields(), "model": ref.name}
-        hints = Hints(hive_id=op.hive_id, device=op.device, worker_id=op.worker_id,
-                      mode=op.placement, job=JobFacts(tenant=op.tenant, priority=op.priority))
+        hints = placement_hints(op)
         fmt = op.audio_format()
         started = time.perf_counter()
         first: float | None = None

@@ -18,32 +18,18 @@ from rbee.api.transcription import MAX_AUDIO_FIELD, TRANSCRIPT_MEDIA_TYPES, to_f
 from rbee.core.errors import from_envelope
 from rbee.models.catalog import parse_ref, require_kind
 from rbee.queen import forms
-from rbee.queen.admission import Admission
-from rbee.queen.dispatch import Dispatcher, Hints
+from rbee.queen.dispatch import placement_hints
 from rbee.queen.failover import with_failover
+from rbee.queen.job_runner import JobRunner
 from rbee.queen.jobs import JobContext
-from rbee.queen.policy import JobFacts
-from rbee.queen.registry import Registry
-from rbee.queen.relay import Relay
-from rbee.queen.settings import QueenSettings
-from rbee.storage.artifacts import ArtifactNotFound, ArtifactStore
+from rbee.storage.artifacts import ArtifactNotFound
 from rbee.web.uploads import Upload
 
 ROUTES = {"transcribe": "/v1/audio/transcriptions", "translate": "/v1/audio/translations"}
 
 
-class TranscribeRunner:
+class TranscribeRunner(JobRunner):
     """The `transcribe` job operation."""
-
-    def __init__(self, registry: Registry, dispatcher: Dispatcher, relay: Relay,
-                 admission: Admission, artifacts: ArtifactStore,
-                 settings: QueenSettings) -> None:
-        self._registry = registry
-        self._dispatcher = dispatcher
-        self._relay = relay
-        self._admission = admission
-        self._artifacts = artifacts
-        self._settings = settings
 
     async def run(self, ctx: JobContext, op: TranscribeOp) -> dict[str, Any]:
         ref = require_kind(parse_ref(op.model), "transcription")
@@ -56,8 +42,7 @@ class TranscribeRunner:
         body = forms.form_body(fields, [("file", Upload(path, artifact.filename,
                                                         artifact.media_type, artifact.bytes))])
         fmt = op.transcript_format()
-        hints = Hints(hive_id=op.hive_id, device=op.device, worker_id=op.worker_id,
-                      mode=op.placement, job=JobFacts(tenant=op.tenant, priority=op.priority))
+        hints = placement_hints(op)
         started = time.perf_counter()
         sent = started
 

@@ -14,36 +14,21 @@ from rbee.api.cluster import WorkerInfo
 from rbee.api.jobs import VideoOp
 from rbee.api.videos import MP4
 from rbee.core.errors import WorkerUnavailable, WorkerUnreachable
-from rbee.queen.admission import Admission
-from rbee.queen.dispatch import Dispatcher, Hints
+from rbee.queen.dispatch import placement_hints
 from rbee.queen.failover import with_failover
+from rbee.queen.job_runner import JobRunner
 from rbee.queen.jobs import JobContext
-from rbee.queen.policy import JobFacts
-from rbee.queen.registry import Registry
-from rbee.queen.relay import Relay
-from rbee.queen.settings import QueenSettings
 from rbee.queen.videos import plan
-from rbee.storage.artifacts import Artifact, ArtifactStore, ArtifactTooLarge
+from rbee.storage.artifacts import Artifact, ArtifactTooLarge
 
 
-class VideoRunner:
+class VideoRunner(JobRunner):
     """The `video` job operation."""
-
-    def __init__(self, registry: Registry, dispatcher: Dispatcher, relay: Relay,
-                 admission: Admission, artifacts: ArtifactStore,
-                 settings: QueenSettings) -> None:
-        self._registry = registry
-        self._dispatcher = dispatcher
-        self._relay = relay
-        self._admission = admission
-        self._artifacts = artifacts
-        self._settings = settings
 
     async def run(self, ctx: JobContext, op: VideoOp) -> dict[str, Any]:
         made = plan(op, self._settings)
         ref, body = made.ref, made.generation.model_dump(exclude_none=True)
-        hints = Hints(hive_id=op.hive_id, device=op.device, worker_id=op.worker_id,
-                      mode=op.placement, job=JobFacts(tenant=op.tenant, priority=op.priority))
+        hints = placement_hints(op)
         started = time.perf_counter()
 
         async def attempt(worker: WorkerInfo) -> tuple[WorkerInfo, dict[str, Any]]:
