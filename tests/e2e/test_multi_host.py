@@ -25,7 +25,7 @@ import av
 import httpx
 import pytest
 
-from rbee.client import QueenClient
+from rbee.client import JobFailed, QueenClient
 from tests.support.daemons import Daemon, rbee_env, run_cli, start_queen
 from tests.support.machines import Machine, machines
 
@@ -140,6 +140,19 @@ def test_install_route_lose_a_hive_and_rejoin(
         # plain requests spread across both machines (least-loaded): two at once
         served = concurrent_infers(client, 2, max_tokens=12)
         assert served == {workers["m1"], workers["m2"]}
+
+        # data residency (issue 13): a tenant bound to m2's region (hives.conf's Region) is
+        # served by m2 only, and pinning it to m1 is refused, not placed there
+        client.admin("POST", "/tenants", {"name": "acme", "regions": ["eu-m2"]})
+        user = client.admin("POST", "/users", {"tenant": "acme", "name": "ann"})
+        key = client.admin("POST", "/keys", {"user": user["id"]})["key"]
+        with QueenClient(queen.url, key) as acme:
+            for _ in range(3):
+                assert concurrent_infers(acme, 1, max_tokens=2) == {workers["m2"]}
+            with pytest.raises(JobFailed, match="no hive in eu-m2"):
+                acme.run("infer", model="rbee-fake", prompt="hi", max_tokens=2, hive_id="m1")
+        assert {w["hive_id"] for w in cli(env, "worker", "list")} == {"m1", "m2"}
+        assert len(cli(env, "worker", "list")) == 2  # nothing was placed for it on m1
 
         # SIGKILL the hive on m1 (its workers die with it): down within 3 intervals
         killed_at = time.monotonic()
