@@ -73,6 +73,11 @@ class Artifact:
         return f"/v1/artifacts/{self.id}"
 
 
+def gone(artifact_id: str, param: str = "artifact_id") -> ArtifactNotFound:
+    """What a download of an artifact deleted meanwhile answers: as if there were none."""
+    return ArtifactNotFound(f"no artifact {artifact_id!r}", param=param)
+
+
 class ArtifactStore:
     def __init__(self, root: Path, clock: Clock) -> None:
         self.root = root

@@ -12,9 +12,10 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
+import anyio.lowlevel
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -51,8 +52,16 @@ class DisconnectAwareStream(StreamingResponse):
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(watch)
+
+                async def send_then_yield(message: Message) -> None:
+                    await send(message)
+                    # A send to a connection the server dropped returns at once, without
+                    # suspending: a fast upstream would then keep this loop busy for good,
+                    # and `watch` (which ends it) would never run.
+                    await anyio.lowlevel.checkpoint()
+
                 with contextlib.suppress(OSError):  # client went away mid-send
-                    await self.stream_response(send)
+                    await self.stream_response(send_then_yield)
                 tg.cancel_scope.cancel()
         finally:
             aclose = getattr(self._body, "aclose", None)

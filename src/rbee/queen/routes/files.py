@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from fastapi import APIRouter, Request
-from starlette.responses import FileResponse
+from starlette.responses import StreamingResponse
 
 from rbee.api.files import PURPOSE, FileDeleted, FileObject
 from rbee.core.errors import InvalidRequest
@@ -18,7 +18,8 @@ from rbee.queen.auth import principal_of
 from rbee.queen.deps import ServicesDep
 from rbee.queen.services import QueenServices
 from rbee.queen.transport import file_chunks
-from rbee.storage.artifacts import Artifact, request_owner
+from rbee.storage.artifacts import Artifact, gone, request_owner
+from rbee.web.files import file_response
 
 router = APIRouter(prefix="/v1")
 ROUTE = "/v1/files"  # an upload: bounded as it streams to disk, not by the body limit
@@ -76,10 +77,11 @@ async def retrieve_file(file_id: str, request: Request, svc: ServicesDep) -> Fil
 
 
 @router.get("/files/{file_id}/content")
-async def file_content(file_id: str, request: Request, svc: ServicesDep) -> FileResponse:
+async def file_content(file_id: str, request: Request, svc: ServicesDep) -> StreamingResponse:
     artifact, path = open_owned(svc.artifacts, svc.jobs, principal_of(request), file_id,
                                 param="file_id")
-    return FileResponse(path, media_type=artifact.media_type, filename=artifact.filename)
+    return file_response(path, media_type=artifact.media_type, filename=artifact.filename,
+                         missing=gone(artifact.id, param="file_id"))
 
 
 @router.delete("/files/{file_id}", response_model=FileDeleted)

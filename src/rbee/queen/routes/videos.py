@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response, StreamingResponse
 
 from rbee.api.videos import Video, VideoCreateRequest, VideoDeleted, VideoList
 from rbee.core.errors import InvalidRequest
@@ -22,7 +22,9 @@ from rbee.queen.artifact_access import open_owned
 from rbee.queen.auth import principal_of
 from rbee.queen.deps import ServicesDep
 from rbee.queen.routes.openai import client_ip
+from rbee.storage.artifacts import gone
 from rbee.web.body import describe_errors, parse_object
+from rbee.web.files import file_response
 
 router = APIRouter(prefix="/v1")
 # rbee's placement hints, as on the other inference routes (the SDK's extra_body)
@@ -97,12 +99,13 @@ async def delete_video(video_id: str, request: Request, svc: ServicesDep) -> Vid
 
 @router.get("/videos/{video_id}/content")
 async def video_content(video_id: str, request: Request, svc: ServicesDep,
-                        variant: str = "video") -> FileResponse:
+                        variant: str = "video") -> StreamingResponse:
     if variant != "video":
         raise InvalidRequest(f"variant {variant[:40]!r} is not made: rbee makes the MP4 only "
                              "(variant video)", param="variant")
     artifact, path = svc.videos.content(video_id, principal_of(request))
-    return FileResponse(path, media_type=artifact.media_type, filename=artifact.filename)
+    return file_response(path, media_type=artifact.media_type, filename=artifact.filename,
+                         missing=gone(artifact.id))
 
 
 @router.post("/videos/{video_id}/remix")
@@ -114,6 +117,7 @@ async def remix_video(video_id: str) -> Response:
 
 @router.get("/artifacts/{artifact_id}")
 async def download_artifact(artifact_id: str, request: Request,
-                            svc: ServicesDep) -> FileResponse:
+                            svc: ServicesDep) -> StreamingResponse:
     artifact, path = open_owned(svc.artifacts, svc.jobs, principal_of(request), artifact_id)
-    return FileResponse(path, media_type=artifact.media_type, filename=artifact.filename)
+    return file_response(path, media_type=artifact.media_type, filename=artifact.filename,
+                         missing=gone(artifact.id))
