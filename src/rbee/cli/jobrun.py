@@ -12,9 +12,8 @@ from rbee.cli.render import consoles, print_json
 from rbee.client import JobFailed, QueenClient, StreamEvent
 
 
-def submit(c: Context, client: QueenClient, operation: str, fields: dict[str, Any],
-           preload: str | None) -> str:
-    """Make sure a queen answers (one we start warms `preload`), then submit the job."""
+def ready_queen(c: Context, client: QueenClient, preload: str | None) -> None:
+    """Make sure a queen answers (one we start warms `preload`), saying so to people."""
     if not c.json:
         err = consoles()[1]
         with err.status("checking the queen…"):
@@ -22,6 +21,12 @@ def submit(c: Context, client: QueenClient, operation: str, fields: dict[str, An
                 err.print(f"[dim]started queen at {c.queen_url}[/dim]")
     else:
         c.ensure_queen(client, preload=preload)
+
+
+def submit(c: Context, client: QueenClient, operation: str, fields: dict[str, Any],
+           preload: str | None) -> str:
+    """Make sure a queen answers, then submit the job."""
+    ready_queen(c, client, preload)
     return client.submit(operation, **fields)
 
 

@@ -19,6 +19,7 @@ import typer
 from rbee.api.speech import AUDIO_FORMATS, PCM_RATE
 from rbee.cli.context import Context
 from rbee.cli.errors import guarded
+from rbee.cli.jobrun import ready_queen
 from rbee.cli.render import consoles, print_json
 from rbee.client import QueenClient
 from rbee.core.errors import InvalidRequest
@@ -65,12 +66,7 @@ def _format_of(path: Path) -> str:
 def _run(c: Context, fields: dict[str, Any], output: Path) -> int:
     client = c.client()
     err = consoles()[1]
-    if c.json:
-        c.ensure_queen(client, preload=fields["model"])
-    else:
-        with err.status("checking the queen…"):
-            if c.ensure_queen(client, preload=fields["model"]):
-                err.print(f"[dim]started queen at {c.queen_url}[/dim]")
+    ready_queen(c, client, fields["model"])
     started = time.perf_counter()
     size, first = _write(c, client, fields, output)
     took = time.perf_counter() - started

@@ -17,6 +17,7 @@ import typer
 from rbee.api.transcription import TRANSCRIPT_FORMATS
 from rbee.cli.context import Context
 from rbee.cli.errors import guarded
+from rbee.cli.jobrun import ready_queen
 from rbee.cli.render import consoles, print_json
 from rbee.core.errors import InvalidRequest
 from rbee.models.catalog import DEFAULT_TRANSCRIPTION_MODEL
@@ -60,12 +61,7 @@ def _run(c: Context, file: Path, fields: dict[str, str]) -> int:
     _check(file, fields["response_format"])
     client = c.client()
     err = consoles()[1]
-    if c.json:
-        c.ensure_queen(client, preload=fields["model"])
-    else:
-        with err.status("checking the queen…"):
-            if c.ensure_queen(client, preload=fields["model"]):
-                err.print(f"[dim]started queen at {c.queen_url}[/dim]")
+    ready_queen(c, client, fields["model"])
     status = err.status("uploading…")
     if not c.json:
         status.start()
