@@ -9,7 +9,12 @@ max_tokens (or max_completion_tokens) per choice, else by the engines' default.
 After: the engines' `usage`, found from the end of a whole answer (it is the last field, and
 an embedding answer's vectors are not parsed), or in a stream's last frame: the queen asks
 the worker for it (`stream_options.include_usage`) and drops that frame again when the
-client did not ask for it.
+client did not ask for it. A transcription's usage is the audio's seconds (in a json answer,
+or a stream's `transcript.text.done`; see api.transcripts for the other formats).
+
+The other modalities report no usage of their own: pictures are counted, a video's seconds
+are those asked for, and speech is charged at an estimate from its text (Piper tells no
+length; the estimate reads slower than any voice speaks, so it is never under the audio).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 
 from rbee.api.cluster import WorkerInfo
+from rbee.api.quotas import Prices
 from rbee.queen.calls import Call, Watch
 from rbee.queen.quotas import Charge, Demand, Used
 from rbee.queen.relay import Pipe
@@ -26,8 +32,12 @@ from rbee.queen.transport import Upstream
 
 DEFAULT_OUTPUT_TOKENS = 256  # = engines.base.DEFAULT_MAX_TOKENS (not imported: engine side)
 SPEECH_CHARS_PER_SECOND = 10.0  # slower than any voice speaks: speech's worst case length
+# Compressed speech at the lowest bitrate codecs use (opus at 4 kb/s): an upload of N bytes
+# holds at most N / 500 seconds, the transcription's worst case before it is decoded.
+MIN_AUDIO_BYTES_PER_SECOND = 500
 _COUNT = re.compile(rb'"(prompt_tokens|completion_tokens|seconds)"\s*:\s*([0-9.]+)')
 _USAGE_FRAME = re.compile(rb'"choices":\s*\[\],\s*"usage":\s*\{')
+_TRANSCRIPT_DONE = re.compile(rb'"type":\s*"transcript\.text\.done"')
 
 
 def prompt_tokens(raw_len: int) -> int:
@@ -39,6 +49,23 @@ def text_demand(raw_len: int, max_tokens: int | None, choices: int | None,
     prompt = prompt_tokens(raw_len)
     output = (max_tokens or DEFAULT_OUTPUT_TOKENS) * (choices or 1)
     return Demand(tokens=prompt + output, cost=price(prompt, output, 0.0))
+
+
+def demand_for(used: Used, prices: Prices | None) -> Demand:
+    """A request whose worst case is known in units (seconds, pictures), booked as such."""
+    return Demand(tokens=used.tokens, cost=used.cost(prices))
+
+
+def speech_use(text: str) -> Used:
+    return Used(audio_seconds=round(len(text) / SPEECH_CHARS_PER_SECOND, 3))
+
+
+def audio_worst_case(upload_bytes: int, max_seconds: float) -> Used:
+    return Used(audio_seconds=min(max_seconds, upload_bytes / MIN_AUDIO_BYTES_PER_SECOND))
+
+
+def video_use(seconds: int | str | float) -> Used:
+    return Used(video_seconds=float(seconds))
 
 
 def used_in(body: bytes) -> Used | None:
@@ -108,5 +135,7 @@ class _UsageReader:
                 self.used = used_in(frame) or self.used
                 if not self.forward_usage:
                     continue
+            elif _TRANSCRIPT_DONE.search(frame):  # the client's own last event
+                self.used = used_in(frame) or self.used
             out.append(frame + b"\n\n")
         return b"".join(out)

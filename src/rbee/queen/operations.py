@@ -53,13 +53,14 @@ from rbee.models.catalog import (
     parse_ref,
     require_kind,
 )
-from rbee.queen.admission import Admission, Position, Ticket
+from rbee.queen.admission import Admission
 from rbee.queen.dispatch import Dispatcher, Hints, placement_hints
 from rbee.queen.failover import with_failover
 from rbee.queen.fleet import Fleet
+from rbee.queen.job_runner import job_slot
 from rbee.queen.jobs import JobContext
 from rbee.queen.policy import JobFacts
-from rbee.queen.quotas import Charge, Quotas, Used
+from rbee.queen.quotas import Quotas, Used
 from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
 from rbee.queen.scripts import Scripts, compile_script, explain
@@ -167,17 +168,9 @@ class Operations:
                 raise
             return worker
 
-        def position(at: int, length: int) -> None:
-            ctx.narrate("queue", f"queued for {ref.name}: position {at} of {length}")
-
-        charge = self._quotas.take(ctx.job_id) if self._quotas else None
-        async with self._settled(charge, lambda: _used(usage)):
-            ticket = await self._enter(ref.name, op.priority, position, charge)
-            try:
-                worker = await with_failover(self._dispatcher, self._registry, ref, hints,
-                                             ctx, attempt)
-            finally:
-                ticket.release()
+        async with self._slot(ctx, ref.name, op.priority, lambda: _used(usage)):
+            worker = await with_failover(self._dispatcher, self._registry, ref, hints, ctx,
+                                         attempt)
         end = time.perf_counter()
         decode = end - (first or end)
         n = usage.get("completion_tokens", len(parts))
@@ -212,18 +205,11 @@ class Operations:
             sent = time.perf_counter()
             return worker, await self._relay.call_json(worker, "/v1/embeddings", body)
 
-        def position(at: int, length: int) -> None:
-            ctx.narrate("queue", f"queued for {ref.name}: position {at} of {length}")
-
-        charge = self._quotas.take(ctx.job_id) if self._quotas else None
         answer: dict[str, Any] = {}
-        async with self._settled(charge, lambda: _used(answer.get("usage") or {})):
-            ticket = await self._enter(ref.name, op.priority, position, charge)
-            try:
-                worker, answer = await with_failover(self._dispatcher, self._registry, ref,
-                                                     hints, ctx, attempt)
-            finally:
-                ticket.release()
+        async with self._slot(ctx, ref.name, op.priority,
+                              lambda: _used(answer.get("usage") or {})):
+            worker, answer = await with_failover(self._dispatcher, self._registry, ref, hints,
+                                                 ctx, attempt)
         end = time.perf_counter()
         data = answer.get("data") or []
         return {"model": ref.name, "worker_id": worker.id,
@@ -262,38 +248,18 @@ class Operations:
                 raise
             return worker
 
-        def position(at: int, length: int) -> None:
-            ctx.narrate("queue", f"queued for {ref.name}: position {at} of {length}")
-
-        ticket = await self._admission.enter(ref.name, op.priority, position)
-        try:
+        # Pictures are charged by the count (pipelines report no usage): those made.
+        async with self._slot(ctx, ref.name, op.priority, lambda: Used(images=len(images))):
             worker = await with_failover(self._dispatcher, self._registry, ref, hints, ctx,
                                          attempt)
-        finally:
-            ticket.release()
         end = time.perf_counter()
         return {"model": ref.name, "worker_id": worker.id, "images": images, "steps": steps,
                 "timings": {"queue_ms": round((sent - started) * 1000, 2),
                             "paint_ms": round((end - sent) * 1000, 2),
                             "total_ms": round((end - started) * 1000, 2)}}
-    async def _enter(self, model: str, priority: str, position: Position,
-                     charge: Charge | None) -> Ticket:
-        return await self._admission.enter(
-            model, priority, position, tenant=charge.account.tenant_id if charge else None)
-
-    @staticmethod
-    @contextlib.asynccontextmanager
-    async def _settled(charge: Charge | None, used: Callable[[], Used]) -> AsyncIterator[None]:
-        """A job's quota charge (booked at submission) settled with the engine's counts, or
-        given back when the job failed or was cancelled."""
-        try:
-            yield
-        except BaseException:
-            if charge is not None:
-                charge.refund()
-            raise
-        if charge is not None:
-            charge.settle(used())
+    def _slot(self, ctx: JobContext, model: str, priority: str,
+              used: Callable[[], Used | None]) -> contextlib.AbstractAsyncContextManager[None]:
+        return job_slot(self._admission, self._quotas, ctx, model, priority, used)
 
     async def _store_image(self, ctx: JobContext, event: dict[str, Any], index: int
                            ) -> dict[str, Any]:

@@ -119,15 +119,11 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
     quotas = quotas_for(usage, clock)
     # Binary results (videos) live beside the database, under the same retention rules.
     artifacts = ArtifactStore(settings.state_dir / "artifacts", clock)
+    runner = (registry, dispatcher, relay, admission, artifacts, settings, quotas)
     operations = Operations(registry, dispatcher, relay, fleet, admission, scripts,
-                            settings.default_model,
-                            video=VideoRunner(registry, dispatcher, relay, admission, artifacts,
-                                              settings), artifacts=artifacts,
-                            speak=SpeakRunner(registry, dispatcher, relay, admission,
-                                              artifacts, settings),
-                            transcribe=TranscribeRunner(registry, dispatcher, relay, admission,
-                                                        artifacts, settings),
-                            quotas=quotas)
+                            settings.default_model, video=VideoRunner(*runner),
+                            artifacts=artifacts, speak=SpeakRunner(*runner),
+                            transcribe=TranscribeRunner(*runner), quotas=quotas)
     job_store = JobStore(db)
     jobs = JobManager(job_store, clock, operations.run, on_finish=audit.job)
     gdpr_store = GdprStore(db)

@@ -23,6 +23,7 @@ from rbee.queen.dispatch import placement_hints
 from rbee.queen.failover import with_failover
 from rbee.queen.job_runner import JobRunner
 from rbee.queen.jobs import JobContext
+from rbee.queen.metering import speech_use
 from rbee.storage.artifacts import Artifact, ArtifactTooLarge
 
 # 4096 characters (OpenAI's bound) are some five minutes of speech: 30 MB as 48 kHz WAV.
@@ -64,15 +65,9 @@ class SpeakRunner(JobRunner):
                                         f"{exc}") from exc
             return worker, artifact
 
-        def position(at: int, length: int) -> None:
-            ctx.narrate("queue", f"queued for {ref.name}: position {at} of {length}")
-
-        ticket = await self._admission.enter(ref.name, op.priority, position)
-        try:
+        async with self.slot(ctx, ref.name, op.priority, lambda: speech_use(op.input)):
             worker, artifact = await with_failover(self._dispatcher, self._registry, ref,
                                                    hints, ctx, attempt)
-        finally:
-            ticket.release()
         end = time.perf_counter()
         ctx.progress("speaking", 1.0, bytes=artifact.bytes)
         return {"model": ref.name, "worker_id": worker.id, "artifact_id": artifact.id,

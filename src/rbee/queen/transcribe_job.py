@@ -14,7 +14,8 @@ from typing import Any
 
 from rbee.api.cluster import WorkerInfo
 from rbee.api.jobs import TranscribeOp
-from rbee.api.transcription import MAX_AUDIO_FIELD, TRANSCRIPT_MEDIA_TYPES, to_form
+from rbee.api.transcription import MAX_AUDIO_FIELD, to_form
+from rbee.api.transcripts import client_answer, worker_format
 from rbee.core.errors import from_envelope
 from rbee.models.catalog import parse_ref, require_kind
 from rbee.queen import forms
@@ -22,6 +23,7 @@ from rbee.queen.dispatch import placement_hints
 from rbee.queen.failover import with_failover
 from rbee.queen.job_runner import JobRunner
 from rbee.queen.jobs import JobContext
+from rbee.queen.metering import used_in
 from rbee.storage.artifacts import ArtifactNotFound
 from rbee.web.uploads import Upload
 
@@ -37,11 +39,12 @@ class TranscribeRunner(JobRunner):
             artifact, path = self._artifacts.open(op.file_id)
         except ArtifactNotFound:  # removed (deleted, retention) since the job was submitted
             raise ArtifactNotFound(f"no file {op.file_id[:80]!r}", param="file_id") from None
-        fields = [*to_form(op.model_copy(update={"model": ref.name}), op.task),
+        fmt = op.transcript_format()
+        asked = op.model_copy(update={"model": ref.name, "response_format": worker_format(fmt)})
+        fields = [*to_form(asked, op.task),
                   (MAX_AUDIO_FIELD, f"{self._settings.max_audio_seconds:g}")]
         body = forms.form_body(fields, [("file", Upload(path, artifact.filename,
                                                         artifact.media_type, artifact.bytes))])
-        fmt = op.transcript_format()
         hints = placement_hints(op)
         started = time.perf_counter()
         sent = started
@@ -51,8 +54,7 @@ class TranscribeRunner(JobRunner):
             ctx.narrate(op.task, f"{ref.name} on {worker.id} ({worker.hive_id} "
                         f"{worker.device}): {artifact.bytes} bytes of {artifact.filename}")
             sent = time.perf_counter()
-            answer = await self._relay.forward(worker, ROUTES[op.task], body, stream=False,
-                                               media_type=TRANSCRIPT_MEDIA_TYPES[fmt])
+            answer = await self._relay.forward(worker, ROUTES[op.task], body, stream=False)
             raw = bytes(answer.body)
             if answer.status_code != 200:
                 try:
@@ -62,17 +64,14 @@ class TranscribeRunner(JobRunner):
                 raise from_envelope(answer.status_code, envelope)
             return worker, raw
 
-        def position(at: int, length: int) -> None:
-            ctx.narrate("queue", f"queued for {ref.name}: position {at} of {length}")
-
-        ticket = await self._admission.enter(ref.name, op.priority, position)
-        try:
+        raw = b""  # the worker's json answer: charged by the seconds its usage says
+        async with self.slot(ctx, ref.name, op.priority, lambda: used_in(raw)):
             worker, raw = await with_failover(self._dispatcher, self._registry, ref, hints,
                                               ctx, attempt)
-        finally:
-            ticket.release()
         end = time.perf_counter()
-        transcript: Any = json.loads(raw) if fmt in ("json", "verbose_json") else raw.decode()
+        answer = client_answer(raw, fmt)
+        transcript: Any = (json.loads(answer) if fmt in ("json", "verbose_json")
+                           else answer.decode())
         return {"model": ref.name, "worker_id": worker.id, "file_id": op.file_id,
                 "task": op.task, "response_format": fmt, "transcript": transcript,
                 "timings": {"queue_ms": round((sent - started) * 1000, 2),

@@ -6,7 +6,9 @@ the request goes through the same admission, failover and deadlines as every oth
 worker gets a multipart form again, rebuilt from the checked fields around the file: its
 bytes stream from disk (`transport.FileBody`), read from the start for each worker tried.
 The audio's length is the worker's to check (only decoding knows it), against the queen's
-`max_audio_seconds`, sent as a field. The temp file is removed however the request ends:
+`max_audio_seconds`, sent as a field; it is also what the request is charged, so a text, srt
+or vtt answer is asked of the worker as json or verbose_json and written here
+(api.transcripts). The temp file is removed however the request ends:
 answered, refused, failed, the client gone, the deadline passed.
 """
 
@@ -22,9 +24,11 @@ from rbee.api.transcription import (
     from_form,
     to_form,
 )
+from rbee.api.transcripts import client_answer, worker_format
 from rbee.core.errors import InvalidRequest
 from rbee.models.catalog import parse_ref, require_kind
 from rbee.queen import forms
+from rbee.queen.metering import audio_worst_case, demand_for
 from rbee.queen.routes.openai import admitted, hints_for, within_deadline
 from rbee.queen.services import QueenServices
 from rbee.queen.settings import QueenSettings
@@ -68,14 +72,24 @@ async def _transcribe(request: Request, task: Task, path: str) -> Response:
             raise InvalidRequest("the file is empty", param="file")
         hints = hints_for(request, ref, body.model_extra or {})
         limit = (MAX_AUDIO_FIELD, f"{svc.settings.max_audio_seconds:g}")
-        form = [*to_form(body, task), limit]
-        sent = form_body(form, upload)
-        media = TRANSCRIPT_MEDIA_TYPES[body.transcript_format()]
+        fmt = body.transcript_format()
+        asked = body.model_copy(update={"response_format": worker_format(fmt)})
+        sent = form_body([*to_form(asked, task), limit], upload)
+        # Charged by the audio's seconds: at most what the upload can hold, until the
+        # worker's answer says (its usage: a json answer's, or a stream's last event).
+        demand = demand_for(audio_worst_case(upload.size, svc.settings.max_audio_seconds),
+                            svc.quotas.prices(ref.name))
         # A streamed answer's body was read whole by the worker before its headers came:
         # the file is not needed once the response exists, whichever kind it is.
-        return await within_deadline(
+        response = await within_deadline(
             request, svc, lambda deadline: admitted(svc, body.stream, ref, hints, path, sent,
-                                                    deadline, media_type=media))
+                                                    deadline, demand=demand))
+        if body.stream or response.status_code != 200 or worker_format(fmt) == fmt:
+            return response
+        return Response(client_answer(bytes(response.body), fmt),
+                        media_type=TRANSCRIPT_MEDIA_TYPES[fmt],
+                        headers={k: v for k, v in response.headers.items()
+                                 if k.startswith("x-ratelimit-")})
     finally:
         if upload is not None:
             upload.remove()

@@ -18,6 +18,7 @@ from rbee.queen.dispatch import placement_hints
 from rbee.queen.failover import with_failover
 from rbee.queen.job_runner import JobRunner
 from rbee.queen.jobs import JobContext
+from rbee.queen.metering import video_use
 from rbee.queen.videos import plan
 from rbee.storage.artifacts import Artifact, ArtifactTooLarge
 
@@ -51,17 +52,12 @@ class VideoRunner(JobRunner):
                 raise
             raise WorkerUnavailable(f"worker {worker.id} ended without a video")
 
-        def position(at: int, length: int) -> None:
-            ctx.narrate("queue", f"queued for {ref.name}: position {at} of {length}")
-
-        ticket = await self._admission.enter(ref.name, op.priority, position)
-        try:
+        # The seconds asked for are the seconds made: charged once the MP4 is stored.
+        async with self.slot(ctx, ref.name, op.priority, lambda: video_use(op.seconds)):
             worker, done = await with_failover(self._dispatcher, self._registry, ref, hints,
                                                ctx, attempt)
             made_at = time.perf_counter()
             artifact = await self._fetch(ctx, worker, done)
-        finally:
-            ticket.release()
         end = time.perf_counter()
         g = made.generation
         return {"model": ref.name, "worker_id": worker.id, "artifact_id": artifact.id,

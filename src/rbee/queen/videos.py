@@ -26,7 +26,6 @@ from rbee.api.videos import (
 from rbee.core.clock import Clock
 from rbee.core.errors import Conflict, InvalidRequest, NotFound
 from rbee.models.catalog import ModelRef, parse_ref, require_kind
-from rbee.queen.actor import Actor
 from rbee.queen.identity import Principal, operation_role
 from rbee.queen.jobs import JobManager
 from rbee.queen.settings import QueenSettings
@@ -93,8 +92,10 @@ class Videos:
         self._settings = settings
         self._clock = clock
 
-    def create(self, body: VideoCreateRequest, hints: dict[str, Any],
-               principal: Principal, actor: Actor) -> Video:
+    def prepare(self, body: VideoCreateRequest, hints: dict[str, Any],
+                principal: Principal) -> tuple[VideoOp, dict[str, Any]]:
+        """The `video` job a create request stands for, within the caller's key's scope, and
+        the request as the job history keeps it (the caller submits it: quotas first)."""
         plan(body, self._settings)  # a bad request is a 400 now, not a failed video later
         request = {"operation": OPERATION, **body.model_dump(exclude_none=True), **hints}
         try:
@@ -107,8 +108,7 @@ class Videos:
         principal.check_model(parse_ref(op.model or self._settings.video_model).name)
         if principal.tenant is not None:
             op = op.model_copy(update={"tenant": principal.tenant})
-        return self.get(self._jobs.submit(OPERATION, op, request, principal.tenant_id, actor),
-                        principal)
+        return op, request
 
     def _summary(self, video_id: str, principal: Principal) -> JobSummary:
         """The video's job, when the caller's tenant may see it (else it does not exist)."""

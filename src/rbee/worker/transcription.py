@@ -105,7 +105,7 @@ async def transcribe(runtime: Runtime, request: Request, model: str, task: Task,
     segments = runtime.transcribe(samples, options)
     duration = len(samples) / BYTES_PER_SECOND
     if body.stream:
-        return await _stream(segments, until)
+        return await _stream(segments, until, duration)
 
     async def whole() -> Response:
         made = [s async for s in _within(segments, until)]
@@ -131,7 +131,8 @@ async def _within(segments: AsyncIterator[Segment], until: float | None
         await segments.aclose()  # type: ignore[attr-defined]
 
 
-async def _stream(segments: AsyncIterator[Segment], until: float | None) -> Response:
+async def _stream(segments: AsyncIterator[Segment], until: float | None,
+                  duration: float) -> Response:
     items = _within(segments, until)
     try:
         async with asyncio.timeout_at(until):
@@ -142,10 +143,11 @@ async def _stream(segments: AsyncIterator[Segment], until: float | None) -> Resp
     except BaseException:
         await items.aclose()  # type: ignore[attr-defined]
         raise
-    return DisconnectAwareStream(_events(first, items))
+    return DisconnectAwareStream(_events(first, items, duration))
 
 
-async def _events(first: Segment | None, rest: AsyncIterator[Segment]) -> AsyncIterator[bytes]:
+async def _events(first: Segment | None, rest: AsyncIterator[Segment],
+                  duration: float) -> AsyncIterator[bytes]:
     made: list[Segment] = []
     try:
         if first is not None:
@@ -154,7 +156,7 @@ async def _events(first: Segment | None, rest: AsyncIterator[Segment]) -> AsyncI
             async for segment in rest:
                 made.append(segment)
                 yield sse.data_frame(transcripts.delta_event(segment, first=False))
-        yield sse.data_frame(transcripts.done_event(made))
+        yield sse.data_frame(transcripts.done_event(made, duration))
         yield sse.DONE
     except RbeeError as exc:  # headers are out: the error is a frame, as chat's are
         yield sse.data_frame(exc.to_envelope())

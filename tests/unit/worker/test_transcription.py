@@ -122,7 +122,8 @@ async def test_translation_of_french_says_so_and_english_is_the_transcript(
     async with await _client(engine, spool) as client:
         r = await _post(client, path="/v1/audio/translations")
         lang = await _post(client, path="/v1/audio/translations", language="fr")
-    assert r.json() == {"text": TEXT}  # OpenAI's translation answer: no usage
+    # OpenAI's translation answer has no usage; rbee's carries the seconds it charges
+    assert r.json() == {"text": TEXT, "usage": {"type": "duration", "seconds": 3}}
     assert engine.seen[-1].task == "translate"
     assert lang.status_code == 400 and lang.json()["error"]["param"] == "language"
 

@@ -11,8 +11,6 @@ from pydantic import BaseModel
 from rbee.api import sse
 from rbee.api.jobs import (
     OPERATIONS,
-    EmbedOp,
-    InferOp,
     JobCreated,
     JobList,
     JobSummary,
@@ -21,24 +19,20 @@ from rbee.api.jobs import (
     VideoOp,
 )
 from rbee.core.errors import InvalidRequest, UnknownOperation
-from rbee.models.catalog import DEFAULT_EMBEDDING_MODEL, parse_ref
+from rbee.models.catalog import parse_ref
 from rbee.queen.artifact_access import open_owned
 from rbee.queen.auth import principal_of
 from rbee.queen.deps import ServicesDep
 from rbee.queen.identity import Principal, operation_role
+from rbee.queen.job_charges import DEFAULT_MODELS, submit_charged
 from rbee.queen.jobs import RESTART_SEQ
-from rbee.queen.metering import text_demand
-from rbee.queen.quotas import Account, Charge
 from rbee.queen.routes.openai import client_ip
-from rbee.queen.services import QueenServices
 from rbee.queen.videos import plan
 from rbee.web.body import parse_model, parse_object
 from rbee.web.streaming import DisconnectAwareStream
 
 router = APIRouter(prefix="/v1/jobs")
 KEEPALIVE_SECONDS = 15.0
-# The model an inference operation runs when its body names none (others: the queen's default).
-_DEFAULT_MODELS = {"embed": DEFAULT_EMBEDDING_MODEL}
 
 
 @router.post("", response_model=JobCreated)
@@ -60,37 +54,10 @@ async def submit(request: Request, svc: ServicesDep) -> JobCreated:
         plan(op, svc.settings)
     if isinstance(op, TranscribeOp):  # the file must be the caller's: a 404 now, not a job
         open_owned(svc.artifacts, svc.jobs, principal, op.file_id, param="file_id")
-    charge = _charge(svc, principal, name, op, len(raw))  # a 429 before the job exists
-    try:
-        job_id = svc.jobs.submit(name, op, body, principal.tenant_id,
-                                 principal.actor(client_ip(request)))
-    except BaseException:
-        if charge is not None:
-            charge.refund()
-        raise
-    if charge is not None:
-        svc.quotas.hold(job_id, charge)  # the job settles it (queen.operations)
-        # ...or, cancelled before it ever ran, gives it back
-        svc.jobs.on_done(job_id, lambda: _refund_unclaimed(svc, job_id))
+    # its worst case on the tenant's quotas: a 429 before the job exists
+    job_id = submit_charged(svc, principal, name, op, body, len(raw),
+                            principal.actor(client_ip(request)))
     return JobCreated(job_id=job_id, sse_url=f"/v1/jobs/{job_id}/stream")
-
-
-def _refund_unclaimed(svc: QueenServices, job_id: str) -> None:
-    charge = svc.quotas.take(job_id)
-    if charge is not None:
-        charge.refund()
-
-
-def _charge(svc: QueenServices, principal: Principal, name: str, op: BaseModel,
-            size: int) -> Charge | None:
-    """An inference job books its worst case on its tenant's quotas, as a request does."""
-    if principal.tenant_id is None or not isinstance(op, InferOp | EmbedOp):
-        return None
-    model = parse_ref(op.model or _DEFAULT_MODELS.get(name, svc.settings.default_model)).name
-    output = (op.max_tokens, op.n) if isinstance(op, InferOp) else (0, 1)
-    demand = text_demand(size, *output, svc.quotas.price_of(model))
-    account = Account(principal.tenant_id, principal.key_id, principal.tenant)
-    return svc.quotas.reserve(account, model, demand)
 
 
 def _scoped(principal: Principal, name: str, op: BaseModel, default_model: str) -> BaseModel:
@@ -98,7 +65,7 @@ def _scoped(principal: Principal, name: str, op: BaseModel, default_model: str) 
     if not isinstance(op, Placement):
         return op
     principal.check_priority(op.priority)
-    model = getattr(op, "model", "") or _DEFAULT_MODELS.get(name, default_model)
+    model = getattr(op, "model", "") or DEFAULT_MODELS.get(name, default_model)
     principal.check_model(parse_ref(model).name)
     if principal.tenant is None:  # the queen's own admin may run a job for any tenant
         return op

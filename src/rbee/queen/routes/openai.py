@@ -29,8 +29,9 @@ from rbee.queen.deps import ServicesDep
 from rbee.queen.dispatch import Hints, Silent
 from rbee.queen.failover import with_failover
 from rbee.queen.metering import (
-    SPEECH_CHARS_PER_SECOND,
+    demand_for,
     metered_pipe,
+    speech_use,
     text_demand,
     used_in,
     with_usage,
@@ -104,9 +105,8 @@ async def audio_speech(request: Request) -> Response:
     hints = hints_for(request, ref, body.model_extra or {})
     media_type = MEDIA_TYPES[body.audio_format()]
     # Piper reports no length: speech is charged its worst case, the input read slowly.
-    spoken = Used(audio_seconds=round(len(body.input) / SPEECH_CHARS_PER_SECOND, 3))
-    price = svc.quotas.prices(ref.name)
-    demand = Demand(cost=spoken.cost(price))
+    spoken = speech_use(body.input)
+    demand = demand_for(spoken, svc.quotas.prices(ref.name))
     return await within_deadline(
         request, svc, lambda deadline: admitted(svc, True, ref, hints, "/v1/audio/speech",
                                                  raw, deadline, audio=media_type,
@@ -146,7 +146,7 @@ async def _images(request: Request, svc: QueenServices, body: ImageRequest, path
     # Pictures are charged by the count (pipelines report no usage): the worst case is the
     # real use.
     pictures = Used(images=body.n or 1)
-    demand = Demand(cost=pictures.cost(svc.quotas.prices(ref.name)))
+    demand = demand_for(pictures, svc.quotas.prices(ref.name))
     response = await within_deadline(
         request, svc, lambda deadline: admitted(svc, body.stream, ref, hints, path, raw,
                                                 deadline, demand=demand, reported=pictures))

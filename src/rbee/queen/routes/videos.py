@@ -21,7 +21,9 @@ from rbee.core.errors import InvalidRequest
 from rbee.queen.artifact_access import open_owned
 from rbee.queen.auth import principal_of
 from rbee.queen.deps import ServicesDep
+from rbee.queen.job_charges import submit_charged
 from rbee.queen.routes.openai import client_ip
+from rbee.queen.videos import OPERATION
 from rbee.storage.artifacts import gone
 from rbee.web.body import describe_errors, parse_object
 from rbee.web.files import file_response
@@ -69,10 +71,15 @@ def _body(raw: bytes, content_type: str | None) -> tuple[VideoCreateRequest, dic
 
 @router.post("/videos", response_model=Video)
 async def create_video(request: Request, svc: ServicesDep) -> Video:
-    body, hints = _body(await request.body(), request.headers.get("content-type"))
+    raw = await request.body()
+    body, hints = _body(raw, request.headers.get("content-type"))
     principal = principal_of(request)
     svc.gdpr.consents.require(principal)  # GDPR: the tenant's consent rule
-    return svc.videos.create(body, hints, principal, principal.actor(client_ip(request)))
+    op, job_request = svc.videos.prepare(body, hints, principal)
+    # A video is a `video` job, charged as one: its seconds booked (a 429: no video)
+    job_id = submit_charged(svc, principal, OPERATION, op, job_request, len(raw),
+                            principal.actor(client_ip(request)))
+    return svc.videos.get(job_id, principal)
 
 
 @router.get("/videos", response_model=VideoList)
