@@ -13,7 +13,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from rbee.core.audit_chain import read_lines, verify_export
+from rbee.core.audit_chain import GENESIS, Entry, entry_hash, read_lines, verify_export
 from tests.support.daemons import Daemon, rbee_env, run_cli, running_queen, start_queen
 
 pytestmark = pytest.mark.e2e
@@ -144,3 +144,48 @@ def test_a_restarted_queen_continues_the_chain(tmp_path: Path) -> None:
         assert [e["action"] for e in json.loads(listed.stdout)["data"]] == ["job.infer"]
         shown = run_cli(env, "audit", "list", "--outcome", "ok", "--limit", "1")
         assert shown.returncode == 0 and "inference" in shown.stdout
+
+
+def test_a_chain_rewritten_in_the_file_is_named_forged_after_a_restart(
+        tmp_path: Path) -> None:
+    """The attack the hashes alone miss: an entry edited and every later hash recomputed,
+    while the queen is stopped. The restarted queen's seal key (a file of its own) names it."""
+    env = rbee_env(tmp_path)
+    db = Path(env["RBEE_QUEEN_STATE_DIR"]) / "queen.db"
+    queen = start_queen(env)
+    try:
+        ask(queen)
+        ask(queen)
+        assert verify_cli(env)[0] == 0
+    finally:
+        queen.stop()
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        rewrite_from(conn, 2)
+    finally:
+        conn.close()
+    queen = start_queen(env)
+    try:
+        code, verdict, shown = verify_cli(env)
+        assert code == 2 and verdict["problem"]["kind"] == "forged"  # type: ignore[index]
+        assert verdict["problem"]["seq"] == 2  # type: ignore[index]
+        assert "without the key" in shown
+    finally:
+        queen.stop()
+
+
+def rewrite_from(conn: sqlite3.Connection, seq: int) -> None:
+    """Edit entry `seq` and recompute its hash and every later one, linked as before."""
+    rows = conn.execute("SELECT seq, at, action, outcome, tenant, actor_ref, actor, subject, "
+                        "details, prev, hash FROM audit_log ORDER BY seq").fetchall()
+    prev = next(r[10] for r in rows if r[0] == seq - 1) if seq > 1 else GENESIS
+    conn.execute("DROP TRIGGER IF EXISTS audit_log_no_update")
+    for r in rows:
+        if r[0] < seq:
+            continue
+        entry = Entry(seq=r[0], at=r[1], action=r[2], outcome="error" if r[0] == seq else r[3],
+                      tenant=r[4], actor_ref=r[5], actor=json.loads(r[6]), subject=r[7],
+                      details=json.loads(r[8]), prev=prev)
+        prev = entry_hash(entry)
+        conn.execute("UPDATE audit_log SET outcome=?, prev=?, hash=? WHERE seq=?",
+                     (entry.outcome, entry.prev, prev, entry.seq))

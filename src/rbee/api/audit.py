@@ -37,7 +37,7 @@ class ChainHead(BaseModel):
 
 class ChainProblem(BaseModel):
     kind: Literal["edited", "missing", "out_of_order", "truncated", "malformed",
-                  "archive_missing"]
+                  "archive_missing", "forged"]
     seq: int = Field(description="the first entry that does not match")
     message: str
 

@@ -10,12 +10,23 @@ the link to it. The first entry's `prev` is GENESIS (or, after archival, the las
 the newest archive file). A chain alone cannot tell a truncated tail from a shorter history:
 that is what the chain head in an export (and the queen's own memory of its last write) is
 for.
+
+A hash chain alone proves nothing against someone who can write the database: they can edit
+an entry and recompute every hash after it. So each entry also carries a **seal**:
+HMAC-SHA256 of its hash under a key the queen keeps outside the database (`SealKey`, a file
+of its own). Whoever rewrites the chain without that key cannot seal it: the walk names the
+first entry whose seal does not match (`forged`). Hashes stay plain, so anyone can check an
+export's chain without the key; the key holder (the operator, an auditor given a copy)
+checks the seals too (`--key FILE`). Entries written before the key existed
+(`sealed_from`) carry no seal.
 """
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import hashlib
+import hmac
 import json
 import sys
 from collections.abc import Iterable, Iterator
@@ -26,7 +37,7 @@ from typing import Any, Literal
 GENESIS = "0" * 64
 FORMAT = "rbee-audit/1"
 ProblemKind = Literal["edited", "missing", "out_of_order", "truncated", "malformed",
-                      "archive_missing"]
+                      "archive_missing", "forged"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,7 @@ class Entry:
     details: dict[str, Any]
     prev: str
     hash: str = ""
+    seal: str | None = None  # HMAC of `hash` under the queen's SealKey (not hashed itself)
 
     def body(self) -> dict[str, Any]:
         """Every field but the hash (shallow: canonical() serialises it right away)."""
@@ -53,11 +65,13 @@ class Entry:
                 "prev": self.prev}
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.body(), "hash": self.hash}
+        sealed_by = {"seal": self.seal} if self.seal is not None else {}
+        return {**self.body(), "hash": self.hash, **sealed_by}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Entry:
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name != "seal"},
+                   seal=data.get("seal"))
 
 
 def canonical(data: dict[str, Any]) -> bytes:
@@ -69,9 +83,35 @@ def entry_hash(entry: Entry) -> str:
     return hashlib.sha256(canonical(entry.body())).hexdigest()
 
 
-def sealed(entry: Entry) -> Entry:
-    """`entry` with its hash filled in."""
-    return replace(entry, hash=entry_hash(entry))
+def sealed(entry: Entry, key: SealKey | None = None) -> Entry:
+    """`entry` with its hash filled in, and its seal when there is a key."""
+    digest = entry_hash(entry)
+    return replace(entry, hash=digest, seal=key.seal(digest) if key is not None else None)
+
+
+@dataclass(frozen=True)
+class SealKey:
+    """The queen's key for sealing entries, and the first entry it sealed."""
+
+    key: bytes
+    sealed_from: int
+
+    def seal(self, digest: str) -> str:
+        return hmac.new(self.key, digest.encode(), hashlib.sha256).hexdigest()
+
+    def holds(self, entry: Entry) -> bool:
+        if entry.seq < self.sealed_from:
+            return True  # written before there was a key
+        return entry.seal is not None and hmac.compare_digest(entry.seal,
+                                                              self.seal(entry.hash))
+
+    def to_bytes(self) -> bytes:
+        return canonical({"key": self.key.hex(), "sealed_from": self.sealed_from})
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> SealKey:
+        data = json.loads(raw)
+        return cls(bytes.fromhex(data["key"]), int(data["sealed_from"]))
 
 
 @dataclass(frozen=True)
@@ -107,8 +147,9 @@ class Walk:
     """Feed entries in stored order; stops at the first one that breaks the chain."""
 
     def __init__(self, start_seq: int = 1, prev: str = GENESIS,
-                 verdict: Verdict | None = None) -> None:
+                 verdict: Verdict | None = None, key: SealKey | None = None) -> None:
         self.verdict = verdict or Verdict(head_seq=start_seq - 1, head_hash=prev)
+        self.key = key  # None: the hashes and links only
 
     def feed(self, entry: Entry) -> bool:
         """False once the chain is broken (the verdict names where)."""
@@ -128,6 +169,10 @@ class Walk:
             v.problem = Problem("out_of_order", entry.seq, f"entry {entry.seq} does not link "
                                 f"to entry {v.head_seq}: an entry before it was replaced, "
                                 "reordered or inserted")
+        elif self.key is not None and not self.key.holds(entry):
+            v.problem = Problem("forged", entry.seq, f"entry {entry.seq} is not sealed with "
+                                "the queen's audit key: the chain was rewritten from here "
+                                "(its hashes recomputed) by someone without the key")
         if v.problem is not None:
             return False
         v.entries += 1
@@ -175,9 +220,11 @@ def read_lines(path: Path) -> Iterator[str]:
             yield from plain
 
 
-def verify_export(lines: Iterable[str], walk: Walk | None = None) -> Verdict:
+def verify_export(lines: Iterable[str], walk: Walk | None = None,
+                  key: SealKey | None = None) -> Verdict:
     """Check an exported or archived file on its own: every entry's hash, every link, and
-    that the chain reaches the head its header names. `walk` continues a previous file."""
+    that the chain reaches the head its header names (and every seal, given `key`). `walk`
+    continues a previous file."""
     it = iter(lines)
     try:
         head = json.loads(next(it))
@@ -185,7 +232,7 @@ def verify_export(lines: Iterable[str], walk: Walk | None = None) -> Verdict:
             raise ValueError(f"not an {FORMAT} file")
         start = int(head["first_seq"])
         # A file that continues an earlier one: its entries must link to that one's head.
-        walk = walk or Walk(start, str(head["prev"]))
+        walk = walk or Walk(start, str(head["prev"]), key=key)
     except (StopIteration, ValueError, KeyError, TypeError) as exc:
         verdict = walk.verdict if walk else Verdict()
         verdict.problem = verdict.problem or Problem("malformed", 0, f"bad header: {exc}")
@@ -203,14 +250,20 @@ def verify_export(lines: Iterable[str], walk: Walk | None = None) -> Verdict:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m rbee.core.audit_chain FILE…`: exit 0 when every file verifies."""
+    """`python -m rbee.core.audit_chain [--key KEYFILE] FILE…`: exit 0 when every file
+    verifies (and, with the queen's seal key, every seal)."""
+    parser = argparse.ArgumentParser(prog="python -m rbee.core.audit_chain")
+    parser.add_argument("--key", type=Path, help="the queen's audit seal key file")
+    parser.add_argument("files", nargs="*", type=Path)
+    args = parser.parse_args(argv)
+    key = SealKey.from_bytes(args.key.read_bytes()) if args.key else None
     walk: Walk | None = None
-    for name in argv:
-        verdict = verify_export(read_lines(Path(name)), walk)
+    for name in args.files:
+        verdict = verify_export(read_lines(name), walk, key)
         if not verdict.ok:
             print(json.dumps(verdict.to_json()))
             return 1
-        walk = Walk(verdict=verdict)
+        walk = Walk(verdict=verdict, key=key)
     print(json.dumps(walk.verdict.to_json() if walk else Verdict().to_json()))
     return 0
 

@@ -8,8 +8,11 @@ start, so installs made before this rule are fixed on their next start.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 PRIVATE_UMASK = 0o077
@@ -45,6 +48,30 @@ def open_private_log(path: Path) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
     os.fchmod(fd, FILE_MODE)
     return fd
+
+
+def secret_file(path: Path, make: Callable[[], bytes]) -> bytes:
+    """The content of owner-only `path`, written as `make()` on first use.
+
+    Written whole under a private name, then linked into place: a reader never sees a
+    half-written secret, and two first uses at once keep one (link refuses the second)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    private_dir(path.parent)
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(make())
+            out.flush()
+            os.fsync(out.fileno())
+        with contextlib.suppress(FileExistsError):  # another first use won: theirs
+            os.link(scratch, path)
+    finally:
+        scratch.unlink(missing_ok=True)
+    return path.read_bytes()
 
 
 def _tighten(path: Path) -> None:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import secrets
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from rbee.core.audit_chain import (
     GENESIS,
     Entry,
     Problem,
+    SealKey,
     Verdict,
     Walk,
     encode,
@@ -34,6 +36,7 @@ from rbee.core.audit_chain import (
     verify_export,
 )
 from rbee.core.clock import Clock
+from rbee.core.private import secret_file
 from rbee.queen.actor import ANONYMOUS, Actor
 from rbee.queen.jobs import FinishedJob
 from rbee.storage.audit import ArchiveMark, AuditStore, Filters, Pending
@@ -63,6 +66,15 @@ class Person:
     """A data subject named as an entry's subject: stored as a pseudonym."""
 
     id: str
+
+
+def seal_key(path: Path, next_seq: Callable[[], int]) -> SealKey:
+    """The queen's seal key, made on first start: it seals the entries from the next one on
+    (those written before carry no seal and are checked by their hashes alone)."""
+    def make() -> bytes:
+        return SealKey(secrets.token_bytes(32), next_seq()).to_bytes()
+
+    return SealKey.from_bytes(secret_file(path, make))
 
 
 class AuditLog:
@@ -209,7 +221,7 @@ class AuditLog:
         # while the walk runs are not half-seen, nor mistaken for a truncated tail.
         head = self._head
         first, prev = self._store.start()
-        walk = Walk(first, prev)
+        walk = Walk(first, prev, key=self._store.key)
         if archives and not self._walk_archives(walk):
             return walk.verdict
         for entry in self._store.walk(walk.verdict.head_seq, head[0] if head else None):

@@ -10,14 +10,14 @@ issued it; it proves nothing to someone who cannot reach it (see docs/gdpr.md).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
-import os
 import secrets
 from pathlib import Path
 from typing import Any
+
+from rbee.core.private import secret_file
 
 PREFIX = "hmac-sha256:"
 
@@ -44,22 +44,4 @@ class ReceiptSigner:
         return hmac.new(self._secret(), canonical, hashlib.sha256).hexdigest()
 
     def _secret(self) -> bytes:
-        try:
-            return self._file.read_bytes()
-        except FileNotFoundError:
-            pass
-        self._file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Written whole under a private name, then linked into place: a reader never sees
-        # a half-written secret, and two first uses at once keep one (link refuses the second).
-        scratch = self._file.with_name(f".{self._file.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(secrets.token_bytes(32))
-                out.flush()
-                os.fsync(out.fileno())
-            with contextlib.suppress(FileExistsError):  # another first use won: theirs
-                os.link(scratch, self._file)
-        finally:
-            scratch.unlink(missing_ok=True)
-        return self._file.read_bytes()
+        return secret_file(self._file, lambda: secrets.token_bytes(32))

@@ -9,7 +9,7 @@ import httpx
 from rbee.core.clock import Clock, SystemClock
 from rbee.models.catalog import ModelRef, parse_ref
 from rbee.queen.admission import Admission
-from rbee.queen.audit import AuditLog
+from rbee.queen.audit import AuditLog, seal_key
 from rbee.queen.consent import Consents
 from rbee.queen.credentials import Credentials, HiveCredentials
 from rbee.queen.dispatch import Dispatcher
@@ -91,7 +91,9 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
     credentials = Credentials()
     credentials.set(HIVE_ID, local_creds)
     db = connect(settings.state_dir / "queen.db")
-    audit = AuditLog(AuditStore(db), clock, archive_dir=settings.audit_archives(),
+    audit_store = AuditStore(db)
+    audit_store.key = seal_key(settings.audit_key(), next_seq=lambda: audit_store.head()[0] + 1)
+    audit = AuditLog(audit_store, clock, archive_dir=settings.audit_archives(),
                      retention=settings.audit_retention_days * 86400.0)
     registry = Registry(clock, settings.telemetry_interval,
                         memory_budget=int(settings.memory_budget) if settings.memory_budget

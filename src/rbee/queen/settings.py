@@ -138,6 +138,13 @@ class QueenSettings(ListenerSettings):
                                         "are archived to files whose chain continues")
     audit_archive_dir: Path | None = Field(default=None, description="Where audit archives "
                                            "go (default: STATE_DIR/audit-archive)")
+    audit_key_file: Path | None = Field(default=None, description="The key that seals audit "
+                                        "entries (created on first start; default: "
+                                        "STATE_DIR/audit-seal.key). Keep it where whoever can "
+                                        "write the database cannot, and a copy for auditors")
 
     def audit_archives(self) -> Path:
         return self.audit_archive_dir or self.state_dir / "audit-archive"
+
+    def audit_key(self) -> Path:
+        return self.audit_key_file or self.state_dir / "audit-seal.key"

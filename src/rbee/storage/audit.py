@@ -36,13 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rbee.core.audit_chain import GENESIS, Entry, encode, header, sealed
+from rbee.core.audit_chain import GENESIS, Entry, SealKey, encode, header, sealed
 from rbee.storage.db import Database
 
 _SELECT = ("SELECT seq, at, action, outcome, tenant, actor_ref, actor, subject, details, prev, "
-           "hash FROM audit_log ")
+           "hash, seal FROM audit_log ")
 _INSERT = ("INSERT INTO audit_log(seq, at, action, outcome, tenant, actor_ref, actor, subject, "
-           "details, prev, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
+           "details, prev, hash, seal) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
 # Every filter in one fixed statement ("? IS NULL OR …"): no SQL is ever assembled.
 _PAGE = _SELECT + (
     "WHERE seq > ? AND (? IS NULL OR (action >= ? AND action < ?)) "
@@ -108,8 +108,9 @@ def pseudonym(secret: bytes, label: str, value: str) -> str:
 
 
 class AuditStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, key: SealKey | None = None) -> None:
         self._db = db
+        self.key = key  # seals every entry written (core.audit_chain)
 
     def append(self, batch: Sequence[Pending]) -> tuple[int, str]:
         """Chain and insert `batch` in one transaction; the new head (seq, hash)."""
@@ -118,7 +119,7 @@ class AuditStore:
             secrets_: dict[str, bytes] = {}  # per batch: one lookup per person
             for item in batch:
                 seq += 1
-                entry, clear = _chained(tx, item, seq, prev, secrets_)
+                entry, clear = _chained(tx, item, seq, prev, secrets_, self.key)
                 tx.execute(_INSERT, _row(entry))
                 tx.executemany("INSERT INTO audit_personal(seq, person, role, data) "
                                "VALUES (?,?,?,?)", clear)
@@ -257,7 +258,8 @@ def _stored_secret(tx: Any, person: str) -> bytes:
     return secret
 
 
-def _chained(tx: Any, item: Pending, seq: int, prev: str, known: dict[str, bytes]
+def _chained(tx: Any, item: Pending, seq: int, prev: str, known: dict[str, bytes],
+             key: SealKey | None
              ) -> tuple[Entry, list[tuple[int, str, str, str]]]:
     actor: dict[str, Any] = dict(item.plain)
     clear: list[tuple[int, str, str, str]] = []
@@ -274,7 +276,8 @@ def _chained(tx: Any, item: Pending, seq: int, prev: str, known: dict[str, bytes
                       json.dumps({"subject": item.subject_person})))
     entry = sealed(Entry(seq=seq, at=item.at, action=item.action, outcome=item.outcome,
                          tenant=item.tenant, actor_ref=actor_ref, actor=actor,
-                         subject=subject, details=_plain_json(item.details), prev=prev))
+                         subject=subject, details=_plain_json(item.details), prev=prev),
+                   key)
     return entry, clear
 
 
@@ -290,13 +293,13 @@ def _plain_json(details: dict[str, Any]) -> dict[str, Any]:
 
 def _row(e: Entry) -> tuple[Any, ...]:
     return (e.seq, e.at, e.action, e.outcome, e.tenant, e.actor_ref, json.dumps(e.actor),
-            e.subject, json.dumps(e.details), e.prev, e.hash)
+            e.subject, json.dumps(e.details), e.prev, e.hash, e.seal)
 
 
 def _entry(r: Sequence[Any]) -> Entry:
     return Entry(seq=r[0], at=r[1], action=r[2], outcome=r[3], tenant=r[4], actor_ref=r[5],
                  actor=json.loads(r[6]), subject=r[7], details=json.loads(r[8]), prev=r[9],
-                 hash=r[10])
+                 hash=r[10], seal=r[11])
 
 
 def _write_archive(path: Path, entries: list[Entry], prev: str) -> str:

@@ -191,6 +191,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX consents_user ON consents(user_id, purpose, seq);
     """,
+    # The audit log's seals: HMAC of each entry's hash under a key kept outside this file
+    # (core.audit_chain SealKey), so rewriting the chain here cannot go unnoticed. Adding a
+    # column changes no entry (the triggers forbid that, and the hashes do not cover it).
+    """
+    ALTER TABLE audit_log ADD COLUMN seal TEXT;
+    """,
 )
 # SQLite's own names for "this is not a (healthy) database file": damage, not an access problem.
 _DAMAGE_ERRORS = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from rbee.core.audit_chain import GENESIS, main, read_lines, verify_export
+from rbee.core.audit_chain import (
+    GENESIS,
+    Entry,
+    SealKey,
+    entry_hash,
+    main,
+    read_lines,
+    verify_export,
+)
 from rbee.core.clock import FakeClock
 from rbee.queen.actor import ANONYMOUS, Actor
-from rbee.queen.audit import AuditLog, Person
+from rbee.queen.audit import AuditLog, Person, seal_key
 from rbee.storage.audit import AuditStore, Filters
 from rbee.storage.db import connect
 
@@ -96,7 +105,7 @@ async def test_swapped_rows_are_named(tmp_path: Path) -> None:
     rows = {r[0]: r[1:] for r in conn.execute("SELECT * FROM audit_log")}
     conn.execute("DELETE FROM audit_log WHERE seq IN (2, 3)")
     for seq, other in ((2, 3), (3, 2)):  # each row's content under the other's number
-        conn.execute("INSERT INTO audit_log VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        conn.execute("INSERT INTO audit_log VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                      (seq, *rows[other]))
     verdict = await log.verify()
     assert verdict.problem is not None and verdict.problem.seq == 2
@@ -253,3 +262,73 @@ async def test_hostile_names_are_data_never_sql(tmp_path: Path, name: str) -> No
     receipt = await log.erase_subject(name)
     assert receipt["entries_unlinked"] == 1
     assert (await log.verify()).ok
+
+
+def sealed_log(path: Path, key_file: Path, clock: FakeClock | None = None) -> AuditLog:
+    store = AuditStore(connect(path))
+    store.key = seal_key(key_file, next_seq=lambda: store.head()[0] + 1)
+    return AuditLog(store, clock or FakeClock(), archive_dir=path.parent / "archive")
+
+
+def rewrite_from(conn: sqlite3.Connection, seq: int) -> None:
+    """The attack a bare hash chain cannot see: edit entry `seq`, then recompute its hash
+    and every later one, each linked to the one before (a seal it cannot recompute)."""
+    columns = "seq, at, action, outcome, tenant, actor_ref, actor, subject, details, prev, hash"
+    rows = conn.execute(f"SELECT {columns} FROM audit_log ORDER BY seq").fetchall()
+    prev = next(r[10] for r in rows if r[0] == seq - 1) if seq > 1 else GENESIS
+    for r in rows:
+        if r[0] < seq:
+            continue
+        entry = Entry(seq=r[0], at=r[1], action=r[2],
+                      outcome="error" if r[0] == seq else r[3], tenant=r[4], actor_ref=r[5],
+                      actor=json.loads(r[6]), subject=r[7], details=json.loads(r[8]),
+                      prev=prev)
+        prev = entry_hash(entry)
+        conn.execute("UPDATE audit_log SET outcome=?, prev=?, hash=? WHERE seq=?",
+                     (entry.outcome, entry.prev, prev, entry.seq))
+
+
+async def test_a_chain_rewritten_without_the_key_is_named_forged(tmp_path: Path) -> None:
+    key_file = tmp_path / "keys" / "audit-seal.key"
+    log = sealed_log(tmp_path / "q.db", key_file)
+    fill(log, 6, ALICE)
+    assert (await log.verify()).ok
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    lines = [line async for line in log.export()]
+    await log.close()
+    rewrite_from(raw(tmp_path / "q.db"), 3)
+
+    # The hashes and links all hold again: only the seals tell.
+    unkeyed = await audit_log(tmp_path / "q.db").verify()
+    assert unkeyed.ok
+    restarted = sealed_log(tmp_path / "q.db", key_file)  # the queen after a restart
+    verdict = await restarted.verify()
+    assert verdict.problem is not None and (verdict.problem.kind, verdict.problem.seq) == \
+        ("forged", 3)
+    assert "without the key" in verdict.problem.message
+    # Offline: an export checks without the key, and its seals with it.
+    export = tmp_path / "export.jsonl"
+    export.write_text("".join(lines))
+    assert main([str(export)]) == 0
+    assert main(["--key", str(key_file), str(export)]) == 0
+    forged = [line async for line in restarted.export()]
+    export.write_text("".join(forged))
+    assert main([str(export)]) == 0  # a rewritten chain is a valid bare chain...
+    assert main(["--key", str(key_file), str(export)]) == 1  # ...but not a sealed one
+
+
+async def test_entries_from_before_the_key_are_checked_by_hash_alone(tmp_path: Path) -> None:
+    log = audit_log(tmp_path / "q.db")  # an older queen: no key
+    fill(log, 3)
+    await log.close()
+    key_file = tmp_path / "audit-seal.key"
+    sealed = sealed_log(tmp_path / "q.db", key_file)
+    fill(sealed, 2)
+    assert SealKey.from_bytes(key_file.read_bytes()).sealed_from == 4
+    verdict = await sealed.verify()
+    assert verdict.ok and verdict.entries == 5
+    # Stripping a later entry's seal is no way around it
+    raw(tmp_path / "q.db").execute("UPDATE audit_log SET seal=NULL WHERE seq=5")
+    stripped = await sealed_log(tmp_path / "q.db", key_file).verify()
+    assert stripped.problem is not None and (stripped.problem.kind, stripped.problem.seq) \
+        == ("forged", 5)
