@@ -49,7 +49,7 @@ _PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY", "Cache-Control": "no-cache",
 }
-EVENT_TICK = 2.0  # seconds: a hive that goes silent changes nothing, so we look this often
+EVENT_TICK = 1.0  # seconds: a hive that goes silent changes nothing, so we look this often
 MIN_GAP = 0.25  # seconds between two pushes: telemetry bursts coalesce
 
 router = APIRouter()
