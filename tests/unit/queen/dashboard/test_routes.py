@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from rbee.api.cluster import Device, HiveTelemetry, WorkerInfo
 from rbee.core.clock import FakeClock
+from rbee.core.states import WorkerState
 from rbee.queen.app import create_app
 from rbee.queen.services import QueenServices, build_services
 from rbee.queen.settings import QueenSettings
@@ -198,3 +200,27 @@ async def test_static_paths_outside_the_folder_or_unknown_are_404(queen: Queen,
     # A `..` the client folds before sending leaves /ui/static/: the key check answers then.
     assert r.status_code in (401, 404), (path, r.text[:100])
     assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
+async def test_keep_warm_takes_a_strict_body_and_an_operator(queen: Queen) -> None:
+    queen.svc.registry.report(HiveTelemetry(
+        hive_id="h", url="http://h", version="0", pid=1, workers=[WorkerInfo(
+            id="w1", hive_id="h", model="m", model_path="", device="cpu", engine="fake",
+            url="http://w", state=WorkerState.READY)],
+        devices=[Device(id="cpu", kind="cpu", name="cpu", memory_total=1, memory_free=1)]))
+    path = "/v1/workers/w1/keep-warm"
+    for bad in ({}, {"keep_warm": 1}, {"keep_warm": "yes"}, {"keep_warm": True, "x": 1}):
+        r = await queen.http.post(path, json=bad, headers=BEARER)
+        assert r.status_code == 400, bad
+    r = await queen.http.post("/v1/workers/nope/keep-warm", json={"keep_warm": True},
+                              headers=BEARER)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "worker_not_found"
+    user = await queen.user_key("user")
+    r = await queen.http.post(path, json={"keep_warm": True},
+                              headers={"Authorization": f"Bearer {user['key']}"})
+    assert r.status_code == 403
+    r = await queen.http.post(path, json={"keep_warm": True}, headers=BEARER)
+    assert r.status_code == 200 and r.json() == {"id": "w1", "keep_warm": True}
+    assert queen.svc.registry.is_kept_warm("w1")
+    r = await queen.http.post(path, json={"keep_warm": False}, headers=BEARER)
+    assert not queen.svc.registry.is_kept_warm("w1")
