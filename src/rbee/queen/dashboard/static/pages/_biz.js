@@ -108,14 +108,24 @@ export function number(text) {
 }
 
 /**
- * PUT and PATCH through the shell's api when it has them (api.put/patch, or a generic
- * api.request), so they carry the session's CSRF header like its post and del.
+ * PUT and PATCH (limits, prices, a tenant's consent rule). The shell's api has get, post
+ * and del; where it gains put/patch (or a generic request) those are used. Until then the
+ * request is sent here like the shell's own: the session cookie, and the CSRF token the
+ * queen gives this session at GET /ui/session (a same-origin read a foreign page cannot
+ * make), and the error envelope's message thrown as an Error.
  */
-export function send(api, method, path, body) {
+export async function send(api, method, path, body) {
   const named = api[method.toLowerCase()];
   if (typeof named === "function") return named.call(api, path, body);
   if (typeof api.request === "function") return api.request(method, path, body);
-  throw new Error(`this dashboard cannot send ${method} requests`);
+  const { csrf_token: csrf } = await api.get("/ui/session");
+  const response = await fetch(path, { method, credentials: "same-origin", headers: {
+    "Content-Type": "application/json", "X-CSRF-Token": csrf }, body: JSON.stringify(body) });
+  const answer = await response.json().catch(() => null);
+  if (!response.ok) {
+    throw new Error(answer?.error?.message ?? `${response.status} ${response.statusText}`);
+  }
+  return answer;
 }
 
 /** Offer `text` as a file download (a Blob URL, revoked once clicked). */
@@ -128,10 +138,4 @@ export function download(name, text, type = "application/json") {
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 1000);
-}
-
-/** Tenants as [id, name] options (the user-facing name, id as value). */
-export async function tenantOptions(api) {
-  const { data } = await api.get("/v1/admin/tenants");
-  return data.map((t) => [t.id, t.name]);
 }

@@ -51,6 +51,7 @@ export function limitsForm(ctx, refresh) {
       const now = await ctx.api.get(limitsPath(scope.value, target.value.trim()));
       for (const [name] of LIMITS) el.elements[`limit-${name}`].value = now[name] ?? "";
     } catch { /* an unknown name: the submit says so */ }
+    el.dataset.shown = target.value; // what the fields now hold (tests wait on it)
   });
   return el;
 }
