@@ -163,7 +163,7 @@ def test_usage_chart_limits_and_prices(chromium: Browser, queen: Daemon) -> None
     page = open_as(chromium, queen, BOOT, "admin")
     visit(page, queen, "usage")
     chart = page.locator("[data-chart='tokens-by-day'] svg")
-    expect(chart.locator("rect.bar").first).to_be_visible()
+    expect(chart.locator("rect.biz-bar").first).to_be_visible()
     page.locator("#biz-usage-group").select_option("model")
     expect(page.locator("[data-chart='tokens-by-model'] svg text", has_text="rbee-fake").first
            ).to_be_visible()
@@ -171,7 +171,7 @@ def test_usage_chart_limits_and_prices(chromium: Browser, queen: Daemon) -> None
     page.locator("#biz-usage-tenant").select_option(label="gamma")  # other tests chat too
     page.get_by_role("button", name="Show usage").click()
     expect(page.locator("[data-table=usage] tbody tr")).to_have_count(1)
-    bars = page.locator("[data-chart='requests-by-model'] rect.bar")
+    bars = page.locator("[data-chart='requests-by-model'] rect.biz-bar")
     assert [bars.nth(i).get_attribute("data-value") for i in range(bars.count())] == ["2"]
 
     limits = page.locator("[data-form=limits]")
@@ -255,7 +255,7 @@ def test_a_user_key_is_not_permitted_on_admin_pages(chromium: Browser, queen: Da
                           headers={"authorization": f"Bearer {key}"})
     assert forbidden.status_code == 403 and forbidden.json()["error"]["type"]
     visit(page, queen, "usage")  # a user's own tenant's usage, no admin forms
-    expect(page.locator("[data-chart] rect.bar").first).to_be_visible()
+    expect(page.locator("[data-chart] rect.biz-bar").first).to_be_visible()
     assert page.locator("[data-form=limits]").count() == 0
     assert page.locator("#biz-usage-tenant").count() == 0
     shot(page, "user-usage")

@@ -60,9 +60,9 @@ export function setOptions(h, el, options) {
  * Error ctx.api throws) shows in the form's alert line, and a success clears it.
  */
 export function form(h, name, children, submitLabel, action) {
-  const error = h("p", { class: "biz-error", role: "alert", "data-error": name });
-  const button = h("button", { type: "submit" }, submitLabel);
-  const el = h("form", { class: "biz-form", "data-form": name }, ...children, button, error);
+  const error = h("p", { class: "biz-error error", role: "alert", "data-error": name });
+  const button = h("button", { type: "submit", class: "primary" }, submitLabel);
+  const el = h("form", { class: "biz-form actions", "data-form": name }, ...children, button, error);
   on(el, "submit", async (event) => {
     event.preventDefault();
     error.textContent = "";
@@ -86,7 +86,7 @@ export function table(h, name, columns, rows, empty = "Nothing yet.") {
     const value = cell(row);
     return h("td", {}, value instanceof Node ? value : String(value ?? ""));
   })));
-  return h("div", { class: "biz-scroll" },
+  return h("div", { class: "biz-scroll table-wrap" },
     h("table", { class: "biz-table", "data-table": name }, h("thead", {}, head),
       h("tbody", {}, ...body)));
 }

@@ -35,7 +35,7 @@ export function barChart(items, { title, unit = "" }) {
   items.forEach((item, i) => {
     const y = 4 + i * ROW;
     const w = top > 0 ? Math.max((item.value / top) * room, item.value > 0 ? 2 : 0) : 0;
-    const bar = node("rect", { class: "bar", x: LABEL, y, width: w.toFixed(1),
+    const bar = node("rect", { class: "biz-bar", x: LABEL, y, width: w.toFixed(1),
       height: ROW - 8, rx: 2, fill: "currentColor", opacity: 0.75, "data-value": item.value });
     bar.append(node("title", {}, `${item.label}: ${amount(item.value)} ${unit}`.trim()));
     svg.append(

@@ -20,14 +20,14 @@ function filtersOf(f, after) {
 function verdictOf(h, v) {
   const head = `head: entry ${v.head.seq} (${v.head.hash.slice(0, 16)}…)`;
   if (v.ok) {
-    return h("div", { class: "biz-verdict ok", role: "status", "data-verdict": "ok" },
-      h("strong", {}, "Chain verified"),
+    return h("div", { class: "biz-verdict card ok", role: "status", "data-verdict": "ok" },
+      h("span", { class: "badge up" }, "Chain verified"),
       ` — ${v.entries} entries checked, ${head}`,
       v.archives.length ? `, archives: ${v.archives.join(", ")}` : "");
   }
   const p = v.problem;
-  return h("div", { class: "biz-verdict broken", role: "alert", "data-verdict": "broken" },
-    h("strong", {}, "Chain broken"),
+  return h("div", { class: "biz-verdict card broken", role: "alert", "data-verdict": "broken" },
+    h("span", { class: "badge error" }, "Chain broken"),
     ` — first bad entry: ${p.seq} (${p.kind}): ${p.message}. Last good ${head}`);
 }
 
@@ -78,7 +78,7 @@ function render(root, ctx) {
     class: "button", "data-export": "audit" }, "Export (JSON lines)");
   root.replaceChildren(h("h2", {}, "Audit log"),
     h("div", { class: "biz-row" }, verify, exportLink), verdict, filters, out, pager);
-  load(0).catch((err) => out.replaceChildren(h("p", { class: "biz-error", role: "alert" }, err.message)));
+  load(0).catch((err) => out.replaceChildren(h("p", { class: "biz-error error", role: "alert" }, err.message)));
 }
 
 export default { ...page, render: guarded(page, render) };

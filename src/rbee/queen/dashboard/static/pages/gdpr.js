@@ -39,7 +39,7 @@ function receiptOf(ctx, receipt) {
   });
   const save = on(h("button", { type: "button" }, "Download the receipt"), "click",
     () => download(`rbee-gdpr-receipt-${receipt.subject}.json`, JSON.stringify(receipt, null, 2)));
-  return h("div", { class: "biz-receipt", "data-receipt": "" },
+  return h("div", { class: "biz-receipt card", "data-receipt": "" },
     h("p", {}, h("strong", {}, `Erased ${receipt.subject}. `),
       "Keep this signed receipt: the queen keeps no copy (it names the person)."),
     h("pre", {}, JSON.stringify(receipt, null, 2)), verify, save, check);

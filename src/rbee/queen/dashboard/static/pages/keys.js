@@ -20,7 +20,7 @@ function shownOnce(ctx, made) {
       ctx.toast("Select and copy the key by hand", "warn");
     }
   });
-  const panel = h("div", { class: "biz-once", role: "status", "data-once": "" },
+  const panel = h("div", { class: "biz-once card", role: "status", "data-once": "" },
     h("p", {}, h("strong", {}, `Key ${made.id} created. `),
       "Copy it now: it is shown this once and cannot be shown again."),
     value, copy);
@@ -103,7 +103,7 @@ function render(root, ctx) {
         ["State", (k) => (k.revoked_at ? `revoked ${when(k.revoked_at)}` : revoker(ctx, k, refresh))],
       ], keys, "No keys yet."));
     } catch (err) {
-      rows.replaceChildren(h("p", { class: "biz-error", role: "alert" }, err.message));
+      rows.replaceChildren(h("p", { class: "biz-error error", role: "alert" }, err.message));
     }
   }
   root.replaceChildren(h("h2", {}, "API keys"),

@@ -92,7 +92,7 @@ function render(root, ctx) {
         ["Created", (u) => when(u.created_at)],
       ], users, "No users yet."));
     } catch (err) {
-      tenantList.replaceChildren(h("p", { class: "biz-error", role: "alert" }, err.message));
+      tenantList.replaceChildren(h("p", { class: "biz-error error", role: "alert" }, err.message));
     }
   }
   on(filter, "change", refresh);

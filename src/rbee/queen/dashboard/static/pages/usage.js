@@ -77,7 +77,7 @@ function render(root, ctx) {
       setOptions(h, tenantSelect, [["", "every tenant"], ...data.map((t) => [t.id, t.name])]);
       adminOut.replaceChildren(tenantNames(h, tenants), ...await limitsTables(ctx, tenants, refreshAdmin));
     } catch (err) {
-      adminOut.replaceChildren(h("p", { class: "biz-error", role: "alert" }, err.message));
+      adminOut.replaceChildren(h("p", { class: "biz-error error", role: "alert" }, err.message));
     }
   }
 
