@@ -1,83 +1,56 @@
 """The dashboard's business pages in real Chromium against a real queen (bootstrap token,
-its local hive, the fake engine): tenants, users and keys are made through the pages, a
-key is shown once, quotas are set, usage from real requests is charted, the audit chain
-verifies, a person is exported and erased with a receipt, and a user key is kept out."""
+its local hive, the fake engine), logged in through the shell's form: tenants, users and
+keys are made through the pages, a key is shown once, quotas are set, usage from real
+requests is charted, the audit chain verifies and exports, a person is exported and erased
+with a receipt, and a user key sees no admin page (and the API refuses it)."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from tests.support.daemons import Daemon, rbee_env, running_queen
+from tests.browser.conftest import SCREENSHOTS, RunningQueen, logged_in_page
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
-BOOT = "bootstrap-token-for-the-dashboard-business-test"
 HOSTILE = "<img src=x onerror=alert(1)>"
-REPO = Path(__file__).resolve().parents[2]
-STATIC = REPO / "src" / "rbee" / "queen" / "dashboard" / "static"
-SHOTS = REPO / "test-artifacts" / "screenshots"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+Pages = Callable[..., Page]
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                    args=ARGS)
-        yield browser
-        browser.close()
+def queen(module_queen_factory: Callable[..., RunningQueen]) -> RunningQueen:
+    return module_queen_factory()
 
 
-@pytest.fixture(scope="module")
-def queen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    env = rbee_env(tmp_path_factory.mktemp("biz"), RBEE_QUEEN_API_TOKEN=BOOT)
-    yield from running_queen(env)
-
-
-def _serve_static(route: Route) -> None:
-    path = route.request.url.split("/", 3)[3].split("?")[0]
-    if path == "harness.html":
-        route.fulfill(path=str(Path(__file__).parent / "_harness.html"))
-    else:
-        route.fulfill(path=str(STATIC / path.removeprefix("static/")),
-                      content_type="text/javascript")
-
-
-def open_as(chromium: Browser, queen: Daemon, token: str, role: str) -> Page:
-    page = chromium.new_context(accept_downloads=True).new_page()
-    page.route(f"{queen.url}/harness.html", _serve_static)
-    page.route(f"{queen.url}/static/**", _serve_static)
+def open_as(new_page: Pages, queen: RunningQueen, key: str) -> Page:
+    page = new_page(accept_downloads=True)
     page.on("dialog", lambda d: pytest.fail(f"a dialog opened: {d.message}"))
-    page.goto(f"{queen.url}/harness.html")
-    page.evaluate("([t, r]) => { sessionStorage.setItem('token', t); "
-                  "sessionStorage.setItem('role', r); }", [token, role])
-    return page
+    return logged_in_page(page, queen.base_url, key)
 
 
-def visit(page: Page, queen: Daemon, page_id: str) -> None:
-    page.goto(f"{queen.url}/harness.html#/{page_id}")
-    page.reload()
+def visit(page: Page, queen: RunningQueen, page_id: str) -> None:
+    page.goto(f"{queen.base_url}/#/{page_id}")
+    expect(page.locator(f"#page .page[data-page-id='{page_id}']")).to_be_visible()
 
 
 def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"biz-{name}.png"), full_page=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"biz-{name}.png"), full_page=True)
 
 
-def admin_api(queen: Daemon) -> httpx.Client:
-    return httpx.Client(base_url=queen.url, headers={"authorization": f"Bearer {BOOT}"},
+def admin_api(queen: RunningQueen) -> httpx.Client:
+    return httpx.Client(base_url=queen.base_url,
+                        headers={"authorization": f"Bearer {queen.admin_key}"},
                         timeout=30)
 
 
-def test_tenants_users_and_a_key_shown_once(chromium: Browser, queen: Daemon) -> None:
-    page = open_as(chromium, queen, BOOT, "admin")
+def test_tenants_users_and_a_key_shown_once(new_page: Pages, queen: RunningQueen) -> None:
+    page = open_as(new_page, queen, queen.admin_key)
     visit(page, queen, "tenants")
     tenant_form = page.locator("[data-form=tenant]")
     tenant_form.locator("#biz-tenant-name").fill("not a name!")
@@ -121,7 +94,7 @@ def test_tenants_users_and_a_key_shown_once(chromium: Browser, queen: Daemon) ->
     assert page.locator("[data-once]").count() == 0 and key not in page.content()
 
 
-def make_user_key(queen: Daemon, tenant: str, name: str, role: str = "user") -> tuple[str, str]:
+def make_user_key(queen: RunningQueen, tenant: str, name: str, role: str = "user") -> tuple[str, str]:
     """(user id, key) made through the API, for the pages to find."""
     with admin_api(queen) as api:
         api.post("/v1/admin/tenants", json={"name": tenant})  # 400 if it exists: fine
@@ -131,8 +104,8 @@ def make_user_key(queen: Daemon, tenant: str, name: str, role: str = "user") -> 
         return user["id"], made.json()["key"]
 
 
-def chat(queen: Daemon, key: str, times: int) -> None:
-    with httpx.Client(base_url=queen.url, headers={"authorization": f"Bearer {key}"},
+def chat(queen: RunningQueen, key: str, times: int) -> None:
+    with httpx.Client(base_url=queen.base_url, headers={"authorization": f"Bearer {key}"},
                       timeout=60) as client:
         for _ in range(times):
             answer = client.post("/v1/chat/completions", json={
@@ -141,10 +114,10 @@ def chat(queen: Daemon, key: str, times: int) -> None:
             assert answer.status_code == 200, answer.text
 
 
-def test_revoke_asks_first_then_the_key_is_refused(chromium: Browser, queen: Daemon) -> None:
+def test_revoke_asks_first_then_the_key_is_refused(new_page: Pages, queen: RunningQueen) -> None:
     _, key = make_user_key(queen, "beta", "bo")
     key_id = key.split("-")[1]
-    page = open_as(chromium, queen, BOOT, "admin")
+    page = open_as(new_page, queen, queen.admin_key)
     visit(page, queen, "keys")
     page.locator(f"[data-revoke='{key_id}']").click()
     expect(page.locator(f"[data-confirm-revoke='{key_id}']")).to_be_focused()
@@ -153,14 +126,14 @@ def test_revoke_asks_first_then_the_key_is_refused(chromium: Browser, queen: Dae
     page.locator(f"[data-revoke='{key_id}']").click()
     page.locator(f"[data-confirm-revoke='{key_id}']").click()
     expect(page.locator("[data-table=keys] tr", has_text=key_id)).to_contain_text("revoked")
-    refused = httpx.get(f"{queen.url}/v1/models", headers={"authorization": f"Bearer {key}"})
+    refused = httpx.get(f"{queen.base_url}/v1/models", headers={"authorization": f"Bearer {key}"})
     assert refused.status_code == 401
 
 
-def test_usage_chart_limits_and_prices(chromium: Browser, queen: Daemon) -> None:
+def test_usage_chart_limits_and_prices(new_page: Pages, queen: RunningQueen) -> None:
     _, key = make_user_key(queen, "gamma", "cy")
     chat(queen, key, 2)
-    page = open_as(chromium, queen, BOOT, "admin")
+    page = open_as(new_page, queen, queen.admin_key)
     visit(page, queen, "usage")
     chart = page.locator("[data-chart='tokens-by-day'] svg")
     expect(chart.locator("rect.biz-bar").first).to_be_visible()
@@ -195,8 +168,8 @@ def test_usage_chart_limits_and_prices(chromium: Browser, queen: Daemon) -> None
         assert api.get("/v1/admin/tenants/gamma/limits").json()["requests_per_minute"] == 100
 
 
-def test_audit_verify_and_export(chromium: Browser, queen: Daemon) -> None:
-    page = open_as(chromium, queen, BOOT, "admin")
+def test_audit_verify_and_export(new_page: Pages, queen: RunningQueen) -> None:
+    page = open_as(new_page, queen, queen.admin_key)
     visit(page, queen, "audit")
     expect(page.locator("[data-table=audit] tbody tr").first).to_be_visible()
     page.get_by_role("button", name="Verify the chain").click()
@@ -212,10 +185,10 @@ def test_audit_verify_and_export(chromium: Browser, queen: Daemon) -> None:
     shot(page, "audit")
 
 
-def test_gdpr_export_and_erasure_with_receipt(chromium: Browser, queen: Daemon) -> None:
+def test_gdpr_export_and_erasure_with_receipt(new_page: Pages, queen: RunningQueen) -> None:
     subject, key = make_user_key(queen, "delta", "dee")
     chat(queen, key, 1)
-    page = open_as(chromium, queen, BOOT, "admin")
+    page = open_as(new_page, queen, queen.admin_key)
     visit(page, queen, "gdpr")
     export = page.locator("[data-form=gdpr-export]")
     export.locator("#biz-export-subject").fill("usr_nobody")
@@ -239,23 +212,31 @@ def test_gdpr_export_and_erasure_with_receipt(chromium: Browser, queen: Daemon) 
     receipt.get_by_role("button", name="Check the signature").click()
     expect(receipt.locator("[data-receipt-check]")).to_contain_text("Valid")
     shot(page, "gdpr-receipt")
-    refused = httpx.get(f"{queen.url}/v1/models", headers={"authorization": f"Bearer {key}"})
+    refused = httpx.get(f"{queen.base_url}/v1/models", headers={"authorization": f"Bearer {key}"})
     assert refused.status_code == 401
 
 
-def test_a_user_key_is_not_permitted_on_admin_pages(chromium: Browser, queen: Daemon) -> None:
+def test_a_user_key_is_not_permitted_on_admin_pages(new_page: Pages, queen: RunningQueen) -> None:
     _, key = make_user_key(queen, "eps", "eve")
     chat(queen, key, 1)
-    page = open_as(chromium, queen, key, "user")
+    page = open_as(new_page, queen, key)
+    expect(page.locator("#nav a[data-page='usage']")).to_be_visible()
     for admin_only in ("audit", "tenants", "keys", "gdpr"):
-        visit(page, queen, admin_only)
-        expect(page.get_by_role("alert")).to_contain_text("Not permitted")
-        assert page.locator("form").count() == 0
-    forbidden = httpx.get(f"{queen.url}/v1/admin/audit",
+        expect(page.locator(f"#nav a[data-page='{admin_only}']")).to_have_count(0)
+        page.goto(f"{queen.base_url}/#/{admin_only}")
+        expect(page.locator("#page .page")).to_be_visible()
+        expect(page.locator(f"[data-page-id='{admin_only}']")).to_have_count(0)
+        assert page.locator("[data-table=audit], [data-form=key]").count() == 0
+    # The real guard: the API refuses this session's own requests, from inside the page.
+    status = page.evaluate("async () => (await fetch('/v1/admin/audit')).status")
+    assert status == 403
+    forbidden = httpx.get(f"{queen.base_url}/v1/admin/audit",
                           headers={"authorization": f"Bearer {key}"})
     assert forbidden.status_code == 403 and forbidden.json()["error"]["type"]
     visit(page, queen, "usage")  # a user's own tenant's usage, no admin forms
     expect(page.locator("[data-chart] rect.biz-bar").first).to_be_visible()
+    tenants = page.locator("[data-table=usage] tbody td:nth-child(2)").all_inner_texts()
+    assert len(set(tenants)) == 1, tenants  # its own tenant's, though others have usage
     assert page.locator("[data-form=limits]").count() == 0
     assert page.locator("#biz-usage-tenant").count() == 0
     shot(page, "user-usage")
