@@ -34,7 +34,9 @@ def open_as(new_page: Pages, queen: RunningQueen, key: str) -> Page:
 
 
 def visit(page: Page, queen: RunningQueen, page_id: str) -> None:
+    """Open a page afresh (a reload: a hash already shown fires no hashchange)."""
     page.goto(f"{queen.base_url}/#/{page_id}")
+    page.reload()
     expect(page.locator(f"#page .page[data-page-id='{page_id}']")).to_be_visible()
 
 
@@ -66,6 +68,12 @@ def test_tenants_users_and_a_key_shown_once(new_page: Pages, queen: RunningQueen
     expect(page.locator("[data-table=tenants]")).to_contain_text(f"x={HOSTILE}")
     assert page.locator("[data-table=tenants] img").count() == 0
 
+    page.get_by_label("acme requires consent").check()  # a PATCH with the CSRF header
+    expect(page.locator("#toasts")).to_contain_text("acme: consent required")
+    with admin_api(queen) as api:
+        acme = next(t for t in api.get("/v1/admin/tenants").json()["data"]
+                    if t["name"] == "acme")
+        assert acme["requires_consent"] is True
     user_form = page.locator("[data-form=user]")
     user_form.locator("#biz-user-tenant").select_option(label="acme")
     user_form.locator("#biz-user-name").fill("ann")
@@ -94,7 +102,8 @@ def test_tenants_users_and_a_key_shown_once(new_page: Pages, queen: RunningQueen
     assert page.locator("[data-once]").count() == 0 and key not in page.content()
 
 
-def make_user_key(queen: RunningQueen, tenant: str, name: str, role: str = "user") -> tuple[str, str]:
+def make_user_key(queen: RunningQueen, tenant: str, name: str,
+                  role: str = "user") -> tuple[str, str]:
     """(user id, key) made through the API, for the pages to find."""
     with admin_api(queen) as api:
         api.post("/v1/admin/tenants", json={"name": tenant})  # 400 if it exists: fine

@@ -29,6 +29,7 @@ export function barChart(items, { title, unit = "" }) {
   const height = Math.max(items.length, 1) * ROW + 8;
   const svg = node("svg", { viewBox: `0 0 ${WIDTH} ${height}`, role: "img",
     "aria-label": title, class: "biz-chart", width: "100%", preserveAspectRatio: "xMinYMin meet" });
+  svg.style.maxWidth = `${WIDTH * 1.25}px`; // CSSOM, which the page's CSP allows
   svg.append(node("title", {}, title));
   const top = Math.max(...items.map((i) => i.value), 0);
   const room = WIDTH - LABEL - 90;

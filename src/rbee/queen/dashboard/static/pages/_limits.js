@@ -42,7 +42,7 @@ export function limitsForm(ctx, refresh) {
     ...numbers(h, "limit", LIMITS)], "Set limits", async (f) => {
     const set = await send(ctx.api, "PUT", limitsPath(scope.value, target.value.trim()),
       values(f, "limit", LIMITS));
-    ctx.toast(`Limits set for ${set.scope} ${set.id}`, "ok");
+    ctx.toast(`Limits set for ${set.scope} ${target.value.trim()}`, "ok");
     await refresh();
   });
   // Choosing a target shows what is in force now, to edit rather than retype.
@@ -86,8 +86,10 @@ export async function limitsTables(ctx, tenants, refresh) {
     await refresh();
   });
   return [
+    h("h3", {}, "Limits in force"),
     table(h, "limits", [["Scope", (l) => l.scope], ["For", name],
       ...LIMITS.map(([k, label]) => [label, (l) => unlimited(l[k])])], limits, "No limits set."),
+    h("h3", {}, "Prices in force"),
     table(h, "prices", [["Model", (p) => p.model],
       ...PRICES.map(([k, label]) => [label, (p) => p[k]]), ["", remove]], prices,
     "No prices: every model costs 0."),
