@@ -209,6 +209,15 @@ def test_gdpr_export_and_erasure_with_receipt(new_page: Pages, queen: RunningQue
     data = json.loads(Path(got.value.path()).read_text())
     assert data["user"]["id"] == subject and got.value.suggested_filename.endswith(".json")
 
+    consent = page.locator("[data-form=gdpr-consent]")
+    consent.locator("#biz-consent-subject").fill(subject)
+    consent.locator("#biz-consent-purpose").fill("no spaces allowed")
+    consent.get_by_role("button", name="Record consent").click()
+    expect(consent.locator("[data-error=gdpr-consent]")).to_contain_text("purpose")
+    consent.locator("#biz-consent-purpose").fill("processing")
+    consent.get_by_role("button", name="Record consent").click()
+    expect(consent.locator("[data-consent-result]")).to_have_text(f"{subject}: processing granted")
+
     erase = page.locator("[data-form=gdpr-delete]")
     erase.locator("#biz-delete-subject").fill(subject)
     erase.locator("#biz-delete-confirm").fill("someone else")

@@ -76,7 +76,7 @@ function render(root, ctx) {
   // A plain link: the session cookie authenticates a GET, and the browser streams the file.
   const exportLink = h("a", { href: "/v1/admin/audit/export", download: "rbee-audit.jsonl",
     class: "button", "data-export": "audit" }, "Export (JSON lines)");
-  root.replaceChildren(h("h2", {}, "Audit log"),
+  root.replaceChildren(
     h("div", { class: "biz-row" }, verify, exportLink), verdict, filters, out, pager);
   load(0).catch((err) => out.replaceChildren(h("p", { class: "biz-error error", role: "alert" }, err.message)));
 }

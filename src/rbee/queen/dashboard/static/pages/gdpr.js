@@ -60,6 +60,7 @@ function deleteForm(ctx, refresh) {
     out.replaceChildren(receiptOf(ctx, receipt));
     await refresh();
   });
+  el.querySelector("button[type=submit]").className = "danger"; // it cannot be undone
   return h("div", {}, el, out);
 }
 

@@ -106,7 +106,7 @@ function render(root, ctx) {
       rows.replaceChildren(h("p", { class: "biz-error error", role: "alert" }, err.message));
     }
   }
-  root.replaceChildren(h("h2", {}, "API keys"),
+  root.replaceChildren(
     keyForm(ctx, users, refresh, (panel) => once.replaceChildren(panel)), once, rows);
   refresh();
 }
