@@ -53,7 +53,7 @@ def test_logout_ends_the_session_on_the_server(queen: RunningQueen,
     expect(page.get_by_label("API key")).to_be_visible()
     # The old cookie value is dead on the server, not only forgotten by the browser.
     r = httpx.get(f"{queen.base_url}/ui/session",
-                  cookies={"rbee_session": cookie["value"]})
+                  headers={"Cookie": f"rbee_session={cookie['value']}"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
 
 
