@@ -5,7 +5,7 @@ import { download, field, form, guarded, input, on, select, setOptions } from ".
 
 const page = { id: "gdpr", title: "GDPR", role: "admin" };
 
-function subjectField(h, name, people) {
+function subjectField(h, name) {
   return field(h, "Subject (user id)", input(h, name, { required: "", maxlength: "64",
     list: "biz-gdpr-people", autocomplete: "off" }));
 }
