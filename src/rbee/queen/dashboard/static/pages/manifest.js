@@ -9,6 +9,11 @@ import jobs from "./jobs.js";
 // -- playground, scheduler
 
 // -- tenants, keys, quotas, usage, audit, GDPR
+import tenants from "./tenants.js";
+import keys from "./keys.js";
+import usage from "./usage.js";
+import audit from "./audit.js";
+import gdpr from "./gdpr.js";
 
 export default [
   // -- cluster, actions, jobs
@@ -18,5 +23,9 @@ export default [
   // -- playground, scheduler
 
   // -- tenants, keys, quotas, usage, audit, GDPR
-
+  tenants,
+  keys,
+  usage,
+  audit,
+  gdpr,
 ];
