@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -75,7 +76,7 @@ def gpu_readings(nvml: Any, handle: Any) -> dict[str, float]:
     gives it (many GPUs report no power, and a query can fail alone), so never a zero that
     was not measured."""
     readings: dict[str, float] = {}
-    queries = (
+    queries: tuple[tuple[str, Callable[[], Any]], ...] = (
         ("utilization", lambda: nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
         ("temperature", lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)),
         ("power_watts", lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0),  # milliwatts
