@@ -25,6 +25,11 @@ class Device(_Strict):
     memory_total: int = Field(description="bytes")
     memory_free: int = Field(description="bytes")
     compute: str | None = Field(default=None, description="CUDA compute capability or CPU flags")
+    # Where NVML gives them (None: not an NVIDIA GPU, or the GPU does not report it).
+    utilization: float | None = Field(default=None, ge=0, le=100, description="percent of "
+                                      "the last sample period a kernel ran (NVML)")
+    temperature: float | None = Field(default=None, description="degrees Celsius (NVML)")
+    power_watts: float | None = Field(default=None, ge=0, description="power draw (NVML)")
 
 
 class WorkerInfo(_Strict):

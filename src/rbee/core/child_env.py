@@ -13,6 +13,7 @@ from collections.abc import Mapping
 # Every credential rbee takes from the environment, for any process kind.
 RBEE_SECRETS = frozenset({
     "RBEE_QUEEN_API_TOKEN", "RBEE_API_TOKEN",  # the queen's public API (server and CLI)
+    "RBEE_QUEEN_METRICS_TOKEN",  # Prometheus's, for the queen's /metrics
     "RBEE_QUEEN_HIVE_TOKEN", "RBEE_QUEEN_WORKER_TOKEN",  # the local hive's pair, as given
     "RBEE_HIVE_TOKEN", "RBEE_HIVE_WORKER_TOKEN",  # a hive's pair
     "RBEE_WORKER_TOKEN",  # a worker's own

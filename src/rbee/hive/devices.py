@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -63,10 +64,29 @@ def nvml_devices(nvml: Any = None) -> list[Device]:
             found.append(Device(
                 id=f"cuda:{i}", kind="cuda",
                 name=name.decode() if isinstance(name, bytes) else name,
-                memory_total=int(mem.total), memory_free=int(mem.free), compute=f"{major}.{minor}"))
+                memory_total=int(mem.total), memory_free=int(mem.free), compute=f"{major}.{minor}",
+                **gpu_readings(nvml, handle)))
         return found
     finally:
         nvml.nvmlShutdown()
+
+
+def gpu_readings(nvml: Any, handle: Any) -> dict[str, float]:
+    """Utilisation (%), temperature (°C) and power (W) of one GPU: each only where NVML
+    gives it (many GPUs report no power, and a query can fail alone), so never a zero that
+    was not measured."""
+    readings: dict[str, float] = {}
+    queries: tuple[tuple[str, Callable[[], Any]], ...] = (
+        ("utilization", lambda: nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
+        ("temperature", lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)),
+        ("power_watts", lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0),  # milliwatts
+    )
+    for field, query in queries:
+        try:
+            readings[field] = float(query())
+        except Exception as exc:  # NVMLError_NotSupported and friends: that reading only
+            logger.debug("NVML gives no %s: %s", field, exc)
+    return readings
 
 
 def metal_devices(system: str | None = None, machine: str | None = None) -> list[Device]:

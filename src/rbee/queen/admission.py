@@ -27,6 +27,7 @@ from rbee.core.errors import QueueFull
 
 PRIORITIES = {"interactive": 0, "batch": 1}
 Position = Callable[[int, int], None]  # (position, queue length) for the narration
+Waited = Callable[[str, float], None]  # (model, seconds queued) of each admitted request
 
 
 @dataclass(eq=False)
@@ -72,8 +73,10 @@ class _Lane:
 
 
 class Admission:
-    def __init__(self, clock: Clock, *, max_queue: int, capacity: Callable[[str], int]) -> None:
+    def __init__(self, clock: Clock, *, max_queue: int, capacity: Callable[[str], int],
+                 on_admit: Waited | None = None) -> None:
         self._clock = clock
+        self._on_admit = on_admit  # the queue-wait histogram (queen.metrics), if any
         self._max_queue = max_queue
         self._capacity = capacity  # requests a model's ready workers serve at once (slots)
         self._lanes: dict[str, _Lane] = {}
@@ -92,18 +95,27 @@ class Admission:
         lane = self._lanes.get(model)
         return lane.active if lane else 0
 
+    def lanes(self) -> list[tuple[str, int, int]]:
+        """(model, requests queued, requests admitted and running) per model seen."""
+        return [(model, lane.queued, lane.active) for model, lane in self._lanes.items()]
+
     async def enter(self, model: str, priority: str = "interactive",
                     on_position: Position | None = None, *, tenant: str | None = None
                     ) -> Ticket:
         """Wait for a slot (or raise QueueFull); release the ticket when the request ends.
         `tenant` (an id): whose turn it is in the queue (fair share); None is one more."""
         lane = self._lanes.setdefault(model, _Lane())
+        queued_at = None
         # The limit is at least 1: an idle lane admits without counting workers (hot path).
         if lane.queued or (lane.active and lane.active >= self._limit(model)):
+            queued_at = self._clock.monotonic()
             await self._wait(model, lane, priority, on_position, tenant)
         else:
             lane.active += 1
-        return Ticket(self, model, self._clock.monotonic())
+        now = self._clock.monotonic()
+        if self._on_admit is not None:
+            self._on_admit(model, 0.0 if queued_at is None else now - queued_at)
+        return Ticket(self, model, now)
 
     def _leave(self, ticket: Ticket) -> None:
         lane = self._lanes[ticket.model]

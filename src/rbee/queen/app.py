@@ -16,6 +16,7 @@ from rbee.queen.actor import Actor
 from rbee.queen.auth import KeyAuth
 from rbee.queen.dashboard import routes as dashboard
 from rbee.queen.local_hive import LocalHive
+from rbee.queen.request_metrics import RequestMetrics
 from rbee.queen.retention import Retention
 from rbee.queen.routes import (
     admin,
@@ -30,6 +31,8 @@ from rbee.queen.routes import (
     scheduler,
     videos,
 )
+from rbee.queen.routes import metrics as metrics_route
+from rbee.queen.scrape_auth import METRICS_PATH
 from rbee.queen.services import QueenServices, build_services
 from rbee.queen.settings import QueenSettings
 from rbee.storage.jobs import JobStore
@@ -87,7 +90,7 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
             svc.db.close()
 
     # FastAPI's native OpenTelemetry looks up its providers on every request (~13 µs of a
-    # half-millisecond budget); rbee exports no traces. Metrics come with issue 14.
+    # half-millisecond budget); rbee exports no traces, and its metrics are its own (/metrics).
     app = FastAPI(title="queen-rbee", version=__version__, lifespan=lifespan,
                   telemetry={"tracing": False, "metrics": False, "logs": False,
                              "operation_spans": False})
@@ -97,18 +100,11 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     # in a half-millisecond budget).
     for path, endpoint in (*openai.hot_routes, *transcription.hot_routes):
         app.add_route(path, endpoint, methods=["POST"])
-    app.include_router(cluster.router)
-    app.include_router(openai.router)
-    app.include_router(responses.router)
-    app.include_router(jobs.router)
-    app.include_router(scheduler.router)
-    app.include_router(admin.router)
-    app.include_router(videos.router)
-    app.include_router(audit.router)
-    app.include_router(quotas.admin)
-    app.include_router(quotas.usage)
-    app.include_router(files.router)
-    app.include_router(gdpr.router)
+    open_paths = OPEN_PATHS | mount_metrics(app, settings)
+    for router in (cluster.router, openai.router, responses.router, jobs.router,
+                   scheduler.router, admin.router, videos.router, audit.router, quotas.admin,
+                   quotas.usage, files.router, gdpr.router):
+        app.include_router(router)
     # Outermost first: the key is checked before a body is read. /health stays open, and
     # hives present their own secret with telemetry; the dashboard's session cookie is a
     # key too (dashboard.install adds its routes and returns the app's session store).
@@ -116,7 +112,7 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
                        skip_paths=frozenset({*transcription.UPLOAD_ROUTES,
                                              "/v1/images/edits", files.ROUTE}))
-    app.add_middleware(KeyAuth, open_paths=OPEN_PATHS | dashboard.OPEN_PATHS,
+    app.add_middleware(KeyAuth, open_paths=open_paths | dashboard.OPEN_PATHS,
                        enabled=settings.api_token is not None, on_refused=audit_refusal,
                        open_prefixes=(dashboard.STATIC_PREFIX,),
                        sessions=dashboard.install(app))
@@ -124,7 +120,19 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     app.add_middleware(BrowserGuard, allowed_origins=settings.allowed_origins,
                        allowed_hosts=trusted_hosts(settings.host, settings.api_token,
                                                    settings.public_url, settings.allowed_hosts))
+    if settings.metrics:  # outermost: every answer is counted, refusals included
+        app.add_middleware(RequestMetrics)
     return app
+
+
+def mount_metrics(app: FastAPI, settings: QueenSettings) -> frozenset[str]:
+    """GET /metrics, when metrics are on; returns the paths KeyAuth leaves to it (it checks
+    its own credentials: a scrape token is no API key)."""
+    if not settings.metrics:
+        return frozenset()
+    for path, endpoint in metrics_route.routes:
+        app.add_route(path, endpoint, methods=["GET"])
+    return frozenset({METRICS_PATH})
 
 
 def audit_refusal(scope: Scope, reason: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,14 @@ class Narrator(Protocol):
     def narrate(self, action: str, message: str, actor: str = "queen") -> None: ...
 
     def progress(self, stage: str, fraction: float) -> None: ...
+
+
+class Observer(Protocol):
+    """What the dispatcher reports to the metrics (queen.metrics.QueenMetrics)."""
+
+    def decided(self, decision: str, seconds: float) -> None: ...
+
+    def loaded(self, model: str, seconds: float) -> None: ...
 
 
 class Silent:
@@ -89,8 +98,11 @@ class Dispatcher:
                  policy: SchedulingPolicy | None = None, estimator: Estimator | None = None,
                  keep_warm_models: frozenset[str] = frozenset(),
                  gpu_overhead: int = 0, ask_every: float = ASK_EVERY,
-                 residency: Residency | None = None) -> None:
+                 residency: Residency | None = None, observer: Observer | None = None) -> None:
         self._ask_every = ask_every
+        self._observer = observer
+        self._spawned_at: dict[str, float] = {}  # worker → when its hive was asked (loop time)
+        self.evictions = 0  # workers stopped to make room (read by the metrics at scrape)
         self._hive_wait = hive_wait
         self._registry = registry
         self._hives = hives
@@ -165,7 +177,10 @@ class Dispatcher:
         snapshot = self._within(self._registry.snapshot(memory=self.policy.routes_by_memory,
                                                         eviction=False),
                                 self.regions_for(hints.job))
+        started = time.perf_counter()
         view, report = await self.policy.route(snapshot, req, hints.job)
+        if self._observer is not None:
+            self._observer.decided("route", time.perf_counter() - started)
         for note in report.notes:  # a script's log() lines and failures, on the job stream
             narrator.narrate("route", note)
         return view.info if view else None
@@ -260,6 +275,7 @@ class Dispatcher:
         except BaseException:
             reservations.release(worker_id)
             raise
+        self._spawned_at[info.id] = asyncio.get_running_loop().time()
         self._registry.upsert_worker(info)
         if hints.keep_warm or ref.name in self._keep_warm_models:
             self._registry.keep_warm(info.id)
@@ -277,8 +293,11 @@ class Dispatcher:
         meanwhile. While a hive is suspected (it may be alive) nothing is evicted, unless the
         caller `waited` for it already. Returns where, and the bytes reserved."""
         async with self._placing:
+            started = time.perf_counter()
             snapshot = self._within(self._registry.snapshot(), self.regions_for(job))
             plan = await decide_placement(self.policy, snapshot, req, job)
+            if self._observer is not None:
+                self._observer.decided("place", time.perf_counter() - started)
             if plan.placement is not None:
                 target = plan.placement
             elif plan.eviction is not None and (waited or not self._registry.suspects()):
@@ -296,6 +315,7 @@ class Dispatcher:
                          f"{_gib(eviction.frees)} on {eviction.placement.key} for {ref.name}")
         for worker_id in eviction.workers:
             await self.stop(worker_id)
+            self.evictions += 1
 
     async def wait_ready(self, info: WorkerInfo, narrator: Narrator) -> WorkerInfo:
         """Until the worker is ready. Its hive pushes telemetry at once on every state change,
@@ -317,15 +337,24 @@ class Dispatcher:
                 narrator.progress(info.stage, info.progress)
             if info.state is WorkerState.READY:
                 narrator.narrate("worker_ready", f"worker {info.id} ready", actor="worker")
+                self._ready(info, loop.time())
                 return info
             if info.state not in _STARTING:
+                self._spawned_at.pop(info.id, None)
                 raise _start_failure(info)
             left = deadline - loop.time()
             if left <= 0:
+                self._spawned_at.pop(info.id, None)
                 err = NoCapacity(f"worker {info.id} not ready after {self._spawn_timeout:.0f}s")
                 err.retry_after = 5.0
                 raise err
             ask = not await self._registry.wait_change(min(left, self._ask_every))
+
+    def _ready(self, info: WorkerInfo, now: float) -> None:
+        """A worker we asked for is ready: its load time, once (other waiters find none)."""
+        asked = self._spawned_at.pop(info.id, None)
+        if asked is not None and self._observer is not None:
+            self._observer.loaded(info.model, now - asked)
 
     async def stop(self, worker_id: str) -> WorkerInfo:
         info = self._registry.find_worker(worker_id)
@@ -334,6 +363,7 @@ class Dispatcher:
         stopped = await self._hives.stop_worker(info.hive_id,
                                                 self._registry.hive_url(info.hive_id), worker_id)
         self._registry.drop_worker(info.hive_id, worker_id)
+        self._spawned_at.pop(worker_id, None)
         return stopped
 
 

@@ -284,7 +284,7 @@ class KeyRing:
 # (OPERATION_ROLES); every other /v1 path is a user's.
 _PATH_ROLES: tuple[tuple[str, Role], ...] = (
     ("/v1/admin", "admin"), ("/v1/workers", "operator"), ("/v1/scheduler", "operator"),
-    ("/v1/hives", "operator"))
+    ("/v1/hives", "operator"), ("/metrics", "operator"))
 OPERATION_ROLES: dict[str, Role] = {
     "infer": "user", "embed": "user", "image": "user", "video": "user", "speak": "user",
     "transcribe": "user", "status": "user",

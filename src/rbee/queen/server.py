@@ -12,6 +12,7 @@ import sys
 from rbee.core import collector
 from rbee.core.private import private_dir, private_umask
 from rbee.queen.local_hive import LocalHive, local_hive_for
+from rbee.queen.scrape_auth import refuse_open_metrics
 from rbee.queen.settings import QueenSettings
 from rbee.storage.db import DatabaseUnusable, connect
 from rbee.web.auth import refuse_open_listener
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)  # INFO logs every SSH channel
     refuse_open_listener(settings.host, settings.api_token, "queen-rbee")
+    refuse_open_metrics(settings)
     collector.tune()
     # Before anything is created: queen.db (and SQLite's side files), logs and the pid file
     # hold every hive's token and users' prompts; an older install's modes are tightened.

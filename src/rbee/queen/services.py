@@ -20,9 +20,11 @@ from rbee.queen.identity import KeyRing
 from rbee.queen.jobs import JobManager
 from rbee.queen.liveness import Liveness
 from rbee.queen.local_hive import HIVE_ID, LocalHive, local_hive_for
+from rbee.queen.metrics import QueenMetrics
+from rbee.queen.metrics_collector import ClusterCollector, ClusterSources
 from rbee.queen.operations import Operations
 from rbee.queen.policy import SchedulingPolicy
-from rbee.queen.quotas import Quotas
+from rbee.queen.quotas import Account, Quotas, Recorder, Used
 from rbee.queen.receipts import ReceiptSigner
 from rbee.queen.registry import Registry
 from rbee.queen.relay import Relay
@@ -76,6 +78,7 @@ class QueenServices:
     credentials: Credentials = field(default_factory=Credentials)
     local_hive: LocalHive | None = None
     hive_supervisor: HiveSupervisor | None = None  # restarts local_hive when it dies
+    metrics: QueenMetrics | None = None  # None: metrics are off (settings.metrics)
 
 
 def build_services(settings: QueenSettings, *, clock: Clock | None = None,
@@ -84,6 +87,7 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                    local_hive: LocalHive | None = None,
                    transport: WorkerTransport | None = None) -> QueenServices:
     clock = clock or SystemClock()
+    metrics = QueenMetrics() if settings.metrics else None
     http = http or httpx.AsyncClient()  # queen→hive lifecycle calls (not the hot path)
     local_creds = HiveCredentials.new()
     local_creds = HiveCredentials(hive_token or local_creds.token,
@@ -106,8 +110,10 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                             estimator=estimate_bytes,
                             keep_warm_models=frozenset(parse_ref(m).name
                                                        for m in settings.keep_warm),
-                            gpu_overhead=GPU_CONTEXT_BYTES, residency=keys.regions_of)
-    admission = Admission(clock, max_queue=settings.max_queue, capacity=registry.ready_slots)
+                            gpu_overhead=GPU_CONTEXT_BYTES, residency=keys.regions_of,
+                            observer=metrics)
+    admission = Admission(clock, max_queue=settings.max_queue, capacity=registry.ready_slots,
+                          on_admit=metrics.queue_waited if metrics is not None else None)
     deadlines = deadlines_for(settings)
     if transport is None:  # queen→worker, every call
         transport = (HttptoolsTransport(deadlines) if settings.worker_transport == "httptools"
@@ -118,7 +124,7 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
     fleet = Fleet(settings, registry, credentials, HiveStore(db), hives, clock)
     scripts = Scripts(ScriptStore(db), policy, clock)
     usage = UsageLog(QuotaStore(db))
-    quotas = quotas_for(usage, clock)
+    quotas = quotas_for(usage, clock, metrics)
     # Binary results (videos) live beside the database, under the same retention rules.
     artifacts = ArtifactStore(settings.state_dir / "artifacts", clock)
     runner = (registry, dispatcher, relay, admission, artifacts, settings, quotas)
@@ -139,12 +145,15 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
     supervisor = None
     if local is not None:
         supervisor = HiveSupervisor(local, clock, on_exit=lambda: registry.suspect(HIVE_ID))
+    watchdog = Watchdog(registry, dispatcher, settings.telemetry_interval, admission=admission,
+                        idle_ttl=IdleTTL(settings.idle_ttl, settings.model_ttl))
+    if metrics is not None:  # what lives elsewhere is read when Prometheus scrapes
+        metrics.watch(ClusterCollector(ClusterSources(
+            registry, admission, policy, dispatcher, idle_unloads=lambda: len(watchdog.unloaded),
+            model_label=metrics.models)))
     return QueenServices(settings=settings, clock=clock, db=db, jobs=jobs, registry=registry,
                          dispatcher=dispatcher, relay=relay, http=http, fleet=fleet,
-                         watchdog=Watchdog(registry, dispatcher, settings.telemetry_interval,
-                                           admission=admission,
-                                           idle_ttl=IdleTTL(settings.idle_ttl,
-                                                            settings.model_ttl)),
+                         watchdog=watchdog,
                          admission=admission, scripts=scripts, operations=operations,
                          liveness=liveness, responses=ResponseStore(db), audit=audit,
                          keys=keys,
@@ -152,12 +161,20 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                          videos=Videos(jobs, artifacts, settings, clock),
                          quotas=quotas, usage=usage, gdpr=gdpr,
                          credentials=credentials, local_hive=local,
-                         hive_supervisor=supervisor)
+                         hive_supervisor=supervisor, metrics=metrics)
 
 
-def quotas_for(usage: UsageLog, clock: Clock) -> Quotas:
-    """Quotas from the stored limits and prices, today's and this month's use."""
-    quotas = Quotas(clock, usage.record)
+def quotas_for(usage: UsageLog, clock: Clock, metrics: QueenMetrics | None = None) -> Quotas:
+    """Quotas from the stored limits and prices, today's and this month's use; each settled
+    request goes to the usage table and, with metrics, to its tenant's counters."""
+    record: Recorder = usage.record
+    if metrics is not None:
+        def record(account: Account, model: str, used: Used | None, cost: float,
+                   now: float) -> None:
+            usage.record(account, model, used, cost, now)
+            metrics.charged(account, used, cost)
+
+    quotas = Quotas(clock, record)
     now = clock.time()
     today = day_of(now)
     quotas.load(usage.store.all_limits(), usage.store.all_prices(),

@@ -36,6 +36,16 @@ class QueenSettings(ListenerSettings):
     allowed_origins: list[str] = Field(default_factory=list, description="Web page origins "
                                        "allowed to call the API (CORS), JSON list, e.g. "
                                        "[\"http://localhost:3000\"]; [\"*\"]: any")
+    # Prometheus metrics (GET /metrics; docs/metrics.md).
+    metrics: bool = Field(default=True, description="Record metrics and serve them at "
+                          "/metrics (off: nothing is recorded, /metrics is a 404)")
+    metrics_token: str | None = Field(default=None, description="A bearer token that may "
+                                      "read /metrics and nothing else (Prometheus's "
+                                      "credentials_file); prefer the env "
+                                      "RBEE_QUEEN_METRICS_TOKEN. Operator and admin keys "
+                                      "may read /metrics too")
+    metrics_public: bool = Field(default=False, description="Serve /metrics without any "
+                                 "credential (refused unless the queen binds loopback)")
     state_dir: Path = Field(default_factory=default_state_dir, description="SQLite db, logs, pid")
     local_hive: bool = Field(default=True, description="Start and own a hive on this machine")
     hive_port: int = Field(default=7835, description="Port of the local hive")

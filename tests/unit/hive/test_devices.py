@@ -57,3 +57,39 @@ def test_cpu_always_present_with_real_memory() -> None:
     cpu = cpu_device()
     assert cpu.id == "cpu" and 0 < cpu.memory_free <= cpu.memory_total
     assert SystemProbe().devices()[-1].id == "cpu"
+
+
+class NotSupported(Exception):
+    """What NVML raises for a reading a GPU does not give (NVMLError_NotSupported)."""
+
+
+class ReadingNvml(FakeNvml):
+    """GPU 0 gives every reading; GPU 1 (a card without power sensing) no power draw."""
+
+    NVML_TEMPERATURE_GPU = 0
+
+    def nvmlDeviceGetUtilizationRates(self, h: int) -> SimpleNamespace:
+        return SimpleNamespace(gpu=87 - h, memory=40)
+
+    def nvmlDeviceGetTemperature(self, h: int, sensor: int) -> int:
+        assert sensor == self.NVML_TEMPERATURE_GPU
+        return 61 + h
+
+    def nvmlDeviceGetPowerUsage(self, h: int) -> int:
+        if h == 1:
+            raise NotSupported("Not Supported")
+        return 312_500  # milliwatts
+
+
+def test_nvml_readings_are_reported_where_the_gpu_gives_them() -> None:
+    gpu0, gpu1 = nvml_devices(ReadingNvml(2))
+    assert (gpu0.utilization, gpu0.temperature, gpu0.power_watts) == (87.0, 61.0, 312.5)
+    # A reading that fails is absent, never a zero that was not measured.
+    assert (gpu1.utilization, gpu1.temperature, gpu1.power_watts) == (86.0, 62.0, None)
+
+
+def test_devices_without_nvml_readings_carry_none() -> None:
+    (gpu,) = nvml_devices(FakeNvml(1))  # an NVML without the reading calls
+    assert gpu.utilization is None and gpu.temperature is None and gpu.power_watts is None
+    cpu = cpu_device()
+    assert cpu.utilization is None and cpu.temperature is None and cpu.power_watts is None

@@ -39,6 +39,7 @@ from rbee.queen.metering import (
 from rbee.queen.operations import model_entries
 from rbee.queen.policy import JobFacts
 from rbee.queen.quotas import Account, Charge, Demand, Used
+from rbee.queen.request_metrics import MODEL_KEY
 from rbee.queen.services import QueenServices
 from rbee.queen.transport import Body
 from rbee.scheduler.placement import PlaceMode
@@ -161,6 +162,7 @@ def hints_for(request: Request, ref: ModelRef, extra: Mapping[str, object]) -> H
     """An inference request's hints, within its API key's scope (the model, the priority),
     for the key's tenant: every inference route goes through here."""
     principal = principal_of(request)
+    request.scope[MODEL_KEY] = ref.name  # the model label of its metrics
     principal.check_model(ref.name)
     svc: QueenServices = request.app.state.services
     svc.gdpr.consents.require(principal)  # GDPR: before anything of theirs is processed

@@ -1,0 +1,141 @@
+"""What metrics add to the queen's latency: the same queen with them off and on.
+
+Two queens, each with its local hive and an `rbee-fake` worker, no API token: "off" runs
+with RBEE_QUEEN_METRICS=false (no middleware, no hooks, no /metrics), "on" with the
+defaults (every request counted, timed, its tokens read, its queue wait and routing
+decision observed). N non-streamed chat completions (max_tokens=1) go straight to each
+worker and through each queen, interleaved pair by pair, the queens taking turns every
+BLOCK pairs (bench/queen_overhead.py's method), so machine noise hits both alike. "on" is
+scraped once a second meanwhile, as Prometheus would.
+
+Target (issue 14): metrics add at most 0.05 ms to the queen's p50.
+
+    .venv/bin/python bench/metrics.py [--quick] [-n 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import header, median, pct, stop_queen, table, tempdir, verdict
+from queen_overhead import HIVE_TOKEN, WORKER_TOKEN, Conn, in_blocks, row
+from quotas import Side, _worker
+from tests.support.daemons import rbee_env, start_queen
+
+TARGET_MS = 0.05
+
+
+def start_side(root: Path, name: str) -> Side:
+    extra = {"RBEE_QUEEN_METRICS": "false"} if name == "off" else {}
+    env = rbee_env(root / name, RBEE_QUEEN_WORKER_TOKEN=WORKER_TOKEN,
+                   RBEE_QUEEN_HIVE_TOKEN=HIVE_TOKEN, **extra)
+    queen = start_queen(env)
+    try:
+        worker_url = _worker(queen, None)
+    except BaseException:
+        stop_queen(queen)
+        raise
+    return Side(name, queen, Conn(worker_url, WORKER_TOKEN), Conn(queen.url, None))
+
+
+def scraper(url: str, stop: threading.Event) -> None:
+    """Prometheus's share: one scrape a second while the requests run."""
+    with httpx.Client(timeout=10) as client:
+        while not stop.wait(1.0):
+            client.get(f"{url}/metrics").raise_for_status()
+
+
+def run(n: int, warmup: int) -> int:
+    sides: list[Side] = []
+    stop = threading.Event()
+    with tempdir("rbee-bench-metrics-") as tmp:
+        try:
+            for name in ("off", "on"):
+                sides.append(start_side(tmp, name))
+            calls = [side.calls() for side in sides]
+            in_blocks(calls, warmup)
+            scraping = threading.Thread(target=scraper, args=(sides[1].queen.url, stop))
+            scraping.start()
+            times = in_blocks(calls, n)
+            stop.set()
+            scraping.join()
+        finally:
+            stop.set()
+            for side in sides:
+                side.direct.close()
+                side.via.close()
+                stop_queen(side.queen)
+    rows: list[list[object]] = []
+    added: dict[str, tuple[float, float, float]] = {}
+    for side, (xs, ys) in zip(sides, times, strict=True):
+        diffs = [y - x for x, y in zip(xs, ys, strict=True)]
+        added[side.name] = (median(ys) - median(xs), pct(ys, 99) - pct(xs, 99), median(diffs))
+        rows += [row(f"{side.name}: direct to worker", xs), row(f"{side.name}: via queen", ys),
+                 [f"**{side.name}: added by queen**", added[side.name][0],
+                  pct(ys, 90) - pct(xs, 90), added[side.name][1], min(ys) - min(xs), ""]]
+    print(table(f"Non-streamed chat completion, rbee-fake, max_tokens=1, {n} interleaved pairs "
+                f"per queen, keep-alive; metrics off and on (ms)",
+                ["path", "p50", "p90", "p99", "min", "% > 20 ms"], rows))
+    more50 = added["on"][0] - added["off"][0]
+    paired = added["on"][2] - added["off"][2]
+    print(table("Metrics: what they add (ms)", ["metric", "off", "on", "on - off", "target",
+                                                "result"], [
+        ["added p50 (via queen - direct)", added["off"][0], added["on"][0], more50,
+         f"<= {TARGET_MS}", verdict(more50 <= TARGET_MS)],
+        ["paired difference p50", added["off"][2], added["on"][2], paired, "", ""],
+        ["added p99", added["off"][1], added["on"][1], added["on"][1] - added["off"][1],
+         "", ""]]))
+    print(table("In process: the metric work of one request (µs, best of 3)", ["part", "µs"],
+                in_process_costs()))
+    return 0
+
+
+def in_process_costs(number: int = 20_000) -> list[list[object]]:
+    """What one non-streamed chat request records, measured alone (µs per request)."""
+    import timeit
+
+    from rbee.queen.metering import used_in
+    from rbee.queen.metrics import QueenMetrics
+
+    metrics = QueenMetrics()
+    answer = (b'{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"a"},'
+              b'"finish_reason":"length"}],"usage":{"prompt_tokens":1,"completion_tokens":1,'
+              b'"total_tokens":2}}')
+    route, model = "/v1/chat/completions", "rbee-fake"
+
+    def one() -> None:
+        metrics.queue_waited(model, 0.0)
+        metrics.decided("route", 2e-5)
+        label = metrics.models(model)
+        used = used_in(answer)
+        assert used is not None
+        metrics.used(label, used.prompt_tokens, used.completion_tokens)
+        metrics.requests.get(route, label, "200").inc()
+        metrics.duration.get(route, label).observe(0.0004)
+
+    def us(fn: object) -> float:
+        return min(timeit.repeat(fn, number=number, repeat=3)) / number * 1e6  # type: ignore
+
+    return [["queue wait + decision + tokens + request count + duration", us(one)],
+            ["one histogram observation (pre-bound child)",
+             us(lambda: metrics.duration.get(route, model).observe(0.0004))]]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="300 pairs instead of 2000")
+    ap.add_argument("-n", type=int, default=None, help="measured rounds (default 2000)")
+    args = ap.parse_args()
+    n = args.n or (300 if args.quick else 2000)
+    header("metrics: latency Prometheus metrics add to the queen (fake engine)", args.quick)
+    return run(n, warmup=min(200, n // 4))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
