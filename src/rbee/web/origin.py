@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_BINDS = ("0.0.0.0", "::", "")
-CORS_METHODS = ("GET", "POST", "DELETE")  # every method the queen routes
+CORS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")  # every method the queen routes
 CORS_EXPOSED = ("Retry-After",)
 
 

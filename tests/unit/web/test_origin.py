@@ -8,11 +8,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from rbee.queen.app import create_app
 from rbee.queen.settings import QueenSettings
-from rbee.web.origin import LOOPBACK_NAMES, BrowserGuard, trusted_hosts
+from rbee.web.origin import CORS_METHODS, LOOPBACK_NAMES, BrowserGuard, trusted_hosts
 
 EVIL = "http://evil.example"
 UI = "http://localhost:3000"
@@ -181,3 +182,14 @@ async def test_the_queen_puts_the_guard_in_front_of_everything(tmp_path: Path) -
                 r = await client.post("/v1/jobs", json={}, headers={"Origin": ok_origin})
                 assert r.status_code == 401
                 assert r.headers["access-control-allow-origin"] == ok_origin
+
+
+def test_an_allowed_origin_may_use_every_method_the_queen_routes(tmp_path: Path) -> None:
+    """CORS_METHODS is what a browser page on an allowed origin may send: a method the
+    queen routes but CORS leaves out (PUT limits, PATCH a tenant) would fail its preflight."""
+    app = create_app(QueenSettings(state_dir=tmp_path, local_hive=False))
+    assert isinstance(app, FastAPI)
+    routed = {m.upper() for ops in app.openapi()["paths"].values() for m in ops}
+    routed |= {m for r in app.routes for m in (getattr(r, "methods", None) or ())}
+    assert {"PUT", "PATCH"} <= routed  # what the admin routes use
+    assert routed - {"HEAD"} <= set(CORS_METHODS)
