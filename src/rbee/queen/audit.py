@@ -38,6 +38,7 @@ from rbee.core.audit_chain import (
 from rbee.core.clock import Clock
 from rbee.core.private import secret_file
 from rbee.queen.actor import ANONYMOUS, Actor
+from rbee.queen.erased import Erased
 from rbee.queen.jobs import FinishedJob
 from rbee.storage.audit import ArchiveMark, AuditStore, Filters, Pending
 
@@ -79,8 +80,10 @@ def seal_key(path: Path, next_seq: Callable[[], int]) -> SealKey:
 
 class AuditLog:
     def __init__(self, store: AuditStore, clock: Clock, *, archive_dir: Path,
-                 retention: float = 7 * YEAR, flush_interval: float = 0.05) -> None:
+                 retention: float = 7 * YEAR, flush_interval: float = 0.05,
+                 erased: Erased | None = None) -> None:
         self._store = store
+        self._erased = erased or Erased()
         self._clock = clock
         self._archive_dir = archive_dir
         self._retention = retention
@@ -103,6 +106,7 @@ class AuditLog:
     # -- recording (any thread; cheap) ------------------------------------------------------
     def record(self, action: str, *, actor: Actor = ANONYMOUS, subject: str | Person | None
                = None, outcome: Outcome, details: Mapping[str, Any] | None = None) -> None:
+        actor = self._erased.actor(actor)  # a request that outlived its person's erasure
         personal, plain = actor.split()
         item = Pending(at=self._clock.time(), action=action, outcome=outcome,
                        tenant=actor.tenant_id, person=actor.person(), personal=personal,

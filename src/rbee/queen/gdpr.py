@@ -25,6 +25,7 @@ from rbee.core.errors import NotFound
 from rbee.queen.actor import Actor
 from rbee.queen.audit import AuditLog, Person
 from rbee.queen.consent import Consents
+from rbee.queen.erased import Erased
 from rbee.queen.identity import KeyRing, Principal
 from rbee.queen.jobs import JobManager
 from rbee.queen.quotas import Quotas
@@ -53,7 +54,7 @@ class Holdings:
 class Gdpr:
     def __init__(self, held: Holdings, *, keys: KeyRing, jobs: JobManager, audit: AuditLog,
                  consents: Consents, signer: ReceiptSigner, clock: Clock, quotas: Quotas,
-                 drain_seconds: float = DRAIN_SECONDS) -> None:
+                 drain_seconds: float = DRAIN_SECONDS, erased: Erased | None = None) -> None:
         self._held = held
         self._keys = keys
         self._jobs = jobs
@@ -63,6 +64,7 @@ class Gdpr:
         self._clock = clock
         self._quotas = quotas
         self._drain_seconds = drain_seconds
+        self.erased = erased or Erased()
 
     def subject(self, principal: Principal, subject: str) -> User:
         """The user `subject` names, when `principal` may ask about them (blocking)."""
@@ -122,6 +124,8 @@ class Gdpr:
         self.consents.forget(user.id)
         for job_id in await asyncio.to_thread(held.store.job_ids, user.id, True):
             await self._jobs.cancel(job_id)  # a running job would write events back
+        # From now on, what their requests still in flight write is written without them
+        self.erased.add(user.id, (k.id for k in keys))
         await self._drain(keys)
         await held.usage.flush()
         gone = await asyncio.to_thread(held.store.erase, user.id)

@@ -13,6 +13,7 @@ from rbee.queen.audit import AuditLog, seal_key
 from rbee.queen.consent import Consents
 from rbee.queen.credentials import Credentials, HiveCredentials
 from rbee.queen.dispatch import Dispatcher
+from rbee.queen.erased import Erased
 from rbee.queen.fleet import Fleet
 from rbee.queen.gdpr import Gdpr, Holdings
 from rbee.queen.hive_client import HiveClient
@@ -97,7 +98,8 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
     db = connect(settings.state_dir / "queen.db")
     audit_store = AuditStore(db)
     audit_store.key = seal_key(settings.audit_key(), next_seq=lambda: audit_store.head()[0] + 1)
-    audit = AuditLog(audit_store, clock, archive_dir=settings.audit_archives(),
+    erased = Erased()  # people erased while this queen runs (queen.erased)
+    audit = AuditLog(audit_store, clock, archive_dir=settings.audit_archives(), erased=erased,
                      retention=settings.audit_retention_days * 86400.0)
     registry = Registry(clock, settings.telemetry_interval,
                         memory_budget=int(settings.memory_budget) if settings.memory_budget
@@ -123,7 +125,7 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                         interval=settings.liveness_interval, timeout=settings.liveness_timeout)
     fleet = Fleet(settings, registry, credentials, HiveStore(db), hives, clock)
     scripts = Scripts(ScriptStore(db), policy, clock)
-    usage = UsageLog(QuotaStore(db))
+    usage = UsageLog(QuotaStore(db), erased)
     quotas = quotas_for(usage, clock, metrics)
     # Binary results (videos) live beside the database, under the same retention rules.
     artifacts = ArtifactStore(settings.state_dir / "artifacts", clock)
@@ -138,7 +140,7 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
     gdpr = Gdpr(Holdings(IdentityStore(db), job_store, gdpr_store, artifacts, usage),
                 keys=keys, jobs=jobs, audit=audit, consents=Consents(gdpr_store),
                 signer=ReceiptSigner(settings.state_dir / "gdpr-receipt.key"), clock=clock,
-                quotas=quotas)
+                quotas=quotas, erased=erased)
     local = local_hive
     if local is None and settings.local_hive:
         local = local_hive_for(settings, local_creds.token, local_creds.worker_token)

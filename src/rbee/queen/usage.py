@@ -7,9 +7,12 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+from dataclasses import replace
 
 from rbee.api.quotas import UsageRow
+from rbee.queen.erased import Erased
 from rbee.queen.quotas import Account, Used
+from rbee.storage.gdpr import ERASED
 from rbee.storage.quotas import SUMS, QuotaStore
 
 logger = logging.getLogger(__name__)
@@ -24,14 +27,17 @@ DAY = 86_400
 
 
 class UsageLog:
-    def __init__(self, store: QuotaStore) -> None:
+    def __init__(self, store: QuotaStore, erased: Erased | None = None) -> None:
         self.store = store
+        self._erased = erased or Erased()
         self._pending: dict[tuple[str, str, str, str], UsageRow] = {}
         self._task: asyncio.Task[None] | None = None
         self._day: tuple[int, str] = (-1, "")  # (UTC day number, its name): one strftime a day
 
     def record(self, account: Account, model: str, used: Used | None, cost: float,
                now: float) -> None:
+        if self._erased.key(account.key_id):  # outlived its person's erasure: theirs too
+            account = replace(account, key_id=ERASED)
         number = int(now // DAY)
         if number != self._day[0]:
             self._day = (number, day_of(now))

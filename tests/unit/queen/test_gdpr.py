@@ -322,3 +322,33 @@ async def test_erasure_waits_for_a_request_in_flight_so_it_leaves_nothing(
     await queen.svc.usage.flush()
     assert _on_disk(tmp_path, [ann, "ann-smith", SECRET]) == []
     assert (await queen.as_(BOOT, "GET", "/v1/admin/audit/verify")).json()["ok"]
+
+
+async def test_a_request_that_outlives_the_erasure_writes_nothing_of_the_person_back(
+        queen: Rig, tmp_path: Path) -> None:
+    """The erasure waits a bounded time; a request still running after it (a long
+    generation) ends afterwards, and its audit entry, usage and Response must not bring the
+    person back."""
+    queen.svc.gdpr._drain_seconds = 0.2
+    ann, ann_key = await _user(queen, "acme", "ann-smith")
+    queen.engine.gate.clear()
+    asking = asyncio.create_task(queen.chat(ann_key, SECRET))
+    answering = asyncio.create_task(queen.as_(ann_key, "POST", "/v1/responses", json={
+        "model": MODEL, "input": SECRET, "max_output_tokens": 3}))
+    for _ in range(500):
+        if queen.engine.waiting >= 2:
+            break
+        await asyncio.sleep(0.01)
+    erased = await _gdpr(queen, BOOT, "POST", "/delete", json={"subject": ann})
+    assert erased.status_code == 200 and not asking.done()  # it did not wait for them
+    queen.engine.gate.set()
+    assert (await asyncio.wait_for(asking, 10)).status_code == 200
+    assert (await asyncio.wait_for(answering, 10)).status_code == 200
+    await queen.svc.audit.flush()
+    await queen.svc.usage.flush()
+    assert _on_disk(tmp_path, [ann, "ann-smith", SECRET]) == []
+    assert queen.svc.db.query("SELECT COUNT(*) FROM responses") == [(0,)]
+    rows = (await queen.as_(BOOT, "GET", "/v1/usage")).json()["data"]
+    assert {r["key_id"] for r in rows} == {ERASED}  # the tenant's bill still counts them
+    assert sum(r["requests"] for r in rows) == 2
+    assert (await queen.as_(BOOT, "GET", "/v1/admin/audit/verify")).json()["ok"]

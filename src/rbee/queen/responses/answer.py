@@ -230,7 +230,8 @@ async def _frames(svc: QueenServices, req: ResponsesRequest, work: Plan, events:
 
 async def _store(svc: QueenServices, req: ResponsesRequest, response: ResponseObject,
                  work: Plan, owner: Owner) -> None:
-    if req.store is not False:
+    # (not for a person erased while it ran: queen.erased)
+    if req.store is not False and not svc.gdpr.erased.user(owner.user_id):
         await asyncio.to_thread(svc.responses.save, response.id, response.created_at,
                                 response.model_dump(mode="json"), work.conversation,
                                 owner.tenant_id, owner.user_id)
