@@ -242,7 +242,8 @@ def test_a_user_key_is_not_permitted_on_admin_pages(new_page: Pages, queen: Runn
     for admin_only in ("audit", "tenants", "keys", "gdpr"):
         expect(page.locator(f"#nav a[data-page='{admin_only}']")).to_have_count(0)
         page.goto(f"{queen.base_url}/#/{admin_only}")
-        expect(page.locator("#page .page")).to_be_visible()
+        expect(page.locator("#page [role=alert]")).to_contain_text(
+            "Not permitted: this page needs an admin key")
         expect(page.locator(f"[data-page-id='{admin_only}']")).to_have_count(0)
         assert page.locator("[data-table=audit], [data-form=key]").count() == 0
     # The real guard: the API refuses this session's own requests, from inside the page.

@@ -87,6 +87,8 @@ export function createApi(session, onUnauthorized) {
   return {
     get: (path, signal) => request("GET", path, undefined, signal),
     post: (path, body, signal) => request("POST", path, body === undefined ? {} : body, signal),
+    put: (path, body, signal) => request("PUT", path, body === undefined ? {} : body, signal),
+    patch: (path, body, signal) => request("PATCH", path, body === undefined ? {} : body, signal),
     del: (path, signal) => request("DELETE", path, undefined, signal),
     stream,
     upload,

@@ -47,10 +47,18 @@ function route() {
   cleanup = null;
   const allowed = visiblePages();
   const id = location.hash.replace(/^#\//, "");
+  const known = pages.find((p) => p.id === id);
   const page = allowed.find((p) => p.id === id) || allowed[0];
   renderNav();
   const root = $("page");
   clear(root);
+  if (known && !can(known.role)) {  // a direct visit: said, not silently redirected
+    document.title = `${known.title} · rbee`;
+    root.appendChild(h("h1", {}, known.title));
+    root.appendChild(h("p", { class: "error denied", role: "alert" },
+                       `Not permitted: this page needs an ${known.role} key.`));
+    return;
+  }
   if (!page) {
     root.appendChild(h("p", {}, "This key's role has no pages."));
     return;

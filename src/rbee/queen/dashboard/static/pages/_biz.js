@@ -9,24 +9,6 @@ export function permits(session, role) {
   return (RANKS[session && session.role] ?? -1) >= RANKS[role];
 }
 
-/** The "not permitted" notice; the API's 403 is the real guard, this only says so. */
-export function notPermitted(h, page) {
-  return h("section", { class: "biz-denied", role: "alert" },
-    h("h2", {}, page.title),
-    h("p", {}, `Not permitted: this page needs an ${page.role} key.`));
-}
-
-/** A page's render wrapped in the role check, so a direct #/<id> visit is refused too. */
-export function guarded(page, render) {
-  return (root, ctx) => {
-    if (!permits(ctx.session, page.role)) {
-      root.replaceChildren(notPermitted(ctx.h, page));
-      return undefined;
-    }
-    return render(root, ctx);
-  };
-}
-
 /** Listen on an element (ctx.h builds it; handlers are attached here, one way for all). */
 export function on(el, event, handler) {
   el.addEventListener(event, handler);
@@ -107,25 +89,9 @@ export function number(text) {
   return t === "" ? null : Number(t);
 }
 
-/**
- * PUT and PATCH (limits, prices, a tenant's consent rule). The shell's api has get, post
- * and del; where it gains put/patch (or a generic request) those are used. Until then the
- * request is sent here like the shell's own: the session cookie, and the CSRF token the
- * queen gives this session at GET /ui/session (a same-origin read a foreign page cannot
- * make), and the error envelope's message thrown as an Error.
- */
-export async function send(api, method, path, body) {
-  const named = api[method.toLowerCase()];
-  if (typeof named === "function") return named.call(api, path, body);
-  if (typeof api.request === "function") return api.request(method, path, body);
-  const { csrf_token: csrf } = await api.get("/ui/session");
-  const response = await fetch(path, { method, credentials: "same-origin", headers: {
-    "Content-Type": "application/json", "X-CSRF-Token": csrf }, body: JSON.stringify(body) });
-  const answer = await response.json().catch(() => null);
-  if (!response.ok) {
-    throw new Error(answer?.error?.message ?? `${response.status} ${response.statusText}`);
-  }
-  return answer;
+/** PUT or PATCH (limits, prices, a tenant's consent rule) through the shell's api. */
+export function send(api, method, path, body) {
+  return api[method.toLowerCase()](path, body);
 }
 
 /** Offer `text` as a file download (a Blob URL, revoked once clicked). */

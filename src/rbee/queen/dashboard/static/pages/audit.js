@@ -1,7 +1,7 @@
 // The audit log (admin): a paged, filtered list, the chain's verification (the verdict and
 // the first entry that does not match), and the export as a download.
 // The same routes as `rbee audit`: /v1/admin/audit, /verify, /export.
-import { field, form, guarded, input, on, select, table, when } from "./_biz.js";
+import { field, form, input, on, select, table, when } from "./_biz.js";
 
 const page = { id: "audit", title: "Audit log", role: "admin" };
 const PAGE_SIZE = 50;
@@ -81,4 +81,4 @@ function render(root, ctx) {
   load(0).catch((err) => out.replaceChildren(h("p", { class: "biz-error error", role: "alert" }, err.message)));
 }
 
-export default { ...page, render: guarded(page, render) };
+export default { ...page, render };

@@ -1,7 +1,7 @@
 // GDPR (admin): a person's export as a JSON download, erasure after typing their id again
 // (the queen's signed receipt is shown, with its check), and consent decisions.
 // The same routes as `rbee gdpr`: /gdpr/export, /gdpr/delete, /gdpr/consent, /gdpr/receipts/verify.
-import { download, field, form, guarded, input, on, select, setOptions } from "./_biz.js";
+import { download, field, form, input, on, select, setOptions } from "./_biz.js";
 
 const page = { id: "gdpr", title: "GDPR", role: "admin" };
 
@@ -99,4 +99,4 @@ function render(root, ctx) {
   refresh();
 }
 
-export default { ...page, render: guarded(page, render) };
+export default { ...page, render };

@@ -1,7 +1,7 @@
 // API keys (admin): list, create (the key is shown once, with a copy button, and is never
 // fetchable again: the queen keeps only its hash), revoke after a confirmation.
 // The same routes as `rbee key`: /v1/admin/keys.
-import { field, form, guarded, input, list, number, on, select, setOptions, table, when } from "./_biz.js";
+import { field, form, input, list, number, on, select, setOptions, table, when } from "./_biz.js";
 
 const page = { id: "keys", title: "API keys", role: "admin" };
 
@@ -111,4 +111,4 @@ function render(root, ctx) {
   refresh();
 }
 
-export default { ...page, render: guarded(page, render) };
+export default { ...page, render };

@@ -1,7 +1,7 @@
 // Tenants and their users (admin): list, create, and the GDPR consent rule per tenant.
 // The same routes as `rbee tenant|user`: /v1/admin/tenants, /v1/admin/users.
 import {
-  field, form, guarded, input, list, on, select, send, setOptions, table, when,
+  field, form, input, list, on, select, send, setOptions, table, when,
 } from "./_biz.js";
 
 const page = { id: "tenants", title: "Tenants & users", role: "admin" };
@@ -103,4 +103,4 @@ function render(root, ctx) {
   refresh();
 }
 
-export default { ...page, render: guarded(page, render) };
+export default { ...page, render };
