@@ -191,6 +191,22 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX consents_user ON consents(user_id, purpose, seq);
     """,
+    # Scheduling scripts keep their versions: every save is one (when, by which key), the
+    # script's row names the one in force, and a rollback puts an earlier one back in force.
+    # Scripts saved before this migration become their version 1, by nobody known.
+    """
+    CREATE TABLE script_versions (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        saved_at REAL NOT NULL,
+        saved_by TEXT NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    ALTER TABLE scripts ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+    INSERT INTO script_versions(name, version, source, saved_at, saved_by)
+        SELECT name, 1, source, updated_at, 'unknown' FROM scripts;
+    """,
 )
 # SQLite's own names for "this is not a (healthy) database file": damage, not an access problem.
 _DAMAGE_ERRORS = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
