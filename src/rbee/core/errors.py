@@ -8,6 +8,7 @@
     │   └── BodyTooLarge (413, code body_too_large)
     ├── Unauthorized (401 authentication_error, code invalid_api_key)
     ├── Forbidden (403 permission_error: a valid key outside its scope)
+    │   ├── CsrfFailed (code csrf_failed: a session's write without its CSRF token)
     │   ├── PolicyRefused (code policy_refused: the scheduling script's reason)
     │   └── ConsentRequired (code consent_required: the tenant demands GDPR consent)
     ├── NotFound (404)
@@ -94,6 +95,12 @@ class Forbidden(RbeeError):
     http_status = 403
     openai_type = "permission_error"
     code = "permission_denied"
+
+
+class CsrfFailed(Forbidden):
+    """A dashboard session's state-changing request without its X-CSRF-Token."""
+
+    code = "csrf_failed"
 
 
 class ConsentRequired(Forbidden):

@@ -14,6 +14,7 @@ from rbee import __version__
 from rbee.queen import transcription
 from rbee.queen.actor import Actor
 from rbee.queen.auth import KeyAuth
+from rbee.queen.dashboard import routes as dashboard
 from rbee.queen.local_hive import LocalHive
 from rbee.queen.retention import Retention
 from rbee.queen.routes import (
@@ -109,13 +110,16 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
     app.include_router(files.router)
     app.include_router(gdpr.router)
     # Outermost first: the key is checked before a body is read. /health stays open, and
-    # hives present their own secret with telemetry.
+    # hives present their own secret with telemetry; the dashboard's session cookie is a
+    # key too (dashboard.install adds its routes and returns the app's session store).
     # Uploads are bounded as they stream to disk (max_upload_bytes), never read whole first.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
                        skip_paths=frozenset({*transcription.UPLOAD_ROUTES,
                                              "/v1/images/edits", files.ROUTE}))
-    app.add_middleware(KeyAuth, open_paths=OPEN_PATHS, enabled=settings.api_token is not None,
-                       on_refused=audit_refusal)
+    app.add_middleware(KeyAuth, open_paths=OPEN_PATHS | dashboard.OPEN_PATHS,
+                       enabled=settings.api_token is not None, on_refused=audit_refusal,
+                       open_prefixes=(dashboard.STATIC_PREFIX,),
+                       sessions=dashboard.install(app))
     # Outermost: web pages (rebound Host, foreign Origin) are refused before anything else.
     app.add_middleware(BrowserGuard, allowed_origins=settings.allowed_origins,
                        allowed_hosts=trusted_hosts(settings.host, settings.api_token,

@@ -161,6 +161,21 @@ class KeyRing:
             raise Unauthorized("this API key has expired")
         return principal
 
+    def principal_for(self, key_id: str) -> Principal:
+        """The principal of a key known by id (a dashboard session): Unauthorized once the
+        key is revoked or expired, so a session ends on its key's next use."""
+        if not self.enabled:
+            return LOCAL
+        if key_id == BOOTSTRAP.key_id:
+            return BOOTSTRAP
+        found = self._live.get(key_id)
+        if found is None:
+            raise Unauthorized("this session's API key was revoked; log in again")
+        principal = found[1]
+        if principal.expires_at is not None and self._clock.time() >= principal.expires_at:
+            raise Unauthorized("this session's API key has expired; log in again")
+        return principal
+
     # -- admin operations (blocking: routes run them on a thread)
     def create_tenant(self, body: TenantCreate) -> Tenant:
         self._require_enabled()

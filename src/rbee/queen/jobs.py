@@ -242,6 +242,11 @@ class JobManager:
         if not exists or not may_see(tenant_id):
             raise JobNotFound(f"no job {job_id!r}", param="job_id")
 
+    def running(self) -> list[tuple[str, str, str | None, str | None]]:
+        """(id, operation, subject, tenant id) of each job still running (the dashboard)."""
+        return [(j.id, j.operation, j.subject, j.actor.tenant_id)
+                for j in self._live.values() if not j.finished]
+
     def recent(self, limit: int, state: str | None,
                tenant_id: str | None = None) -> list[JobSummary]:
         return self._store.recent(limit, state, tenant_id)

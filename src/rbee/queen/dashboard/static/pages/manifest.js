@@ -1,0 +1,22 @@
+// The dashboard's pages, in menu order; the shell shows those the key's role may use.
+// Add a page with one import line and one array line, each in your section: sections
+// keep parallel branches from touching the same lines.
+
+// -- cluster, actions, jobs
+import cluster from "./cluster.js";
+import jobs from "./jobs.js";
+
+// -- playground, scheduler
+
+// -- tenants, keys, quotas, usage, audit, GDPR
+
+export default [
+  // -- cluster, actions, jobs
+  cluster,
+  jobs,
+
+  // -- playground, scheduler
+
+  // -- tenants, keys, quotas, usage, audit, GDPR
+
+];

@@ -1,0 +1,115 @@
+"""Logging in to the dashboard in real Chromium against a real queen (issue 14, Access)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import RunningQueen, logged_in_page
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+
+@pytest.fixture(scope="module")
+def queen(module_queen_factory: Callable[..., RunningQueen]) -> RunningQueen:
+    return module_queen_factory()
+
+
+def test_a_bad_key_is_refused_with_the_reason_shown(queen: RunningQueen,
+                                                    new_page: Callable[..., Page]) -> None:
+    page = new_page(f"{queen.base_url}/")
+    page.get_by_label("API key").fill("rbee-nope-notakey")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#login-error")).to_have_text("invalid API key")
+    expect(page.locator("#page .page")).to_have_count(0)
+    assert page.context.cookies() == []
+
+
+def test_login_sets_an_httponly_strict_cookie_and_shows_the_cluster(
+        queen: RunningQueen, new_page: Callable[..., Page]) -> None:
+    page = logged_in_page(new_page(), *queen)
+    expect(page.locator("#who")).to_contain_text("bootstrap · admin")
+    expect(page.locator("#nav a[data-page='cluster']")).to_be_visible()
+    (cookie,) = page.context.cookies()
+    assert cookie["name"] == "rbee_session"
+    assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
+    assert cookie["path"] == "/" and cookie["secure"] is False  # plain http on loopback
+    assert queen.admin_key not in cookie["value"]
+    # Scripts cannot read it, and a reload keeps the session (the queen holds it).
+    assert "rbee_session" not in page.evaluate("document.cookie")
+    page.reload()
+    expect(page.locator("#page .page")).to_be_visible()
+    expect(page.locator("#login")).to_be_hidden()
+
+
+def test_logout_ends_the_session_on_the_server(queen: RunningQueen,
+                                               new_page: Callable[..., Page]) -> None:
+    page = logged_in_page(new_page(), *queen)
+    (cookie,) = page.context.cookies()
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_label("API key")).to_be_visible()
+    # The old cookie value is dead on the server, not only forgotten by the browser.
+    r = httpx.get(f"{queen.base_url}/ui/session",
+                  cookies={"rbee_session": cookie["value"]})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_a_write_without_the_csrf_header_is_refused(queen: RunningQueen,
+                                                    new_page: Callable[..., Page]) -> None:
+    """The page's own fetch with the cookie but no X-CSRF-Token (what a forged form or a
+    script elsewhere would send) is a 403 csrf_failed; with the header it passes."""
+    page = logged_in_page(new_page(), *queen)
+    status = page.evaluate("""async () => {
+        const r = await fetch('/v1/jobs', {method: 'POST', credentials: 'same-origin',
+            headers: {'Content-Type': 'application/json'},
+            body: JSON.stringify({operation: 'status'})});
+        return [r.status, (await r.json()).error.code];
+    }""")
+    assert status == [403, "csrf_failed"]
+    token = page.evaluate("async () => (await (await fetch('/ui/session')).json()).csrf_token")
+    ok = page.evaluate("""async (token) => {
+        const r = await fetch('/v1/jobs', {method: 'POST', credentials: 'same-origin',
+            headers: {'Content-Type': 'application/json', 'X-CSRF-Token': token},
+            body: JSON.stringify({operation: 'status'})});
+        return r.status;
+    }""", token)
+    assert ok == 200
+
+
+def test_a_cross_site_page_cannot_post_with_the_cookie(queen: RunningQueen,
+                                                       new_page: Callable[..., Page]) -> None:
+    """A page on another origin (another loopback port) submits a form and a fetch at the
+    queen: SameSite=Strict keeps the cookie home, and the Origin check refuses the fetch."""
+    page = logged_in_page(new_page(), *queen)
+    jobs_before = _job_count(queen)
+    evil = page.context.new_page()
+    evil.route("http://evil.test/", lambda route: route.fulfill(
+        content_type="text/html", body=f"""<form id=f method=post action="{queen.base_url}/v1/jobs"
+            enctype="text/plain"><input name='{{"operation":"status","x":"' value='"}}'></form>
+            <script>document.getElementById('f').submit()</script>"""))
+    with evil.expect_navigation():
+        evil.goto("http://evil.test/")
+    body = evil.inner_text("body")
+    assert "permission_error" in body or "authentication_error" in body, body
+    refused = evil.evaluate(f"""async () => {{
+        try {{
+            const r = await fetch('{queen.base_url}/v1/jobs', {{method: 'POST',
+                credentials: 'include', headers: {{'Content-Type': 'application/json'}},
+                body: JSON.stringify({{operation: 'status'}})}});
+            return 'status ' + r.status;
+        }} catch (e) {{ return 'blocked'; }}
+    }}""")
+    # Refused either way: the preflight fails (blocked) or the request itself is a 403.
+    assert refused in ("blocked", "status 403"), refused
+    assert _job_count(queen) == jobs_before
+    evil.close()
+
+
+def _job_count(queen: RunningQueen) -> int:
+    r = httpx.get(f"{queen.base_url}/v1/jobs", params={"limit": 200},
+                  headers={"Authorization": f"Bearer {queen.admin_key}"})
+    assert r.status_code == 200, r.text
+    return len(r.json()["data"])
