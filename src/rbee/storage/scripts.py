@@ -51,7 +51,7 @@ class ScriptStore:
     def active(self) -> ScriptRow | None:
         return next((r for r in self.all() if r.active), None)
 
-    def save(self, name: str, source: str, now: float, by: str) -> int:
+    def save(self, name: str, source: str, now: float, by: str = "unknown") -> int:
         """Store `source` as the script's next version, in force at once; that version."""
         with self._db.transaction() as tx:
             last = tx.execute("SELECT COALESCE(MAX(version), 0) FROM script_versions "
