@@ -164,9 +164,11 @@ async def explain(dispatcher: Dispatcher, registry: Registry, ref: ModelRef, hin
     place = replace(dispatcher.place_request(ref, hints), explain=True)
     try:
         decision = await decide(policy, registry.snapshot(), route, place, hints.job)
+        # Read before the dry run's policy closes: closing forgets its script and counters
+        # (a dry run of a script used to answer "script": null).
+        applied, disabled = policy.script, policy.stats.disabled
     finally:
         if script is not None:
             policy.close()
-    applied = policy.script
     return {**decision.to_dict(), "script": applied.name if applied else None,
-            "script_disabled": policy.stats.disabled}
+            "script_disabled": disabled}

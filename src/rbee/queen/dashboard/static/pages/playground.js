@@ -23,14 +23,20 @@ export default {
     const tabs = h("div", { class: "tabs", role: "tablist", "aria-label": "Modality" });
     const body = h("div", { role: "tabpanel" });
     root.append(tabs, body);
-    let models = [];
+    let models = null; // until /v1/models answers
     let cleanup = null;
+    let current = TABS[0];
 
     function show(tab) {
       if (cleanup) cleanup();
       cleanup = null;
+      current = tab;
       for (const b of tabs.children) b.setAttribute("aria-selected", String(b.dataset.tab === tab.id));
       clear(body);
+      if (models === null) {
+        body.append(h("p", { class: "muted" }, "Loading models…"));
+        return;
+      }
       const mine = models.filter((m) => m.kind === tab.kind);
       if (!mine.length) {
         body.append(h("p", { class: "muted" }, `No ${tab.kind} model on this queen.`));
@@ -49,7 +55,9 @@ export default {
       b.addEventListener("click", () => show(tab));
       tabs.append(b);
     }
-    api.get("/v1/models").then((r) => { models = r.data; show(TABS[0]); })
+    show(current);
+    // A tab chosen while the models load stays chosen.
+    api.get("/v1/models").then((r) => { models = r.data; show(current); })
       .catch((err) => toast(err.message, "error"));
     return () => { if (cleanup) cleanup(); };
   },

@@ -44,14 +44,15 @@ export default {
       const s = await api.get("/v1/scheduler");
       clear(state);
       const sc = s.script;
-      state.append(
+      state.append(...[
         h("p", {}, `routing ${s.routing_policy} · placement ${s.placement_policy} · active script: `,
           h("strong", { "data-testid": "active-script" }, sc ? sc.name : "none")),
         sc ? h("p", { "data-testid": "counters" },
           `${sc.calls} calls · ${sc.failures} failures (${sc.failures_in_a_row} in a row) · `
           + `${sc.fallbacks} no opinion · ${sc.busy} busy`) : null,
         sc && sc.last_error ? h("p", { class: "error" }, `last error: ${sc.last_error}`) : null,
-        sc && sc.disabled ? h("p", { class: "error" }, `disabled: ${sc.disabled}`) : null);
+        sc && sc.disabled ? h("p", { class: "error" }, `disabled: ${sc.disabled}`) : null,
+      ].filter(Boolean)); // Element.append would write a null as the text "null"
     }
 
     async function refreshScripts(select) {
@@ -82,12 +83,12 @@ export default {
           h("td", {}, `v${v.version}`, v.in_force ? h("span", { class: "badge done" }, hist.active ? "active" : "in force") : null),
           h("td", {}, new Date(v.saved_at * 1000).toLocaleString()),
           h("td", {}, v.saved_by), h("td", {}, String(v.lines)),
-          h("td", { class: "actions" },
+          h("td", {}, h("span", { class: "actions" },
             h("button", { type: "button", onclick: () => view(v.version) }, "View"),
             admin && !(v.in_force && hist.active) ? h("button", {
               type: "button", class: "danger", "data-testid": `rollback-${v.version}`,
               onclick: (e) => busy(e.currentTarget, () => rollback(v.version))(),
-            }, `Roll back to v${v.version}`) : null)))))));
+            }, `Roll back to v${v.version}`) : null))))))));
     }
 
     async function open(scriptName) {
