@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from rbee.models.catalog import builtin_path
 from tests.browser.conftest import RunningQueen, logged_in_page
+from tests.support.audio import tone_wav
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 CHAT = "smollm2-135m-instruct"
@@ -36,8 +38,9 @@ def need(model: str) -> None:
 
 @pytest.fixture(scope="module")
 def queen(module_queen_factory: Callable[..., RunningQueen]) -> RunningQueen:
-    need(CHAT)
-    return module_queen_factory(model=CHAT)
+    """No model preloaded: each test's model starts on its first request (so a missing
+    package skips only the tests that need it)."""
+    return module_queen_factory()
 
 
 def playground(page: Page, queen: RunningQueen, tab: str, model: str) -> Page:
@@ -51,6 +54,7 @@ def playground(page: Page, queen: RunningQueen, tab: str, model: str) -> Page:
 @pytest.mark.model
 def test_chat_streams_the_real_models_answer_token_by_token(
         queen: RunningQueen, new_page: Callable[..., Page]) -> None:
+    need(CHAT)
     page = playground(new_page(), queen, "chat", CHAT)
     page.get_by_text("System prompt and sampling").click()
     page.get_by_test_id("system-prompt").fill("You are a helpful assistant.")
@@ -72,6 +76,7 @@ def test_chat_streams_the_real_models_answer_token_by_token(
 
 @pytest.mark.model
 def test_stop_ends_the_stream(queen: RunningQueen, new_page: Callable[..., Page]) -> None:
+    need(CHAT)
     page = playground(new_page(), queen, "chat", CHAT)
     page.get_by_text("System prompt and sampling").click()
     page.get_by_test_id("max-tokens").fill("2000")
@@ -128,3 +133,36 @@ def test_a_prompt_is_shown_as_text_never_run(queen: RunningQueen,
     expect(page.locator(".msg.user")).to_have_text(hostile)
     assert page.locator(".chat-log img, .chat-log script").count() == 0
     assert page.evaluate("window.__pwned") is None
+
+
+def test_images_transcription_and_video_with_the_fake_engines(
+        queen: RunningQueen, new_page: Callable[..., Page], tmp_path: Path) -> None:
+    """The other modalities' forms, end to end through the queen (fake engines: quick)."""
+    page = playground(new_page(), queen, "images", "rbee-fake-image")
+    page.get_by_test_id("image-prompt").fill("a bee")
+    page.get_by_test_id("image-size").select_option("256x256")
+    page.get_by_role("button", name="Paint").click()
+    image = page.get_by_test_id("image")
+    expect(image).to_have_attribute("src", re.compile(r"^data:image/png;base64,"),
+                                    timeout=60_000)
+    assert page.wait_for_function("""() => {
+        const i = document.querySelector("[data-testid='image']");
+        return i && i.complete && i.naturalWidth;
+    }""").json_value() == 256
+
+    wav = tmp_path / "tone.wav"
+    wav.write_bytes(tone_wav([0.5, 0.0]))
+    page.locator(".tabs button[data-tab='transcription']").click()
+    page.get_by_test_id("model").select_option("rbee-fake-transcription")
+    page.get_by_test_id("audio-file").set_input_files(str(wav))
+    page.get_by_role("button", name="Transcribe").click()
+    expect(page.get_by_test_id("transcript")).to_contain_text("Second 1 is loud",
+                                                              timeout=60_000)
+
+    page.locator(".tabs button[data-tab='video']").click()
+    page.get_by_test_id("model").select_option("rbee-fake-video")
+    page.get_by_test_id("video-prompt").fill("bees dancing")
+    page.get_by_role("button", name="Make video").click()
+    expect(page.get_by_test_id("video")).to_have_attribute("src", re.compile(r"^blob:"),
+                                                           timeout=120_000)
+    expect(page.get_by_test_id("video-status")).to_contain_text("completed")
