@@ -1,7 +1,10 @@
 """Browser tests: real Chromium (Playwright, the Debian binary) against real queens.
 
 Fixtures:
-- `chromium`: one browser for the session.
+- `chromium`: one browser per test module. (Not per session: while Playwright's sync API
+  is open it keeps its event loop marked running on the main thread, and every async test
+  collected after the browser tests would fail with "cannot be called from a running event
+  loop". A launch takes about 0.4 s.)
 - `start_queen(model=None, **env)`: a real queen with its local hive and an admin token;
   `model` is preloaded ("rbee-fake" for the fake engine, None for none, or a real model
   such as "smollm2-135m-instruct"). Returns a `RunningQueen`, which unpacks as
@@ -43,7 +46,7 @@ class RunningQueen:
         return iter((self.base_url, self.admin_key))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

@@ -53,7 +53,7 @@ def test_logout_ends_the_session_on_the_server(queen: RunningQueen,
     expect(page.get_by_label("API key")).to_be_visible()
     # The old cookie value is dead on the server, not only forgotten by the browser.
     r = httpx.get(f"{queen.base_url}/ui/session",
-                  cookies={"rbee_session": cookie["value"]})
+                  headers={"Cookie": f"rbee_session={cookie['value']}"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
 
 
@@ -113,3 +113,30 @@ def _job_count(queen: RunningQueen) -> int:
                   headers={"Authorization": f"Bearer {queen.admin_key}"})
     assert r.status_code == 200, r.text
     return len(r.json()["data"])
+
+
+def test_a_users_key_sees_no_operator_actions_and_works_at_phone_width(
+        queen: RunningQueen, new_page: Callable[..., Page]) -> None:
+    admin = {"Authorization": f"Bearer {queen.admin_key}"}
+    base = queen.base_url
+    httpx.post(f"{base}/v1/admin/tenants", json={"name": "acme"}, headers=admin)
+    user = httpx.post(f"{base}/v1/admin/users", json={"tenant": "acme", "name": "ann"},
+                      headers=admin).json()
+    key = httpx.post(f"{base}/v1/admin/keys", json={"user": user["id"], "role": "user"},
+                     headers=admin).json()
+    page = logged_in_page(new_page(viewport={"width": 375, "height": 740}, is_mobile=True),
+                          base, key["key"])
+    expect(page.locator("#who")).to_contain_text(f"rbee-{key['id']} · user · acme")
+    expect(page.locator("[data-hive] [data-state]").first).to_have_text("up")
+    expect(page.locator("form[data-spawn]")).to_have_count(0)
+    expect(page.locator("[data-action]")).to_have_count(0)
+    # Nothing is wider than the phone's screen.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    # Keyboard: the skip link, then the navigation, reached with Tab alone.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.dataset.page") == "cluster"
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    expect(page.locator("#page h1")).to_have_text("Jobs")

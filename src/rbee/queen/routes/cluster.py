@@ -6,13 +6,16 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 
 from rbee import __version__
 from rbee.api.cluster import HiveTelemetry, WorkerInfo
-from rbee.core.errors import Unauthorized
+from rbee.core.errors import Unauthorized, WorkerNotFound
+from rbee.queen.auth import principal_of
 from rbee.queen.deps import ServicesDep
 from rbee.queen.local_hive import HIVE_ID
 from rbee.queen.registry import Registry
+from rbee.queen.routes.openai import client_ip
 from rbee.queen.supervision import HiveSupervisor
 from rbee.web.auth import check_bearer
 from rbee.web.body import parse_body
@@ -64,3 +67,22 @@ async def telemetry(request: Request, svc: ServicesDep) -> None:
 @router.get("/v1/workers")
 async def workers(svc: ServicesDep) -> list[WorkerInfo]:
     return svc.registry.listed_workers()
+
+
+class KeepWarm(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    keep_warm: bool
+
+
+@router.post("/v1/workers/{worker_id}/keep-warm")
+async def keep_warm(worker_id: str, request: Request, svc: ServicesDep) -> dict[str, Any]:
+    """Keep a running worker loaded (never unloaded for idleness or to make room), or let
+    it go again: what `worker_spawn`'s `keep_warm` does at spawn time, for a live worker."""
+    body = await parse_body(request, KeepWarm)
+    if svc.registry.find_worker(worker_id) is None:
+        raise WorkerNotFound(f"no worker {worker_id[:128]!r}", param="worker_id")
+    svc.registry.keep_warm(worker_id, body.keep_warm)
+    svc.audit.admin_change("worker.keep_warm", actor=principal_of(request).actor(
+        client_ip(request)), subject=worker_id, outcome="ok",
+        details={"keep_warm": body.keep_warm})
+    return {"id": worker_id, "keep_warm": body.keep_warm}

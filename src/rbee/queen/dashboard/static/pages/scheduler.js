@@ -5,7 +5,7 @@
 import { clear } from "../dom.js";
 import { editor } from "./lab/lua.js";
 import { renderDecision } from "./lab/explain.js";
-import { runJob } from "./lab/job.js";
+import { jobResult } from "./lab/job.js";
 import { useStyles } from "./lab/styles.js";
 
 const STARTER = `-- route(job, workers) picks a running worker; place(model, devices) a device.
@@ -56,7 +56,7 @@ export default {
     }
 
     async function refreshScripts(select) {
-      const { scripts } = await runJob(api, { operation: "script_list" });
+      const { scripts } = await jobResult(api, { operation: "script_list" });
       clear(scriptsList);
       scriptsList.append(h("option", { value: "" }, scripts.length ? "— open a saved script —" : "no saved scripts"));
       for (const s of scripts) {
@@ -69,7 +69,7 @@ export default {
       clear(historyOut);
       let hist;
       try {
-        hist = await runJob(api, { operation: "script_history", name: name.value });
+        hist = await jobResult(api, { operation: "script_history", name: name.value });
       } catch (err) {
         if (err.code === "script_not_found") {
           historyOut.append(h("p", { class: "muted" }, "Not saved yet: no history."));
@@ -92,20 +92,20 @@ export default {
     }
 
     async function open(scriptName) {
-      const s = await runJob(api, { operation: "script_get", name: scriptName });
+      const s = await jobResult(api, { operation: "script_get", name: scriptName });
       name.value = s.name;
       code.value = s.source;
       await refreshHistory();
     }
 
     async function view(version) {
-      const s = await runJob(api, { operation: "script_get", name: name.value, version });
+      const s = await jobResult(api, { operation: "script_get", name: name.value, version });
       code.value = s.source;
       toast(`v${version} loaded into the editor (apply saves it as a new version)`);
     }
 
     async function rollback(version) {
-      const s = await runJob(api, { operation: "script_rollback", name: name.value, version });
+      const s = await jobResult(api, { operation: "script_rollback", name: name.value, version });
       code.value = s.source;
       toast(`${s.name} v${s.version} is active again`, "ok");
       await Promise.all([refreshState(), refreshHistory(), refreshScripts(s.name)]);
@@ -132,14 +132,14 @@ export default {
 
     async function apply() {
       if (!(await check())) return;
-      const s = await runJob(api, { operation: "script_save", name: name.value,
+      const s = await jobResult(api, { operation: "script_save", name: name.value,
                                     source: code.value, activate: true });
       toast(`${s.name} v${s.version} applied`, "ok");
       await Promise.all([refreshState(), refreshHistory(), refreshScripts(s.name)]);
     }
 
     async function off() {
-      await runJob(api, { operation: "script_activate", name: null });
+      await jobResult(api, { operation: "script_activate", name: null });
       toast("built-in policy in force", "ok");
       await Promise.all([refreshState(), refreshHistory(), refreshScripts(name.value)]);
     }

@@ -1,19 +1,19 @@
-// Run a job (POST /v1/jobs) and follow its stream to the end: the same job operations the
-// CLI runs (`rbee script ...`). Resolves with the `result` event's data; rejects with the
-// `error` event's message (and its code).
-export async function runJob(api, body, { onEvent, signal } = {}) {
+// A job's result for pages that need its answer, not its narration (the scheduler's
+// `script_*` operations, as `rbee script ...` runs them): the shell's `followJob` reads the
+// stream; this keeps the `result` event and turns an `error` or `cancelled` end into a
+// thrown Error (with the error's `code`).
+import { followJob } from "../../jobrun.js";
+
+export async function jobResult(api, body, signal) {
   const created = await api.post("/v1/jobs", body, signal);
   let result = null;
-  let failure = null;
-  await api.stream(created.sse_url, null, (frame) => {
-    if (onEvent) onEvent(frame);
-    if (frame.event === "result") result = frame.data;
-    if (frame.event === "error") failure = frame.data;
-    if (frame.event === "cancelled") failure = { message: "cancelled", code: "cancelled" };
-  }, signal);
-  if (failure) {
-    const err = new Error(failure.message || "the job failed");
-    err.code = failure.code || null;
+  const terminal = await followJob(api, created.job_id, null, {
+    signal, onEvent: (frame) => { if (frame.event === "result") result = frame.data; },
+  });
+  if (!terminal || terminal.event !== "done") {
+    const data = (terminal && terminal.data) || {};
+    const err = new Error(data.message || (terminal ? terminal.event : "the job's stream ended early"));
+    err.code = data.code || (terminal ? terminal.event : null);
     throw err;
   }
   return result;
