@@ -192,6 +192,7 @@ class HiveRefreshOp(_HiveOp):
 
 _SCRIPT_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 MAX_SCRIPT_BYTES = 256 * 1024
+_MAX_VERSION = 2**31 - 1  # SQLite's integers are wider; a bigger number is a typo, not a version
 
 
 class ScriptSaveOp(_Op):
@@ -204,8 +205,26 @@ class ScriptSaveOp(_Op):
 
 
 class ScriptGetOp(_Op):
+    """A script as in force, or one kept `version` of it (see `script_history`)."""
+
     operation: Literal["script_get"]
     name: str = Field(pattern=_SCRIPT_NAME)
+    version: int | None = Field(default=None, ge=1, le=_MAX_VERSION)
+
+
+class ScriptHistoryOp(_Op):
+    """The kept versions of a script, newest first: when, and by which key."""
+
+    operation: Literal["script_history"]
+    name: str = Field(pattern=_SCRIPT_NAME)
+
+
+class ScriptRollbackOp(_Op):
+    """Put a kept version of a script back in force, as the active script."""
+
+    operation: Literal["script_rollback"]
+    name: str = Field(pattern=_SCRIPT_NAME)
+    version: int = Field(ge=1, le=_MAX_VERSION)
 
 
 class ScriptListOp(_Op):
@@ -235,6 +254,20 @@ class ExplainRequest(_Op):
     priority: Literal["interactive", "batch"] = "interactive"
     source: str | None = Field(default=None, max_length=MAX_SCRIPT_BYTES,
                                description="a script to decide instead of the active one")
+
+
+class ScriptCheckRequest(_Op):
+    """Does this script compile in the queen's sandbox (nothing is stored or run)?"""
+
+    source: str = Field(min_length=1, max_length=MAX_SCRIPT_BYTES)
+    name: str = Field(default="script", pattern=_SCRIPT_NAME)
+
+
+class ScriptCheck(BaseModel):
+    ok: bool
+    hooks: list[str] = Field(default_factory=list, description="route and/or place")
+    message: str | None = Field(default=None, description="why it does not compile")
+    line: int | None = Field(default=None, description="the line the error names")
 
 
 class ScriptTestOp(ExplainRequest):
@@ -330,6 +363,8 @@ OPERATIONS: dict[str, type[BaseModel]] = {
     "script_delete": ScriptDeleteOp,
     "script_activate": ScriptActivateOp,
     "script_test": ScriptTestOp,
+    "script_history": ScriptHistoryOp,
+    "script_rollback": ScriptRollbackOp,
 }
 
 

@@ -55,6 +55,7 @@ ADMIN_OPERATIONS = {
     "hive_start": "hive.start", "hive_stop": "hive.stop",
     "hive_refresh_capabilities": "hive.refresh", "script_save": "script.save",
     "script_delete": "script.delete", "script_activate": "script.activate",
+    "script_rollback": "script.rollback",
     "worker_spawn": "worker.spawn", "worker_stop": "worker.stop",
 }
 _OUTCOMES: dict[str, Outcome] = {"done": "ok", "error": "error", "cancelled": "cancelled"}

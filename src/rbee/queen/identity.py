@@ -293,6 +293,7 @@ OPERATION_ROLES: dict[str, Role] = {
     "hive_list": "operator", "hive_get": "operator", "hive_status": "operator",
     "hive_start": "operator", "hive_stop": "operator", "hive_refresh_capabilities": "operator",
     "script_get": "operator", "script_list": "operator", "script_test": "operator",
+    "script_history": "operator", "script_rollback": "admin",
     "ssh_test": "admin", "hive_install": "admin", "hive_uninstall": "admin",
     "script_save": "admin", "script_delete": "admin", "script_activate": "admin",
 }

@@ -90,6 +90,7 @@ class JobContext:
     def __init__(self, job: LiveJob) -> None:
         self._job = job
         self.job_id = job.id
+        self.actor = job.actor  # who submitted it (a script's history names the key)
 
     def narrate(self, action: str, message: str, actor: str = "queen") -> None:
         self._job.emit("narration", {"actor": actor, "action": action, "message": message})
@@ -109,6 +110,9 @@ def _subject(request: dict[str, Any]) -> str | None:
     for key in ("hive_id", "name", "worker_id", "model"):
         value = request.get(key)
         if isinstance(value, str):
+            version = request.get("version")  # a script's rollback: which version
+            if key == "name" and isinstance(version, int) and not isinstance(version, bool):
+                return f"{value}@v{version}"
             return value
     return None
 

@@ -32,7 +32,9 @@ from rbee.api.jobs import (
     ScriptActivateOp,
     ScriptDeleteOp,
     ScriptGetOp,
+    ScriptHistoryOp,
     ScriptListOp,
+    ScriptRollbackOp,
     ScriptSaveOp,
     ScriptTestOp,
     SpeakOp,
@@ -103,8 +105,12 @@ class Operations:
             HiveStartOp: lambda ctx, op: fleet.start(op.hive_id, ctx),
             HiveStopOp: lambda ctx, op: fleet.stop(op.hive_id, ctx),
             HiveRefreshOp: lambda ctx, op: fleet.refresh(op.hive_id, ctx),
-            ScriptSaveOp: lambda ctx, op: scripts.save(op.name, op.source, op.activate),
-            ScriptGetOp: lambda ctx, op: scripts.describe(op.name),
+            ScriptSaveOp: lambda ctx, op: scripts.save(op.name, op.source, op.activate,
+                                                       _saved_by(ctx)),
+            ScriptGetOp: lambda ctx, op: (scripts.describe(op.name) if op.version is None
+                                          else scripts.version(op.name, op.version)),
+            ScriptHistoryOp: lambda ctx, op: scripts.history(op.name),
+            ScriptRollbackOp: lambda ctx, op: scripts.rollback(op.name, op.version),
             ScriptListOp: lambda ctx, op: {"scripts": scripts.list()},
             ScriptDeleteOp: lambda ctx, op: scripts.delete(op.name),
             ScriptActivateOp: lambda ctx, op: scripts.activate(op.name),
@@ -385,6 +391,11 @@ class ToolCalls:
 
     def done(self) -> list[dict[str, Any]]:
         return [self._calls[i] for i in sorted(self._calls)]
+
+
+def _saved_by(ctx: JobContext) -> str:
+    """Who saved a script version, as its history shows it: the key's id, never the key."""
+    return ctx.actor.key_fingerprint or "unknown"
 
 
 def _used(usage: Mapping[str, Any]) -> Used:

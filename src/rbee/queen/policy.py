@@ -128,7 +128,7 @@ class SchedulingPolicy:
         script = self.deciding
         if script is None or not script.has_route or req.worker_id is not None:
             return self._builtin_route(snapshot, req, remember)
-        report = Report(policy=f"script:{script.name}")
+        report = Report.of(f"script:{script.name}", detailed=req.explain)
         fit = route_candidates(snapshot, req, report)
         if not fit:
             return None, report
@@ -138,6 +138,7 @@ class SchedulingPolicy:
             chosen = await self._ask(report, lambda s: s.route_rows(job_table, rows))
         except NoCapacity as refused:  # none of these workers: a new one may be placed
             report.notes.append(refused.message)
+            report.refuse_eligible(f"refused by the script ({refused.message})")
             return None, report
         if chosen is not None:
             picked = next(w for w in fit if w.info.id == chosen)
@@ -170,7 +171,7 @@ class SchedulingPolicy:
                                          or req.device not in (None, "auto"))
         if script is None or not script.has_place or hinted:
             return place(snapshot, req)
-        report = Report(policy=f"script:{script.name}")
+        report = Report.of(f"script:{script.name}", detailed=req.explain)
         fit = place_candidates(snapshot, req, report, hinted=False)
         if not fit:
             return None, report
@@ -181,6 +182,7 @@ class SchedulingPolicy:
         except NoCapacity as refused:  # `return false`: a decision, with its candidates
             report.refusal = refused
             report.notes.append(refused.message)
+            report.refuse_eligible(f"refused by the script ({refused.message})")
             return None, report
         if chosen is not None:
             picked = next(c for c in fit if c.key == chosen)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
 from rbee.core.clock import Clock
@@ -21,6 +22,10 @@ logger = logging.getLogger(__name__)
 
 class ScriptNotFound(NotFound):
     code = "script_not_found"
+
+
+class ScriptVersionNotFound(NotFound):
+    code = "script_version_not_found"
 
 
 def _compile(source: str, name: str) -> Script:
@@ -55,9 +60,11 @@ class Scripts:
                          row.name, exc.message)
             self._store.activate(None)
 
-    async def save(self, name: str, source: str, activate: bool) -> dict[str, Any]:
+    async def save(self, name: str, source: str, activate: bool, by: str = "unknown"
+                   ) -> dict[str, Any]:
+        """Store `source` as the script's next version (`by`: the saving key's id)."""
         script = await compile_script(source, name)  # never store what does not compile
-        self._store.save(name, source, self._clock.time())
+        self._store.save(name, source, self._clock.time(), by)
         if activate:
             self._store.activate(name)
             self._policy.use(script)
@@ -76,6 +83,40 @@ class Scripts:
         self._policy.use(script)
         return self.describe(name)
 
+    async def rollback(self, name: str, version: int) -> dict[str, Any]:
+        """Put a kept version of `name` back in force and make it the active script."""
+        self._require(name)
+        kept = self._store.version(name, version)
+        if kept is None:
+            raise ScriptVersionNotFound(f"script {name!r} has no version {version} (see its "
+                                        "history)", param="version")
+        # Compiled again, not trusted: the sandbox's rules may have tightened since it was saved.
+        script = await compile_script(kept.source, name)
+        if not self._store.restore(name, version, self._clock.time()):
+            raise ScriptVersionNotFound(f"script {name!r} has no version {version}",
+                                        param="version")  # dropped meanwhile
+        self._policy.use(script)
+        return self.describe(name)
+
+    def history(self, name: str) -> dict[str, Any]:
+        """The kept versions, newest first: when, by whom, how long (sources: `version`)."""
+        row = self._require(name)
+        return {"name": name, "version": row.version, "active": self._is_active(name),
+                "versions": [{"version": v.version, "saved_at": v.saved_at,
+                              "saved_by": v.saved_by, "lines": v.source.count("\n") + 1,
+                              "in_force": v.version == row.version}
+                             for v in self._store.history(name)]}
+
+    def version(self, name: str, version: int) -> dict[str, Any]:
+        """One kept version with its source."""
+        self._require(name)
+        kept = self._store.version(name, version)
+        if kept is None:
+            raise ScriptVersionNotFound(f"script {name!r} has no version {version}",
+                                        param="version")
+        return {"name": name, "version": kept.version, "source": kept.source,
+                "saved_at": kept.saved_at, "saved_by": kept.saved_by}
+
     def delete(self, name: str) -> dict[str, Any]:
         self._require(name)
         if self._policy.script is not None and self._policy.script.name == name:
@@ -85,16 +126,20 @@ class Scripts:
 
     def describe(self, name: str) -> dict[str, Any]:
         row = self._require(name)
-        active = self._policy.script is not None and self._policy.script.name == name
+        active = self._is_active(name)
         out: dict[str, Any] = {"name": row.name, "active": active, "source": row.source,
-                               "updated_at": row.updated_at}
+                               "updated_at": row.updated_at, "version": row.version}
         if active:
             out["stats"] = self._policy.stats.to_dict()
         return out
 
     def list(self) -> list[dict[str, Any]]:
         return [{"name": r.name, "active": r.active, "updated_at": r.updated_at,
-                 "lines": r.source.count("\n") + 1} for r in self._store.all()]
+                 "version": r.version, "lines": r.source.count("\n") + 1}
+                for r in self._store.all()]
+
+    def _is_active(self, name: str) -> bool:
+        return self._policy.script is not None and self._policy.script.name == name
 
     def _require(self, name: str) -> ScriptRow:
         row = self._store.get(name)
@@ -115,13 +160,15 @@ async def explain(dispatcher: Dispatcher, registry: Registry, ref: ModelRef, hin
         policy = SchedulingPolicy(policy.routing, policy.placement)
         policy.use(script)
     route = RouteRequest(model=ref.name, hive_id=hints.hive_id, device=hints.device,
-                         worker_id=hints.worker_id)
+                         worker_id=hints.worker_id, explain=True)
+    place = replace(dispatcher.place_request(ref, hints), explain=True)
     try:
-        decision = await decide(policy, registry.snapshot(), route,
-                                dispatcher.place_request(ref, hints), hints.job)
+        decision = await decide(policy, registry.snapshot(), route, place, hints.job)
+        # Read before the dry run's policy closes: closing forgets its script and counters
+        # (a dry run of a script used to answer "script": null).
+        applied, disabled = policy.script, policy.stats.disabled
     finally:
         if script is not None:
             policy.close()
-    applied = policy.script
     return {**decision.to_dict(), "script": applied.name if applied else None,
-            "script_disabled": policy.stats.disabled}
+            "script_disabled": disabled}

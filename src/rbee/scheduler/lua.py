@@ -61,9 +61,22 @@ Row = tuple[tuple[Any, ...], tuple[Any, ...], Labels]
 
 
 class ScriptInvalid(InvalidRequest):
-    """The script does not compile, fails at load time, or defines no hook."""
+    """The script does not compile, fails at load time, or defines no hook; `line` is the
+    script's line the Lua error names, when it names one (an editor marks it)."""
 
     code = "script_invalid"
+
+    def __init__(self, message: str, *, line: int | None = None) -> None:
+        super().__init__(message, param="source")
+        self.line = line
+
+
+def _error_line(text: str | None, name: str) -> int | None:
+    """The line in a Lua error about chunk `name` ("name:3: unexpected symbol ...")."""
+    if text is None or not text.startswith(f"{name}:"):
+        return None
+    number = text[len(name) + 1:].partition(":")[0]
+    return int(number) if number.isdigit() else None
 
 
 class ScriptFailed(RbeeError):
@@ -235,7 +248,8 @@ class LuaPolicy:
         except ScriptFailed as exc:
             raise ScriptInvalid(exc.message) from exc
         if status != "ok":
-            raise ScriptInvalid(f"script '{name}': {self._reason(status, text)}")
+            raise ScriptInvalid(f"script '{name}': {self._reason(status, text)}",
+                                line=_error_line(text, name))
         self.has_route: bool = has_route
         self.has_place: bool = has_place
         self._defined = {"route": has_route, "place": has_place}

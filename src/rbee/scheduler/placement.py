@@ -31,6 +31,7 @@ class PlaceRequest:
     mode: PlaceMode = "pin"  # how `hive_id`/`device` bind (see module docstring)
     policy: str = "best-device"
     gpu_overhead: int = 0  # added on CUDA/Metal devices: the driver's context
+    explain: bool = False  # a dry run: the report lists every candidate and its verdict
 
     def need_on(self, kind: str) -> int:
         return self.need if kind == "cpu" else self.need + self.gpu_overhead
@@ -85,20 +86,22 @@ def candidates(snapshot: ClusterSnapshot, req: PlaceRequest, report: Report,
     for row in rows:
         hive = row.hive
         if want_hive is not None and hive.id != want_hive:
-            reject("on another hive")
+            reject("on another hive", row.key)
         elif not hive.up:
-            reject("hive down")
+            reject("hive down", row.key)
         elif want_device is not None and row.device.id != want_device:
-            reject("other device requested")
+            reject("other device requested", row.key)
         elif (need if row.device.kind == "cpu" else gpu_need) > row.available:
-            reject("insufficient memory")
+            reject("insufficient memory", row.key)
         else:
             fit.append(row)
+    if report.detailed:
+        report.passed([row.key for row in fit])
     return fit
 
 
 def place(snapshot: ClusterSnapshot, req: PlaceRequest) -> tuple[Placement | None, Report]:
-    report = Report(policy=req.policy)
+    report = Report.of(req.policy, detailed=req.explain)
     scorer = SCORERS.get(req.policy, _best_device)
     hinted = req.hive_id is not None or req.device not in (None, "auto")
     if hinted and req.mode == "prefer":
@@ -107,7 +110,7 @@ def place(snapshot: ClusterSnapshot, req: PlaceRequest) -> tuple[Placement | Non
             return _pick(preferred, scorer, snapshot, req, report), report
         report.notes.append(f"preferred {req.hive_id or ''} {req.device or ''} has no room "
                             f"({report.explain()}); placing anywhere")
-        report.evaluated, report.rejected = 0, type(report.rejected)()
+        report.clear_rejections()
     fit = candidates(snapshot, req, report, hinted=hinted and req.mode == "pin")
     if not fit:
         return None, report

@@ -20,33 +20,47 @@ class RouteRequest:
     policy: str = "least-loaded"
     turn: int = 0  # round-robin: the caller's counter
     after: str | None = None  # least-loaded: the worker picked last, for ties
+    explain: bool = False  # a dry run: the report lists every candidate and its verdict
 
 
 def candidates(snapshot: ClusterSnapshot, req: RouteRequest, report: Report
                ) -> list[WorkerView]:
     hives = snapshot.hives_by_id
     mine = snapshot.workers_of(req.model)
-    others = len(snapshot.workers) - len(mine)
     report.evaluated += len(snapshot.workers)
-    if others:
-        report.rejected["serves another model"] += others
+    _reject_other_models(snapshot, req, report, len(snapshot.workers) - len(mine))
     fit: list[WorkerView] = []
+    reject = report.reject
     for w in mine:
         info = w.info
         hive = hives.get(info.hive_id)
         if req.worker_id is not None and info.id != req.worker_id:
-            report.reject("other worker requested")
+            reject("other worker requested", info.id)
         elif req.hive_id is not None and info.hive_id != req.hive_id:
-            report.reject("on another hive")
+            reject("on another hive", info.id)
         elif req.device is not None and info.device != req.device:
-            report.reject("on another device")
+            reject("on another device", info.id)
         elif hive is None or not hive.up:
-            report.reject("hive down")
+            reject("hive down", info.id)
         elif info.state is not WorkerState.READY:
-            report.reject(f"worker {info.state.value}")
+            reject(f"worker {info.state.value}", info.id)
         else:
             fit.append(w)
+    if report.detailed:
+        report.passed([w.info.id for w in fit])
     return fit
+
+
+def _reject_other_models(snapshot: ClusterSnapshot, req: RouteRequest, report: Report,
+                         others: int) -> None:
+    """A dry run names the workers of other models; a request only counts them."""
+    if not report.detailed:
+        if others:
+            report.rejected["serves another model"] += others
+        return
+    for w in snapshot.workers:
+        if w.info.model != req.model:
+            report.reject("serves another model", w.info.id)
 
 
 def relative_load(w: WorkerView) -> tuple[float, float]:
@@ -57,7 +71,7 @@ def relative_load(w: WorkerView) -> tuple[float, float]:
 
 
 def route(snapshot: ClusterSnapshot, req: RouteRequest) -> tuple[WorkerView | None, Report]:
-    report = Report(policy=req.policy)
+    report = Report.of(req.policy, detailed=req.explain)
     fit = candidates(snapshot, req, report)
     if not fit:
         return None, report

@@ -191,6 +191,22 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX consents_user ON consents(user_id, purpose, seq);
     """,
+    # Scheduling scripts keep their versions: every save is one (when, by which key), the
+    # script's row names the one in force, and a rollback puts an earlier one back in force.
+    # Scripts saved before this migration become their version 1, by nobody known.
+    """
+    CREATE TABLE script_versions (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        saved_at REAL NOT NULL,
+        saved_by TEXT NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    ALTER TABLE scripts ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+    INSERT INTO script_versions(name, version, source, saved_at, saved_by)
+        SELECT name, 1, source, updated_at, 'unknown' FROM scripts;
+    """,
     # The audit log's seals: HMAC of each entry's hash under a key kept outside this file
     # (core.audit_chain SealKey), so rewriting the chain here cannot go unnoticed. Adding a
     # column changes no entry (the triggers forbid that, and the hashes do not cover it).

@@ -6,8 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from rbee.api.jobs import ExplainRequest
+from rbee.api.jobs import ExplainRequest, ScriptCheck, ScriptCheckRequest
 from rbee.queen.deps import ServicesDep
+from rbee.queen.scripts import compile_script
+from rbee.scheduler.lua import ScriptInvalid
 from rbee.web.body import parse_body
 
 router = APIRouter(prefix="/v1/scheduler")
@@ -17,6 +19,20 @@ router = APIRouter(prefix="/v1/scheduler")
 async def explain(request: Request, svc: ServicesDep) -> dict[str, Any]:
     """Route and placement decisions for a model on the live cluster; nothing changes."""
     return await svc.operations.explain(await parse_body(request, ExplainRequest))
+
+
+@router.post("/check", response_model=ScriptCheck)
+async def check(request: Request) -> ScriptCheck:
+    """Compile a script in the queen's sandbox. A script that does not compile is the
+    answer (`ok: false`, the Lua error and its line), not a bad request: that is what an
+    editor checking as one types needs. A body that is not a script is a 400."""
+    body = await parse_body(request, ScriptCheckRequest)
+    try:
+        script = await compile_script(body.source, body.name)
+    except ScriptInvalid as exc:
+        return ScriptCheck(ok=False, message=exc.message, line=exc.line)
+    hooks = [h for h, has in (("route", script.has_route), ("place", script.has_place)) if has]
+    return ScriptCheck(ok=True, hooks=hooks)
 
 
 @router.get("")

@@ -7,6 +7,8 @@ import cluster from "./cluster.js";
 import jobs from "./jobs.js";
 
 // -- playground, scheduler
+import playground from "./playground.js";
+import scheduler from "./scheduler.js";
 
 // -- tenants, keys, quotas, usage, audit, GDPR
 import tenants from "./tenants.js";
@@ -21,6 +23,8 @@ export default [
   jobs,
 
   // -- playground, scheduler
+  playground,
+  scheduler,
 
   // -- tenants, keys, quotas, usage, audit, GDPR
   tenants,
