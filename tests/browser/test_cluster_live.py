@@ -55,6 +55,16 @@ def test_the_live_cluster_shows_the_real_models_worker(cluster: RunningQueen,
     # The page learnt it by push: what it shows is what the queen lists.
     (listed,) = [w for w in _api(cluster, "GET", "/v1/workers") if w["model"] == REAL]
     expect(page.locator(f".worker[data-worker='{listed['id']}']")).to_be_visible()
+    # A streamed answer later, the worker shows how fast it made its tokens
+    expect(worker.locator("[data-tokens-per-s]")).to_have_count(0)
+    with httpx.stream("POST", f"{cluster.base_url}/v1/chat/completions", timeout=120,
+                      headers={"Authorization": f"Bearer {cluster.admin_key}"},
+                      json={"model": REAL, "stream": True, "max_tokens": 8, "messages": [
+                          {"role": "user", "content": "Count to five."}]}) as answer:
+        assert answer.status_code == 200 and len(list(answer.iter_lines())) > 3
+    rate = worker.locator("[data-tokens-per-s]")
+    expect(rate).to_contain_text("tokens/s", timeout=15_000)
+    assert float(rate.get_attribute("data-tokens-per-s") or 0) > 0
 
 
 def test_pin_a_worker_to_a_device_from_the_gui(cluster: RunningQueen, page: Page) -> None:

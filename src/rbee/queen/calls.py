@@ -42,10 +42,20 @@ class Watch:
         self._last = loop.time()
         self._limit = first
         self._handle = loop.call_at(self._next(), self._check)
+        self.frames = 0  # data frames seen: a chat stream's are its tokens
+        self._first = 0.0
 
     def progress(self) -> None:
         self._last = self._loop.time()
         self._limit = self._idle
+        if not self.frames:
+            self._first = self._last
+        self.frames += 1
+
+    def rate(self) -> float | None:
+        """Data frames per second from the first to the last (None: too few to tell)."""
+        span = self._last - self._first
+        return (self.frames - 1) / span if self.frames >= 3 and span > 0 else None
 
     def _next(self) -> float:
         due = self._last + self._limit

@@ -25,6 +25,9 @@ from rbee.scheduler.snapshot import (
 MISSED_INTERVALS_DOWN = 3
 
 
+RATE_WEIGHT = 0.3  # how much a stream's rate moves a worker's average (the last few count)
+
+
 @dataclass
 class HiveRecord:
     telemetry: HiveTelemetry
@@ -52,6 +55,7 @@ class Registry:
         self._interval = telemetry_interval
         self._hives: dict[str, HiveRecord] = {}
         self._inflight: dict[str, int] = {}
+        self._rates: dict[str, float] = {}  # a worker's recent streams, frames a second
         self._idle_since: dict[str, float] = {}  # worker → when its last request ended
         self._keep_warm: set[str] = set()  # worker ids never unloaded for idleness/eviction
         self._hive_of: dict[str, str] = {}  # worker → hive, to refresh one hive's views
@@ -94,6 +98,7 @@ class Registry:
             record.workers.pop(worker_id, None)
             record.routing_views = None
         self._hive_of.pop(worker_id, None)
+        self._rates.pop(worker_id, None)
         self._unresponsive.discard(worker_id)
         self._evicting.discard(worker_id)
         self.reservations.release(worker_id)
@@ -165,6 +170,7 @@ class Registry:
                 self._inflight.pop(worker_id, None)
                 self._idle_since.pop(worker_id, None)
                 self._hive_of.pop(worker_id, None)
+                self._rates.pop(worker_id, None)
         self.reservations.forget_hive(hive_id)
 
     def set_devices(self, hive_id: str, devices: list[Device]) -> None:
@@ -298,6 +304,18 @@ class Registry:
 
     def inflight(self, worker_id: str) -> int:
         return self._inflight.get(worker_id, 0)
+
+    def observed_rate(self, worker_id: str, frames_per_second: float) -> None:
+        """A stream from `worker_id` ended at this rate (data frames a second: a chat
+        stream's tokens); kept as a moving average for the dashboard."""
+        if worker_id not in self._hive_of:
+            return  # dropped meanwhile: nothing to show it on
+        old = self._rates.get(worker_id)
+        self._rates[worker_id] = frames_per_second if old is None \
+            else old + RATE_WEIGHT * (frames_per_second - old)
+
+    def tokens_per_second(self, worker_id: str) -> float | None:
+        return self._rates.get(worker_id)
 
     def _hive_view(self, hive_id: str, r: HiveRecord, now: float) -> HiveView:
         up = self._up(r, now)

@@ -215,6 +215,9 @@ class Relay:
              on_close: Callable[[], None] | None) -> None:
         watch.cancel()
         upstream.close()  # a no-op after the body was read; drops it if it never was
+        rate = watch.rate()
+        if rate is not None:
+            self._registry.observed_rate(call.worker_id, rate)
         self._done(call)
         if on_close is not None:
             on_close()

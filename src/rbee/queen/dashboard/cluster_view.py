@@ -91,4 +91,11 @@ def _worker(registry: Registry, w: WorkerInfo, ttl: IdleTTL) -> dict[str, Any]:
             "state": w.state.value, "stage": w.stage, "progress": w.progress,
             "inflight": registry.inflight(w.id), "slots": w.slots,
             "memory_bytes": w.memory_bytes, "error": w.error, "keep_warm": kept,
-            "idle_s": round(idle, 1), "unload_in_s": unload_in}
+            "idle_s": round(idle, 1), "unload_in_s": unload_in,
+            # a chat stream's data frames are its tokens (other kinds stream steps)
+            "tokens_per_s": _rounded(registry.tokens_per_second(w.id))
+            if w.kind == "chat" else None}
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

@@ -85,3 +85,34 @@ def test_new_device_fields_pass_through_and_orphan_workers_still_show() -> None:
     assert [d["id"] for d in hive["devices"]] == ["cuda:0", "cuda:7"]
     assert [w["id"] for w in hive["devices"][1]["workers"]] == ["w9"]
     assert hive["devices"][0]["reserved"] == 0
+
+
+def test_a_chat_workers_tokens_per_second_come_from_its_recent_streams() -> None:
+    clock = FakeClock()
+    reg = registry(clock, worker("w1"), worker("w2"))
+    assert cluster_view(reg, {}, IdleTTL(0.0), [], ADMIN)["hives"][0]["devices"][0][
+        "workers"][0]["tokens_per_s"] is None  # no stream yet: nothing to say
+    reg.observed_rate("w1", 20.0)
+    reg.observed_rate("w1", 10.0)  # a moving average: the last streams count most
+    reg.observed_rate("gone", 99.0)  # a worker dropped meanwhile: ignored
+    w1, w2 = cluster_view(reg, {}, IdleTTL(0.0), [], ADMIN)["hives"][0]["devices"][0]["workers"]
+    assert w1["tokens_per_s"] == 17.0 and w2["tokens_per_s"] is None
+    reg.drop_worker("gpu1", "w1")
+    assert reg.tokens_per_second("w1") is None
+
+
+async def test_a_stream_s_rate_is_its_data_frames_per_second() -> None:
+    import asyncio
+
+    from rbee.queen.calls import Watch
+
+    loop = asyncio.get_running_loop()
+    watch = Watch(loop, lambda reason: None, first=60.0, idle=60.0, until=None)
+    watch.progress()
+    assert watch.rate() is None  # one frame tells no rate
+    for _ in range(10):
+        await asyncio.sleep(0.01)
+        watch.progress()
+    watch.cancel()
+    rate = watch.rate()
+    assert rate is not None and 10 < rate < 110  # 10 gaps of ~10 ms (a busy machine: slower)

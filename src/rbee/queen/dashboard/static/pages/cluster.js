@@ -99,6 +99,10 @@ function workerRow(act, w) {
     items.push(h("progress", { max: 1, value: w.progress, "aria-label": `loading ${w.model}` }));
   }
   if (w.memory_bytes) items.push(h("span", { class: "muted" }, bytes(w.memory_bytes)));
+  if (w.tokens_per_s !== null && w.tokens_per_s !== undefined) {
+    items.push(h("span", { class: "muted", "data-tokens-per-s": String(w.tokens_per_s) },
+                 `${w.tokens_per_s} tokens/s`));
+  }
   if (w.keep_warm) items.push(h("span", { class: "tag" }, "kept warm"));
   else if (w.unload_in_s !== null) {
     items.push(h("span", { class: "muted" }, `idle ${seconds(w.idle_s)}, unloads in ${seconds(w.unload_in_s)}`));
