@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, median, pct, stop_queen, table, tempdir, verdict
-from queen_overhead import HIVE_TOKEN, WORKER_TOKEN, Conn, in_blocks, row
-from quotas import Side, _worker
+from _common import header, stop_queen, table, tempdir
+from queen_overhead import HIVE_TOKEN, WORKER_TOKEN, Conn, in_blocks
+from quotas import Side, _worker, print_off_on
 from tests.support.daemons import rbee_env, start_queen
 
 TARGET_MS = 0.05
@@ -71,26 +71,7 @@ def run(n: int, warmup: int) -> int:
                 side.direct.close()
                 side.via.close()
                 stop_queen(side.queen)
-    rows: list[list[object]] = []
-    added: dict[str, tuple[float, float, float]] = {}
-    for side, (xs, ys) in zip(sides, times, strict=True):
-        diffs = [y - x for x, y in zip(xs, ys, strict=True)]
-        added[side.name] = (median(ys) - median(xs), pct(ys, 99) - pct(xs, 99), median(diffs))
-        rows += [row(f"{side.name}: direct to worker", xs), row(f"{side.name}: via queen", ys),
-                 [f"**{side.name}: added by queen**", added[side.name][0],
-                  pct(ys, 90) - pct(xs, 90), added[side.name][1], min(ys) - min(xs), ""]]
-    print(table(f"Non-streamed chat completion, rbee-fake, max_tokens=1, {n} interleaved pairs "
-                f"per queen, keep-alive; metrics off and on (ms)",
-                ["path", "p50", "p90", "p99", "min", "% > 20 ms"], rows))
-    more50 = added["on"][0] - added["off"][0]
-    paired = added["on"][2] - added["off"][2]
-    print(table("Metrics: what they add (ms)", ["metric", "off", "on", "on - off", "target",
-                                                "result"], [
-        ["added p50 (via queen - direct)", added["off"][0], added["on"][0], more50,
-         f"<= {TARGET_MS}", verdict(more50 <= TARGET_MS)],
-        ["paired difference p50", added["off"][2], added["on"][2], paired, "", ""],
-        ["added p99", added["off"][1], added["on"][1], added["on"][1] - added["off"][1],
-         "", ""]]))
+    print_off_on(sides, times, n, "metrics", "Metrics", TARGET_MS)
     print(table("In process: the metric work of one request (µs, best of 3)", ["part", "µs"],
                 in_process_costs()))
     return 0

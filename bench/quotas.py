@@ -90,6 +90,32 @@ def start_side(root: Path, name: str) -> Side:
     return Side(name, queen, Conn(worker_url, WORKER_TOKEN), Conn(queen.url, key))
 
 
+def print_off_on(sides: list[Side], times: list[list[list[float]]], n: int,
+                 what: str, title: str, target_ms: float) -> None:
+    """The two tables of an off/on comparison: each queen's latency beside its worker's,
+    then what switching `what` on adds, against `target_ms` at p50."""
+    rows: list[list[object]] = []
+    added: dict[str, tuple[float, float, float]] = {}
+    for side, (xs, ys) in zip(sides, times, strict=True):
+        diffs = [y - x for x, y in zip(xs, ys, strict=True)]
+        added[side.name] = (median(ys) - median(xs), pct(ys, 99) - pct(xs, 99), median(diffs))
+        rows += [row(f"{side.name}: direct to worker", xs), row(f"{side.name}: via queen", ys),
+                 [f"**{side.name}: added by queen**", added[side.name][0],
+                  pct(ys, 90) - pct(xs, 90), added[side.name][1], min(ys) - min(xs), ""]]
+    print(table(f"Non-streamed chat completion, rbee-fake, max_tokens=1, {n} interleaved pairs "
+                f"per queen, keep-alive; {what} off and on (ms)",
+                ["path", "p50", "p90", "p99", "min", "% > 20 ms"], rows))
+    more50 = added["on"][0] - added["off"][0]
+    paired = added["on"][2] - added["off"][2]
+    print(table(f"{title}: what they add (ms)", ["metric", "off", "on", "on - off", "target",
+                                                 "result"], [
+        ["added p50 (via queen - direct)", added["off"][0], added["on"][0], more50,
+         f"<= {target_ms}", verdict(more50 <= target_ms)],
+        ["paired difference p50", added["off"][2], added["on"][2], paired, "", ""],
+        ["added p99", added["off"][1], added["on"][1], added["on"][1] - added["off"][1],
+         "", ""]]))
+
+
 def run(n: int, warmup: int) -> int:
     sides: list[Side] = []
     with tempdir("rbee-bench-quotas-") as tmp:
@@ -104,26 +130,7 @@ def run(n: int, warmup: int) -> int:
                 side.direct.close()
                 side.via.close()
                 stop_queen(side.queen)
-    rows: list[list[object]] = []
-    added: dict[str, tuple[float, float, float]] = {}
-    for side, (xs, ys) in zip(sides, times, strict=True):
-        diffs = [y - x for x, y in zip(xs, ys, strict=True)]
-        added[side.name] = (median(ys) - median(xs), pct(ys, 99) - pct(xs, 99), median(diffs))
-        rows += [row(f"{side.name}: direct to worker", xs), row(f"{side.name}: via queen", ys),
-                 [f"**{side.name}: added by queen**", added[side.name][0],
-                  pct(ys, 90) - pct(xs, 90), added[side.name][1], min(ys) - min(xs), ""]]
-    print(table(f"Non-streamed chat completion, rbee-fake, max_tokens=1, {n} interleaved pairs "
-                f"per queen, keep-alive; auth + quotas off and on (ms)",
-                ["path", "p50", "p90", "p99", "min", "% > 20 ms"], rows))
-    more50 = added["on"][0] - added["off"][0]
-    paired = added["on"][2] - added["off"][2]
-    print(table("Auth + quotas: what they add (ms)", ["metric", "off", "on", "on - off",
-                                                      "target", "result"], [
-        ["added p50 (via queen - direct)", added["off"][0], added["on"][0], more50,
-         f"<= {TARGET_MS}", verdict(more50 <= TARGET_MS)],
-        ["paired difference p50", added["off"][2], added["on"][2], paired, "", ""],
-        ["added p99", added["off"][1], added["on"][1], added["on"][1] - added["off"][1],
-         "", ""]]))
+    print_off_on(sides, times, n, "auth + quotas", "Auth + quotas", TARGET_MS)
     print(table("In process: the quota work of one request (µs, best of 3)",
                 ["part", "µs"], in_process_costs()))
     return 0
