@@ -44,7 +44,7 @@ def cluster_view(registry: Registry, entries: Mapping[str, HiveEntry], ttl: Idle
     for w in registry.listed_workers():
         workers_by_hive.setdefault(w.hive_id, []).append(w)
     hives = [_hive(registry, name, entries.get(name), busy.get(name), reserved, ttl,
-                   workers_by_hive.get(name, []))
+                   workers_by_hive.get(name, []), principal.can("operator"))
              for name in sorted(set(entries) | set(registry.hive_ids()))]
     return {"hives": hives,
             "jobs": [{"id": j.id, "operation": j.operation, "subject": j.subject}
@@ -52,14 +52,14 @@ def cluster_view(registry: Registry, entries: Mapping[str, HiveEntry], ttl: Idle
 
 
 def _hive(registry: Registry, name: str, entry: HiveEntry | None, busy: str | None,
-          reserved: Mapping[str, int], ttl: IdleTTL, workers: list[WorkerInfo]
-          ) -> dict[str, Any]:
+          reserved: Mapping[str, int], ttl: IdleTTL, workers: list[WorkerInfo],
+          operator: bool) -> dict[str, Any]:
     t = registry.telemetry(name)
     state = registry.state(name)  # up / down / absent (configured, never registered)
     seen = registry.seen_ago(name)
     on_device: dict[str, list[dict[str, Any]]] = {}
     for w in sorted(workers, key=lambda w: w.id):
-        on_device.setdefault(w.device, []).append(_worker(registry, w, ttl))
+        on_device.setdefault(w.device, []).append(_worker(registry, w, ttl, operator))
     devices = []
     for d in t.devices if t else []:
         row = d.model_dump()
@@ -73,7 +73,8 @@ def _hive(registry: Registry, name: str, entry: HiveEntry | None, busy: str | No
         "id": name, "state": busy or state,
         "region": (t.region if t else None) or (entry.region if entry else None),
         "labels": (t.labels if t and t.labels else entry.labels if entry else {}),
-        "host": entry.hostname if entry else None,
+        # hives.conf's SSH host is an operator's to see (as /v1/hives is)
+        "host": entry.hostname if entry and operator else None,
         "remote": entry is not None,
         "version": t.version if t else None,
         "last_report_s": round(seen, 1) if seen is not None else None,
@@ -81,7 +82,8 @@ def _hive(registry: Registry, name: str, entry: HiveEntry | None, busy: str | No
     }
 
 
-def _worker(registry: Registry, w: WorkerInfo, ttl: IdleTTL) -> dict[str, Any]:
+def _worker(registry: Registry, w: WorkerInfo, ttl: IdleTTL, operator: bool
+            ) -> dict[str, Any]:
     kept = registry.is_kept_warm(w.id)
     idle = registry.idle_for(w) if w.state is WorkerState.READY else 0.0
     limit = ttl.for_model(w.model)
@@ -90,7 +92,9 @@ def _worker(registry: Registry, w: WorkerInfo, ttl: IdleTTL) -> dict[str, Any]:
     return {"id": w.id, "model": w.model, "kind": w.kind, "engine": w.engine,
             "state": w.state.value, "stage": w.stage, "progress": w.progress,
             "inflight": registry.inflight(w.id), "slots": w.slots,
-            "memory_bytes": w.memory_bytes, "error": w.error, "keep_warm": kept,
+            # a worker's error text may name paths and hosts: /v1/workers is an operator's
+            "memory_bytes": w.memory_bytes, "error": w.error if operator else None,
+            "keep_warm": kept,
             "idle_s": round(idle, 1), "unload_in_s": unload_in,
             # a chat stream's data frames are its tokens (other kinds stream steps)
             "tokens_per_s": _rounded(registry.tokens_per_second(w.id))

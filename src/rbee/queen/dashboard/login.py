@@ -41,6 +41,3 @@ class LoginThrottle:
         seen.append(self._clock.monotonic())
         while len(self._failures) > MAX_ADDRESSES:
             self._failures.popitem(last=False)
-
-    def succeeded(self, address: str) -> None:
-        self._failures.pop(address, None)

@@ -115,8 +115,9 @@ async def static(path: str) -> FileResponse:
     # resolve() folds `..` and symlinks: whatever the path says, it must stay under static/.
     if not target.is_relative_to(root) or target.suffix not in _TYPES or not target.is_file():
         raise missing
-    return FileResponse(target, media_type=_TYPES[target.suffix],
-                        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+    # The page's own headers on every file: /ui/static/index.html is the page too, and
+    # must not be framed either.
+    return FileResponse(target, media_type=_TYPES[target.suffix], headers=_PAGE_HEADERS)
 
 
 @router.post("/ui/login", response_model=SessionInfo)
@@ -137,7 +138,8 @@ async def login(request: Request, svc: ServicesDep) -> JSONResponse:
                                actor=Actor(client_ip=address),
                                path=request.url.path)
         raise
-    throttle.succeeded(address)
+    # (a success does not clear the address's failures: 9 bad tries and a good one, again
+    # and again, would never be throttled)
     session_id, session = _sessions(request).create(principal.key_id, principal.expires_at)
     svc.audit.record("dashboard.login", actor=principal.actor(address), outcome="ok")
     info = SessionInfo(role=principal.role, tenant=principal.tenant,
@@ -146,18 +148,25 @@ async def login(request: Request, svc: ServicesDep) -> JSONResponse:
     response.set_cookie(COOKIE, session_id, max_age=max(1, int(session.expires_at
                                                                 - svc.clock.time())),
                         path="/", httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https")
+                        secure=_secure(request, svc))
     return response
 
 
+def _secure(request: Request, svc: QueenServices) -> bool:
+    """Over https: the queen's own scheme, or the public URL a TLS proxy serves it at (the
+    queen itself sees plain http from the proxy)."""
+    public = svc.settings.public_url or ""
+    return request.url.scheme == "https" or public.lower().startswith("https://")
+
+
 @router.post("/ui/logout", status_code=204)
-async def logout(request: Request) -> Response:
+async def logout(request: Request, svc: ServicesDep) -> Response:
     session_id = cookie_value(request.headers.get("cookie"))
     if session_id:
         _sessions(request).end(session_id)
     response = Response(status_code=204)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict",
-                           secure=request.url.scheme == "https")
+                           secure=_secure(request, svc))
     return response
 
 
@@ -182,7 +191,7 @@ async def events(request: Request, svc: ServicesDep) -> DisconnectAwareStream:
 
     def still_allowed() -> bool:
         # A session's key revoked or expired, or the session ended: the stream ends too.
-        if session_id and request.headers.get("authorization") is None \
+        if svc.keys.enabled and session_id and request.headers.get("authorization") is None \
                 and sessions.get(session_id) is None:
             return False
         try:

@@ -21,6 +21,9 @@ COOKIE = "rbee_session"
 CSRF_HEADER = "x-csrf-token"
 SESSION_TTL = 8 * 3600.0  # a working day; the key's own expiry ends it sooner
 MAX_SESSIONS = 10_000  # the oldest go first: a login flood cannot grow memory without end
+# A key's own sessions (its oldest go first): one key logging in again and again cannot push
+# everyone else's sessions out.
+MAX_PER_KEY = 16
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ class SessionStore:
             expires = min(expires, key_expires_at)
         session_id = secrets.token_urlsafe(32)
         session = Session(key_id, secrets.token_urlsafe(32), expires)
+        mine = [k for k, s in self._sessions.items() if s.key_id == key_id]
+        for key in mine[:max(0, len(mine) - MAX_PER_KEY + 1)]:
+            del self._sessions[key]
         self._sessions[_digest(session_id)] = session
         while len(self._sessions) > self._max:
             self._sessions.popitem(last=False)
@@ -85,11 +91,12 @@ def csrf_ok(session: Session, presented: str | None) -> bool:
 
 
 def cookie_value(cookie_header: str | None) -> str | None:
-    """The `rbee_session` value of a Cookie header (None: absent)."""
+    """The `rbee_session` value of a Cookie header (None: absent, or there twice: a page on
+    another port or a sibling domain may plant a second one to be taken for the user's, so
+    neither is)."""
     if not cookie_header:
         return None
-    for part in cookie_header.split(";"):
-        name, eq, value = part.strip().partition("=")
-        if eq and name == COOKIE:
-            return value.strip()
-    return None
+    found = [value.strip() for name, eq, value in
+             (part.strip().partition("=") for part in cookie_header.split(";"))
+             if eq and name == COOKIE]
+    return found[0] if len(found) == 1 else None

@@ -116,3 +116,16 @@ async def test_a_stream_s_rate_is_its_data_frames_per_second() -> None:
     watch.cancel()
     rate = watch.rate()
     assert rate is not None and 10 < rate < 110  # 10 gaps of ~10 ms (a busy machine: slower)
+
+
+def test_a_user_is_not_shown_ssh_hosts_or_worker_errors() -> None:
+    failed = WorkerInfo(id="w1", hive_id="gpu1", model="m", model_path="/m", device="cuda:0",
+                        engine="fake", url="http://w", state=WorkerState.CRASHED,
+                        error="cannot read /srv/models/secret.gguf")
+    reg = registry(FakeClock(), failed)
+    entries = {"gpu1": HiveEntry(name="gpu1", hostname="10.0.0.9", user="rbee")}
+    as_user = cluster_view(reg, entries, IdleTTL(), [], USER)["hives"][0]
+    as_admin = cluster_view(reg, entries, IdleTTL(), [], ADMIN)["hives"][0]
+    assert (as_user["host"], as_admin["host"]) == (None, "10.0.0.9")
+    errors = [h["devices"][0]["workers"][0]["error"] for h in (as_user, as_admin)]
+    assert errors == [None, "cannot read /srv/models/secret.gguf"]

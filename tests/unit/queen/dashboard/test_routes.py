@@ -187,6 +187,10 @@ async def test_the_page_and_its_files_are_served_open_with_their_types(queen: Qu
         assert r.status_code == 200 and r.headers["content-type"].startswith(kind), path
         assert r.headers["cache-control"] == "no-cache"
         assert r.headers["x-content-type-options"] == "nosniff"
+    # the page under its static name is the page too: no site may frame it (clickjacking)
+    r = await queen.http.get("/ui/static/index.html")
+    assert r.status_code == 200 and r.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
 
 
 @pytest.mark.parametrize("path", [

@@ -74,6 +74,19 @@ def test_the_session_cookie_is_found_among_others() -> None:
     assert cookie_value("rbee_session=") == ""
     assert cookie_value("xrbee_session=1; other") is None
     assert cookie_value(None) is None and cookie_value("") is None
+    # a second one (planted by a page on another port or a sibling domain): neither counts
+    assert cookie_value("rbee_session=attacker; rbee_session=victim") is None
+
+
+def test_one_key_logging_in_again_and_again_pushes_out_only_its_own_sessions() -> None:
+    from rbee.queen.dashboard.sessions import MAX_PER_KEY
+
+    store = SessionStore(FakeClock(), max_sessions=100)
+    admin_id, _ = store.create("admin-key")
+    ids = [store.create("user-key")[0] for _ in range(MAX_PER_KEY + 10)]
+    assert store.get(admin_id) is not None
+    assert sum(store.get(i) is not None for i in ids) == MAX_PER_KEY
+    assert store.get(ids[-1]) is not None and store.get(ids[0]) is None
 
 
 def test_failed_logins_are_throttled_per_address_within_a_window() -> None:
@@ -87,6 +100,7 @@ def test_failed_logins_are_throttled_per_address_within_a_window() -> None:
     assert throttle.retry_after("5.6.7.8") is None  # others are not punished
     clock.advance(61.0)
     assert throttle.retry_after("1.2.3.4") is None
-    throttle.failed("1.2.3.4")
-    throttle.succeeded("1.2.3.4")
-    assert throttle.retry_after("1.2.3.4") is None
+    # a success in between does not wipe the count: bad tries still add up
+    for _ in range(3):
+        throttle.failed("1.2.3.4")
+    assert throttle.retry_after("1.2.3.4") is not None
