@@ -42,7 +42,11 @@ async def job_slot(admission: Admission, quotas: Quotas | None, ctx: JobContext,
             charge.refund()
         raise
     if charge is not None:
-        charge.settle(used())
+        try:
+            spent = used()
+        except Exception:  # an answer whose counts could not be read: the worst case stays
+            spent = None
+        charge.settle(spent)
 
 
 class JobRunner:

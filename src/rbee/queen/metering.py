@@ -90,16 +90,18 @@ def with_usage(raw: bytes) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def metered_pipe(inner: Pipe, charge: Charge, forward_usage: bool) -> Pipe:
+def metered_pipe(inner: Pipe, charge: Charge, forward_usage: bool,
+                 reported: Used | None = None) -> Pipe:
     """`inner`'s stream with its usage frame read (and dropped unless `forward_usage`); the
-    charge is settled when the stream ends, however it ends."""
+    charge is settled when the stream ends, however it ends: with the engine's count, else
+    `reported` (a stream whose engine counts nothing: pictures)."""
 
     async def pipe(worker: WorkerInfo, call: Call, upstream: Upstream, watch: Watch,
                    finish: Callable[[], None]) -> AsyncIterator[bytes]:
         reader = _UsageReader(forward_usage)
 
         def done() -> None:
-            charge.settle(reader.used)
+            charge.settle(reader.used or reported)
             finish()
 
         try:

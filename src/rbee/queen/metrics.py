@@ -14,6 +14,7 @@ reason one of `REJECTION_REASONS`. No job, request or worker id is ever a label.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -50,18 +51,25 @@ class ModelLabels:
     """Model names to label values: the first `cap` names seen keep their own, later ones
     are "other" (nothing is remembered for them, so hostile names grow nothing)."""
 
-    def __init__(self, cap: int = MAX_MODEL_LABELS) -> None:
+    def __init__(self, cap: int = MAX_MODEL_LABELS,
+                 exists: Callable[[str], bool] | None = None) -> None:
         self._known: dict[str, str] = {}
         self._cap = cap
+        # Whether a name is a model the queen has (a built-in, or one a worker serves): a
+        # request is counted before anyone checked its model, and a client naming 32
+        # made-up models must not take every label. None: any name.
+        self.exists = exists
 
     def __call__(self, name: str) -> str:
         found = self._known.get(name)
         if found is not None:
             return found
-        if len(self._known) >= self._cap:
+        if len(self._known) >= self._cap or (self.exists is not None
+                                             and not self.exists(name)):
             return OTHER
         label = self._known[name] = public_model(name)
         return label
+
 
 
 M = TypeVar("M", bound=MetricWrapperBase)

@@ -302,6 +302,10 @@ class Registry:
                    if w.model == model and w.state is WorkerState.READY
                    and self.is_up(w.hive_id) and w.id not in self._unresponsive)
 
+    def serves(self, model: str) -> bool:
+        """Whether any worker, in any state, is listed for `model`."""
+        return any(w.model == model for r in self._hives.values() for w in r.workers.values())
+
     def inflight(self, worker_id: str) -> int:
         return self._inflight.get(worker_id, 0)
 

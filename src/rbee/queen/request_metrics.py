@@ -72,6 +72,11 @@ class RequestMetrics:
 
         try:
             await self.app(scope, receive, observed)
+        except Exception:
+            # Unhandled: the error handler outside us answers 500 (not a client gone)
+            if ex.status == GONE:
+                ex.status = 500
+            raise
         finally:
             self._done(metrics, scope, ex)
 

@@ -26,6 +26,7 @@ def refuse_open_metrics(settings: QueenSettings) -> None:
 
 def is_scrape_token(header: str | None, token: str | None) -> bool:
     """Whether an `Authorization` header carries the scrape token (constant time)."""
-    if token is None or not header or header[:7].lower() != "bearer ":
-        return False
-    return hmac.compare_digest(header[7:].strip().encode(), token.encode())
+    if not token or not header or header[:7].lower() != "bearer ":
+        return False  # an empty token opens nothing (settings refuse one anyway)
+    presented = header[7:].strip()
+    return bool(presented) and hmac.compare_digest(presented.encode(), token.encode())

@@ -46,6 +46,10 @@ class Scripts:
         self._store = store
         self._policy = policy
         self._clock = clock
+        # One change at a time: each awaits a compile between reading the store and putting
+        # a script in force, and a save or delete in that gap would leave the policy running
+        # what the store no longer says is in force.
+        self._changing = asyncio.Lock()
 
     async def load_active(self) -> None:
         """At start: the script that was active before a restart is active again."""
@@ -63,6 +67,10 @@ class Scripts:
     async def save(self, name: str, source: str, activate: bool, by: str = "unknown"
                    ) -> dict[str, Any]:
         """Store `source` as the script's next version (`by`: the saving key's id)."""
+        async with self._changing:
+            return await self._save(name, source, activate, by)
+
+    async def _save(self, name: str, source: str, activate: bool, by: str) -> dict[str, Any]:
         script = await compile_script(source, name)  # never store what does not compile
         self._store.save(name, source, self._clock.time(), by)
         if activate:
@@ -73,6 +81,10 @@ class Scripts:
         return self.describe(name)
 
     async def activate(self, name: str | None) -> dict[str, Any]:
+        async with self._changing:
+            return await self._activate(name)
+
+    async def _activate(self, name: str | None) -> dict[str, Any]:
         if name is None:
             self._store.activate(None)
             self._policy.use(None)
@@ -85,6 +97,10 @@ class Scripts:
 
     async def rollback(self, name: str, version: int) -> dict[str, Any]:
         """Put a kept version of `name` back in force and make it the active script."""
+        async with self._changing:
+            return await self._rollback(name, version)
+
+    async def _rollback(self, name: str, version: int) -> dict[str, Any]:
         self._require(name)
         kept = self._store.version(name, version)
         if kept is None:
@@ -117,7 +133,11 @@ class Scripts:
         return {"name": name, "version": kept.version, "source": kept.source,
                 "saved_at": kept.saved_at, "saved_by": kept.saved_by}
 
-    def delete(self, name: str) -> dict[str, Any]:
+    async def delete(self, name: str) -> dict[str, Any]:
+        async with self._changing:
+            return self._delete(name)
+
+    def _delete(self, name: str) -> dict[str, Any]:
         self._require(name)
         if self._policy.script is not None and self._policy.script.name == name:
             self._policy.use(None)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from rbee.core.clock import Clock, SystemClock
-from rbee.models.catalog import ModelRef, parse_ref
+from rbee.models.catalog import BUILTINS, ModelRef, parse_ref
 from rbee.queen.admission import Admission
 from rbee.queen.audit import AuditLog, seal_key
 from rbee.queen.consent import Consents
@@ -104,6 +104,8 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
     registry = Registry(clock, settings.telemetry_interval,
                         memory_budget=int(settings.memory_budget) if settings.memory_budget
                         else None, unconfirmed_ttl=settings.spawn_timeout)
+    if metrics is not None:  # a model label only for models the queen has (queen.metrics)
+        metrics.models.exists = lambda name: name in BUILTINS or registry.serves(name)
     hives = HiveClient(http, credentials)
     policy = SchedulingPolicy(settings.routing_policy, settings.placement_policy)
     keys = KeyRing(IdentityStore(db), clock, settings.api_token)

@@ -39,11 +39,13 @@ class QueenSettings(ListenerSettings):
     # Prometheus metrics (GET /metrics; docs/metrics.md).
     metrics: bool = Field(default=True, description="Record metrics and serve them at "
                           "/metrics (off: nothing is recorded, /metrics is a 404)")
-    metrics_token: str | None = Field(default=None, description="A bearer token that may "
-                                      "read /metrics and nothing else (Prometheus's "
-                                      "credentials_file); prefer the env "
+    metrics_token: str | None = Field(default=None, min_length=16, description="A bearer "
+                                      "token that may read /metrics and nothing else "
+                                      "(Prometheus's credentials_file); prefer the env "
                                       "RBEE_QUEEN_METRICS_TOKEN. Operator and admin keys "
-                                      "may read /metrics too")
+                                      "may read /metrics too. At least 16 characters: an "
+                                      "empty one (a token file the queen could not read) "
+                                      "would let anyone in")
     metrics_public: bool = Field(default=False, description="Serve /metrics without any "
                                  "credential (refused unless the queen binds loopback)")
     state_dir: Path = Field(default_factory=default_state_dir, description="SQLite db, logs, pid")

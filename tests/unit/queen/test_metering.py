@@ -66,3 +66,32 @@ def test_worst_cases_and_their_cost() -> None:
     assert speech_use("x" * 25) == Used(audio_seconds=2.5)
     assert demand_for(video_use("4"), prices).cost == 40.0
     assert demand_for(video_use(4), None).cost == 0.0  # a model without prices costs nothing
+
+
+def test_a_metered_stream_that_never_ran_still_ends_its_request_on_the_meter() -> None:
+    """The client hung up between the worker's headers and the first byte: the pipe (which
+    settles) never ran, only the stream's on_close did. The request must stop counting as
+    running (a concurrency limit would lock the tenant out), its worst case stays booked."""
+    from types import SimpleNamespace
+
+    from rbee.api.quotas import Limits
+    from rbee.core.clock import FakeClock
+    from rbee.queen.quotas import Account, Demand, Quotas
+    from rbee.queen.routes.openai import _Sending
+
+    recorded: list[object] = []
+    quotas = Quotas(FakeClock(), lambda *row: recorded.append(row))
+    quotas.set_limits("tenant", "t1", Limits(concurrent_requests=1))
+    charge = quotas.reserve(Account("t1", "k1"), "m", Demand(tokens=10))
+    released: list[str] = []
+    sending = _Sending(svc=None, path="/v1/chat/completions", raw=b"{}",  # type: ignore[arg-type]
+                       deadline=None, ticket=SimpleNamespace(  # type: ignore[arg-type]
+                           release=lambda: released.append("ticket")),
+                       charge=charge, reported=None,
+                       trail=SimpleNamespace(end=lambda *a, **k: released.append("trail")))
+    sending.unmetered()
+    assert released == ["ticket", "trail"]
+    assert quotas.in_flight("tenant", "t1") == 0
+    assert quotas.usage_of(Account("t1", "k1"))["tokens_minute"] == 10  # still booked
+    sending.unmetered()  # a second close changes nothing
+    assert len(recorded) == 1

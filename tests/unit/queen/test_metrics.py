@@ -163,3 +163,17 @@ def test_hooks_need_no_app() -> None:
     assert label_values(text, "rbee_admission_rejections_total", "reason") == {"no_capacity"}
     assert value(text, "rbee_model_load_seconds_sum", model="file:big.gguf") == 3.0
     assert value(text, "rbee_scheduler_decision_seconds_count", decision="place") == 1
+
+
+async def test_refused_requests_cannot_take_the_model_labels(tmp_path: Path) -> None:
+    """Naming made-up models (each a 404) must not use up the bounded model labels: the
+    real model keeps its own label afterwards."""
+    async with rig(tmp_path) as r:
+        for n in range(40):
+            made_up = await r.as_(BOOT, "POST", CHAT, json={
+                "model": f"file:/x/evil-{n}.gguf", "messages": [{"role": "user", "content": "x"}]})
+            assert made_up.status_code >= 400
+        assert (await r.chat(BOOT)).status_code == 200
+        text = await scrape(r)
+    models = label_values(text, "rbee_requests_total", "model")
+    assert MODEL in models and not any("evil" in m for m in models)

@@ -75,7 +75,7 @@ def test_public_metrics_are_refused_off_loopback() -> None:
     with pytest.raises(SystemExit, match="refusing to serve /metrics without auth"):
         refuse_open_metrics(QueenSettings(host="0.0.0.0", api_token="t", metrics_public=True))
     refuse_open_metrics(QueenSettings(host="127.0.0.1", metrics_public=True))
-    refuse_open_metrics(QueenSettings(host="0.0.0.0", api_token="t", metrics_token="s"))
+    refuse_open_metrics(QueenSettings(host="0.0.0.0", api_token="t", metrics_token=SCRAPE))
     refuse_open_metrics(QueenSettings(host="0.0.0.0", api_token="t", metrics=False,
                                       metrics_public=True))  # nothing served: nothing open
 
@@ -106,3 +106,19 @@ def test_the_scrape_token_never_reaches_children() -> None:
     base = {"RBEE_QUEEN_METRICS_TOKEN": SCRAPE, "PATH": "/bin"}
     assert "RBEE_QUEEN_METRICS_TOKEN" not in hive_env("h", "w", base)
     assert "RBEE_QUEEN_METRICS_TOKEN" not in worker_env("w", base)
+
+
+def test_an_empty_or_short_scrape_token_is_refused_and_opens_nothing() -> None:
+    """`RBEE_QUEEN_METRICS_TOKEN=$(cat file)` with a file the queen cannot read is empty: that
+    must not make every `Bearer <blank>` a scraper."""
+    from pydantic import ValidationError
+
+    from rbee.queen.scrape_auth import is_scrape_token
+
+    for weak in ("", "short"):
+        with pytest.raises(ValidationError):
+            QueenSettings(metrics_token=weak)
+    assert not is_scrape_token("Bearer \xa0", "")
+    assert not is_scrape_token("Bearer ", "")
+    assert not is_scrape_token("Bearer  ", SCRAPE)
+    assert is_scrape_token(f"Bearer {SCRAPE}", SCRAPE)

@@ -199,3 +199,23 @@ async def test_a_dry_run_names_the_script_it_ran(queen: Queen) -> None:
         r = await queen.post("/v1/scheduler/explain", hostile)
         assert r.status_code in (400, 404), (hostile, r.text)
         assert r.json()["error"]["message"]
+
+
+async def test_changes_to_scripts_happen_one_at_a_time(tmp_path: Path) -> None:
+    """An activate awaits its compile between reading the script and putting it in force;
+    a delete in that gap used to leave a deleted script deciding until a restart."""
+    import asyncio
+
+    from rbee.queen.policy import SchedulingPolicy
+    from rbee.queen.scripts import Scripts
+    from rbee.storage.db import connect
+    from rbee.storage.scripts import ScriptStore
+
+    policy = SchedulingPolicy("least-loaded", "best-fit")
+    scripts = Scripts(ScriptStore(connect(tmp_path / "q.db")), policy, FakeClock())
+    await scripts.save("s", "function route(req, workers) return nil end", activate=False)
+    activating = asyncio.create_task(scripts.activate("s"))
+    await asyncio.sleep(0)  # the activate has read the row and is compiling
+    await scripts.delete("s")
+    await activating
+    assert policy.script is None and scripts.list() == []

@@ -305,9 +305,17 @@ class _Sending:
         if usage_asked is False and isinstance(sent, bytes):
             sent = with_usage(sent)  # the engine's count, for the settlement
         pipe = metered_pipe(relay.sse_pipe, self.charge,
-                            forward_usage=usage_asked is not False)
+                            forward_usage=usage_asked is not False, reported=self.reported)
         return await relay.stream_through(worker, self.path, sent, pipe,
-                                          on_close=self.ended, deadline=self.deadline)
+                                          on_close=self.unmetered, deadline=self.deadline)
+
+    def unmetered(self) -> None:
+        """A metered stream ended. Its pipe settled the charge, unless it never ran (the
+        client hung up between the worker's headers and the first byte): then the worst
+        case stays booked, but the request no longer counts as running (first wins)."""
+        self.ended()
+        if self.charge is not None:
+            self.charge.settle(None)
 
     def answered(self, response: Response, whole: bool) -> Response:
         """A whole answer's charge settled; the x-ratelimit-* headers on any answer."""
