@@ -212,3 +212,29 @@ def test_a_cpu_heavy_script_stalls_nothing_and_is_disabled_after_failing_again_a
     cli(c, "script", "apply", str(heavy))
     state = httpx.get(f"{c.queen.url}/v1/scheduler").json()["script"]
     assert state["disabled"] is None and state["failures"] == 0
+
+
+def test_history_and_rollback_from_the_cli(tmp_path: Path) -> None:
+    from tests.support.daemons import rbee_env, running_queen
+
+    for queen in running_queen(rbee_env(tmp_path)):
+        env = queen.env
+
+        def cli_json(*args: str, env: dict[str, str] = env) -> object:
+            done = run_cli(env, "--json", "script", *args)
+            assert done.returncode == 0, done.stderr
+            return json.loads(done.stdout)
+
+        cli_json("apply", str(EXAMPLES / "eu_only.lua"), "--name", "pol")
+        cli_json("apply", str(EXAMPLES / "power_save.lua"), "--name", "pol")
+        history = cli_json("history", "pol")
+        assert [(v["version"], v["in_force"]) for v in history["versions"]] == [  # type: ignore[index]
+            (2, True), (1, False)]
+        shown = run_cli(queen.env, "script", "history", "pol")
+        assert shown.returncode == 0 and "v2" in shown.stdout and "(in force)" in shown.stdout
+        cli_json("rollback", "pol", "1")
+        again = cli_json("history", "pol")
+        assert [v["version"] for v in again["versions"] if v["in_force"]] == [1]  # type: ignore[index]
+        assert cli_json("show")["source"] == (EXAMPLES / "eu_only.lua").read_text()  # type: ignore[index]
+        missing = run_cli(queen.env, "script", "rollback", "pol", "99")
+        assert missing.returncode == 1 and "no version 99" in missing.stderr

@@ -1,4 +1,5 @@
-"""`rbee script check|test|apply|show|list|off|delete`: Lua scheduling scripts."""
+"""`rbee script check|test|apply|show|list|off|delete|history|rollback`: Lua scheduling
+scripts."""
 
 from __future__ import annotations
 
@@ -194,3 +195,46 @@ def delete(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
         return 0
 
     guarded(run)
+
+
+@app.command()
+def history(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
+    """A script's kept versions, newest first: when, by which key, the one in force."""
+    c: Context = ctx.obj
+
+    def run() -> int:
+        result = c.run("script_history", name=name)
+        if c.json:
+            print_json(result)
+            return 0
+        out = consoles()[0]
+        for v in result["versions"]:
+            mark = "  (in force)" if v["in_force"] else ""
+            out.print(f"v{v['version']}  {_when(v['saved_at'])}  by {escape(v['saved_by'])}  "
+                      f"{v['lines']} lines{mark}")
+        return 0
+
+    guarded(run)
+
+
+@app.command()
+def rollback(ctx: typer.Context, name: Annotated[str, typer.Argument()],
+             version: Annotated[int, typer.Argument(help="A version `history` lists")]) -> None:
+    """Put a kept version back in force, as the active script (admin)."""
+    c: Context = ctx.obj
+
+    def run() -> int:
+        result = c.run("script_rollback", name=name, version=version)
+        if c.json:
+            print_json(result)
+        else:
+            consoles()[1].print(f"script {name} v{version} is in force and active")
+        return 0
+
+    guarded(run)
+
+
+def _when(at: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
