@@ -64,6 +64,7 @@ class Registry:
         self._evicting: set[str] = set()
         # Set, then replaced, on every change: a waiter sees the next change after it looked.
         self._change = asyncio.Event()
+        self.changes = 0  # how many changes were announced (wait_change's `since`)
         self.budget = memory_budget
         self.reservations = Reservations(clock, unconfirmed_ttl)
 
@@ -134,12 +135,17 @@ class Registry:
         return self._unresponsive | self._evicting
 
     def _notify(self) -> None:
+        self.changes += 1
         self._change.set()
         self._change = asyncio.Event()
 
-    async def wait_change(self, timeout: float) -> bool:
+    async def wait_change(self, timeout: float, since: int | None = None) -> bool:
         """Until a hive reports or a worker is recorded (True), or `timeout` passes (False):
-        readiness and registration are pushed by telemetry, so nothing polls."""
+        readiness and registration are pushed by telemetry, so nothing polls. `since`: the
+        `changes` count the caller last saw; a change after it returns at once (one that
+        came while the caller was busy is not missed)."""
+        if since is not None and since != self.changes:
+            return True
         try:
             await asyncio.wait_for(self._change.wait(), timeout)
         except TimeoutError:
@@ -159,8 +165,9 @@ class Registry:
         """One of its workers could not be reached: treat the hive as down until it reports
         again (at once if it is alive, since a lost worker is a change it reports)."""
         record = self._hives.get(hive_id)
-        if record is not None:
+        if record is not None and not record.suspect:
             record.suspect = True
+            self._notify()  # a hive going down is news (the dashboard pushes it at once)
 
     def forget(self, hive_id: str) -> None:
         """A hive we stopped or removed: no longer listed, routed to or waited for."""

@@ -207,12 +207,13 @@ async def _pushes(svc: QueenServices, principal: Principal, ttl: IdleTTL,
                   still_allowed: Any) -> AsyncIterator[bytes]:
     yield b"retry: 2000\n\n"  # EventSource reconnects after 2 s if the queen restarts
     while still_allowed():
+        seen = svc.registry.changes  # a change from here on means another push
         entries = await asyncio.to_thread(svc.fleet.entries)
         running = [RunningJob(*j) for j in svc.jobs.running()]
         view = cluster_view(svc.registry, entries, ttl, running, principal)
         yield _frame("cluster", view)
         await asyncio.sleep(MIN_GAP)
-        await svc.registry.wait_change(EVENT_TICK)
+        await svc.registry.wait_change(EVENT_TICK, since=seen)
     yield _frame("session_ended", {"message": "your session has ended; log in again"})
 
 

@@ -129,3 +129,15 @@ def test_a_user_is_not_shown_ssh_hosts_or_worker_errors() -> None:
     assert (as_user["host"], as_admin["host"]) == (None, "10.0.0.9")
     errors = [h["devices"][0]["workers"][0]["error"] for h in (as_user, as_admin)]
     assert errors == [None, "cannot read /srv/models/secret.gguf"]
+
+
+async def test_a_change_while_the_pusher_was_busy_is_not_missed() -> None:
+    """The dashboard's pusher looks at `changes`, pushes, then waits: a hive that went down
+    (and maybe up again) meanwhile must wake it at once, not a tick later."""
+    reg = registry(FakeClock(), worker("w1"))
+    seen = reg.changes
+    reg.suspect("gpu1")  # the hive died while the pusher was sending
+    assert await reg.wait_change(10.0, since=seen) is True  # at once, not in 10 s
+    reg.suspect("gpu1")  # already down: no news
+    assert reg.changes == seen + 1
+    assert await reg.wait_change(0.01, since=reg.changes) is False
