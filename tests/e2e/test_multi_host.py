@@ -245,8 +245,10 @@ def test_a_remote_hive_runs_the_built_in_model(
     # ... and Whisper writes it back there (the transcription extra came too)
     assert "engine faster_whisper" in done.stderr, done.stderr
     heard = cli(env, "transcribe", str(out), "--hive", "m1")
-    # Piper's synthesis is not seeded: tiny.en has heard "Hello world" as "the whole world"
-    assert set(_words(SENTENCE)[2:]) <= set(_words(heard["text"])), heard
+    # Piper's synthesis is not seeded and tiny.en is tiny: it has heard "Hello world" as "the
+    # whole world", and "orchestrator is" as "orchestrators". Most words, not every one.
+    said = _words(SENTENCE)[2:]
+    assert sum(w in _words(heard["text"]) for w in said) >= len(said) - 2, heard
     kinds = {(w["hive_id"], w["kind"]) for w in cli(env, "worker", "list")}
     assert {("m1", "speech"), ("m1", "transcription")} <= kinds, kinds
     cli(env, "hive", "uninstall", "m1")
