@@ -423,13 +423,21 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(5)
 
 
-def _wait_link_gone(veth: str, timeout: float = 5.0) -> None:
+def _wait_link_gone(veth: str, timeout: float = 30.0, nudge_after: float = 5.0) -> None:
     """The kernel destroys a deleted namespace (and so the veth pair) a moment after `ip netns
-    del` returns; wait, so that the host is clean when machines() returns."""
-    deadline = time.monotonic() + timeout
+    del` returns — on a busy machine, seconds later (a CI run once saw more than 5 s). Wait,
+    deleting the host end ourselves if it lingers, so the host is clean when machines()
+    returns."""
+    start = time.monotonic()
+    nudged = False
     while Path(f"/sys/class/net/{veth}").exists():
-        if time.monotonic() > deadline:
+        waited = time.monotonic() - start
+        if waited > timeout:
             raise TimeoutError(f"{veth} still exists {timeout}s after its namespace was deleted")
+        if waited > nudge_after and not nudged:
+            nudged = True
+            subprocess.run(["ip", "link", "del", veth], capture_output=True, timeout=10,
+                           check=False)  # gone meanwhile is fine: the loop checks again
         time.sleep(0.02)
 
 
