@@ -74,6 +74,14 @@ def test_rbee_infer_json_schema_and_tools(queen: Daemon, tmp_path: Path) -> None
                    str(schema))
     assert done.returncode == 0, done.stderr
     assert set(json.loads(done.stdout)) == {"name", "age"}
+    # JSON cut by the token limit: the text is printed, the exit status says it is incomplete.
+    cut = run_cli(queen.env, "infer", "a person", "-m", "rbee-fake", "--json-schema",
+                  str(schema), "--max-tokens", "2")
+    assert cut.returncode == 1 and "before its JSON was complete" in cut.stderr, cut.stderr
+    assert cut.stdout.strip() and "Traceback" not in cut.stderr
+    cut = run_cli(queen.env, "--json", "infer", "a person", "-m", "rbee-fake", "--json-schema",
+                  str(schema), "--max-tokens", "2")
+    assert cut.returncode == 1 and json.loads(cut.stdout)["finish_reason"] == "length"
     tools = tmp_path / "tools.json"
     tools.write_text(json.dumps([WEATHER["function"]]))  # a bare list of functions works too
     done = run_cli(queen.env, "--json", "infer", "weather?", "-m", "rbee-fake", "--tools",

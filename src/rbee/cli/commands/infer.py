@@ -13,7 +13,7 @@ import typer
 from rbee.cli.context import Context
 from rbee.cli.errors import guarded
 from rbee.cli.jobrun import JobPrinter, cancelled, submit
-from rbee.cli.render import print_json
+from rbee.cli.render import fail, print_json
 from rbee.client import QueenClient
 from rbee.core.errors import InvalidRequest
 
@@ -102,21 +102,24 @@ def _run(c: Context, fields: dict[str, Any], stats: bool) -> int:
     preload = None if pinned else (fields.get("model") or c.settings().default_model)
     started = time.perf_counter()
     job_id = submit(c, client, "infer", fields, preload)
+    structured = "response_format" in fields
     try:
-        return _follow(c, client, job_id, started, stats)
+        return _follow(c, client, job_id, started, stats, structured)
     except KeyboardInterrupt:
         return cancelled(c, client, job_id)
 
 
-def _follow(c: Context, client: QueenClient, job_id: str, started: float, stats: bool) -> int:
+def _follow(c: Context, client: QueenClient, job_id: str, started: float, stats: bool,
+            structured: bool) -> int:
     printer = JobPrinter(c.json)
     result = printer.follow(client, job_id)
     if result is None:
         return 1
+    cut = structured and result.get("finish_reason") == "length"
     ttft_ms = round(((printer.first or time.perf_counter()) - started) * 1000, 1)
     if c.json:
         print_json({"job_id": job_id, "state": "done", **result, "client_ttft_ms": ttft_ms})
-        return 0
+        return _incomplete() if cut else 0
     sys.stdout.write("\n")
     for call in result.get("tool_calls", ()):
         fn = call["function"]
@@ -128,4 +131,11 @@ def _follow(c: Context, client: QueenClient, job_id: str, started: float, stats:
                           f"{t.get('tokens_per_s')} tokens/s · "
                           f"{usage.get('completion_tokens')} tokens · "
                           f"worker {result.get('worker_id')}[/dim]")
-    return 0
+    return _incomplete() if cut else 0
+
+
+def _incomplete() -> int:
+    # JSON cut short by the token limit does not parse: a script piping it on must learn so
+    # from the exit status (the text is still printed: nothing the model wrote is lost).
+    return fail("the answer reached --max-tokens before its JSON was complete "
+                "(finish_reason: length); raise --max-tokens")
