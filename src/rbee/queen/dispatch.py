@@ -275,7 +275,7 @@ class Dispatcher:
         except BaseException:
             reservations.release(worker_id)
             raise
-        self._spawned_at[info.id] = asyncio.get_running_loop().time()
+        self._asked(info.id, asyncio.get_running_loop().time())
         self._registry.upsert_worker(info)
         if hints.keep_warm or ref.name in self._keep_warm_models:
             self._registry.keep_warm(info.id)
@@ -349,6 +349,15 @@ class Dispatcher:
                 err.retry_after = 5.0
                 raise err
             ask = not await self._registry.wait_change(min(left, self._ask_every))
+
+    def _asked(self, worker_id: str, now: float) -> None:
+        """Remember when a worker was asked for, for its load time. A worker that never became
+        ready with nobody waiting (its hive vanished, its waiter was cancelled) leaves an
+        entry behind: those past any start's deadline are dropped, so the map stays small."""
+        stale = now - 2 * self._spawn_timeout
+        for old in [w for w, at in self._spawned_at.items() if at < stale]:
+            del self._spawned_at[old]
+        self._spawned_at[worker_id] = now
 
     def _ready(self, info: WorkerInfo, now: float) -> None:
         """A worker we asked for is ready: its load time, once (other waiters find none)."""

@@ -153,7 +153,7 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                         idle_ttl=IdleTTL(settings.idle_ttl, settings.model_ttl))
     if metrics is not None:  # what lives elsewhere is read when Prometheus scrapes
         metrics.watch(ClusterCollector(ClusterSources(
-            registry, admission, policy, dispatcher, idle_unloads=lambda: len(watchdog.unloaded),
+            registry, admission, policy, dispatcher, idle_unloads=lambda: watchdog.unload_count,
             model_label=metrics.models)))
     return QueenServices(settings=settings, clock=clock, db=db, jobs=jobs, registry=registry,
                          dispatcher=dispatcher, relay=relay, http=http, fleet=fleet,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from rbee.queen.registry import Registry
 
 logger = logging.getLogger(__name__)
 _SERVING = (WorkerState.STARTING, WorkerState.LOADING, WorkerState.READY)
+_RECENT = 20  # re-placements and unloads remembered for status
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,10 @@ class Watchdog:
         self._down: set[str] = set()
         self._unloading: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.replaced: list[tuple[str, str]] = []  # (dead hive, model) re-placed, for status
-        self.unloaded: list[str] = []  # workers stopped for idleness, for status
+        # For status: the most recent only, so a queen up for months keeps a bounded history.
+        self.replaced: deque[tuple[str, str]] = deque(maxlen=_RECENT)  # (dead hive, model)
+        self.unloaded: deque[str] = deque(maxlen=_RECENT)  # workers stopped for idleness
+        self.unload_count = 0  # every idle unload so far (the metrics' counter)
 
     def newly_down(self) -> list[str]:
         """Hives that went down since the last call (and forget those that came back)."""
@@ -105,6 +109,7 @@ class Watchdog:
         try:
             await self._dispatcher.stop(worker_id)
             self.unloaded.append(worker_id)
+            self.unload_count += 1
             logger.info("unloaded idle worker %s", worker_id)
         except RbeeError as exc:
             logger.warning("cannot unload idle worker %s: %s", worker_id, exc.message)

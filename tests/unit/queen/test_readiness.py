@@ -86,3 +86,13 @@ async def test_a_scripts_log_lines_are_narrated_with_the_route() -> None:
     worker = await dispatcher.worker_for(ModelRef("builtin", "m", "fake"), Hints(), Notes())
     assert worker.id == "w1"
     assert said == [("route", "script log: routing 1")]
+
+
+def test_start_times_of_workers_never_seen_ready_are_forgotten() -> None:
+    # A worker whose hive vanished, or whose only waiter was cancelled, is never seen ready:
+    # its start time must not stay in the map for the life of the queen.
+    dispatcher = Dispatcher(Registry(FakeClock(), 2.0), cast(HiveClient, AskedHive()),
+                            spawn_timeout=30, default_threads=None)
+    for second in range(1000):
+        dispatcher._asked(f"w{second}", float(second))
+    assert set(dispatcher._spawned_at) == {f"w{s}" for s in range(939, 1000)}

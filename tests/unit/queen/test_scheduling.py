@@ -203,7 +203,8 @@ async def test_idle_workers_are_unloaded_after_their_ttl_unless_kept_warm() -> N
     report(registry, "mac")
     watchdog.tick()
     await asyncio.sleep(0.01)
-    assert hives.stopped == [a.id] and watchdog.unloaded == [a.id]
+    assert hives.stopped == [a.id] and list(watchdog.unloaded) == [a.id]
+    assert watchdog.unload_count == 1
 
 
 async def test_admission_orders_by_priority_shows_positions_and_refuses_when_full() -> None:

@@ -177,7 +177,7 @@ async def test_a_model_that_cannot_be_replaced_is_logged_not_raised(watched: Wat
     silence(registry, clock, "h1")
     watchdog.tick()
     await settle()
-    assert sorted(dispatcher.asked) == [A, C] and watchdog.replaced == []
+    assert sorted(dispatcher.asked) == [A, C] and not watchdog.replaced
 
 
 async def test_stop_cancels_replacements_in_flight() -> None:
@@ -198,7 +198,7 @@ async def test_stop_cancels_replacements_in_flight() -> None:
     watchdog.tick()
     await asyncio.wait_for(started.wait(), 1)
     await asyncio.wait_for(watchdog.stop(), 1)
-    assert watchdog.replaced == []
+    assert not watchdog.replaced
 
 
 # -- failover -----------------------------------------------------------------------------

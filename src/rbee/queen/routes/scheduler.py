@@ -52,5 +52,5 @@ async def state(svc: ServicesDep) -> dict[str, Any]:
                     for h in snapshot.hives for d in h.devices],
         "queues": {m: {"active": svc.admission.active(m), "queued": svc.admission.queued(m)}
                    for m in models},
-        "unloaded_idle": list(svc.watchdog.unloaded[-20:]),
+        "unloaded_idle": list(svc.watchdog.unloaded),
     }
