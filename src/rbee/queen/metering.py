@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from rbee.api.cluster import WorkerInfo
 from rbee.api.quotas import Prices
 from rbee.queen.calls import Call, Watch
-from rbee.queen.quotas import Charge, Demand, Used
+from rbee.queen.quotas import Demand, Used
 from rbee.queen.relay import Pipe
 from rbee.queen.transport import Upstream
 
@@ -90,18 +90,22 @@ def with_usage(raw: bytes) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def metered_pipe(inner: Pipe, charge: Charge, forward_usage: bool,
+def metered_pipe(inner: Pipe, settle: Callable[[Used | None], None], forward_usage: bool,
                  reported: Used | None = None) -> Pipe:
-    """`inner`'s stream with its usage frame read (and dropped unless `forward_usage`); the
-    charge is settled when the stream ends, however it ends: with the engine's count, else
-    `reported` (a stream whose engine counts nothing: pictures)."""
+    """`inner`'s stream with its usage frame read (and dropped unless `forward_usage`);
+    `settle` is called once when the stream ends, however it ends: with the engine's count,
+    else `reported` (a stream whose engine counts nothing: pictures), else None."""
 
     async def pipe(worker: WorkerInfo, call: Call, upstream: Upstream, watch: Watch,
                    finish: Callable[[], None]) -> AsyncIterator[bytes]:
         reader = _UsageReader(forward_usage)
+        settled = False
 
         def done() -> None:
-            charge.settle(reader.used or reported)
+            nonlocal settled
+            if not settled:  # the inner pipe's own end calls this too
+                settled = True
+                settle(reader.used or reported)
             finish()
 
         try:

@@ -90,10 +90,11 @@ class RequestMetrics:
             if ex.route not in _USAGE_ROUTES or not ex.model:
                 return
             if message.get("more_body") or ex.first:  # a stream
+                # Its tokens are counted where its usage is read, even when its client did
+                # not ask for that frame (routes.openai `_Sending.used`).
                 if ex.route in _TOKEN_STREAMS and b"data:" in body:
                     self._frame(metrics, ex)
-                if b'"usage"' not in body:
-                    return
+                return
             used = used_in(body)
             if used is not None:
                 metrics.used(ex.model, used.prompt_tokens, used.completion_tokens)

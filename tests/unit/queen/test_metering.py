@@ -88,7 +88,8 @@ def test_a_metered_stream_that_never_ran_still_ends_its_request_on_the_meter() -
                        deadline=None, ticket=SimpleNamespace(  # type: ignore[arg-type]
                            release=lambda: released.append("ticket")),
                        charge=charge, reported=None,
-                       trail=SimpleNamespace(end=lambda *a, **k: released.append("trail")))
+                       trail=SimpleNamespace(end=lambda *a, **k: released.append("trail")),
+                       tokens=None)
     sending.unmetered()
     assert released == ["ticket", "trail"]
     assert quotas.in_flight("tenant", "t1") == 0

@@ -39,19 +39,26 @@ async def test_requests_latency_and_tokens_match_what_the_answers_said(tmp_path:
             "max_tokens": 7, "stream_options": {"include_usage": True}})
         assert streamed.status_code == 200
         usage = [whole.json()["usage"], stream_frames(streamed.text)[-1]["usage"]]
+        # A stream whose client did not ask for usage is counted too (the same prompt as
+        # the last), and its client still gets no usage frame.
+        quiet = await r.as_(BOOT, "POST", CHAT, json={
+            "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "max_tokens": 3})
+        assert quiet.status_code == 200
+        assert "usage" not in quiet.text and len(stream_frames(quiet.text)) >= 3
         text = await scrape(r)
-    assert value(text, "rbee_requests_total", route=CHAT, model=MODEL, status="200") == 2
-    assert value(text, "rbee_request_duration_seconds_count", route=CHAT, model=MODEL) == 2
+    assert value(text, "rbee_requests_total", route=CHAT, model=MODEL, status="200") == 3
+    assert value(text, "rbee_request_duration_seconds_count", route=CHAT, model=MODEL) == 3
     assert value(text, "rbee_prompt_tokens_total", model=MODEL) == sum(
-        u["prompt_tokens"] for u in usage)
-    assert value(text, "rbee_completion_tokens_total", model=MODEL) == 5 + 7
-    # One stream: one first token; its later frames each a gap (frames may share a read).
-    assert value(text, "rbee_time_to_first_token_seconds_count", model=MODEL) == 1
+        u["prompt_tokens"] for u in usage) + usage[1]["prompt_tokens"]
+    assert value(text, "rbee_completion_tokens_total", model=MODEL) == 5 + 7 + 3
+    # Two streams: one first token each; later frames each a gap (frames may share a read).
+    assert value(text, "rbee_time_to_first_token_seconds_count", model=MODEL) == 2
     gaps = value(text, "rbee_inter_token_latency_seconds_count", model=MODEL)
-    assert 1 <= gaps <= len(stream_frames(streamed.text))
+    assert 2 <= gaps <= len(stream_frames(streamed.text)) + len(stream_frames(quiet.text))
     # Every admitted request is in the queue-wait histogram (0 s: a slot was free).
-    assert value(text, "rbee_queue_wait_seconds_count", model=MODEL) == 2
-    assert value(text, "rbee_scheduler_decision_seconds_count", decision="route") == 2
+    assert value(text, "rbee_queue_wait_seconds_count", model=MODEL) == 3
+    assert value(text, "rbee_scheduler_decision_seconds_count", decision="route") == 3
     # Read at scrape time from the registry and admission.
     assert value(text, "rbee_hive_up", hive="h1") == 1
     assert value(text, "rbee_workers", state="ready", kind="chat") == 1

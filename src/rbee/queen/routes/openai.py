@@ -239,7 +239,8 @@ async def admitted(svc: QueenServices, stream: bool | None, ref: ModelRef, hints
         ticket = await svc.admission.enter(
             ref.name, hints.job.priority if hints.job else "interactive",
             tenant=hints.account.tenant_id if hints.account else None)
-        sending = _Sending(svc, path, raw, deadline, ticket, charge, reported, trail)
+        sending = _Sending(svc, path, raw, deadline, ticket, charge, reported, trail,
+                           _token_metrics(svc, ref.name) if usage_asked is not None else None)
 
         async def attempt(worker: WorkerInfo) -> Response:
             trail.served(worker)
@@ -268,6 +269,15 @@ async def admitted(svc: QueenServices, stream: bool | None, ref: ModelRef, hints
     return sending.answered(response, whole=not stream)
 
 
+def _token_metrics(svc: QueenServices, model: str) -> Callable[[Used], None] | None:
+    """Where a token stream's usage is counted: its client may not see the usage frame, so
+    the request metrics (which read whole answers) cannot."""
+    metrics = svc.metrics
+    if metrics is None:
+        return None
+    return lambda used: metrics.used(model, used.prompt_tokens, used.completion_tokens)
+
+
 @dataclass
 class _Sending:
     """One admitted request's ways to a worker; each ends its ticket, its audit trail and
@@ -281,6 +291,7 @@ class _Sending:
     charge: Charge | None
     reported: Used | None
     trail: Trail
+    tokens: Callable[[Used], None] | None  # a token stream's usage, into the metrics
 
     def ended(self) -> None:
         self.ticket.release()
@@ -297,17 +308,28 @@ class _Sending:
                                    deadline=self.deadline)
 
     async def stream(self, worker: WorkerInfo, usage_asked: bool | None) -> Response:
+        """A token stream (`usage_asked` not None) always carries the engine's usage, for
+        the charge and the token metrics, whether or not its client asked for that frame
+        (dropped again if it did not). Other streams are read only when charged."""
         relay = self.svc.relay
-        if self.charge is None:  # the stream itself watches for a hang-up, and frees the slot
+        if self.charge is None and usage_asked is None:
+            # the stream itself watches for a hang-up, and frees the slot
             return await relay.forward(worker, self.path, self.raw, stream=True,
                                        on_close=self.ended, deadline=self.deadline)
         sent = self.raw
         if usage_asked is False and isinstance(sent, bytes):
-            sent = with_usage(sent)  # the engine's count, for the settlement
-        pipe = metered_pipe(relay.sse_pipe, self.charge,
+            sent = with_usage(sent)  # the engine's count
+        pipe = metered_pipe(relay.sse_pipe, self.used,
                             forward_usage=usage_asked is not False, reported=self.reported)
         return await relay.stream_through(worker, self.path, sent, pipe,
                                           on_close=self.unmetered, deadline=self.deadline)
+
+    def used(self, used: Used | None) -> None:
+        """A stream's end, with what its engine counted (None: it never said)."""
+        if self.charge is not None:
+            self.charge.settle(used)
+        if used is not None and self.tokens is not None:
+            self.tokens(used)
 
     def unmetered(self) -> None:
         """A metered stream ended. Its pipe settled the charge, unless it never ran (the
