@@ -46,7 +46,8 @@ class Receipt(BaseModel):
     subject: str
     erased_at: float
     deleted: dict[str, int] = Field(description="jobs, responses, artifacts, keys, consents, "
-                                    "usage rows folded into aggregates")
+                                    "usage rows folded into aggregates, script versions no "
+                                    "longer naming their key")
     user: str = Field(description="What became of the account: 'removed'")
     audit: dict[str, Any] = Field(description="entries unlinked, personal rows deleted, and "
                                   "the audit chain's head after the gdpr.erase entry")

@@ -109,6 +109,7 @@ class Gdpr:
                            "bytes": a.bytes, "created_at": a.created_at, "job_id": a.owner}
                           for a in held.artifacts.list() if a.owner in owned],
             "consents": [c.model_dump(mode="json") for c in held.store.consents(user.id)],
+            "script_versions": held.store.script_versions(user.id),
         }
 
     def _keys_of(self, user: User) -> list[KeyInfo]:
@@ -139,7 +140,8 @@ class Gdpr:
             subject=user.id, erased_at=audit.pop("erased_at"), user="removed",
             deleted={"jobs": len(gone.job_ids), "responses": gone.responses,
                      "artifacts": artifacts, "keys": gone.keys, "consents": gone.consents,
-                     "usage_rows_aggregated": gone.usage_rows},
+                     "usage_rows_aggregated": gone.usage_rows,
+                     "script_versions_unnamed": gone.script_versions},
             audit={k: v for k, v in audit.items() if k != "subject"})
         return Receipt.model_validate(self._signer.sign(receipt.model_dump(mode="json")))
 

@@ -2,10 +2,11 @@
 
 Jobs and stored Responses carry the user who made them (migration 8); consents are one row
 per decision. Erasure is one transaction: the person's jobs (their events cascade), stored
-Responses, consents, per-key limits and the user row (their keys cascade) go, and their
-keys' usage rows are folded into one row per (day, tenant, model) under the key id
-`ERASED` — the tenant's totals stay right, nobody is named. `compact` then rewrites the
-file so deleted rows leave no bytes behind (free pages, the WAL).
+Responses, consents, per-key limits and the user row (their keys cascade) go, script
+versions they saved no longer name their key, and their keys' usage rows are folded into
+one row per (day, tenant, model) under the key id `ERASED` — the tenant's totals stay
+right, nobody is named. `compact` then rewrites the file so deleted rows leave no bytes
+behind (free pages, the WAL).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ _FOLD = (f"INSERT INTO usage(day, tenant_id, key_id, model, {', '.join(_SUMS)}) 
          + ", ".join(f"{c}={c}+excluded.{c}" for c in _SUMS))
 _DROP_USAGE = f"DELETE FROM usage WHERE key_id IN {_KEYS}"  # noqa: S608 (constants)
 _DROP_LIMITS = f"DELETE FROM quota_limits WHERE scope='key' AND id IN {_KEYS}"  # noqa: S608
+# A script version names the key that saved it: that key id is theirs (a pseudonym).
+_UNNAME_SCRIPTS = (f"UPDATE script_versions SET saved_by='{ERASED}' "  # noqa: S608 (constants)
+                   f"WHERE saved_by IN {_KEYS}")
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class Erased:
     keys: int
     consents: int
     usage_rows: int
+    script_versions: int  # versions they saved, now saved by `ERASED`
 
 
 class GdprStore:
@@ -73,6 +78,15 @@ class GdprStore:
                               (user_id, int(unfinished)))
         return [r[0] for r in rows]
 
+    def script_versions(self, user_id: str) -> list[dict[str, Any]]:
+        """The scheduler script versions the person's keys saved (not their source: that is
+        the cluster's, not personal)."""
+        rows = self._db.query(f"SELECT name, version, saved_at, saved_by FROM "  # noqa: S608
+                              f"script_versions WHERE saved_by IN {_KEYS} "
+                              "ORDER BY saved_at", (user_id,))
+        return [{"name": r[0], "version": r[1], "saved_at": r[2], "key_id": r[3]}
+                for r in rows]
+
     def responses(self, user_id: str) -> list[dict[str, Any]]:
         rows = self._db.query("SELECT id, created_at, response, conversation FROM responses "
                               "WHERE user_id=? ORDER BY created_at", (user_id,))
@@ -91,9 +105,10 @@ class GdprStore:
             tx.execute(_FOLD, (user_id,))
             usage = tx.execute(_DROP_USAGE, (user_id,)).rowcount
             tx.execute(_DROP_LIMITS, (user_id,))
+            scripts = tx.execute(_UNNAME_SCRIPTS, (user_id,)).rowcount
             keys = tx.execute("DELETE FROM api_keys WHERE user_id=?", (user_id,)).rowcount
             tx.execute("DELETE FROM users WHERE id=?", (user_id,))
-        return Erased(jobs, responses, keys, consents, usage)
+        return Erased(jobs, responses, keys, consents, usage, scripts)
 
     def compact(self) -> None:
         """Rewrite the file without free pages, then empty the WAL: deleted rows' bytes are

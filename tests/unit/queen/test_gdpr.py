@@ -120,7 +120,8 @@ async def test_export_holds_everything_then_erasure_leaves_nothing_personal(
     receipt = erased.json()
     assert receipt["subject"] == ann and receipt["user"] == "removed"
     assert receipt["deleted"] == {"jobs": 1, "responses": 1, "artifacts": 1, "keys": 1,
-                                  "consents": 1, "usage_rows_aggregated": 1}
+                                  "consents": 1, "usage_rows_aggregated": 1,
+                                  "script_versions_unnamed": 0}
     assert receipt["audit"]["entries_unlinked"] > 0 and receipt["signature"]
     check = await _gdpr(queen, bob_key, "POST", "/receipts/verify", json=receipt)
     assert check.json() == {"valid": True}

@@ -219,3 +219,26 @@ async def test_changes_to_scripts_happen_one_at_a_time(tmp_path: Path) -> None:
     await scripts.delete("s")
     await activating
     assert policy.script is None and scripts.list() == []
+
+
+async def test_erasing_the_saver_leaves_the_versions_without_their_key(queen: Queen) -> None:
+    """The history names the key that saved each version: that key id is the person's
+    pseudonym, in their GDPR export and gone from the history once they are erased."""
+    admin = await queen.key("admin")
+    await queen.ok({"operation": "script_save", "name": "fair", "source": V1}, admin)
+    await queen.ok({"operation": "script_save", "name": "fair", "source": V2})
+    auth = {"Authorization": f"Bearer {BOOT}"}
+    keys = (await queen.http.get("/v1/admin/keys", headers=auth)).json()["data"]
+    (saver,) = [k["user_id"] for k in keys if k["id"] == key_id_of(admin)]
+    export = (await queen.http.get("/gdpr/export", params={"subject": saver},
+                                   headers=auth)).json()
+    assert [(v["name"], v["version"], v["key_id"]) for v in export["script_versions"]] == [
+        ("fair", 1, key_id_of(admin))]
+    receipt = (await queen.http.post("/gdpr/delete", json={"subject": saver},
+                                     headers=auth)).json()
+    assert receipt["deleted"]["script_versions_unnamed"] == 1
+    history = await queen.ok({"operation": "script_history", "name": "fair"})
+    assert [(v["version"], v["saved_by"]) for v in history["versions"]] == [
+        (2, "bootstrap"), (1, "erased")]
+    old = await queen.ok({"operation": "script_get", "name": "fair", "version": 1})
+    assert old["source"] == V1  # the cluster's script itself stays
