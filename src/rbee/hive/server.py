@@ -17,6 +17,7 @@ from rbee.hive.supervisor import Supervisor, SupervisorConfig
 from rbee.hive.telemetry import TelemetryReporter
 from rbee.remote.hives_conf import parse_labels
 from rbee.web.auth import refuse_open_listener
+from rbee.web.listener import load_settings
 
 
 def build_services(settings: HiveSettings) -> HiveServices:
@@ -46,7 +47,7 @@ def build_services(settings: HiveSettings) -> HiveServices:
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = HiveSettings(_cli_parse_args=sys.argv[1:] if argv is None else argv)
+    settings = load_settings(HiveSettings, sys.argv[1:] if argv is None else argv, "rbee-hive")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s hive %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # Worker logs hold prompts and answers, the model cache what users run: owner-only,

@@ -16,10 +16,11 @@ from rbee.queen.scrape_auth import refuse_open_metrics
 from rbee.queen.settings import QueenSettings
 from rbee.storage.db import DatabaseUnusable, connect
 from rbee.web.auth import refuse_open_listener
+from rbee.web.listener import load_settings
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = QueenSettings(_cli_parse_args=sys.argv[1:] if argv is None else argv)
+    settings = load_settings(QueenSettings, sys.argv[1:] if argv is None else argv, "queen-rbee")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s queen %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)  # INFO logs every SSH channel
@@ -73,7 +74,8 @@ def _serve(settings: QueenSettings, hive_token: str, worker_token: str,
         app = create_app(settings, hive_token=hive_token, worker_token=worker_token,
                          local_hive=local)
         collector.settle()  # imports and the app: never walked by a collection again
-        serve(app, host=settings.host, port=settings.port, limits=settings)
+        serve(app, host=settings.host, port=settings.port, limits=settings,
+              trusted_proxies=[str(net) for net in settings.trusted_proxies])
     finally:
         with contextlib.suppress(FileNotFoundError):
             if pid_file.read_text().strip() == str(os.getpid()):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ByteSize, Field
+from pydantic import ByteSize, Field, IPvAnyNetwork
 from pydantic_settings import SettingsConfigDict
 
 from rbee.models.catalog import DEFAULT_MODEL
@@ -79,6 +79,13 @@ class QueenSettings(ListenerSettings):
                              description="Machines for remote hives (ssh-config syntax)")
     public_url: str | None = Field(default=None, description="URL remote hives use to reach "
                                    "this queen (default: its address on the route to each)")
+    # Behind a reverse proxy every request comes from the proxy's address: the audit log, the
+    # dashboard's login throttle and every per-address decision would see one client.
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list, description="Reverse proxies (addresses or CIDR networks, JSON "
+        "list, e.g. '[\"10.0.0.5\"]') whose X-Forwarded-For and X-Forwarded-Proto are "
+        "believed: a request through one of them is the forwarded client's. Empty: the "
+        "headers are ignored (anyone could forge them)")
     wheelhouse: Path = Field(default_factory=wheelhouse.default_dir,
                              description="Cache of the wheels pushed to offline machines")
     hive_register_timeout: float = Field(default=60.0, description="Seconds a started hive "

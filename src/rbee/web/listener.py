@@ -6,7 +6,10 @@ A base class of each daemon's settings, so the three keep one definition; each d
 
 from __future__ import annotations
 
-from pydantic import Field
+import sys
+from typing import TypeVar
+
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings
 
 
@@ -23,3 +26,23 @@ class ListenerSettings(BaseSettings):
     max_connections: int = Field(default=4096, ge=1, description="Client connections served at "
                                  "once; past it 503, past twice it closed at once (lowered to "
                                  "fit the open-file limit)")
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S], argv: list[str], prog: str) -> S:
+    """A daemon's settings from its flags and environment. A bad value is one line per field
+    on stderr (the field and the env variable that sets it) and exit status 2, never a
+    traceback: these daemons are started by people and by unit files."""
+    try:
+        return cls(_cli_parse_args=argv)
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        for error in exc.errors():
+            field, *item = [str(p) for p in error["loc"]] or ["settings"]
+            where = f"--{field.replace('_', '-')} / {prefix}{field.upper()}"
+            if item:
+                where += f" (item {'.'.join(item)})"
+            print(f"{prog}: bad setting {where}: {error['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None

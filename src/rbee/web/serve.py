@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -46,13 +46,16 @@ async def watch_parent(parent_pid: int, server: uvicorn.Server, interval: float 
 def serve(
     app: ASGIApp, *, host: str, port: int, fd: int | None = None, parent_pid: int | None = None,
     log_level: str = "warning", limits: ConnectionSettings | None = None,
+    trusted_proxies: Sequence[str] = (),
 ) -> None:
     """Serve `app` until told to stop; `limits` (queen, hive or worker settings) bound how long
-    a client may take and how many may connect."""
+    a client may take and how many may connect; a request from one of `trusted_proxies`
+    (addresses or networks) is its X-Forwarded-For client's."""
     wanted = ConnectionLimits.of(limits) if limits is not None else ConnectionLimits()
     cap = connection_cap(wanted.max_connections, raise_open_file_limit())
     config = server_config(app, host=host, port=port, log_level=log_level,
-                           limits=dataclasses.replace(wanted, max_connections=cap))
+                           limits=dataclasses.replace(wanted, max_connections=cap),
+                           trusted_proxies=trusted_proxies)
     server = uvicorn.Server(config)
     # An inherited fd goes in as a socket object: uvicorn's own `fd=` option treats it as a
     # Unix socket and skips TCP_NODELAY, which costs ~40 ms per response (Nagle + delayed ACK).
@@ -78,13 +81,16 @@ def serve(
 
 
 def server_config(app: ASGIApp, *, host: str, port: int, limits: ConnectionLimits,
-                  log_level: str = "warning") -> uvicorn.Config:
+                  log_level: str = "warning", trusted_proxies: Sequence[str] = ()
+                  ) -> uvicorn.Config:
     return uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=False,
         timeout_graceful_shutdown=1, lifespan="on",
-        # Nothing of ours sits behind a proxy, and clients need no Server/Date headers:
-        # each is work on every response of a hot path.
-        proxy_headers=False, server_header=False, date_header=False,
+        # Forwarded headers only from proxies the operator named (uvicorn's own middleware;
+        # its default would believe any loopback peer), and only then: it is work on every
+        # request. Clients need no Server/Date headers: more work on a hot path.
+        proxy_headers=bool(trusted_proxies), forwarded_allow_ips=list(trusted_proxies),
+        server_header=False, date_header=False,
         # Header and body deadlines and a hard ceiling on connections (web/connections.py);
         # uvicorn itself answers 503 past the cap and closes idle kept-alive connections.
         # No websockets: an upgraded connection would escape the deadlines, and none of

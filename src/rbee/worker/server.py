@@ -15,6 +15,7 @@ from rbee.core.private import private_umask
 from rbee.engines.base import SamplingDefaults
 from rbee.engines.registry import EngineOptions, build_engine
 from rbee.web.auth import refuse_open_listener
+from rbee.web.listener import load_settings
 from rbee.web.serve import serve
 from rbee.worker.app import create_app
 from rbee.worker.events import EventPipe
@@ -24,7 +25,7 @@ from rbee.worker.transcription import Limits
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = WorkerSettings(_cli_parse_args=sys.argv[1:] if argv is None else argv)
+    settings = load_settings(WorkerSettings, sys.argv[1:] if argv is None else argv, "rbee-worker")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     private_umask()  # also when started on its own: whatever an engine writes stays private
