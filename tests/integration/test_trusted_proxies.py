@@ -48,11 +48,19 @@ def test_behind_a_trusted_proxy_each_forwarded_client_is_itself(tmp_path: Path) 
             addresses = {json.dumps(e) for e in _failures(http)}
             assert any("203.0.113.7" in a for a in addresses)
             assert any("203.0.113.8" in a for a in addresses)
+            # TLS ends at the proxy: its X-Forwarded-Proto makes the session cookie Secure.
+            ok = http.post("/ui/login", json={"api_key": TOKEN}, headers={
+                "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"})
+            assert ok.status_code == 200 and "secure" in ok.headers["set-cookie"].lower()
 
 
 def test_without_trusted_proxies_forwarded_headers_are_ignored(tmp_path: Path) -> None:
     for url in _queen(tmp_path):
         with httpx.Client(base_url=url, timeout=30) as http:
+            # A forged scheme is ignored too: plain http, no Secure cookie.
+            ok = http.post("/ui/login", json={"api_key": TOKEN},
+                           headers={"X-Forwarded-Proto": "https"})
+            assert ok.status_code == 200 and "secure" not in ok.headers["set-cookie"].lower()
             # Ten "different" clients, all really this one: the eleventh is throttled.
             codes = [_logins(http, f"198.51.100.{n}", 1)[0] for n in range(11)]
             assert codes == [401] * 10 + [429]
