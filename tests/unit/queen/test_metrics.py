@@ -184,3 +184,20 @@ async def test_refused_requests_cannot_take_the_model_labels(tmp_path: Path) -> 
         text = await scrape(r)
     models = label_values(text, "rbee_requests_total", "model")
     assert MODEL in models and not any("evil" in m for m in models)
+
+
+async def test_an_unhandled_error_is_counted_as_the_500_it_answers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not as 499 (a client gone): the error handler outside the metrics answers 500."""
+    from rbee.queen.routes import openai as routes
+
+    def broken(*_: object) -> list[dict[str, Any]]:
+        raise RuntimeError("a bug in the queen")
+
+    async with rig(tmp_path) as r:
+        monkeypatch.setattr(routes, "model_entries", broken)
+        with pytest.raises(RuntimeError):  # the in-process transport re-raises it
+            await r.as_(BOOT, "GET", "/v1/models")
+        text = await scrape(r)
+    assert value(text, "rbee_requests_total", route="/v1/models", model="", status="500") == 1
+    assert "499" not in label_values(text, "rbee_requests_total", "status")

@@ -72,6 +72,21 @@ async def test_login_returns_the_role_and_a_csrf_token_and_sets_a_strict_cookie(
     assert BOOT not in r.headers["set-cookie"] and BOOT not in r.text
 
 
+async def test_behind_a_tls_proxy_the_cookie_is_secure(tmp_path: Path) -> None:
+    """The queen sees plain http from its TLS proxy; its https public URL says the browser
+    is on https, so the cookie must not travel in clear."""
+    settings = QueenSettings(api_token=BOOT, state_dir=tmp_path, local_hive=False,
+                             public_url="https://rbee.example.org")
+    svc = build_services(settings, clock=FakeClock(start=1_800_000_000.0))
+    app = create_app(settings, services=svc)
+    async with (app.router.lifespan_context(app),  # type: ignore[attr-defined]
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                  base_url="http://127.0.0.1") as http):
+        r = await http.post("/ui/login", json={"api_key": BOOT})
+    assert r.status_code == 200, r.text
+    assert "; secure" in r.headers["set-cookie"].lower()
+
+
 async def test_a_keys_session_shows_its_prefix_never_its_secret(queen: Queen) -> None:
     key = await queen.user_key()
     body = await queen.login(key["key"])
