@@ -140,3 +140,44 @@ def test_a_users_key_sees_no_operator_actions_and_works_at_phone_width(
     page.keyboard.press("Tab")
     page.keyboard.press("Enter")
     expect(page.locator("#page h1")).to_have_text("Jobs")
+
+
+def test_a_second_tab_logging_in_does_not_break_the_first(queen: RunningQueen,
+                                                          new_page: Callable[..., Page]) -> None:
+    """Tabs opened before anyone logged in each show the form; each login replaces the
+    browser's one session cookie. The first tab's next write is refused csrf_failed once,
+    takes the new session's token (the same key) and goes through; with another key's
+    session in the cookie, nothing is done and the tab says so."""
+    first = new_page(f"{queen.base_url}/")
+    second, third = (first.context.new_page() for _ in range(2))  # same browser, cookies
+    for tab in (second, third):
+        tab.set_default_timeout(15_000)
+        tab.goto(f"{queen.base_url}/")
+        expect(tab.get_by_label("API key")).to_be_visible()
+    with httpx.Client(base_url=queen.base_url, timeout=30,
+                      headers={"authorization": f"Bearer {queen.admin_key}"}) as api:
+        assert api.post("/v1/admin/tenants", json={"name": "second-tab-co"}).status_code == 200
+        user = api.post("/v1/admin/users", json={"tenant": "second-tab-co", "name": "u"})
+        user_key = api.post("/v1/admin/keys", json={"user": user.json()["id"]}).json()["key"]
+    _log_in(first, queen.admin_key)
+    _log_in(second, queen.admin_key)  # the cookie is the second tab's session now
+    first.goto(f"{queen.base_url}/#/tenants")
+    form = first.locator("[data-form=tenant]")
+    form.locator("#biz-tenant-name").fill("made-from-the-first-tab")
+    form.get_by_role("button", name="Create tenant").click()
+    expect(first.locator("[data-table=tenants]")).to_contain_text("made-from-the-first-tab")
+    _log_in(third, user_key)  # a user's session in the cookie: the admin tab must not act
+    form.locator("#biz-tenant-name").fill("never-made-co")
+    form.get_by_role("button", name="Create tenant").click()
+    expect(first.locator(".toast.error")).to_contain_text("Another tab logged in as")
+    expect(first.locator("#who")).to_contain_text("· user")
+    with httpx.Client(base_url=queen.base_url, timeout=30,
+                      headers={"authorization": f"Bearer {queen.admin_key}"}) as api:
+        names = {t["name"] for t in api.get("/v1/admin/tenants").json()["data"]}
+    assert "made-from-the-first-tab" in names and "never-made-co" not in names
+
+
+def _log_in(page: Page, key: str) -> None:
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#page .page")).to_be_visible()

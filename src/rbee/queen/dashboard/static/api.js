@@ -20,21 +20,33 @@ async function failure(response) {
   return new ApiError(response.status, error);
 }
 
-export function createApi(session, onUnauthorized) {
+// onStaleSession: called when a write was refused `csrf_failed`; resolves true when the
+// session's current token is now in `session` and the write may be tried once more.
+export function createApi(session, onUnauthorized, onStaleSession) {
   function headers(extra) {
     const out = { ...extra };
     if (session.csrf_token) out["X-CSRF-Token"] = session.csrf_token;
     return out;
   }
 
+  // A login in another tab replaces the browser's one session cookie, so this tab's CSRF
+  // token is the old session's: its writes would fail until a reload. Ask which session the
+  // cookie is now, and try again once (the app decides whether that is still this tab's).
+  async function send(path, init) {
+    const first = await fetch(path, { ...init, headers: headers(init.headers) });
+    if (first.status !== 403 || init.method === "GET" || !onStaleSession) return first;
+    const err = await failure(first.clone());
+    if (err.code !== "csrf_failed" || !(await onStaleSession())) return first;
+    return fetch(path, { ...init, headers: headers(init.headers) });
+  }
+
   async function request(method, path, body, signal) {
-    const init = { method, credentials: "same-origin", headers: headers({}), signal };
+    const init = { method, credentials: "same-origin", headers: {}, signal };
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
-    const response = await fetch(path, init);
-    return checked(response);
+    return checked(await send(path, init));
   }
 
   async function checked(response) {
@@ -52,13 +64,13 @@ export function createApi(session, onUnauthorized) {
   // with data parsed as JSON when it is JSON ("[DONE]" stays a string).
   async function stream(path, body, onEvent, signal) {
     const init = { method: body === null || body === undefined ? "GET" : "POST",
-                   credentials: "same-origin", headers: headers({ Accept: "text/event-stream" }),
+                   credentials: "same-origin", headers: { Accept: "text/event-stream" },
                    signal };
     if (init.method === "POST") {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
-    const response = await fetch(path, init);
+    const response = await send(path, init);
     if (!response.ok) {
       await checked(response);
     }
@@ -79,9 +91,8 @@ export function createApi(session, onUnauthorized) {
   }
 
   async function upload(path, formData, signal) {
-    const response = await fetch(path, { method: "POST", credentials: "same-origin",
-                                         headers: headers({}), body: formData, signal });
-    return checked(response);
+    return checked(await send(path, { method: "POST", credentials: "same-origin", headers: {},
+                                      body: formData, signal }));
   }
 
   return {

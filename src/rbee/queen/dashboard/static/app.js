@@ -25,7 +25,28 @@ export function toast(message, kind = "info") {
 const cluster = createCluster(() => showLogin("Your session has ended; log in again."));
 const api = createApi(auth, () => {
   if (session) showLogin("Your session has ended; log in again.");
-});
+}, staleSession);
+
+// A write came back `csrf_failed`: another tab logged in, and the browser's cookie is its
+// session now. The same key: take that session's token and let the write go again. Another
+// key: never act as it unasked; show the app as that key and tell why.
+async function staleSession() {
+  if (!session) return false;
+  let info;
+  try {
+    info = await api.get("/ui/session");
+  } catch {
+    return false; // a 401 already showed the login
+  }
+  if (info.key_prefix === session.key_prefix && info.role === session.role
+      && info.csrf_token) {
+    auth.csrf_token = info.csrf_token;
+    return true;
+  }
+  showApp(info);
+  toast(`Another tab logged in as ${info.key_prefix} (${info.role}); nothing was done.`, "error");
+  return false;
+}
 
 function visiblePages() {
   return pages.filter((p) => can(p.role));
