@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from collections.abc import Sequence
@@ -34,3 +35,11 @@ def fail(message: str, code: int = 1) -> int:
     err = Console(stderr=True, highlight=False)
     err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     return code
+
+
+def when(stamp: float | None) -> str:
+    """A moment for people: this machine's local time to the second, with its zone ("" for
+    none). --json output keeps the raw Unix time."""
+    if not stamp:
+        return ""
+    return dt.datetime.fromtimestamp(stamp).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,7 +11,7 @@ from rich.markup import escape
 
 from rbee.cli.context import Context
 from rbee.cli.errors import guarded
-from rbee.cli.render import consoles, print_json, table
+from rbee.cli.render import consoles, print_json, table, when
 from rbee.core.audit_chain import read_lines, verify_export
 
 app = typer.Typer(help="The audit log: verify its hash chain, export it, list entries.",
@@ -102,12 +101,8 @@ def list_(ctx: typer.Context,
             return 0
         consoles()[0].print(table("audit", ("seq", "at", "action", "outcome", "tenant",
                                             "subject"),
-                                  [(e["seq"], _when(e["at"]), e["action"], e["outcome"],
+                                  [(e["seq"], when(e["at"]), e["action"], e["outcome"],
                                     e["tenant"], e["subject"]) for e in page["data"]]))
         return 0
 
     guarded(run)
-
-
-def _when(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")

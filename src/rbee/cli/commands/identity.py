@@ -6,14 +6,13 @@ only its hash.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any
 
 import typer
 
 from rbee.cli.context import Context
 from rbee.cli.errors import guarded
-from rbee.cli.render import consoles, print_json, table
+from rbee.cli.render import consoles, print_json, table, when
 from rbee.core.errors import InvalidRequest
 
 tenants = typer.Typer(help="Tenants: who the keys, quotas and usage belong to.",
@@ -27,12 +26,6 @@ def _admin(ctx: typer.Context, method: str, path: str, body: dict[str, Any] | No
            params: dict[str, str] | None = None) -> Any:
     c: Context = ctx.obj
     return c.client().admin(method, path, body, params)
-
-
-def _when(stamp: float | None) -> str:
-    if stamp is None:
-        return ""
-    return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _show(ctx: typer.Context, data: Any, title: str, columns: list[str],
@@ -90,7 +83,7 @@ def tenant_list(ctx: typer.Context) -> None:
     """Every tenant."""
     guarded(lambda: _show(ctx, _admin(ctx, "GET", "/tenants")["data"], "tenants",
                           ["id", "name", "labels", "regions", "consent", "created"],
-                          lambda t: [*_tenant_row(t), _when(t["created_at"])]))
+                          lambda t: [*_tenant_row(t), when(t["created_at"])]))
 
 
 @users.command("create")
@@ -151,7 +144,7 @@ def key_list(ctx: typer.Context, tenant: TenantOpt = None) -> None:
                           ["id", "user", "role", "models", "expires", "revoked"],
                           lambda k: [k["id"], k["user_id"], k["role"],
                                      ", ".join(k["models"] or ["all"]),
-                                     _when(k["expires_at"]), _when(k["revoked_at"])]))
+                                     when(k["expires_at"]), when(k["revoked_at"])]))
 
 
 @keys.command("revoke")
@@ -159,7 +152,7 @@ def key_revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument()]) -> 
     """Revoke a key: refused from the next request on."""
     guarded(lambda: _show(ctx, [_admin(ctx, "DELETE", f"/keys/{key_id}")], "key revoked",
                           ["id", "user", "revoked"],
-                          lambda k: [k["id"], k["user_id"], _when(k["revoked_at"])]))
+                          lambda k: [k["id"], k["user_id"], when(k["revoked_at"])]))
 
 
 def _pair(text: str) -> tuple[str, str]:

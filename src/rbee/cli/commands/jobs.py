@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 from typing import Annotated
@@ -11,13 +10,9 @@ import typer
 
 from rbee.cli.context import Context
 from rbee.cli.errors import guarded
-from rbee.cli.render import consoles, print_json, table
+from rbee.cli.render import consoles, print_json, table, when
 
 app = typer.Typer(help="Job history, live streams and cancellation.", no_args_is_help=True)
-
-
-def _when(ts: float | None) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
 
 
 @app.command("list")
@@ -35,7 +30,7 @@ def list_(ctx: typer.Context,
         else:
             consoles()[0].print(table("jobs", ["job", "operation", "state", "created", "error"],
                                       [(j["job_id"], j["operation"], j["state"],
-                                        _when(j["created_at"]), j["error"]) for j in jobs]))
+                                        when(j["created_at"]), j["error"]) for j in jobs]))
         return 0
 
     guarded(run)
@@ -53,7 +48,7 @@ def show(ctx: typer.Context, job_id: str) -> None:
         else:
             out, _ = consoles()
             out.print(f"{job['job_id']}  {job['operation']}  [bold]{job['state']}[/bold]")
-            out.print(f"created {_when(job['created_at'])}  finished {_when(job['finished_at'])}")
+            out.print(f"created {when(job['created_at'])}  finished {when(job['finished_at'])}")
             if job["error"]:
                 out.print(f"[red]error:[/red] {job['error']}")
             out.print_json(data={"request": job["request"], "result": job["result"]})

@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from rbee.cli.context import Context
 from rbee.cli.errors import guarded
-from rbee.cli.render import consoles, print_json
+from rbee.cli.render import consoles, print_json, when
 from rbee.core.errors import InvalidRequest
 
 app = typer.Typer(help="User scheduling scripts (Lua 5.4, sandboxed): route and place hooks.",
@@ -210,7 +210,7 @@ def history(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
         out = consoles()[0]
         for v in result["versions"]:
             mark = "  (in force)" if v["in_force"] else ""
-            out.print(f"v{v['version']}  {_when(v['saved_at'])}  by {escape(v['saved_by'])}  "
+            out.print(f"v{v['version']}  {when(v['saved_at'])}  by {escape(v['saved_by'])}  "
                       f"{v['lines']} lines{mark}")
         return 0
 
@@ -232,9 +232,3 @@ def rollback(ctx: typer.Context, name: Annotated[str, typer.Argument()],
         return 0
 
     guarded(run)
-
-
-def _when(at: float) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
