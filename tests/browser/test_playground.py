@@ -229,6 +229,9 @@ def test_real_whisper_writes_down_real_speech_uploaded_in_the_form(
     assert page.locator("[data-testid='transcript-out'] .error").count() == 0
 
 
+# The diffusers tests are not marked `model` (as tests/e2e/test_real_images.py is not): the
+# pipelines are real diffusers code built here with tiny random weights in a few seconds,
+# not a built-in model package; they are skipped when the diffusion extra is missing.
 @pytest.fixture(scope="module")
 def image_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("diffusers", reason="the diffusion extra is not installed")
@@ -245,7 +248,6 @@ def video_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_video_pipeline(tmp_path_factory.mktemp("tiny-video"))
 
 
-@pytest.mark.model
 def test_a_real_diffusers_pipeline_paints_the_size_asked(
         queen: RunningQueen, new_page: Callable[..., Page], image_pipeline: Path) -> None:
     model = f"file:{image_pipeline}"
@@ -269,7 +271,6 @@ def test_a_real_diffusers_pipeline_paints_the_size_asked(
     assert page.locator("[data-testid='image-out'] .error").count() == 0
 
 
-@pytest.mark.model
 def test_a_real_diffusers_video_pipeline_makes_a_playable_video(
         queen: RunningQueen, new_page: Callable[..., Page], video_pipeline: Path) -> None:
     model = f"file:{video_pipeline}"
