@@ -1,18 +1,22 @@
 """The Playground in real Chromium against a real queen: chat streams token by token from
-the REAL built-in model (SmolLM2), the stop button ends a stream, an embedding and a spoken
-answer from the real built-in models, and nothing a prompt carries runs as script (issue 14).
-Tests whose built-in model package is missing are skipped, one by one."""
+the REAL built-in model (SmolLM2), the stop button ends a stream, an embedding, a spoken
+answer and a transcript (Piper's speech written back by Whisper tiny.en) from the real
+built-in models, a picture and a video from real diffusers pipelines (tiny, random weights,
+built here), and nothing a prompt carries runs as script (issue 14). Tests whose model
+package or extra is missing are skipped, one by one."""
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from rbee.models.catalog import builtin_path
+from rbee.client import QueenClient
+from rbee.models.catalog import DIFFUSERS_VIDEO, builtin_path
 from tests.browser.conftest import RunningQueen, logged_in_page
 from tests.support.audio import tone_wav
 
@@ -140,7 +144,7 @@ def test_images_transcription_and_video_with_the_fake_engines(
     """The other modalities' forms, end to end through the queen (fake engines: quick)."""
     page = playground(new_page(), queen, "images", "rbee-fake-image")
     page.get_by_test_id("image-prompt").fill("a bee")
-    page.get_by_test_id("image-size").select_option("256x256")
+    page.get_by_test_id("image-size").fill("256x256")
     page.get_by_role("button", name="Paint").click()
     image = page.get_by_test_id("image")
     expect(image).to_have_attribute("src", re.compile(r"^data:image/png;base64,"),
@@ -166,3 +170,152 @@ def test_images_transcription_and_video_with_the_fake_engines(
     expect(page.get_by_test_id("video")).to_have_attribute("src", re.compile(r"^blob:"),
                                                            timeout=120_000)
     expect(page.get_by_test_id("video-status")).to_contain_text("completed")
+
+
+# What Piper says and Whisper should write back (the sentence test_real_transcription uses).
+SENTENCE = "Hello world, the orchestrator is running three workers."
+# An <img>'s natural size once it has decoded; null while it loads, 0×0 when it is broken.
+DECODED = """() => {
+    const i = document.querySelector("[data-testid='image']");
+    return i && i.complete ? [i.naturalWidth, i.naturalHeight] : null;
+}"""
+
+
+def words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9 ]", " ", text.lower()).split()
+
+
+def spawn(queen: RunningQueen, model: str, engine: str | None = None) -> float:
+    """Load `model` on the queen's hive as an operator would (a `worker_spawn` job, as the
+    cluster page's spawn form submits it), so the Playground's picker lists it: a `file:`
+    model is listed once a worker serves it. Returns the seconds it took."""
+    started = time.perf_counter()
+    with QueenClient(queen.base_url, queen.admin_key, timeout=180) as client:
+        client.run("worker_spawn", model=model, engine=engine)
+    return time.perf_counter() - started
+
+
+def timed(label: str, started: float) -> None:
+    print(f"{label}: {time.perf_counter() - started:.1f} s")  # shown with -s; see the docs
+
+
+@pytest.mark.model
+def test_real_whisper_writes_down_real_speech_uploaded_in_the_form(
+        queen: RunningQueen, new_page: Callable[..., Page], tmp_path: Path) -> None:
+    need("piper-joe")
+    need("whisper-tiny-en")
+    pytest.importorskip("faster_whisper")
+    started = time.perf_counter()
+    with QueenClient(queen.base_url, queen.admin_key, timeout=180) as client:
+        wav = b"".join(client.speech(model="piper-joe", voice="joe", input=SENTENCE,
+                                     response_format="wav"))
+    assert wav.startswith(b"RIFF")
+    spoken = tmp_path / "spoken.wav"
+    spoken.write_bytes(wav)
+    timed("piper", started)
+    page = playground(new_page(), queen, "transcription", "whisper-tiny-en")
+    page.get_by_test_id("audio-file").set_input_files(str(spoken))
+    started = time.perf_counter()
+    page.get_by_role("button", name="Transcribe").click()
+    transcript = page.get_by_test_id("transcript")
+    expect(transcript).not_to_be_empty(timeout=180_000)
+    timed("whisper in the page", started)
+    heard = words(transcript.text_content() or "")
+    missed = [w for w in words(SENTENCE) if w not in heard]
+    # tiny.en is not word-perfect on every machine: a couple of misses are allowed.
+    assert len(missed) <= 2, (heard, missed)
+    assert len(heard) <= len(words(SENTENCE)) + 2, heard  # and no invented paragraph
+    expect(page.get_by_role("button", name="Transcribe")).to_be_enabled()
+    assert page.locator("[data-testid='transcript-out'] .error").count() == 0
+
+
+# The diffusers tests are not marked `model` (as tests/e2e/test_real_images.py is not): the
+# pipelines are real diffusers code built here with tiny random weights in a few seconds,
+# not a built-in model package; they are skipped when the diffusion extra is missing.
+@pytest.fixture(scope="module")
+def image_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("diffusers", reason="the diffusion extra is not installed")
+    from tests.support.tiny_diffusion import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd") / "pipeline")
+
+
+@pytest.fixture(scope="module")
+def video_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("diffusers", reason="the diffusion extra is not installed")
+    from tests.support.tiny_video import build_tiny_video_pipeline
+
+    return build_tiny_video_pipeline(tmp_path_factory.mktemp("tiny-video"))
+
+
+def test_a_real_diffusers_pipeline_paints_the_size_asked(
+        queen: RunningQueen, new_page: Callable[..., Page], image_pipeline: Path) -> None:
+    model = f"file:{image_pipeline}"
+    print(f"image worker loaded in {spawn(queen, model):.1f} s")
+    page = playground(new_page(), queen, "images", model)
+    page.get_by_test_id("image-prompt").fill("a red bee on a blue flower")
+    page.get_by_test_id("image-size").fill("64x48")  # not one of the suggestions
+    page.get_by_test_id("image-steps").fill("4")
+    started = time.perf_counter()
+    page.get_by_role("button", name="Paint").click()
+    expect(page.get_by_test_id("image")).to_have_attribute(
+        "src", re.compile(r"^data:image/png;base64,"), timeout=120_000)
+    assert page.wait_for_function(DECODED).json_value() == [64, 48]  # decoded, not broken
+    timed("64x48 in 4 steps, in the page", started)
+
+    # Again at the pipeline's own size ("auto"): 64 px for this one.
+    page.get_by_test_id("image-size").fill("auto")
+    page.get_by_role("button", name="Paint").click()
+    expect(page.get_by_role("button", name="Paint")).to_be_enabled(timeout=120_000)
+    assert page.wait_for_function(DECODED).json_value() == [64, 64]
+    assert page.locator("[data-testid='image-out'] .error").count() == 0
+
+
+def test_a_real_diffusers_video_pipeline_makes_a_playable_video(
+        queen: RunningQueen, new_page: Callable[..., Page], video_pipeline: Path) -> None:
+    model = f"file:{video_pipeline}"
+    print(f"video worker loaded in {spawn(queen, model, DIFFUSERS_VIDEO):.1f} s")
+    page = playground(new_page(), queen, "video", model)
+    page.get_by_test_id("video-prompt").fill("bees dancing over a field")
+    page.get_by_test_id("video-size").fill("96x64")
+    page.get_by_test_id("video-seconds").fill("1")
+    page.get_by_test_id("video-steps").fill("4")
+    started = time.perf_counter()
+    page.get_by_role("button", name="Make video").click()
+    video = page.get_by_test_id("video")
+    expect(video).to_have_attribute("src", re.compile(r"^blob:"), timeout=180_000)
+    timed("1 s of 96x64 video in 4 steps, in the page", started)
+    expect(page.get_by_test_id("video-status")).to_have_text("completed · 1 s · 96x64")
+    # Chromium decodes the MP4 (h264): its frame size and length (8 frames at 8 fps).
+    shape = page.wait_for_function("""() => {
+        const v = document.querySelector("[data-testid='video']");
+        return v && v.readyState >= 1 && v.videoWidth ? [v.videoWidth, v.videoHeight, v.duration]
+                                                      : null;
+    }""").json_value()
+    assert shape[:2] == [96, 64]
+    assert 0.9 <= shape[2] <= 1.1, shape
+
+
+def test_a_size_no_pipeline_paints_is_refused_in_words(queen: RunningQueen,
+                                                       new_page: Callable[..., Page]) -> None:
+    """The size is typed now: what the form lets through, the queen still checks (a 400
+    shown under the form); what is not a size at all never leaves the page."""
+    page = playground(new_page(), queen, "images", "rbee-fake-image")
+    page.get_by_test_id("image-prompt").fill("a bee")
+    size = page.get_by_test_id("image-size")
+    size.fill("63x64")
+    page.get_by_role("button", name="Paint").click()
+    expect(page.locator("[data-testid='image-out'] .error")).to_contain_text("multiples of 8")
+    assert page.get_by_test_id("image").count() == 0
+
+    hostile = '<img src=x onerror="window.__pwned=1">'
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    size.fill(hostile)
+    page.get_by_role("button", name="Paint").click()
+    assert size.evaluate("(el) => el.validity.patternMismatch") is True
+    page.get_by_test_id("image-steps").fill("501")  # above the API's bound: also held back
+    assert page.get_by_test_id("image-steps").evaluate("(el) => el.validity.rangeOverflow")
+    page.wait_for_timeout(300)
+    assert not [u for u in requests if "/v1/images" in u]
+    assert page.evaluate("window.__pwned") is None

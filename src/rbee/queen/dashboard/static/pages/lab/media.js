@@ -11,6 +11,25 @@ function select(h, label, options, attrs = {}) {
   return h("label", {}, label, h("select", attrs, options.map((o) => h("option", { value: o }, o))));
 }
 
+// A size field: a list of suggestions, but any WIDTHxHEIGHT may be typed, since a diffusers
+// pipeline paints any multiple of 8 (a small pipeline's own size is often far below
+// OpenAI's sizes, and on a CPU a 256 px picture can take a hundred times a 64 px one).
+function sizeField(h, id, sizes, value) {
+  const list = h("datalist", { id: `${id}-list` }, sizes.map((s) => h("option", { value: s })));
+  const input = h("input", { type: "text", list: list.id, value, required: true, autocomplete: "off",
+                             pattern: "auto|[1-9][0-9]{0,4}x[1-9][0-9]{0,4}", spellcheck: "false",
+                             title: "auto or WIDTHxHEIGHT, e.g. 512x512", "data-testid": id });
+  return { element: h("label", {}, "size", input, list), value: () => input.value.trim() };
+}
+
+// rbee's `steps` (denoising steps): empty leaves the model's default (the queen's for video).
+function stepsField(h, id) {
+  const input = h("input", { type: "number", min: 1, max: 500, step: 1, placeholder: "default",
+                             "data-testid": id });
+  return { element: h("label", {}, "steps", input),
+           value: () => (input.value === "" ? undefined : Number(input.value)) };
+}
+
 function form(h, toast, fields, label, run, out) {
   const button = h("button", { type: "submit", class: "primary" }, label);
   const f = h("form", {}, fields, h("div", { class: "actions" }, button), out);
@@ -78,11 +97,12 @@ export function transcriptionPanel(h, api, toast, picker) {
 export function imagesPanel(h, api, toast, picker) {
   const prompt = h("textarea", { class: "prompt", "aria-label": "Image prompt", maxlength: 32000,
                                  "data-testid": "image-prompt" });
-  const size = select(h, "size", IMAGE_SIZES, { "data-testid": "image-size" });
+  const size = sizeField(h, "image-size", IMAGE_SIZES, "auto");
+  const steps = stepsField(h, "image-steps");
   const out = h("div", { class: "media-out", "data-testid": "image-out" });
-  return { element: form(h, toast, [prompt, h("div", { class: "grid" }, size)], "Paint", async () => {
+  return { element: form(h, toast, [prompt, h("div", { class: "grid" }, size.element, steps.element)], "Paint", async () => {
     const r = await api.post("/v1/images/generations", { model: picker.value, prompt: prompt.value,
-      size: size.querySelector("select").value, n: 1, response_format: "b64_json" });
+      size: size.value(), steps: steps.value(), n: 1, response_format: "b64_json" });
     clear(out);
     const fmt = r.output_format || "png";
     for (const img of r.data) {
@@ -95,14 +115,16 @@ export function imagesPanel(h, api, toast, picker) {
 export function videoPanel(h, api, toast, picker) {
   const prompt = h("textarea", { class: "prompt", "aria-label": "Video prompt", maxlength: 32000,
                                  "data-testid": "video-prompt" });
-  const size = select(h, "size", VIDEO_SIZES);
-  const seconds = h("label", {}, "seconds", h("input", { type: "number", min: 1, max: 12, value: 4 }));
+  const size = sizeField(h, "video-size", VIDEO_SIZES, VIDEO_SIZES[0]);
+  const steps = stepsField(h, "video-steps");
+  const seconds = h("label", {}, "seconds", h("input", { type: "number", min: 1, max: 12, value: 4,
+                                                         "data-testid": "video-seconds" }));
   const out = h("div", { class: "media-out", "data-testid": "video-out" });
   const controller = new AbortController();
   let url = null;
-  const element = form(h, toast, [prompt, h("div", { class: "grid" }, size, seconds)], "Make video", async () => {
+  const element = form(h, toast, [prompt, h("div", { class: "grid" }, size.element, seconds, steps.element)], "Make video", async () => {
     let video = await api.post("/v1/videos", { model: picker.value, prompt: prompt.value,
-      size: size.querySelector("select").value, seconds: seconds.querySelector("input").value },
+      size: size.value(), seconds: seconds.querySelector("input").value, steps: steps.value() },
       controller.signal);
     const status = h("p", { "data-testid": "video-status" });
     clear(out);
