@@ -69,6 +69,7 @@ class LiveJob:
     updated: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     finished: bool = False
+    ending: asyncio.Future[None] | None = None  # its end, recorded for a body that never ran
 
     def emit(self, event: EventType, data: dict[str, Any]) -> JobEvent:
         seq = len(self.events)
@@ -160,7 +161,19 @@ class JobManager:
                       started=self._clock.monotonic(), actor=actor)
         self._live[job_id] = job
         job.task = asyncio.create_task(self._run(job, op), name=job_id)
+        job.task.add_done_callback(lambda task: self._ended(job, task))
         return job_id
+
+    def _ended(self, job: LiveJob, task: asyncio.Task[None]) -> None:
+        """A task cancelled before its first step never runs its body (so never records its
+        end): without this the job would stay queued, live and watched forever."""
+        if job.finished:
+            return
+        cancelled = task.cancelled()
+        job.ending = asyncio.ensure_future(self._finish(
+            job, "cancelled" if cancelled else "error", None,
+            "cancelled by request" if cancelled else "internal error: the job ended early",
+            code=None if cancelled else "internal"))
 
     def on_done(self, job_id: str, fn: Callable[[], None]) -> None:
         """Run `fn` once the job's task has ended, however (even cancelled before it ran)."""
@@ -169,8 +182,8 @@ class JobManager:
             job.task.add_done_callback(lambda _: fn())
 
     async def _run(self, job: LiveJob, op: BaseModel) -> None:
-        await asyncio.to_thread(self._store.set_state, job.id, "running")
         try:
+            await asyncio.to_thread(self._store.set_state, job.id, "running")
             result = await self._runner(JobContext(job), op)
             if result is not None:
                 job.emit("result", result)
@@ -227,6 +240,8 @@ class JobManager:
             job.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait({job.task}, timeout=5.0)
+                if job.ending is not None:  # set by then: the task's first done callback
+                    await asyncio.wait({job.ending}, timeout=5.0)
         return self.summary(job_id)
 
     def summary(self, job_id: str) -> JobSummary:

@@ -75,6 +75,55 @@ async def test_cancel_ends_with_one_cancelled_event() -> None:
     await jobs.stop()
 
 
+async def test_a_job_cancelled_before_it_ever_ran_still_ends() -> None:
+    """Cancelled in the same step as its submission, the task never runs its body: the job
+    must still end cancelled (not stay queued, live and watched forever)."""
+    ran: list[str] = []
+
+    async def runner(ctx: JobContext, op: BaseModel) -> None:
+        ran.append(ctx.job_id)
+
+    jobs, store = manager(runner)
+    await jobs.start()
+    job_id = jobs.submit("status", OP, {})
+    summary = await jobs.cancel(job_id)  # no step in between: the task has not started
+    assert ran == [] and summary.state == "cancelled"
+    assert await collect(jobs, job_id) == [(0, "cancelled")]
+    assert [e.event for e in store.events(job_id)] == ["cancelled"]
+    assert jobs.running() == []
+    await jobs.stop()
+
+
+async def test_a_job_cancelled_while_it_is_marked_running_still_ends() -> None:
+    """The first step hands `set_state` to a thread (a busy database makes that long); a
+    cancel meanwhile must end the job like any other."""
+    import threading
+
+    release = threading.Event()
+
+    async def runner(ctx: JobContext, op: BaseModel) -> None:
+        raise AssertionError("never reached")
+
+    jobs, store = manager(runner)
+    await jobs.start()
+    slow = store.set_state
+
+    def blocked(job_id: str, state: str) -> None:
+        release.wait(5)
+        slow(job_id, state)
+
+    store.set_state = blocked  # type: ignore[method-assign]
+    job_id = jobs.submit("status", OP, {})
+    await asyncio.sleep(0.05)  # the task is in the thread hop now
+    cancelling = asyncio.ensure_future(jobs.cancel(job_id))
+    await asyncio.sleep(0.05)
+    release.set()
+    assert (await cancelling).state == "cancelled"
+    assert await collect(jobs, job_id) == [(0, "cancelled")]
+    assert jobs.running() == []
+    await jobs.stop()
+
+
 async def test_resume_after_an_event_id_and_keepalives() -> None:
     gate = asyncio.Event()
 
