@@ -39,6 +39,20 @@ class DisconnectAwareStream(StreamingResponse):
         if self._scope is not None:
             self._scope.cancel()
 
+    async def discard(self) -> None:
+        """This response will never be sent (its request was cancelled as it was made): its
+        resources are released now, as if a client had come and gone."""
+        await self._close()
+
+    async def _close(self) -> None:
+        aclose = getattr(self._body, "aclose", None)
+        if aclose is not None:
+            with anyio.CancelScope(shield=True):
+                await aclose()
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None  # once, however it ends
+            on_close()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             async with anyio.create_task_group() as tg:
@@ -64,12 +78,7 @@ class DisconnectAwareStream(StreamingResponse):
                     await self.stream_response(send_then_yield)
                 tg.cancel_scope.cancel()
         finally:
-            aclose = getattr(self._body, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
-            if self._on_close is not None:
-                self._on_close()
+            await self._close()
 
 
 async def _hang_up(receive: Receive) -> None:
@@ -88,11 +97,13 @@ async def unless_disconnected(request: Request, work: Awaitable[Response]) -> Re
     (Polling `is_disconnected()` every 50 ms cost 1,024 queued requests 40 % of a CPU.)"""
     task = asyncio.ensure_future(work)
     gone = asyncio.ensure_future(_hang_up(request.receive))
+    returned = False
     try:
         await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
         if not task.done() and gone.exception() is not None:
             await asyncio.wait((task,))  # the connection cannot be watched: just do the work
         if task.done():
+            returned = True
             return task.result()
         return Response(status_code=CLIENT_CLOSED)
     finally:
@@ -102,5 +113,10 @@ async def unless_disconnected(request: Request, work: Awaitable[Response]) -> Re
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        elif not task.cancelled():
-            task.exception()  # a failure racing our own cancellation: seen, not "never retrieved"
+        if not returned and not task.cancelled():
+            # Work that finished anyway (in the same step as our cancellation, or past its
+            # own): a failure is seen, not "never retrieved"; a stream nobody will send still
+            # holds its worker, admission slot and quota booking until it is released.
+            unsent = task.result() if task.exception() is None else None
+            if isinstance(unsent, DisconnectAwareStream):
+                await unsent.discard()
