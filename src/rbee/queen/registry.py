@@ -74,7 +74,11 @@ class Registry:
                                                      {w.id: w for w in t.workers})
         if old is not None:
             for worker_id in old.workers.keys() - record.workers.keys():
-                self._hive_of.pop(worker_id, None)
+                # Gone from its hive (stopped, or crashed and forgotten): so is what we kept
+                # about it, or a queen up for months keeps every worker it ever saw. A worker
+                # we recorded at spawn that this report predates keeps its keep-warm mark.
+                self._forget_worker(worker_id, keep_warm=old.workers[worker_id].state
+                                    in (WorkerState.STARTING, WorkerState.LOADING))
         self._hive_of.update(dict.fromkeys(record.workers, t.hive_id))
         self.reservations.sync_hive(t.hive_id, t.workers)
         # Build the hive's views now, off the request path: a report is its own event, and
@@ -98,13 +102,18 @@ class Registry:
         if record is not None:
             record.workers.pop(worker_id, None)
             record.routing_views = None
+        self._forget_worker(worker_id)
+        self.reservations.release(worker_id)
+
+    def _forget_worker(self, worker_id: str, keep_warm: bool = False) -> None:
+        """Everything kept per worker, but its requests in flight (their ends release them)."""
         self._hive_of.pop(worker_id, None)
         self._rates.pop(worker_id, None)
         self._unresponsive.discard(worker_id)
         self._evicting.discard(worker_id)
-        self.reservations.release(worker_id)
         self._idle_since.pop(worker_id, None)
-        self._keep_warm.discard(worker_id)
+        if not keep_warm:
+            self._keep_warm.discard(worker_id)
 
     def set_unresponsive(self, worker_id: str, on: bool = True) -> None:
         """A worker that stopped answering probes (queen.liveness) is routed to no more,
@@ -175,9 +184,7 @@ class Registry:
         if record is not None:
             for worker_id in record.workers:
                 self._inflight.pop(worker_id, None)
-                self._idle_since.pop(worker_id, None)
-                self._hive_of.pop(worker_id, None)
-                self._rates.pop(worker_id, None)
+                self._forget_worker(worker_id)
         self.reservations.forget_hive(hive_id)
 
     def set_devices(self, hive_id: str, devices: list[Device]) -> None:
@@ -289,7 +296,8 @@ class Registry:
             self._inflight[worker_id] = left
         else:
             self._inflight.pop(worker_id, None)
-            self._idle_since[worker_id] = self._clock.monotonic()
+            if worker_id in self._hive_of:  # a stream that outlived its worker: nothing idles
+                self._idle_since[worker_id] = self._clock.monotonic()
 
     def _changed(self, worker_id: str) -> None:
         record = self._hives.get(self._hive_of.get(worker_id, ""))

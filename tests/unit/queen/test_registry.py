@@ -199,3 +199,36 @@ def assert_like_fresh(reg: Registry, models: list[str]) -> None:
             assert snap.workers_of(model) == fresh.workers_of(model)
         if kwargs.get("memory", True):
             assert snap.devices == fresh.devices
+
+
+def test_a_worker_gone_from_its_hives_report_leaves_nothing_behind() -> None:
+    """A queen up for months sees thousands of workers come and go: what it kept about each
+    (idle time, stream rate, keep-warm, liveness marks) goes with it."""
+    reg = Registry(FakeClock(), 1.0)
+    for n in range(100):
+        wid = f"w{n}"
+        reg.report(telemetry(w(wid)))
+        reg.acquire(wid)
+        reg.keep_warm(wid)
+        reg.set_unresponsive(wid)
+        reg.observed_rate(wid, 30.0)
+        reg.release(wid)
+        reg.report(telemetry())  # it crashed, or was stopped behind our back
+        reg.release(wid)  # a late stream end changes nothing
+    assert reg.workers() == [] and not reg.unresponsive()
+    assert not reg.is_kept_warm("w0")
+    kept = (reg._idle_since, reg._rates, reg._keep_warm, reg._hive_of, reg._inflight)
+    assert [len(m) for m in kept] == [0, 0, 0, 0, 0]
+
+
+def test_a_report_older_than_a_spawn_keeps_the_new_workers_keep_warm() -> None:
+    """The dispatcher records a worker (STARTING) and its keep-warm mark as the hive answers
+    the spawn; a telemetry report sent just before that must not take the mark away."""
+    reg = Registry(FakeClock(), 1.0)
+    reg.report(telemetry())
+    starting = w("new").model_copy(update={"state": WorkerState.STARTING})
+    reg.upsert_worker(starting)
+    reg.keep_warm("new")
+    reg.report(telemetry())  # sent before the spawn
+    reg.report(telemetry(starting))
+    assert reg.is_kept_warm("new")
