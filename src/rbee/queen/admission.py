@@ -72,6 +72,9 @@ class _Lane:
     durations: deque[float] = field(default_factory=lambda: deque(maxlen=32))
 
 
+MAX_LANES = 1024  # models with a lane, before idle lanes are dropped
+
+
 class Admission:
     def __init__(self, clock: Clock, *, max_queue: int, capacity: Callable[[str], int],
                  on_admit: Waited | None = None) -> None:
@@ -104,7 +107,9 @@ class Admission:
                     ) -> Ticket:
         """Wait for a slot (or raise QueueFull); release the ticket when the request ends.
         `tenant` (an id): whose turn it is in the queue (fair share); None is one more."""
-        lane = self._lanes.setdefault(model, _Lane())
+        lane = self._lanes.get(model)
+        if lane is None:
+            lane = self._new_lane(model)
         queued_at = None
         # The limit is at least 1: an idle lane admits without counting workers (hot path).
         if lane.queued or (lane.active and lane.active >= self._limit(model)):
@@ -116,6 +121,17 @@ class Admission:
         if self._on_admit is not None:
             self._on_admit(model, 0.0 if queued_at is None else now - queued_at)
         return Ticket(self, model, now)
+
+    def _new_lane(self, model: str) -> _Lane:
+        """A lane for a model seen first. Every name anyone asks for gets one (a typo, a
+        made-up `hf:` ref): past MAX_LANES the idle ones are dropped, so a queen up for
+        months, or a tenant inventing names, keeps a bounded map. Not on the hot path."""
+        if len(self._lanes) >= MAX_LANES:
+            for name in [n for n, lane in self._lanes.items()
+                         if not (lane.active or lane.held)]:
+                del self._lanes[name]
+        lane = self._lanes[model] = _Lane()
+        return lane
 
     def _leave(self, ticket: Ticket) -> None:
         lane = self._lanes[ticket.model]

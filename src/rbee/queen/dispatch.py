@@ -36,6 +36,7 @@ from rbee.scheduler.routing import RouteRequest
 from rbee.scheduler.snapshot import ClusterSnapshot
 
 ASK_EVERY = 1.0  # seconds without telemetry before a starting worker's hive is asked
+MAX_MODELS_TRACKED = 1024  # per-model locks and estimates kept before pruning
 _STARTING = (WorkerState.STARTING, WorkerState.LOADING)
 
 
@@ -146,6 +147,8 @@ class Dispatcher:
         if learned is not None:
             return learned
         if ref.name not in self._estimates:
+            if len(self._estimates) >= MAX_MODELS_TRACKED:  # made-up names must not pile up
+                self._estimates.clear()
             self._estimates[ref.name] = self._estimator(ref)
         return self._estimates[ref.name]
 
@@ -157,8 +160,7 @@ class Dispatcher:
             raise WorkerNotFound(f"worker {hints.worker_id!r} is not ready for {ref.name}",
                                  param="worker_id")
         # One placement per model at a time: concurrent first requests share one new worker.
-        lock = self._model_locks.setdefault(ref.name, asyncio.Lock())
-        async with lock:
+        async with self._model_lock(ref.name):
             await self._wait_for_hives(narrator)
             self._check_region(ref, hints.job)
             found = await self._route(ref, hints, narrator)
@@ -169,6 +171,15 @@ class Dispatcher:
                 narrator.narrate("route", f"no worker serves {ref.name}; placing one")
                 starting = await self.spawn(ref, hints, narrator)
             return await self.wait_ready(starting, narrator)
+
+    def _model_lock(self, model: str) -> asyncio.Lock:
+        lock = self._model_locks.get(model)
+        if lock is None:
+            if len(self._model_locks) >= MAX_MODELS_TRACKED:  # drop the ones nobody holds
+                for name in [n for n, held in self._model_locks.items() if not held.locked()]:
+                    del self._model_locks[name]
+            lock = self._model_locks[model] = asyncio.Lock()
+        return lock
 
     async def _route(self, ref: ModelRef, hints: Hints, narrator: Narrator) -> WorkerInfo | None:
         req = RouteRequest(model=ref.name, hive_id=hints.hive_id, device=hints.device,
