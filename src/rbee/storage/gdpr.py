@@ -111,7 +111,7 @@ class GdprStore:
         return Erased(jobs, responses, keys, consents, usage, scripts)
 
     def compact(self) -> None:
-        """Rewrite the file without free pages, then empty the WAL: deleted rows' bytes are
-        gone from disk, not only unlinked (SQLite otherwise keeps them until reused)."""
-        self._db.execute("VACUUM")
+        """Empty the WAL into the file: the deleted rows' bytes are gone from disk. The
+        database zeroes what it deletes (`secure_delete`, storage.db), so the pages hold
+        none; the WAL still held their last versions until this checkpoint."""
         self._db.query("PRAGMA wal_checkpoint(TRUNCATE)")
