@@ -45,6 +45,9 @@ from rbee.storage.audit import ArchiveMark, AuditStore, Filters, Pending
 logger = logging.getLogger(__name__)
 Outcome = Literal["ok", "error", "denied", "cancelled"]
 YEAR = 365.25 * 86400
+# Entries held while the database cannot be written: past this many, further ones are only
+# counted, and an `audit.dropped` entry with the count is written once writes work again.
+MAX_PENDING = 100_000
 # A subject comes from a request (a hive or script name): bounded, a body can be 8 MiB.
 MAX_SUBJECT = 200
 
@@ -82,7 +85,7 @@ def seal_key(path: Path, next_seq: Callable[[], int]) -> SealKey:
 class AuditLog:
     def __init__(self, store: AuditStore, clock: Clock, *, archive_dir: Path,
                  retention: float = 7 * YEAR, flush_interval: float = 0.05,
-                 erased: Erased | None = None) -> None:
+                 erased: Erased | None = None, max_pending: int = MAX_PENDING) -> None:
         self._store = store
         self._erased = erased or Erased()
         self._clock = clock
@@ -90,7 +93,9 @@ class AuditLog:
         self._retention = retention
         self._interval = flush_interval
         self._pending: list[Pending] = []
-        self._lock = threading.Lock()  # guards _pending and _woken
+        self._max_pending = max_pending
+        self._dropped = 0  # entries not kept while writes failed (the gap entry says so)
+        self._lock = threading.Lock()  # guards _pending, _dropped and _woken
         self._flushing = threading.Lock()  # one batch at a time, in order
         self._moving = threading.Lock()  # archival and a walk: never at once
         self._woken = False
@@ -116,7 +121,14 @@ class AuditLog:
                        subject_person=subject.id if isinstance(subject, Person) else None,
                        details=dict(details or {}))
         with self._lock:
-            self._pending.append(item)
+            if len(self._pending) < self._max_pending:
+                self._pending.append(item)
+            else:  # writes have failed for long (a full disk): memory must not follow
+                if not self._dropped:
+                    logger.error("the audit log cannot be written and %d entries wait: "
+                                 "further entries are counted, not kept, until it can",
+                                 len(self._pending))
+                self._dropped += 1
             wake, self._woken = not self._woken, True
         if self._closed:  # after shutdown (a stream closing late): write it at once
             self._write_safely()
@@ -186,13 +198,18 @@ class AuditLog:
         with self._flushing:
             with self._lock:
                 batch, self._pending = self._pending, []
+                dropped, self._dropped = self._dropped, 0
+            if dropped:  # the gap is in the chain itself, never silent
+                batch.append(Pending(at=self._clock.time(), action="audit.dropped",
+                                     outcome="error", details={"entries": dropped}))
             if not batch:
                 return
             try:
                 self._head = self._store.append(batch)
             except BaseException:
-                with self._lock:  # keep them, first, for the next try: nothing lost
-                    self._pending[:0] = batch
+                with self._lock:  # keep them, first, for the next try (the gap as a count)
+                    self._pending[:0] = batch[:-1] if dropped else batch
+                    self._dropped += dropped
                 raise
 
     async def flush(self) -> None:

@@ -203,3 +203,38 @@ async def test_verify_while_entries_keep_coming_reports_no_false_break(
         recorder.join()
     await log.close(writer)
     assert (await log.verify()).ok
+
+
+class DiskFull(AuditStore):
+    def __init__(self, path: Path) -> None:
+        super().__init__(connect(path))
+        self.full = True
+
+    def append(self, batch: Sequence[Pending]) -> tuple[int, str]:
+        if self.full:
+            raise OSError("disk full")
+        return super().append(batch)
+
+
+async def test_while_writes_fail_memory_is_bounded_and_the_gap_is_recorded(
+        tmp_path: Path) -> None:
+    """A disk full for hours must not grow the queen's memory with every request's entry:
+    past `max_pending` entries are counted, and the chain records how many are missing."""
+    store = DiskFull(tmp_path / "q.db")
+    log = AuditLog(store, FakeClock(), archive_dir=tmp_path, max_pending=10)
+    for i in range(25):
+        log.record("inference", outcome="ok", details={"i": i})
+        if i % 7 == 0:
+            with pytest.raises(OSError, match="disk full"):
+                log.flush_now()
+    store.full = False
+    log.record("after", outcome="ok")  # counted too: the buffer is still full
+    log.flush_now()
+    entries = [e for e, _ in await log.page(Filters(limit=100))]
+    assert [e.details["i"] for e in entries if e.action == "inference"] == list(range(10))
+    (gap,) = [e for e in entries if e.action == "audit.dropped"]
+    assert gap.details == {"entries": 16} and gap.outcome == "error"
+    assert (await log.verify()).ok
+    log.record("later", outcome="ok")  # room again: kept
+    log.flush_now()
+    assert [e.action for e, _ in await log.page(Filters(action="later"))] == ["later"]
