@@ -44,11 +44,11 @@ async def test_a_worker_reports_its_load_and_serves_the_moment_it_says_ready(
 
 async def test_a_worker_that_cannot_start_is_a_crash_with_its_exit_code(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RBEE_WORKER_STALL_TIMEOUT", "-1")  # refused by its settings: exit 1
+    monkeypatch.setenv("RBEE_WORKER_STALL_TIMEOUT", "-1")  # refused by its settings: exit 2
     sup = _supervisor(tmp_path)
     sup.spawn(SpawnWorker(model="rbee-fake", worker_id="w1"))
     async with asyncio.timeout(60):
         while sup.get("w1").state is not WorkerState.CRASHED:
             await asyncio.sleep(0.02)
-    assert "exited with code 1 before it was ready" in (sup.get("w1").error or "")
+    assert "exited with code 2 before it was ready" in (sup.get("w1").error or "")
     await sup.stop_all()
