@@ -24,6 +24,7 @@ import psutil
 
 from rbee.api.cluster import SpawnWorker, WorkerEvent, WorkerInfo
 from rbee.core.child_env import worker_env
+from rbee.core.detached import run_detached
 from rbee.core.errors import Conflict, InvalidRequest, RbeeError, WorkerNotFound
 from rbee.core.process import python_module
 from rbee.core.states import WorkerState, can_transition
@@ -206,8 +207,12 @@ class Supervisor:
             loop.call_soon_threadsafe(self._progress, w, fraction * 0.5, stage)
 
         w.stage = "resolving model"
-        return await asyncio.to_thread(resolve, w.ref, cache=self.config.home / "models",
-                                       hf_endpoint=self.config.hf_endpoint, progress=progress)
+        # A download cannot be cancelled: on a thread the hive's exit does not wait for
+        # (core.detached), so a SIGTERM mid-download still ends the hive at once.
+        cache, endpoint = self.config.home / "models", self.config.hf_endpoint
+        return await run_detached(
+            lambda: resolve(w.ref, cache=cache, hf_endpoint=endpoint, progress=progress),
+            name=f"resolve-{w.id}")
 
     def _progress(self, w: WorkerHandle, fraction: float, stage: str) -> None:
         # No `changed` here: telemetry follows state changes and carries the latest progress
