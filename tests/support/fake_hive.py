@@ -11,6 +11,7 @@ class FakeHive:
         self.code: int | None = None
         self.stopped = False
         self.fail_starts = 0  # the next N starts raise OSError
+        self.kills = 0
 
     @property
     def started(self) -> bool:
@@ -29,6 +30,10 @@ class FakeHive:
 
     def poll(self) -> int | None:
         return self.code
+
+    def kill(self) -> None:
+        self.kills += 1
+        self.code = -9  # SIGKILL: dead at once
 
     async def stop(self) -> None:
         self.stopped = True

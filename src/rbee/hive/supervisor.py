@@ -24,6 +24,8 @@ import psutil
 
 from rbee.api.cluster import SpawnWorker, WorkerEvent, WorkerInfo
 from rbee.core.child_env import worker_env
+from rbee.core.clock import Clock, SystemClock
+from rbee.core.detached import run_detached
 from rbee.core.errors import Conflict, InvalidRequest, RbeeError, WorkerNotFound
 from rbee.core.process import python_module
 from rbee.core.states import WorkerState, can_transition
@@ -54,6 +56,13 @@ class SupervisorConfig:
     default_threads: int | None = None
     stop_grace: float = 3.0
     ready_timeout: float = 300.0
+    # Failed workers stay listed a while, so the queen and the dashboard can show why; but
+    # each failing model name (a typo, a gated repository) would otherwise leave one for
+    # good, in every telemetry report, until the report outgrows the queen's body limit and
+    # the hive reads as down for everyone. So: for `crashed_ttl` seconds, `max_crashed` at
+    # most (the oldest failure goes first).
+    crashed_ttl: float = 300.0
+    max_crashed: int = 50
 
 
 @dataclass
@@ -72,6 +81,7 @@ class WorkerHandle:
     process: ProcessHandle | None = None
     events: int | None = None  # our end of its event pipe, until readiness is awaited
     load: int = 0
+    crashed_at: float | None = None  # monotonic seconds: when it became CRASHED
     slots: int = 1  # requests it serves at once: asked for, then what it says when ready
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -90,8 +100,10 @@ class WorkerHandle:
 
 
 class Supervisor:
-    def __init__(self, config: SupervisorConfig, launcher: Launcher, devices: set[str]) -> None:
+    def __init__(self, config: SupervisorConfig, launcher: Launcher, devices: set[str],
+                 clock: Clock | None = None) -> None:
         self.config = config
+        self._clock = clock or SystemClock()
         self._launcher = launcher
         self._devices = devices
         self._workers: dict[str, WorkerHandle] = {}
@@ -99,7 +111,18 @@ class Supervisor:
         self.changed = asyncio.Event()
 
     def workers(self) -> list[WorkerInfo]:
+        self._prune_crashed()  # here: telemetry asks every interval, so expiry is timely
         return [w.info(self.config.hive_id) for w in self._workers.values()]
+
+    def _prune_crashed(self) -> None:
+        """Forget failed workers past `crashed_ttl`, and the oldest past `max_crashed`."""
+        crashed = sorted((w for w in self._workers.values() if w.crashed_at is not None),
+                         key=lambda w: w.crashed_at or 0.0)
+        expired = self._clock.monotonic() - self.config.crashed_ttl
+        excess = len(crashed) - self.config.max_crashed
+        for i, w in enumerate(crashed):
+            if i < excess or (w.crashed_at or 0.0) <= expired:
+                self._forget(w)
 
     def get(self, worker_id: str) -> WorkerInfo:
         return self._handle(worker_id).info(self.config.hive_id)
@@ -117,6 +140,9 @@ class Supervisor:
         if stage is not None:
             w.stage = stage
         self.changed.set()
+        if state is WorkerState.CRASHED and w.crashed_at is None:
+            w.crashed_at = self._clock.monotonic()
+            self._prune_crashed()
 
     def spawn(self, spec: SpawnWorker) -> WorkerInfo:
         """Register the worker and start it in the background; returns at once."""
@@ -157,7 +183,8 @@ class Supervisor:
         engine = spec.engine or ref.engine
         check_slots(engine, spec.slots)  # at once, not as a failed load a moment later
         check_kind(engine, ref.kind)
-        # A crashed worker stays listed (and reported) until the next try for its model.
+        # A crashed worker stays listed (and reported) until the next try for its model (or
+        # until `crashed_ttl` passes, or `max_crashed` newer failures push it out).
         for old in [w for w in self._workers.values()
                     if w.ref.name == ref.name and w.state is WorkerState.CRASHED]:
             self._forget(old)
@@ -206,8 +233,12 @@ class Supervisor:
             loop.call_soon_threadsafe(self._progress, w, fraction * 0.5, stage)
 
         w.stage = "resolving model"
-        return await asyncio.to_thread(resolve, w.ref, cache=self.config.home / "models",
-                                       hf_endpoint=self.config.hf_endpoint, progress=progress)
+        # A download cannot be cancelled: on a thread the hive's exit does not wait for
+        # (core.detached), so a SIGTERM mid-download still ends the hive at once.
+        cache, endpoint = self.config.home / "models", self.config.hf_endpoint
+        return await run_detached(
+            lambda: resolve(w.ref, cache=cache, hf_endpoint=endpoint, progress=progress),
+            name=f"resolve-{w.id}")
 
     def _progress(self, w: WorkerHandle, fraction: float, stage: str) -> None:
         # No `changed` here: telemetry follows state changes and carries the latest progress

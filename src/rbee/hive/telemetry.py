@@ -12,6 +12,7 @@ import httpx
 from rbee import __version__
 from rbee.api.cluster import HiveTelemetry
 from rbee.hive.devices import DeviceProbe
+from rbee.hive.probe_guard import PROBE_DEADLINE, GuardedProbe
 from rbee.hive.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
@@ -22,28 +23,29 @@ class TelemetryReporter:
     def __init__(self, *, hive_id: str, url: str, queen_url: str, token: str | None,
                  probe: DeviceProbe, supervisor: Supervisor, http: httpx.AsyncClient,
                  interval: float, region: str | None = None,
-                 labels: dict[str, str] | None = None) -> None:
+                 labels: dict[str, str] | None = None,
+                 probe_deadline: float = PROBE_DEADLINE) -> None:
         self._region = region
         self._labels = labels or {}
         self._hive_id = hive_id
         self._url = url
         self.queen_url = queen_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._probe = probe
+        self._probe = GuardedProbe(probe, probe_deadline)  # never blocks the loop for long
         self._supervisor = supervisor
         self._http = http
         self._interval = interval
         self.sent = 0
         self._misses = 0
 
-    def snapshot(self) -> HiveTelemetry:
+    async def snapshot(self) -> HiveTelemetry:
         return HiveTelemetry(hive_id=self._hive_id, url=self._url, version=__version__,
-                             pid=os.getpid(), devices=self._probe.devices(),
+                             pid=os.getpid(), devices=await self._probe.devices(),
                              workers=self._supervisor.workers(), region=self._region,
                              labels=self._labels)
 
     async def send_once(self) -> bool:
-        body = self.snapshot().model_dump(mode="json")
+        body = (await self.snapshot()).model_dump(mode="json")
         try:
             r = await self._http.post(f"{self.queen_url}/v1/hives/telemetry", json=body,
                                       headers=self._headers, timeout=5.0)

@@ -66,6 +66,11 @@ class LocalHive:
         """The exit code once it has exited (reaping it: no zombie), None while it runs."""
         return self.process.poll() if self.process is not None else None
 
+    def kill(self) -> None:
+        """SIGKILL (a hung hive cannot stop gracefully; its workers die with it: PDEATHSIG)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+
     async def stop(self, grace: float = 8.0) -> None:
         """SIGTERM (the hive stops its workers first), then SIGKILL after `grace`."""
         proc = self.process

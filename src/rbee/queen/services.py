@@ -32,7 +32,7 @@ from rbee.queen.relay import Relay
 from rbee.queen.scripts import Scripts
 from rbee.queen.settings import QueenSettings
 from rbee.queen.speak_job import SpeakRunner
-from rbee.queen.supervision import HiveSupervisor
+from rbee.queen.supervision import HiveSupervisor, hang_after
 from rbee.queen.transcribe_job import TranscribeRunner
 from rbee.queen.transport import AiohttpTransport, Deadlines, WorkerTransport
 from rbee.queen.transport_httptools import HttptoolsTransport
@@ -148,7 +148,9 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
         local = local_hive_for(settings, local_creds.token, local_creds.worker_token)
     supervisor = None
     if local is not None:
-        supervisor = HiveSupervisor(local, clock, on_exit=lambda: registry.suspect(HIVE_ID))
+        supervisor = HiveSupervisor(local, clock, on_exit=lambda: registry.suspect(HIVE_ID),
+                                    silent_for=lambda: registry.seen_ago(HIVE_ID),
+                                    hang_after=hang_after(settings.telemetry_interval))
     watchdog = Watchdog(registry, dispatcher, settings.telemetry_interval, admission=admission,
                         idle_ttl=IdleTTL(settings.idle_ttl, settings.model_ttl))
     if metrics is not None:  # what lives elsewhere is read when Prometheus scrapes

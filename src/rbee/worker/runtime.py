@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from rbee.api.cluster import WorkerEvent
 from rbee.core.clock import Clock, SystemClock
+from rbee.core.detached import run_detached
 from rbee.core.errors import EngineError, WorkerUnavailable, WrongModelKind
 from rbee.core.states import WorkerState
 from rbee.engines.base import (
@@ -81,7 +82,9 @@ class Runtime:
     async def load_engine(self) -> None:
         self.state = WorkerState.LOADING
         try:
-            await asyncio.to_thread(self.engine.load, self._on_progress)
+            # Loading cannot be cancelled: on a thread the worker's exit does not wait for
+            # (core.detached), so a SIGTERM mid-load ends the worker and frees its memory.
+            await run_detached(lambda: self.engine.load(self._on_progress), name="load-engine")
         except Exception as exc:
             self.state = WorkerState.CRASHED
             self.error = str(exc) or type(exc).__name__

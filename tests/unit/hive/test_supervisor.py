@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from rbee.api.cluster import SpawnWorker
+from rbee.core.clock import FakeClock
 from rbee.core.errors import Conflict, InvalidRequest, ModelNotFound, WorkerNotFound
 from rbee.core.states import WorkerState
 from rbee.hive.supervisor import Supervisor, SupervisorConfig
@@ -373,3 +374,53 @@ async def test_slots_asked_for_at_spawn_go_to_the_worker_and_are_checked(
     with pytest.raises(InvalidRequest, match="at most 1"):  # llama.cpp: one at a time
         sup.spawn(SpawnWorker(model="rbee-fake", engine="llama_cpp", slots=2))
     await sup.stop_all()
+
+
+def failing_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every `hf:` model is missing on the hub (a typo, a 404, a gated repository)."""
+    def resolve(ref: Any, **_: Any) -> str:
+        raise ModelNotFound(f"{ref.name} not found on the hub", param="model")
+    monkeypatch.setattr("rbee.hive.supervisor.resolve", resolve)
+
+
+async def test_failed_downloads_of_many_names_leave_a_bounded_list(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    failing_hub(monkeypatch)
+    sup = supervisor(tmp_path, FakeLauncher())
+    names = [f"hf:tenant/typo-{i}:model.gguf" for i in range(1000)]
+    for name in names:
+        sup.spawn(SpawnWorker(model=name, worker_id=name.split(":")[1].split("/")[1]))
+        await asyncio.sleep(0)  # let each fail as it would under a stream of requests
+    for _ in range(200):
+        if all(w.state is WorkerState.CRASHED for w in sup.workers()):
+            break
+        await asyncio.sleep(0.01)
+    listed = sup.workers()
+    kept = 50  # the default cap: every telemetry report stays small
+    assert len(listed) == kept
+    assert all(w.state is WorkerState.CRASHED for w in listed)
+    # The newest failures are the ones kept: the one a user just hit says why.
+    assert {w.model for w in listed} == set(names[-kept:])
+    last = sup.get("typo-999")
+    assert last.error == f"{names[-1]} not found on the hub" and last.error_code
+    await sup.stop_all()
+
+
+async def test_a_failed_worker_is_listed_for_a_while_then_forgotten(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    failing_hub(monkeypatch)
+    clock = FakeClock()
+    config = SupervisorConfig(hive_id="h", bind_host="127.0.0.1", advertise_host="127.0.0.1",
+                              home=tmp_path, crashed_ttl=300.0)
+    sup = Supervisor(config, FakeLauncher(), {"cpu"}, clock=clock)
+    sup.spawn(SpawnWorker(model="hf:org/gated:model.gguf", worker_id="w1"))
+    await wait_state(sup, "w1", WorkerState.CRASHED)
+    sup.changed.clear()
+    clock.advance(299.0)
+    assert [w.id for w in sup.workers()] == ["w1"]  # the queen and dashboard can show why
+    assert not sup.changed.is_set()
+    clock.advance(2.0)
+    assert sup.workers() == []
+    assert sup.changed.is_set()  # its going is reported at once
+    with pytest.raises(WorkerNotFound):
+        sup.get("w1")

@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from rbee.core.clock import FakeClock
-from rbee.queen.supervision import Backoff, HiveSupervisor, describe_exit
+from rbee.queen.supervision import Backoff, HiveSupervisor, describe_exit, hang_after
 from tests.support.fake_hive import FakeHive
 
 
@@ -117,3 +117,71 @@ async def test_a_hive_the_server_started_is_not_started_twice() -> None:
     sup.start()
     assert hive.starts == 1
     await sup.stop()
+
+
+class Telemetry:
+    """The registry's view of the local hive: when its last report came (None: never)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.last: float | None = None
+        self.reporting = True  # a live hive reports every 2 s
+
+    def silent_for(self) -> float | None:
+        now = self.clock.monotonic()
+        if self.reporting:
+            self.last = now - now % 2.0
+        return None if self.last is None else now - self.last
+
+
+def make_watched(hang: float = 30.0) -> tuple[FakeHive, HiveSupervisor, Telemetry, list[float]]:
+    clock = FakeClock()
+    hive, sleeper, telemetry = FakeHive(), Sleeper(clock, POLL), Telemetry(clock)
+    killed_at: list[float] = []
+    kill = hive.kill
+
+    def timed_kill() -> None:
+        killed_at.append(clock.monotonic())
+        kill()
+
+    hive.kill = timed_kill  # type: ignore[method-assign]
+    sup = HiveSupervisor(hive, clock, on_exit=lambda: None, sleep=sleeper, poll_interval=POLL,
+                         silent_for=telemetry.silent_for, hang_after=hang)
+    return hive, sup, telemetry, killed_at
+
+
+async def test_a_running_but_silent_hive_is_killed_and_restarted(
+        caplog: pytest.LogCaptureFixture) -> None:
+    hive, sup, telemetry, killed_at = make_watched(hang=30.0)
+    caplog.set_level(logging.WARNING, logger="rbee.queen.supervision")
+    sup.start()
+    await until(lambda: telemetry.clock.monotonic() > 100)
+    assert hive.kills == 0 and hive.starts == 1  # reporting: never mistaken for hung
+    telemetry.reporting = False  # its loop is stuck: the process lives, nothing is sent
+    await until(lambda: hive.starts == 2)
+    assert hive.kills == 1 and 130 <= killed_at[0] <= 132  # 30 s after its last report
+    assert sup.restarts == 1 and sup.last_exit is not None
+    assert sup.last_exit.startswith("hung (no telemetry for 30s), killed by SIGKILL")
+    assert "runs but has sent no telemetry for 30s (hung?); killing it (SIGKILL)" in caplog.text
+    assert "local hive restarted" in caplog.text
+    # Restarted, it gets 30 s to report before the old silence counts against it.
+    restarted_at = telemetry.clock.monotonic()
+    await until(lambda: hive.starts == 3)
+    assert killed_at[1] - restarted_at == pytest.approx(30.0, abs=POLL)
+    telemetry.reporting = True  # this time it comes up and reports: left alone
+    await until(lambda: telemetry.clock.monotonic() > killed_at[1] + 200)
+    assert hive.kills == 2 and hive.starts == 3
+    await sup.stop()
+
+
+async def test_a_hive_that_never_reports_is_killed_after_the_same_grace() -> None:
+    hive, sup, telemetry, killed_at = make_watched(hang=30.0)
+    telemetry.reporting = False  # hung before its first report (a driver stuck at start-up)
+    sup.start()
+    await until(lambda: hive.starts == 2)
+    assert killed_at == [pytest.approx(30.0, abs=POLL)]
+    await sup.stop()
+
+
+def test_hang_after_is_many_intervals_and_never_under_30_s() -> None:
+    assert hang_after(2.0) == 30.0 and hang_after(0.5) == 30.0 and hang_after(10.0) == 150.0
