@@ -84,7 +84,14 @@ class LocalHive:
         if proc.poll() is None:
             logger.warning("local hive ignored SIGTERM; killing it")
             proc.kill()
-            proc.wait()
+            # Not a blocking wait: a process stuck in the kernel (a wedged driver, a dead
+            # NFS mount) outlives SIGKILL, and the queen's loop must not hang with it.
+            deadline = loop.time() + grace
+            while proc.poll() is None and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            if proc.poll() is None:
+                logger.error("local hive (pid %s) survived SIGKILL for %.0f s; leaving it",
+                             proc.pid, grace)
 
 
 def local_hive_for(settings: QueenSettings, hive_token: str, worker_token: str) -> LocalHive:
