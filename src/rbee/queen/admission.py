@@ -21,9 +21,13 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rbee.core.clock import Clock
 from rbee.core.errors import QueueFull
+
+if TYPE_CHECKING:
+    from rbee.tracing.tracer import Tracing
 
 PRIORITIES = {"interactive": 0, "batch": 1}
 Position = Callable[[int, int], None]  # (position, queue length) for the narration
@@ -74,8 +78,9 @@ class _Lane:
 
 class Admission:
     def __init__(self, clock: Clock, *, max_queue: int, capacity: Callable[[str], int],
-                 on_admit: Waited | None = None) -> None:
+                 on_admit: Waited | None = None, tracing: Tracing | None = None) -> None:
         self._clock = clock
+        self._tracing = tracing  # a span per wait, under the request's (None: off)
         self._on_admit = on_admit  # the queue-wait histogram (queen.metrics), if any
         self._max_queue = max_queue
         self._capacity = capacity  # requests a model's ready workers serve at once (slots)
@@ -104,6 +109,15 @@ class Admission:
                     ) -> Ticket:
         """Wait for a slot (or raise QueueFull); release the ticket when the request ends.
         `tenant` (an id): whose turn it is in the queue (fair share); None is one more."""
+        if self._tracing is None:
+            return await self._enter(model, priority, on_position, tenant)
+        # The span's length is the time queued (near nothing when a slot was free).
+        with self._tracing.step("rbee.admission", {"rbee.model": model,
+                                                   "rbee.priority": priority}):
+            return await self._enter(model, priority, on_position, tenant)
+
+    async def _enter(self, model: str, priority: str, on_position: Position | None,
+                     tenant: str | None) -> Ticket:
         lane = self._lanes.setdefault(model, _Lane())
         queued_at = None
         # The limit is at least 1: an idle lane admits without counting workers (hot path).
