@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from rbee.core.clock import Clock
 from rbee.core.errors import QueueFull
+from rbee.queen.metrics import public_model
 
 if TYPE_CHECKING:
     from rbee.tracing.tracer import Tracing
@@ -112,7 +113,7 @@ class Admission:
         if self._tracing is None:
             return await self._enter(model, priority, on_position, tenant)
         # The span's length is the time queued (near nothing when a slot was free).
-        with self._tracing.step("rbee.admission", {"rbee.model": model,
+        with self._tracing.step("rbee.admission", {"rbee.model": public_model(model),
                                                    "rbee.priority": priority}):
             return await self._enter(model, priority, on_position, tenant)
 

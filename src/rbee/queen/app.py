@@ -17,6 +17,7 @@ from rbee.queen.actor import Actor
 from rbee.queen.auth import SCOPE_KEY, KeyAuth
 from rbee.queen.dashboard import routes as dashboard
 from rbee.queen.local_hive import LocalHive
+from rbee.queen.metrics import public_model
 from rbee.queen.request_metrics import MODEL_KEY, RequestMetrics
 from rbee.queen.retention import Retention
 from rbee.queen.routes import (
@@ -145,7 +146,7 @@ def _described(scope: Scope) -> Attributes:
     """A traced request's model (public name) and tenant (its id), once they are known."""
     out: dict[str, str] = {}
     if MODEL_KEY in scope:
-        out["rbee.model"] = scope[MODEL_KEY]
+        out["rbee.model"] = public_model(scope[MODEL_KEY])  # a file: model's path: no
     principal = scope.get(SCOPE_KEY)
     if principal is not None and principal.tenant_id is not None:
         out["rbee.tenant.id"] = principal.tenant_id

@@ -26,6 +26,7 @@ from rbee.models.catalog import CPU_ONLY_ENGINES, DIFFUSERS_VIDEO, ModelRef
 from rbee.queen.actor import Actor
 from rbee.queen.decision import PlacementPlan, decide_placement
 from rbee.queen.hive_client import HiveClient
+from rbee.queen.metrics import public_model
 from rbee.queen.policy import JobFacts, SchedulingPolicy
 from rbee.queen.quotas import Account
 from rbee.queen.registry import Registry
@@ -157,7 +158,8 @@ class Dispatcher:
     async def worker_for(self, ref: ModelRef, hints: Hints, narrator: Narrator) -> WorkerInfo:
         if self._tracing is None:
             return await self._worker_for(ref, hints, narrator)
-        with self._tracing.step("rbee.schedule", {"rbee.model": ref.name}) as span:
+        with self._tracing.step("rbee.schedule", {"rbee.model": public_model(ref.name)}
+                                ) as span:
             info = await self._worker_for(ref, hints, narrator)
             if span is not None:
                 span.set_attributes({"rbee.worker.id": info.id, "rbee.hive.id": info.hive_id,
@@ -253,7 +255,7 @@ class Dispatcher:
         """Decide where a new worker of `ref` goes and have its hive start it."""
         if self._tracing is None:
             return await self._spawn(ref, hints, narrator, engine)
-        with self._tracing.step("rbee.place", {"rbee.model": ref.name}) as span:
+        with self._tracing.step("rbee.place", {"rbee.model": public_model(ref.name)}) as span:
             info = await self._spawn(ref, hints, narrator, engine)
             if span is not None:
                 span.set_attributes({"rbee.worker.id": info.id, "rbee.hive.id": info.hive_id,

@@ -11,6 +11,7 @@ import httpx
 from rbee.api.cluster import Device, SpawnWorker, WorkerInfo
 from rbee.core.errors import UpstreamError, from_envelope
 from rbee.queen.credentials import Credentials
+from rbee.queen.metrics import public_model
 
 if TYPE_CHECKING:
     from rbee.tracing.tracer import ClientSpan, Tracing
@@ -55,7 +56,8 @@ class HiveClient:
         span = None
         if self._tracing is not None:  # under the request that needed the worker, if any
             span = self._tracing.client("POST /v1/workers", {
-                "url.path": "/v1/workers", "rbee.hive.id": hive_id, "rbee.model": spec.model,
+                "url.path": "/v1/workers", "rbee.hive.id": hive_id,
+                "rbee.model": public_model(spec.model),
                 "rbee.device": spec.device})
         try:
             body = await self._call(hive_id, "POST", f"{hive_url}/v1/workers",
