@@ -110,21 +110,17 @@ class Admission:
                     ) -> Ticket:
         """Wait for a slot (or raise QueueFull); release the ticket when the request ends.
         `tenant` (an id): whose turn it is in the queue (fair share); None is one more."""
-        if self._tracing is None:
-            return await self._enter(model, priority, on_position, tenant)
-        # The span's length is the time queued (near nothing when a slot was free).
-        with self._tracing.step("rbee.admission", {"rbee.model": public_model(model),
-                                                   "rbee.priority": priority}):
-            return await self._enter(model, priority, on_position, tenant)
-
-    async def _enter(self, model: str, priority: str, on_position: Position | None,
-                     tenant: str | None) -> Ticket:
         lane = self._lanes.setdefault(model, _Lane())
         queued_at = None
         # The limit is at least 1: an idle lane admits without counting workers (hot path).
         if lane.queued or (lane.active and lane.active >= self._limit(model)):
             queued_at = self._clock.monotonic()
-            await self._wait(model, lane, priority, on_position, tenant)
+            if self._tracing is None:
+                await self._wait(model, lane, priority, on_position, tenant)
+            else:  # a span for the time queued; a request admitted at once gets none
+                with self._tracing.step("rbee.admission", {"rbee.model": public_model(model),
+                                                           "rbee.priority": priority}):
+                    await self._wait(model, lane, priority, on_position, tenant)
         else:
             lane.active += 1
         now = self._clock.monotonic()

@@ -35,6 +35,7 @@ class Traced:
     app: Any
     exporter: InMemorySpanExporter
     tracers: tuple[Tracing, ...]
+    engine: GatedEngine
 
     def spans(self) -> list[ReadableSpan]:
         for tracing in self.tracers:
@@ -47,13 +48,14 @@ class Traced:
 
 
 @asynccontextmanager
-async def traced_rig(tmp_path: Path, *, queen: bool = True, worker: bool = True
-                     ) -> AsyncIterator[Traced]:
+async def traced_rig(tmp_path: Path, *, queen: bool = True, worker: bool = True,
+                     slots: int = 8) -> AsyncIterator[Traced]:
     exporter = InMemorySpanExporter()
     queen_tracing = start_tracing("queen-rbee", exporter=exporter) if queen else None
     worker_tracing = start_tracing("rbee-worker", exporter=exporter,
                                    instance="w1") if worker else None
-    runtime = Runtime(GatedEngine(slots=8))
+    engine = GatedEngine(slots=slots)
+    runtime = Runtime(engine)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(
         create_worker_app(runtime, model=MODEL, tracing=worker_tracing), host="127.0.0.1",
@@ -64,7 +66,7 @@ async def traced_rig(tmp_path: Path, *, queen: bool = True, worker: bool = True
             await asyncio.sleep(0.01)
         info = WorkerInfo(id="w1", hive_id="h1", model=MODEL, model_path="", device="cpu",
                           engine="fake", url=f"http://127.0.0.1:{port}",
-                          state=WorkerState.READY, slots=8)
+                          state=WorkerState.READY, slots=slots)
         config = QueenSettings(api_token=BOOT, state_dir=tmp_path, local_hive=False)
         svc = build_services(config, clock=FakeClock(start=START), tracing=queen_tracing)
         svc.registry.report(HiveTelemetry(hive_id="h1", url="http://127.0.0.1:9", version="0",
@@ -74,7 +76,8 @@ async def traced_rig(tmp_path: Path, *, queen: bool = True, worker: bool = True
                     httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                       base_url="http://queen", timeout=30) as http):
             yield Traced(http, svc, app, exporter,
-                         tuple(t for t in (queen_tracing, worker_tracing) if t is not None))
+                         tuple(t for t in (queen_tracing, worker_tracing) if t is not None),
+                         engine)
     finally:
         server.should_exit = True
         await task

@@ -4,6 +4,7 @@ trace. Nothing is recorded when tracing is off, and no content ever is."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -33,11 +34,12 @@ def _check_trace(spans: list[ReadableSpan], prompt: int, completion: int) -> Non
     assert server.attributes["http.route"] == "/v1/chat/completions"
     assert server.attributes["http.response.status_code"] == 200
     assert server.attributes["rbee.model"] == "rbee-fake"
-    admission = one(spans, "queen-rbee", "rbee.admission")
+    # Admitted at once: no admission span (only a wait gets one).
+    assert not by_name(spans, "queen-rbee", "rbee.admission")
     schedule = one(spans, "queen-rbee", "rbee.schedule")
     relay = by_name(spans, "queen-rbee", CHAT, SpanKind.CLIENT)
     assert len(relay) == 1
-    for child in (admission, schedule, relay[0]):
+    for child in (schedule, relay[0]):
         assert _parent(child) == server.context.span_id
     assert schedule.attributes is not None and schedule.attributes["rbee.worker.id"] == "w1"
     assert relay[0].attributes is not None
@@ -87,6 +89,30 @@ async def test_a_stream_s_spans_end_when_the_stream_does(tmp_path: Path) -> None
     text = "".join(f["choices"][0]["delta"].get("content") or "" for f in frames if f["choices"])
     _check_trace(spans, frames[-1]["usage"]["prompt_tokens"], 6)
     _no_content(spans, SECRET_PROMPT, text, BOOT)
+
+
+async def test_a_request_that_queues_has_an_admission_span_as_long_as_its_wait(
+        tmp_path: Path) -> None:
+    async with traced_rig(tmp_path, slots=1) as r:
+        r.engine.gate.clear()  # the first request holds the worker's only slot
+        first = asyncio.create_task(r.chat(messages=[{"role": "user", "content": "a"}],
+                                           max_tokens=1))
+        while r.engine.waiting == 0:
+            await asyncio.sleep(0.01)
+        second = asyncio.create_task(r.chat(messages=[{"role": "user", "content": "b"}],
+                                            max_tokens=1))
+        while r.svc.admission.queued("rbee-fake") == 0:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        r.engine.gate.set()
+        assert (await first).status_code == 200 and (await second).status_code == 200
+        spans = r.spans()
+    admission = one(spans, "queen-rbee", "rbee.admission")
+    servers = {s.context.span_id: s for s in by_name(spans, "queen-rbee", CHAT, SpanKind.SERVER)}
+    assert len(servers) == 2 and _parent(admission) in servers
+    assert admission.attributes == {"rbee.model": "rbee-fake", "rbee.priority": "interactive"}
+    assert admission.end_time is not None and admission.start_time is not None
+    assert admission.end_time - admission.start_time >= 40_000_000  # ns: it waited
 
 
 async def test_a_tenant_s_request_names_its_tenant_id_never_its_key(tmp_path: Path) -> None:
