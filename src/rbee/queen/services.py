@@ -132,7 +132,8 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
     relay = Relay(registry, credentials, transport, deadlines, tracing)
     liveness = Liveness(registry, relay.calls, transport, clock,
                         interval=settings.liveness_interval, timeout=settings.liveness_timeout)
-    fleet = Fleet(settings, registry, credentials, HiveStore(db), hives, clock)
+    fleet = Fleet(settings, registry, credentials, HiveStore(db), hives, clock,
+                  traces=tracing.endpoint if tracing is not None else None)
     scripts = Scripts(ScriptStore(db), policy, clock)
     usage = UsageLog(QuotaStore(db), erased)
     quotas = quotas_for(usage, clock, metrics)
