@@ -95,7 +95,8 @@ def create_app(services: HiveServices,  # noqa: C901 - route closures
     if tracing is not None:
         from rbee.tracing.middleware import TracedRequests
 
-        app.add_middleware(TracedRequests, tracing=tracing, routes=frozenset({"/v1/workers"}))
+        app.add_middleware(TracedRequests, tracing=tracing, routes=frozenset({"/v1/workers"}),
+                           joined_only=True)
     # No browser has business here: a foreign Origin, or a rebound Host on a hive without a
     # token (one started by hand on loopback), is refused before anything else.
     cfg = services.supervisor.config

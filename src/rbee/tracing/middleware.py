@@ -22,16 +22,24 @@ Describe = Callable[[Scope], Attributes]
 
 class TracedRequests:
     def __init__(self, app: ASGIApp, tracing: Tracing, routes: frozenset[str],
-                 describe: Describe | None = None) -> None:
+                 describe: Describe | None = None, *, joined_only: bool = False) -> None:
+        """`joined_only`: trace only requests that carry a trace context (a hive's, a
+        worker's: their caller is the queen, and a call it did not trace — a job, a
+        watchdog's spawn — must not begin a trace of its own)."""
         self.app = app
         self._tracing = tracing
         self._routes = routes
         self._describe = describe
+        self._joined_only = joined_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Every traced route is a POST; a GET of the same path (a hive's worker list) is not.
         if scope["type"] != "http" or scope["path"] not in self._routes \
                 or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        context = self._tracing.extract(scope["headers"])
+        if context is None and self._joined_only:
             await self.app(scope, receive, send)
             return
         route, method = scope["path"], scope["method"]
@@ -45,7 +53,7 @@ class TracedRequests:
 
         tracer = self._tracing.tracer
         with tracer.start_as_current_span(
-                f"{method} {route}", context=self._tracing.extract(scope["headers"]),
+                f"{method} {route}", context=context,
                 kind=SpanKind.SERVER,
                 attributes={"http.request.method": method, "http.route": route}) as span:
             try:

@@ -34,12 +34,13 @@ class Tracing:
         self.tracer = provider.get_tracer("rbee", __version__)
         self._propagator = TraceContextTextMapPropagator()
 
-    def extract(self, headers: Iterable[tuple[bytes, bytes]]) -> Context:
-        """The caller's trace context from ASGI headers (a new trace when there is none or
-        it is malformed: the propagator ignores what it cannot parse)."""
+    def extract(self, headers: Iterable[tuple[bytes, bytes]]) -> Context | None:
+        """The caller's trace context from ASGI headers; None when it sent none. One that
+        is malformed is an empty context (the propagator ignores what it cannot parse): a
+        new trace."""
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers
                    if k in _CONTEXT_HEADERS}
-        return self._propagator.extract(carrier)
+        return self._propagator.extract(carrier) if carrier else None
 
     def inject(self, headers: dict[str, str], span: Span | None = None) -> None:
         """Add `traceparent` (and `tracestate`) for `span`, else for the current span."""

@@ -271,5 +271,6 @@ def _middleware(routes: list[Route], tracing: Tracing | None) -> list[Middleware
         from rbee.tracing.middleware import TracedRequests
 
         posts = frozenset(r.path for r in routes if r.methods and "POST" in r.methods)
-        middleware.insert(0, Middleware(TracedRequests, tracing=tracing, routes=posts))
+        middleware.insert(0, Middleware(TracedRequests, tracing=tracing, routes=posts,
+                                        joined_only=True))  # the queen's traced calls
     return middleware
