@@ -153,3 +153,16 @@ def test_a_real_model_s_trace(tmp_path: Path, receiver: Receiver) -> None:
         _check_links(trace)
         assert _one(trace, "rbee-worker", "rbee.generate").attributes["rbee.model"] == \
             "smollm2-135m-instruct"
+
+
+def test_spans_still_pending_are_exported_when_the_daemons_stop(
+        tmp_path: Path, receiver: Receiver) -> None:
+    """A batch delay longer than the test: only the flush on the way out exports them."""
+    env = _traced_env(tmp_path, receiver)
+    env["OTEL_BSP_SCHEDULE_DELAY"] = "600000"
+    with queen_running(env) as queen:
+        _chat(queen, stream=True)
+        time.sleep(0.5)
+        assert receiver.snapshot() == []  # nothing exported yet
+    trace = _whole_trace(receiver, set())
+    _check_links(trace)

@@ -49,6 +49,8 @@ def create_app(services: HiveServices,  # noqa: C901 - route closures
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(services.reporter.send_once(), 1.0)
             await services.http.aclose()
+            if tracing is not None:  # pending spans exported before we exit
+                await tracing.close()
 
     app = FastAPI(title="rbee-hive", version=__version__, lifespan=lifespan, docs_url=None,
                   redoc_url=None)

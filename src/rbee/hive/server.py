@@ -67,9 +67,5 @@ def main(argv: list[str] | None = None) -> None:
     from rbee.web.serve import serve
 
     tracing = tracing_for("rbee-hive", traces, instance=settings.hive_id)
-    try:
-        serve(create_app(services, tracing), host=settings.host, port=settings.port,
-              parent_pid=settings.parent_pid, limits=settings)
-    finally:
-        if tracing is not None:
-            tracing.shutdown()  # pending spans exported before we exit
+    serve(create_app(services, tracing), host=settings.host, port=settings.port,
+          parent_pid=settings.parent_pid, limits=settings)

@@ -96,6 +96,8 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
             # After everything that records (jobs, streams): what is pending is written.
             await svc.audit.close(audit_writer)
             svc.db.close()
+            if tracing is not None:  # last: the spans of everything above are ended
+                await tracing.close()
 
     # FastAPI's native OpenTelemetry looks up its providers on every request (~13 µs of a
     # half-millisecond budget); rbee exports no traces, and its metrics are its own (/metrics).

@@ -81,8 +81,6 @@ def _serve(settings: QueenSettings, hive_token: str, worker_token: str,
         serve(app, host=settings.host, port=settings.port, limits=settings,
               trusted_proxies=[str(net) for net in settings.trusted_proxies])
     finally:
-        if tracing is not None:
-            tracing.shutdown()  # the last spans (those of the shutdown itself) exported
         with contextlib.suppress(FileNotFoundError):
             if pid_file.read_text().strip() == str(os.getpid()):
                 pid_file.unlink()

@@ -7,6 +7,7 @@ set: each daemon holds its own `Tracing` and hands it to what records spans.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -76,6 +77,12 @@ class Tracing:
     def shutdown(self) -> None:
         """Export what is pending (bounded by the processor's export timeout), then stop."""
         self.provider.shutdown()
+
+    async def close(self) -> None:
+        """`shutdown` from an app's lifespan, off the event loop. The lifespan, not the
+        entrypoint: uvicorn re-raises the SIGTERM it caught once it has stopped, and the
+        process ends there, before any code after `serve` runs."""
+        await asyncio.to_thread(self.shutdown)
 
 
 def failed(span: Span, description: str) -> None:

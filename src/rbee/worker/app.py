@@ -195,6 +195,7 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None,
         loader.cancel()
         runtime.close()
         videos.close()
+        await _close(tracing)
 
     def auth(request: Request) -> None:
         check_bearer(request.headers.get("authorization"), token)
@@ -253,6 +254,11 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None,
     # them whole in memory first.
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers(),
                      middleware=_middleware(routes, tracing))
+
+
+async def _close(tracing: Tracing | None) -> None:
+    if tracing is not None:  # pending spans exported before we exit
+        await tracing.close()
 
 
 def _traced(tracing: Tracing | None, outputs: AsyncIterator[Indexed], model: str,

@@ -67,12 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     tracing = tracing_for("rbee-worker", traces, instance=settings.worker_id)
     app = create_app(runtime, model=settings.model, token=token, max_n=settings.max_n,
                      uploads=uploads, tracing=tracing)
-    try:
-        serve(app, host=settings.host, port=settings.port, fd=settings.fd,
-              parent_pid=settings.parent_pid, limits=settings)
-    finally:
-        if tracing is not None:
-            tracing.shutdown()  # pending spans exported before we exit
+    serve(app, host=settings.host, port=settings.port, fd=settings.fd,
+          parent_pid=settings.parent_pid, limits=settings)
 
 
 def _bound_host(fd: int | None) -> str | None:

@@ -79,11 +79,8 @@ async def traced_rig(tmp_path: Path, *, queen: bool = True, worker: bool = True,
                          tuple(t for t in (queen_tracing, worker_tracing) if t is not None),
                          engine)
     finally:
-        server.should_exit = True
+        server.should_exit = True  # each app's lifespan shuts its own tracing down
         await task
-        for tracing in (queen_tracing, worker_tracing):
-            if tracing is not None:
-                tracing.shutdown()
 
 
 def by_name(spans: Iterable[ReadableSpan], service: str, name: str,
