@@ -1,14 +1,17 @@
 """What OpenTelemetry tracing adds to the queen's latency: before it existed, off, and on.
 
-Three queens, each with its local hive and an `rbee-fake` worker, no API token:
+Four queens, each with its local hive and an `rbee-fake` worker, no API token:
 "before" runs the code of the commit before tracing was added (`--before`, default the
 merge base with main; its src/ exported with `git archive`, first on PYTHONPATH for the
 queen, its hive and its worker), "off" this tree with no OTLP endpoint (the default), "on"
 this tree with RBEE_QUEEN_OTLP_ENDPOINT set: the queen, its hive and the worker each export
 every span over OTLP/HTTP to a receiver in a process of its own (tests/support/otlp.py,
-which decodes every request). N non-streamed chat completions (max_tokens=1) go straight
-to each worker and through each queen, interleaved pair by pair, the queens taking turns
-every BLOCK pairs (bench/queen_overhead.py's method), so machine noise hits all alike.
+which decodes every request), and "on, 10% sampled" the same with the standard sampler
+variables recording one request in ten. The direct calls carry no trace context, so a
+worker records nothing for them: "on" via the queen counts the worker's spans too. N
+non-streamed chat completions (max_tokens=1) go straight to each worker and through each
+queen, interleaved pair by pair, the queens taking turns every BLOCK pairs
+(bench/queen_overhead.py's method), so machine noise hits all alike.
 
 Goal: off adds nothing measurable against before; on is reported.
 
@@ -34,6 +37,9 @@ from quotas import Side, _worker
 from tests.support.daemons import rbee_env, start_queen
 
 REPO = Path(__file__).resolve().parents[1]
+# The standard sampler variables: one request in ten recorded, the rest carry an unsampled
+# traceparent (the hive and the worker then record nothing either).
+SAMPLED = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
 RECEIVER = ("import sys, time\n"
             "from tests.support.otlp import otlp_receiver\n"
             "with otlp_receiver() as r:\n"
@@ -84,7 +90,9 @@ def run(n: int, warmup: int, before: str) -> int:
         old = old_src(before, tmp / "before-tree")
         try:
             for name, extra in (("before", {"PYTHONPATH": str(old)}), ("off", {}),
-                                ("on", {"RBEE_QUEEN_OTLP_ENDPOINT": url})):
+                                ("on", {"RBEE_QUEEN_OTLP_ENDPOINT": url}),
+                                ("on, 10% sampled", {"RBEE_QUEEN_OTLP_ENDPOINT": url,
+                                                     **SAMPLED})):
                 sides.append(start_side(tmp, name, extra))
             calls = [side.calls() for side in sides]
             in_blocks(calls, warmup)
@@ -114,7 +122,8 @@ def report(sides: list[Side], times: list[list[list[float]]], n: int, before: st
     print(table(f"Non-streamed chat completion, rbee-fake, max_tokens=1, {n} interleaved pairs "
                 f"per queen, keep-alive (ms); before = {before}",
                 ["path", "p50", "p90", "p99", "min", "% > 20 ms"], rows))
-    print(table(f"Added by the queen, medians (ms); {exported} spans exported by 'on'",
+    print(table(f"Added by the queen, medians (ms); {exported} spans exported by both 'on' "
+                "queens' daemons",
                 ["queen", "via - direct, p50", "paired difference p50", "vs before (paired)"],
                 [[name, a, d, d - added["before"][1]] for name, (a, d) in added.items()]))
 
