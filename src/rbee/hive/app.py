@@ -77,7 +77,7 @@ def create_app(services: HiveServices,  # noqa: C901 - route closures
     async def spawn(request: Request) -> WorkerInfo:
         info = sup.spawn(await parse_body(request, SpawnWorker))
         if tracing is not None:
-            from rbee.queen.metrics import public_model
+            from rbee.models.catalog import public_model
             from rbee.tracing.middleware import current_span_attributes
 
             current_span_attributes({"rbee.worker.id": info.id,

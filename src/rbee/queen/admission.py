@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from rbee.core.clock import Clock
 from rbee.core.errors import QueueFull
-from rbee.queen.metrics import public_model
+from rbee.models.catalog import public_model
 
 if TYPE_CHECKING:
     from rbee.tracing.tracer import Tracing

@@ -12,12 +12,12 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Scope
 
 from rbee import __version__
+from rbee.models.catalog import public_model
 from rbee.queen import transcription
 from rbee.queen.actor import Actor
 from rbee.queen.auth import SCOPE_KEY, KeyAuth
 from rbee.queen.dashboard import routes as dashboard
 from rbee.queen.local_hive import LocalHive
-from rbee.queen.metrics import public_model
 from rbee.queen.request_metrics import MODEL_KEY, RequestMetrics
 from rbee.queen.retention import Retention
 from rbee.queen.routes import (

@@ -22,11 +22,10 @@ from rbee.core.errors import (
     from_envelope,
 )
 from rbee.core.states import WorkerState
-from rbee.models.catalog import CPU_ONLY_ENGINES, DIFFUSERS_VIDEO, ModelRef
+from rbee.models.catalog import CPU_ONLY_ENGINES, DIFFUSERS_VIDEO, ModelRef, public_model
 from rbee.queen.actor import Actor
 from rbee.queen.decision import PlacementPlan, decide_placement
 from rbee.queen.hive_client import HiveClient
-from rbee.queen.metrics import public_model
 from rbee.queen.policy import JobFacts, SchedulingPolicy
 from rbee.queen.quotas import Account
 from rbee.queen.registry import Registry

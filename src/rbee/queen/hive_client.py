@@ -10,8 +10,8 @@ import httpx
 
 from rbee.api.cluster import Device, SpawnWorker, WorkerInfo
 from rbee.core.errors import UpstreamError, from_envelope
+from rbee.models.catalog import public_model
 from rbee.queen.credentials import Credentials
-from rbee.queen.metrics import public_model
 
 if TYPE_CHECKING:
     from rbee.tracing.tracer import ClientSpan, Tracing

@@ -265,7 +265,7 @@ def _traced(tracing: Tracing | None, outputs: AsyncIterator[Indexed], model: str
             kind: Kind) -> AsyncIterator[Indexed]:
     if tracing is None:
         return outputs
-    from rbee.queen.metrics import public_model  # a file: model by its file name, no path
+    from rbee.models.catalog import public_model  # a file: model by its file name, no path
     from rbee.tracing.generation import traced
 
     return traced(tracing, outputs, {"rbee.model": public_model(model), "rbee.kind": kind})
