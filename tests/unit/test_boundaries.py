@@ -21,6 +21,8 @@ FORBIDDEN = {
     # beyond the queen's settings, which say where the queen lives).
     "hive": ("rbee.queen", "rbee.cli"),
     "worker": ("rbee.queen", "rbee.hive", "rbee.cli"),
+    # Traces are shared by the three daemons: they know none of them.
+    "tracing": ("rbee.queen", "rbee.hive", "rbee.worker", "rbee.cli"),
     "cli": ("rbee.queen.app", "rbee.queen.services", "rbee.queen.jobs", "rbee.hive",
             "rbee.worker", "rbee.storage"),
 }

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request
 
@@ -19,10 +19,15 @@ from rbee.web.errors import install_error_handlers
 from rbee.web.limits import BodyLimit
 from rbee.web.origin import BrowserGuard, trusted_hosts
 
+if TYPE_CHECKING:
+    from rbee.tracing.tracer import Tracing
+
 logger = logging.getLogger(__name__)
 
 
-def create_app(services: HiveServices) -> FastAPI:  # noqa: C901 - route closures
+def create_app(services: HiveServices,  # noqa: C901 - route closures
+               tracing: Tracing | None = None) -> FastAPI:
+    """`tracing`: a span per spawn, joined to the queen's request (None: nothing traced)."""
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         reporter_task = None
@@ -44,6 +49,8 @@ def create_app(services: HiveServices) -> FastAPI:  # noqa: C901 - route closure
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(services.reporter.send_once(), 1.0)
             await services.http.aclose()
+            if tracing is not None:  # pending spans exported before we exit
+                await tracing.close()
 
     app = FastAPI(title="rbee-hive", version=__version__, lifespan=lifespan, docs_url=None,
                   redoc_url=None)
@@ -68,7 +75,15 @@ def create_app(services: HiveServices) -> FastAPI:  # noqa: C901 - route closure
 
     @app.post("/v1/workers", dependencies=[Depends(auth)], status_code=202)
     async def spawn(request: Request) -> WorkerInfo:
-        return sup.spawn(await parse_body(request, SpawnWorker))
+        info = sup.spawn(await parse_body(request, SpawnWorker))
+        if tracing is not None:
+            from rbee.models.catalog import public_model
+            from rbee.tracing.middleware import current_span_attributes
+
+            current_span_attributes({"rbee.worker.id": info.id,
+                                     "rbee.model": public_model(info.model),
+                                     "rbee.device": info.device})
+        return info
 
     @app.get("/v1/workers/{worker_id}", dependencies=[Depends(auth)])
     async def get_worker(worker_id: str) -> WorkerInfo:
@@ -79,6 +94,11 @@ def create_app(services: HiveServices) -> FastAPI:  # noqa: C901 - route closure
         return await sup.stop(worker_id)
 
     app.add_middleware(BodyLimit, max_bytes=1024 * 1024)
+    if tracing is not None:
+        from rbee.tracing.middleware import TracedRequests
+
+        app.add_middleware(TracedRequests, tracing=tracing, routes=frozenset({"/v1/workers"}),
+                           joined_only=True)
     # No browser has business here: a foreign Origin, or a rebound Host on a hive without a
     # token (one started by hand on loopback), is refused before anything else.
     cfg = services.supervisor.config

@@ -16,6 +16,7 @@ from rbee.hive.settings import HiveSettings
 from rbee.hive.supervisor import Supervisor, SupervisorConfig
 from rbee.hive.telemetry import TelemetryReporter
 from rbee.remote.hives_conf import parse_labels
+from rbee.tracing.daemon import endpoint_or_exit, tracing_for
 from rbee.web.auth import refuse_open_listener
 from rbee.web.listener import load_settings
 
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     # also for what workers create (they inherit the umask); an older home is tightened.
     private_umask()
     private_dir(settings.home, tighten_tree=True)
+    traces = endpoint_or_exit("rbee-hive", os.environ)  # the queen's, for its local hive
     services = build_services(settings)
     refuse_open_listener(settings.host, services.token, "rbee-hive")
     # Workers listen on the hive's address: there, they need a token of their own too.
@@ -64,5 +66,6 @@ def main(argv: list[str] | None = None) -> None:
     from rbee.hive.app import create_app
     from rbee.web.serve import serve
 
-    serve(create_app(services), host=settings.host, port=settings.port,
+    tracing = tracing_for("rbee-hive", traces, instance=settings.hive_id)
+    serve(create_app(services, tracing), host=settings.host, port=settings.port,
           parent_pid=settings.parent_pid, limits=settings)

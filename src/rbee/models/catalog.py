@@ -139,6 +139,15 @@ class ModelRef:
     filename: str | None = None  # hf: refs and builtins
 
 
+def public_model(name: str) -> str:
+    """A model as metrics and traces name it: its public name; a `file:` reference by its
+    file name only (a path says where someone keeps things, and every path would be a new
+    series)."""
+    if name.startswith("file:"):
+        return "file:" + name.rstrip("/").rsplit("/", 1)[-1][:80]
+    return name[:120]
+
+
 def parse_ref(text: str) -> ModelRef:
     """Parse without touching the disk or the network; unknown names are ModelNotFound."""
     ref = text.strip() or DEFAULT_MODEL

@@ -21,9 +21,14 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rbee.core.clock import Clock
 from rbee.core.errors import QueueFull
+from rbee.models.catalog import public_model
+
+if TYPE_CHECKING:
+    from rbee.tracing.tracer import Tracing
 
 PRIORITIES = {"interactive": 0, "batch": 1}
 Position = Callable[[int, int], None]  # (position, queue length) for the narration
@@ -77,8 +82,9 @@ MAX_LANES = 1024  # models with a lane, before idle lanes are dropped
 
 class Admission:
     def __init__(self, clock: Clock, *, max_queue: int, capacity: Callable[[str], int],
-                 on_admit: Waited | None = None) -> None:
+                 on_admit: Waited | None = None, tracing: Tracing | None = None) -> None:
         self._clock = clock
+        self._tracing = tracing  # a span per wait, under the request's (None: off)
         self._on_admit = on_admit  # the queue-wait histogram (queen.metrics), if any
         self._max_queue = max_queue
         self._capacity = capacity  # requests a model's ready workers serve at once (slots)
@@ -114,7 +120,12 @@ class Admission:
         # The limit is at least 1: an idle lane admits without counting workers (hot path).
         if lane.queued or (lane.active and lane.active >= self._limit(model)):
             queued_at = self._clock.monotonic()
-            await self._wait(model, lane, priority, on_position, tenant)
+            if self._tracing is None:
+                await self._wait(model, lane, priority, on_position, tenant)
+            else:  # a span for the time queued; a request admitted at once gets none
+                with self._tracing.step("rbee.admission", {"rbee.model": public_model(model),
+                                                           "rbee.priority": priority}):
+                    await self._wait(model, lane, priority, on_position, tenant)
         else:
             lane.active += 1
         now = self._clock.monotonic()

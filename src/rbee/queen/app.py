@@ -6,17 +6,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Scope
 
 from rbee import __version__
+from rbee.models.catalog import public_model
 from rbee.queen import transcription
 from rbee.queen.actor import Actor
-from rbee.queen.auth import KeyAuth
+from rbee.queen.auth import SCOPE_KEY, KeyAuth
 from rbee.queen.dashboard import routes as dashboard
 from rbee.queen.local_hive import LocalHive
-from rbee.queen.request_metrics import RequestMetrics
+from rbee.queen.request_metrics import MODEL_KEY, RequestMetrics
 from rbee.queen.retention import Retention
 from rbee.queen.routes import (
     admin,
@@ -40,22 +42,28 @@ from rbee.web.errors import install_error_handlers
 from rbee.web.limits import BodyLimit
 from rbee.web.origin import BrowserGuard, trusted_hosts
 
+if TYPE_CHECKING:
+    from rbee.tracing.tracer import Attributes, Tracing
+
 logger = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/health", "/v1/hives/telemetry"})
 
 
 def create_app(settings: QueenSettings, services: QueenServices | None = None, *,
                hive_token: str | None = None, worker_token: str | None = None,
-               local_hive: LocalHive | None = None) -> ASGIApp:
+               local_hive: LocalHive | None = None, tracing: Tracing | None = None
+               ) -> ASGIApp:
     """The queen. Internal tokens default to fresh random ones (nobody outside needs them).
 
     `local_hive` may already be running (the server starts it before importing us).
+    `tracing`: None (the default) installs nothing for it (docs/tracing.md).
     """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = services or build_services(settings, hive_token=hive_token,
-                                         worker_token=worker_token, local_hive=local_hive)
+                                         worker_token=worker_token, local_hive=local_hive,
+                                         tracing=tracing)
         app.state.services = svc
         transcription.clear_stale_uploads(settings)
         audit_writer = asyncio.create_task(svc.audit.run(), name="audit-writer")
@@ -88,6 +96,8 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
             # After everything that records (jobs, streams): what is pending is written.
             await svc.audit.close(audit_writer)
             svc.db.close()
+            if tracing is not None:  # last: the spans of everything above are ended
+                await tracing.close()
 
     # FastAPI's native OpenTelemetry looks up its providers on every request (~13 µs of a
     # half-millisecond budget); rbee exports no traces, and its metrics are its own (/metrics).
@@ -122,7 +132,27 @@ def create_app(settings: QueenSettings, services: QueenServices | None = None, *
                                                    settings.public_url, settings.allowed_hosts))
     if settings.metrics:  # outermost: every answer is counted, refusals included
         app.add_middleware(RequestMetrics)
+    if tracing is not None:  # outermost: a refused request's span says so too
+        from rbee.tracing.middleware import TracedRequests
+
+        app.add_middleware(TracedRequests, tracing=tracing, routes=TRACED_ROUTES,
+                           describe=_described)
     return app
+
+
+# The routes traced: inference, whose every request crosses queen → (hive) → worker.
+TRACED_ROUTES = frozenset(path for path, _ in (*openai.hot_routes, *transcription.hot_routes))
+
+
+def _described(scope: Scope) -> Attributes:
+    """A traced request's model (public name) and tenant (its id), once they are known."""
+    out: dict[str, str] = {}
+    if MODEL_KEY in scope:
+        out["rbee.model"] = public_model(scope[MODEL_KEY])  # a file: model's path: no
+    principal = scope.get(SCOPE_KEY)
+    if principal is not None and principal.tenant_id is not None:
+        out["rbee.tenant.id"] = principal.tenant_id
+    return out
 
 
 def mount_metrics(app: FastAPI, settings: QueenSettings) -> frozenset[str]:

@@ -14,8 +14,12 @@ import contextlib
 import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rbee.core.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from rbee.tracing.tracer import ClientSpan
 
 # Why a call ended early; the relay turns each into the error its client sees.
 STALLED = "stalled"  # a stream's worker sent no data frame within the deadline
@@ -83,6 +87,7 @@ class Call:
         self.reason: str | None = None
         self._scope: asyncio.Timeout | None = None
         self._cut: Callable[[], None] | None = None
+        self.span: ClientSpan | None = None  # its client span, when tracing is on (queen.relay)
 
     @contextlib.asynccontextmanager
     async def waiting(self, until: float) -> AsyncIterator[None]:

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rbee.api.cluster import SpawnWorker, WorkerInfo
 from rbee.api.jobs import Placement as JobPlacement
@@ -22,7 +22,7 @@ from rbee.core.errors import (
     from_envelope,
 )
 from rbee.core.states import WorkerState
-from rbee.models.catalog import CPU_ONLY_ENGINES, DIFFUSERS_VIDEO, ModelRef
+from rbee.models.catalog import CPU_ONLY_ENGINES, DIFFUSERS_VIDEO, ModelRef, public_model
 from rbee.queen.actor import Actor
 from rbee.queen.decision import PlacementPlan, decide_placement
 from rbee.queen.hive_client import HiveClient
@@ -34,6 +34,9 @@ from rbee.scheduler.placement import Placement, PlaceMode, PlaceRequest
 from rbee.scheduler.report import Report
 from rbee.scheduler.routing import RouteRequest
 from rbee.scheduler.snapshot import ClusterSnapshot
+
+if TYPE_CHECKING:
+    from rbee.tracing.tracer import Tracing
 
 ASK_EVERY = 1.0  # seconds without telemetry before a starting worker's hive is asked
 MAX_MODELS_TRACKED = 1024  # per-model locks and estimates kept before pruning
@@ -99,8 +102,10 @@ class Dispatcher:
                  policy: SchedulingPolicy | None = None, estimator: Estimator | None = None,
                  keep_warm_models: frozenset[str] = frozenset(),
                  gpu_overhead: int = 0, ask_every: float = ASK_EVERY,
-                 residency: Residency | None = None, observer: Observer | None = None) -> None:
+                 residency: Residency | None = None, observer: Observer | None = None,
+                 tracing: Tracing | None = None) -> None:
         self._ask_every = ask_every
+        self._tracing = tracing  # spans for the decision, a placement, a start (None: off)
         self._observer = observer
         self._spawned_at: dict[str, float] = {}  # worker → when its hive was asked (loop time)
         self.evictions = 0  # workers stopped to make room (read by the metrics at scrape)
@@ -153,6 +158,18 @@ class Dispatcher:
         return self._estimates[ref.name]
 
     async def worker_for(self, ref: ModelRef, hints: Hints, narrator: Narrator) -> WorkerInfo:
+        if self._tracing is None:
+            return await self._worker_for(ref, hints, narrator)
+        with self._tracing.step("rbee.schedule", {"rbee.model": public_model(ref.name)}
+                                ) as span:
+            info = await self._worker_for(ref, hints, narrator)
+            if span is not None:
+                span.set_attributes({"rbee.worker.id": info.id, "rbee.hive.id": info.hive_id,
+                                     "rbee.device": info.device})
+            return info
+
+    async def _worker_for(self, ref: ModelRef, hints: Hints, narrator: Narrator
+                          ) -> WorkerInfo:
         found = await self._route(ref, hints, narrator)
         if found is not None:
             return found
@@ -245,6 +262,18 @@ class Dispatcher:
 
     async def spawn(self, ref: ModelRef, hints: Hints, narrator: Narrator,
                     engine: str | None = None) -> WorkerInfo:
+        """Decide where a new worker of `ref` goes and have its hive start it."""
+        if self._tracing is None:
+            return await self._spawn(ref, hints, narrator, engine)
+        with self._tracing.step("rbee.place", {"rbee.model": public_model(ref.name)}) as span:
+            info = await self._spawn(ref, hints, narrator, engine)
+            if span is not None:
+                span.set_attributes({"rbee.worker.id": info.id, "rbee.hive.id": info.hive_id,
+                                     "rbee.device": info.device})
+            return info
+
+    async def _spawn(self, ref: ModelRef, hints: Hints, narrator: Narrator,
+                     engine: str | None) -> WorkerInfo:
         await self._wait_for_hives(narrator)
         self._check_region(ref, hints.job)
         # Off the event loop: a first estimate reads the GGUF header (and imports gguf).
@@ -329,6 +358,13 @@ class Dispatcher:
             self.evictions += 1
 
     async def wait_ready(self, info: WorkerInfo, narrator: Narrator) -> WorkerInfo:
+        if self._tracing is None:
+            return await self._wait_ready(info, narrator)
+        with self._tracing.step("rbee.worker_start", {"rbee.worker.id": info.id,
+                                                      "rbee.hive.id": info.hive_id}):
+            return await self._wait_ready(info, narrator)
+
+    async def _wait_ready(self, info: WorkerInfo, narrator: Narrator) -> WorkerInfo:
         """Until the worker is ready. Its hive pushes telemetry at once on every state change,
         so this waits on the registry; the hive is asked directly at first (the worker may be
         ready already) and whenever nothing arrived for `ask_every` (load progress, which is

@@ -48,8 +48,10 @@ class WheelSource(Protocol):
 class Fleet:
     def __init__(self, settings: QueenSettings, registry: Registry, credentials: Credentials,
                  store: HiveStore, hives: HiveClient, clock: Clock, *,
-                 connector: Connector = connect, wheels: WheelSource | None = None) -> None:
+                 connector: Connector = connect, wheels: WheelSource | None = None,
+                 traces: str | None = None) -> None:
         self._settings = settings
+        self._traces = traces  # where the queen exports traces: its hives export there too
         self._registry = registry
         self._credentials = credentials
         self._store = store
@@ -222,7 +224,8 @@ class Fleet:
         await remote.stop(installed)
         self._credentials.set(entry.name, creds)
         await remote.configure(installed, Launch(queen_url, creds.token, creds.worker_token,
-                                                 self._settings.telemetry_interval))
+                                                 self._settings.telemetry_interval,
+                                                 self._traces))
         self._registry.forget(entry.name)
         await remote.start(installed)
         out.narrate("register", f"waiting for {entry.name} to register with {queen_url}")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from rbee.core.child_env import hive_env
 from rbee.core.private import open_private_log
 from rbee.core.process import die_with_parent, python_module
+from rbee.tracing.config import TRACES_ENV
 
 if TYPE_CHECKING:
     from rbee.queen.settings import QueenSettings
@@ -25,7 +26,7 @@ class LocalHive:
     def __init__(self, *, queen_url: str, port: int, token: str, worker_token: str,
                  telemetry_interval: float, log_path: Path, home: Path | None,
                  hf_endpoint: str | None, preload_model: str | None = None,
-                 worker_threads: int | None = None) -> None:
+                 worker_threads: int | None = None, traces: str | None = None) -> None:
         self._argv = [*python_module("rbee.hive"), "--hive-id", HIVE_ID,
                       "--port", str(port), "--queen-url", queen_url,
                       "--telemetry-interval", str(telemetry_interval),
@@ -42,6 +43,8 @@ class LocalHive:
         # The same secrets on every start: the queen's credentials for this hive stay valid.
         # Only its own pair: not the queen's API token, which its workers would inherit.
         self._env = hive_env(token, worker_token)
+        if traces is not None:  # the queen's traces URL, whichever setting gave it: the
+            self._env[TRACES_ENV] = traces  # hive and (inheriting it) its workers export there
         self._log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -94,11 +97,13 @@ class LocalHive:
                              proc.pid, grace)
 
 
-def local_hive_for(settings: QueenSettings, hive_token: str, worker_token: str) -> LocalHive:
+def local_hive_for(settings: QueenSettings, hive_token: str, worker_token: str,
+                   traces: str | None = None) -> LocalHive:
     return LocalHive(
         queen_url=f"http://127.0.0.1:{settings.port}", port=settings.hive_port,
         token=hive_token, worker_token=worker_token,
         telemetry_interval=settings.telemetry_interval,
         log_path=settings.state_dir / "logs" / "hive-localhost.log",
         home=settings.hive_home, hf_endpoint=settings.hf_endpoint,
-        preload_model=settings.preload_model, worker_threads=settings.worker_threads)
+        preload_model=settings.preload_model, worker_threads=settings.worker_threads,
+        traces=traces)

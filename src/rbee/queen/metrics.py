@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
+from rbee.models.catalog import public_model
 from rbee.queen.quotas import Account, Used
 
 MAX_MODEL_LABELS = 32
@@ -37,14 +38,6 @@ FIRST_TOKEN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.5, 3.0, 6.0, 15.
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 DECISION_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5)
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-
-
-def public_model(name: str) -> str:
-    """A model's label: its public name; a `file:` reference by its file name only (a path
-    says where someone keeps things, and every path would be a new series)."""
-    if name.startswith("file:"):
-        return "file:" + name.rstrip("/").rsplit("/", 1)[-1][:80]
-    return name[:120]
 
 
 class ModelLabels:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 
@@ -41,6 +41,9 @@ from rbee.queen.transport import (
 )
 from rbee.web.streaming import DisconnectAwareStream
 
+if TYPE_CHECKING:
+    from rbee.tracing.tracer import Tracing
+
 CUT_GRACE = 5.0  # seconds a cut stream has to deliver its error frame before it is ended
 # What makes a response's body from a worker stream: (worker, call, upstream, watch, finish).
 Pipe = Callable[[WorkerInfo, Call, Upstream, Watch, Callable[[], None]], AsyncIterator[bytes]]
@@ -48,8 +51,9 @@ Pipe = Callable[[WorkerInfo, Call, Upstream, Watch, Callable[[], None]], AsyncIt
 
 class Relay:
     def __init__(self, registry: Registry, credentials: Credentials, transport: WorkerTransport,
-                 deadlines: Deadlines) -> None:
+                 deadlines: Deadlines, tracing: Tracing | None = None) -> None:
         self._registry = registry
+        self._tracing = tracing  # None: off, and nothing below costs more than that test
         self._credentials = credentials
         self._transport = transport
         self._deadlines = deadlines
@@ -58,9 +62,11 @@ class Relay:
     async def close(self) -> None:
         await self._transport.close()
 
-    def _headers(self, worker: WorkerInfo, until: float | None, body: Body = b""
-                 ) -> dict[str, str]:
+    def _headers(self, worker: WorkerInfo, until: float | None, body: Body,
+                 call: Call) -> dict[str, str]:
         headers = {"Content-Type": content_type(body, "application/json")}
+        if call.span is not None:  # the worker's spans join the request's trace
+            call.span.inject(headers)
         auth = self._credentials.worker_auth(worker.hive_id)
         if auth:
             headers["Authorization"] = auth
@@ -110,19 +116,23 @@ class Relay:
         now = asyncio.get_running_loop().time()
         ours = now + self._deadlines.response
         theirs = deadline.by(now)
-        call = self._begin(worker)
+        call = self._begin(worker, path)
         try:
             async with call.waiting(_earliest(ours, theirs)):
                 status, body = await self._transport.post(
-                    worker.url + path, raw, self._headers(worker, deadline.until, raw))
-        except TimeoutError as exc:
+                    worker.url + path, raw, self._headers(worker, deadline.until, raw, call))
+            if call.span is not None:
+                call.span.answered(status)
+        except (TimeoutError, TransportError) as exc:
+            if call.span is not None:
+                call.span.raised(exc)
+            if isinstance(exc, TransportError):
+                raise WorkerUnreachable(f"worker {worker.id}: {exc}") from exc
             client_first = theirs is not None and theirs <= ours
             # A live worker still generating after `response` seconds: not retried elsewhere
             # (that would run the whole generation again); one liveness ended is.
             raise self._timed_out(worker, call, client_first, self._deadlines.response,
                                   retry=False) from exc
-        except TransportError as exc:
-            raise WorkerUnreachable(f"worker {worker.id}: {exc}") from exc
         finally:
             self._done(call)
         if status == 503:
@@ -136,11 +146,13 @@ class Relay:
         now = loop.time()
         first = now + self._deadlines.first_byte
         theirs = deadline.by(now)
-        call = self._begin(worker)
+        call = self._begin(worker, path)
         try:
             async with call.waiting(_earliest(first, theirs)):
                 upstream = await self._transport.open(
-                    worker.url + path, raw, self._headers(worker, deadline.until, raw))
+                    worker.url + path, raw, self._headers(worker, deadline.until, raw, call))
+                if call.span is not None:
+                    call.span.answered(upstream.status)
                 if upstream.status != 200:
                     try:
                         body = await upstream.read()
@@ -148,6 +160,8 @@ class Relay:
                         upstream.close()  # an error answer: never worth reusing
                     raise _refusal(worker, upstream.status, body)
         except BaseException as exc:  # not handed over: the call ends here, whatever ended it
+            if call.span is not None:
+                call.span.raised(exc)
             self._done(call)
             if isinstance(exc, TimeoutError):
                 raise self._timed_out(worker, call, theirs is not None and theirs <= first,
@@ -162,13 +176,19 @@ class Relay:
         call.streaming(upstream.close)  # forward() adds ending the response to that
         return call, upstream, watch
 
-    def _begin(self, worker: WorkerInfo) -> Call:
+    def _begin(self, worker: WorkerInfo, path: str) -> Call:
         self._registry.acquire(worker.id)
-        return self.calls.add(worker.id, worker.url)
+        call = self.calls.add(worker.id, worker.url)
+        if self._tracing is not None:
+            call.span = self._tracing.client(f"POST {path}", {
+                "url.path": path, "rbee.worker.id": worker.id, "rbee.hive.id": worker.hive_id})
+        return call
 
     def _done(self, call: Call) -> None:
         self.calls.untrack(call)
         self._registry.release(call.worker_id)
+        if call.span is not None:  # a stream's ends with the stream
+            call.span.end(call.reason)
 
     def _timed_out(self, worker: WorkerInfo, call: Call, client_deadline: bool,
                    limit: float, retry: bool = True) -> RbeeError:

@@ -15,6 +15,7 @@ from rbee.queen.local_hive import LocalHive, local_hive_for
 from rbee.queen.scrape_auth import refuse_open_metrics
 from rbee.queen.settings import QueenSettings
 from rbee.storage.db import DatabaseUnusable, connect
+from rbee.tracing.daemon import endpoint_or_exit, tracing_for
 from rbee.web.auth import refuse_open_listener
 from rbee.web.listener import load_settings
 
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     private_umask()
     private_dir(settings.state_dir, tighten_tree=True)
     check_database(settings)
+    traces = endpoint_or_exit("queen-rbee", os.environ, settings.otlp_endpoint,
+                              "--otlp-endpoint / RBEE_QUEEN_OTLP_ENDPOINT")
     # Secrets come through the environment, never argv (argv is world-readable in ps).
     hive_token = os.environ.get("RBEE_QUEEN_HIVE_TOKEN") or secrets.token_urlsafe(32)
     worker_token = os.environ.get("RBEE_QUEEN_WORKER_TOKEN") or secrets.token_urlsafe(32)
@@ -39,9 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     if settings.local_hive:
         # Start the hive before our own heavy imports: its start-up overlaps ours, which is
         # most of a cold `rbee infer`. It dies with us if we fail to start.
-        local = local_hive_for(settings, hive_token, worker_token)
+        local = local_hive_for(settings, hive_token, worker_token, traces)
         local.start()
-    _serve(settings, hive_token, worker_token, local)
+    _serve(settings, hive_token, worker_token, local, traces)
 
 
 def check_database(settings: QueenSettings) -> None:
@@ -64,15 +67,16 @@ def reset_command(settings: QueenSettings) -> str:
 
 
 def _serve(settings: QueenSettings, hive_token: str, worker_token: str,
-           local: LocalHive | None) -> None:
+           local: LocalHive | None, traces: str | None) -> None:
     from rbee.queen.app import create_app
     from rbee.web.serve import serve
 
     pid_file = settings.state_dir / "queen.pid"
     pid_file.write_text(f"{os.getpid()}\n")
+    tracing = tracing_for("queen-rbee", traces)
     try:
         app = create_app(settings, hive_token=hive_token, worker_token=worker_token,
-                         local_hive=local)
+                         local_hive=local, tracing=tracing)
         collector.settle()  # imports and the app: never walked by a collection again
         serve(app, host=settings.host, port=settings.port, limits=settings,
               trusted_proxies=[str(net) for net in settings.trusted_proxies])

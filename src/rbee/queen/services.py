@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -51,6 +52,9 @@ from rbee.storage.quotas import QuotaStore
 from rbee.storage.responses import ResponseStore
 from rbee.storage.scripts import ScriptStore
 
+if TYPE_CHECKING:
+    from rbee.tracing.tracer import Tracing
+
 
 @dataclass
 class QueenServices:
@@ -80,13 +84,15 @@ class QueenServices:
     local_hive: LocalHive | None = None
     hive_supervisor: HiveSupervisor | None = None  # restarts local_hive when it dies
     metrics: QueenMetrics | None = None  # None: metrics are off (settings.metrics)
+    tracing: Tracing | None = None  # None: tracing is off (docs/tracing.md)
 
 
 def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                    http: httpx.AsyncClient | None = None, hive_token: str | None = None,
                    worker_token: str | None = None,
                    local_hive: LocalHive | None = None,
-                   transport: WorkerTransport | None = None) -> QueenServices:
+                   transport: WorkerTransport | None = None,
+                   tracing: Tracing | None = None) -> QueenServices:
     clock = clock or SystemClock()
     metrics = QueenMetrics() if settings.metrics else None
     http = http or httpx.AsyncClient()  # queen→hive lifecycle calls (not the hot path)
@@ -106,7 +112,7 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                         else None, unconfirmed_ttl=settings.spawn_timeout)
     if metrics is not None:  # a model label only for models the queen has (queen.metrics)
         metrics.models.exists = lambda name: name in BUILTINS or registry.serves(name)
-    hives = HiveClient(http, credentials)
+    hives = HiveClient(http, credentials, tracing)
     policy = SchedulingPolicy(settings.routing_policy, settings.placement_policy)
     keys = KeyRing(IdentityStore(db), clock, settings.api_token)
     dispatcher = Dispatcher(registry, hives, spawn_timeout=settings.spawn_timeout,
@@ -115,17 +121,19 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                             keep_warm_models=frozenset(parse_ref(m).name
                                                        for m in settings.keep_warm),
                             gpu_overhead=GPU_CONTEXT_BYTES, residency=keys.regions_of,
-                            observer=metrics)
+                            observer=metrics, tracing=tracing)
     admission = Admission(clock, max_queue=settings.max_queue, capacity=registry.ready_slots,
-                          on_admit=metrics.queue_waited if metrics is not None else None)
+                          on_admit=metrics.queue_waited if metrics is not None else None,
+                          tracing=tracing)
     deadlines = deadlines_for(settings)
     if transport is None:  # queen→worker, every call
         transport = (HttptoolsTransport(deadlines) if settings.worker_transport == "httptools"
                      else AiohttpTransport(deadlines))
-    relay = Relay(registry, credentials, transport, deadlines)
+    relay = Relay(registry, credentials, transport, deadlines, tracing)
     liveness = Liveness(registry, relay.calls, transport, clock,
                         interval=settings.liveness_interval, timeout=settings.liveness_timeout)
-    fleet = Fleet(settings, registry, credentials, HiveStore(db), hives, clock)
+    fleet = Fleet(settings, registry, credentials, HiveStore(db), hives, clock,
+                  traces=tracing.endpoint if tracing is not None else None)
     scripts = Scripts(ScriptStore(db), policy, clock)
     usage = UsageLog(QuotaStore(db), erased)
     quotas = quotas_for(usage, clock, metrics)
@@ -145,7 +153,8 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                 quotas=quotas, erased=erased)
     local = local_hive
     if local is None and settings.local_hive:
-        local = local_hive_for(settings, local_creds.token, local_creds.worker_token)
+        local = local_hive_for(settings, local_creds.token, local_creds.worker_token,
+                               tracing.endpoint if tracing is not None else None)
     supervisor = None
     if local is not None:
         supervisor = HiveSupervisor(local, clock, on_exit=lambda: registry.suspect(HIVE_ID),
@@ -167,7 +176,7 @@ def build_services(settings: QueenSettings, *, clock: Clock | None = None,
                          videos=Videos(jobs, artifacts, settings, clock),
                          quotas=quotas, usage=usage, gdpr=gdpr,
                          credentials=credentials, local_hive=local,
-                         hive_supervisor=supervisor, metrics=metrics)
+                         hive_supervisor=supervisor, metrics=metrics, tracing=tracing)
 
 
 def quotas_for(usage: UsageLog, clock: Clock, metrics: QueenMetrics | None = None) -> Quotas:

@@ -162,6 +162,14 @@ class QueenSettings(ListenerSettings):
                                         "STATE_DIR/audit-seal.key). Keep it where whoever can "
                                         "write the database cannot, and a copy for auditors")
 
+    otlp_endpoint: str | None = Field(default=None, max_length=2048, description="Export "
+                                      "traces over OTLP/HTTP to this collector (e.g. "
+                                      "http://127.0.0.1:4318; a URL without a path gets "
+                                      "/v1/traces). Unset: the standard "
+                                      "OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, else no tracing. "
+                                      "The local hive and its workers export there too "
+                                      "(docs/tracing.md)")
+
     def audit_archives(self) -> Path:
         return self.audit_archive_dir or self.state_dir / "audit-archive"
 

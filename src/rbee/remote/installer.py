@@ -34,6 +34,7 @@ from rbee.remote.hives_conf import HiveEntry
 from rbee.remote.platform import MIN_PYTHON, PROBE, Platform
 from rbee.remote.ssh import CommandResult, Progress, Shell
 from rbee.remote.wheelhouse import OPT_IN_ENGINES, Wheelhouse
+from rbee.tracing.config import TRACES_ENV
 
 ROOT = ".local/share/rbee-hive"  # under the remote user's home
 UNIT_DIR = ".config/systemd/user"  # under the remote user's home
@@ -70,6 +71,7 @@ class Launch:
     token: str
     worker_token: str
     telemetry_interval: float
+    traces: str | None = None  # the queen's OTLP traces URL: the hive and workers export there
 
 
 @dataclass(frozen=True)
@@ -337,6 +339,8 @@ class RemoteHive:
         """Secrets, start script and (with systemd) the user unit, for the next start."""
         env = (f"RBEE_HIVE_TOKEN={launch.token}\n"
                f"RBEE_HIVE_WORKER_TOKEN={launch.worker_token}\n")
+        if launch.traces:  # sourced by sh: quoted (a URL may hold `&`, `$`, `;`)
+            env += f"{TRACES_ENV}={shlex.quote(launch.traces)}\n"
         await self._sh.write_text(f"{self.root}/hive.env", env, 0o600)
         argv = [f"{installed.venv}/bin/rbee-hive", "--hive-id", self._entry.name,
                 "--host", "0.0.0.0", "--port", str(self._entry.hive_port),

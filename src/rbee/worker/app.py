@@ -9,7 +9,7 @@ import math
 import tempfile
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -36,6 +36,9 @@ from rbee.worker import embeddings, images, speech, transcription, video
 from rbee.worker.requests import DEFAULT_MAX_N, generation_requests
 from rbee.worker.responses import Formatter, Indexed, Kind, collect, sse_stream
 from rbee.worker.runtime import Runtime
+
+if TYPE_CHECKING:
+    from rbee.tracing.tracer import Tracing
 
 # The upload endpoints and the task each does (multipart forms, not JSON bodies).
 UPLOAD_ROUTES: dict[str, Task] = {"/v1/audio/transcriptions": "transcribe",
@@ -178,9 +181,11 @@ async def _edit(runtime: Runtime, model: str, token: str | None,
 
 
 def create_app(runtime: Runtime, *, model: str, token: str | None = None,
-               max_n: int = DEFAULT_MAX_N, uploads: transcription.Limits | None = None
-               ) -> Starlette:
-    """Plain Starlette, not FastAPI: the worker's import time is on the cold-start path."""
+               max_n: int = DEFAULT_MAX_N, uploads: transcription.Limits | None = None,
+               tracing: Tracing | None = None) -> Starlette:
+    """Plain Starlette, not FastAPI: the worker's import time is on the cold-start path.
+    `tracing`: a server span per inference request and a generation span under it (None:
+    nothing is traced, nothing of OpenTelemetry's is loaded)."""
     videos = video.VideoFiles()
 
     @contextlib.asynccontextmanager
@@ -190,6 +195,7 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None,
         loader.cancel()
         runtime.close()
         videos.close()
+        await _close(tracing)
 
     def auth(request: Request) -> None:
         check_bearer(request.headers.get("authorization"), token)
@@ -209,7 +215,8 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None,
                                        vision=engine.vision, max_n=max_n)
         fmt = Formatter(kind, body.model or model,
                         logprobs=requests[0].logprobs is not None)
-        outputs = _choices(runtime, requests, _deadline(request))
+        outputs = _traced(tracing, _choices(runtime, requests, _deadline(request)), model,
+                          kind)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return DisconnectAwareStream(sse_stream(outputs, fmt, include_usage))
@@ -246,5 +253,30 @@ def create_app(runtime: Runtime, *, model: str, token: str | None = None,
     # Uploads bound themselves as they stream to disk (web.uploads); BodyLimit would hold
     # them whole in memory first.
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers(),
-                     middleware=[Middleware(BodyLimit,
-                                            skip_paths=frozenset({*UPLOAD_ROUTES, EDIT_ROUTE}))])
+                     middleware=_middleware(routes, tracing))
+
+
+async def _close(tracing: Tracing | None) -> None:
+    if tracing is not None:  # pending spans exported before we exit
+        await tracing.close()
+
+
+def _traced(tracing: Tracing | None, outputs: AsyncIterator[Indexed], model: str,
+            kind: Kind) -> AsyncIterator[Indexed]:
+    if tracing is None:
+        return outputs
+    from rbee.models.catalog import public_model  # a file: model by its file name, no path
+    from rbee.tracing.generation import traced
+
+    return traced(tracing, outputs, {"rbee.model": public_model(model), "rbee.kind": kind})
+
+
+def _middleware(routes: list[Route], tracing: Tracing | None) -> list[Middleware]:
+    middleware = [Middleware(BodyLimit, skip_paths=frozenset({*UPLOAD_ROUTES, EDIT_ROUTE}))]
+    if tracing is not None:  # outermost: the span covers the whole answer
+        from rbee.tracing.middleware import TracedRequests
+
+        posts = frozenset(r.path for r in routes if r.methods and "POST" in r.methods)
+        middleware.insert(0, Middleware(TracedRequests, tracing=tracing, routes=posts,
+                                        joined_only=True))  # the queen's traced calls
+    return middleware

@@ -14,6 +14,7 @@ from rbee.core.errors import RbeeError
 from rbee.core.private import private_umask
 from rbee.engines.base import SamplingDefaults
 from rbee.engines.registry import EngineOptions, build_engine
+from rbee.tracing.daemon import endpoint_or_exit, tracing_for
 from rbee.web.auth import refuse_open_listener
 from rbee.web.listener import load_settings
 from rbee.web.serve import serve
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     # The token comes through the environment, never argv (argv is world-readable in ps).
     token = settings.token or os.environ.get("RBEE_WORKER_TOKEN") or None
     refuse_open_listener(_bound_host(settings.fd) or settings.host, token, "rbee-worker")
+    traces = endpoint_or_exit("rbee-worker", os.environ)  # its hive's, inherited
     options = EngineOptions(
         model_path=settings.model_path, kind=settings.kind,
         tokenizer_path=settings.tokenizer_path, device=settings.device, threads=settings.threads,
@@ -62,8 +64,9 @@ def main(argv: list[str] | None = None) -> None:
         _listen(settings.fd)
     uploads = Limits(Path(settings.upload_dir or tempfile.gettempdir()),
                      settings.max_upload_bytes, settings.max_audio_seconds)
+    tracing = tracing_for("rbee-worker", traces, instance=settings.worker_id)
     app = create_app(runtime, model=settings.model, token=token, max_n=settings.max_n,
-                     uploads=uploads)
+                     uploads=uploads, tracing=tracing)
     serve(app, host=settings.host, port=settings.port, fd=settings.fd,
           parent_pid=settings.parent_pid, limits=settings)
 
