@@ -30,6 +30,7 @@ from rbee.core.errors import Conflict, InvalidRequest, RbeeError, WorkerNotFound
 from rbee.core.process import python_module
 from rbee.core.states import WorkerState, can_transition
 from rbee.engines.registry import check_kind, check_slots
+from rbee.hive import worker_logs
 from rbee.hive.downloads import resolve
 from rbee.hive.launcher import Launcher, ProcessHandle, kill, terminate
 from rbee.models.catalog import (
@@ -276,6 +277,7 @@ class Supervisor:
         return env
 
     def _launch(self, w: WorkerHandle) -> None:
+        worker_logs.prune(self.config.home / "logs", self._workers.keys())
         sock = bind_socket(self.config.bind_host, 0)
         events, their_end = os.pipe()  # both ends close-on-exec; the child gets its own copy
         try:

@@ -424,3 +424,17 @@ async def test_a_failed_worker_is_listed_for_a_while_then_forgotten(
     assert sup.changed.is_set()  # its going is reported at once
     with pytest.raises(WorkerNotFound):
         sup.get("w1")
+
+
+async def test_starting_a_worker_prunes_old_worker_logs(tmp_path: Path) -> None:
+    from rbee.hive.worker_logs import KEEP
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for n in range(KEEP + 50):
+        (logs / f"old-{n}.log").write_text("x")
+    sup = supervisor(tmp_path, FakeLauncher())
+    sup.spawn(SpawnWorker(model="rbee-fake", worker_id="w1"))
+    await wait_state(sup, "w1", WorkerState.READY)
+    assert len(list(logs.glob("old-*.log"))) == KEEP
+    await sup.stop_all()
