@@ -224,6 +224,8 @@ class _Pool:
             if not conn.closed and conn.idle_since > oldest:
                 return conn
             conn.close()
+        if idle is not None:  # emptied by stale connections: a worker gone leaves no entry
+            del self._idle[address]
         return None
 
     def put(self, address: Address, conn: _Connection) -> None:
