@@ -23,25 +23,15 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, stop_queen, table, tempdir
-from queen_overhead import HIVE_TOKEN, WORKER_TOKEN, Conn, in_blocks
-from quotas import Side, _worker, print_off_on
-from tests.support.daemons import rbee_env, start_queen
+from _common import header, table, tempdir
+from queen_overhead import in_blocks
+from quotas import Side, fake_side, print_off_on
 
 TARGET_MS = 0.05
 
 
 def start_side(root: Path, name: str) -> Side:
-    extra = {"RBEE_QUEEN_METRICS": "false"} if name == "off" else {}
-    env = rbee_env(root / name, RBEE_QUEEN_WORKER_TOKEN=WORKER_TOKEN,
-                   RBEE_QUEEN_HIVE_TOKEN=HIVE_TOKEN, **extra)
-    queen = start_queen(env)
-    try:
-        worker_url = _worker(queen, None)
-    except BaseException:
-        stop_queen(queen)
-        raise
-    return Side(name, queen, Conn(worker_url, WORKER_TOKEN), Conn(queen.url, None))
+    return fake_side(root, name, {"RBEE_QUEEN_METRICS": "false"} if name == "off" else {})
 
 
 def scraper(url: str, stop: threading.Event) -> None:
@@ -68,9 +58,7 @@ def run(n: int, warmup: int) -> int:
         finally:
             stop.set()
             for side in sides:
-                side.direct.close()
-                side.via.close()
-                stop_queen(side.queen)
+                side.close()
     print_off_on(sides, times, n, "metrics", "Metrics", TARGET_MS)
     print(table("In process: the metric work of one request (µs, best of 3)", ["part", "µs"],
                 in_process_costs()))

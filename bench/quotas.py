@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,29 @@ class Side:
     def calls(self) -> list:  # type: ignore[type-arg]
         return [lambda: self.direct.post("/v1/chat/completions", BODY),
                 lambda: self.via.post("/v1/chat/completions", BODY)]
+
+    def close(self) -> None:
+        self.direct.close()
+        self.via.close()
+        stop_queen(self.queen)
+
+
+def fake_side(root: Path, name: str, env: dict[str, str], token: str | None = None,
+              key: Callable[[Daemon], str | None] = lambda _q: None) -> Side:
+    """A queen (its local hive, an `rbee-fake` worker) started with `env` added: the worker
+    called directly beside the queen called with `key(queen)` (None: no key)."""
+    full = rbee_env(root / name, RBEE_QUEEN_WORKER_TOKEN=WORKER_TOKEN,
+                    RBEE_QUEEN_HIVE_TOKEN=HIVE_TOKEN, **env)
+    for var in [k for k in full if k.startswith("OTEL_EXPORTER_OTLP")]:
+        del full[var]  # only a side told to export traces does, whatever this shell has set
+    queen = start_queen(full)
+    try:
+        worker_url = _worker(queen, token)
+        via = key(queen)
+    except BaseException:
+        stop_queen(queen)
+        raise
+    return Side(name, queen, Conn(worker_url, WORKER_TOKEN), Conn(queen.url, via))
 
 
 def _worker(queen: Daemon, token: str | None) -> str:
@@ -76,18 +100,9 @@ def _tenant_key(queen: Daemon) -> str:
 
 
 def start_side(root: Path, name: str) -> Side:
-    extra = {"RBEE_QUEEN_API_TOKEN": BOOT} if name == "on" else {}
-    env = rbee_env(root / name, RBEE_QUEEN_WORKER_TOKEN=WORKER_TOKEN,
-                   RBEE_QUEEN_HIVE_TOKEN=HIVE_TOKEN, **extra)
-    queen = start_queen(env)
-    try:
-        token = BOOT if name == "on" else None
-        worker_url = _worker(queen, token)
-        key = _tenant_key(queen) if name == "on" else None
-    except BaseException:
-        stop_queen(queen)
-        raise
-    return Side(name, queen, Conn(worker_url, WORKER_TOKEN), Conn(queen.url, key))
+    if name == "on":
+        return fake_side(root, name, {"RBEE_QUEEN_API_TOKEN": BOOT}, BOOT, _tenant_key)
+    return fake_side(root, name, {})
 
 
 def print_off_on(sides: list[Side], times: list[list[list[float]]], n: int,
@@ -127,9 +142,7 @@ def run(n: int, warmup: int) -> int:
             times = in_blocks(calls, n)
         finally:
             for side in sides:
-                side.direct.close()
-                side.via.close()
-                stop_queen(side.queen)
+                side.close()
     print_off_on(sides, times, n, "auth + quotas", "Auth + quotas", TARGET_MS)
     print(table("In process: the quota work of one request (µs, best of 3)",
                 ["part", "µs"], in_process_costs()))

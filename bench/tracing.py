@@ -31,10 +31,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, median, stop_queen, table, tempdir
-from queen_overhead import HIVE_TOKEN, WORKER_TOKEN, Conn, in_blocks, row
-from quotas import Side, _worker
-from tests.support.daemons import rbee_env, start_queen
+from _common import header, median, table, tempdir
+from queen_overhead import in_blocks, row
+from quotas import Side, fake_side
 
 REPO = Path(__file__).resolve().parents[1]
 # The standard sampler variables: one request in ten recorded, the rest carry an unsampled
@@ -70,20 +69,6 @@ def old_src(rev: str, into: Path) -> Path:
     return into / "src"
 
 
-def start_side(root: Path, name: str, extra: dict[str, str]) -> Side:
-    env = rbee_env(root / name, RBEE_QUEEN_WORKER_TOKEN=WORKER_TOKEN,
-                   RBEE_QUEEN_HIVE_TOKEN=HIVE_TOKEN, **extra)
-    for key in [k for k in env if k.startswith("OTEL_EXPORTER_OTLP")]:
-        del env[key]  # only "on" exports, whatever this shell has set
-    queen = start_queen(env)
-    try:
-        worker_url = _worker(queen, None)
-    except BaseException:
-        stop_queen(queen)
-        raise
-    return Side(name, queen, Conn(worker_url, WORKER_TOKEN), Conn(queen.url, None))
-
-
 def run(n: int, warmup: int, before: str) -> int:
     sides: list[Side] = []
     with tempdir("rbee-bench-tracing-") as tmp, receiver() as (url, proc):
@@ -93,15 +78,13 @@ def run(n: int, warmup: int, before: str) -> int:
                                 ("on", {"RBEE_QUEEN_OTLP_ENDPOINT": url}),
                                 ("on, 10% sampled", {"RBEE_QUEEN_OTLP_ENDPOINT": url,
                                                      **SAMPLED})):
-                sides.append(start_side(tmp, name, extra))
+                sides.append(fake_side(tmp, name, extra))
             calls = [side.calls() for side in sides]
             in_blocks(calls, warmup)
             times = in_blocks(calls, n)
         finally:
             for side in sides:
-                side.direct.close()
-                side.via.close()
-                stop_queen(side.queen)  # the daemons flush their last spans on the way out
+                side.close()  # the daemons flush their last spans on the way out
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.close()
         exported = int(proc.stdout.readline() or 0)
