@@ -31,7 +31,10 @@ class JobStore:
         return (row is not None, row[0] if row else None)
 
     def set_state(self, job_id: str, state: str) -> None:
-        self._db.execute("UPDATE jobs SET state=? WHERE id=?", (state, job_id))
+        """A live job's new state; never over a finished one's (a job cancelled while this
+        write waited for the database must stay cancelled)."""
+        self._db.execute("UPDATE jobs SET state=? WHERE id=? AND finished_at IS NULL",
+                         (state, job_id))
 
     def append(self, job_id: str, events: Iterable[JobEvent]) -> None:
         rows = _rows(job_id, events)

@@ -121,6 +121,9 @@ async def test_a_job_cancelled_while_it_is_marked_running_still_ends() -> None:
     assert (await cancelling).state == "cancelled"
     assert await collect(jobs, job_id) == [(0, "cancelled")]
     assert jobs.running() == []
+    for _ in range(100):  # the blocked "running" write lands late: it must not win
+        await asyncio.sleep(0.01)
+    assert store.get(job_id).state == "cancelled"  # type: ignore[union-attr]
     await jobs.stop()
 
 
