@@ -88,7 +88,7 @@ def test_a_metered_stream_that_never_ran_still_ends_its_request_on_the_meter() -
                        deadline=None, ticket=SimpleNamespace(  # type: ignore[arg-type]
                            release=lambda: released.append("ticket")),
                        charge=charge, reported=None,
-                       trail=SimpleNamespace(end=lambda *a, **k: released.append("trail")),
+                       trail=SimpleNamespace(end=lambda *a, **k: released.append("trail")),  # type: ignore[arg-type]
                        tokens=None)
     sending.unmetered()
     assert released == ["ticket", "trail"]
@@ -96,3 +96,39 @@ def test_a_metered_stream_that_never_ran_still_ends_its_request_on_the_meter() -
     assert quotas.usage_of(Account("t1", "k1"))["tokens_minute"] == 10  # still booked
     sending.unmetered()  # a second close changes nothing
     assert len(recorded) == 1
+
+
+@pytest.mark.parametrize(("metrics", "charged", "piped"), [
+    (False, False, False),  # nothing counts it: passed through, the client's body as sent
+    (True, False, True),  # the token metrics read its usage
+    (False, True, True),  # so does a tenant's charge
+])
+async def test_a_token_stream_is_read_only_when_something_counts_it(
+        metrics: bool, charged: bool, piped: bool) -> None:
+    from types import SimpleNamespace
+
+    from rbee.queen.routes.openai import _Sending, _token_metrics
+
+    calls: list[tuple[str, bytes]] = []
+
+    async def forward(worker: object, path: str, raw: bytes, **kw: object) -> str:
+        calls.append(("forward", raw))
+        return "response"
+
+    async def stream_through(worker: object, path: str, raw: bytes, pipe: object,
+                             **kw: object) -> str:
+        calls.append(("pipe", raw))
+        return "response"
+
+    relay = SimpleNamespace(forward=forward, stream_through=stream_through, sse_pipe=None)
+    svc = SimpleNamespace(relay=relay, metrics=SimpleNamespace(used=lambda *a: None)
+                          if metrics else None)
+    raw = b'{"model":"m","stream":true}'
+    sending = _Sending(svc=svc, path="/v1/chat/completions", raw=raw,  # type: ignore[arg-type]
+                       deadline=None, ticket=None, charge=object() if charged else None,  # type: ignore[arg-type]
+                       reported=None, trail=None,  # type: ignore[arg-type]
+                       tokens=_token_metrics(svc, "m"))  # type: ignore[arg-type]
+    await sending.stream(None, usage_asked=False)  # type: ignore[arg-type]
+    ((how, sent),) = calls
+    assert how == ("pipe" if piped else "forward")
+    assert (b"include_usage" in sent) is piped  # only asked of the worker when read

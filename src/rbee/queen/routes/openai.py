@@ -308,11 +308,11 @@ class _Sending:
                                    deadline=self.deadline)
 
     async def stream(self, worker: WorkerInfo, usage_asked: bool | None) -> Response:
-        """A token stream (`usage_asked` not None) always carries the engine's usage, for
-        the charge and the token metrics, whether or not its client asked for that frame
-        (dropped again if it did not). Other streams are read only when charged."""
+        """A token stream (`usage_asked` not None) carries the engine's usage whenever
+        something counts it (the charge, the token metrics), whether or not its client asked
+        for that frame (dropped again if it did not). Otherwise it is passed through."""
         relay = self.svc.relay
-        if self.charge is None and usage_asked is None:
+        if self.charge is None and self.tokens is None:
             # the stream itself watches for a hang-up, and frees the slot
             return await relay.forward(worker, self.path, self.raw, stream=True,
                                        on_close=self.ended, deadline=self.deadline)
