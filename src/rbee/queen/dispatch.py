@@ -192,8 +192,8 @@ class Dispatcher:
     def _model_lock(self, model: str) -> asyncio.Lock:
         lock = self._model_locks.get(model)
         if lock is None:
-            if len(self._model_locks) >= MAX_MODELS_TRACKED:  # drop the ones nobody holds
-                for name in [n for n, held in self._model_locks.items() if not held.locked()]:
+            if len(self._model_locks) >= MAX_MODELS_TRACKED:  # drop the ones nobody uses
+                for name in [n for n, held in self._model_locks.items() if _unused(held)]:
                     del self._model_locks[name]
             lock = self._model_locks[model] = asyncio.Lock()
         return lock
@@ -421,6 +421,13 @@ class Dispatcher:
         self._registry.drop_worker(info.hive_id, worker_id)
         self._spawned_at.pop(worker_id, None)
         return stopped
+
+
+def _unused(lock: asyncio.Lock) -> bool:
+    """Neither held nor waited for. A released lock with waiters is not taken again until
+    the next waiter runs: dropping it then would let a new request make a second lock, and
+    two first requests for one model would each place a worker."""
+    return not lock.locked() and not getattr(lock, "_waiters", None)
 
 
 def _kind(device: str) -> str:

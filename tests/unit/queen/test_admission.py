@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from rbee.core.clock import FakeClock
 from rbee.queen.admission import MAX_LANES, Admission
 
@@ -38,4 +40,11 @@ async def test_the_dispatchers_per_model_maps_stay_bounded() -> None:
     assert len(dispatcher._estimates) <= MAX_MODELS_TRACKED
     assert len(dispatcher._model_locks) <= MAX_MODELS_TRACKED
     assert dispatcher._model_lock("in-use") is held  # a lock someone holds is never replaced
+    waiter = asyncio.ensure_future(held.acquire())
+    await asyncio.sleep(0)
+    held.release()  # free, but promised to the waiter, which has not run yet
+    for n in range(3 * MAX_MODELS_TRACKED):
+        dispatcher._model_lock(f"more-{n}")
+    assert dispatcher._model_lock("in-use") is held  # so it is not dropped either
+    await waiter
     held.release()
