@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import TypeVar
 
 from rbee.engines.base import Finish, Output
-from rbee.tracing.tracer import Tracing, failed
+from rbee.tracing.tracer import Tracing, errored
 
 T = TypeVar("T")
 
@@ -35,9 +35,8 @@ async def traced(tracing: Tracing, items: AsyncIterator[tuple[T, Output]],
                 choices += 1
                 reason = output.reason
             yield item
-    except BaseException as exc:
-        span.set_attribute("error.type", type(exc).__qualname__)
-        failed(span, type(exc).__qualname__)
+    except BaseException as exc:  # a hang-up (GeneratorExit) stays "cancelled", no error
+        errored(span, exc)
         raise
     finally:
         span.set_attributes({"gen_ai.usage.input_tokens": prompt,

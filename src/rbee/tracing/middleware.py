@@ -14,7 +14,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rbee.tracing.tracer import Attributes, Tracing, failed
+from rbee.tracing.tracer import Attributes, Tracing, errored, failed
 
 # What a daemon adds to the span once its app has answered (the model, the tenant).
 Describe = Callable[[Scope], Attributes]
@@ -54,10 +54,13 @@ class TracedRequests:
         tracer = self._tracing.tracer
         with tracer.start_as_current_span(
                 f"{method} {route}", context=context,
-                kind=SpanKind.SERVER,
+                kind=SpanKind.SERVER, record_exception=False, set_status_on_exception=False,
                 attributes={"http.request.method": method, "http.route": route}) as span:
             try:
                 await self.app(scope, receive, sending)
+            except BaseException as exc:  # its type only, never its message (docs/tracing.md)
+                errored(span, exc)
+                raise
             finally:
                 if status:
                     span.set_attribute("http.response.status_code", status)

@@ -65,9 +65,15 @@ class Tracing:
         if span is None:
             yield None
             return
-        with trace.use_span(span, end_on_exit=True, record_exception=True,
-                            set_status_on_exception=True):
-            yield span
+        # Not the SDK's own exception recording: it exports the message and the stack, and
+        # rbee's messages may name a `file:` model's path (docs/tracing.md: type only).
+        with trace.use_span(span, end_on_exit=True, record_exception=False,
+                            set_status_on_exception=False):
+            try:
+                yield span
+            except BaseException as exc:
+                errored(span, exc)
+                raise
 
     def client(self, name: str, attributes: Attributes) -> ClientSpan | None:
         """A call to another daemon, under the current span (None outside a request)."""
@@ -89,6 +95,16 @@ def failed(span: Span, description: str) -> None:
     span.set_status(Status(StatusCode.ERROR, description[:200]))
 
 
+def errored(span: Span, exc: BaseException) -> None:
+    """`exc` ended the span's work: its type only (a message may quote the request). A
+    client gone (cancelled, a generator closed) is how a request may end, not an error."""
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        span.set_attribute("rbee.cancelled", True)
+        return
+    span.set_attribute("error.type", type(exc).__qualname__)
+    failed(span, type(exc).__qualname__)
+
+
 class ClientSpan:
     """One outgoing call's span: its trace context goes out in the call's headers."""
 
@@ -107,9 +123,8 @@ class ClientSpan:
             failed(self.span, f"HTTP {status}")
 
     def raised(self, exc: BaseException) -> None:
-        """The call failed: its error's type only (a message may quote the request)."""
-        self.span.set_attribute("error.type", type(exc).__qualname__)
-        failed(self.span, type(exc).__qualname__)
+        """The call ended with `exc` (see `errored`)."""
+        errored(self.span, exc)
 
     def end(self, reason: str | None = None) -> None:
         """`reason`: why the call was cut short (a deadline, a stall, a lost worker)."""
