@@ -19,6 +19,7 @@ import uvicorn
 from rbee.api.cluster import Device
 from rbee.hive.app import create_app
 from rbee.hive.launcher import SubprocessLauncher
+from rbee.hive.probe_guard import GuardedProbe
 from rbee.hive.services import HiveServices
 from rbee.hive.supervisor import Supervisor, SupervisorConfig
 from rbee.hive.telemetry import TelemetryReporter
@@ -68,6 +69,7 @@ def hung_hive(tmp_path: Path) -> Iterator[tuple[str, HangingProbe, Queen]]:
                                  probe_deadline=0.3)
     services = HiveServices(hive_id="h", probe=probe, supervisor=supervisor, http=http,
                             reporter=reporter)
+    services.devices = GuardedProbe(probe, 0.3)  # /v1/capabilities' guard, quick here
     server = uvicorn.Server(uvicorn.Config(create_app(services), host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="on", ws="none"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -105,3 +107,21 @@ def test_a_hung_device_probe_leaves_the_hive_answering_and_reporting(
     assert probe.calls == 2  # no second probe started while the first is stuck
     warnings = [r.message for r in caplog.records if "gave no answer" in r.message]
     assert len(warnings) == 1  # said once, not once per report
+
+
+def test_capabilities_answer_while_the_driver_hangs(
+        hung_hive: tuple[str, HangingProbe, Queen]) -> None:
+    """`rbee hive refresh` asks for the devices: with the driver wedged the answer comes
+    within the guard's deadline (no device known yet to this guard: none), and asking again
+    parks no second thread in the driver."""
+    url, probe, _ = hung_hive
+    deadline = time.monotonic() + 10
+    while probe.calls < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with httpx.Client(base_url=url, timeout=2.0) as client:
+        for _ in range(3):
+            started = time.monotonic()
+            r = client.get("/v1/capabilities")
+            assert r.status_code == 200 and r.json() == {"devices": []}
+            assert time.monotonic() - started < 1.5
+    assert probe.calls == 3  # telemetry's stuck probe and this guard's: one each

@@ -67,7 +67,7 @@ def create_app(services: HiveServices,  # noqa: C901 - route closures
 
     @app.get("/v1/capabilities", dependencies=[Depends(auth)])
     async def capabilities() -> dict[str, list[Device]]:
-        return {"devices": await asyncio.to_thread(services.probe.devices)}
+        return {"devices": await services.devices.devices()}
 
     @app.get("/v1/workers", dependencies=[Depends(auth)])
     async def list_workers() -> list[WorkerInfo]:

@@ -7,13 +7,14 @@ before importing FastAPI, so the worker's start-up overlaps the hive's own.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
 from rbee.api.cluster import SpawnWorker
 from rbee.core.errors import RbeeError
 from rbee.hive.devices import DeviceProbe
+from rbee.hive.probe_guard import GuardedProbe
 from rbee.hive.supervisor import Supervisor
 from rbee.hive.telemetry import TelemetryReporter
 from rbee.models.catalog import parse_ref
@@ -33,6 +34,12 @@ class HiveServices:
     token: str | None = None
     preload_model: str | None = None
     preload_threads: int | None = None
+    # The probe for requests (`/v1/capabilities`): off the loop, on a daemon thread, with a
+    # deadline; a wedged driver parks one thread at most and never delays the hive's exit.
+    devices: GuardedProbe = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.devices = GuardedProbe(self.probe)
 
 
 def preload(services: HiveServices) -> None:
