@@ -51,7 +51,7 @@ def playground(page: Page, queen: RunningQueen, tab: str, model: str) -> Page:
     logged_in_page(page, *queen)
     page.locator("#nav a[data-page='playground']").click()
     page.locator(f".tabs button[data-tab='{tab}']").click()
-    page.get_by_test_id("model").select_option(model)
+    page.get_by_test_id("model").fill(model)
     return page
 
 
@@ -76,6 +76,30 @@ def test_chat_streams_the_real_models_answer_token_by_token(
     final = len(answer.text_content() or "")
     assert final > streaming[0] > 0
     expect(page.get_by_text("finish: ")).to_be_visible()
+
+
+@pytest.mark.model
+def test_a_model_typed_in_that_nothing_runs_yet_is_loaded_and_answers(
+        queen: RunningQueen, new_page: Callable[..., Page]) -> None:
+    """The model field suggests what the queen has, and takes any reference: here the real
+    SmolLM2 weights as a `file:` model no worker serves yet, loaded by the first request."""
+    need(CHAT)
+    page = playground(new_page(), queen, "chat", CHAT)
+    suggested = page.eval_on_selector_all("#models-chat option", "os => os.map(o => o.value)")
+    assert CHAT in suggested
+    typed = f"file:{builtin_path(CHAT)}"
+    assert typed not in suggested
+    page.get_by_test_id("model").fill(typed)
+    page.get_by_text("System prompt and sampling").click()
+    page.get_by_test_id("max-tokens").fill("16")
+    page.get_by_test_id("chat-input").fill("Say hello.")
+    page.get_by_test_id("send").click()
+    answer = page.get_by_test_id("answer")
+    expect(answer).to_have_attribute("data-state", "done", timeout=180_000)
+    assert (answer.text_content() or "").strip()
+    with QueenClient(queen.base_url, queen.admin_key) as client:
+        served = {w["model"] for w in client._http.get("/v1/workers").json()}
+    assert typed in served, served  # a worker of its own, placed by that first request
 
 
 @pytest.mark.model
@@ -157,14 +181,14 @@ def test_images_transcription_and_video_with_the_fake_engines(
     wav = tmp_path / "tone.wav"
     wav.write_bytes(tone_wav([0.5, 0.0]))
     page.locator(".tabs button[data-tab='transcription']").click()
-    page.get_by_test_id("model").select_option("rbee-fake-transcription")
+    page.get_by_test_id("model").fill("rbee-fake-transcription")
     page.get_by_test_id("audio-file").set_input_files(str(wav))
     page.get_by_role("button", name="Transcribe").click()
     expect(page.get_by_test_id("transcript")).to_contain_text("Second 1 is loud",
                                                               timeout=60_000)
 
     page.locator(".tabs button[data-tab='video']").click()
-    page.get_by_test_id("model").select_option("rbee-fake-video")
+    page.get_by_test_id("model").fill("rbee-fake-video")
     page.get_by_test_id("video-prompt").fill("bees dancing")
     page.get_by_role("button", name="Make video").click()
     expect(page.get_by_test_id("video")).to_have_attribute("src", re.compile(r"^blob:"),

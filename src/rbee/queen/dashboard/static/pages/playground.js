@@ -1,5 +1,6 @@
 // The playground: try every kind of model the cluster serves, through the same /v1 routes
-// the SDKs use. One tab per modality; each tab's model picker lists the /v1/models of its kind.
+// the SDKs use. One tab per modality; each tab's model field suggests the /v1/models of its
+// kind and takes any other model reference typed in.
 import { clear } from "../dom.js";
 import { chatPanel } from "./lab/chat.js";
 import { embeddingsPanel, imagesPanel, speechPanel, transcriptionPanel, videoPanel } from "./lab/media.js";
@@ -38,15 +39,22 @@ export default {
         return;
       }
       const mine = models.filter((m) => m.kind === tab.kind);
-      if (!mine.length) {
-        body.append(h("p", { class: "muted" }, `No ${tab.kind} model on this queen.`));
-        return;
-      }
-      const picker = h("select", { "aria-label": "Model", "data-testid": "model" },
-        mine.map((m) => h("option", { value: m.id }, m.id)));
+      // A typed name, with the queen's models of this kind as suggestions: any model
+      // reference works (`hf:org/repo:file`, `file:/path`, an alias), loaded on first use
+      // as from any client, not only what already runs.
+      const list = h("datalist", { id: `models-${tab.id}` },
+        mine.map((m) => h("option", { value: m.id })));
+      const picker = h("input", { type: "text", list: list.id, value: mine.length ? mine[0].id : "",
+                                  required: true, maxlength: 1024, spellcheck: "false",
+                                  autocomplete: "off", "aria-label": "Model", "data-testid": "model",
+                                  placeholder: "a model name, hf:org/repo:file or file:/path" });
       const panel = tab.make(h, api, toast, picker);
       cleanup = panel.cleanup || null;
-      body.append(h("div", { class: "actions" }, h("label", {}, "Model", picker)), panel.element);
+      const note = mine.length ? null
+        : h("p", { class: "muted" }, `No ${tab.kind} model runs yet: type one to load it.`);
+      body.append(h("div", { class: "actions" }, h("label", {}, "Model", picker), list));
+      if (note) body.append(note);
+      body.append(panel.element);
     }
 
     for (const tab of TABS) {
