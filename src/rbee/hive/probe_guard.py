@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
 from rbee.api.cluster import Device
 from rbee.core.detached import run_detached
-from rbee.hive.devices import DeviceProbe
+from rbee.hive.devices import DeviceProbe, cpu_device
 
 logger = logging.getLogger(__name__)
 PROBE_DEADLINE = 5.0  # seconds: NVML answers in milliseconds when the driver is well
@@ -62,3 +63,28 @@ class GuardedProbe:
         if self.stuck:
             self.stuck = False
             logger.warning("device probe answers again")
+
+
+def first_devices(probe: DeviceProbe, deadline: float = PROBE_DEADLINE) -> list[Device]:
+    """The devices at start-up, before any event loop runs. A probe that fails, or is still
+    stuck after `deadline` (a driver wedged before the hive started), leaves the CPU only,
+    said in the log: a hive that serves its CPU and reports beats one that never starts
+    (its queen would kill and restart it, again and again)."""
+    found: list[list[Device]] = []
+    errors: list[BaseException] = []
+
+    def probe_once() -> None:
+        try:
+            found.append(probe.devices())
+        except Exception as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=probe_once, name="device-probe-start", daemon=True)
+    thread.start()
+    thread.join(deadline)
+    if found:
+        return found[0]
+    why = (f"failed ({type(errors[0]).__name__}: {errors[0]})" if errors
+           else f"gave no answer within {deadline:.0f}s (a hung GPU driver?)")
+    logger.error("device probe %s: this hive serves its CPU only until it is restarted", why)
+    return [cpu_device()]

@@ -11,6 +11,7 @@ import httpx
 from rbee.core.private import private_dir, private_umask
 from rbee.hive.devices import SystemProbe
 from rbee.hive.launcher import SubprocessLauncher
+from rbee.hive.probe_guard import first_devices
 from rbee.hive.services import HiveServices, preload
 from rbee.hive.settings import HiveSettings
 from rbee.hive.supervisor import Supervisor, SupervisorConfig
@@ -27,6 +28,7 @@ def build_services(settings: HiveSettings) -> HiveServices:
     worker_token = os.environ.get("RBEE_HIVE_WORKER_TOKEN") or None
     advertise = settings.advertise_host or settings.host
     probe = SystemProbe()
+    devices = first_devices(probe)  # bounded: a wedged driver must not stop the start-up
     http = httpx.AsyncClient(timeout=10.0)
     supervisor = Supervisor(
         SupervisorConfig(hive_id=settings.hive_id, bind_host=settings.host,
@@ -34,7 +36,7 @@ def build_services(settings: HiveSettings) -> HiveServices:
                          hf_endpoint=settings.hf_endpoint or os.environ.get("HF_ENDPOINT"),
                          worker_token=worker_token, default_threads=settings.worker_threads,
                          stop_grace=settings.stop_grace),
-        SubprocessLauncher(), {d.id for d in probe.devices()})
+        SubprocessLauncher(), {d.id for d in devices})
     reporter = None
     if settings.queen_url:
         reporter = TelemetryReporter(
@@ -43,6 +45,7 @@ def build_services(settings: HiveSettings) -> HiveServices:
             http=http, interval=settings.telemetry_interval, region=settings.region,
             labels=parse_labels(settings.labels))
     return HiveServices(hive_id=settings.hive_id, probe=probe, supervisor=supervisor, http=http,
+                        first_devices=devices,
                         reporter=reporter, token=token, preload_model=settings.preload_model,
                         preload_threads=settings.worker_threads)
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from rbee.api.cluster import SpawnWorker
+from rbee.api.cluster import Device, SpawnWorker
 from rbee.core.errors import RbeeError
 from rbee.hive.devices import DeviceProbe
-from rbee.hive.probe_guard import GuardedProbe
+from rbee.hive.probe_guard import GuardedProbe, first_devices
 from rbee.hive.supervisor import Supervisor
 from rbee.hive.telemetry import TelemetryReporter
 from rbee.models.catalog import parse_ref
@@ -34,6 +34,7 @@ class HiveServices:
     token: str | None = None
     preload_model: str | None = None
     preload_threads: int | None = None
+    first_devices: list[Device] | None = None  # read at start-up (the preload places on them)
     # The probe for requests (`/v1/capabilities`): off the loop, on a daemon thread, with a
     # deadline; a wedged driver parks one thread at most and never delays the hive's exit.
     devices: GuardedProbe = field(init=False)
@@ -51,7 +52,9 @@ def preload(services: HiveServices) -> None:
     model, services.preload_model = services.preload_model, None
     if model is None:
         return
-    devices = services.probe.devices()
+    devices = services.first_devices
+    if devices is None:  # built without a start-up probe (tests): ask, bounded
+        devices = first_devices(services.probe)
     snapshot = ClusterSnapshot((HiveView(services.hive_id, "", True, tuple(devices)),), ())
     decision, report = place(snapshot, PlaceRequest(model))
     if decision is None:

@@ -68,3 +68,40 @@ async def test_a_failing_probe_keeps_the_last_good_devices(
     assert await guard.devices() == [device(50)]
     await asyncio.sleep(0)  # the failure's callback logs it
     assert "device probe failed: RuntimeError: NVML_ERROR_UNKNOWN" in caplog.text
+
+
+def test_a_driver_wedged_before_start_up_leaves_the_cpu_not_a_hive_that_never_starts(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+    import time
+
+    from rbee.hive.probe_guard import first_devices
+
+    release = threading.Event()
+
+    class Wedged:
+        def devices(self) -> list[Device]:
+            release.wait(10)
+            return []
+
+    started = time.monotonic()
+    with caplog.at_level(logging.ERROR, logger="rbee.hive.probe_guard"):
+        found = first_devices(Wedged(), deadline=0.2)
+    release.set()
+    assert time.monotonic() - started < 2
+    assert [d.kind for d in found] == ["cpu"]
+    assert any("gave no answer" in r.message and "CPU only" in r.message
+               for r in caplog.records)
+
+
+def test_a_probe_that_fails_at_start_up_leaves_the_cpu(caplog: pytest.LogCaptureFixture
+                                                       ) -> None:
+    from rbee.hive.probe_guard import first_devices
+
+    class Broken:
+        def devices(self) -> list[Device]:
+            raise RuntimeError("NVML: driver/library version mismatch")
+
+    with caplog.at_level(logging.ERROR, logger="rbee.hive.probe_guard"):
+        assert [d.kind for d in first_devices(Broken(), deadline=5)] == ["cpu"]
+    assert any("version mismatch" in r.message for r in caplog.records)
