@@ -181,7 +181,7 @@ class SshShell:
 
     def _timed_out(self, step: str, seconds: float) -> SshTimeout:
         return SshTimeout(f"{self._entry.name} ({self._entry.target}): no answer within "
-                          f"{seconds:.0f}s while {step}", hint="check the machine and the "
+                          f"{round(seconds, 1):g}s while {step}", hint="check the machine and the "
                           "network (is it partitioned or overloaded?), then retry")
 
     def _sftp_failed(self, watchdog: _Watchdog, exc: BaseException, failed: str,

@@ -389,7 +389,8 @@ async def test_a_put_that_is_never_answered_times_out_with_a_bound_scaled_by_siz
     assert slow_link.put(200_000) == pytest.approx(1.5)
     async with connect(stuck_sshd.entry, slow_link) as sh:
         started = time.monotonic()
-        with pytest.raises(SshTimeout, match=r"no answer within 2s while copying big.whl"):
+        with pytest.raises(SshTimeout, match=r"no answer within 1.5s while copying "
+                           r"big.whl \(200000 bytes\)"):
             await asyncio.wait_for(sh.put([wheel], str(tmp_path / "remote")), 10)
         took = time.monotonic() - started
     assert 1.5 <= took < 1.5 + 1.0, f"gave up after {took:.1f}s"
@@ -465,3 +466,21 @@ async def test_connect_turns_keepalives_on_by_default(
     async with connect(sshd.entry) as sh:
         assert (await sh.run("echo hi")).stdout == "hi\n"
     assert (seen[0]["keepalive_interval"], seen[0]["keepalive_count_max"]) == (15.0, 3)
+
+
+async def test_a_channel_that_never_opens_times_out(sshd: Sshd, tmp_path: Path) -> None:
+    # keep-alives far off: the channel's own deadline must end the wait
+    async with Proxy(sshd.port) as proxy:
+        known_hosts = tmp_path / "proxy_known_hosts"
+        known_hosts.write_text(f"[127.0.0.1]:{proxy.port} "
+                               f"{sshd.host_key.export_public_key('openssh').decode()}")
+        entry = replace(sshd.entry, port=proxy.port, known_hosts=str(known_hosts))
+        async with connect(entry, replace(FAST, keepalive_interval=60.0)) as sh:
+            proxy.frozen = True
+            started = time.monotonic()
+            with pytest.raises(SshTimeout, match=r"no answer within 0.5s while starting a "
+                               r"command \(echo hi\)") as info:
+                await asyncio.wait_for(sh.run("echo hi", timeout=30), 10)
+            took = time.monotonic() - started
+    assert f"box (tester@127.0.0.1:{proxy.port})" in info.value.message
+    assert took < 0.5 + 1.0, f"gave up after {took:.1f}s"
