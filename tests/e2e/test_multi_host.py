@@ -200,6 +200,58 @@ def test_install_route_lose_a_hive_and_rejoin(
     assert home_entries(ms[0]) == []
 
 
+def test_a_killed_remote_hive_comes_back_until_it_is_stopped(
+        fleet: tuple[list[Machine], Daemon, dict[str, str]]) -> None:
+    # No systemd in the machines: the background method, whose supervisor (supervise-hive,
+    # run by the machine's /bin/sh) must bring back a hive that is SIGKILLed (an OOM kill),
+    # and `rbee hive stop` must end that for good.
+    ms, queen, env = fleet
+    m = ms[0]
+    assert home_entries(m) == []
+    assert cli(env, "hive", "install", m.name)["installed"]["method"] == "background"
+    root = m.home / ".local/share/rbee-hive"
+    first = int((root / "hive.pid").read_text())
+    supervisor = int((root / "supervisor.pid").read_text())
+    assert first in m.user_pids() and supervisor in m.user_pids()
+
+    with QueenClient(queen.url, TOKEN) as client:
+        killed_at = time.monotonic()
+        m.exec("kill", "-KILL", str(first))
+        # back within the supervisor's first pause (1 s) + a hive start + one report; a
+        # report counts only if made after the kill: the old process cannot have made it
+        while not reported_since(client, m.name, killed_at + 0.2):
+            assert time.monotonic() - killed_at < 30, "the killed hive did not come back"
+            time.sleep(0.1)
+        second = int((root / "hive.pid").read_text())
+        assert second != first and second in m.user_pids()
+        assert supervisor in m.user_pids()  # the same supervisor: it restarted the hive
+        assert "exited with status 137; restarting in 1s" in (root / "hive.log").read_text()
+        # the hive it brought back serves (the queen's secret still works)
+        w = cli(env, "worker", "spawn", "--hive", m.name, "--model", "rbee-fake")
+        assert w["hive_id"] == m.name
+
+    # stop: the hive, its worker and the supervisor go, and nothing starts them again
+    assert cli(env, "hive", "stop", m.name)["stopped"] is True
+    assert not m.user_pids() or wait_gone(m)
+    time.sleep(3)  # past the supervisor's pause: a surviving loop would have restarted it
+    assert not m.user_pids(), m.user_pids()
+    assert hive_states(env)[m.name] == "absent"
+    # a start after a stop works again (the stop file does not stop the new supervisor)
+    cli(env, "hive", "start", m.name)
+    assert hive_states(env)[m.name] == "up"
+    cli(env, "hive", "uninstall", m.name)
+    assert not m.user_pids() or wait_gone(m)
+    assert home_entries(m) == []
+
+
+def reported_since(client: QueenClient, hive: str, since: float) -> bool:
+    """Whether the queen has a report from `hive` made after `since` (time.monotonic)."""
+    found = next(h for h in client.run("hive_list")["hives"] if h["id"] == hive)
+    seen = found["last_seen_s"]
+    return (found["state"] == "up" and seen is not None
+            and time.monotonic() - seen > since)
+
+
 def home_entries(m: Machine) -> list[str]:
     """Everything in the machine user's home (empty before the first install)."""
     return sorted(str(p.relative_to(m.home)) for p in m.home.rglob("*"))

@@ -152,7 +152,8 @@ class Fleet:
             async with self._connect(entry) as sh:
                 remote = RemoteHive(sh, entry, out.narrate)
                 await remote.probe()
-                installed = await remote.require_installed()
+                # systemd keeps it only while the user may linger: checked at every start
+                installed = await remote.supervised(await remote.require_installed())
                 await self._restart(remote, entry, installed, creds,
                                     self._queen_url(entry, sh), out, only_if_stopped=True)
         return {"hive": self.describe(name, entry)}

@@ -5,7 +5,8 @@ Everything lives under one directory on the machine, `~/.local/share/rbee-hive`:
     venv-<version>/    a private virtualenv (never the system Python's packages)
     wheels/            the wheels we pushed (installs need no internet)
     hive.env           the hive's secrets (mode 600, written over SFTP, never in argv)
-    run-hive           the start script systemd or nohup runs
+    run-hive           the start script systemd (or supervise-hive) runs
+    supervise-hive     without systemd: restarts run-hive when it dies, until hive.stop exists
     install.json       version, build and start method of what is installed
     hive.log, hive.pid, home/ (model cache)
 
@@ -19,7 +20,7 @@ import contextlib
 import json
 import shlex
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import PurePosixPath
 
 from rbee import __version__
@@ -43,6 +44,39 @@ UNIT = "rbee-hive.service"
 REGISTRY_ENGINES = ("llama_cpp", "onnxruntime", "tokenizers", "piper", "av", "ctranslate2",
                     "faster_whisper")
 Narrate = Callable[[str, str], None]  # action, message
+
+# The background method's supervisor, for machines where systemd cannot keep the hive (no
+# user manager, or one that stops at logout because the user may not linger). POSIX sh (dash
+# runs it): restart the hive when it dies of anything but a clean exit (a crash, an OOM kill),
+# pausing 1, 2, 4… 30 s between tries so a hive that cannot start does not spin; a hive that
+# ran a minute was healthy, so its next crash starts again at 1 s. `rbee hive stop` leaves
+# `hive.stop` and ends this loop before the hive; a clean exit (SIGTERM: the hive drains and
+# exits 0) ends it too.
+SUPERVISE = """\
+#!/bin/sh
+# Written by `rbee hive install`: keeps the hive running where systemd cannot.
+cd "$(dirname "$0")" || exit 1
+echo $$ > supervisor.pid
+pause=1
+while [ ! -e hive.stop ]; do
+    started=$(date +%s)
+    ./run-hive
+    status=$?
+    if [ "$status" -eq 0 ] || [ -e hive.stop ]; then
+        break
+    fi
+    if [ $(($(date +%s) - started)) -ge 60 ]; then
+        pause=1
+    fi
+    echo "supervise-hive: rbee-hive exited with status $status; restarting in ${pause}s" >&2
+    sleep "$pause"
+    pause=$((pause * 2))
+    if [ "$pause" -gt 30 ]; then
+        pause=30
+    fi
+done
+rm -f supervisor.pid
+"""
 
 # Run by the new venv's Python once pip is done: what the hive will be able to run. Importing
 # an engine (not just finding it) also catches a native library that does not load there.
@@ -151,18 +185,60 @@ class RemoteHive:
                 f"{__version__}; run `rbee hive install {self._entry.name}` to upgrade it")
         return found
 
-    async def systemd_available(self) -> bool:
+    async def supervisor(self) -> str:
+        """How the hive will be kept running: "systemd" where the user's systemd manager
+        outlives our SSH session, else "background" (supervise-hive).
+
+        A working `systemctl --user` proves little: pam_systemd starts the user's manager at
+        every login, and without *linger* it stops, with every unit, ~10 s after the user's
+        last session ends: the hive would die as soon as the install logged out.
+        """
         done = await self._sh.run("command -v systemctl >/dev/null && "
                                   "systemctl --user show-environment >/dev/null 2>&1")
-        return done.exit_status == 0
+        if done.exit_status != 0:
+            self._narrate("supervisor", "no systemd user manager there: the hive runs in the "
+                          "background, restarted by supervise-hive if it dies")
+            return "background"
+        if await self._lingers():
+            return "systemd"
+        # Allowed without root on most distributions: polkit lets users enable it for
+        # themselves (org.freedesktop.login1.set-self-linger).
+        self._narrate("linger", "enabling linger, so that systemd keeps the hive running "
+                      "after we log out (and starts it at boot)")
+        enabled = await self._sh.run('loginctl enable-linger "$(id -un)"', timeout=30)
+        if enabled.exit_status == 0 and await self._lingers():
+            return "systemd"
+        self._narrate("supervisor", f"could not enable linger ({_last_line(enabled) or 'no'}"
+                      "): systemd would stop the hive when we log out, so it runs in the "
+                      "background instead, restarted by supervise-hive if it dies (not at "
+                      f"boot). To use systemd, an admin runs `sudo loginctl enable-linger "
+                      f"{self._entry.user}` there, then `rbee hive install "
+                      f"{self._entry.name}` again")
+        return "background"
+
+    async def _lingers(self) -> bool:
+        done = await self._sh.run('loginctl show-user "$(id -un)" -p Linger --value '
+                                  "2>/dev/null", timeout=30)
+        return done.exit_status == 0 and done.stdout.strip() == "yes"
+
+    async def supervised(self, installed: Installed) -> Installed:
+        """`installed`, or the same install moved to the background method when its systemd
+        can no longer keep it (linger turned off since): recorded, so stop finds it."""
+        if installed.method != "systemd" or await self.supervisor() == "systemd":
+            return installed
+        await self._sh.run(f"systemctl --user disable --now {UNIT} >/dev/null 2>&1; true")
+        moved = replace(installed, method="background")
+        await self._sh.write_text(f"{self.root}/install.json",
+                                  json.dumps(asdict(moved)) + "\n", 0o644)
+        return moved
 
     async def running(self, method: str) -> bool:
+        """The hive runs, or (background) its supervisor does, about to start it again."""
         if method == "systemd":
             return (await self._sh.run(f"systemctl --user is-active --quiet {UNIT}")
                     ).exit_status == 0
-        pid = self._q("hive.pid")
-        check = (f'p=$(cat {pid} 2>/dev/null) && kill -0 "$p" 2>/dev/null && '
-                 f'grep -q rbee-hive "/proc/$p/cmdline" 2>/dev/null')
+        check = " || ".join(_alive(self._q(pid), name) for pid, name in (
+            ("hive.pid", "rbee-hive"), ("supervisor.pid", "supervise-hive")))
         return (await self._sh.run(check)).exit_status == 0
 
     async def log_tail(self, lines: int = 15) -> str:
@@ -181,7 +257,7 @@ class RemoteHive:
             self.fresh = not await self._exists(self.root)
             if self.fresh:
                 created.append(self.root)
-            method = "systemd" if await self.systemd_available() else "background"
+            method = await self.supervisor()
             self.made = await self._make_dirs(method)
             previous = await self.installed()
             venv = f"{self.root}/venv-{__version__}"
@@ -351,12 +427,14 @@ class RemoteHive:
             argv += ["--region", self._entry.region]
         if self._entry.labels:
             argv += ["--labels", ",".join(f"{k}={v}" for k, v in self._entry.labels.items())]
-        script = ("#!/bin/sh\n# Written by `rbee hive install`; run by systemd or nohup.\n"
+        script = ("#!/bin/sh\n# Written by `rbee hive install`; run by systemd or supervise-hive.\n"
                   "umask 077\n"  # its log, model cache and worker logs: the owner's only
                   f"set -a; . {self._q('hive.env')}; set +a\n"
                   f"echo $$ > {self._q('hive.pid')}\n"
                   f"exec {' '.join(shlex.quote(a) for a in argv)}\n")
         await self._sh.write_text(f"{self.root}/run-hive", script, 0o700)
+        if installed.method == "background":
+            await self._sh.write_text(f"{self.root}/supervise-hive", SUPERVISE, 0o700)
         if installed.method == "systemd":
             unit = ("[Unit]\nDescription=rbee hive (installed by rbee hive install)\n"
                     "After=network-online.target\n\n[Service]\n"
@@ -377,11 +455,12 @@ class RemoteHive:
         if installed.method == "systemd":
             await self._must(f"systemctl --user start {UNIT}", "starting the hive")
             return
-        # setsid + nohup: the hive outlives this SSH session; output goes to its log. We wait
-        # for run-hive to write its pid: until then, the session's end could still SIGHUP it.
+        # setsid + nohup: the supervisor and the hive outlive this SSH session; output goes to
+        # the log. We wait for run-hive to write its pid: until then, the session's end could
+        # still SIGHUP it.
         await self._must(
-            f"cd {self._q('')} && rm -f hive.pid && "
-            "(nohup setsid ./run-hive >> hive.log 2>&1 < /dev/null &) && i=0 && "
+            f"cd {self._q('')} && rm -f hive.pid hive.stop && "
+            "(nohup setsid ./supervise-hive >> hive.log 2>&1 < /dev/null &) && i=0 && "
             "while [ ! -s hive.pid ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done && "
             "test -s hive.pid", "starting the hive", timeout=30)
 
@@ -393,11 +472,16 @@ class RemoteHive:
         if installed.method == "systemd":
             await self._must(f"systemctl --user stop {UNIT}", "stopping the hive")
             return True
-        pid = self._q("hive.pid")
+        pid, supervisor = self._q("hive.pid"), self._q("supervisor.pid")
+        # hive.stop first, then the supervisor (mid-pause, it would start the hive again),
+        # then the hive: SIGTERM stops its workers and exits; SIGKILL after 10 s.
         await self._must(
-            f'p=$(cat {pid}); kill -TERM "$p" 2>/dev/null; i=0; '
+            f"touch {self._q('hive.stop')}; "
+            f"{_alive(supervisor, 'supervise-hive')} && kill -TERM \"$p\" 2>/dev/null; "
+            f'p=$(cat {pid} 2>/dev/null); [ -n "$p" ] && kill -TERM "$p" 2>/dev/null; i=0; '
             f'while kill -0 "$p" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; '
-            f'kill -KILL "$p" 2>/dev/null; rm -f {pid}; true', "stopping the hive", timeout=30)
+            f'kill -KILL "$p" 2>/dev/null; rm -f {pid} {supervisor}; true',
+            "stopping the hive", timeout=30)
         return True
 
     async def uninstall(self, installed: Installed | None) -> None:
@@ -431,6 +515,13 @@ class RemoteHive:
                 f"{self._entry.name}: {what} failed (exit {done.exit_status}): "
                 f"{_last_line(done)}", hint=hint or "run the step by hand over ssh to see why")
         return done.stdout
+
+
+def _alive(pid_file: str, name: str) -> str:
+    """sh: whether the process in `pid_file` (left in $p) runs and is `name`, not a stranger
+    that got its pid since."""
+    return (f'{{ p=$(cat {pid_file} 2>/dev/null) && kill -0 "$p" 2>/dev/null && '
+            f'grep -q {name} "/proc/$p/cmdline" 2>/dev/null; }}')
 
 
 def _opt_in_modules(extras: Sequence[str]) -> tuple[str, ...]:

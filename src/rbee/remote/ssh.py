@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Protocol
 
 from cryptography.utils import CryptographyDeprecationWarning
@@ -28,6 +29,7 @@ with warnings.catch_warnings():
 
 from rbee.core.errors import (
     RemoteCommandFailed,
+    RemoteError,
     SshAuthFailed,
     SshHostKey,
     SshTimeout,
@@ -36,6 +38,25 @@ from rbee.core.errors import (
 from rbee.remote.hives_conf import HiveEntry
 
 Progress = Callable[[int, int], None]  # bytes done, bytes total
+
+
+@dataclass(frozen=True)
+class SshTimeouts:
+    """Deadlines for what crosses to the machine, besides each command's own timeout.
+
+    These calls run while `Fleet` holds the hive's lock: one that never returns would hang
+    `rbee hive install` silently and make `rbee hive stop` wait on the same lock for ever.
+    """
+
+    keepalive_interval: float = 15.0  # asyncssh's default is off: a partition would go
+    keepalive_count_max: int = 3      # unnoticed for ~15 min of TCP retransmits
+    open: float = 30.0  # opening a channel (a command, an SFTP session)
+    sftp_step: float = 60.0  # one SFTP request: open, write, chmod, close; a put's floor
+    put_bytes_per_s: float = 256 * 1024  # the slowest link a put may take before it gives up
+
+    def put(self, size: int) -> float:
+        """How long copying `size` bytes may take."""
+        return self.sftp_step + size / self.put_bytes_per_s
 
 
 @dataclass(frozen=True)
@@ -58,10 +79,51 @@ class Shell(Protocol):
     async def write_text(self, path: str, text: str, mode: int = 0o600) -> None: ...
 
 
+class _Watchdog:
+    """Aborts the connection when an SFTP step outlives its bound.
+
+    Not `asyncio.timeout`: asyncssh's file copies and closes await the server's replies in
+    their own cleanup (`finally: await dst.close()`), so a cancelled step whose server never
+    answers would still hang there. Aborting the connection fails every pending request at
+    once; the step then ends with an error we report as this timeout. A server that leaves an
+    SFTP request unanswered that long is not one the rest of the install could use either.
+    """
+
+    def __init__(self, conn: asyncssh.SSHClientConnection) -> None:
+        self._conn = conn
+        self._timer: asyncio.TimerHandle | None = None
+        self.step = ""
+        self.seconds = 0.0
+        self.fired = False
+
+    def start(self, step: str, seconds: float) -> None:
+        self.stop()
+        self.step, self.seconds = step, seconds
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._fire)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self) -> None:
+        self.fired = True
+        self._conn.abort()
+
+    def __enter__(self) -> _Watchdog:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
 class SshShell:
-    def __init__(self, conn: asyncssh.SSHClientConnection, entry: HiveEntry) -> None:
+    def __init__(self, conn: asyncssh.SSHClientConnection, entry: HiveEntry,
+                 timeouts: SshTimeouts | None = None) -> None:
         self._conn = conn
         self._entry = entry
+        self._timeouts = timeouts or SshTimeouts()
         sock = conn.get_extra_info("sockname")
         self.local_address: str = str(sock[0]) if sock else "127.0.0.1"
 
@@ -69,9 +131,14 @@ class SshShell:
         # Always /bin/sh: a login shell's rc files (pyenv, conda…) cost ~85 ms a command and
         # may print junk into stdout. `echo $$` first: a command we give up on is ended on
         # the machine through that pid (see _end).
+        bound = min(timeout, self._timeouts.open)
         try:
-            process = await self._conn.create_process(
-                f"/bin/sh -c {shlex.quote('echo $$; ' + command)}")
+            # A channel's opening is a round trip too: an unanswered one would wait for ever.
+            async with asyncio.timeout(bound):
+                process = await self._conn.create_process(
+                    f"/bin/sh -c {shlex.quote('echo $$; ' + command)}")
+        except TimeoutError as exc:
+            raise self._timed_out(f"starting a command ({command[:80]})", bound) from exc
         except (asyncssh.Error, OSError) as exc:
             raise self._lost(exc) from exc
         try:
@@ -112,6 +179,17 @@ class SshShell:
         return SshUnreachable(f"{self._entry.name}: connection lost: {exc}",
                               hint="check the machine and the network, then retry")
 
+    def _timed_out(self, step: str, seconds: float) -> SshTimeout:
+        return SshTimeout(f"{self._entry.name} ({self._entry.target}): no answer within "
+                          f"{round(seconds, 1):g}s while {step}", hint="check the machine and the "
+                          "network (is it partitioned or overloaded?), then retry")
+
+    def _sftp_failed(self, watchdog: _Watchdog, exc: BaseException, failed: str,
+                     hint: str) -> RemoteError:
+        if watchdog.fired:
+            return self._timed_out(watchdog.step, watchdog.seconds)
+        return RemoteCommandFailed(f"{self._entry.name}: {failed}: {exc}", hint=hint)
+
     async def put(self, files: Sequence[Path], remote_dir: str,
                   progress: Progress | None = None) -> None:
         total = sum(f.stat().st_size for f in files)
@@ -121,28 +199,43 @@ class SshShell:
             if progress is not None:
                 progress(done + copied, total)
 
-        try:
-            async with self._conn.start_sftp_client() as sftp:
-                for f in files:
-                    await sftp.put(str(f), f"{remote_dir}/{f.name}", progress_handler=step)
-                    done += f.stat().st_size
-        except (asyncssh.Error, OSError) as exc:
-            raise RemoteCommandFailed(f"{self._entry.name}: copying files failed: {exc}",
-                                      hint="check free disk space in the user's home") from exc
+        with _Watchdog(self._conn) as watchdog:
+            try:
+                watchdog.start("opening an SFTP session", self._timeouts.open)
+                async with self._conn.start_sftp_client() as sftp:
+                    for f in files:
+                        size = f.stat().st_size
+                        watchdog.start(f"copying {f.name} ({size} bytes) to {remote_dir}",
+                                       self._timeouts.put(size))
+                        await sftp.put(str(f), f"{remote_dir}/{f.name}",
+                                       progress_handler=step)
+                        done += size
+            except (asyncssh.Error, OSError) as exc:
+                raise self._sftp_failed(watchdog, exc, "copying files failed",
+                                        "check free disk space in the user's home") from exc
 
 
     async def write_text(self, path: str, text: str, mode: int = 0o600) -> None:
         """Over SFTP, never on a command line: files may hold secrets, and argv is public."""
-        try:
-            async with self._conn.start_sftp_client() as sftp:
-                attrs = asyncssh.SFTPAttrs(permissions=mode)
-                async with sftp.open(path, "w", attrs) as f:
-                    await f.write(text)
-                await sftp.chmod(path, mode)  # an existing file keeps its old mode otherwise
-        except (asyncssh.Error, OSError) as exc:
-            raise RemoteCommandFailed(f"{self._entry.name}: writing {path} failed: {exc}",
-                                      hint="check free disk space and permissions in the "
-                                      "user's home") from exc
+        bound = self._timeouts.sftp_step
+        with _Watchdog(self._conn) as watchdog:
+            try:
+                watchdog.start("opening an SFTP session", self._timeouts.open)
+                async with self._conn.start_sftp_client() as sftp:
+                    attrs = asyncssh.SFTPAttrs(permissions=mode)
+                    watchdog.start(f"opening {path} over SFTP", bound)
+                    async with sftp.open(path, "w", attrs) as f:
+                        watchdog.start(f"writing {path} over SFTP", self._timeouts.put(
+                            len(text.encode())))
+                        await f.write(text)
+                        watchdog.start(f"closing {path} over SFTP", bound)
+                    watchdog.start(f"setting the mode of {path} over SFTP", bound)
+                    # an existing file keeps its old mode otherwise
+                    await sftp.chmod(path, mode)
+            except (asyncssh.Error, OSError) as exc:
+                raise self._sftp_failed(watchdog, exc, f"writing {path} failed",
+                                        "check free disk space and permissions in the "
+                                        "user's home") from exc
 
 
 def _text(value: object) -> str:
@@ -152,11 +245,17 @@ def _text(value: object) -> str:
 
 
 @asynccontextmanager
-async def connect(entry: HiveEntry) -> AsyncIterator[SshShell]:
+async def connect(entry: HiveEntry, timeouts: SshTimeouts | None = None
+                  ) -> AsyncIterator[SshShell]:
     """An open SSH connection to `entry`, or one clear `RemoteError`."""
+    timeouts = timeouts or SshTimeouts()
     options: dict[str, object] = {
         "username": entry.user, "port": entry.port,
         "connect_timeout": entry.connect_timeout, "login_timeout": entry.connect_timeout,
+        # A silent peer (partition, dead switch) ends the connection after about
+        # interval x count seconds: every command and SFTP request on it fails then.
+        "keepalive_interval": timeouts.keepalive_interval,
+        "keepalive_count_max": timeouts.keepalive_count_max,
     }
     if entry.identity_files:
         options["client_keys"] = list(entry.identity_files)
@@ -190,7 +289,11 @@ async def connect(entry: HiveEntry) -> AsyncIterator[SshShell]:
                              hint="check HostName and Port in hives.conf, and that sshd "
                              "runs there (`ssh -p PORT USER@HOST` should work)") from exc
     try:
-        yield SshShell(conn, entry)
+        yield SshShell(conn, entry, timeouts)
     finally:
         conn.close()
-        await conn.wait_closed()
+        # A clean close flushes what is unsent first: across a partition, never. Then drop it.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeouts.open):
+                await conn.wait_closed()
+        conn.abort()

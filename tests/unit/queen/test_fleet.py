@@ -45,7 +45,7 @@ Host cpu
     User u
 """
 CPU = Device(id="cpu", kind="cpu", name="cpu", memory_total=8, memory_free=4)
-START = "nohup setsid ./run-hive"
+START = "nohup setsid ./supervise-hive"
 
 
 def telemetry(hive_id: str, devices: list[Device] | None = None) -> HiveTelemetry:
@@ -347,6 +347,25 @@ async def test_start_leaves_a_running_registered_hive_alone(make_rig: MakeRig) -
     await rig.fleet.start("gpu", rig.out)
     assert not rig.shell.ran(START) and not rig.shell.ran("kill -TERM")
     assert ("start", "gpu is already running and registered") in rig.out.events
+
+
+async def test_start_runs_a_systemd_hive_that_lost_linger_in_the_background(
+        make_rig: MakeRig) -> None:
+    # installed under systemd; linger was turned off since and the user may not turn it on:
+    # started by systemd, the hive would die ~10 s after this SSH session ends
+    rig = make_rig()
+    rig.credentials.set("gpu", HiveCredentials("a", "b"))
+    rig.shell.files[f"{ROOT}/install.json"] = (
+        f'{{"version": "{__version__}", "build": "x", "method": "systemd", '
+        f'"venv": "{VENV}"}}', 0o644)
+    rig.shell.systemd, rig.shell.linger, rig.shell.may_linger = True, False, False
+    registers_on_start(rig, {})
+    await rig.fleet.start("gpu", rig.out)
+    assert rig.shell.ran("loginctl enable-linger")
+    assert rig.shell.ran("systemctl --user disable --now rbee-hive.service")
+    assert rig.shell.ran(START) and not rig.shell.ran("systemctl --user start")
+    assert '"method": "background"' in rig.shell.files[f"{ROOT}/install.json"][0]
+    assert rig.registry.is_up("gpu")
 
 
 async def test_stop_forgets_the_hive(make_rig: MakeRig) -> None:

@@ -38,8 +38,9 @@ class FakeShell:
     """Built-in answers: the probe, `test -e` against `paths`, `cat` of written files, the
     `[ -e D ] || echo D` listing of missing directories (what `mkdir -p` creates is added to
     `paths`), the check of an installed venv (`version`, engines that fail to import in
-    `engine_errors`, the built-in model's file `model`), systemd (`systemd`) and whether the
-    hive runs (`running`). Rules added with `on()` match by substring and win over the
+    `engine_errors`, the built-in model's file `model`), systemd (`systemd`), the user's
+    linger (`linger`, which `loginctl enable-linger` turns on when `may_linger`) and whether
+    the hive runs (`running`). Rules added with `on()` match by substring and win over the
     built-ins, newest first."""
 
     local_address: str = "10.0.0.5"
@@ -47,6 +48,8 @@ class FakeShell:
     paths: set[str] = field(default_factory=set)
     files: dict[str, tuple[str, int]] = field(default_factory=dict)
     systemd: bool = False
+    linger: bool = False
+    may_linger: bool = True
     running: bool = False
     version: str = __version__
     engine_errors: dict[str, str] = field(default_factory=dict)
@@ -79,10 +82,19 @@ class FakeShell:
             (" || echo " in command and "mkdir -p " in command, lambda: self._mkdirs(command)),
             ("command -v systemctl" in command,
              lambda: CommandResult(int(not self.systemd), "", "")),
+            ("loginctl show-user" in command,
+             lambda: CommandResult(0, "yes\n" if self.linger else "no\n", "")),
+            ("loginctl enable-linger" in command, self._enable_linger),
             ("is-active" in command or "kill -0" in command,
              lambda: CommandResult(int(not self.running), "", "")),
         ]
         return next((answer() for matched, answer in checks if matched), OK)
+
+    def _enable_linger(self) -> CommandResult:
+        if not self.may_linger:  # what polkit answers where self-linger is not allowed
+            return failed("Could not enable linger: Access denied")
+        self.linger = True
+        return OK
 
     def _check(self, command: str) -> CommandResult:
         modules = shlex.split(command)[3:]  # python -c SCRIPT MODULE...

@@ -443,7 +443,11 @@ async def test_configure_keeps_secrets_in_a_private_file_only() -> None:
         f"{VENV}/bin/rbee-hive", "--hive-id", "box", "--host", "0.0.0.0", "--port", "7900",
         "--advertise-host", "10.0.0.9", "--queen-url", "http://10.0.0.5:7833",
         "--telemetry-interval", "2.0", "--home", f"{ROOT}/home"]
-    assert set(shell.files) == {f"{ROOT}/hive.env", f"{ROOT}/run-hive"}  # no unit
+    # no unit: the background method's supervisor instead, which runs the start script
+    assert set(shell.files) == {f"{ROOT}/hive.env", f"{ROOT}/run-hive", f"{ROOT}/supervise-hive"}
+    supervisor, supervisor_mode = shell.files[f"{ROOT}/supervise-hive"]
+    assert supervisor_mode == 0o700 and "./run-hive\n" in supervisor
+    assert TOKEN not in supervisor and WORKER_TOKEN not in supervisor
     assert not any(TOKEN in c or WORKER_TOKEN in c for c in shell.commands)
 
 
@@ -462,7 +466,7 @@ async def test_configure_with_systemd_writes_and_enables_the_unit() -> None:
 
 
 @pytest.mark.parametrize(("method", "command"), [
-    ("background", "nohup setsid ./run-hive >> hive.log 2>&1 < /dev/null &)"),
+    ("background", "nohup setsid ./supervise-hive >> hive.log 2>&1 < /dev/null &)"),
     ("systemd", f"systemctl --user start {UNIT}"),
 ])
 async def test_start(method: str, command: str) -> None:
@@ -472,7 +476,8 @@ async def test_start(method: str, command: str) -> None:
     assert len(shell.ran(command)) == 1
     assert command in shell.commands[-1]
     if method == "background":  # returns only once run-hive wrote its pid: past the SIGHUP risk
-        assert shell.commands[-1].startswith(f"cd {ROOT} && rm -f hive.pid && ")
+        # a stop left by `rbee hive stop` goes, or the supervisor would end at once
+        assert shell.commands[-1].startswith(f"cd {ROOT} && rm -f hive.pid hive.stop && ")
         assert shell.commands[-1].endswith("test -s hive.pid")
 
 

@@ -6,7 +6,9 @@ import asyncio
 import os
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 
 from rbee.core.errors import RemoteError, SshAuthFailed, SshHostKey, SshTimeout, SshUnreachable
 from rbee.remote.hives_conf import HiveEntry
-from rbee.remote.ssh import connect
+from rbee.remote.ssh import SshTimeouts, connect
 
 
 @dataclass
@@ -41,6 +43,13 @@ def write_key(key: asyncssh.SSHKey, path: Path) -> str:
 
 @pytest.fixture
 async def sshd(tmp_path: Path) -> AsyncIterator[Sshd]:
+    async with serve(tmp_path) as server:
+        yield server
+
+
+@asynccontextmanager
+async def serve(tmp_path: Path, sftp: type[asyncssh.SFTPServer] | bool = True
+                ) -> AsyncIterator[Sshd]:
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     client_key = asyncssh.generate_private_key("ssh-ed25519")
     authorized = asyncssh.import_authorized_keys(
@@ -86,7 +95,7 @@ async def sshd(tmp_path: Path) -> AsyncIterator[Sshd]:
 
     server = await asyncssh.create_server(
         Server, "127.0.0.1", 0, server_host_keys=[host_key],
-        process_factory=process_factory, sftp_factory=True)
+        process_factory=process_factory, sftp_factory=sftp)
     port = server.sockets[0].getsockname()[1]
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} "
@@ -327,3 +336,151 @@ async def test_a_bad_host_name_is_unreachable(sshd: Sshd, hostname: str) -> None
     with pytest.raises(SshUnreachable):
         async with connect(replace(sshd.entry, hostname=hostname, connect_timeout=2.0)):
             pass
+
+
+# -- deadlines: nothing that crosses to the machine may wait for ever -------------------------
+
+FAST = SshTimeouts(keepalive_interval=0.2, keepalive_count_max=2, open=0.5, sftp_step=0.5,
+                   put_bytes_per_s=1e9)
+
+
+@pytest.fixture
+async def stuck_sshd(tmp_path: Path) -> AsyncIterator[Sshd]:
+    """An SFTP server that takes every write and never answers it (a hung sftp-server, a
+    home on an NFS server that went away): the request stays pending on the client."""
+    opened: list[object] = []
+
+    class SilentWrites(asyncssh.SFTPServer):
+        def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+            opened.append(super().open(path, pflags, attrs))
+            return opened[-1]
+
+        async def write(self, file_obj: object, offset: int, data: bytes) -> int:
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+    async with serve(tmp_path, SilentWrites) as server:
+        yield server
+    for file_obj in opened:  # the stuck handler never closes them
+        file_obj.close()  # type: ignore[attr-defined]
+
+
+async def test_an_sftp_write_that_is_never_answered_times_out(
+        stuck_sshd: Sshd, tmp_path: Path) -> None:
+    path = tmp_path / "hive.env"
+    async with connect(stuck_sshd.entry, FAST) as sh:
+        started = time.monotonic()
+        with pytest.raises(SshTimeout) as info:
+            await asyncio.wait_for(sh.write_text(str(path), "RBEE_HIVE_TOKEN=s3cret\n"), 10)
+        took = time.monotonic() - started
+    assert took < 0.5 + 1.0, f"gave up after {took:.1f}s"
+    # names the host and the step; never the secret
+    assert f"box (tester@127.0.0.1:{stuck_sshd.port})" in info.value.message
+    assert f"while writing {path} over SFTP" in info.value.message
+    assert "s3cret" not in info.value.message and "Hint:" in info.value.message
+
+
+async def test_a_put_that_is_never_answered_times_out_with_a_bound_scaled_by_size(
+        stuck_sshd: Sshd, tmp_path: Path) -> None:
+    wheel = tmp_path / "big.whl"
+    wheel.write_bytes(os.urandom(200_000))
+    (tmp_path / "remote").mkdir()
+    slow_link = replace(FAST, put_bytes_per_s=200_000)  # 0.5 s floor + 1 s for its bytes
+    assert slow_link.put(200_000) == pytest.approx(1.5)
+    async with connect(stuck_sshd.entry, slow_link) as sh:
+        started = time.monotonic()
+        with pytest.raises(SshTimeout, match=r"no answer within 1.5s while copying "
+                           r"big.whl \(200000 bytes\)"):
+            await asyncio.wait_for(sh.put([wheel], str(tmp_path / "remote")), 10)
+        took = time.monotonic() - started
+    assert 1.5 <= took < 1.5 + 1.0, f"gave up after {took:.1f}s"
+
+
+class Proxy:
+    """A TCP relay that can go silent both ways without closing anything: a partition."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target = target_port
+        self.frozen = False
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self.port = 0
+
+    async def __aenter__(self) -> Proxy:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target)
+        self._writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while chunk := await src.read(65536):
+                if not self.frozen:  # dropped, as a dead switch drops them
+                    dst.write(chunk)
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            writer.close()
+            up_writer.close()
+
+
+async def test_keepalives_end_a_connection_whose_peer_went_silent(
+        sshd: Sshd, tmp_path: Path) -> None:
+    async with Proxy(sshd.port) as proxy:
+        known_hosts = tmp_path / "proxy_known_hosts"
+        known_hosts.write_text(f"[127.0.0.1]:{proxy.port} "
+                               f"{sshd.host_key.export_public_key('openssh').decode()}")
+        entry = replace(sshd.entry, port=proxy.port, known_hosts=str(known_hosts))
+        async with connect(entry, replace(FAST, open=5.0)) as sh:
+            assert (await sh.run("echo up")).stdout == "up\n"
+            proxy.frozen = True
+            started = time.monotonic()
+            # the command would run for a minute: the silence is noticed first
+            with pytest.raises(SshUnreachable, match="connection lost"):
+                await asyncio.wait_for(sh.run("sleep 60"), 10)
+            took = time.monotonic() - started
+    assert took < 0.2 * 3 + 1.0, f"noticed after {took:.1f}s"
+
+
+async def test_connect_turns_keepalives_on_by_default(
+        sshd: Sshd, monkeypatch: pytest.MonkeyPatch) -> None:
+    # asyncssh's default is no keep-alive at all; the queen's must notice a partition
+    # (the test above proves the options work; this one, that connect() always sets them)
+    seen: list[dict[str, object]] = []
+    real = asyncssh.connect
+
+    async def recording(host: str, **options: object) -> asyncssh.SSHClientConnection:
+        seen.append(options)
+        return await real(host, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncssh, "connect", recording)
+    async with connect(sshd.entry) as sh:
+        assert (await sh.run("echo hi")).stdout == "hi\n"
+    assert (seen[0]["keepalive_interval"], seen[0]["keepalive_count_max"]) == (15.0, 3)
+
+
+async def test_a_channel_that_never_opens_times_out(sshd: Sshd, tmp_path: Path) -> None:
+    # keep-alives far off: the channel's own deadline must end the wait
+    async with Proxy(sshd.port) as proxy:
+        known_hosts = tmp_path / "proxy_known_hosts"
+        known_hosts.write_text(f"[127.0.0.1]:{proxy.port} "
+                               f"{sshd.host_key.export_public_key('openssh').decode()}")
+        entry = replace(sshd.entry, port=proxy.port, known_hosts=str(known_hosts))
+        async with connect(entry, replace(FAST, keepalive_interval=60.0)) as sh:
+            proxy.frozen = True
+            started = time.monotonic()
+            with pytest.raises(SshTimeout, match=r"no answer within 0.5s while starting a "
+                               r"command \(echo hi\)") as info:
+                await asyncio.wait_for(sh.run("echo hi", timeout=30), 10)
+            took = time.monotonic() - started
+    assert f"box (tester@127.0.0.1:{proxy.port})" in info.value.message
+    assert took < 0.5 + 1.0, f"gave up after {took:.1f}s"
