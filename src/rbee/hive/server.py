@@ -45,7 +45,7 @@ def build_services(settings: HiveSettings) -> HiveServices:
             http=http, interval=settings.telemetry_interval, region=settings.region,
             labels=parse_labels(settings.labels))
     return HiveServices(hive_id=settings.hive_id, probe=probe, supervisor=supervisor, http=http,
-                        first_devices=devices,
+                        first_devices=devices, stall_limit=settings.stall_limit,
                         reporter=reporter, token=token, preload_model=settings.preload_model,
                         preload_threads=settings.worker_threads)
 

@@ -35,6 +35,7 @@ class HiveServices:
     preload_model: str | None = None
     preload_threads: int | None = None
     first_devices: list[Device] | None = None  # read at start-up (the preload places on them)
+    stall_limit: float = 0.0  # seconds without the loop running before the hive exits; 0: off
     # The probe for requests (`/v1/capabilities`): off the loop, on a daemon thread, with a
     # deadline; a wedged driver parks one thread at most and never delays the hive's exit.
     devices: GuardedProbe = field(init=False)

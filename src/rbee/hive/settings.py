@@ -32,6 +32,9 @@ class HiveSettings(ListenerSettings):
     worker_threads: int | None = Field(default=None, description="Default engine threads "
                                        "(unset: physical cores - 1)")
     stop_grace: float = Field(default=3.0, description="Seconds between SIGTERM and SIGKILL")
+    stall_limit: float = Field(default=60.0, ge=0, description="Seconds the hive's event loop "
+                               "may not run before the hive exits for its supervisor to "
+                               "restart it (a hang; 0: never)")
     preload_model: str | None = Field(default=None, description="Start a worker for this "
                                       "model at once, on the best device")
     parent_pid: int | None = Field(default=None, description="Exit when this process is gone")
