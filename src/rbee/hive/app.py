@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI, Request
 
 from rbee import __version__
 from rbee.api.cluster import Device, SpawnWorker, WorkerInfo
-from rbee.hive.loop_watchdog import LoopWatchdog
+from rbee.core.loop_watchdog import watching
 from rbee.hive.services import HiveServices, preload
 from rbee.web.auth import check_bearer
 from rbee.web.body import parse_body
@@ -32,8 +32,6 @@ def create_app(services: HiveServices,  # noqa: C901 - route closures
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         reporter_task = None
-        watchdog = LoopWatchdog(services.stall_limit) if services.stall_limit else None
-        beat = watchdog.start() if watchdog is not None else None
         preload(services)  # no-op when the server already launched it before start-up
         services.supervisor.supervise_launched()
         if services.reporter is not None:
@@ -43,11 +41,9 @@ def create_app(services: HiveServices,  # noqa: C901 - route closures
                     f"reporting to {services.reporter.queen_url}" if services.reporter
                     else "not reporting to any queen")
         try:
-            yield
+            async with watching(services.stall_limit):
+                yield
         finally:
-            if watchdog is not None and beat is not None:  # a slow stop is no hang
-                beat.cancel()
-                watchdog.stop()
             if reporter_task:
                 reporter_task.cancel()
             await services.supervisor.stop_all()  # cascade: no orphan workers

@@ -24,6 +24,7 @@ from rbee.api.openai import ChatCompletionRequest, CompletionRequest, ModelCard,
 from rbee.api.speech import SpeechRequest
 from rbee.api.transcription import Task
 from rbee.core.errors import DeadlineExceeded, InvalidRequest
+from rbee.core.loop_watchdog import watching
 from rbee.core.states import WorkerState
 from rbee.engines.base import GenerationRequest, Output
 from rbee.web.auth import check_bearer
@@ -182,16 +183,18 @@ async def _edit(runtime: Runtime, model: str, token: str | None,
 
 def create_app(runtime: Runtime, *, model: str, token: str | None = None,
                max_n: int = DEFAULT_MAX_N, uploads: transcription.Limits | None = None,
-               tracing: Tracing | None = None) -> Starlette:
+               tracing: Tracing | None = None, stall_limit: float = 0.0) -> Starlette:
     """Plain Starlette, not FastAPI: the worker's import time is on the cold-start path.
     `tracing`: a server span per inference request and a generation span under it (None:
-    nothing is traced, nothing of OpenTelemetry's is loaded)."""
+    nothing is traced, nothing of OpenTelemetry's is loaded). `stall_limit`: seconds the
+    event loop may not run before the worker exits (core.loop_watchdog; 0: never)."""
     videos = video.VideoFiles()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        loader = asyncio.create_task(runtime.load_engine())
-        yield
+        async with watching(stall_limit):
+            loader = asyncio.create_task(runtime.load_engine())
+            yield
         loader.cancel()
         runtime.close()
         videos.close()

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
                      settings.max_upload_bytes, settings.max_audio_seconds)
     tracing = tracing_for("rbee-worker", traces, instance=settings.worker_id)
     app = create_app(runtime, model=settings.model, token=token, max_n=settings.max_n,
-                     uploads=uploads, tracing=tracing)
+                     uploads=uploads, tracing=tracing, stall_limit=settings.stall_limit)
     serve(app, host=settings.host, port=settings.port, fd=settings.fd,
           parent_pid=settings.parent_pid, limits=settings)
 

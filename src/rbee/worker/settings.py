@@ -46,6 +46,9 @@ class WorkerSettings(ListenerSettings):
     stall_timeout: float = Field(default=120.0, gt=0, description="Seconds the engine may "
                                  "produce nothing while requests wait before /health says "
                                  "'stalled' (503) and the queen stops routing here")
+    stall_limit: float = Field(default=60.0, ge=0, description="Seconds the worker's event "
+                               "loop may not run before the worker exits for its hive to see "
+                               "a crash (a hang; 0: never)")
     fake_tokens_per_second: float = Field(default=0.0, description="Fake engine speed (0: max)")
     fake_load_seconds: float = Field(default=0.0, description="Fake engine load time")
     fake_fail_after: int | None = Field(default=None, description="Fake engine fails after N")

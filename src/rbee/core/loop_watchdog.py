@@ -1,22 +1,24 @@
-"""End the hive when its event loop has stopped running: a hang nobody else can see.
+"""End a daemon whose event loop has stopped running: a hang nobody else can see.
 
-A hive whose loop is stuck (a blocking call that never returns, a deadlock) keeps its process
-alive: systemd and `supervise-hive` restart only a hive that exits, and a remote hive has no
-queen-side supervisor that could kill it. So the hive watches itself: a task on the loop
-beats every second, a daemon thread checks the beat, and a loop silent for `limit` seconds
-ends the process (exit status 70) for its supervisor to start afresh. Its workers follow it
-(PDEATHSIG). The thread costs one wake-up a second; the beat one timer.
+A hive or worker whose loop is stuck (a blocking call that never returns, a deadlock) keeps
+its process alive, and supervisors restart only a process that exits: systemd and
+`supervise-hive` for a remote hive, its hive for a worker (a remote hive has no queen-side
+supervisor that could kill it). So the daemon watches itself: a task on the loop beats every
+second, a daemon thread checks the beat, and a loop silent for `limit` seconds ends the
+process (exit status 70) for its supervisor to start afresh (a hive's workers follow it:
+PDEATHSIG). The thread costs one wake-up a second; the beat one timer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 logger = logging.getLogger(__name__)
 EXIT_STALLED = 70  # EX_SOFTWARE: an internal error, for the supervisor's log
@@ -34,7 +36,7 @@ class LoopWatchdog:
         self._stop = threading.Event()
 
     async def beat(self) -> None:
-        """The loop's side: runs until cancelled (the hive's lifespan ends it)."""
+        """The loop's side: runs until cancelled (the daemon's lifespan ends it)."""
         while True:
             self._last = self._clock()
             await asyncio.sleep(self._every)
@@ -62,8 +64,25 @@ class LoopWatchdog:
 
 
 def _say(silent: float) -> None:
-    logger.critical("the hive's event loop has not run for %.0fs (hung); exiting so that its "
-                    "supervisor starts it again", silent)
+    logger.critical("the event loop has not run for %.0fs (hung); exiting so that this "
+                    "process's supervisor starts it again", silent)
     for handler in logging.getLogger().handlers:
         handler.flush()
     sys.stderr.flush()
+
+
+@contextlib.asynccontextmanager
+async def watching(limit: float, *, beat_every: float = 1.0,
+                   exit_process: Callable[[int], object] = os._exit) -> AsyncIterator[None]:
+    """The loop watched while the block runs (a daemon's lifespan); `limit` 0: not at all.
+    Leaving the block stops the watch first: a slow shutdown is no hang."""
+    if not limit:
+        yield
+        return
+    watchdog = LoopWatchdog(limit, beat_every=beat_every, exit_process=exit_process)
+    beat = watchdog.start()
+    try:
+        yield
+    finally:
+        beat.cancel()
+        watchdog.stop()

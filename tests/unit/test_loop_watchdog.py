@@ -1,5 +1,5 @@
-"""The hive ends itself when its event loop stops running (a hang its supervisors, which
-restart only a hive that exits, would never see)."""
+"""A hive or worker ends itself when its event loop stops running (a hang its supervisor,
+which restarts only a process that exits, would never see)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from rbee.hive.loop_watchdog import EXIT_STALLED, LoopWatchdog
+from rbee.core.loop_watchdog import EXIT_STALLED, LoopWatchdog
 
 
 async def test_a_loop_stuck_past_the_limit_ends_the_process(
@@ -18,7 +18,7 @@ async def test_a_loop_stuck_past_the_limit_ends_the_process(
     watchdog = LoopWatchdog(0.3, beat_every=0.05, exit_process=exits.append)
     beat = watchdog.start()
     await asyncio.sleep(0.2)
-    with caplog.at_level(logging.CRITICAL, logger="rbee.hive.loop_watchdog"):
+    with caplog.at_level(logging.CRITICAL, logger="rbee.core.loop_watchdog"):
         time.sleep(1.0)  # noqa: ASYNC251 - the loop blocked (the point): no beat for 1 s
         deadline = time.monotonic() + 3
         while not exits and time.monotonic() < deadline:
@@ -47,7 +47,7 @@ def test_a_log_that_blocks_does_not_keep_the_hive_alive(monkeypatch: pytest.Monk
     """The critical line goes to a stderr nobody reads (a full pipe): exit anyway."""
     import threading
 
-    from rbee.hive import loop_watchdog
+    from rbee.core import loop_watchdog
 
     blocked = threading.Event()
     monkeypatch.setattr(loop_watchdog, "_say", lambda _s: blocked.wait(30))
@@ -58,3 +58,20 @@ def test_a_log_that_blocks_does_not_keep_the_hive_alive(monkeypatch: pytest.Monk
     watchdog._watch()  # runs until it has exited
     assert exits == [EXIT_STALLED] and time.monotonic() - started < 5
     blocked.set()
+
+
+async def test_the_watch_ends_with_the_lifespan_it_covers() -> None:
+    """A daemon's slow shutdown (a blocking close after its lifespan) is no hang."""
+    import threading
+
+    from rbee.core.loop_watchdog import watching
+
+    exits: list[int] = []
+    before = threading.active_count()
+    async with watching(0.2, beat_every=0.05, exit_process=exits.append):
+        assert threading.active_count() == before + 1  # the watching thread
+        await asyncio.sleep(0.1)
+    time.sleep(0.6)  # noqa: ASYNC251 - blocked after the lifespan: must not count
+    assert exits == []
+    async with watching(0):  # off: no thread at all
+        assert threading.active_count() == before
