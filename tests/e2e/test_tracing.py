@@ -52,16 +52,26 @@ def _trace_of(spans: list[Span], trace_id: str) -> list[Span]:
     return [s for s in spans if s.trace_id == trace_id]
 
 
+# Every span a request that starts a worker makes. Each daemon exports in its own batches,
+# and a parent ends (so is exported) after its children: wait for all, not for one.
+EXPECTED = {("queen-rbee", "rbee.schedule"), ("queen-rbee", "rbee.place"),
+            ("queen-rbee", "POST /v1/workers"), ("queen-rbee", "rbee.worker_start"),
+            ("queen-rbee", CHAT), ("rbee-hive", "POST /v1/workers"), ("rbee-worker", CHAT),
+            ("rbee-worker", "rbee.generate")}
+
+
 def _whole_trace(receiver: Receiver, known: set[str]) -> list[Span]:
-    """The spans of the one new queen request's trace, once all three services sent theirs
-    (the worker's generation span last)."""
+    """The spans of the one new queen request's trace, once all three services sent every
+    span and each span's parent is there."""
     def complete(spans: list[Span]) -> bool:
         roots = [s for s in spans if s.service == "queen-rbee" and s.kind == "server"
                  and s.trace_id not in known]
         if len(roots) != 1:
             return False
-        names = {(s.service, s.name) for s in _trace_of(spans, roots[0].trace_id)}
-        return {("rbee-worker", "rbee.generate"), ("rbee-hive", "POST /v1/workers")} <= names
+        trace = _trace_of(spans, roots[0].trace_id)
+        ids = {s.span_id for s in trace}
+        return {(s.service, s.name) for s in trace} >= EXPECTED and all(
+            s.parent_id in ids for s in trace if s.parent_id)
     spans = receiver.wait_for(complete)
     root = next(s for s in spans if s.service == "queen-rbee" and s.kind == "server"
                 and s.trace_id not in known)
