@@ -38,10 +38,11 @@ class HiveServices:
     stall_limit: float = 0.0  # seconds without the loop running before the hive exits; 0: off
     # The probe for requests (`/v1/capabilities`): off the loop, on a daemon thread, with a
     # deadline; a wedged driver parks one thread at most and never delays the hive's exit.
+    # The telemetry's own guard when there is one: one stuck probe, one last good answer.
     devices: GuardedProbe = field(init=False)
 
     def __post_init__(self) -> None:
-        self.devices = GuardedProbe(self.probe)
+        self.devices = self.reporter.devices if self.reporter else GuardedProbe(self.probe)
 
 
 def preload(services: HiveServices) -> None:

@@ -31,7 +31,8 @@ class TelemetryReporter:
         self._url = url
         self.queen_url = queen_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._probe = GuardedProbe(probe, probe_deadline)  # never blocks the loop for long
+        # Never blocks the loop for long; the hive's /v1/capabilities reads through it too.
+        self.devices = GuardedProbe(probe, probe_deadline)
         self._supervisor = supervisor
         self._http = http
         self._interval = interval
@@ -40,7 +41,7 @@ class TelemetryReporter:
 
     async def snapshot(self) -> HiveTelemetry:
         return HiveTelemetry(hive_id=self._hive_id, url=self._url, version=__version__,
-                             pid=os.getpid(), devices=await self._probe.devices(),
+                             pid=os.getpid(), devices=await self.devices.devices(),
                              workers=self._supervisor.workers(), region=self._region,
                              labels=self._labels)
 
