@@ -240,7 +240,8 @@ async def admitted(svc: QueenServices, stream: bool | None, ref: ModelRef, hints
             ref.name, hints.job.priority if hints.job else "interactive",
             tenant=hints.account.tenant_id if hints.account else None)
         sending = _Sending(svc, path, raw, deadline, ticket, charge, reported, trail,
-                           _token_metrics(svc, ref.name) if usage_asked is not None else None)
+                           _token_metrics(svc, ref.name) if stream and usage_asked is not None
+                           else None)
 
         async def attempt(worker: WorkerInfo) -> Response:
             trail.served(worker)
